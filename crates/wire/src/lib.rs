@@ -13,3 +13,43 @@
 pub mod flow;
 
 pub use flow::{Family, FlowKey};
+
+/// Storage that holds one Ethernet frame: what the engine reads and rewrites.
+///
+/// The I/O backends own the buffers (heap, UMEM frames, pcap records); the
+/// engine sees them only through this trait, so it never depends on how they
+/// are stored.
+pub trait FrameBuf {
+    /// The frame's bytes, from the Ethernet header to its last byte.
+    fn bytes(&self) -> &[u8];
+    /// The same bytes, for rewriting headers in place.
+    fn bytes_mut(&mut self) -> &mut [u8];
+}
+
+impl FrameBuf for [u8] {
+    fn bytes(&self) -> &[u8] {
+        self
+    }
+    fn bytes_mut(&mut self) -> &mut [u8] {
+        self
+    }
+}
+
+impl<const N: usize> FrameBuf for [u8; N] {
+    fn bytes(&self) -> &[u8] {
+        self
+    }
+    fn bytes_mut(&mut self) -> &mut [u8] {
+        self
+    }
+}
+
+#[cfg(feature = "std")]
+impl FrameBuf for std::vec::Vec<u8> {
+    fn bytes(&self) -> &[u8] {
+        self
+    }
+    fn bytes_mut(&mut self) -> &mut [u8] {
+        self
+    }
+}
