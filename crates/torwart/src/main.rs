@@ -1,1 +1,131 @@
-fn main() {}
+//! `torwart`: a multi-core gateway for member networks.
+
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use torwart::replay::{self, Input};
+use torwart::{bench, scenario, Error};
+
+#[derive(Parser, Debug)]
+#[command(name = "torwart", version, about = "A multi-core gateway for member networks: firewall, NAT, accounting, shaping")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Runs captured traffic through the engine and writes what it would forward.
+    ///
+    /// Without --inside/--outside, replays an embedded demonstration capture.
+    Replay {
+        /// Capture taken on the inside port (towards the members): pcap or pcapng.
+        #[arg(long)]
+        inside: Option<PathBuf>,
+        /// Capture taken on the outside port (towards the internet).
+        #[arg(long)]
+        outside: Option<PathBuf>,
+        /// Where to write to-inside.pcap and to-outside.pcap.
+        #[arg(long, default_value = "replay-out")]
+        out_dir: PathBuf,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+        /// Most flows tracked at once.
+        #[arg(long, default_value_t = 262_144)]
+        max_flows: u32,
+        /// Idle timeout of established TCP connections (e.g. 12h, 5d).
+        #[arg(long, default_value = "12h", value_parser = humantime::parse_duration)]
+        established_timeout: std::time::Duration,
+        /// Do not take over TCP connections seen mid-stream.
+        #[arg(long)]
+        strict_tcp: bool,
+        /// Seed of the (fixed, for reproducibility) flow hash key.
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+    },
+    /// Measures the engine on a named scenario with generated traffic.
+    Bench {
+        /// campus-2018, campus-10x or synflood.
+        #[arg(long, default_value = "campus-2018")]
+        scenario: String,
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// Worker cores, one engine each.
+        #[arg(long, default_value_t = 1)]
+        cores: usize,
+        /// Measured seconds per core.
+        #[arg(long, default_value_t = 5.0)]
+        seconds: f64,
+        /// Frames per batch.
+        #[arg(long, default_value_t = 32)]
+        batch: usize,
+        /// Offered load per core in Mpps: the rate at which virtual time passes.
+        #[arg(long, default_value_t = 1.0)]
+        offered_mpps: f64,
+        /// Scales the scenario's flow count (for quick runs).
+        #[arg(long, default_value_t = 1.0)]
+        flow_scale: f64,
+        /// Print the report as JSON (progress still goes to stderr).
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn main() -> ExitCode {
+    match run(Cli::parse()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("torwart: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<(), Error> {
+    match cli.command {
+        Command::Replay { inside, outside, out_dir, json, max_flows, established_timeout, strict_tcp, seed } => {
+            let mut opts = replay::options(inside.as_deref(), outside.as_deref(), &out_dir, seed);
+            if inside.is_none() && outside.is_none() {
+                if !json {
+                    println!("no --inside/--outside given: replaying the embedded demonstration capture");
+                }
+                opts.inside = Input::Bytes("demo/inside.pcap", replay::DEMO_INSIDE);
+                opts.outside = Input::Bytes("demo/outside.pcap", replay::DEMO_OUTSIDE);
+            }
+            if max_flows == 0 {
+                return Err(Error::Usage("--max-flows must be at least 1".into()));
+            }
+            opts.engine.max_flows = max_flows;
+            opts.engine.timeouts.tcp_established = established_timeout;
+            opts.engine.tcp_loose = !strict_tcp;
+            let report = replay::run(&opts)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report).expect("report serialises"));
+            } else {
+                replay::print(&report);
+            }
+            Ok(())
+        }
+        Command::Bench { scenario, seed, cores, seconds, batch, offered_mpps, flow_scale, json } => {
+            let Some(p) = scenario::by_name(&scenario) else {
+                let names: Vec<_> = scenario::SCENARIOS.iter().map(|s| s.name).collect();
+                return Err(Error::Usage(format!("unknown scenario {scenario:?} (known: {})", names.join(", "))));
+            };
+            if !(1..=engine::MAX_BATCH).contains(&batch) {
+                return Err(Error::Usage(format!("--batch must be 1 to {}", engine::MAX_BATCH)));
+            }
+            if cores == 0 || seconds <= 0.0 || offered_mpps <= 0.0 || flow_scale <= 0.0 {
+                return Err(Error::Usage("--cores, --seconds, --offered-mpps and --flow-scale must be positive".into()));
+            }
+            let opts = bench::Options { scenario: p, seed, cores, seconds, batch, offered_mpps, flow_scale, progress: true };
+            let report = bench::run(&opts);
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report).expect("report serialises"));
+            } else {
+                bench::print(&report);
+            }
+            Ok(())
+        }
+    }
+}

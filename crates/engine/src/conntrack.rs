@@ -1,0 +1,398 @@
+//! The flow table: every connection the engine tracks, with its state and deadline.
+//!
+//! A [`Flow`] lives in a fixed slab of `max_flows` entries and is found
+//! through the [`FlowIndex`](crate::table::FlowIndex) under both of its
+//! keys: the original direction's (as the opener sent it) and the reply
+//! direction's (as the answers arrive). Today the reply key is the reverse
+//! of the original; with NAT it is the reverse of the *translated* original,
+//! which is why both are stored rather than derived.
+//!
+//! Bounds and their consequences:
+//! * At most `max_flows` flows. When full, a new flow may evict a flow that
+//!   was never answered (a SYN flood's half-open entries, a scan's probes)
+//!   from among its hash neighbours: a bounded, random sample, as Linux's
+//!   early drop does. Answered flows are never evicted for new ones; if no
+//!   candidate exists, the new flow is refused and counted.
+//! * Expiry is the [`Wheel`](crate::wheel::Wheel)'s job, with a budget per
+//!   call; a lookup that meets a flow past its deadline frees it on the spot.
+
+use crate::table::{FlowIndex, Hasher, Slot};
+use crate::tcp::{TcpState, TcpTrack};
+use crate::time::Time;
+use crate::wheel::{Due, Wheel};
+use crate::Side;
+use core::time::Duration;
+use wire::flow::proto;
+use wire::FlowKey;
+
+/// Per-state idle timeouts, as Linux conntrack's sysctls (`nf_conntrack_*_timeout_*`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Timeouts {
+    pub tcp_syn_sent: Duration,
+    pub tcp_syn_recv: Duration,
+    /// The one operators tune: 12 h in the network torwart replaces (Linux: 5 days).
+    pub tcp_established: Duration,
+    pub tcp_fin_wait: Duration,
+    pub tcp_close_wait: Duration,
+    pub tcp_last_ack: Duration,
+    pub tcp_time_wait: Duration,
+    pub tcp_close: Duration,
+    /// UDP flow seen in one direction only.
+    pub udp_unreplied: Duration,
+    /// UDP flow with traffic both ways.
+    pub udp_stream: Duration,
+    pub icmp: Duration,
+    /// Any other protocol (GRE, ESP, ...).
+    pub other: Duration,
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        let s = Duration::from_secs;
+        Timeouts {
+            tcp_syn_sent: s(120),
+            tcp_syn_recv: s(60),
+            tcp_established: s(12 * 3600),
+            tcp_fin_wait: s(120),
+            tcp_close_wait: s(60),
+            tcp_last_ack: s(30),
+            tcp_time_wait: s(120),
+            tcp_close: s(10),
+            udp_unreplied: s(30),
+            udp_stream: s(120),
+            icmp: s(30),
+            other: s(600),
+        }
+    }
+}
+
+impl Timeouts {
+    pub fn tcp(&self, s: TcpState) -> Duration {
+        match s {
+            TcpState::SynSent => self.tcp_syn_sent,
+            TcpState::SynRecv => self.tcp_syn_recv,
+            TcpState::Established => self.tcp_established,
+            TcpState::FinWait => self.tcp_fin_wait,
+            TcpState::CloseWait => self.tcp_close_wait,
+            TcpState::LastAck => self.tcp_last_ack,
+            TcpState::TimeWait => self.tcp_time_wait,
+            TcpState::Close => self.tcp_close,
+        }
+    }
+
+    /// The longest timeout: what the wheel may have to hold.
+    pub fn longest(&self) -> Duration {
+        [
+            self.tcp_syn_sent,
+            self.tcp_syn_recv,
+            self.tcp_established,
+            self.tcp_fin_wait,
+            self.tcp_close_wait,
+            self.tcp_last_ack,
+            self.tcp_time_wait,
+            self.tcp_close,
+            self.udp_unreplied,
+            self.udp_stream,
+            self.icmp,
+            self.other,
+        ]
+        .into_iter()
+        .max()
+        .unwrap_or_default()
+    }
+}
+
+/// Protocol-specific tracking state.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ProtoState {
+    Tcp(TcpTrack),
+    Udp,
+    Icmp,
+    Other,
+}
+
+/// One tracked connection.
+#[derive(Clone, Debug)]
+#[repr(C)]
+pub struct Flow {
+    /// `[original, reply]`: the key of each direction as it arrives.
+    pub keys: [FlowKey; 2],
+    pub expires: Time,
+    pub state: ProtoState,
+    /// Packets have been seen in both directions.
+    pub answered: bool,
+    /// The side the original direction came from.
+    pub orig_side: Side,
+    live: bool,
+    pub packets: [u64; 2],
+    pub bytes: [u64; 2],
+    pub created: Time,
+    slots: [Slot; 2],
+}
+
+impl Flow {
+    /// The idle timeout this flow's state calls for.
+    pub fn timeout(&self, t: &Timeouts) -> Duration {
+        match &self.state {
+            ProtoState::Tcp(tcp) => t.tcp(tcp.state),
+            ProtoState::Udp if self.answered => t.udp_stream,
+            ProtoState::Udp => t.udp_unreplied,
+            ProtoState::Icmp => t.icmp,
+            ProtoState::Other => t.other,
+        }
+    }
+
+    pub fn is_live(&self) -> bool {
+        self.live
+    }
+
+    /// A short state name for listings.
+    pub fn state_name(&self) -> &'static str {
+        match &self.state {
+            ProtoState::Tcp(t) => t.state.name(),
+            ProtoState::Udp | ProtoState::Icmp | ProtoState::Other if self.answered => "answered",
+            _ => "unanswered",
+        }
+    }
+}
+
+/// A new flow could not be stored.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TableFull;
+
+/// Result of a lookup: the flow and the direction the key matched.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Hit {
+    pub flow: u32,
+    /// 0: original direction, 1: reply direction.
+    pub dir: u8,
+}
+
+#[derive(Debug)]
+pub struct Conntrack {
+    flows: Vec<Flow>,
+    free: Vec<u32>,
+    index: FlowIndex,
+    wheel: Wheel,
+    hasher: Hasher,
+    pub timeouts: Timeouts,
+    /// Reused by [`Conntrack::expire`]: no allocation per timer pass.
+    expired: Vec<u32>,
+}
+
+/// How many flows one timer pass may look at.
+pub const EXPIRE_BUDGET: usize = 4096;
+
+impl Conntrack {
+    pub fn new(max_flows: u32, hash_key: [u64; 4], timeouts: Timeouts, now: Time) -> Conntrack {
+        let n = max_flows.max(1) as usize;
+        let blank = Flow {
+            keys: [FlowKey::v4([0; 4].into(), [0; 4].into(), 0, 0, 0); 2],
+            expires: Time::ZERO,
+            state: ProtoState::Other,
+            answered: false,
+            orig_side: Side::Inside,
+            live: false,
+            packets: [0; 2],
+            bytes: [0; 2],
+            created: Time::ZERO,
+            slots: [FlowIndex::NO_SLOT; 2],
+        };
+        Conntrack {
+            flows: vec![blank; n],
+            free: (0..n as u32).rev().collect(),
+            index: FlowIndex::with_capacity(2 * n),
+            wheel: Wheel::new(n, Duration::from_millis(250), now),
+            hasher: Hasher::new(hash_key),
+            timeouts,
+            expired: Vec::with_capacity(EXPIRE_BUDGET),
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.flows.len() - self.free.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    pub fn capacity(&self) -> usize {
+        self.flows.len()
+    }
+
+    /// Bytes of memory the table holds (slab, index, wheel).
+    pub fn memory(&self) -> usize {
+        self.flows.len() * (core::mem::size_of::<Flow>() + 16) + self.index.memory()
+    }
+
+    #[inline]
+    pub fn hash(&self, k: &FlowKey) -> u64 {
+        self.hasher.hash(k)
+    }
+
+    #[inline]
+    pub fn prefetch_bucket(&self, hash: u64) {
+        self.index.prefetch(hash);
+    }
+
+    #[inline]
+    pub fn prefetch_flow(&self, flow: u32) {
+        let f = &self.flows[flow as usize];
+        crate::prefetch(f);
+        crate::prefetch((f as *const Flow as *const u8).wrapping_add(64));
+        crate::prefetch((f as *const Flow as *const u8).wrapping_add(128));
+    }
+
+    /// Finds the flow one of whose keys is `key` (hashed as `hash`).
+    #[inline]
+    pub fn lookup(&self, hash: u64, key: &FlowKey) -> Option<Hit> {
+        let flows = &self.flows;
+        self.index
+            .find(hash, |v| flows[(v >> 1) as usize].keys[(v & 1) as usize] == *key)
+            .map(|(v, _)| Hit { flow: v >> 1, dir: (v & 1) as u8 })
+    }
+
+    #[inline]
+    pub fn flow(&self, i: u32) -> &Flow {
+        &self.flows[i as usize]
+    }
+
+    #[inline]
+    pub fn flow_mut(&mut self, i: u32) -> &mut Flow {
+        &mut self.flows[i as usize]
+    }
+
+    /// Stores a new flow under both keys. Evicts an unanswered neighbour if
+    /// that is the only way to make room; returns whether it did.
+    pub fn insert(
+        &mut self,
+        keys: [FlowKey; 2],
+        state: ProtoState,
+        orig_side: Side,
+        now: Time,
+    ) -> Result<(u32, bool), TableFull> {
+        let hashes = [self.hasher.hash(&keys[0]), self.hasher.hash(&keys[1])];
+        let mut evicted = false;
+        if self.free.is_empty() {
+            self.evict_for(&hashes, now)?;
+            evicted = true;
+        }
+        let i = self.free.pop().ok_or(TableFull)?;
+        let slot0 = match self.index.insert(hashes[0], i << 1) {
+            Some(s) => s,
+            None if !evicted => {
+                self.free.push(i);
+                self.evict_for(&hashes, now)?;
+                return self.insert(keys, state, orig_side, now).map(|(i, _)| (i, true));
+            }
+            None => {
+                self.free.push(i);
+                return Err(TableFull);
+            }
+        };
+        let slot1 = match self.index.insert(hashes[1], i << 1 | 1) {
+            Some(s) => s,
+            None => {
+                self.index.remove(hashes[0], slot0);
+                self.free.push(i);
+                if evicted {
+                    return Err(TableFull);
+                }
+                self.evict_for(&hashes, now)?;
+                return self.insert(keys, state, orig_side, now).map(|(i, _)| (i, true));
+            }
+        };
+        let f = &mut self.flows[i as usize];
+        *f = Flow {
+            keys,
+            expires: now,
+            state,
+            answered: false,
+            orig_side,
+            live: true,
+            packets: [0; 2],
+            bytes: [0; 2],
+            created: now,
+            slots: [slot0, slot1],
+        };
+        f.expires = now + f.timeout(&self.timeouts);
+        self.wheel.insert(i, f.expires);
+        Ok((i, evicted))
+    }
+
+    /// Evicts the unanswered flow nearest its deadline among the neighbours
+    /// of `hashes`, or fails if every neighbour has been answered.
+    fn evict_for(&mut self, hashes: &[u64; 2], now: Time) -> Result<(), TableFull> {
+        let flows = &self.flows;
+        let victim = hashes
+            .iter()
+            .flat_map(|h| self.index.neighbours(*h))
+            .map(|v| v >> 1)
+            .filter(|i| !flows[*i as usize].answered || flows[*i as usize].expires <= now)
+            .min_by_key(|i| flows[*i as usize].expires);
+        match victim {
+            Some(i) => {
+                self.remove(i);
+                Ok(())
+            }
+            None => Err(TableFull),
+        }
+    }
+
+    /// Frees flow `i` now (expired, closed, evicted).
+    pub fn remove(&mut self, i: u32) {
+        let f = &mut self.flows[i as usize];
+        if !f.live {
+            return;
+        }
+        f.live = false;
+        let keys = f.keys;
+        let slots = f.slots;
+        for d in 0..2 {
+            self.index.remove(self.hasher.hash(&keys[d]), slots[d]);
+        }
+        self.wheel.remove(i);
+        self.free.push(i);
+    }
+
+    /// Expires flows whose deadline has passed, at most `budget` looked at.
+    /// Returns how many expired.
+    pub fn expire(&mut self, now: Time, budget: usize) -> usize {
+        let mut gone = core::mem::take(&mut self.expired);
+        gone.clear();
+        let flows = &self.flows;
+        // The wheel decides; removal from the index happens after, so the
+        // closure does not need the whole table mutably.
+        self.wheel.advance(now, budget, |i| {
+            let f = &flows[i as usize];
+            if f.expires <= now {
+                gone.push(i);
+                Due::Expired
+            } else {
+                Due::Later(f.expires)
+            }
+        });
+        let n = gone.len();
+        for &i in &gone {
+            // Already out of the wheel; remove() skips the wheel for it.
+            self.remove(i);
+        }
+        self.expired = gone;
+        n
+    }
+
+    /// Every live flow, for listings and tests (not for the packet path).
+    pub fn iter(&self) -> impl Iterator<Item = (u32, &Flow)> {
+        self.flows.iter().enumerate().filter(|(_, f)| f.live).map(|(i, f)| (i as u32, f))
+    }
+
+    /// True if `proto` is tracked with its own state machine.
+    pub fn state_for_new(proto_no: u8) -> ProtoState {
+        match proto_no {
+            proto::UDP => ProtoState::Udp,
+            proto::ICMP | proto::ICMPV6 => ProtoState::Icmp,
+            _ => ProtoState::Other,
+        }
+    }
+}

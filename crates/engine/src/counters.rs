@@ -1,0 +1,224 @@
+//! Drop reasons and counters, declared once.
+//!
+//! Every packet the engine does not forward has exactly one [`DropReason`],
+//! and every reason is a counter with a stable snake_case name that the
+//! replay report, the benchmarks and (later) the metrics endpoint print as
+//! is. Malformed packets carry the parser's own reason
+//! ([`wire::classify::ParseError`]), so one list of names covers both.
+//!
+//! Counters are plain `u64`s owned by one engine (one core); whoever wants a
+//! total sums the engines' counters. Nothing here is shared or atomic.
+
+use wire::ParseError;
+
+macro_rules! reasons {
+    ($( $(#[$doc:meta])* $variant:ident => $name:literal, )*) => {
+        /// Why the engine dropped a packet (beyond malformed input, see [`DropReason::Malformed`]).
+        #[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+        pub enum Reason {
+            $( $(#[$doc])* $variant, )*
+        }
+
+        impl Reason {
+            pub const ALL: &'static [Reason] = &[ $( Reason::$variant, )* ];
+
+            pub const fn name(self) -> &'static str {
+                match self { $( Reason::$variant => $name, )* }
+            }
+        }
+    };
+}
+
+reasons! {
+    /// A packet from the outside that belongs to no flow and that policy does not admit.
+    UnsolicitedInbound => "unsolicited_inbound",
+    /// A packet matched a flow but arrived on the side that flow direction does not come from.
+    WrongSide => "wrong_side",
+    /// Policy refused to open a new flow from the inside.
+    NewFlowDenied => "new_flow_denied",
+    /// A TCP packet without SYN that belongs to no flow (no loose pick-up for it).
+    TcpNoFlow => "tcp_no_flow",
+    /// A TCP flag combination no stack sends (SYN+FIN, SYN+RST, no flags, ...).
+    TcpBadFlags => "tcp_bad_flags",
+    /// A TCP segment outside the receiver's window (sequence or acknowledgement).
+    TcpOutOfWindow => "tcp_out_of_window",
+    /// A RST whose sequence number is not in the window (RFC 5961 blind reset).
+    TcpRstOutOfWindow => "tcp_rst_out_of_window",
+    /// A SYN inside an open connection whose sequence number is outside the window.
+    TcpSynInConnection => "tcp_syn_in_connection",
+    /// An ICMP error that refers to no flow we track.
+    IcmpErrorNoFlow => "icmp_error_no_flow",
+    /// An ICMP error whose embedded packet travels the wrong way for its flow.
+    IcmpErrorWrongDirection => "icmp_error_wrong_direction",
+    /// No room for a new flow, and no unanswered flow could be evicted.
+    FlowTableFull => "flow_table_full",
+    /// A fragment overlaps one already seen for the same datagram (RFC 5722, RFC 1858).
+    FragmentOverlap => "fragment_overlap",
+    /// A non-last fragment whose length is not a multiple of 8, or a datagram beyond 65535 bytes.
+    FragmentBadLength => "fragment_bad_length",
+    /// More fragments for one datagram than the engine tracks.
+    FragmentTooMany => "fragment_too_many",
+    /// No room to track another fragmented datagram or to hold an early fragment.
+    FragmentTableFull => "fragment_table_full",
+    /// Held fragments whose first fragment never came.
+    FragmentTimeout => "fragment_timeout",
+    /// A fragment of a datagram whose first fragment was dropped.
+    FragmentOfDropped => "fragment_of_dropped",
+}
+
+/// Why a packet was dropped: malformed (the parser's reason) or refused (the engine's).
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+pub enum DropReason {
+    Malformed(ParseError),
+    Refused(Reason),
+}
+
+impl DropReason {
+    /// Number of distinct reasons: the length of a counter array.
+    pub const COUNT: usize = ParseError::ALL.len() + Reason::ALL.len();
+
+    /// A dense index in `0..COUNT`, stable within a build.
+    #[inline]
+    pub fn index(self) -> usize {
+        match self {
+            DropReason::Malformed(p) => p.index(),
+            DropReason::Refused(r) => ParseError::ALL.len() + r as usize,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            DropReason::Malformed(p) => p.name(),
+            DropReason::Refused(r) => r.name(),
+        }
+    }
+
+    /// Every reason, in index order.
+    pub fn all() -> impl Iterator<Item = DropReason> {
+        ParseError::ALL
+            .iter()
+            .map(|p| DropReason::Malformed(*p))
+            .chain(Reason::ALL.iter().map(|r| DropReason::Refused(*r)))
+    }
+}
+
+impl From<Reason> for DropReason {
+    fn from(r: Reason) -> Self {
+        DropReason::Refused(r)
+    }
+}
+
+impl From<ParseError> for DropReason {
+    fn from(p: ParseError) -> Self {
+        DropReason::Malformed(p)
+    }
+}
+
+/// What one engine has done since it started. Plain integers: one owner.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Counters {
+    /// Packets received, by the side they came from ([`crate::Side`] index).
+    pub rx_packets: [u64; 2],
+    pub rx_bytes: [u64; 2],
+    /// Packets forwarded, by the side they leave towards.
+    pub tx_packets: [u64; 2],
+    pub tx_bytes: [u64; 2],
+    /// Packets that matched a flow (fast path).
+    pub fast_path: u64,
+    /// Packets that went to the slow path (no flow yet).
+    pub slow_path: u64,
+    /// ICMP errors passed as related to a flow.
+    pub icmp_related: u64,
+    pub flows_created: u64,
+    pub flows_expired: u64,
+    /// Unanswered flows evicted to make room for new ones.
+    pub flows_evicted: u64,
+    /// Flows taken over mid-stream (TCP loose pick-up).
+    pub flows_picked_up: u64,
+    pub fragments_held: u64,
+    pub fragments_released: u64,
+    pub drops: [u64; DropReason::COUNT],
+}
+
+impl Default for Counters {
+    fn default() -> Self {
+        Counters {
+            rx_packets: [0; 2],
+            rx_bytes: [0; 2],
+            tx_packets: [0; 2],
+            tx_bytes: [0; 2],
+            fast_path: 0,
+            slow_path: 0,
+            icmp_related: 0,
+            flows_created: 0,
+            flows_expired: 0,
+            flows_evicted: 0,
+            flows_picked_up: 0,
+            fragments_held: 0,
+            fragments_released: 0,
+            drops: [0; DropReason::COUNT],
+        }
+    }
+}
+
+impl Counters {
+    #[inline]
+    pub fn drop(&mut self, r: DropReason) {
+        self.drops[r.index()] += 1;
+    }
+
+    pub fn dropped(&self, r: impl Into<DropReason>) -> u64 {
+        self.drops[r.into().index()]
+    }
+
+    pub fn total_drops(&self) -> u64 {
+        self.drops.iter().sum()
+    }
+
+    /// Adds another engine's counters to these (the control side sums cores).
+    pub fn add(&mut self, o: &Counters) {
+        for i in 0..2 {
+            self.rx_packets[i] += o.rx_packets[i];
+            self.rx_bytes[i] += o.rx_bytes[i];
+            self.tx_packets[i] += o.tx_packets[i];
+            self.tx_bytes[i] += o.tx_bytes[i];
+        }
+        self.fast_path += o.fast_path;
+        self.slow_path += o.slow_path;
+        self.icmp_related += o.icmp_related;
+        self.flows_created += o.flows_created;
+        self.flows_expired += o.flows_expired;
+        self.flows_evicted += o.flows_evicted;
+        self.flows_picked_up += o.flows_picked_up;
+        self.fragments_held += o.fragments_held;
+        self.fragments_released += o.fragments_released;
+        for (a, b) in self.drops.iter_mut().zip(o.drops.iter()) {
+            *a += b;
+        }
+    }
+
+    /// Every scalar counter as (name, value), drops last, in a stable order.
+    pub fn entries(&self) -> Vec<(&'static str, u64)> {
+        let mut v = vec![
+            ("rx_inside_packets", self.rx_packets[0]),
+            ("rx_inside_bytes", self.rx_bytes[0]),
+            ("rx_outside_packets", self.rx_packets[1]),
+            ("rx_outside_bytes", self.rx_bytes[1]),
+            ("tx_inside_packets", self.tx_packets[0]),
+            ("tx_inside_bytes", self.tx_bytes[0]),
+            ("tx_outside_packets", self.tx_packets[1]),
+            ("tx_outside_bytes", self.tx_bytes[1]),
+            ("fast_path", self.fast_path),
+            ("slow_path", self.slow_path),
+            ("icmp_related", self.icmp_related),
+            ("flows_created", self.flows_created),
+            ("flows_expired", self.flows_expired),
+            ("flows_evicted", self.flows_evicted),
+            ("flows_picked_up", self.flows_picked_up),
+            ("fragments_held", self.fragments_held),
+            ("fragments_released", self.fragments_released),
+        ];
+        v.extend(DropReason::all().map(|r| (r.name(), self.drops[r.index()])));
+        v
+    }
+}

@@ -1,0 +1,393 @@
+//! The per-core pipeline: a batch of frames in, one verdict per frame out.
+//!
+//! The batch is processed in three passes so that memory latency overlaps
+//! (VPP's dual-loop idea, by pass rather than by pair):
+//! 1. parse every frame ([`wire::classify::classify`]), hash its flow key and
+//!    prefetch the hash bucket;
+//! 2. look every key up in the flow index and prefetch the flow;
+//! 3. decide: a known flow takes the fast path (state update, deadline,
+//!    counters); the rest take the slow path (policy, new state).
+//!
+//! Policy today is the classic stateful one: a connection opened from the
+//! inside is allowed with its replies, nothing unsolicited from the outside
+//! is. ICMP errors pass as related to the flow they quote and never create
+//! state. Fragments get their first fragment's verdict ([`crate::frag`]).
+
+use crate::conntrack::{Conntrack, Hit, ProtoState, Timeouts, EXPIRE_BUDGET};
+use crate::counters::{Counters, DropReason, Reason};
+use crate::frag::{datagram_key, Fragments, Outcome, Piece};
+use crate::tcp::{Refusal, Segment, TcpTrack};
+use crate::time::Time;
+use crate::{Side, Verdict};
+use core::time::Duration;
+use wire::classify::{classify, Meta, L4};
+use wire::flow::proto;
+use wire::tcp::TcpFlags;
+use wire::FrameBuf;
+
+/// Frames processed per pass; longer batches are taken in chunks of this.
+pub const MAX_BATCH: usize = 256;
+
+/// What an engine is built with.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// Most flows tracked at once (the slab is allocated for this many).
+    pub max_flows: u32,
+    /// Secret key of the flow hash; draw it at random per process start.
+    pub hash_key: [u64; 4],
+    pub timeouts: Timeouts,
+    /// Take over TCP connections mid-stream when their packets come from
+    /// the inside (after a restart), as Linux's `nf_conntrack_tcp_loose`.
+    pub tcp_loose: bool,
+    /// Fragmented datagrams tracked at once.
+    pub max_datagrams: u32,
+    /// Fragments that can be held while their first fragment is missing.
+    pub frag_stash: u16,
+    pub frag_timeout: Duration,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            max_flows: 262_144,
+            hash_key: [0x243f_6a88_85a3_08d3, 0x1319_8a2e_0370_7344, 0xa409_3822_299f_31d0, 0x082e_fa98_ec4e_6c89],
+            timeouts: Timeouts::default(),
+            tcp_loose: true,
+            max_datagrams: 4096,
+            frag_stash: 256,
+            frag_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// One core's engine. See the crate docs for the calling order.
+#[derive(Debug)]
+pub struct Engine {
+    cfg: Config,
+    ct: Conntrack,
+    frags: Fragments,
+    counters: Counters,
+    last_now: Time,
+    metas: Box<[Option<Meta>]>,
+    hashes: Box<[u64]>,
+    hits: Box<[Option<Hit>]>,
+}
+
+impl Engine {
+    pub fn new(cfg: Config, now: Time) -> Engine {
+        Engine {
+            ct: Conntrack::new(cfg.max_flows, cfg.hash_key, cfg.timeouts, now),
+            frags: Fragments::new(cfg.max_datagrams, cfg.frag_stash, cfg.frag_timeout, cfg.hash_key, now),
+            counters: Counters::default(),
+            last_now: now,
+            metas: vec![None; MAX_BATCH].into(),
+            hashes: vec![0; MAX_BATCH].into(),
+            hits: vec![None; MAX_BATCH].into(),
+            cfg,
+        }
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.cfg
+    }
+
+    pub fn counters(&self) -> &Counters {
+        &self.counters
+    }
+
+    pub fn conntrack(&self) -> &Conntrack {
+        &self.ct
+    }
+
+    /// Fragmented datagrams being tracked.
+    pub fn datagrams(&self) -> usize {
+        self.frags.len()
+    }
+
+    /// Decides about `frames`, all received from side `from`, writing one
+    /// verdict per frame into `verdicts` (which must be at least as long).
+    pub fn process<F: FrameBuf>(&mut self, now: Time, from: Side, frames: &mut [F], verdicts: &mut [Verdict]) {
+        assert!(verdicts.len() >= frames.len(), "one verdict slot per frame");
+        let now = now.max(self.last_now);
+        self.last_now = now;
+        for (f, v) in frames.chunks_mut(MAX_BATCH).zip(verdicts.chunks_mut(MAX_BATCH)) {
+            self.process_chunk(now, from, f, v);
+        }
+    }
+
+    fn process_chunk<F: FrameBuf>(&mut self, now: Time, from: Side, frames: &mut [F], verdicts: &mut [Verdict]) {
+        let n = frames.len();
+        let side = from.index();
+        // Pass 1: parse, hash, prefetch the bucket.
+        for i in 0..n {
+            let bytes = frames[i].bytes();
+            self.counters.rx_packets[side] += 1;
+            self.counters.rx_bytes[side] += bytes.len() as u64;
+            match classify(bytes) {
+                Ok(m) => {
+                    if lookup_first(&m) {
+                        let h = self.ct.hash(&m.key);
+                        self.hashes[i] = h;
+                        self.ct.prefetch_bucket(h);
+                    }
+                    self.metas[i] = Some(m);
+                }
+                Err(e) => {
+                    self.metas[i] = None;
+                    verdicts[i] = self.drop(DropReason::Malformed(e));
+                }
+            }
+        }
+        // Pass 2: look up, prefetch the flow.
+        for i in 0..n {
+            self.hits[i] = None;
+            if let Some(m) = &self.metas[i] {
+                if lookup_first(m) {
+                    let hit = self.ct.lookup(self.hashes[i], &m.key);
+                    if let Some(h) = hit {
+                        self.ct.prefetch_flow(h.flow);
+                    }
+                    self.hits[i] = hit;
+                }
+            }
+        }
+        // Pass 3: decide.
+        for i in 0..n {
+            let Some(m) = self.metas[i] else { continue };
+            let len = frames[i].bytes().len();
+            let v = if let Some(frag) = m.frag {
+                self.fragment(now, from, &m, frag, i, frames[i].bytes())
+            } else if let L4::IcmpError { inner, .. } = m.l4 {
+                self.related(now, from, &m, &inner)
+            } else {
+                self.track(now, from, &m, i, len).0
+            };
+            if let Verdict::Forward(to) = v {
+                self.counters.tx_packets[to.index()] += 1;
+                self.counters.tx_bytes[to.index()] += len as u64;
+            }
+            verdicts[i] = v;
+        }
+    }
+
+    #[inline]
+    fn drop(&mut self, r: impl Into<DropReason>) -> Verdict {
+        let r = r.into();
+        self.counters.drop(r);
+        Verdict::Drop(r)
+    }
+
+    /// Connection tracking and policy for one packet with a transport key.
+    /// Returns the verdict and the flow it belongs to.
+    fn track(&mut self, now: Time, from: Side, m: &Meta, i: usize, len: usize) -> (Verdict, Option<Hit>) {
+        let seg = match m.l4 {
+            L4::Tcp { flags, seq, ack, window, payload_len, wscale } => {
+                let s = Segment {
+                    syn: flags.contains(TcpFlags::SYN),
+                    ack: flags.contains(TcpFlags::ACK),
+                    fin: flags.contains(TcpFlags::FIN),
+                    rst: flags.contains(TcpFlags::RST),
+                    seq,
+                    ack_no: ack,
+                    window,
+                    payload_len,
+                    wscale,
+                };
+                if s.bad_flags() {
+                    return (self.drop(Reason::TcpBadFlags), None);
+                }
+                Some(s)
+            }
+            _ => None,
+        };
+
+        // The pass-2 hit may be stale if an earlier packet of this batch
+        // created, closed or evicted a flow: check it, else look again.
+        let hit = match self.hits[i] {
+            Some(h) if self.ct.flow(h.flow).is_live() && self.ct.flow(h.flow).keys[h.dir as usize] == m.key => Some(h),
+            _ => self.ct.lookup(self.hashes[i], &m.key),
+        };
+        let hit = match hit {
+            Some(h) if self.ct.flow(h.flow).expires <= now => {
+                self.ct.remove(h.flow);
+                self.counters.flows_expired += 1;
+                None
+            }
+            h => h,
+        };
+
+        if let Some(h) = hit {
+            return (self.fast_path(now, from, h, seg.as_ref(), len), Some(h));
+        }
+        self.slow_path(now, from, m, seg.as_ref(), len)
+    }
+
+    #[inline]
+    fn fast_path(&mut self, now: Time, from: Side, h: Hit, seg: Option<&Segment>, len: usize) -> Verdict {
+        let dir = h.dir as usize;
+        let timeouts = self.ct.timeouts;
+        let f = self.ct.flow_mut(h.flow);
+        let expected = if dir == 0 { f.orig_side } else { f.orig_side.other() };
+        if from != expected {
+            return self.drop(Reason::WrongSide);
+        }
+        if let (ProtoState::Tcp(t), Some(seg)) = (&mut f.state, seg) {
+            if let Err(r) = t.handle(dir, seg) {
+                let reason = match r {
+                    Refusal::OutOfWindow => Reason::TcpOutOfWindow,
+                    Refusal::RstOutOfWindow => Reason::TcpRstOutOfWindow,
+                    Refusal::SynInConnection => Reason::TcpSynInConnection,
+                };
+                return self.drop(reason);
+            }
+        }
+        if dir == 1 {
+            f.answered = true;
+        }
+        f.packets[dir] += 1;
+        f.bytes[dir] += len as u64;
+        f.expires = now + f.timeout(&timeouts);
+        self.counters.fast_path += 1;
+        Verdict::Forward(from.other())
+    }
+
+    fn slow_path(&mut self, now: Time, from: Side, m: &Meta, seg: Option<&Segment>, len: usize) -> (Verdict, Option<Hit>) {
+        self.counters.slow_path += 1;
+        if from == Side::Outside {
+            return (self.drop(Reason::UnsolicitedInbound), None);
+        }
+        let mut picked_up = false;
+        let state = match (m.l4, seg) {
+            (_, Some(s)) if s.syn && !s.ack => ProtoState::Tcp(TcpTrack::open(s)),
+            (_, Some(s)) if self.cfg.tcp_loose && s.ack && !s.rst && !s.syn => {
+                picked_up = true;
+                ProtoState::Tcp(TcpTrack::pick_up(s))
+            }
+            (_, Some(_)) => return (self.drop(Reason::TcpNoFlow), None),
+            (L4::IcmpEcho { request: false }, _) => return (self.drop(Reason::NewFlowDenied), None),
+            (_, None) => Conntrack::state_for_new(m.key.proto),
+        };
+        let keys = [m.key, m.key.reversed()];
+        match self.ct.insert(keys, state, from, now) {
+            Ok((idx, evicted)) => {
+                self.counters.flows_created += 1;
+                self.counters.flows_evicted += u64::from(evicted);
+                self.counters.flows_picked_up += u64::from(picked_up);
+                let f = self.ct.flow_mut(idx);
+                f.packets[0] = 1;
+                f.bytes[0] = len as u64;
+                (Verdict::Forward(from.other()), Some(Hit { flow: idx, dir: 0 }))
+            }
+            Err(_) => (self.drop(Reason::FlowTableFull), None),
+        }
+    }
+
+    /// An ICMP error passes if it quotes a packet of a tracked flow and
+    /// travels back towards that packet's sender.
+    fn related(&mut self, now: Time, from: Side, m: &Meta, inner: &wire::FlowKey) -> Verdict {
+        let hash = self.ct.hash(inner);
+        let Some(h) = self.ct.lookup(hash, inner) else {
+            return self.drop(Reason::IcmpErrorNoFlow);
+        };
+        let f = self.ct.flow(h.flow);
+        if f.expires <= now {
+            return self.drop(Reason::IcmpErrorNoFlow);
+        }
+        let sender_side = if h.dir == 0 { f.orig_side } else { f.orig_side.other() };
+        if from == sender_side || m.key.dst != inner.src || m.key.family != inner.family {
+            return self.drop(Reason::IcmpErrorWrongDirection);
+        }
+        self.counters.icmp_related += 1;
+        Verdict::Forward(sender_side)
+    }
+
+    fn fragment(
+        &mut self,
+        now: Time,
+        from: Side,
+        m: &Meta,
+        frag: wire::classify::Fragment,
+        i: usize,
+        bytes: &[u8],
+    ) -> Verdict {
+        let key = datagram_key(&m.key, frag.ident);
+        let len = m.l3_end.saturating_sub(m.l4_offset);
+        let piece = match self.frags.piece(now, key, frag, len, m.key.proto == proto::TCP) {
+            Ok(p) => p,
+            Err(r) => return self.drop(r),
+        };
+        match piece {
+            Piece::Decided(o) => self.apply(o, from, bytes.len()),
+            Piece::First(e) => {
+                let (v, hit) = match m.l4 {
+                    L4::IcmpError { inner, .. } => (self.related(now, from, m, &inner), None),
+                    _ => self.track(now, from, m, i, bytes.len()),
+                };
+                let outcome = match v {
+                    Verdict::Forward(to) => Outcome::Forward { to, flow: hit.map(|h| (h.flow, h.dir)) },
+                    Verdict::Drop(r) => Outcome::Drop(r),
+                    Verdict::Held => Outcome::Pending,
+                };
+                let dropped = self.frags.decide(e, outcome);
+                self.counters.drops[DropReason::from(Reason::FragmentOfDropped).index()] += u64::from(dropped);
+                v
+            }
+            Piece::Undecided(e) => match self.frags.hold(e, bytes) {
+                Ok(()) => {
+                    self.counters.fragments_held += 1;
+                    Verdict::Held
+                }
+                Err(r) => self.drop(r),
+            },
+        }
+    }
+
+    fn apply(&mut self, o: Outcome, from: Side, len: usize) -> Verdict {
+        match o {
+            Outcome::Forward { to, flow } if to != from => {
+                if let Some((idx, dir)) = flow {
+                    let f = self.ct.flow_mut(idx);
+                    if f.is_live() {
+                        f.packets[dir as usize] += 1;
+                        f.bytes[dir as usize] += len as u64;
+                    }
+                }
+                Verdict::Forward(to)
+            }
+            Outcome::Forward { .. } => self.drop(Reason::WrongSide),
+            Outcome::Drop(_) => self.drop(Reason::FragmentOfDropped),
+            Outcome::Poisoned => self.drop(Reason::FragmentOverlap),
+            Outcome::Pending => self.drop(Reason::FragmentTableFull),
+        }
+    }
+
+    /// Hands out frames the engine held and has now decided to forward.
+    pub fn poll_released(&mut self, mut out: impl FnMut(Side, &[u8])) -> usize {
+        let c = &mut self.counters;
+        self.frags.poll_released(|to, bytes| {
+            c.fragments_released += 1;
+            c.tx_packets[to.index()] += 1;
+            c.tx_bytes[to.index()] += bytes.len() as u64;
+            out(to, bytes)
+        })
+    }
+
+    /// Expires flows and fragments due by `now`; bounded work per call.
+    /// Returns how many flows expired.
+    pub fn poll_timers(&mut self, now: Time) -> usize {
+        let now = now.max(self.last_now);
+        self.last_now = now;
+        let n = self.ct.expire(now, EXPIRE_BUDGET);
+        self.counters.flows_expired += n as u64;
+        let timed_out = self.frags.expire(now, 64);
+        self.counters.drops[DropReason::from(Reason::FragmentTimeout).index()] += timed_out;
+        n
+    }
+}
+
+/// Packets whose own key is looked up in pass 2: everything with a
+/// transport key (non-first fragments and ICMP errors are handled apart).
+#[inline]
+fn lookup_first(m: &Meta) -> bool {
+    !matches!(m.l4, L4::IcmpError { .. } | L4::Fragment)
+}

@@ -1,0 +1,526 @@
+//! TCP connection tracking: the state machine and the window check.
+//!
+//! A middlebox sees both directions of a connection but is neither end, so
+//! it follows the ends instead of driving them. The states are Linux
+//! conntrack's (`SYN_SENT` ... `TIME_WAIT`, `CLOSE`), and each has its own
+//! timeout ([`crate::Timeouts`]). The window check follows the one Linux
+//! uses (G. van Rooij, "Real Stateful TCP Packet Filtering in IP Filter"):
+//! for each direction we keep the highest sequence number sent (`end`), the
+//! highest the receiver has allowed (`maxend`) and the largest window seen
+//! (`maxwin`), and a segment must fall inside those bounds.
+//!
+//! What that buys (RFC 5961's concern, for a middlebox): a RST or SYN that
+//! is not in the window cannot tear down or reset a connection, because the
+//! tracker refuses it before the state changes; an in-window RST closes the
+//! flow (the end will accept it too), an in-window SYN on an open connection
+//! is passed without changing state (the end answers it with a challenge
+//! ACK). A SYN on a flow in `TIME_WAIT` or `CLOSE` reopens it, as a new
+//! connection reusing the 4-tuple would.
+//!
+//! Flows picked up mid-stream (the box restarted, the flow is older than the
+//! box's state) cannot know the window scale and start *liberal*: bounds are
+//! learnt but not enforced, except that RSTs are still checked once both
+//! sides have been seen.
+
+/// Linux conntrack's TCP states.
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Hash)]
+#[repr(u8)]
+pub enum TcpState {
+    SynSent,
+    SynRecv,
+    Established,
+    FinWait,
+    CloseWait,
+    LastAck,
+    TimeWait,
+    Close,
+}
+
+impl TcpState {
+    pub const ALL: [TcpState; 8] = [
+        TcpState::SynSent,
+        TcpState::SynRecv,
+        TcpState::Established,
+        TcpState::FinWait,
+        TcpState::CloseWait,
+        TcpState::LastAck,
+        TcpState::TimeWait,
+        TcpState::Close,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            TcpState::SynSent => "syn_sent",
+            TcpState::SynRecv => "syn_recv",
+            TcpState::Established => "established",
+            TcpState::FinWait => "fin_wait",
+            TcpState::CloseWait => "close_wait",
+            TcpState::LastAck => "last_ack",
+            TcpState::TimeWait => "time_wait",
+            TcpState::Close => "close",
+        }
+    }
+}
+
+/// The TCP fields the tracker reads from a segment.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Segment {
+    pub syn: bool,
+    pub ack: bool,
+    pub fin: bool,
+    pub rst: bool,
+    pub seq: u32,
+    pub ack_no: u32,
+    pub window: u16,
+    pub payload_len: u16,
+    /// Window-scale option (only read on SYNs).
+    pub wscale: Option<u8>,
+}
+
+impl Segment {
+    /// True for flag combinations no conforming stack sends.
+    pub fn bad_flags(&self) -> bool {
+        (self.syn && (self.fin || self.rst)) || !(self.syn || self.ack || self.rst)
+    }
+
+    fn end(&self) -> u32 {
+        self.seq
+            .wrapping_add(u32::from(self.payload_len))
+            .wrapping_add(u32::from(self.syn))
+            .wrapping_add(u32::from(self.fin))
+    }
+}
+
+/// What one direction of the connection has sent and been allowed.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct Peer {
+    /// Highest sequence number sent, plus one.
+    end: u32,
+    /// Highest sequence number the other side's window allowed.
+    maxend: u32,
+    /// Largest (scaled) window advertised by this side.
+    maxwin: u32,
+    /// Window scale of this side's windows (0 unless both sides sent the option).
+    scale: u8,
+    /// This side has sent a SYN with the window-scale option.
+    scale_offered: bool,
+    seen: bool,
+    fin_sent: bool,
+    /// This side's FIN has been acknowledged by the other.
+    fin_acked: bool,
+    /// Sequence number just past this side's FIN.
+    fin_end: u32,
+}
+
+/// Refusals the tracker can give; the engine turns them into drop reasons.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Refusal {
+    OutOfWindow,
+    RstOutOfWindow,
+    SynInConnection,
+}
+
+/// Largest acknowledgement lag Linux accepts below what the other side sent.
+const MAX_ACK_WINDOW: u32 = 66_000;
+
+#[inline]
+fn before(a: u32, b: u32) -> bool {
+    (a.wrapping_sub(b) as i32) < 0
+}
+
+#[inline]
+fn after(a: u32, b: u32) -> bool {
+    before(b, a)
+}
+
+/// Tracking state of one TCP connection. Direction 0 is the side that opened it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TcpTrack {
+    pub state: TcpState,
+    peer: [Peer; 2],
+    liberal: bool,
+}
+
+impl TcpTrack {
+    /// A connection opened by `syn` (a SYN without ACK) in direction 0.
+    pub fn open(syn: &Segment) -> TcpTrack {
+        let mut t = TcpTrack { state: TcpState::SynSent, peer: [Peer::default(); 2], liberal: false };
+        t.start(syn);
+        t
+    }
+
+    /// A connection seen first in the middle (loose pick-up), from direction 0.
+    pub fn pick_up(seg: &Segment) -> TcpTrack {
+        let end = seg.end();
+        let win = u32::from(seg.window).max(1);
+        let mut p = Peer { end, maxend: end, maxwin: win, seen: true, ..Peer::default() };
+        if seg.fin {
+            p.fin_sent = true;
+            p.fin_end = end;
+        }
+        TcpTrack {
+            state: if seg.fin { TcpState::FinWait } else { TcpState::Established },
+            peer: [p, Peer::default()],
+            liberal: true,
+        }
+    }
+
+    fn start(&mut self, syn: &Segment) {
+        let end = syn.end();
+        self.peer = [
+            Peer {
+                end,
+                maxend: end,
+                maxwin: u32::from(syn.window).max(1),
+                scale: syn.wscale.unwrap_or(0).min(14),
+                scale_offered: syn.wscale.is_some(),
+                seen: true,
+                ..Peer::default()
+            },
+            Peer::default(),
+        ];
+        self.state = TcpState::SynSent;
+        self.liberal = false;
+    }
+
+    pub fn is_liberal(&self) -> bool {
+        self.liberal
+    }
+
+    /// True once both directions have carried packets: the flow is answered
+    /// and may no longer be evicted for new ones.
+    pub fn answered(&self) -> bool {
+        self.peer[1].seen
+    }
+
+    /// Feeds one segment travelling in direction `dir` (0 = from the opener).
+    /// On refusal the state is unchanged.
+    pub fn handle(&mut self, dir: usize, seg: &Segment) -> Result<(), Refusal> {
+        let s = dir;
+
+        // A new connection on an old 4-tuple.
+        if seg.syn && !seg.ack && dir == 0 && matches!(self.state, TcpState::TimeWait | TcpState::Close) {
+            self.start(seg);
+            return Ok(());
+        }
+
+        // The answer to the SYN: initialise the other side.
+        if seg.syn && seg.ack && dir == 1 && matches!(self.state, TcpState::SynSent | TcpState::SynRecv) {
+            if seg.ack_no != self.peer[0].end {
+                return Err(Refusal::OutOfWindow);
+            }
+            let both = self.peer[0].scale_offered && seg.wscale.is_some();
+            if !both {
+                self.peer[0].scale = 0;
+            }
+            let end = seg.end();
+            self.peer[1] = Peer {
+                end,
+                maxend: end,
+                maxwin: u32::from(seg.window).max(1),
+                scale: if both { seg.wscale.unwrap_or(0).min(14) } else { 0 },
+                scale_offered: seg.wscale.is_some(),
+                seen: true,
+                ..Peer::default()
+            };
+            // The opener may now send up to what the answer's window allows.
+            self.peer[0].maxend = seg.ack_no.wrapping_add(u32::from(seg.window).max(1));
+            self.state = TcpState::SynRecv;
+            return Ok(());
+        }
+
+        if !self.peer[1].seen && !self.liberal {
+            // Only the opener has spoken. Before the SYN-ACK, all the opener
+            // may do is retransmit its SYN or give up; the other side may
+            // only refuse (RST acknowledging the SYN).
+            if seg.rst {
+                let ok = if dir == 1 { seg.ack && seg.ack_no == self.peer[0].end } else { true };
+                if !ok {
+                    return Err(Refusal::RstOutOfWindow);
+                }
+                self.state = TcpState::Close;
+                return Ok(());
+            }
+            if dir == 0 && seg.syn && !seg.ack {
+                self.start(seg);
+                return Ok(());
+            }
+            if dir == 1 && seg.syn {
+                // Simultaneous open: the other end also sent a bare SYN.
+                let end = seg.end();
+                self.peer[1] = Peer {
+                    end,
+                    maxend: end,
+                    maxwin: u32::from(seg.window).max(1),
+                    seen: true,
+                    ..Peer::default()
+                };
+                self.peer[0].scale = 0;
+                self.state = TcpState::SynRecv;
+                return Ok(());
+            }
+            return Err(Refusal::OutOfWindow);
+        }
+
+        if !self.peer[s].seen {
+            // Liberal pick-up, first packet of the other direction: learn it.
+            let end = seg.end();
+            self.peer[s] = Peer {
+                end,
+                maxend: end,
+                maxwin: u32::from(seg.window).max(1),
+                seen: true,
+                ..self.peer[s]
+            };
+        }
+
+        let check = self.in_window(s, seg);
+        if seg.rst {
+            if !self.liberal && !check.seq_ok {
+                return Err(Refusal::RstOutOfWindow);
+            }
+            self.state = TcpState::Close;
+            return Ok(());
+        }
+        if seg.syn {
+            // A SYN inside an open connection: harmless in the window (the
+            // end answers with a challenge ACK), refused outside it.
+            if !self.liberal && !check.seq_ok {
+                return Err(Refusal::SynInConnection);
+            }
+            return Ok(());
+        }
+        if !self.liberal && !(check.seq_ok && check.ack_ok) {
+            return Err(Refusal::OutOfWindow);
+        }
+        self.learn(s, seg);
+        self.advance_state(s, seg);
+        Ok(())
+    }
+
+    fn in_window(&self, s: usize, seg: &Segment) -> WindowCheck {
+        let (snd, rcv) = (&self.peer[s], &self.peer[s ^ 1]);
+        let end = seg.end();
+        let seq_ok = !after(seg.seq, snd.maxend) && !before(end, snd.end.wrapping_sub(rcv.maxwin.max(1)));
+        let ack_ok = !seg.ack
+            || (!after(seg.ack_no, rcv.end) && !before(seg.ack_no, rcv.end.wrapping_sub(MAX_ACK_WINDOW)));
+        WindowCheck { seq_ok, ack_ok }
+    }
+
+    fn learn(&mut self, s: usize, seg: &Segment) {
+        let r = s ^ 1;
+        let end = seg.end();
+        let scale = self.peer[s].scale;
+        let win = (u32::from(seg.window) << scale).max(1);
+        let snd = &mut self.peer[s];
+        snd.maxwin = snd.maxwin.max(win);
+        if after(end, snd.end) || self.liberal && !snd.seen {
+            snd.end = end;
+        }
+        if after(end, snd.maxend) {
+            snd.maxend = end;
+        }
+        snd.seen = true;
+        if seg.fin && !snd.fin_sent {
+            snd.fin_sent = true;
+            snd.fin_end = end;
+        }
+        if seg.ack {
+            let limit = seg.ack_no.wrapping_add(win);
+            let rcv = &mut self.peer[r];
+            if after(limit, rcv.maxend) {
+                rcv.maxend = limit;
+            }
+            if rcv.fin_sent && !after(rcv.fin_end, seg.ack_no) {
+                rcv.fin_acked = true;
+            }
+        }
+    }
+
+    fn advance_state(&mut self, s: usize, seg: &Segment) {
+        let [a, b] = &self.peer;
+        self.state = match (a.fin_sent, b.fin_sent) {
+            (false, false) => match self.state {
+                // The opener's ACK of the SYN-ACK completes the handshake.
+                TcpState::SynRecv if s == 0 && seg.ack => TcpState::Established,
+                TcpState::SynSent | TcpState::SynRecv => self.state,
+                _ => TcpState::Established,
+            },
+            (true, true) => {
+                // Both sides closed: TIME_WAIT once the last FIN is acknowledged.
+                if a.fin_acked && b.fin_acked {
+                    TcpState::TimeWait
+                } else {
+                    TcpState::LastAck
+                }
+            }
+            (true, false) | (false, true) => {
+                let closer = if a.fin_sent { a } else { b };
+                if closer.fin_acked {
+                    TcpState::CloseWait
+                } else {
+                    TcpState::FinWait
+                }
+            }
+        };
+    }
+}
+
+struct WindowCheck {
+    seq_ok: bool,
+    ack_ok: bool,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn seg(flags: &str, seq: u32, ack_no: u32, len: u16) -> Segment {
+        Segment {
+            syn: flags.contains('S'),
+            ack: flags.contains('A'),
+            fin: flags.contains('F'),
+            rst: flags.contains('R'),
+            seq,
+            ack_no,
+            window: 65_535,
+            payload_len: len,
+            wscale: if flags.contains('S') { Some(7) } else { None },
+        }
+    }
+
+    /// Client ISN 1000, server ISN 5000, through the handshake.
+    fn established() -> TcpTrack {
+        let mut t = TcpTrack::open(&seg("S", 1000, 0, 0));
+        assert_eq!(t.state, TcpState::SynSent);
+        t.handle(1, &seg("SA", 5000, 1001, 0)).unwrap();
+        assert_eq!(t.state, TcpState::SynRecv);
+        t.handle(0, &seg("A", 1001, 5001, 0)).unwrap();
+        assert_eq!(t.state, TcpState::Established);
+        t
+    }
+
+    #[test]
+    fn handshake_data_and_orderly_close() {
+        let mut t = established();
+        t.handle(0, &seg("A", 1001, 5001, 100)).unwrap();
+        t.handle(1, &seg("A", 5001, 1101, 1400)).unwrap();
+        t.handle(0, &seg("FA", 1101, 6401, 0)).unwrap();
+        assert_eq!(t.state, TcpState::FinWait);
+        t.handle(1, &seg("A", 6401, 1102, 0)).unwrap();
+        assert_eq!(t.state, TcpState::CloseWait);
+        t.handle(1, &seg("FA", 6401, 1102, 0)).unwrap();
+        assert_eq!(t.state, TcpState::LastAck);
+        t.handle(0, &seg("A", 1102, 6402, 0)).unwrap();
+        assert_eq!(t.state, TcpState::TimeWait);
+        // A new connection on the same 4-tuple.
+        t.handle(0, &seg("S", 900_000, 0, 0)).unwrap();
+        assert_eq!(t.state, TcpState::SynSent);
+    }
+
+    #[test]
+    fn simultaneous_fin() {
+        let mut t = established();
+        t.handle(0, &seg("FA", 1001, 5001, 0)).unwrap();
+        t.handle(1, &seg("FA", 5001, 1001, 0)).unwrap();
+        assert_eq!(t.state, TcpState::LastAck);
+        t.handle(0, &seg("A", 1002, 5002, 0)).unwrap();
+        assert_eq!(t.state, TcpState::LastAck);
+        t.handle(1, &seg("A", 5002, 1002, 0)).unwrap();
+        assert_eq!(t.state, TcpState::TimeWait);
+    }
+
+    #[test]
+    fn blind_reset_outside_the_window_is_refused() {
+        let mut t = established();
+        let before = t;
+        assert_eq!(t.handle(1, &seg("R", 5001 + 100_000_000, 0, 0)), Err(Refusal::RstOutOfWindow));
+        assert_eq!(t, before);
+        assert_eq!(t.handle(0, &seg("R", 1001u32.wrapping_sub(10_000_000), 0, 0)), Err(Refusal::RstOutOfWindow));
+        assert_eq!(t.state, TcpState::Established);
+        // In the window: the connection closes.
+        t.handle(1, &seg("R", 5001, 0, 0)).unwrap();
+        assert_eq!(t.state, TcpState::Close);
+    }
+
+    #[test]
+    fn syn_inside_an_open_connection_does_not_reset_it() {
+        let mut t = established();
+        assert_eq!(t.handle(0, &seg("S", 77_000_000, 0, 0)), Err(Refusal::SynInConnection));
+        assert_eq!(t.state, TcpState::Established);
+        t.handle(0, &seg("S", 1001, 0, 0)).unwrap();
+        assert_eq!(t.state, TcpState::Established);
+    }
+
+    #[test]
+    fn data_beyond_the_window_is_refused() {
+        let mut t = established();
+        // The server advertised 65535 << 7; far beyond that is refused.
+        assert_eq!(t.handle(0, &seg("A", 1001 + 200_000_000, 5001, 100)), Err(Refusal::OutOfWindow));
+        // Acknowledging data the other side never sent is refused.
+        assert_eq!(t.handle(0, &seg("A", 1001, 5001 + 1_000_000, 0)), Err(Refusal::OutOfWindow));
+        // Retransmission of old data is fine.
+        t.handle(0, &seg("A", 1001, 5001, 100)).unwrap();
+        t.handle(0, &seg("A", 1001, 5001, 100)).unwrap();
+    }
+
+    #[test]
+    fn syn_ack_must_acknowledge_the_syn() {
+        let mut t = TcpTrack::open(&seg("S", 1000, 0, 0));
+        assert_eq!(t.handle(1, &seg("SA", 5000, 4242, 0)), Err(Refusal::OutOfWindow));
+        assert_eq!(t.state, TcpState::SynSent);
+        // A refusal (RST) must acknowledge the SYN too.
+        assert_eq!(t.handle(1, &seg("RA", 0, 999, 0)), Err(Refusal::RstOutOfWindow));
+        t.handle(1, &seg("RA", 0, 1001, 0)).unwrap();
+        assert_eq!(t.state, TcpState::Close);
+    }
+
+    #[test]
+    fn data_before_the_handshake_completes_is_refused() {
+        let mut t = TcpTrack::open(&seg("S", 1000, 0, 0));
+        assert_eq!(t.handle(1, &seg("A", 5000, 1001, 10)), Err(Refusal::OutOfWindow));
+        assert!(!t.answered());
+    }
+
+    #[test]
+    fn simultaneous_open() {
+        let mut t = TcpTrack::open(&seg("S", 1000, 0, 0));
+        t.handle(1, &seg("S", 5000, 0, 0)).unwrap();
+        assert_eq!(t.state, TcpState::SynRecv);
+        t.handle(0, &seg("SA", 1000, 5001, 0)).unwrap();
+        t.handle(1, &seg("SA", 5000, 1001, 0)).unwrap();
+        t.handle(0, &seg("A", 1001, 5001, 0)).unwrap();
+        assert_eq!(t.state, TcpState::Established);
+    }
+
+    #[test]
+    fn picked_up_flow_is_liberal_but_closes_on_fin() {
+        let mut t = TcpTrack::pick_up(&seg("A", 123_456, 999, 10));
+        assert!(t.is_liberal());
+        assert_eq!(t.state, TcpState::Established);
+        t.handle(1, &seg("A", 999, 123_466, 1000)).unwrap();
+        t.handle(0, &seg("FA", 123_466, 1999, 0)).unwrap();
+        assert_eq!(t.state, TcpState::FinWait);
+    }
+
+    #[test]
+    fn sequence_numbers_wrap() {
+        let mut t = TcpTrack::open(&seg("S", u32::MAX - 10, 0, 0));
+        t.handle(1, &seg("SA", 7, u32::MAX - 9, 0)).unwrap();
+        t.handle(0, &seg("A", u32::MAX - 9, 8, 0)).unwrap();
+        t.handle(0, &seg("A", u32::MAX - 9, 8, 1000)).unwrap();
+        t.handle(1, &seg("A", 8, (u32::MAX - 9).wrapping_add(1000), 0)).unwrap();
+        assert_eq!(t.state, TcpState::Established);
+    }
+
+    #[test]
+    fn bad_flag_combinations() {
+        assert!(seg("SF", 1, 0, 0).bad_flags());
+        assert!(seg("SR", 1, 0, 0).bad_flags());
+        assert!(seg("", 1, 0, 0).bad_flags());
+        assert!(seg("F", 1, 0, 0).bad_flags());
+        assert!(!seg("S", 1, 0, 0).bad_flags());
+        assert!(!seg("R", 1, 0, 0).bad_flags());
+        assert!(!seg("FA", 1, 0, 0).bad_flags());
+    }
+}

@@ -1,0 +1,391 @@
+//! `torwart bench`: the engine's cost per packet on a named scenario.
+//!
+//! Each worker core gets its own engine, its own members (member `m`
+//! belongs to core `m % cores`, as the dataplane assigns them) and its own
+//! traffic, so cores share nothing, as in production. A worker first opens
+//! all its flows through the engine (warm table), then measures:
+//! * the fill cost alone: copying prepared headers into the batch buffers,
+//!   standing in for the NIC writing frames to memory;
+//! * the full loop: fill, then [`engine::Engine::process`] and timers.
+//!
+//! Virtual time advances at the offered rate (`--offered-mpps` per core),
+//! not at the benchmark's speed, so timeouts behave as they would at that
+//! load. Results are rates and per-packet costs; TSC cycles are at the
+//! TSC's nominal frequency. Compare runs made in the same session only:
+//! these machines are shared.
+
+use crate::scenario::{self, Params, Traffic, NEW_FLOW};
+use engine::{Config, Counters, Engine, Side, Time, Verdict};
+use serde::Serialize;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Barrier;
+use std::time::{Duration, Instant};
+use wire::FrameBuf;
+
+#[derive(Clone, Debug)]
+pub struct Options {
+    pub scenario: &'static Params,
+    pub seed: u64,
+    pub cores: usize,
+    pub seconds: f64,
+    pub batch: usize,
+    pub offered_mpps: f64,
+    /// Scale the scenario's flow count (1.0 = as specified).
+    pub flow_scale: f64,
+    pub progress: bool,
+}
+
+/// A frame buffer of the benchmark's batches.
+struct Frame {
+    data: Box<[u8; 2048]>,
+    len: usize,
+}
+
+impl FrameBuf for Frame {
+    fn bytes(&self) -> &[u8] {
+        &self.data[..self.len]
+    }
+    fn bytes_mut(&mut self) -> &mut [u8] {
+        &mut self.data[..self.len]
+    }
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct CoreResult {
+    pub core: usize,
+    pub cpu: Option<usize>,
+    pub packets: u64,
+    pub seconds: f64,
+    pub mpps: f64,
+    pub ns_per_packet: f64,
+    pub tsc_cycles_per_packet: f64,
+    /// Of `ns_per_packet`, what filling the buffers costs.
+    pub fill_ns_per_packet: f64,
+    pub engine_ns_per_packet: f64,
+    pub flows_warm: usize,
+    pub flows_end: usize,
+    pub table_memory_mib: f64,
+    #[serde(skip)]
+    pub counters: Counters,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct Report {
+    pub scenario: &'static str,
+    pub seed: u64,
+    pub cores: usize,
+    pub batch: usize,
+    pub flows: u64,
+    pub members: u32,
+    pub packets: u64,
+    pub mpps: f64,
+    pub mpps_per_core: f64,
+    pub ns_per_packet: f64,
+    pub tsc_cycles_per_packet: f64,
+    pub engine_ns_per_packet: f64,
+    pub inbound_byte_share: f64,
+    pub new_flow_share: f64,
+    pub fast_path_share: f64,
+    pub per_core: Vec<CoreResult>,
+    pub counters: std::collections::BTreeMap<&'static str, u64>,
+}
+
+fn rdtsc() -> u64 {
+    #[cfg(target_arch = "x86_64")]
+    {
+        // SAFETY: RDTSC reads a register; it has no memory effects.
+        #[allow(unused_unsafe)]
+        unsafe {
+            core::arch::x86_64::_rdtsc()
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    0
+}
+
+/// Copies the headers of `seq`'s packets into `frames`; returns how many.
+#[inline]
+fn fill(t: &Traffic, seq: &[u32], lap: u32, frames: &mut [Frame]) -> usize {
+    for (frame, &p) in frames.iter_mut().zip(seq) {
+        let tpl = if p & NEW_FLOW != 0 {
+            &t.new_flows[(p & !NEW_FLOW) as usize]
+        } else {
+            &t.templates[p as usize]
+        };
+        frame.data[..scenario::HEADER_BYTES].copy_from_slice(&tpl.head);
+        frame.len = usize::from(tpl.len);
+        if p & NEW_FLOW != 0 && tpl.port_at != 0 {
+            // A new source port each lap, so the flow is new every time.
+            let at = usize::from(tpl.port_at);
+            let port = u16::from_be_bytes([tpl.head[at], tpl.head[at + 1]]) ^ (lap.wrapping_mul(0x9e37) as u16);
+            frame.data[at..at + 2].copy_from_slice(&port.to_be_bytes());
+        }
+    }
+    seq.len().min(frames.len())
+}
+
+struct Worker<'a> {
+    core: usize,
+    opts: &'a Options,
+    traffic: Traffic,
+    progress: &'a AtomicU64,
+}
+
+impl Worker<'_> {
+    fn run(self, start: &Barrier, stop: &AtomicBool) -> CoreResult {
+        let o = self.opts;
+        let t = &self.traffic;
+        let mut cfg = Config::default();
+        cfg.max_flows = (t.flows.len() as u32 * 2).next_power_of_two().max(1024);
+        cfg.hash_key = [o.seed ^ 0x1111, o.seed ^ 0x2222, self.core as u64, 0x7477_6172];
+        let ns_per_packet_virtual = (1000.0 / o.offered_mpps) as u64;
+        let mut now = Time::from_secs(1_000);
+        let mut engine = Engine::new(cfg, now);
+        let mut frames: Vec<Frame> =
+            (0..o.batch).map(|_| Frame { data: Box::new([0u8; 2048]), len: 0 }).collect();
+        let mut verdicts = vec![Verdict::Held; o.batch];
+
+        // Warm the table: open every flow through the engine.
+        let mut hs = Vec::new();
+        for f in &t.flows {
+            f.handshake(&mut hs);
+        }
+        for chunk in hs.chunks(o.batch) {
+            for from_inside in [true, false] {
+                let mut n = 0;
+                for (fi, bytes) in chunk.iter().filter(|(fi, _)| *fi == from_inside) {
+                    let _ = fi;
+                    frames[n].data[..bytes.len()].copy_from_slice(bytes);
+                    frames[n].len = bytes.len();
+                    n += 1;
+                }
+                let side = if from_inside { Side::Inside } else { Side::Outside };
+                engine.process(now, side, &mut frames[..n], &mut verdicts[..n]);
+            }
+            now = Time(now.0 + ns_per_packet_virtual * chunk.len() as u64);
+        }
+        drop(hs);
+        let flows_warm = engine.conntrack().len();
+        let warm_counters = engine.counters().clone();
+
+        start.wait();
+        // Fill alone, for a tenth of the time (at least 0.2 s).
+        let fill_for = Duration::from_secs_f64((o.seconds / 10.0).max(0.2));
+        let t0 = Instant::now();
+        let mut filled = 0u64;
+        let mut lap = 0u32;
+        'fill: loop {
+            for b in &t.sequence {
+                filled += fill(t, &b.packets, lap, &mut frames) as u64;
+                core::hint::black_box(&frames);
+            }
+            lap += 1;
+            if t0.elapsed() >= fill_for {
+                break 'fill;
+            }
+        }
+        let fill_ns = t0.elapsed().as_nanos() as f64 / filled as f64;
+
+        // The measured loop.
+        let run_for = Duration::from_secs_f64(o.seconds);
+        let t0 = Instant::now();
+        let c0 = rdtsc();
+        let mut packets = 0u64;
+        let mut batches = 0u64;
+        'run: loop {
+            for b in &t.sequence {
+                let n = fill(t, &b.packets, lap, &mut frames);
+                let side = if b.from_inside { Side::Inside } else { Side::Outside };
+                engine.process(now, side, &mut frames[..n], &mut verdicts[..n]);
+                engine.poll_released(|_, _| {});
+                now = Time(now.0 + ns_per_packet_virtual * n as u64);
+                engine.poll_timers(now);
+                packets += n as u64;
+                batches += 1;
+                if batches % 256 == 0 {
+                    self.progress.store(packets, Ordering::Relaxed);
+                    if t0.elapsed() >= run_for || stop.load(Ordering::Relaxed) {
+                        break 'run;
+                    }
+                }
+            }
+            lap += 1;
+        }
+        let elapsed = t0.elapsed().as_secs_f64();
+        let cycles = rdtsc().wrapping_sub(c0) as f64;
+        self.progress.store(packets, Ordering::Relaxed);
+        let ns = elapsed * 1e9 / packets as f64;
+        let mut counters = engine.counters().clone();
+        subtract(&mut counters, &warm_counters);
+        CoreResult {
+            core: self.core,
+            cpu: None,
+            packets,
+            seconds: elapsed,
+            mpps: packets as f64 / elapsed / 1e6,
+            ns_per_packet: ns,
+            tsc_cycles_per_packet: cycles / packets as f64,
+            fill_ns_per_packet: fill_ns,
+            engine_ns_per_packet: (ns - fill_ns).max(0.0),
+            flows_warm,
+            flows_end: engine.conntrack().len(),
+            table_memory_mib: engine.conntrack().memory() as f64 / (1024.0 * 1024.0),
+            counters,
+        }
+    }
+}
+
+fn subtract(c: &mut Counters, w: &Counters) {
+    for i in 0..2 {
+        c.rx_packets[i] -= w.rx_packets[i];
+        c.rx_bytes[i] -= w.rx_bytes[i];
+        c.tx_packets[i] -= w.tx_packets[i];
+        c.tx_bytes[i] -= w.tx_bytes[i];
+    }
+    c.fast_path -= w.fast_path;
+    c.slow_path -= w.slow_path;
+    c.flows_created -= w.flows_created;
+    c.flows_expired -= w.flows_expired;
+    c.flows_evicted -= w.flows_evicted;
+    c.icmp_related -= w.icmp_related;
+    c.flows_picked_up -= w.flows_picked_up;
+    for (a, b) in c.drops.iter_mut().zip(w.drops.iter()) {
+        *a -= b;
+    }
+}
+
+/// Runs the benchmark; progress goes to stderr.
+pub fn run(opts: &Options) -> Report {
+    let p = opts.scenario;
+    let cores = opts.cores.max(1);
+    let flows_total = ((f64::from(p.flows) * opts.flow_scale) as usize).max(cores);
+    let cpus = core_affinity::get_core_ids().unwrap_or_default();
+
+    if opts.progress {
+        eprintln!(
+            "torwart bench: {} ({} members, {} flows) on {} core(s), generating traffic from seed {}...",
+            p.name, p.members, flows_total, cores, opts.seed
+        );
+    }
+    // Enough sequence to not fit in cache: about 1M packets per core.
+    let batches = (1 << 20) / opts.batch;
+    let traffic: Vec<Traffic> = (0..cores)
+        .map(|c| {
+            let members: Vec<u32> = (0..p.members).filter(|m| *m as usize % cores == c).collect();
+            scenario::traffic(p, &members, flows_total / cores, batches, opts.batch, opts.seed.wrapping_add(c as u64))
+        })
+        .collect();
+    let (bytes_in, bytes_out, seq_packets, new_packets) = traffic.iter().fold((0, 0, 0, 0), |a, t| {
+        let new: usize = t
+            .sequence
+            .iter()
+            .map(|b| b.packets.iter().filter(|p| **p & NEW_FLOW != 0).count())
+            .sum();
+        (a.0 + t.bytes_in, a.1 + t.bytes_out, a.2 + t.packets, a.3 + new as u64)
+    });
+
+    let progress: Vec<AtomicU64> = (0..cores).map(|_| AtomicU64::new(0)).collect();
+    let start = Barrier::new(cores + 1);
+    let stop = AtomicBool::new(false);
+    let mut results: Vec<CoreResult> = std::thread::scope(|s| {
+        let handles: Vec<_> = traffic
+            .into_iter()
+            .enumerate()
+            .map(|(c, t)| {
+                let (progress, start, stop) = (&progress[c], &start, &stop);
+                let cpu = cpus.get(c % cpus.len().max(1)).copied();
+                s.spawn(move || {
+                    if let Some(id) = cpu {
+                        core_affinity::set_for_current(id);
+                    }
+                    let mut r = Worker { core: c, opts, traffic: t, progress }.run(start, stop);
+                    r.cpu = cpu.map(|c| c.id);
+                    r
+                })
+            })
+            .collect();
+        if opts.progress {
+            eprintln!("warming {} flows...", flows_total);
+        }
+        start.wait();
+        let t0 = Instant::now();
+        while !handles.iter().all(|h| h.is_finished()) {
+            std::thread::sleep(Duration::from_millis(250));
+            if opts.progress {
+                let n: u64 = progress.iter().map(|p| p.load(Ordering::Relaxed)).sum();
+                let el = t0.elapsed().as_secs_f64();
+                eprint!("\r  {:5.1} s  {:>12} packets  {:7.2} Mpps   ", el, n, n as f64 / el.max(1e-9) / 1e6);
+            }
+            if t0.elapsed().as_secs_f64() > opts.seconds * 4.0 + 30.0 {
+                stop.store(true, Ordering::Relaxed);
+            }
+        }
+        if opts.progress {
+            eprintln!();
+        }
+        handles.into_iter().map(|h| h.join().expect("bench worker")).collect()
+    });
+    results.sort_by_key(|r| r.core);
+
+    let mut total = Counters::default();
+    for r in &results {
+        total.add(&r.counters);
+    }
+    let packets: u64 = results.iter().map(|r| r.packets).sum();
+    let mpps: f64 = results.iter().map(|r| r.mpps).sum();
+    let avg = |f: fn(&CoreResult) -> f64| results.iter().map(f).sum::<f64>() / results.len() as f64;
+    Report {
+        scenario: p.name,
+        seed: opts.seed,
+        cores,
+        batch: opts.batch,
+        flows: flows_total as u64,
+        members: p.members,
+        packets,
+        mpps,
+        mpps_per_core: mpps / cores as f64,
+        ns_per_packet: avg(|r| r.ns_per_packet),
+        tsc_cycles_per_packet: avg(|r| r.tsc_cycles_per_packet),
+        engine_ns_per_packet: avg(|r| r.engine_ns_per_packet),
+        inbound_byte_share: bytes_in as f64 / (bytes_in + bytes_out).max(1) as f64,
+        new_flow_share: new_packets as f64 / seq_packets.max(1) as f64,
+        fast_path_share: total.fast_path as f64 / (total.fast_path + total.slow_path).max(1) as f64,
+        counters: total.entries().into_iter().filter(|(_, v)| *v != 0).collect(),
+        per_core: results,
+    }
+}
+
+/// The human-readable report.
+pub fn print(r: &Report) {
+    println!("scenario       {} (seed {}), {} flows, {} members, batch {}", r.scenario, r.seed, r.flows, r.members, r.batch);
+    println!(
+        "traffic        {:.1} % of bytes inbound, {:.2} % of packets open a flow, {:.1} % fast path",
+        r.inbound_byte_share * 100.0,
+        r.new_flow_share * 100.0,
+        r.fast_path_share * 100.0
+    );
+    println!("{:>4} {:>5} {:>10} {:>9} {:>9} {:>9} {:>9} {:>10} {:>9}", "core", "cpu", "packets", "Mpps", "ns/pkt", "cyc/pkt", "fill ns", "engine ns", "flows");
+    for c in &r.per_core {
+        println!(
+            "{:>4} {:>5} {:>10} {:>9.2} {:>9.1} {:>9.0} {:>9.1} {:>10.1} {:>9}",
+            c.core,
+            c.cpu.map_or("-".to_string(), |c| c.to_string()),
+            c.packets,
+            c.mpps,
+            c.ns_per_packet,
+            c.tsc_cycles_per_packet,
+            c.fill_ns_per_packet,
+            c.engine_ns_per_packet,
+            c.flows_end
+        );
+    }
+    println!("total          {:.2} Mpps on {} core(s), {:.2} Mpps per core", r.mpps, r.cores, r.mpps_per_core);
+    let drops: Vec<_> = r
+        .counters
+        .iter()
+        .filter(|(k, _)| engine::DropReason::all().any(|d| d.name() == **k))
+        .collect();
+    if !drops.is_empty() {
+        println!("drops          {}", drops.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(" "));
+    }
+}

@@ -1,0 +1,21 @@
+//! The `torwart` command: subcommands over the engine and its I/O.
+//!
+//! * `replay`: captures in, verdicts out ([`replay`]).
+//! * `bench`: the engine's cost on the named scenarios ([`bench`]).
+
+pub mod bench;
+pub mod replay;
+pub mod scenario;
+
+use std::path::PathBuf;
+
+/// Everything the command can fail with, each naming what is wrong.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Io(#[from] io::IoError),
+    #[error("cannot {op} \"{path}\": {source}")]
+    File { op: &'static str, path: PathBuf, source: std::io::Error },
+    #[error("{0}")]
+    Usage(String),
+}
