@@ -321,6 +321,14 @@ impl Conntrack {
         Ok((i, evicted))
     }
 
+    /// Moves flow `i`'s timer to its (earlier) deadline. Needed only when
+    /// a deadline moves *earlier* (a state with a shorter timeout): later
+    /// deadlines are found lazily when the old timer fires.
+    pub fn reschedule(&mut self, i: u32) {
+        self.wheel.remove(i);
+        self.wheel.insert(i, self.flows[i as usize].expires);
+    }
+
     /// Evicts the unanswered flow nearest its deadline among the neighbours
     /// of `hashes`, or fails if every neighbour has been answered.
     fn evict_for(&mut self, hashes: &[u64; 2], now: Time) -> Result<(), TableFull> {

@@ -231,6 +231,7 @@ impl Engine {
         if from != expected {
             return self.drop(Reason::WrongSide);
         }
+        let timeout_before = f.timeout(&timeouts);
         if let (ProtoState::Tcp(t), Some(seg)) = (&mut f.state, seg) {
             if let Err(r) = t.handle(dir, seg) {
                 let reason = match r {
@@ -246,7 +247,12 @@ impl Engine {
         }
         f.packets[dir] += 1;
         f.bytes[dir] += len as u64;
-        f.expires = now + f.timeout(&timeouts);
+        let timeout = f.timeout(&timeouts);
+        f.expires = now + timeout;
+        if timeout < timeout_before {
+            // The wheel is lazy about later deadlines, not earlier ones.
+            self.ct.reschedule(h.flow);
+        }
         self.counters.fast_path += 1;
         Verdict::Forward(from.other())
     }

@@ -6,13 +6,42 @@
 //! `field` module. Mutable accessors exist where torwart rewrites headers
 //! (addresses, ports, TTL, checksums).
 //!
-//! This crate has no dependencies and allocates nothing, so it can be fuzzed
-//! and reused anywhere.
+//! [`classify`](classify::classify) is the hot-path entry point: the single
+//! place where untrusted frames are checked, yielding offsets, a flow key and
+//! the transport fields the engine needs. The format modules (`ethernet`,
+//! `vlan`, `arp`, `ipv4`, `ipv6`, `tcp`, `udp`, `icmpv4`, `icmpv6`) hold the
+//! views used to read and rewrite headers; `checksum` holds the Internet
+//! checksum and its incremental update (RFC 1624); `build` crafts valid
+//! frames for tests, benchmarks and fuzz seeds.
+//!
+//! This crate has no dependencies, no `unsafe` and allocates nothing, so it
+//! can be fuzzed and reused anywhere (`no_std` without the `std` feature).
 #![cfg_attr(not(feature = "std"), no_std)]
+#![forbid(unsafe_code)]
 
+pub mod arp;
+pub mod build;
+pub mod checksum;
+pub mod classify;
+pub mod error;
+pub mod ethernet;
 pub mod flow;
+pub mod icmpv4;
+pub mod icmpv6;
+pub mod ipv4;
+pub mod ipv6;
+pub mod tcp;
+pub mod udp;
+pub mod vlan;
 
+#[cfg(test)]
+mod tests;
+
+pub use classify::{classify, Fragment, Meta, L4};
+pub use error::{BuildError, ParseError};
+pub use ethernet::{EtherType, MacAddr};
 pub use flow::{Family, FlowKey};
+pub use tcp::TcpFlags;
 
 /// Storage that holds one Ethernet frame: what the engine reads and rewrites.
 ///

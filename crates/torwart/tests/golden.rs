@@ -1,0 +1,262 @@
+//! Golden replay tests: input captures → expected output captures + counters.
+//!
+//! Each case is a folder under `tests/golden/` holding `inside.pcap` and
+//! `outside.pcap` (the input), `to-inside.pcap` and `to-outside.pcap` (what
+//! torwart must forward) and `counters.json` (every non-zero counter). The
+//! test replays the inputs and compares bytes and counters exactly.
+//!
+//! The inputs are written by the scripts below, which spell out each
+//! conversation and what must become of it. After a deliberate change, run
+//! `TORWART_REGENERATE=1 cargo test -p torwart --test golden` and review the
+//! diff of the expected files like any other change.
+
+use core::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::path::{Path, PathBuf};
+use torwart::replay;
+use wire::build::{self, Eth};
+use wire::ethernet::MacAddr;
+use wire::flow::proto;
+use wire::tcp::TcpFlags;
+
+const T0: u64 = 1_700_000_000_000_000_000;
+
+fn dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/golden")
+}
+
+fn regenerate() -> bool {
+    std::env::var_os("TORWART_REGENERATE").is_some_and(|v| v == "1")
+}
+
+/// A capture being scripted: frames from each side with timestamps.
+#[derive(Default)]
+struct Script {
+    inside: Vec<(u64, Vec<u8>)>,
+    outside: Vec<(u64, Vec<u8>)>,
+}
+
+const IN: Eth = Eth { src: MacAddr([2, 0, 0, 0, 0, 1]), dst: MacAddr([2, 0, 0, 0, 0, 0x11]), vlan: None };
+const OUT: Eth = Eth { src: MacAddr([2, 0, 0, 0, 0, 2]), dst: MacAddr([2, 0, 0, 0, 0, 0x12]), vlan: None };
+
+impl Script {
+    /// Adds a frame at `ms` milliseconds from the inside (`true`) or outside.
+    fn at(&mut self, ms: u64, from_inside: bool, frame: Vec<u8>) -> Vec<u8> {
+        let side = if from_inside { &mut self.inside } else { &mut self.outside };
+        side.push((T0 + ms * 1_000_000, frame.clone()));
+        frame
+    }
+
+    fn write(&self, case: &Path) {
+        std::fs::create_dir_all(case).unwrap();
+        for (name, frames) in [("inside.pcap", &self.inside), ("outside.pcap", &self.outside)] {
+            // A capture is in time order, whatever order the script wrote it in.
+            let mut frames = frames.clone();
+            frames.sort_by_key(|f| f.0);
+            let mut w = io::PcapWriter::create(case.join(name)).unwrap();
+            for (ts, f) in &frames {
+                w.write_frame(f, *ts).unwrap();
+            }
+            w.finish().unwrap();
+        }
+    }
+}
+
+fn frame(f: impl FnOnce(&mut [u8]) -> Result<usize, wire::BuildError>) -> Vec<u8> {
+    let mut buf = vec![0u8; 2048];
+    let n = f(&mut buf).expect("frame fits");
+    buf.truncate(n);
+    buf
+}
+
+fn tcp(from_inside: bool, src: IpAddr, dst: IpAddr, sp: u16, dp: u16, seq: u32, ack: u32, flags: TcpFlags, len: usize) -> Vec<u8> {
+    let eth = if from_inside { IN } else { OUT };
+    frame(|b| build::tcp(b, &eth, src, dst, sp, dp, seq, ack, flags, 502, len))
+}
+
+fn udp(from_inside: bool, src: IpAddr, dst: IpAddr, sp: u16, dp: u16, len: usize) -> Vec<u8> {
+    let eth = if from_inside { IN } else { OUT };
+    frame(|b| build::udp(b, &eth, src, dst, sp, dp, len))
+}
+
+fn v4(a: u8, b: u8, c: u8, d: u8) -> IpAddr {
+    IpAddr::V4(Ipv4Addr::new(a, b, c, d))
+}
+
+const S: TcpFlags = TcpFlags::SYN;
+const A: TcpFlags = TcpFlags::ACK;
+const F: TcpFlags = TcpFlags::FIN;
+const R: TcpFlags = TcpFlags::RST;
+
+/// The demonstration: members' everyday traffic and the usual trouble.
+fn demo() -> Script {
+    let mut s = Script::default();
+    let alice = v4(10, 0, 0, 9);
+    let bob = v4(10, 0, 0, 17);
+    let web = v4(198, 19, 0, 80);
+    let dns = v4(198, 19, 0, 53);
+    let carol6 = IpAddr::V6(Ipv6Addr::new(0x2001, 0xdb8, 0, 2, 0, 0, 0, 1));
+    let web6 = IpAddr::V6(Ipv6Addr::new(0x2001, 0xdb8, 0xffff, 1, 0, 0, 0, 1));
+
+    // Alice opens HTTPS: handshake and data both ways. All forwarded.
+    s.at(0, true, tcp(true, alice, web, 40_000, 443, 1000, 0, S, 0));
+    s.at(10, false, tcp(false, web, alice, 443, 40_000, 5000, 1001, S | A, 0));
+    s.at(20, true, tcp(true, alice, web, 40_000, 443, 1001, 5001, A, 0));
+    s.at(21, true, tcp(true, alice, web, 40_000, 443, 1001, 5001, A | TcpFlags::PSH, 100));
+    s.at(40, false, tcp(false, web, alice, 443, 40_000, 5001, 1101, A | TcpFlags::PSH, 1400));
+    s.at(41, true, tcp(true, alice, web, 40_000, 443, 1101, 6401, A, 0));
+    // A blind reset from the outside, far outside the window: dropped, the connection lives.
+    s.at(50, false, tcp(false, web, alice, 443, 40_000, 5001 + 900_000_000, 0, R, 0));
+
+    // Bob asks DNS; the answer comes back.
+    let query = s.at(60, true, udp(true, bob, dns, 53_001, 53, 40));
+    s.at(70, false, udp(false, dns, bob, 53, 53_001, 120));
+    // Bob pings the web server.
+    s.at(80, true, frame(|b| build::icmp_echo(b, &IN, bob, web, true, 77, 1, 56)));
+    s.at(90, false, frame(|b| build::icmp_echo(b, &OUT, web, bob, false, 77, 1, 56)));
+
+    // Unsolicited from the outside: a SYN to Alice's SSH, a UDP probe to Bob. Dropped.
+    s.at(100, false, tcp(false, v4(203, 0, 113, 7), alice, 51_515, 22, 777, 0, S, 0));
+    s.at(110, false, udp(false, v4(203, 0, 113, 7), bob, 1900, 5000, 20));
+
+    // An ICMP port unreachable about Bob's query: related, forwarded to Bob.
+    s.at(120, false, frame(|b| build::icmp_error(b, &OUT, dns, bob, 3, 3, &query[14..])));
+    // An ICMP error about a packet nobody sent: dropped.
+    let fake = udp(true, bob, v4(198, 19, 7, 7), 9999, 53, 10);
+    s.at(130, false, frame(|b| build::icmp_error(b, &OUT, v4(198, 19, 7, 7), bob, 3, 1, &fake[14..])));
+
+    // Carol over IPv6: handshake, forwarded both ways.
+    s.at(140, true, tcp(true, carol6, web6, 50_000, 443, 7, 0, S, 0));
+    s.at(150, false, tcp(false, web6, carol6, 443, 50_000, 9, 8, S | A, 0));
+    s.at(160, true, tcp(true, carol6, web6, 50_000, 443, 8, 10, A, 0));
+
+    // Alice sends a fragmented UDP datagram; the second fragment overtakes
+    // the first: held, then released when the first is forwarded.
+    let mut dgram = vec![0u8; 8 + 2000];
+    let n = build::udp_datagram(&mut dgram, alice, dns, 40_001, 4500, 2000).unwrap();
+    dgram.truncate(n);
+    let piece = |off: usize, end: usize, more: bool| {
+        frame(|b| build::ip_fragment(b, &IN, alice, dns, proto::UDP, 0x1234, off as u16, more, &dgram[off..end]))
+    };
+    s.at(200, true, piece(800, 1600, true));
+    s.at(201, true, piece(0, 800, true));
+    s.at(202, true, piece(1600, dgram.len(), false));
+    // An overlapping fragment attack: the overlap is dropped, so is the rest.
+    let mut d2 = vec![0u8; 8 + 100];
+    let n = build::udp_datagram(&mut d2, alice, dns, 40_002, 4500, 100).unwrap();
+    d2.truncate(n);
+    let p2 = |off: usize, end: usize, more: bool| {
+        frame(|b| build::ip_fragment(b, &IN, alice, dns, proto::UDP, 0x4321, off as u16, more, &d2[off..end]))
+    };
+    s.at(220, true, p2(0, 48, true));
+    s.at(221, true, p2(40, 88, true));
+    s.at(222, true, p2(88, d2.len(), false));
+
+    // Not IP: an ARP request (the kernel's business). Dropped by replay as not_ip.
+    let mut arp = vec![0xffu8; 6];
+    arp.extend_from_slice(&[2, 0, 0, 0, 0, 1, 0x08, 0x06, 0, 1, 8, 0, 6, 4, 0, 1, 2, 0, 0, 0, 0, 1, 10, 0, 0, 9, 0, 0, 0, 0, 0, 0, 10, 0, 0, 1]);
+    s.at(240, true, arp);
+    // A frame cut inside its IPv4 header.
+    let cut = tcp(true, alice, web, 40_000, 443, 1101, 6401, A, 0);
+    s.at(250, true, cut[..30].to_vec());
+
+    // Alice closes her connection in order.
+    s.at(260, true, tcp(true, alice, web, 40_000, 443, 1101, 6401, F | A, 0));
+    s.at(270, false, tcp(false, web, alice, 443, 40_000, 6401, 1102, F | A, 0));
+    s.at(280, true, tcp(true, alice, web, 40_000, 443, 1102, 6402, A, 0));
+    // A null scan (no flags) from the inside: dropped.
+    s.at(300, true, tcp(true, bob, web, 1234, 80, 1, 0, TcpFlags::default(), 0));
+
+    // Bob's unanswered UDP flow times out after 30 s; a late answer is unsolicited.
+    s.at(310, true, udp(true, bob, v4(198, 19, 0, 99), 9999, 9999, 10));
+    s.at(40_000, false, udp(false, v4(198, 19, 0, 99), bob, 9999, 9999, 10));
+    s
+}
+
+/// A small table under a SYN flood from the inside: established flows survive.
+fn table_full() -> Script {
+    let mut s = Script::default();
+    let web = v4(198, 19, 0, 80);
+    // Four established connections.
+    for i in 0..4u8 {
+        let c = v4(10, 0, 1, i + 1);
+        s.at(u64::from(i), true, tcp(true, c, web, 1000, 443, 100, 0, S, 0));
+        s.at(10 + u64::from(i), false, tcp(false, web, c, 443, 1000, 900, 101, S | A, 0));
+        s.at(20 + u64::from(i), true, tcp(true, c, web, 1000, 443, 101, 901, A, 0));
+    }
+    // A flood of spoofed SYNs that nobody answers.
+    for i in 0..60u16 {
+        let c = v4(10, 0, 2, (i % 250) as u8 + 1);
+        s.at(100 + u64::from(i), true, tcp(true, c, web, 2000 + i, 443, 1, 0, S, 0));
+    }
+    // The established connections still pass, both ways.
+    for i in 0..4u8 {
+        let c = v4(10, 0, 1, i + 1);
+        s.at(200 + u64::from(i), true, tcp(true, c, web, 1000, 443, 101, 901, A, 10));
+        s.at(210 + u64::from(i), false, tcp(false, web, c, 443, 1000, 901, 111, A, 10));
+    }
+    s
+}
+
+struct Case {
+    name: &'static str,
+    script: fn() -> Script,
+    max_flows: u32,
+}
+
+const CASES: &[Case] = &[
+    Case { name: "demo", script: demo, max_flows: 262_144 },
+    Case { name: "table-full", script: table_full, max_flows: 16 },
+];
+
+fn run_case(case: &Case) {
+    let dir = dir().join(case.name);
+    if regenerate() {
+        (case.script)().write(&dir);
+    }
+    let out = std::env::temp_dir().join(format!("torwart-golden-{}-{}", case.name, std::process::id()));
+    let mut opts = replay::options(Some(&dir.join("inside.pcap")), Some(&dir.join("outside.pcap")), &out, 0);
+    opts.engine.max_flows = case.max_flows;
+    let report = replay::run(&opts).unwrap_or_else(|e| panic!("{}: {e}", case.name));
+    let counters = serde_json::to_string_pretty(&report.counters).unwrap() + "\n";
+    let outputs = ["to-inside.pcap", "to-outside.pcap"];
+    if regenerate() {
+        std::fs::write(dir.join("counters.json"), &counters).unwrap();
+        for o in outputs {
+            std::fs::copy(out.join(o), dir.join(o)).unwrap();
+        }
+    }
+    let expected = std::fs::read_to_string(dir.join("counters.json")).unwrap();
+    assert_eq!(counters, expected, "{}: counters differ from counters.json", case.name);
+    for o in outputs {
+        let got = std::fs::read(out.join(o)).unwrap();
+        let want = std::fs::read(dir.join(o)).unwrap();
+        assert!(got == want, "{}: {o} differs from the expected capture ({} vs {} bytes)", case.name, got.len(), want.len());
+    }
+    std::fs::remove_dir_all(&out).ok();
+}
+
+#[test]
+fn golden_demo() {
+    run_case(&CASES[0]);
+}
+
+#[test]
+fn golden_table_full() {
+    run_case(&CASES[1]);
+}
+
+/// The scripted inputs are what is committed (or the script changed
+/// without regenerating).
+#[test]
+fn committed_inputs_match_their_scripts() {
+    for case in CASES {
+        let tmp = std::env::temp_dir().join(format!("torwart-golden-in-{}-{}", case.name, std::process::id()));
+        (case.script)().write(&tmp);
+        for f in ["inside.pcap", "outside.pcap"] {
+            let a = std::fs::read(tmp.join(f)).unwrap();
+            let b = std::fs::read(dir().join(case.name).join(f)).unwrap();
+            assert!(a == b, "{}/{f} is not what its script writes: regenerate", case.name);
+        }
+        std::fs::remove_dir_all(&tmp).ok();
+    }
+}
