@@ -20,7 +20,7 @@ use crate::tcp::{Refusal, Segment, TcpTrack};
 use crate::time::Time;
 use crate::{Side, Verdict};
 use core::time::Duration;
-use wire::classify::{classify, Meta, L4};
+use wire::classify::{classify_into, Meta, L4};
 use wire::flow::proto;
 use wire::tcp::TcpFlags;
 use wire::FrameBuf;
@@ -68,7 +68,9 @@ pub struct Engine {
     frags: Fragments,
     counters: Counters,
     last_now: Time,
-    metas: Box<[Option<Meta>]>,
+    metas: Box<[Meta]>,
+    /// Whether `metas[i]` parsed (else frame `i` is already dropped).
+    parsed: Box<[bool]>,
     hashes: Box<[u64]>,
     hits: Box<[Option<Hit>]>,
 }
@@ -80,7 +82,8 @@ impl Engine {
             frags: Fragments::new(cfg.max_datagrams, cfg.frag_stash, cfg.frag_timeout, cfg.hash_key, now),
             counters: Counters::default(),
             last_now: now,
-            metas: vec![None; MAX_BATCH].into(),
+            metas: vec![Meta::EMPTY; MAX_BATCH].into(),
+            parsed: vec![false; MAX_BATCH].into(),
             hashes: vec![0; MAX_BATCH].into(),
             hits: vec![None; MAX_BATCH].into(),
             cfg,
@@ -123,17 +126,18 @@ impl Engine {
             let bytes = frames[i].bytes();
             self.counters.rx_packets[side] += 1;
             self.counters.rx_bytes[side] += bytes.len() as u64;
-            match classify(bytes) {
-                Ok(m) => {
-                    if lookup_first(&m) {
+            match classify_into(bytes, &mut self.metas[i]) {
+                Ok(()) => {
+                    let m = &self.metas[i];
+                    if lookup_first(m) {
                         let h = self.ct.hash(&m.key);
                         self.hashes[i] = h;
                         self.ct.prefetch_bucket(h);
                     }
-                    self.metas[i] = Some(m);
+                    self.parsed[i] = true;
                 }
                 Err(e) => {
-                    self.metas[i] = None;
+                    self.parsed[i] = false;
                     verdicts[i] = self.drop(DropReason::Malformed(e));
                 }
             }
@@ -141,7 +145,8 @@ impl Engine {
         // Pass 2: look up, prefetch the flow.
         for i in 0..n {
             self.hits[i] = None;
-            if let Some(m) = &self.metas[i] {
+            let m = &self.metas[i];
+            if self.parsed[i] {
                 if lookup_first(m) {
                     let hit = self.ct.lookup(self.hashes[i], &m.key);
                     if let Some(h) = hit {
@@ -151,16 +156,21 @@ impl Engine {
                 }
             }
         }
-        // Pass 3: decide.
+        // Pass 3: decide. The parsed headers are read in place: moved out
+        // of `self` for the pass (a pointer swap), not copied per packet.
+        let metas = core::mem::take(&mut self.metas);
         for i in 0..n {
-            let Some(m) = self.metas[i] else { continue };
+            if !self.parsed[i] {
+                continue;
+            }
+            let m = &metas[i];
             let len = frames[i].bytes().len();
             let v = if let Some(frag) = m.frag {
-                self.fragment(now, from, &m, frag, i, frames[i].bytes())
-            } else if let L4::IcmpError { inner, .. } = m.l4 {
-                self.related(now, from, &m, &inner)
+                self.fragment(now, from, m, frag, i, frames[i].bytes())
+            } else if let L4::IcmpError { inner, .. } = &m.l4 {
+                self.related(now, from, m, inner)
             } else {
-                self.track(now, from, &m, i, len).0
+                self.track(now, from, m, i, len).0
             };
             if let Verdict::Forward(to) = v {
                 self.counters.tx_packets[to.index()] += 1;
@@ -168,6 +178,7 @@ impl Engine {
             }
             verdicts[i] = v;
         }
+        self.metas = metas;
     }
 
     #[inline]

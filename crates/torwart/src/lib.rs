@@ -3,6 +3,7 @@
 //! * `replay`: captures in, verdicts out ([`replay`]).
 //! * `bench`: the engine's cost on the named scenarios ([`bench`]).
 
+pub mod alloc;
 pub mod bench;
 pub mod replay;
 pub mod scenario;

@@ -6,6 +6,9 @@ use std::process::ExitCode;
 use torwart::replay::{self, Input};
 use torwart::{bench, scenario, Error};
 
+#[global_allocator]
+static ALLOC: torwart::alloc::HugeTables = torwart::alloc::HugeTables;
+
 #[derive(Parser, Debug)]
 #[command(name = "torwart", version, about = "A multi-core gateway for member networks: firewall, NAT, accounting, shaping")]
 struct Cli {

@@ -30,7 +30,7 @@
 //! look up the connection with `inner` (or `inner.reversed()`). Only one
 //! level is looked into: an ICMP error quoting an ICMP error gets ports 0.
 
-use crate::error::ParseError;
+pub use crate::error::ParseError;
 use crate::ethernet::{self, EtherType};
 use crate::flow::{proto, FlowKey};
 use crate::tcp::{self, TcpFlags};
@@ -107,6 +107,19 @@ pub struct Meta {
 }
 
 impl Meta {
+    /// A placeholder to classify into.
+    pub const EMPTY: Meta = Meta {
+        vlan: None,
+        l3_offset: 0,
+        l4_offset: 0,
+        l3_end: 0,
+        key: FlowKey::v4(core::net::Ipv4Addr::UNSPECIFIED, core::net::Ipv4Addr::UNSPECIFIED, 0, 0, 0),
+        frag: None,
+        l4: L4::Other,
+        ttl: 0,
+        ecn: 0,
+    };
+
     /// The IP packet within `frame` (empty if `frame` is not the classified one).
     #[inline]
     pub fn l3<'a>(&self, frame: &'a [u8]) -> &'a [u8] {
@@ -131,7 +144,19 @@ impl Meta {
 }
 
 /// Parse and check one Ethernet frame. See the module documentation.
+/// Classifies `frame`; see the module docs. A convenience over [`classify_into`].
+#[inline]
 pub fn classify(frame: &[u8]) -> Result<Meta, ParseError> {
+    let mut m = Meta::EMPTY;
+    classify_into(frame, &mut m).map(|()| m)
+}
+
+/// Classifies `frame` into `out`, field by field. The hot path uses this
+/// form: a `Meta` returned by value is built on the stack and copied, and
+/// the copy reads back stores still in flight (a store-forwarding stall
+/// that cost more than the parsing itself). On error `out` is unspecified.
+#[inline]
+pub fn classify_into(frame: &[u8], out: &mut Meta) -> Result<(), ParseError> {
     if frame.len() > usize::from(u16::MAX) {
         return Err(ParseError::FrameTooLong);
     }
@@ -151,8 +176,14 @@ pub fn classify(frame: &[u8]) -> Result<Meta, ParseError> {
         tags += 1;
     }
     match ethertype {
-        EtherType::IPV4 => classify_v4(frame, off, vlan_id),
-        EtherType::IPV6 => classify_v6(frame, off, vlan_id),
+        EtherType::IPV4 => {
+            out.vlan = vlan_id;
+            classify_v4(frame, off, out)
+        }
+        EtherType::IPV6 => {
+            out.vlan = vlan_id;
+            classify_v6(frame, off, out)
+        }
         _ => Err(ParseError::NotIp),
     }
 }
@@ -168,7 +199,8 @@ const fn min_transport_len(p: u8) -> usize {
     }
 }
 
-fn classify_v4(frame: &[u8], l3: usize, vlan: Option<u16>) -> Result<Meta, ParseError> {
+#[inline]
+fn classify_v4(frame: &[u8], l3: usize, out: &mut Meta) -> Result<(), ParseError> {
     let ip = ipv4::Packet::new_checked(&frame[l3..])?;
     if !ip.verify_checksum() {
         return Err(ParseError::Ipv4BadChecksum);
@@ -186,13 +218,14 @@ fn classify_v4(frame: &[u8], l3: usize, vlan: Option<u16>) -> Result<Meta, Parse
         more: ip.more_frags(),
     });
     let l4_bytes = &frame[l4_off..l3_end];
-    let (sport, dport, l4) = match frag {
+    let (sport, dport) = match frag {
         Some(f) if f.offset != 0 => {
             // RFC 1858: offset 8 can only be meant to overwrite TCP flags.
             if protocol == proto::TCP && f.offset == 8 {
                 return Err(ParseError::TinyFragment);
             }
-            (0, 0, L4::Fragment)
+            out.l4 = L4::Fragment;
+            (0, 0)
         }
         Some(_) if l4_bytes.len() < min_transport_len(protocol) => {
             return Err(ParseError::TinyFragment)
@@ -203,22 +236,21 @@ fn classify_v4(frame: &[u8], l3: usize, vlan: Option<u16>) -> Result<Meta, Parse
             false,
             l4_off,
             frag.is_some_and(|f| f.more),
+            &mut out.l4,
         )?,
     };
-    Ok(Meta {
-        vlan,
-        l3_offset: l3 as u16,
-        l4_offset: l4_off as u16,
-        l3_end: l3_end as u16,
-        key: FlowKey::v4(src, ip.dst_addr(), protocol, sport, dport),
-        frag,
-        l4,
-        ttl: ip.ttl(),
-        ecn: ip.ecn(),
-    })
+    out.l3_offset = l3 as u16;
+    out.l4_offset = l4_off as u16;
+    out.l3_end = l3_end as u16;
+    out.key = FlowKey::v4(src, ip.dst_addr(), protocol, sport, dport);
+    out.frag = frag;
+    out.ttl = ip.ttl();
+    out.ecn = ip.ecn();
+    Ok(())
 }
 
-fn classify_v6(frame: &[u8], l3: usize, vlan: Option<u16>) -> Result<Meta, ParseError> {
+#[inline]
+fn classify_v6(frame: &[u8], l3: usize, out: &mut Meta) -> Result<(), ParseError> {
     let ip = ipv6::Packet::new_checked(&frame[l3..])?;
     let src = ip.src_addr();
     if src.is_multicast() {
@@ -233,27 +265,28 @@ fn classify_v6(frame: &[u8], l3: usize, vlan: Option<u16>) -> Result<Meta, Parse
         offset: f.offset,
         more: f.more,
     });
-    let (sport, dport, l4) = match frag {
-        Some(f) if f.offset != 0 => (0, 0, L4::Fragment),
+    let (sport, dport) = match frag {
+        Some(f) if f.offset != 0 => {
+            out.l4 = L4::Fragment;
+            (0, 0)
+        }
         _ => transport(
             &frame[l4_off..l3_end],
             protocol,
             true,
             l4_off,
             frag.is_some_and(|f| f.more),
+            &mut out.l4,
         )?,
     };
-    Ok(Meta {
-        vlan,
-        l3_offset: l3 as u16,
-        l4_offset: l4_off as u16,
-        l3_end: l3_end as u16,
-        key: FlowKey::v6(src, ip.dst_addr(), protocol, sport, dport),
-        frag,
-        l4,
-        ttl: ip.hop_limit(),
-        ecn: ip.ecn(),
-    })
+    out.l3_offset = l3 as u16;
+    out.l4_offset = l4_off as u16;
+    out.l3_end = l3_end as u16;
+    out.key = FlowKey::v6(src, ip.dst_addr(), protocol, sport, dport);
+    out.frag = frag;
+    out.ttl = ip.hop_limit();
+    out.ecn = ip.ecn();
+    Ok(())
 }
 
 /// Parse the transport header in `l4` (bounded by the IP packet).
@@ -266,7 +299,8 @@ fn transport(
     v6: bool,
     l4_off: usize,
     partial: bool,
-) -> Result<(u16, u16, L4), ParseError> {
+    out: &mut L4,
+) -> Result<(u16, u16), ParseError> {
     match protocol {
         proto::TCP => {
             let t = tcp::Packet::new_checked(l4)?;
@@ -276,7 +310,7 @@ fn transport(
             } else {
                 None
             };
-            let l4 = L4::Tcp {
+            *out = L4::Tcp {
                 flags,
                 seq: t.seq_number(),
                 ack: t.ack_number(),
@@ -284,7 +318,7 @@ fn transport(
                 payload_len: t.payload().len() as u16,
                 wscale,
             };
-            Ok((t.src_port(), t.dst_port(), l4))
+            Ok((t.src_port(), t.dst_port()))
         }
         proto::UDP => {
             let u = if partial {
@@ -295,35 +329,33 @@ fn transport(
             } else {
                 udp::Packet::new_checked(l4)?
             };
-            Ok((u.src_port(), u.dst_port(), L4::Udp))
+            *out = L4::Udp;
+            Ok((u.src_port(), u.dst_port()))
         }
         proto::ICMP if !v6 => {
             let i = icmpv4::Packet::new_checked(l4)?;
             let (t, code) = (i.msg_type(), i.code());
             if icmpv4::is_echo(t) {
                 let id = i.echo_ident();
-                Ok((
-                    id,
-                    id,
-                    L4::IcmpEcho {
+                *out = L4::IcmpEcho {
                         request: t == icmpv4::msg::ECHO_REQUEST,
-                    },
-                ))
+                    };
+                Ok((id, id))
             } else if icmpv4::is_error(t) {
                 let inner = inner_v4(i.body())?;
                 let inner_l3_offset = (l4_off + icmpv4::HEADER_LEN) as u16;
-                Ok((
-                    0,
-                    0,
-                    L4::IcmpError {
+                *out = L4::IcmpError {
                         msg_type: t,
                         code,
                         inner,
                         inner_l3_offset,
-                    },
-                ))
+                    };
+                Ok((0, 0))
             } else {
-                Ok((0, 0, L4::IcmpOther { msg_type: t, code }))
+                {
+                *out = L4::IcmpOther { msg_type: t, code };
+                Ok((0, 0))
+            }
             }
         }
         proto::ICMPV6 if v6 => {
@@ -331,31 +363,31 @@ fn transport(
             let (t, code) = (i.msg_type(), i.code());
             if icmpv6::is_echo(t) {
                 let id = i.echo_ident();
-                Ok((
-                    id,
-                    id,
-                    L4::IcmpEcho {
+                *out = L4::IcmpEcho {
                         request: t == icmpv6::msg::ECHO_REQUEST,
-                    },
-                ))
+                    };
+                Ok((id, id))
             } else if icmpv6::is_error(t) {
                 let inner = inner_v6(i.body())?;
                 let inner_l3_offset = (l4_off + icmpv6::HEADER_LEN) as u16;
-                Ok((
-                    0,
-                    0,
-                    L4::IcmpError {
+                *out = L4::IcmpError {
                         msg_type: t,
                         code,
                         inner,
                         inner_l3_offset,
-                    },
-                ))
+                    };
+                Ok((0, 0))
             } else {
-                Ok((0, 0, L4::IcmpOther { msg_type: t, code }))
+                {
+                *out = L4::IcmpOther { msg_type: t, code };
+                Ok((0, 0))
+            }
             }
         }
-        _ => Ok((0, 0, L4::Other)),
+        _ => {
+            *out = L4::Other;
+            Ok((0, 0))
+        }
     }
 }
 

@@ -6,6 +6,7 @@
 //! 192.0.2.2 / 2001:db8::2 at 02:00:00:00:00:02) and read from the TAP file
 //! descriptor, which is exactly what the kernel puts on the wire. TAP has no
 //! checksum offload, so every checksum in them was computed by the kernel.
+//! `tools/capture_frames.py` regenerates them.
 //! `NDP_NA_GOPACKET` and `MLD2_HBH_GOPACKET` are tcpdump captures from the
 //! gopacket test suite (BSD licence).
 
