@@ -157,7 +157,17 @@ impl Fragments {
                 let e = self.free.pop().ok_or(Reason::FragmentTableFull)?;
                 self.index.insert(key, e);
                 let d = &mut self.entries[e as usize];
-                *d = Datagram { key, live: true, expires: now + self.timeout, outcome: Outcome::Pending, n_pieces: 0, end: None, bytes: 0, n_held: 0, ..*d };
+                *d = Datagram {
+                    key,
+                    live: true,
+                    expires: now + self.timeout,
+                    outcome: Outcome::Pending,
+                    n_pieces: 0,
+                    end: None,
+                    bytes: 0,
+                    n_held: 0,
+                    ..*d
+                };
                 self.wheel.insert(e, d.expires);
                 e
             }

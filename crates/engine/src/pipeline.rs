@@ -146,14 +146,12 @@ impl Engine {
         for i in 0..n {
             self.hits[i] = None;
             let m = &self.metas[i];
-            if self.parsed[i] {
-                if lookup_first(m) {
-                    let hit = self.ct.lookup(self.hashes[i], &m.key);
-                    if let Some(h) = hit {
-                        self.ct.prefetch_flow(h.flow);
-                    }
-                    self.hits[i] = hit;
+            if self.parsed[i] && lookup_first(m) {
+                let hit = self.ct.lookup(self.hashes[i], &m.key);
+                if let Some(h) = hit {
+                    self.ct.prefetch_flow(h.flow);
                 }
+                self.hits[i] = hit;
             }
         }
         // Pass 3: decide. The parsed headers are read in place: moved out
@@ -268,7 +266,14 @@ impl Engine {
         Verdict::Forward(from.other())
     }
 
-    fn slow_path(&mut self, now: Time, from: Side, m: &Meta, seg: Option<&Segment>, len: usize) -> (Verdict, Option<Hit>) {
+    fn slow_path(
+        &mut self,
+        now: Time,
+        from: Side,
+        m: &Meta,
+        seg: Option<&Segment>,
+        len: usize,
+    ) -> (Verdict, Option<Hit>) {
         self.counters.slow_path += 1;
         if from == Side::Outside {
             return (self.drop(Reason::UnsolicitedInbound), None);

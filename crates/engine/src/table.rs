@@ -45,12 +45,8 @@ impl Hasher {
 
     #[inline]
     pub fn hash(&self, k: &FlowKey) -> u64 {
-        let ports = (k.src_port as u64) << 48
-            | (k.dst_port as u64) << 32
-            | (k.proto as u64) << 8
-            | k.family as u64;
-        self.state
-            .hash_one((u128::from_ne_bytes(k.src), u128::from_ne_bytes(k.dst), ports))
+        let ports = (k.src_port as u64) << 48 | (k.dst_port as u64) << 32 | (k.proto as u64) << 8 | k.family as u64;
+        self.state.hash_one((u128::from_ne_bytes(k.src), u128::from_ne_bytes(k.dst), ports))
     }
 }
 
@@ -266,11 +262,8 @@ mod tests {
         let real = Hasher::new([0x5eed, 0xfeed, 0xbeef, 0xcafe]);
         let size = FlowIndex::with_capacity(4_096);
         let target = size.home(guessed.hash(&key(0)));
-        let chosen: Vec<FlowKey> = (0..20_000_000u32)
-            .map(key)
-            .filter(|k| size.home(guessed.hash(k)) == target)
-            .take(1_000)
-            .collect();
+        let chosen: Vec<FlowKey> =
+            (0..20_000_000u32).map(key).filter(|k| size.home(guessed.hash(k)) == target).take(1_000).collect();
         assert_eq!(chosen.len(), 1_000);
 
         // Under the guessed key they all aim at one bucket: the bound holds,

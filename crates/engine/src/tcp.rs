@@ -248,13 +248,8 @@ impl TcpTrack {
             if dir == 1 && seg.syn {
                 // Simultaneous open: the other end also sent a bare SYN.
                 let end = seg.end();
-                self.peer[1] = Peer {
-                    end,
-                    maxend: end,
-                    maxwin: u32::from(seg.window).max(1),
-                    seen: true,
-                    ..Peer::default()
-                };
+                self.peer[1] =
+                    Peer { end, maxend: end, maxwin: u32::from(seg.window).max(1), seen: true, ..Peer::default() };
                 self.peer[0].scale = 0;
                 self.state = TcpState::SynRecv;
                 return Ok(());
@@ -265,13 +260,7 @@ impl TcpTrack {
         if !self.peer[s].seen {
             // Liberal pick-up, first packet of the other direction: learn it.
             let end = seg.end();
-            self.peer[s] = Peer {
-                end,
-                maxend: end,
-                maxwin: u32::from(seg.window).max(1),
-                seen: true,
-                ..self.peer[s]
-            };
+            self.peer[s] = Peer { end, maxend: end, maxwin: u32::from(seg.window).max(1), seen: true, ..self.peer[s] };
         }
 
         let check = self.in_window(s, seg);
@@ -290,7 +279,7 @@ impl TcpTrack {
             }
             return Ok(());
         }
-        if !self.liberal && !(check.seq_ok && check.ack_ok) {
+        if !(self.liberal || check.seq_ok && check.ack_ok) {
             return Err(Refusal::OutOfWindow);
         }
         self.learn(s, seg);
@@ -302,8 +291,8 @@ impl TcpTrack {
         let (snd, rcv) = (&self.peer[s], &self.peer[s ^ 1]);
         let end = seg.end();
         let seq_ok = !after(seg.seq, snd.maxend) && !before(end, snd.end.wrapping_sub(rcv.maxwin.max(1)));
-        let ack_ok = !seg.ack
-            || (!after(seg.ack_no, rcv.end) && !before(seg.ack_no, rcv.end.wrapping_sub(MAX_ACK_WINDOW)));
+        let ack_ok =
+            !seg.ack || (!after(seg.ack_no, rcv.end) && !before(seg.ack_no, rcv.end.wrapping_sub(MAX_ACK_WINDOW)));
         WindowCheck { seq_ok, ack_ok }
     }
 

@@ -207,7 +207,8 @@ fn icmp_errors_are_related_never_state() {
     let s6 = IpAddr::V6(Ipv6Addr::new(0x2001, 0xdb8, 0xffff, 1, 0, 0, 0, 1));
     let big = frame(|b| build::tcp(b, &IN, c6, s6, 1234, 443, 1, 0, S, 502, 0));
     assert_eq!(h.send(Side::Inside, big.clone()), OUT_);
-    let ptb = frame(|b| build::icmp_too_big(b, &OUT, v4(0, 0, 0, 0).is_ipv4().then_some(s6).unwrap(), c6, 1280, &big[14..]));
+    let ptb =
+        frame(|b| build::icmp_too_big(b, &OUT, v4(0, 0, 0, 0).is_ipv4().then_some(s6).unwrap(), c6, 1280, &big[14..]));
     assert_eq!(h.send(Side::Outside, ptb), IN_);
 }
 

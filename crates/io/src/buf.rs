@@ -41,12 +41,7 @@ pub struct PacketBuf {
 impl PacketBuf {
     /// An empty buffer that can hold frames of up to `capacity` bytes.
     pub fn with_capacity(capacity: usize) -> Self {
-        PacketBuf {
-            data: vec![0; capacity].into_boxed_slice(),
-            len: 0,
-            ts_ns: 0,
-            port: PortId::default(),
-        }
+        PacketBuf { data: vec![0; capacity].into_boxed_slice(), len: 0, ts_ns: 0, port: PortId::default() }
     }
 
     /// The largest frame this buffer can hold.
@@ -148,12 +143,7 @@ impl Batch {
     /// A batch of `capacity_frames` buffers of `frame_capacity` bytes each.
     /// This is the only allocation the batch ever makes.
     pub fn new(capacity_frames: usize, frame_capacity: usize) -> Self {
-        Batch {
-            bufs: (0..capacity_frames)
-                .map(|_| PacketBuf::with_capacity(frame_capacity))
-                .collect(),
-            len: 0,
-        }
+        Batch { bufs: (0..capacity_frames).map(|_| PacketBuf::with_capacity(frame_capacity)).collect(), len: 0 }
     }
 
     /// How many frames the batch can hold.

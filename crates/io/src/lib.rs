@@ -144,10 +144,7 @@ impl<T: TimedSource + ?Sized> TimedSource for Box<T> {
 /// Fills the free slots of `batch` from a [`TimedSource`], one frame at a
 /// time; returns how many it added. Shared by the file-like backends so their
 /// `recv` follows the [`PacketIo`] contract the same way.
-pub(crate) fn fill_from<S: TimedSource + ?Sized>(
-    src: &mut S,
-    batch: &mut Batch,
-) -> Result<usize, IoError> {
+pub(crate) fn fill_from<S: TimedSource + ?Sized>(src: &mut S, batch: &mut Batch) -> Result<usize, IoError> {
     let mut n = 0;
     while let Some(slot) = batch.next_slot() {
         if !src.read_next(slot)? {

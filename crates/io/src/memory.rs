@@ -69,11 +69,7 @@ impl MemoryIo {
     /// Queues a frame for `recv`, tagged with `port`.
     pub fn inject_on(&mut self, frame: &[u8], ts_ns: u64, port: PortId) {
         self.injected += 1;
-        self.rx.push_back(Frame {
-            data: frame.to_vec(),
-            ts_ns,
-            port,
-        });
+        self.rx.push_back(Frame { data: frame.to_vec(), ts_ns, port });
     }
 
     /// Declares that nothing more will be injected: once the queue drains,
@@ -186,11 +182,7 @@ mod tests {
         assert_eq!(sent.len(), 3);
         assert_eq!(sent[2].data, [2]);
         assert_eq!(sent[2].port, PortId(1));
-        assert_eq!(
-            io.send(&batch.frames()[3..]).unwrap(),
-            2,
-            "drained ring has room"
-        );
+        assert_eq!(io.send(&batch.frames()[3..]).unwrap(), 2, "drained ring has room");
         assert_eq!(io.take_sent()[1].data, [4]);
     }
 
@@ -202,9 +194,6 @@ mod tests {
         let mut batch = Batch::new(4, 64);
         let err = io.recv(&mut batch).unwrap_err();
         assert_eq!(batch.len(), 1, "frames before the bad one stay");
-        assert_eq!(
-            err.to_string(),
-            "frame of 100 bytes does not fit the 64-byte buffer (record 2 of \"mem\")"
-        );
+        assert_eq!(err.to_string(), "frame of 100 bytes does not fit the 64-byte buffer (record 2 of \"mem\")");
     }
 }

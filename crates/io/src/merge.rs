@@ -68,16 +68,8 @@ impl<A: TimedSource, B: TimedSource> Merged<A, B> {
     /// Merges `a` (frames tagged `a_port`) with `b` (tagged `b_port`).
     pub fn new(a: A, a_port: PortId, b: B, b_port: PortId) -> Self {
         Merged {
-            a: Side {
-                src: a,
-                port: a_port,
-                next: None,
-            },
-            b: Side {
-                src: b,
-                port: b_port,
-                next: None,
-            },
+            a: Side { src: a, port: a_port, next: None },
+            b: Side { src: b, port: b_port, next: None },
             name: format!("merge of {a_port} and {b_port}"),
         }
     }
@@ -184,10 +176,7 @@ impl<A: TimedSource, B: TimedSource> PacketIo for Merged<A, B> {
     }
 
     fn send(&mut self, _frames: &[PacketBuf]) -> Result<usize, IoError> {
-        Err(IoError::Unsupported {
-            device: self.name.clone(),
-            op: "send (it merges captures)",
-        })
+        Err(IoError::Unsupported { device: self.name.clone(), op: "send (it merges captures)" })
     }
 
     fn name(&self) -> &str {
@@ -214,12 +203,7 @@ mod tests {
         loop {
             batch.clear();
             match m.recv(&mut batch) {
-                Ok(_) => out.extend(
-                    batch
-                        .frames()
-                        .iter()
-                        .map(|f| (f.as_slice()[0], f.ts_ns, f.port.0)),
-                ),
+                Ok(_) => out.extend(batch.frames().iter().map(|f| (f.as_slice()[0], f.ts_ns, f.port.0))),
                 Err(e) if e.is_eof() => return out,
                 Err(e) => panic!("{e}"),
             }
@@ -263,25 +247,11 @@ mod tests {
         loop {
             batch.clear();
             match m.recv_same_port(&mut batch) {
-                Ok(_) => runs.push(
-                    batch
-                        .frames()
-                        .iter()
-                        .map(|f| (f.port.0, f.as_slice()[0]))
-                        .collect::<Vec<_>>(),
-                ),
+                Ok(_) => runs.push(batch.frames().iter().map(|f| (f.port.0, f.as_slice()[0])).collect::<Vec<_>>()),
                 Err(e) if e.is_eof() => break,
                 Err(e) => panic!("{e}"),
             }
         }
-        assert_eq!(
-            runs,
-            [
-                vec![(0, 1), (0, 2)],
-                vec![(1, 11), (1, 12)],
-                vec![(1, 13)],
-                vec![(0, 3)],
-            ]
-        );
+        assert_eq!(runs, [vec![(0, 1), (0, 2)], vec![(1, 11), (1, 12)], vec![(1, 13)], vec![(0, 3)],]);
     }
 }

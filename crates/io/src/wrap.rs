@@ -128,12 +128,7 @@ impl<I: PacketIo> Faults<I> {
             // Exact for 0 and 1; `as` saturates, which the clamp makes moot.
             (cumulative * 18_446_744_073_709_551_616.0) as u128
         });
-        Faults {
-            inner,
-            rng: XorShift64::new(seed),
-            thresholds,
-            stats: FaultStats::default(),
-        }
+        Faults { inner, rng: XorShift64::new(seed), thresholds, stats: FaultStats::default() }
     }
 
     /// What it has done so far.
@@ -214,13 +209,7 @@ struct XorShift64 {
 impl XorShift64 {
     fn new(seed: u64) -> Self {
         // Zero is xorshift's one fixed point; any other constant will do.
-        XorShift64 {
-            state: if seed == 0 {
-                0x9e37_79b9_7f4a_7c15
-            } else {
-                seed
-            },
-        }
+        XorShift64 { state: if seed == 0 { 0x9e37_79b9_7f4a_7c15 } else { seed } }
     }
 
     fn next(&mut self) -> u64 {
@@ -305,11 +294,7 @@ mod tests {
 
     #[test]
     fn faults_are_deterministic_and_counted() {
-        let rates = FaultRates {
-            drop: 0.1,
-            truncate: 0.1,
-            bit_flip: 0.1,
-        };
+        let rates = FaultRates { drop: 0.1, truncate: 0.1, bit_flip: 0.1 };
         let (a, sa) = faulty(7, rates);
         let (b, sb) = faulty(7, rates);
         assert_eq!(a, b, "same seed, same damage");
@@ -331,13 +316,7 @@ mod tests {
     fn faults_extremes() {
         let (none, s) = faulty(1, FaultRates::default());
         assert_eq!((none.len(), s.dropped + s.truncated + s.flipped), (200, 0));
-        let (all, s) = faulty(
-            1,
-            FaultRates {
-                drop: 1.0,
-                ..FaultRates::default()
-            },
-        );
+        let (all, s) = faulty(1, FaultRates { drop: 1.0, ..FaultRates::default() });
         assert_eq!((all.len(), s.dropped), (0, 200));
     }
 
@@ -345,14 +324,7 @@ mod tests {
     fn faults_leave_earlier_frames_alone() {
         let mut mem = MemoryIo::new("mem", PortId(0));
         mem.inject(&[1], 0);
-        let mut dev = Faults::new(
-            mem,
-            FaultRates {
-                drop: 1.0,
-                ..FaultRates::default()
-            },
-            3,
-        );
+        let mut dev = Faults::new(mem, FaultRates { drop: 1.0, ..FaultRates::default() }, 3);
         let mut batch = Batch::new(4, 16);
         assert!(batch.push_copy(&[9], 0, PortId(0)));
         assert_eq!(dev.recv(&mut batch).unwrap(), 0);

@@ -15,9 +15,7 @@ impl TempPath {
     fn new(tag: &str) -> Self {
         static NEXT: AtomicU32 = AtomicU32::new(0);
         let n = NEXT.fetch_add(1, Ordering::Relaxed);
-        TempPath(
-            std::env::temp_dir().join(format!("torwart-io-{}-{tag}-{n}.pcap", std::process::id())),
-        )
+        TempPath(std::env::temp_dir().join(format!("torwart-io-{}-{tag}-{n}.pcap", std::process::id())))
     }
 }
 
@@ -35,10 +33,7 @@ struct Pcap {
 
 impl Pcap {
     fn new(big: bool, nanos: bool, link: u32, snaplen: u32) -> Self {
-        let mut p = Pcap {
-            big,
-            bytes: Vec::new(),
-        };
+        let mut p = Pcap { big, bytes: Vec::new() };
         p.u32(if nanos { 0xa1b2_3c4d } else { 0xa1b2_c3d4 });
         p.u16(2);
         p.u16(4);
@@ -49,19 +44,11 @@ impl Pcap {
         p
     }
     fn u16(&mut self, v: u16) {
-        let b = if self.big {
-            v.to_be_bytes()
-        } else {
-            v.to_le_bytes()
-        };
+        let b = if self.big { v.to_be_bytes() } else { v.to_le_bytes() };
         self.bytes.extend_from_slice(&b);
     }
     fn u32(&mut self, v: u32) {
-        let b = if self.big {
-            v.to_be_bytes()
-        } else {
-            v.to_le_bytes()
-        };
+        let b = if self.big { v.to_be_bytes() } else { v.to_le_bytes() };
         self.bytes.extend_from_slice(&b);
     }
     fn record(mut self, sec: u32, frac: u32, data: &[u8], orig_len: u32) -> Self {
@@ -142,12 +129,7 @@ fn read_all<R: Read>(reader: &mut PcapReader<R>) -> Result<Vec<(Vec<u8>, u64, u8
     loop {
         batch.clear();
         match reader.recv(&mut batch) {
-            Ok(_) => out.extend(
-                batch
-                    .frames()
-                    .iter()
-                    .map(|f| (f.as_slice().to_vec(), f.ts_ns, f.port.0)),
-            ),
+            Ok(_) => out.extend(batch.frames().iter().map(|f| (f.as_slice().to_vec(), f.ts_ns, f.port.0))),
             Err(IoError::Eof) => return Ok(out),
             Err(e) => return Err(e),
         }
@@ -221,14 +203,7 @@ fn records_straddling_reads() {
         w.write_frame(&bytes, ts).unwrap();
     }
     let file = w.finish().unwrap();
-    let mut r = PcapReader::new(
-        "dribble.pcap",
-        Dribble {
-            bytes: &file,
-            step: 0,
-        },
-    )
-    .unwrap();
+    let mut r = PcapReader::new("dribble.pcap", Dribble { bytes: &file, step: 0 }).unwrap();
     let got = read_all(&mut r).unwrap();
     assert_eq!(got.len(), 50);
     assert_eq!(got[49].0, frames()[49].0);
@@ -242,30 +217,20 @@ fn microsecond_nanosecond_and_big_endian_headers() {
     assert_eq!(got, [(eth.to_vec(), 10_500_000_000, 0)]);
 
     let nano = Pcap::new(false, true, 1, 65535).record(10, 123_456_789, &eth, 60);
-    assert_eq!(
-        read_all(&mut reader(&nano.bytes)).unwrap()[0].1,
-        10_123_456_789
-    );
+    assert_eq!(read_all(&mut reader(&nano.bytes)).unwrap()[0].1, 10_123_456_789);
 
-    let big = Pcap::new(true, false, 1, 65535)
-        .record(1, 1, &eth[..20], 20)
-        .record(2, 2, &eth[..30], 30);
+    let big = Pcap::new(true, false, 1, 65535).record(1, 1, &eth[..20], 20).record(2, 2, &eth[..30], 30);
     let got = read_all(&mut reader(&big.bytes)).unwrap();
     assert_eq!(got.len(), 2);
     assert_eq!((got[1].0.len(), got[1].1), (30, 2_000_002_000));
 
     let big_nano = Pcap::new(true, true, 1, 65535).record(3, 7, &eth, 60);
-    assert_eq!(
-        read_all(&mut reader(&big_nano.bytes)).unwrap()[0].1,
-        3_000_000_007
-    );
+    assert_eq!(read_all(&mut reader(&big_nano.bytes)).unwrap()[0].1, 3_000_000_007);
 }
 
 #[test]
 fn snapped_records_are_delivered_and_counted() {
-    let p = Pcap::new(false, false, 1, 96)
-        .record(1, 0, &[1; 96], 1514)
-        .record(2, 0, &[2; 60], 60);
+    let p = Pcap::new(false, false, 1, 96).record(1, 0, &[1; 96], 1514).record(2, 0, &[2; 60], 60);
     let mut r = reader(&p.bytes);
     let got = read_all(&mut r).unwrap();
     assert_eq!(got[0].0, vec![1; 96]);
@@ -276,9 +241,7 @@ fn snapped_records_are_delivered_and_counted() {
 
 #[test]
 fn linux_cooked_and_raw_ip_become_ethernet() {
-    let ipv4 = [
-        0x45u8, 0, 0, 20, 1, 2, 3, 4, 64, 17, 0, 0, 10, 0, 0, 1, 10, 0, 0, 2,
-    ];
+    let ipv4 = [0x45u8, 0, 0, 20, 1, 2, 3, 4, 64, 17, 0, 0, 10, 0, 0, 1, 10, 0, 0, 2];
     let ipv6_start = [0x60u8, 0, 0, 0, 0, 0, 17, 64];
     let eth = |ethertype: [u8; 2], payload: &[u8]| {
         let mut f = vec![0u8; 12];
@@ -291,27 +254,21 @@ fn linux_cooked_and_raw_ip_become_ethernet() {
     let mut sll = vec![0, 4, 0, 1, 0, 6, 2, 0, 0, 0, 0, 1, 0, 0, 0x08, 0x00];
     sll.extend_from_slice(&ipv4);
     let p = Pcap::new(false, false, 113, 65535).record(1, 0, &sll, sll.len() as u32);
-    assert_eq!(
-        read_all(&mut reader(&p.bytes)).unwrap()[0].0,
-        eth([8, 0], &ipv4)
-    );
+    assert_eq!(read_all(&mut reader(&p.bytes)).unwrap()[0].0, eth([8, 0], &ipv4));
 
     // SLL2: protocol, reserved, ifindex, ARPHRD, packet type, address length, address.
-    let mut sll2 = vec![
-        0x86, 0xdd, 0, 0, 0, 0, 0, 2, 0, 1, 0, 6, 2, 0, 0, 0, 0, 1, 0, 0,
-    ];
+    let mut sll2 = vec![0x86, 0xdd, 0, 0, 0, 0, 0, 2, 0, 1, 0, 6, 2, 0, 0, 0, 0, 1, 0, 0];
     sll2.extend_from_slice(&ipv6_start);
     let p = Pcap::new(false, false, 276, 65535).record(1, 0, &sll2, sll2.len() as u32);
-    assert_eq!(
-        read_all(&mut reader(&p.bytes)).unwrap()[0].0,
-        eth([0x86, 0xdd], &ipv6_start)
-    );
+    assert_eq!(read_all(&mut reader(&p.bytes)).unwrap()[0].0, eth([0x86, 0xdd], &ipv6_start));
 
     // LINKTYPE_RAW tells the version from the first nibble.
-    let p = Pcap::new(false, false, 101, 65535)
-        .record(1, 0, &ipv4, 20)
-        .record(2, 0, &ipv6_start, 8)
-        .record(3, 0, &[0x12, 0x34], 2);
+    let p = Pcap::new(false, false, 101, 65535).record(1, 0, &ipv4, 20).record(2, 0, &ipv6_start, 8).record(
+        3,
+        0,
+        &[0x12, 0x34],
+        2,
+    );
     let mut r = reader(&p.bytes);
     let got = read_all(&mut r).unwrap();
     assert_eq!(got[0].0, eth([8, 0], &ipv4));
@@ -321,20 +278,12 @@ fn linux_cooked_and_raw_ip_become_ethernet() {
 
     // LINKTYPE_IPV4 and _IPV6 say it in the header.
     let p = Pcap::new(false, false, 228, 65535).record(1, 0, &ipv4, 20);
-    assert_eq!(
-        read_all(&mut reader(&p.bytes)).unwrap()[0].0,
-        eth([8, 0], &ipv4)
-    );
+    assert_eq!(read_all(&mut reader(&p.bytes)).unwrap()[0].0, eth([8, 0], &ipv4));
     let p = Pcap::new(false, false, 229, 65535).record(1, 0, &ipv6_start, 8);
-    assert_eq!(
-        read_all(&mut reader(&p.bytes)).unwrap()[0].0,
-        eth([0x86, 0xdd], &ipv6_start)
-    );
+    assert_eq!(read_all(&mut reader(&p.bytes)).unwrap()[0].0, eth([0x86, 0xdd], &ipv6_start));
 
     // A cooked record too short for its header names the record.
-    let p = Pcap::new(false, false, 113, 65535)
-        .record(1, 0, &sll, sll.len() as u32)
-        .record(2, 0, &sll[..10], 10);
+    let p = Pcap::new(false, false, 113, 65535).record(1, 0, &sll, sll.len() as u32).record(2, 0, &sll[..10], 10);
     let err = read_all(&mut reader(&p.bytes)).unwrap_err();
     assert_eq!(
         err.to_string(),
@@ -372,29 +321,16 @@ fn pcapng_sections_interfaces_and_resolutions() {
     assert_eq!((got[2].0.as_slice(), got[2].1), (&eth[..13], 2_000_000_001));
     assert_eq!(got[3].1, 5_500_000_000);
     let stats = r.stats();
-    assert_eq!(
-        (stats.records, stats.snapped, stats.skipped_blocks),
-        (4, 1, 1)
-    );
+    assert_eq!((stats.records, stats.snapped, stats.skipped_blocks), (4, 1, 1));
 
     // The same file read a few bytes at a time.
-    let mut r = PcapReader::new(
-        "ng.pcapng",
-        Dribble {
-            bytes: &file.0,
-            step: 0,
-        },
-    )
-    .unwrap();
+    let mut r = PcapReader::new("ng.pcapng", Dribble { bytes: &file.0, step: 0 }).unwrap();
     assert_eq!(read_all(&mut r).unwrap(), got);
 }
 
 #[test]
 fn pcapng_errors_name_the_record() {
-    let file = PcapNg::new()
-        .iface(1, 0, None)
-        .epb(0, 1, &[0; 20], 20)
-        .epb(3, 2, &[0; 20], 20);
+    let file = PcapNg::new().iface(1, 0, None).epb(0, 1, &[0; 20], 20).epb(3, 2, &[0; 20], 20);
     let err = read_all(&mut PcapReader::new("x.pcapng", file.0.as_slice()).unwrap()).unwrap_err();
     assert_eq!(
         err.to_string(),
@@ -408,16 +344,10 @@ fn pcapng_errors_name_the_record() {
         "unsupported link type 105 in \"x.pcapng\" (supported: Ethernet, Linux cooked SLL/SLL2, raw IP)"
     );
 
-    let mut file = PcapNg::new()
-        .iface(1, 0, None)
-        .epb(0, 1, &[0; 20], 20)
-        .epb(0, 2, &[0; 100], 100);
+    let mut file = PcapNg::new().iface(1, 0, None).epb(0, 1, &[0; 20], 20).epb(0, 2, &[0; 100], 100);
     file.0.truncate(file.0.len() - 50);
     let err = read_all(&mut PcapReader::new("x.pcapng", file.0.as_slice()).unwrap()).unwrap_err();
-    assert_eq!(
-        err.to_string(),
-        "pcapng file \"x.pcapng\": record 2 truncated (header says 132 bytes, 82 left)"
-    );
+    assert_eq!(err.to_string(), "pcapng file \"x.pcapng\": record 2 truncated (header says 132 bytes, 82 left)");
 }
 
 #[test]
@@ -432,36 +362,20 @@ fn truncated_record_names_record_and_sizes() {
     std::fs::write(&path.0, &bytes).unwrap();
     let mut r = PcapReader::open(&path.0).unwrap();
     let err = read_all(&mut r).unwrap_err();
-    assert!(matches!(
-        err,
-        IoError::TruncatedRecord {
-            record: 17,
-            wanted: 1514,
-            left: 200,
-            ..
-        }
-    ));
+    assert!(matches!(err, IoError::TruncatedRecord { record: 17, wanted: 1514, left: 200, .. }));
     assert_eq!(
         err.to_string(),
-        format!(
-            "pcap file \"{}\": record 17 truncated (header says 1514 bytes, 200 left)",
-            path.0.display()
-        )
+        format!("pcap file \"{}\": record 17 truncated (header says 1514 bytes, 200 left)", path.0.display())
     );
     assert_eq!(r.stats().records, 16, "everything before it was delivered");
 
     // Cut inside the record header.
-    let bytes = Pcap::new(false, false, 1, 65535)
-        .record(1, 0, &[0; 60], 60)
-        .bytes;
+    let bytes = Pcap::new(false, false, 1, 65535).record(1, 0, &[0; 60], 60).bytes;
     assert_eq!(read_all(&mut reader(&bytes)).unwrap().len(), 1);
     let mut cut = bytes.clone();
     cut.extend_from_slice(&[0; 5]);
     let err = read_all(&mut reader(&cut)).unwrap_err();
-    assert_eq!(
-        err.to_string(),
-        "pcap file \"test.pcap\": record 2 truncated in its 16-byte header (5 bytes left)"
-    );
+    assert_eq!(err.to_string(), "pcap file \"test.pcap\": record 2 truncated in its 16-byte header (5 bytes left)");
 }
 
 #[test]
@@ -474,36 +388,22 @@ fn oversize_frame_is_an_error() {
     let mut batch = Batch::new(8, 2048);
     let err = r.recv(&mut batch).unwrap_err();
     assert_eq!(batch.len(), 2);
-    assert_eq!(
-        err.to_string(),
-        "frame of 3000 bytes does not fit the 2048-byte buffer (record 3 of \"test.pcap\")"
-    );
+    assert_eq!(err.to_string(), "frame of 3000 bytes does not fit the 2048-byte buffer (record 3 of \"test.pcap\")");
 
     // A corrupt length is refused before we try to buffer it.
-    let mut bytes = Pcap::new(false, false, 1, 65535)
-        .record(1, 0, &[0; 60], 60)
-        .bytes;
+    let mut bytes = Pcap::new(false, false, 1, 65535).record(1, 0, &[0; 60], 60).bytes;
     bytes[24 + 8..24 + 12].copy_from_slice(&u32::MAX.to_le_bytes());
     let err = read_all(&mut reader(&bytes)).unwrap_err();
-    assert!(
-        matches!(err, IoError::RecordTooLarge { record: 1, .. }),
-        "{err}"
-    );
+    assert!(matches!(err, IoError::RecordTooLarge { record: 1, .. }), "{err}");
 }
 
 #[test]
 fn bad_files_give_clear_errors() {
     let err = PcapReader::new("empty.pcap", &[][..]).unwrap_err();
-    assert_eq!(
-        err.to_string(),
-        "\"empty.pcap\" is not a pcap or pcapng file: the file is empty"
-    );
+    assert_eq!(err.to_string(), "\"empty.pcap\" is not a pcap or pcapng file: the file is empty");
 
     let err = PcapReader::new("junk.pcap", &b"GET / HTTP/1.1\r\n"[..]).unwrap_err();
-    assert_eq!(
-        err.to_string(),
-        "\"junk.pcap\" is not a pcap or pcapng file: unknown magic number 47 45 54 20"
-    );
+    assert_eq!(err.to_string(), "\"junk.pcap\" is not a pcap or pcapng file: unknown magic number 47 45 54 20");
 
     let header = Pcap::new(false, false, 1, 65535).bytes;
     let err = PcapReader::new("short.pcap", &header[..10]).unwrap_err();
@@ -517,11 +417,7 @@ fn bad_files_give_clear_errors() {
     );
 
     let err = PcapReader::open("/nonexistent/torwart/x.pcap").unwrap_err();
-    assert!(
-        err.to_string()
-            .starts_with("cannot open \"/nonexistent/torwart/x.pcap\": "),
-        "{err}"
-    );
+    assert!(err.to_string().starts_with("cannot open \"/nonexistent/torwart/x.pcap\": "), "{err}");
 
     // A header-only file is a valid, empty capture.
     let mut r = reader(&header);
@@ -531,18 +427,13 @@ fn bad_files_give_clear_errors() {
 
 #[test]
 fn peek_does_not_consume() {
-    let p = Pcap::new(false, true, 1, 65535)
-        .record(1, 5, &[1; 20], 20)
-        .record(2, 6, &[2; 20], 20);
+    let p = Pcap::new(false, true, 1, 65535).record(1, 5, &[1; 20], 20).record(2, 6, &[2; 20], 20);
     let mut r = reader(&p.bytes);
     assert_eq!(r.peek_ts().unwrap(), Some(1_000_000_005));
     assert_eq!(r.peek_ts().unwrap(), Some(1_000_000_005));
     let mut slot = PacketBuf::default();
     assert!(r.read_next(&mut slot).unwrap());
-    assert_eq!(
-        (slot.as_slice(), slot.ts_ns),
-        (&[1u8; 20][..], 1_000_000_005)
-    );
+    assert_eq!((slot.as_slice(), slot.ts_ns), (&[1u8; 20][..], 1_000_000_005));
     assert_eq!(r.peek_ts().unwrap(), Some(2_000_000_006));
     assert!(r.read_next(&mut slot).unwrap());
     assert_eq!(r.peek_ts().unwrap(), None);
@@ -560,50 +451,26 @@ fn merge_two_captures_by_time() {
         .record(0, 0, &[11; 14], 14) // 0 ns
         .record(0, 0, &[12; 14], 14) // 0 ns
         .record(0, 30, &[13; 14], 14); // 30 µs
-    let mut m = Merged::new(
-        reader(&inside.bytes),
-        PortId(0),
-        reader(&outside.bytes),
-        PortId(1),
-    );
+    let mut m = Merged::new(reader(&inside.bytes), PortId(0), reader(&outside.bytes), PortId(1));
     let mut batch = Batch::new(4, 64);
     let mut got = Vec::new();
     loop {
         batch.clear();
         match m.recv(&mut batch) {
-            Ok(_) => got.extend(
-                batch
-                    .frames()
-                    .iter()
-                    .map(|f| (f.as_slice()[0], f.port.0, f.ts_ns)),
-            ),
+            Ok(_) => got.extend(batch.frames().iter().map(|f| (f.as_slice()[0], f.port.0, f.ts_ns))),
             Err(IoError::Eof) => break,
             Err(e) => panic!("{e}"),
         }
     }
-    assert_eq!(
-        got,
-        [
-            (11, 1, 0),
-            (12, 1, 0),
-            (1, 0, 10),
-            (2, 0, 30),
-            (3, 0, 30),
-            (13, 1, 30_000),
-        ]
-    );
+    assert_eq!(got, [(11, 1, 0), (12, 1, 0), (1, 0, 10), (2, 0, 30), (3, 0, 30), (13, 1, 30_000),]);
     let (a, b) = m.sources();
     assert_eq!((a.stats().records, b.stats().records), (3, 3));
 }
 
 #[test]
 fn ties_across_sources_go_to_the_first() {
-    let a = Pcap::new(false, true, 1, 65535)
-        .record(0, 5, &[1; 14], 14)
-        .record(0, 5, &[2; 14], 14);
-    let b = Pcap::new(false, true, 1, 65535)
-        .record(0, 5, &[3; 14], 14)
-        .record(0, 4, &[4; 14], 14);
+    let a = Pcap::new(false, true, 1, 65535).record(0, 5, &[1; 14], 14).record(0, 5, &[2; 14], 14);
+    let b = Pcap::new(false, true, 1, 65535).record(0, 5, &[3; 14], 14).record(0, 4, &[4; 14], 14);
     let mut m = Merged::new(reader(&b.bytes), PortId(1), reader(&a.bytes), PortId(0));
     let mut slot = PacketBuf::default();
     let mut order = Vec::new();

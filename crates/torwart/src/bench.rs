@@ -107,11 +107,7 @@ fn rdtsc() -> u64 {
 #[inline]
 fn fill(t: &Traffic, seq: &[u32], lap: u32, frames: &mut [Frame]) -> usize {
     for (frame, &p) in frames.iter_mut().zip(seq) {
-        let tpl = if p & NEW_FLOW != 0 {
-            &t.new_flows[(p & !NEW_FLOW) as usize]
-        } else {
-            &t.templates[p as usize]
-        };
+        let tpl = if p & NEW_FLOW != 0 { &t.new_flows[(p & !NEW_FLOW) as usize] } else { &t.templates[p as usize] };
         frame.data[..scenario::HEADER_BYTES].copy_from_slice(&tpl.head);
         frame.len = usize::from(tpl.len);
         if p & NEW_FLOW != 0 && tpl.port_at != 0 {
@@ -135,14 +131,15 @@ impl Worker<'_> {
     fn run(self, start: &Barrier, stop: &AtomicBool) -> CoreResult {
         let o = self.opts;
         let t = &self.traffic;
-        let mut cfg = Config::default();
-        cfg.max_flows = (t.flows.len() as u32 * 2).next_power_of_two().max(1024);
-        cfg.hash_key = [o.seed ^ 0x1111, o.seed ^ 0x2222, self.core as u64, 0x7477_6172];
+        let cfg = Config {
+            max_flows: (t.flows.len() as u32 * 2).next_power_of_two().max(1024),
+            hash_key: [o.seed ^ 0x1111, o.seed ^ 0x2222, self.core as u64, 0x7477_6172],
+            ..Config::default()
+        };
         let ns_per_packet_virtual = (1000.0 / o.offered_mpps) as u64;
         let mut now = Time::from_secs(1_000);
         let mut engine = Engine::new(cfg, now);
-        let mut frames: Vec<Frame> =
-            (0..o.batch).map(|_| Frame { data: Box::new([0u8; 2048]), len: 0 }).collect();
+        let mut frames: Vec<Frame> = (0..o.batch).map(|_| Frame { data: Box::new([0u8; 2048]), len: 0 }).collect();
         let mut verdicts = vec![Verdict::Held; o.batch];
 
         // Warm the table: open every flow through the engine.
@@ -276,11 +273,7 @@ pub fn run(opts: &Options) -> Report {
         })
         .collect();
     let (bytes_in, bytes_out, seq_packets, new_packets) = traffic.iter().fold((0, 0, 0, 0), |a, t| {
-        let new: usize = t
-            .sequence
-            .iter()
-            .map(|b| b.packets.iter().filter(|p| **p & NEW_FLOW != 0).count())
-            .sum();
+        let new: usize = t.sequence.iter().map(|b| b.packets.iter().filter(|p| **p & NEW_FLOW != 0).count()).sum();
         (a.0 + t.bytes_in, a.1 + t.bytes_out, a.2 + t.packets, a.3 + new as u64)
     });
 
@@ -357,14 +350,20 @@ pub fn run(opts: &Options) -> Report {
 
 /// The human-readable report.
 pub fn print(r: &Report) {
-    println!("scenario       {} (seed {}), {} flows, {} members, batch {}", r.scenario, r.seed, r.flows, r.members, r.batch);
+    println!(
+        "scenario       {} (seed {}), {} flows, {} members, batch {}",
+        r.scenario, r.seed, r.flows, r.members, r.batch
+    );
     println!(
         "traffic        {:.1} % of bytes inbound, {:.2} % of packets open a flow, {:.1} % fast path",
         r.inbound_byte_share * 100.0,
         r.new_flow_share * 100.0,
         r.fast_path_share * 100.0
     );
-    println!("{:>4} {:>5} {:>10} {:>9} {:>9} {:>9} {:>9} {:>10} {:>9}", "core", "cpu", "packets", "Mpps", "ns/pkt", "cyc/pkt", "fill ns", "engine ns", "flows");
+    println!(
+        "{:>4} {:>5} {:>10} {:>9} {:>9} {:>9} {:>9} {:>10} {:>9}",
+        "core", "cpu", "packets", "Mpps", "ns/pkt", "cyc/pkt", "fill ns", "engine ns", "flows"
+    );
     for c in &r.per_core {
         println!(
             "{:>4} {:>5} {:>10} {:>9.2} {:>9.1} {:>9.0} {:>9.1} {:>10.1} {:>9}",
@@ -380,11 +379,7 @@ pub fn print(r: &Report) {
         );
     }
     println!("total          {:.2} Mpps on {} core(s), {:.2} Mpps per core", r.mpps, r.cores, r.mpps_per_core);
-    let drops: Vec<_> = r
-        .counters
-        .iter()
-        .filter(|(k, _)| engine::DropReason::all().any(|d| d.name() == **k))
-        .collect();
+    let drops: Vec<_> = r.counters.iter().filter(|(k, _)| engine::DropReason::all().any(|d| d.name() == **k)).collect();
     if !drops.is_empty() {
         println!("drops          {}", drops.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(" "));
     }

@@ -10,7 +10,11 @@ use torwart::{bench, scenario, Error};
 static ALLOC: torwart::alloc::HugeTables = torwart::alloc::HugeTables;
 
 #[derive(Parser, Debug)]
-#[command(name = "torwart", version, about = "A multi-core gateway for member networks: firewall, NAT, accounting, shaping")]
+#[command(
+    name = "torwart",
+    version,
+    about = "A multi-core gateway for member networks: firewall, NAT, accounting, shaping"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -119,9 +123,12 @@ fn run(cli: Cli) -> Result<(), Error> {
                 return Err(Error::Usage(format!("--batch must be 1 to {}", engine::MAX_BATCH)));
             }
             if cores == 0 || seconds <= 0.0 || offered_mpps <= 0.0 || flow_scale <= 0.0 {
-                return Err(Error::Usage("--cores, --seconds, --offered-mpps and --flow-scale must be positive".into()));
+                return Err(Error::Usage(
+                    "--cores, --seconds, --offered-mpps and --flow-scale must be positive".into(),
+                ));
             }
-            let opts = bench::Options { scenario: p, seed, cores, seconds, batch, offered_mpps, flow_scale, progress: true };
+            let opts =
+                bench::Options { scenario: p, seed, cores, seconds, batch, offered_mpps, flow_scale, progress: true };
             let report = bench::run(&opts);
             if json {
                 println!("{}", serde_json::to_string_pretty(&report).expect("report serialises"));

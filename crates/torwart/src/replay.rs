@@ -96,8 +96,11 @@ fn side_of(port: PortId) -> Side {
 pub fn run(opts: &Options) -> Result<Report, Error> {
     let (inside_name, inside) = open(&opts.inside)?;
     let (outside_name, outside) = open(&opts.outside)?;
-    std::fs::create_dir_all(&opts.out_dir)
-        .map_err(|source| Error::File { op: "create directory", path: opts.out_dir.clone(), source })?;
+    std::fs::create_dir_all(&opts.out_dir).map_err(|source| Error::File {
+        op: "create directory",
+        path: opts.out_dir.clone(),
+        source,
+    })?;
     let paths = [opts.out_dir.join("to-inside.pcap"), opts.out_dir.join("to-outside.pcap")];
     let mut out = [PcapWriter::create(&paths[0])?, PcapWriter::create(&paths[1])?];
 
@@ -158,7 +161,10 @@ pub fn run(opts: &Options) -> Result<Report, Error> {
 
 /// The human-readable report.
 pub fn print(r: &Report) {
-    println!("read     {} frames from the inside ({}), {} from the outside ({})", r.frames_in[0], r.inside, r.frames_in[1], r.outside);
+    println!(
+        "read     {} frames from the inside ({}), {} from the outside ({})",
+        r.frames_in[0], r.inside, r.frames_in[1], r.outside
+    );
     println!(
         "wrote    {} frames to {}, {} to {}",
         r.frames_out[0],
@@ -192,5 +198,5 @@ pub fn options(inside: Option<&Path>, outside: Option<&Path>, out_dir: &Path, se
 
 /// The replay engine configuration: defaults, with the hash key from `seed`.
 pub fn config(seed: u64) -> Config {
-    Config { hash_key: [seed, seed ^ 0x5265_706c, seed.rotate_left(17), 0x746f_7277_6172_74], ..Config::default() }
+    Config { hash_key: [seed, seed ^ 0x5265_706c, seed.rotate_left(17), 0x0074_6f72_7761_7274], ..Config::default() }
 }

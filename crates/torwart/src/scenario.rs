@@ -129,23 +129,66 @@ impl FlowSpec {
         match self.proto {
             proto::TCP => {
                 let (c, s) = (self.client_isn, self.server_isn);
-                let n = build::tcp(&mut buf, &ein, self.client, self.server, self.client_port, self.server_port, c, 0, TcpFlags::SYN, 64_240, 0).expect("fits");
+                let n = build::tcp(
+                    &mut buf,
+                    &ein,
+                    self.client,
+                    self.server,
+                    self.client_port,
+                    self.server_port,
+                    c,
+                    0,
+                    TcpFlags::SYN,
+                    64_240,
+                    0,
+                )
+                .expect("fits");
                 push(true, n, &buf);
-                let n = build::tcp(&mut buf, &eout, self.server, self.client, self.server_port, self.client_port, s, c.wrapping_add(1), TcpFlags::SYN | TcpFlags::ACK, 65_160, 0).expect("fits");
+                let n = build::tcp(
+                    &mut buf,
+                    &eout,
+                    self.server,
+                    self.client,
+                    self.server_port,
+                    self.client_port,
+                    s,
+                    c.wrapping_add(1),
+                    TcpFlags::SYN | TcpFlags::ACK,
+                    65_160,
+                    0,
+                )
+                .expect("fits");
                 push(false, n, &buf);
-                let n = build::tcp(&mut buf, &ein, self.client, self.server, self.client_port, self.server_port, c.wrapping_add(1), s.wrapping_add(1), TcpFlags::ACK, 502, 0).expect("fits");
+                let n = build::tcp(
+                    &mut buf,
+                    &ein,
+                    self.client,
+                    self.server,
+                    self.client_port,
+                    self.server_port,
+                    c.wrapping_add(1),
+                    s.wrapping_add(1),
+                    TcpFlags::ACK,
+                    502,
+                    0,
+                )
+                .expect("fits");
                 push(true, n, &buf);
             }
             proto::UDP => {
-                let n = build::udp(&mut buf, &ein, self.client, self.server, self.client_port, self.server_port, 32).expect("fits");
+                let n = build::udp(&mut buf, &ein, self.client, self.server, self.client_port, self.server_port, 32)
+                    .expect("fits");
                 push(true, n, &buf);
-                let n = build::udp(&mut buf, &eout, self.server, self.client, self.server_port, self.client_port, 32).expect("fits");
+                let n = build::udp(&mut buf, &eout, self.server, self.client, self.server_port, self.client_port, 32)
+                    .expect("fits");
                 push(false, n, &buf);
             }
             _ => {
-                let n = build::icmp_echo(&mut buf, &ein, self.client, self.server, true, self.client_port, 1, 32).expect("fits");
+                let n = build::icmp_echo(&mut buf, &ein, self.client, self.server, true, self.client_port, 1, 32)
+                    .expect("fits");
                 push(true, n, &buf);
-                let n = build::icmp_echo(&mut buf, &eout, self.server, self.client, false, self.client_port, 1, 32).expect("fits");
+                let n = build::icmp_echo(&mut buf, &eout, self.server, self.client, false, self.client_port, 1, 32)
+                    .expect("fits");
                 push(false, n, &buf);
             }
         }
@@ -326,7 +369,8 @@ pub fn traffic(p: &Params, members: &[u32], flows_n: usize, batches: usize, batc
                 } else {
                     (eth_from_outside(), IpAddr::V4(Ipv4Addr::from(rng.u32(..))), src_in)
                 };
-                let n = build::tcp(&mut buf, &eth, s, d, rng.u16(1024..), 80, rng.u32(..), 0, TcpFlags::SYN, 1024, 0).expect("fits");
+                let n = build::tcp(&mut buf, &eth, s, d, rng.u16(1024..), 80, rng.u32(..), 0, TcpFlags::SYN, 1024, 0)
+                    .expect("fits");
                 pk.push(NEW_FLOW | new_flows.len() as u32);
                 new_flows.push(Template::from_frame(&buf[..n]));
                 new_from_inside.push(from_inside);

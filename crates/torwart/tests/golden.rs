@@ -68,7 +68,17 @@ fn frame(f: impl FnOnce(&mut [u8]) -> Result<usize, wire::BuildError>) -> Vec<u8
     buf
 }
 
-fn tcp(from_inside: bool, src: IpAddr, dst: IpAddr, sp: u16, dp: u16, seq: u32, ack: u32, flags: TcpFlags, len: usize) -> Vec<u8> {
+fn tcp(
+    from_inside: bool,
+    src: IpAddr,
+    dst: IpAddr,
+    sp: u16,
+    dp: u16,
+    seq: u32,
+    ack: u32,
+    flags: TcpFlags,
+    len: usize,
+) -> Vec<u8> {
     let eth = if from_inside { IN } else { OUT };
     frame(|b| build::tcp(b, &eth, src, dst, sp, dp, seq, ack, flags, 502, len))
 }
@@ -153,7 +163,10 @@ fn demo() -> Script {
 
     // Not IP: an ARP request (the kernel's business). Dropped by replay as not_ip.
     let mut arp = vec![0xffu8; 6];
-    arp.extend_from_slice(&[2, 0, 0, 0, 0, 1, 0x08, 0x06, 0, 1, 8, 0, 6, 4, 0, 1, 2, 0, 0, 0, 0, 1, 10, 0, 0, 9, 0, 0, 0, 0, 0, 0, 10, 0, 0, 1]);
+    arp.extend_from_slice(&[
+        2, 0, 0, 0, 0, 1, 0x08, 0x06, 0, 1, 8, 0, 6, 4, 0, 1, 2, 0, 0, 0, 0, 1, 10, 0, 0, 9, 0, 0, 0, 0, 0, 0, 10, 0,
+        0, 1,
+    ]);
     s.at(240, true, arp);
     // A frame cut inside its IPv4 header.
     let cut = tcp(true, alice, web, 40_000, 443, 1101, 6401, A, 0);
@@ -230,7 +243,13 @@ fn run_case(case: &Case) {
     for o in outputs {
         let got = std::fs::read(out.join(o)).unwrap();
         let want = std::fs::read(dir.join(o)).unwrap();
-        assert!(got == want, "{}: {o} differs from the expected capture ({} vs {} bytes)", case.name, got.len(), want.len());
+        assert!(
+            got == want,
+            "{}: {o} differs from the expected capture ({} vs {} bytes)",
+            case.name,
+            got.len(),
+            want.len()
+        );
     }
     std::fs::remove_dir_all(&out).ok();
 }

@@ -80,34 +80,14 @@ fn ip_headers(
         Fam::V4(..) => EtherType::IPV4,
         Fam::V6(..) => EtherType::IPV6,
     };
-    let l2 = ethernet::HEADER_LEN
-        + if eth.vlan.is_some() {
-            vlan::HEADER_LEN
-        } else {
-            0
-        };
+    let l2 = ethernet::HEADER_LEN + if eth.vlan.is_some() { vlan::HEADER_LEN } else { 0 };
     let l3_hdr = match fam {
         Fam::V4(..) => ipv4::HEADER_LEN,
-        Fam::V6(..) => {
-            ipv6::HEADER_LEN
-                + if frag.is_some() {
-                    ipv6::FRAGMENT_HEADER_LEN
-                } else {
-                    0
-                }
-        }
+        Fam::V6(..) => ipv6::HEADER_LEN + if frag.is_some() { ipv6::FRAGMENT_HEADER_LEN } else { 0 },
     };
-    let ip_payload = l3_hdr
-        - if matches!(fam, Fam::V4(..)) {
-            ipv4::HEADER_LEN
-        } else {
-            ipv6::HEADER_LEN
-        }
-        + l4_len;
+    let ip_payload = l3_hdr - if matches!(fam, Fam::V4(..)) { ipv4::HEADER_LEN } else { ipv6::HEADER_LEN } + l4_len;
     let payload_len = u16::try_from(ip_payload).map_err(|_| BuildError::BadArgument)?;
-    if matches!(fam, Fam::V4(..))
-        && usize::from(payload_len) + ipv4::HEADER_LEN > usize::from(u16::MAX)
-    {
+    if matches!(fam, Fam::V4(..)) && usize::from(payload_len) + ipv4::HEADER_LEN > usize::from(u16::MAX) {
         return Err(BuildError::BadArgument);
     }
     if frag.is_some_and(|f| f.offset % 8 != 0) {
@@ -120,23 +100,12 @@ fn ip_headers(
     let outer = ethernet::Repr {
         src_addr: eth.src,
         dst_addr: eth.dst,
-        ethertype: if eth.vlan.is_some() {
-            EtherType::VLAN
-        } else {
-            ethertype
-        },
+        ethertype: if eth.vlan.is_some() { EtherType::VLAN } else { ethertype },
     };
     outer.emit(&mut ethernet::Frame::new_unchecked(&mut buf[..]))?;
     if let Some(vid) = eth.vlan {
-        let tag = vlan::Repr {
-            pcp: 0,
-            dei: false,
-            vid,
-            ethertype,
-        };
-        tag.emit(&mut vlan::Packet::new_unchecked(
-            &mut buf[ethernet::HEADER_LEN..],
-        ))?;
+        let tag = vlan::Repr { pcp: 0, dei: false, vid, ethertype };
+        tag.emit(&mut vlan::Packet::new_unchecked(&mut buf[ethernet::HEADER_LEN..]))?;
     }
     match fam {
         Fam::V4(s, d) => {
@@ -163,11 +132,7 @@ fn ip_headers(
             let r = ipv6::Repr {
                 src_addr: s,
                 dst_addr: d,
-                next_header: if frag.is_some() {
-                    proto::IPV6_FRAGMENT
-                } else {
-                    protocol
-                },
+                next_header: if frag.is_some() { proto::IPV6_FRAGMENT } else { protocol },
                 payload_len,
                 hop_limit: 64,
                 traffic_class: 0,
@@ -175,8 +140,7 @@ fn ip_headers(
             };
             r.emit(&mut ipv6::Packet::new_unchecked(&mut buf[l2..end]))?;
             if let Some(f) = frag {
-                let h = &mut buf
-                    [l2 + ipv6::HEADER_LEN..l2 + ipv6::HEADER_LEN + ipv6::FRAGMENT_HEADER_LEN];
+                let h = &mut buf[l2 + ipv6::HEADER_LEN..l2 + ipv6::HEADER_LEN + ipv6::FRAGMENT_HEADER_LEN];
                 ipv6::FragmentHeader::new_unchecked(h).set(protocol, f.offset, f.more, f.ident);
             }
         }
@@ -200,11 +164,7 @@ pub fn tcp(
     payload_len: usize,
 ) -> Result<usize, BuildError> {
     let fam = family(src, dst)?;
-    let opts: &[u8] = if flags.contains(TcpFlags::SYN) {
-        &SYN_OPTIONS
-    } else {
-        &[]
-    };
+    let opts: &[u8] = if flags.contains(TcpFlags::SYN) { &SYN_OPTIONS } else { &[] };
     let hl = tcp::HEADER_LEN + opts.len();
     let (l4, end) = ip_headers(buf, eth, fam, proto::TCP, hl + payload_len, None)?;
     let mut t = tcp::Packet::new_unchecked(&mut buf[l4..end]);
@@ -240,12 +200,7 @@ pub fn udp_datagram(
         return Err(BuildError::BufferTooSmall);
     }
     let mut u = udp::Packet::new_unchecked(&mut buf[..len]);
-    udp::Repr {
-        src_port: sport,
-        dst_port: dport,
-        payload_len,
-    }
-    .emit(&mut u)?;
+    udp::Repr { src_port: sport, dst_port: dport, payload_len }.emit(&mut u)?;
     fill_pattern(u.payload_mut());
     u.fill_checksum(src, dst);
     Ok(len)
@@ -262,14 +217,7 @@ pub fn udp(
     payload_len: usize,
 ) -> Result<usize, BuildError> {
     let fam = family(src, dst)?;
-    let (l4, end) = ip_headers(
-        buf,
-        eth,
-        fam,
-        proto::UDP,
-        udp::HEADER_LEN + payload_len,
-        None,
-    )?;
+    let (l4, end) = ip_headers(buf, eth, fam, proto::UDP, udp::HEADER_LEN + payload_len, None)?;
     udp_datagram(&mut buf[l4..end], src, dst, sport, dport, payload_len)?;
     Ok(end)
 }
@@ -292,11 +240,7 @@ pub fn ip_fragment(
     data: &[u8],
 ) -> Result<usize, BuildError> {
     let fam = family(src, dst)?;
-    let frag = Frag {
-        ident,
-        offset,
-        more,
-    };
+    let frag = Frag { ident, offset, more };
     let (l4, end) = ip_headers(buf, eth, fam, protocol, data.len(), Some(frag))?;
     buf[l4..end].copy_from_slice(data);
     Ok(end)
@@ -367,17 +311,7 @@ pub fn icmp_echo(
     };
     let i = ident.to_be_bytes();
     let s = seq.to_be_bytes();
-    icmp(
-        buf,
-        eth,
-        src,
-        dst,
-        msg_type,
-        0,
-        [i[0], i[1], s[0], s[1]],
-        None,
-        payload_len,
-    )
+    icmp(buf, eth, src, dst, msg_type, 0, [i[0], i[1], s[0], s[1]], None, payload_len)
 }
 
 fn quote(fam: Fam, invoking: &[u8]) -> &[u8] {
@@ -420,25 +354,10 @@ pub fn icmp_too_big(
     let q = quote(fam, invoking_ip_packet);
     match fam {
         Fam::V4(..) => {
-            let m = u16::try_from(mtu)
-                .map_err(|_| BuildError::BadArgument)?
-                .to_be_bytes();
-            let (t, c) = (
-                icmpv4::msg::DEST_UNREACHABLE,
-                icmpv4::unreachable::FRAG_NEEDED,
-            );
+            let m = u16::try_from(mtu).map_err(|_| BuildError::BadArgument)?.to_be_bytes();
+            let (t, c) = (icmpv4::msg::DEST_UNREACHABLE, icmpv4::unreachable::FRAG_NEEDED);
             icmp(buf, eth, src, dst, t, c, [0, 0, m[0], m[1]], Some(q), 0)
         }
-        Fam::V6(..) => icmp(
-            buf,
-            eth,
-            src,
-            dst,
-            icmpv6::msg::PACKET_TOO_BIG,
-            0,
-            mtu.to_be_bytes(),
-            Some(q),
-            0,
-        ),
+        Fam::V6(..) => icmp(buf, eth, src, dst, icmpv6::msg::PACKET_TOO_BIG, 0, mtu.to_be_bytes(), Some(q), 0),
     }
 }

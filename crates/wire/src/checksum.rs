@@ -87,11 +87,7 @@ pub fn pseudo_v4(src: Ipv4Addr, dst: Ipv4Addr, protocol: u8, len: u16) -> u32 {
 /// Partial sum of the IPv6 pseudo header (RFC 8200 §8.1).
 #[inline]
 pub fn pseudo_v6(src: &Ipv6Addr, dst: &Ipv6Addr, next_header: u8, len: u32) -> u32 {
-    let acc = sum(&src.octets())
-        + sum(&dst.octets())
-        + (len >> 16)
-        + (len & 0xffff)
-        + u32::from(next_header);
+    let acc = sum(&src.octets()) + sum(&dst.octets()) + (len >> 16) + (len & 0xffff) + u32::from(next_header);
     u32::from(fold(acc))
 }
 
@@ -104,11 +100,8 @@ pub fn update_u16(csum: u16, old: u16, new: u16) -> u16 {
 /// RFC 1624 eqn 3 for a 32-bit field (an IPv4 address, a sequence number).
 #[inline]
 pub fn update_u32(csum: u16, old: u32, new: u32) -> u16 {
-    let acc = u32::from(!csum)
-        + u32::from(!(old >> 16) as u16)
-        + u32::from(!(old as u16))
-        + (new >> 16)
-        + (new & 0xffff);
+    let acc =
+        u32::from(!csum) + u32::from(!(old >> 16) as u16) + u32::from(!(old as u16)) + (new >> 16) + (new & 0xffff);
     !fold(acc)
 }
 
@@ -143,10 +136,7 @@ mod tests {
     #[test]
     fn rfc1071_example() {
         // RFC 1071 §3: 00 01 f2 03 f4 f5 f6 f7 sums to ddf2.
-        assert_eq!(
-            fold(sum(&[0x00, 0x01, 0xf2, 0x03, 0xf4, 0xf5, 0xf6, 0xf7])),
-            0xddf2
-        );
+        assert_eq!(fold(sum(&[0x00, 0x01, 0xf2, 0x03, 0xf4, 0xf5, 0xf6, 0xf7])), 0xddf2);
     }
 
     #[test]
@@ -170,10 +160,7 @@ mod tests {
     #[test]
     fn update_u32_matches_two_u16() {
         let c = 0x1234;
-        assert_eq!(
-            update_u32(c, 0x0a00_0001, 0xc000_0201),
-            update_u16(update_u16(c, 0x0a00, 0xc000), 0x0001, 0x0201)
-        );
+        assert_eq!(update_u32(c, 0x0a00_0001, 0xc000_0201), update_u16(update_u16(c, 0x0a00, 0xc000), 0x0001, 0x0201));
     }
 
     #[test]

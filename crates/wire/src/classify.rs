@@ -123,17 +123,13 @@ impl Meta {
     /// The IP packet within `frame` (empty if `frame` is not the classified one).
     #[inline]
     pub fn l3<'a>(&self, frame: &'a [u8]) -> &'a [u8] {
-        frame
-            .get(usize::from(self.l3_offset)..usize::from(self.l3_end))
-            .unwrap_or(&[])
+        frame.get(usize::from(self.l3_offset)..usize::from(self.l3_end)).unwrap_or(&[])
     }
 
     /// The transport header and payload within `frame`.
     #[inline]
     pub fn l4<'a>(&self, frame: &'a [u8]) -> &'a [u8] {
-        frame
-            .get(usize::from(self.l4_offset)..usize::from(self.l3_end))
-            .unwrap_or(&[])
+        frame.get(usize::from(self.l4_offset)..usize::from(self.l3_end)).unwrap_or(&[])
     }
 
     /// Whether this is a non-first fragment.
@@ -227,17 +223,8 @@ fn classify_v4(frame: &[u8], l3: usize, out: &mut Meta) -> Result<(), ParseError
             out.l4 = L4::Fragment;
             (0, 0)
         }
-        Some(_) if l4_bytes.len() < min_transport_len(protocol) => {
-            return Err(ParseError::TinyFragment)
-        }
-        _ => transport(
-            l4_bytes,
-            protocol,
-            false,
-            l4_off,
-            frag.is_some_and(|f| f.more),
-            &mut out.l4,
-        )?,
+        Some(_) if l4_bytes.len() < min_transport_len(protocol) => return Err(ParseError::TinyFragment),
+        _ => transport(l4_bytes, protocol, false, l4_off, frag.is_some_and(|f| f.more), &mut out.l4)?,
     };
     out.l3_offset = l3 as u16;
     out.l4_offset = l4_off as u16;
@@ -260,24 +247,13 @@ fn classify_v6(frame: &[u8], l3: usize, out: &mut Meta) -> Result<(), ParseError
     let l4_off = l3 + ipv6::HEADER_LEN + usize::from(chain.upper_offset);
     let l3_end = l3 + ipv6::HEADER_LEN + usize::from(ip.payload_len());
     let protocol = chain.upper_proto;
-    let frag = chain.frag.map(|f| Fragment {
-        ident: f.ident,
-        offset: f.offset,
-        more: f.more,
-    });
+    let frag = chain.frag.map(|f| Fragment { ident: f.ident, offset: f.offset, more: f.more });
     let (sport, dport) = match frag {
         Some(f) if f.offset != 0 => {
             out.l4 = L4::Fragment;
             (0, 0)
         }
-        _ => transport(
-            &frame[l4_off..l3_end],
-            protocol,
-            true,
-            l4_off,
-            frag.is_some_and(|f| f.more),
-            &mut out.l4,
-        )?,
+        _ => transport(&frame[l4_off..l3_end], protocol, true, l4_off, frag.is_some_and(|f| f.more), &mut out.l4)?,
     };
     out.l3_offset = l3 as u16;
     out.l4_offset = l4_off as u16;
@@ -305,11 +281,7 @@ fn transport(
         proto::TCP => {
             let t = tcp::Packet::new_checked(l4)?;
             let flags = t.flags();
-            let wscale = if flags.contains(TcpFlags::SYN) {
-                tcp::window_scale(t.options())
-            } else {
-                None
-            };
+            let wscale = if flags.contains(TcpFlags::SYN) { tcp::window_scale(t.options()) } else { None };
             *out = L4::Tcp {
                 flags,
                 seq: t.seq_number(),
@@ -337,25 +309,18 @@ fn transport(
             let (t, code) = (i.msg_type(), i.code());
             if icmpv4::is_echo(t) {
                 let id = i.echo_ident();
-                *out = L4::IcmpEcho {
-                        request: t == icmpv4::msg::ECHO_REQUEST,
-                    };
+                *out = L4::IcmpEcho { request: t == icmpv4::msg::ECHO_REQUEST };
                 Ok((id, id))
             } else if icmpv4::is_error(t) {
                 let inner = inner_v4(i.body())?;
                 let inner_l3_offset = (l4_off + icmpv4::HEADER_LEN) as u16;
-                *out = L4::IcmpError {
-                        msg_type: t,
-                        code,
-                        inner,
-                        inner_l3_offset,
-                    };
+                *out = L4::IcmpError { msg_type: t, code, inner, inner_l3_offset };
                 Ok((0, 0))
             } else {
                 {
-                *out = L4::IcmpOther { msg_type: t, code };
-                Ok((0, 0))
-            }
+                    *out = L4::IcmpOther { msg_type: t, code };
+                    Ok((0, 0))
+                }
             }
         }
         proto::ICMPV6 if v6 => {
@@ -363,25 +328,18 @@ fn transport(
             let (t, code) = (i.msg_type(), i.code());
             if icmpv6::is_echo(t) {
                 let id = i.echo_ident();
-                *out = L4::IcmpEcho {
-                        request: t == icmpv6::msg::ECHO_REQUEST,
-                    };
+                *out = L4::IcmpEcho { request: t == icmpv6::msg::ECHO_REQUEST };
                 Ok((id, id))
             } else if icmpv6::is_error(t) {
                 let inner = inner_v6(i.body())?;
                 let inner_l3_offset = (l4_off + icmpv6::HEADER_LEN) as u16;
-                *out = L4::IcmpError {
-                        msg_type: t,
-                        code,
-                        inner,
-                        inner_l3_offset,
-                    };
+                *out = L4::IcmpError { msg_type: t, code, inner, inner_l3_offset };
                 Ok((0, 0))
             } else {
                 {
-                *out = L4::IcmpOther { msg_type: t, code };
-                Ok((0, 0))
-            }
+                    *out = L4::IcmpOther { msg_type: t, code };
+                    Ok((0, 0))
+                }
             }
         }
         _ => {
@@ -395,10 +353,7 @@ fn transport(
 #[inline]
 fn inner_ports(protocol: u8, h: &[u8]) -> (u16, u16) {
     match protocol {
-        proto::TCP | proto::UDP => (
-            u16::from_be_bytes([h[0], h[1]]),
-            u16::from_be_bytes([h[2], h[3]]),
-        ),
+        proto::TCP | proto::UDP => (u16::from_be_bytes([h[0], h[1]]), u16::from_be_bytes([h[2], h[3]])),
         proto::ICMP if icmpv4::is_echo(h[0]) => {
             let id = u16::from_be_bytes([h[4], h[5]]);
             (id, id)
@@ -425,11 +380,7 @@ fn inner_v4(b: &[u8]) -> Result<FlowKey, ParseError> {
     }
     let h = b.get(hl..hl + 8).ok_or(BAD)?;
     let protocol = ip.protocol();
-    let (sp, dp) = if ip.frag_offset() != 0 {
-        (0, 0)
-    } else {
-        inner_ports(protocol, h)
-    };
+    let (sp, dp) = if ip.frag_offset() != 0 { (0, 0) } else { inner_ports(protocol, h) };
     Ok(FlowKey::v4(ip.src_addr(), ip.dst_addr(), protocol, sp, dp))
 }
 
@@ -447,16 +398,6 @@ fn inner_v6(b: &[u8]) -> Result<FlowKey, ParseError> {
     let upper = ipv6::HEADER_LEN + usize::from(chain.upper_offset);
     let h = b.get(upper..upper + 8).ok_or(BAD)?;
     let later = matches!(chain.frag, Some(f) if f.offset != 0);
-    let (sp, dp) = if later {
-        (0, 0)
-    } else {
-        inner_ports(chain.upper_proto, h)
-    };
-    Ok(FlowKey::v6(
-        ip.src_addr(),
-        ip.dst_addr(),
-        chain.upper_proto,
-        sp,
-        dp,
-    ))
+    let (sp, dp) = if later { (0, 0) } else { inner_ports(chain.upper_proto, h) };
+    Ok(FlowKey::v6(ip.src_addr(), ip.dst_addr(), chain.upper_proto, sp, dp))
 }

@@ -153,10 +153,7 @@ mod tests {
     fn all_is_dense_and_named() {
         for (i, e) in ParseError::ALL.iter().enumerate() {
             assert_eq!(e.index(), i);
-            assert!(e
-                .name()
-                .bytes()
-                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_'));
+            assert!(e.name().bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_'));
             #[cfg(feature = "std")]
             assert!(!std::format!("{e}").is_empty());
         }

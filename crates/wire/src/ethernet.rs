@@ -64,11 +64,7 @@ impl MacAddr {
 impl fmt::Display for MacAddr {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let a = self.0;
-        write!(
-            f,
-            "{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}",
-            a[0], a[1], a[2], a[3], a[4], a[5]
-        )
+        write!(f, "{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}", a[0], a[1], a[2], a[3], a[4], a[5])
     }
 }
 
@@ -205,11 +201,7 @@ pub struct Repr {
 impl Repr {
     pub fn parse<T: AsRef<[u8]>>(frame: &Frame<T>) -> Result<Repr, ParseError> {
         frame.check_len()?;
-        Ok(Repr {
-            src_addr: frame.src_addr(),
-            dst_addr: frame.dst_addr(),
-            ethertype: frame.ethertype(),
-        })
+        Ok(Repr { src_addr: frame.src_addr(), dst_addr: frame.dst_addr(), ethertype: frame.ethertype() })
     }
 
     pub const fn buffer_len(&self) -> usize {
@@ -217,10 +209,7 @@ impl Repr {
     }
 
     /// Write the header; the payload is left as it is.
-    pub fn emit<T: AsRef<[u8]> + AsMut<[u8]>>(
-        &self,
-        frame: &mut Frame<T>,
-    ) -> Result<(), BuildError> {
+    pub fn emit<T: AsRef<[u8]> + AsMut<[u8]>>(&self, frame: &mut Frame<T>) -> Result<(), BuildError> {
         if frame.buffer.as_ref().len() < HEADER_LEN {
             return Err(BuildError::BufferTooSmall);
         }
@@ -247,25 +236,15 @@ mod tests {
 
     #[test]
     fn short_frame_is_truncated() {
-        assert_eq!(
-            Frame::new_checked(&[0u8; 13][..]).unwrap_err(),
-            ParseError::Truncated
-        );
+        assert_eq!(Frame::new_checked(&[0u8; 13][..]).unwrap_err(), ParseError::Truncated);
     }
 
     #[test]
     fn repr_roundtrip() {
-        let r = Repr {
-            src_addr: MacAddr([2, 0, 0, 0, 0, 1]),
-            dst_addr: MacAddr::BROADCAST,
-            ethertype: EtherType::ARP,
-        };
+        let r = Repr { src_addr: MacAddr([2, 0, 0, 0, 0, 1]), dst_addr: MacAddr::BROADCAST, ethertype: EtherType::ARP };
         let mut buf = [0u8; 20];
         r.emit(&mut Frame::new_unchecked(&mut buf[..])).unwrap();
-        assert_eq!(
-            Repr::parse(&Frame::new_checked(&buf[..]).unwrap()).unwrap(),
-            r
-        );
+        assert_eq!(Repr::parse(&Frame::new_checked(&buf[..]).unwrap()).unwrap(), r);
         assert_eq!(std::format!("{}", EtherType(0x88cc)), "0x88cc");
     }
 }

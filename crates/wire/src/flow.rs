@@ -53,39 +53,13 @@ pub struct FlowKey {
 
 impl FlowKey {
     /// A key for an IPv4 flow.
-    pub const fn v4(
-        src: Ipv4Addr,
-        dst: Ipv4Addr,
-        proto: u8,
-        src_port: u16,
-        dst_port: u16,
-    ) -> FlowKey {
-        FlowKey {
-            src: pad4(src.octets()),
-            dst: pad4(dst.octets()),
-            src_port,
-            dst_port,
-            proto,
-            family: Family::V4,
-        }
+    pub const fn v4(src: Ipv4Addr, dst: Ipv4Addr, proto: u8, src_port: u16, dst_port: u16) -> FlowKey {
+        FlowKey { src: pad4(src.octets()), dst: pad4(dst.octets()), src_port, dst_port, proto, family: Family::V4 }
     }
 
     /// A key for an IPv6 flow.
-    pub const fn v6(
-        src: Ipv6Addr,
-        dst: Ipv6Addr,
-        proto: u8,
-        src_port: u16,
-        dst_port: u16,
-    ) -> FlowKey {
-        FlowKey {
-            src: src.octets(),
-            dst: dst.octets(),
-            src_port,
-            dst_port,
-            proto,
-            family: Family::V6,
-        }
+    pub const fn v6(src: Ipv6Addr, dst: Ipv6Addr, proto: u8, src_port: u16, dst_port: u16) -> FlowKey {
+        FlowKey { src: src.octets(), dst: dst.octets(), src_port, dst_port, proto, family: Family::V6 }
     }
 
     /// The key of the opposite direction of the same connection.
@@ -169,22 +143,8 @@ impl fmt::Display for FlowKey {
             None => write!(f, "proto{} ", self.proto)?,
         }
         match self.family {
-            Family::V4 => write!(
-                f,
-                "{}:{} -> {}:{}",
-                self.src_v4(),
-                self.src_port,
-                self.dst_v4(),
-                self.dst_port
-            ),
-            Family::V6 => write!(
-                f,
-                "[{}]:{} -> [{}]:{}",
-                self.src_ip(),
-                self.src_port,
-                self.dst_ip(),
-                self.dst_port
-            ),
+            Family::V4 => write!(f, "{}:{} -> {}:{}", self.src_v4(), self.src_port, self.dst_v4(), self.dst_port),
+            Family::V6 => write!(f, "[{}]:{} -> [{}]:{}", self.src_ip(), self.src_port, self.dst_ip(), self.dst_port),
         }
     }
 }
@@ -195,13 +155,7 @@ mod tests {
 
     #[test]
     fn reversed_twice_is_identity() {
-        let k = FlowKey::v4(
-            Ipv4Addr::new(10, 0, 0, 1),
-            Ipv4Addr::new(192, 0, 2, 1),
-            proto::TCP,
-            1234,
-            80,
-        );
+        let k = FlowKey::v4(Ipv4Addr::new(10, 0, 0, 1), Ipv4Addr::new(192, 0, 2, 1), proto::TCP, 1234, 80);
         assert_eq!(k.reversed().reversed(), k);
         assert_eq!(k.reversed().src_v4(), Ipv4Addr::new(192, 0, 2, 1));
         assert_eq!(k.reversed().src_port, 80);

@@ -65,14 +65,7 @@ pub mod time_exceeded {
 /// Whether `t` is an error message that quotes the invoking packet.
 #[inline]
 pub const fn is_error(t: u8) -> bool {
-    matches!(
-        t,
-        msg::DEST_UNREACHABLE
-            | msg::SOURCE_QUENCH
-            | msg::REDIRECT
-            | msg::TIME_EXCEEDED
-            | msg::PARAM_PROBLEM
-    )
+    matches!(t, msg::DEST_UNREACHABLE | msg::SOURCE_QUENCH | msg::REDIRECT | msg::TIME_EXCEEDED | msg::PARAM_PROBLEM)
 }
 
 /// Whether `t` is echo request or reply.

@@ -62,10 +62,7 @@ pub mod unreachable {
 /// Whether `t` is an error message that quotes the invoking packet.
 #[inline]
 pub const fn is_error(t: u8) -> bool {
-    matches!(
-        t,
-        msg::DEST_UNREACHABLE | msg::PACKET_TOO_BIG | msg::TIME_EXCEEDED | msg::PARAM_PROBLEM
-    )
+    matches!(t, msg::DEST_UNREACHABLE | msg::PACKET_TOO_BIG | msg::TIME_EXCEEDED | msg::PARAM_PROBLEM)
 }
 
 /// Whether `t` is echo request or reply.
@@ -167,26 +164,16 @@ impl<T: AsRef<[u8]>> Packet<T> {
     /// Target address of a neighbor solicitation or advertisement, if the
     /// message is one and is long enough.
     pub fn nd_target(&self) -> Option<Ipv6Addr> {
-        if !matches!(
-            self.msg_type(),
-            msg::NEIGHBOR_SOLICIT | msg::NEIGHBOR_ADVERT
-        ) {
+        if !matches!(self.msg_type(), msg::NEIGHBOR_SOLICIT | msg::NEIGHBOR_ADVERT) {
             return None;
         }
-        let d: [u8; 16] = self
-            .buffer
-            .as_ref()
-            .get(field::ND_TARGET)?
-            .try_into()
-            .ok()?;
+        let d: [u8; 16] = self.buffer.as_ref().get(field::ND_TARGET)?.try_into().ok()?;
         Some(Ipv6Addr::from(d))
     }
 
     fn sum_with(&self, src: &Ipv6Addr, dst: &Ipv6Addr) -> u16 {
         let b = self.buffer.as_ref();
-        checksum::fold(
-            checksum::pseudo_v6(src, dst, proto::ICMPV6, b.len() as u32) + checksum::sum(b),
-        )
+        checksum::fold(checksum::pseudo_v6(src, dst, proto::ICMPV6, b.len() as u32) + checksum::sum(b))
     }
 
     pub fn verify_checksum(&self, src: &Ipv6Addr, dst: &Ipv6Addr) -> bool {

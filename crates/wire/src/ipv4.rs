@@ -199,9 +199,7 @@ impl<T: AsRef<[u8]>> Packet<T> {
 
     /// The options, one by one.
     pub fn option_iter(&self) -> OptionIter<'_> {
-        OptionIter {
-            data: self.options(),
-        }
+        OptionIter { data: self.options() }
     }
 
     /// The payload, bounded by the total length (padding excluded).
@@ -478,37 +476,19 @@ mod tests {
     fn checks() {
         let b = header();
         assert!(Packet::new_checked(&b[..]).is_ok());
-        assert_eq!(
-            Packet::new_checked(&b[..19]).unwrap_err(),
-            ParseError::Truncated
-        );
+        assert_eq!(Packet::new_checked(&b[..19]).unwrap_err(), ParseError::Truncated);
         let mut v = b;
         v[0] = 0x65;
-        assert_eq!(
-            Packet::new_checked(&v[..]).unwrap_err(),
-            ParseError::IpVersionMismatch
-        );
+        assert_eq!(Packet::new_checked(&v[..]).unwrap_err(), ParseError::IpVersionMismatch);
         v[0] = 0x44;
-        assert_eq!(
-            Packet::new_checked(&v[..]).unwrap_err(),
-            ParseError::Ipv4BadHeaderLen
-        );
+        assert_eq!(Packet::new_checked(&v[..]).unwrap_err(), ParseError::Ipv4BadHeaderLen);
         v[0] = 0x4f;
-        assert_eq!(
-            Packet::new_checked(&v[..]).unwrap_err(),
-            ParseError::Truncated
-        );
+        assert_eq!(Packet::new_checked(&v[..]).unwrap_err(), ParseError::Truncated);
         v = b;
         v[3] = 19;
-        assert_eq!(
-            Packet::new_checked(&v[..]).unwrap_err(),
-            ParseError::Ipv4BadTotalLen
-        );
+        assert_eq!(Packet::new_checked(&v[..]).unwrap_err(), ParseError::Ipv4BadTotalLen);
         v[3] = 25;
-        assert_eq!(
-            Packet::new_checked(&v[..]).unwrap_err(),
-            ParseError::Ipv4BadTotalLen
-        );
+        assert_eq!(Packet::new_checked(&v[..]).unwrap_err(), ParseError::Ipv4BadTotalLen);
     }
 
     #[test]
@@ -516,13 +496,7 @@ mod tests {
         let opts = [1, 148, 4, 0, 0, 7, 0, 1];
         let v: std::vec::Vec<_> = OptionIter::new(&opts).collect();
         assert_eq!(v[0], Ok(Ipv4Option::NoOperation));
-        assert_eq!(
-            v[1],
-            Ok(Ipv4Option::Other {
-                kind: 148,
-                data: &[0, 0]
-            })
-        );
+        assert_eq!(v[1], Ok(Ipv4Option::Other { kind: 148, data: &[0, 0] }));
         assert_eq!(v[2], Err(ParseError::Ipv4BadOption));
         assert_eq!(v.len(), 3);
         let v: std::vec::Vec<_> = OptionIter::new(&[0, 1, 1]).collect();

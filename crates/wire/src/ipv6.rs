@@ -296,11 +296,7 @@ pub const FRAGMENT_HEADER_LEN: usize = 8;
 pub const fn is_extension(nh: u8) -> bool {
     matches!(
         nh,
-        proto::IPV6_HOP_BY_HOP
-            | proto::IPV6_ROUTING
-            | proto::IPV6_FRAGMENT
-            | proto::IPV6_DEST_OPTS
-            | proto::AH
+        proto::IPV6_HOP_BY_HOP | proto::IPV6_ROUTING | proto::IPV6_FRAGMENT | proto::IPV6_DEST_OPTS | proto::AH
     )
 }
 
@@ -346,10 +342,7 @@ impl<T: AsRef<[u8]>> OptionsHeader<T> {
 
     /// Length of the header in bytes.
     pub fn header_len(&self) -> usize {
-        ext_header_len(
-            proto::IPV6_DEST_OPTS,
-            self.buffer.as_ref()[ext_field::LENGTH],
-        )
+        ext_header_len(proto::IPV6_DEST_OPTS, self.buffer.as_ref()[ext_field::LENGTH])
     }
 
     /// Raw option bytes.
@@ -359,9 +352,7 @@ impl<T: AsRef<[u8]>> OptionsHeader<T> {
     }
 
     pub fn option_iter(&self) -> Ipv6OptionIter<'_> {
-        Ipv6OptionIter {
-            data: self.options(),
-        }
+        Ipv6OptionIter { data: self.options() }
     }
 }
 
@@ -410,11 +401,7 @@ impl<'a> Iterator for Ipv6OptionIter<'a> {
         }
         let data = &self.data[2..end];
         self.data = &self.data[end..];
-        Some(Ok(if kind == 1 {
-            Ipv6Option::PadN(len)
-        } else {
-            Ipv6Option::Other { kind, data }
-        }))
+        Some(Ok(if kind == 1 { Ipv6Option::PadN(len) } else { Ipv6Option::Other { kind, data } }))
     }
 }
 
@@ -601,22 +588,13 @@ pub fn walk_chain(next_header: u8, payload: &[u8]) -> Result<Chain, ParseError> 
                 return Err(ParseError::Ipv6BadExtHeader);
             }
             let f = FragmentHeader::new_unchecked(hdr);
-            let info = FragInfo {
-                ident: f.ident(),
-                offset: f.frag_offset(),
-                more: f.more_frags(),
-                header_offset: off as u16,
-            };
+            let info =
+                FragInfo { ident: f.ident(), offset: f.frag_offset(), more: f.more_frags(), header_offset: off as u16 };
             frag = Some(info);
             off += len;
             if info.offset != 0 {
                 // Non-first fragment: what follows is data, not headers.
-                return Ok(Chain {
-                    upper_proto: nh,
-                    upper_offset: off as u16,
-                    frag,
-                    ext_count: count as u8,
-                });
+                return Ok(Chain { upper_proto: nh, upper_offset: off as u16, frag, ext_count: count as u8 });
             }
         } else {
             off += len;
@@ -627,12 +605,7 @@ pub fn walk_chain(next_header: u8, payload: &[u8]) -> Result<Chain, ParseError> 
             return Err(ParseError::HeaderChainSplit);
         }
     }
-    Ok(Chain {
-        upper_proto: nh,
-        upper_offset: off as u16,
-        frag,
-        ext_count: count as u8,
-    })
+    Ok(Chain { upper_proto: nh, upper_offset: off as u16, frag, ext_count: count as u8 })
 }
 
 #[cfg(test)]
@@ -644,35 +617,19 @@ mod tests {
         // 9 destination option headers of 8 bytes each.
         let mut p = [0u8; 9 * 8];
         for i in 0..9 {
-            p[i * 8] = if i == 8 {
-                proto::UDP
-            } else {
-                proto::IPV6_DEST_OPTS
-            };
+            p[i * 8] = if i == 8 { proto::UDP } else { proto::IPV6_DEST_OPTS };
         }
-        assert_eq!(
-            walk_chain(proto::IPV6_DEST_OPTS, &p[..60]).unwrap_err(),
-            ParseError::Truncated
-        );
-        assert_eq!(
-            walk_chain(proto::IPV6_DEST_OPTS, &p).unwrap_err(),
-            ParseError::Ipv6ExtChainTooLong
-        );
+        assert_eq!(walk_chain(proto::IPV6_DEST_OPTS, &p[..60]).unwrap_err(), ParseError::Truncated);
+        assert_eq!(walk_chain(proto::IPV6_DEST_OPTS, &p).unwrap_err(), ParseError::Ipv6ExtChainTooLong);
         // One header of 520 bytes.
         let mut big = [0u8; 600];
         big[0] = proto::UDP;
         big[1] = 64;
-        assert_eq!(
-            walk_chain(proto::IPV6_DEST_OPTS, &big).unwrap_err(),
-            ParseError::Ipv6ExtChainTooLong
-        );
+        assert_eq!(walk_chain(proto::IPV6_DEST_OPTS, &big).unwrap_err(), ParseError::Ipv6ExtChainTooLong);
         // Hop-by-hop second.
         let mut hbh = [0u8; 16];
         hbh[0] = proto::IPV6_HOP_BY_HOP;
-        assert_eq!(
-            walk_chain(proto::IPV6_DEST_OPTS, &hbh).unwrap_err(),
-            ParseError::Ipv6BadExtHeader
-        );
+        assert_eq!(walk_chain(proto::IPV6_DEST_OPTS, &hbh).unwrap_err(), ParseError::Ipv6BadExtHeader);
         // Unknown value ends the walk.
         let c = walk_chain(253, &[]).unwrap();
         assert_eq!((c.upper_proto, c.upper_offset, c.frag), (253, 0, None));
@@ -683,43 +640,22 @@ mod tests {
         let mut p = [0u8; 8 + 20];
         FragmentHeader::new_unchecked(&mut p[..8]).set(proto::TCP, 0, true, 7);
         assert!(walk_chain(proto::IPV6_FRAGMENT, &p).is_ok());
-        assert_eq!(
-            walk_chain(proto::IPV6_FRAGMENT, &p[..27]).unwrap_err(),
-            ParseError::HeaderChainSplit
-        );
+        assert_eq!(walk_chain(proto::IPV6_FRAGMENT, &p[..27]).unwrap_err(), ParseError::HeaderChainSplit);
         // Fragment header followed by a destination options header that is cut.
         FragmentHeader::new_unchecked(&mut p[..8]).set(proto::IPV6_DEST_OPTS, 0, true, 7);
         p[9] = 3; // 32 bytes
-        assert_eq!(
-            walk_chain(proto::IPV6_FRAGMENT, &p).unwrap_err(),
-            ParseError::HeaderChainSplit
-        );
+        assert_eq!(walk_chain(proto::IPV6_FRAGMENT, &p).unwrap_err(), ParseError::HeaderChainSplit);
         // A non-first fragment stops the walk at its data.
         FragmentHeader::new_unchecked(&mut p[..8]).set(proto::IPV6_DEST_OPTS, 1448, false, 7);
         let c = walk_chain(proto::IPV6_FRAGMENT, &p).unwrap();
         assert_eq!(c.upper_proto, proto::IPV6_DEST_OPTS);
         assert_eq!(c.upper_offset, 8);
-        assert_eq!(
-            c.frag,
-            Some(FragInfo {
-                ident: 7,
-                offset: 1448,
-                more: false,
-                header_offset: 0
-            })
-        );
+        assert_eq!(c.frag, Some(FragInfo { ident: 7, offset: 1448, more: false, header_offset: 0 }));
     }
 
     #[test]
     fn option_iter_bounded() {
         let v: std::vec::Vec<_> = Ipv6OptionIter::new(&[0, 1, 1, 0, 5, 9, 1]).collect();
-        assert_eq!(
-            v,
-            [
-                Ok(Ipv6Option::Pad1),
-                Ok(Ipv6Option::PadN(1)),
-                Err(ParseError::Ipv6BadExtHeader)
-            ]
-        );
+        assert_eq!(v, [Ok(Ipv6Option::Pad1), Ok(Ipv6Option::PadN(1)), Err(ParseError::Ipv6BadExtHeader)]);
     }
 }

@@ -423,9 +423,7 @@ impl<'a> Iterator for OptionIter<'a> {
         let d = &self.data[2..len];
         self.data = &self.data[len..];
         let opt = match (kind, d.len()) {
-            (option::MAX_SEGMENT_SIZE, 2) => {
-                TcpOption::MaxSegmentSize(u16::from_be_bytes([d[0], d[1]]))
-            }
+            (option::MAX_SEGMENT_SIZE, 2) => TcpOption::MaxSegmentSize(u16::from_be_bytes([d[0], d[1]])),
             (option::WINDOW_SCALE, 1) => TcpOption::WindowScale(d[0]),
             (option::SACK_PERMITTED, 0) => TcpOption::SackPermitted,
             (option::SACK, n) if n % 8 == 0 && n > 0 => TcpOption::Sack(d),
@@ -480,26 +478,11 @@ mod tests {
     fn options_never_loop() {
         // A zero-length option must end the iteration with an error.
         let v: std::vec::Vec<_> = OptionIter::new(&[1, 2, 0, 0, 0]).collect();
-        assert_eq!(
-            v,
-            [Ok(TcpOption::NoOperation), Err(ParseError::TcpBadOption)]
-        );
+        assert_eq!(v, [Ok(TcpOption::NoOperation), Err(ParseError::TcpBadOption)]);
         let v: std::vec::Vec<_> = OptionIter::new(&[3, 3, 7, 2, 3, 5]).collect();
-        assert_eq!(
-            v,
-            [Ok(TcpOption::WindowScale(7)), Err(ParseError::TcpBadOption)]
-        );
+        assert_eq!(v, [Ok(TcpOption::WindowScale(7)), Err(ParseError::TcpBadOption)]);
         let v: std::vec::Vec<_> = OptionIter::new(&[0xfe, 4, 1, 2, 0, 9]).collect();
-        assert_eq!(
-            v,
-            [
-                Ok(TcpOption::Unknown {
-                    kind: 0xfe,
-                    data: &[1, 2]
-                }),
-                Ok(TcpOption::EndOfList)
-            ]
-        );
+        assert_eq!(v, [Ok(TcpOption::Unknown { kind: 0xfe, data: &[1, 2] }), Ok(TcpOption::EndOfList)]);
         assert_eq!(window_scale(&[1, 1, 3, 3, 14]), Some(14));
         assert_eq!(window_scale(&[2, 0, 3, 3, 14]), None);
     }
@@ -509,19 +492,10 @@ mod tests {
         let mut b = [0u8; 24];
         b[12] = 0x50;
         assert!(Packet::new_checked(&b[..]).is_ok());
-        assert_eq!(
-            Packet::new_checked(&b[..19]).unwrap_err(),
-            ParseError::Truncated
-        );
+        assert_eq!(Packet::new_checked(&b[..19]).unwrap_err(), ParseError::Truncated);
         b[12] = 0x40;
-        assert_eq!(
-            Packet::new_checked(&b[..]).unwrap_err(),
-            ParseError::TcpBadHeaderLen
-        );
+        assert_eq!(Packet::new_checked(&b[..]).unwrap_err(), ParseError::TcpBadHeaderLen);
         b[12] = 0x70;
-        assert_eq!(
-            Packet::new_checked(&b[..]).unwrap_err(),
-            ParseError::TcpBadHeaderLen
-        );
+        assert_eq!(Packet::new_checked(&b[..]).unwrap_err(), ParseError::TcpBadHeaderLen);
     }
 }

@@ -108,14 +108,12 @@ impl<T: AsRef<[u8]>> Packet<T> {
 
     /// Verify with an IPv4 pseudo header; an absent (0) checksum is valid.
     pub fn verify_checksum_v4(&self, src: Ipv4Addr, dst: Ipv4Addr) -> bool {
-        self.checksum() == 0
-            || self.sum_with(checksum::pseudo_v4(src, dst, proto::UDP, self.end() as u16)) == 0xffff
+        self.checksum() == 0 || self.sum_with(checksum::pseudo_v4(src, dst, proto::UDP, self.end() as u16)) == 0xffff
     }
 
     /// Verify with an IPv6 pseudo header; a 0 checksum is invalid.
     pub fn verify_checksum_v6(&self, src: &Ipv6Addr, dst: &Ipv6Addr) -> bool {
-        self.checksum() != 0
-            && self.sum_with(checksum::pseudo_v6(src, dst, proto::UDP, self.end() as u32)) == 0xffff
+        self.checksum() != 0 && self.sum_with(checksum::pseudo_v6(src, dst, proto::UDP, self.end() as u32)) == 0xffff
     }
 
     /// Verify; `false` if the families differ.
@@ -196,11 +194,7 @@ pub struct Repr {
 impl Repr {
     pub fn parse<T: AsRef<[u8]>>(p: &Packet<T>) -> Result<Repr, ParseError> {
         p.check_len()?;
-        Ok(Repr {
-            src_port: p.src_port(),
-            dst_port: p.dst_port(),
-            payload_len: p.len() - HEADER_LEN as u16,
-        })
+        Ok(Repr { src_port: p.src_port(), dst_port: p.dst_port(), payload_len: p.len() - HEADER_LEN as u16 })
     }
 
     pub const fn buffer_len(&self) -> usize {
@@ -234,20 +228,11 @@ mod tests {
         b[5] = 10;
         let p = Packet::new_checked(&b[..]).unwrap();
         assert_eq!(p.payload().len(), 2);
-        assert_eq!(
-            Packet::new_checked(&b[..7]).unwrap_err(),
-            ParseError::Truncated
-        );
+        assert_eq!(Packet::new_checked(&b[..7]).unwrap_err(), ParseError::Truncated);
         b[5] = 7;
-        assert_eq!(
-            Packet::new_checked(&b[..]).unwrap_err(),
-            ParseError::UdpBadLength
-        );
+        assert_eq!(Packet::new_checked(&b[..]).unwrap_err(), ParseError::UdpBadLength);
         b[5] = 13;
-        assert_eq!(
-            Packet::new_checked(&b[..]).unwrap_err(),
-            ParseError::UdpBadLength
-        );
+        assert_eq!(Packet::new_checked(&b[..]).unwrap_err(), ParseError::UdpBadLength);
     }
 
     #[test]

@@ -123,12 +123,7 @@ impl Repr {
         if p.buffer.as_ref().len() < HEADER_LEN {
             return Err(ParseError::Truncated);
         }
-        Ok(Repr {
-            pcp: p.pcp(),
-            dei: p.dei(),
-            vid: p.vid(),
-            ethertype: p.ethertype(),
-        })
+        Ok(Repr { pcp: p.pcp(), dei: p.dei(), vid: p.vid(), ethertype: p.ethertype() })
     }
 
     pub const fn buffer_len(&self) -> usize {
@@ -158,30 +153,16 @@ mod tests {
         // TCI 0xb07b: pcp 5, dei 1, vid 0x07b; inner IPv4.
         let b = [0xb0, 0x7b, 0x08, 0x00, 0x45];
         let p = Packet::new_checked(&b[..]).unwrap();
-        assert_eq!(
-            (p.pcp(), p.dei(), p.vid(), p.ethertype()),
-            (5, true, 0x7b, EtherType::IPV4)
-        );
+        assert_eq!((p.pcp(), p.dei(), p.vid(), p.ethertype()), (5, true, 0x7b, EtherType::IPV4));
         assert_eq!(p.payload(), &[0x45]);
-        assert_eq!(
-            Packet::new_checked(&b[..3]).unwrap_err(),
-            ParseError::Truncated
-        );
+        assert_eq!(Packet::new_checked(&b[..3]).unwrap_err(), ParseError::Truncated);
     }
 
     #[test]
     fn repr_roundtrip() {
-        let r = Repr {
-            pcp: 3,
-            dei: false,
-            vid: 4095,
-            ethertype: EtherType::IPV6,
-        };
+        let r = Repr { pcp: 3, dei: false, vid: 4095, ethertype: EtherType::IPV6 };
         let mut b = [0u8; 4];
         r.emit(&mut Packet::new_unchecked(&mut b[..])).unwrap();
-        assert_eq!(
-            Repr::parse(&Packet::new_checked(&b[..]).unwrap()).unwrap(),
-            r
-        );
+        assert_eq!(Repr::parse(&Packet::new_checked(&b[..]).unwrap()).unwrap(), r);
     }
 }

@@ -90,11 +90,7 @@ impl LinkType {
 
     /// Writes `record` into `slot` as an Ethernet frame. On error `slot`'s
     /// length is unspecified (the caller does not commit it).
-    pub(crate) fn to_ethernet(
-        self,
-        record: &[u8],
-        slot: &mut PacketBuf,
-    ) -> Result<Converted, ConvertError> {
+    pub(crate) fn to_ethernet(self, record: &[u8], slot: &mut PacketBuf) -> Result<Converted, ConvertError> {
         let (ethertype, payload, outcome) = match self {
             LinkType::Ethernet => {
                 return if slot.copy_from(record) {
@@ -104,13 +100,11 @@ impl LinkType {
                 };
             }
             LinkType::LinuxSll => {
-                let (proto, payload) =
-                    split_header(record, field::SLL_HEADER_LEN, field::SLL_PROTOCOL)?;
+                let (proto, payload) = split_header(record, field::SLL_HEADER_LEN, field::SLL_PROTOCOL)?;
                 (cooked_ethertype(proto, payload), payload, Converted::Ok)
             }
             LinkType::LinuxSll2 => {
-                let (proto, payload) =
-                    split_header(record, field::SLL2_HEADER_LEN, field::SLL2_PROTOCOL)?;
+                let (proto, payload) = split_header(record, field::SLL2_HEADER_LEN, field::SLL2_PROTOCOL)?;
                 (cooked_ethertype(proto, payload), payload, Converted::Ok)
             }
             LinkType::RawIp => match record.first().map(|b| b >> 4) {
@@ -140,10 +134,7 @@ fn split_header(
     protocol: std::ops::Range<usize>,
 ) -> Result<(u16, &[u8]), ConvertError> {
     if record.len() < header_len {
-        return Err(ConvertError::ShortHeader {
-            need: header_len,
-            have: record.len(),
-        });
+        return Err(ConvertError::ShortHeader { need: header_len, have: record.len() });
     }
     let proto = u16::from_be_bytes([record[protocol.start], record[protocol.start + 1]]);
     Ok((proto, &record[header_len..]))
@@ -192,14 +183,8 @@ mod tests {
 
     #[test]
     fn raw_ip_uses_version_nibble() {
-        assert_eq!(
-            &convert(LinkType::RawIp, &[0x45, 0]).1[12..],
-            &[8, 0, 0x45, 0]
-        );
-        assert_eq!(
-            &convert(LinkType::RawIp, &[0x60]).1[12..],
-            &[0x86, 0xdd, 0x60]
-        );
+        assert_eq!(&convert(LinkType::RawIp, &[0x45, 0]).1[12..], &[8, 0, 0x45, 0]);
+        assert_eq!(&convert(LinkType::RawIp, &[0x60]).1[12..], &[0x86, 0xdd, 0x60]);
         let (r, frame) = convert(LinkType::RawIp, &[0x10]);
         assert_eq!(r, Ok(Converted::UnknownIpVersion));
         assert_eq!(&frame[12..], &[0, 0, 0x10]);
@@ -207,17 +192,8 @@ mod tests {
 
     #[test]
     fn short_and_long_records_are_errors() {
-        assert_eq!(
-            convert(LinkType::LinuxSll2, &[0; 19]).0,
-            Err(ConvertError::ShortHeader { need: 20, have: 19 })
-        );
-        assert_eq!(
-            convert(LinkType::Ipv4, &[0x45; 51]).0,
-            Err(ConvertError::TooLarge(65))
-        );
-        assert_eq!(
-            convert(LinkType::Ethernet, &[0; 65]).0,
-            Err(ConvertError::TooLarge(65))
-        );
+        assert_eq!(convert(LinkType::LinuxSll2, &[0; 19]).0, Err(ConvertError::ShortHeader { need: 20, have: 19 }));
+        assert_eq!(convert(LinkType::Ipv4, &[0x45; 51]).0, Err(ConvertError::TooLarge(65)));
+        assert_eq!(convert(LinkType::Ethernet, &[0; 65]).0, Err(ConvertError::TooLarge(65)));
     }
 }

@@ -19,9 +19,7 @@ use std::io::Read;
 use std::path::Path;
 
 use pcap_file::pcap::PcapParser;
-use pcap_file::pcapng::blocks::interface_description::{
-    InterfaceDescriptionBlock, InterfaceDescriptionOption,
-};
+use pcap_file::pcapng::blocks::interface_description::{InterfaceDescriptionBlock, InterfaceDescriptionOption};
 use pcap_file::pcapng::{Block, PcapNgParser};
 use pcap_file::{Endianness, PcapError, PcapResult, TsResolution};
 
@@ -40,12 +38,8 @@ mod field {
 
     pub const PCAPNG_MAGIC: [u8; 4] = [0x0a, 0x0d, 0x0d, 0x0a];
     /// The classic pcap magics (µs and ns) in both byte orders.
-    pub const PCAP_MAGICS: [[u8; 4]; 4] = [
-        [0xa1, 0xb2, 0xc3, 0xd4],
-        [0xd4, 0xc3, 0xb2, 0xa1],
-        [0xa1, 0xb2, 0x3c, 0x4d],
-        [0x4d, 0x3c, 0xb2, 0xa1],
-    ];
+    pub const PCAP_MAGICS: [[u8; 4]; 4] =
+        [[0xa1, 0xb2, 0xc3, 0xd4], [0xd4, 0xc3, 0xb2, 0xa1], [0xa1, 0xb2, 0x3c, 0x4d], [0x4d, 0x3c, 0xb2, 0xa1]];
     pub const MAGIC: Range<usize> = 0..4;
 
     /// pcap record header: ts_sec, ts_frac, incl_len, orig_len.
@@ -141,11 +135,7 @@ impl PcapReader<File> {
     pub fn open(path: impl AsRef<Path>) -> Result<Self, IoError> {
         let path = path.as_ref();
         let name = path.display().to_string();
-        let file = File::open(path).map_err(|source| IoError::File {
-            op: "open",
-            path: name.clone(),
-            source,
-        })?;
+        let file = File::open(path).map_err(|source| IoError::File { op: "open", path: name.clone(), source })?;
         PcapReader::new(name, file)
     }
 }
@@ -156,44 +146,23 @@ impl<R: Read> PcapReader<R> {
     /// unsupported link type) fails here.
     pub fn new(name: impl Into<String>, src: R) -> Result<Self, IoError> {
         let path = name.into();
-        let mut input = Input {
-            src,
-            buf: vec![0; READ_CHUNK],
-            start: 0,
-            end: 0,
-            eof: false,
-        };
+        let mut input = Input { src, buf: vec![0; READ_CHUNK], start: 0, end: 0, eof: false };
         while input.len() < field::MAGIC.end && input.fill(&path)? {}
-        let not_capture = |detail: String| IoError::NotCapture {
-            path: path.clone(),
-            detail,
-        };
+        let not_capture = |detail: String| IoError::NotCapture { path: path.clone(), detail };
         let magic: [u8; 4] = match input.avail().get(field::MAGIC) {
             Some(m) => m.try_into().expect("range of four"),
             None if input.len() == 0 => return Err(not_capture("the file is empty".into())),
-            None => {
-                return Err(not_capture(format!(
-                    "only {} bytes, too short for a capture header",
-                    input.len()
-                )))
-            }
+            None => return Err(not_capture(format!("only {} bytes, too short for a capture header", input.len()))),
         };
         let format = if magic == field::PCAPNG_MAGIC {
-            let parser = parse_file_header(&mut input, &path, "pcapng section header", |s| {
-                PcapNgParser::new(s)
-            })?;
-            Format::PcapNg {
-                parser,
-                ifaces: Vec::new(),
-            }
+            let parser = parse_file_header(&mut input, &path, "pcapng section header", PcapNgParser::new)?;
+            Format::PcapNg { parser, ifaces: Vec::new() }
         } else if field::PCAP_MAGICS.contains(&magic) {
             let parser = parse_file_header(&mut input, &path, "pcap file header", PcapParser::new)?;
             let header = parser.header();
             let code = u32::from(header.datalink);
-            let link = LinkType::from_code(code).ok_or_else(|| IoError::UnsupportedLinkType {
-                path: path.clone(),
-                link_type: code,
-            })?;
+            let link = LinkType::from_code(code)
+                .ok_or_else(|| IoError::UnsupportedLinkType { path: path.clone(), link_type: code })?;
             Format::Pcap {
                 link,
                 nanos: header.ts_resolution == TsResolution::NanoSecond,
@@ -251,27 +220,12 @@ impl<R: Read> PcapReader<R> {
         loop {
             let avail = &self.input.buf[self.input.start..self.input.end];
             let step = match &mut self.format {
-                Format::Pcap {
-                    parser,
-                    link,
-                    nanos,
-                    ..
-                } => pcap_step(
-                    parser,
-                    *link,
-                    *nanos,
-                    avail,
-                    slot.as_deref_mut(),
-                    &mut self.stats,
-                ),
-                Format::PcapNg { parser, ifaces } => pcapng_step(
-                    parser,
-                    ifaces,
-                    self.last_ts,
-                    avail,
-                    slot.as_deref_mut(),
-                    &mut self.stats,
-                ),
+                Format::Pcap { parser, link, nanos, .. } => {
+                    pcap_step(parser, *link, *nanos, avail, slot.as_deref_mut(), &mut self.stats)
+                }
+                Format::PcapNg { parser, ifaces } => {
+                    pcapng_step(parser, ifaces, self.last_ts, avail, slot.as_deref_mut(), &mut self.stats)
+                }
             };
             match step.map_err(|e| self.record_error(e, slot.as_deref()))? {
                 Step::Skip(used) => self.input.start += used,
@@ -287,11 +241,7 @@ impl<R: Read> PcapReader<R> {
                 }
                 Step::NeedMore => {
                     if self.input.eof {
-                        return if self.input.len() == 0 {
-                            Ok(None)
-                        } else {
-                            Err(self.incomplete_error())
-                        };
+                        return if self.input.len() == 0 { Ok(None) } else { Err(self.incomplete_error()) };
                     }
                     self.check_announced_len()?;
                     self.input.fill(&self.path)?;
@@ -306,11 +256,7 @@ impl<R: Read> PcapReader<R> {
         let avail = self.input.avail();
         let read_u32 = |r: std::ops::Range<usize>, big: bool| {
             let b: [u8; 4] = avail[r].try_into().expect("range of four");
-            u64::from(if big {
-                u32::from_be_bytes(b)
-            } else {
-                u32::from_le_bytes(b)
-            })
+            u64::from(if big { u32::from_be_bytes(b) } else { u32::from_le_bytes(b) })
         };
         match &self.format {
             Format::Pcap { big_endian, .. } => {
@@ -324,8 +270,8 @@ impl<R: Read> PcapReader<R> {
             Format::PcapNg { parser, .. } => {
                 let big = parser.section().endianness == Endianness::Big;
                 let hl = field::PCAPNG_BLOCK_MIN_LEN;
-                let announced = (avail.len() >= hl)
-                    .then(|| (read_u32(field::PCAPNG_BLOCK_LEN, big), avail.len() as u64));
+                let announced =
+                    (avail.len() >= hl).then(|| (read_u32(field::PCAPNG_BLOCK_LEN, big), avail.len() as u64));
                 (hl, announced)
             }
         }
@@ -380,13 +326,12 @@ impl<R: Read> PcapReader<R> {
     fn record_error(&self, e: RecordError, slot: Option<&PacketBuf>) -> IoError {
         match e {
             RecordError::Malformed(detail) => self.malformed(detail),
-            RecordError::UnsupportedLink(link_type) => IoError::UnsupportedLinkType {
-                path: self.path.clone(),
-                link_type,
-            },
-            RecordError::Convert(ConvertError::ShortHeader { need, have }) => self.malformed(
-                format!("{have} bytes are too few for its {need}-byte link-layer header"),
-            ),
+            RecordError::UnsupportedLink(link_type) => {
+                IoError::UnsupportedLinkType { path: self.path.clone(), link_type }
+            }
+            RecordError::Convert(ConvertError::ShortHeader { need, have }) => {
+                self.malformed(format!("{have} bytes are too few for its {need}-byte link-layer header"))
+            }
             RecordError::Convert(ConvertError::TooLarge(len)) => IoError::FrameTooLarge {
                 len,
                 capacity: slot.map_or(0, PacketBuf::capacity),
@@ -427,19 +372,12 @@ fn pcap_step(
         Err(PcapError::IncompleteBuffer) => return Ok(Step::NeedMore),
         Err(e) => return Err(RecordError::Malformed(e.to_string())),
     };
-    let frac_ns = if nanos {
-        u64::from(raw.ts_frac)
-    } else {
-        u64::from(raw.ts_frac) * 1000
-    };
+    let frac_ns = if nanos { u64::from(raw.ts_frac) } else { u64::from(raw.ts_frac) * 1000 };
     let ts_ns = u64::from(raw.ts_sec) * NANOS_PER_SEC + frac_ns;
     if let Some(slot) = slot {
         deliver(link, &raw.data, u64::from(raw.orig_len), slot, stats)?;
     }
-    Ok(Step::Packet {
-        used: avail.len() - rem.len(),
-        ts_ns,
-    })
+    Ok(Step::Packet { used: avail.len() - rem.len(), ts_ns })
 }
 
 /// Parses one pcapng block at the front of `avail`.
@@ -473,12 +411,7 @@ fn pcapng_step(
             let units = u64::try_from(epb.timestamp.as_nanos()).unwrap_or(u64::MAX);
             (epb.interface_id, Some(units), epb.original_len, epb.data)
         }
-        Block::Packet(pb) => (
-            u32::from(pb.interface_id),
-            Some(pb.timestamp),
-            pb.original_len,
-            pb.data,
-        ),
+        Block::Packet(pb) => (u32::from(pb.interface_id), Some(pb.timestamp), pb.original_len, pb.data),
         Block::SimplePacket(spb) => (0, None, spb.original_len, spb.data),
         _ => {
             stats.skipped_blocks += 1;
@@ -486,10 +419,7 @@ fn pcapng_step(
         }
     };
     let iface = ifaces.get(iface_id as usize).ok_or_else(|| {
-        RecordError::Malformed(format!(
-            "packet from interface {iface_id}, but its section describes {}",
-            ifaces.len()
-        ))
+        RecordError::Malformed(format!("packet from interface {iface_id}, but its section describes {}", ifaces.len()))
     })?;
     let link = iface.link.map_err(RecordError::UnsupportedLink)?;
     let ts_ns = raw_ts.map_or(last_ts, |units| iface.to_ns(units));
@@ -573,10 +503,7 @@ fn parse_file_header<R: Read, T>(
     what: &str,
     parse: impl Fn(&[u8]) -> PcapResult<(&[u8], T)>,
 ) -> Result<T, IoError> {
-    let not_capture = |detail: String| IoError::NotCapture {
-        path: path.to_owned(),
-        detail,
-    };
+    let not_capture = |detail: String| IoError::NotCapture { path: path.to_owned(), detail };
     loop {
         let avail = input.avail();
         match parse(avail) {
@@ -588,10 +515,7 @@ fn parse_file_header<R: Read, T>(
             Err(e) => return Err(not_capture(format!("bad {what}: {e}"))),
         }
         if input.eof || input.len() > MAX_RECORD_BYTES {
-            return Err(not_capture(format!(
-                "{what} truncated (file has {} bytes)",
-                input.len()
-            )));
+            return Err(not_capture(format!("{what} truncated (file has {} bytes)", input.len())));
         }
         input.fill(path)?;
     }
@@ -642,13 +566,7 @@ impl<R: Read> Input<R> {
                     return Ok(true);
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                Err(source) => {
-                    return Err(IoError::File {
-                        op: "read",
-                        path: path.to_owned(),
-                        source,
-                    })
-                }
+                Err(source) => return Err(IoError::File { op: "read", path: path.to_owned(), source }),
             }
         }
     }
@@ -667,10 +585,7 @@ impl<R: Read> PacketIo for PcapReader<R> {
     }
 
     fn send(&mut self, _frames: &[PacketBuf]) -> Result<usize, IoError> {
-        Err(IoError::Unsupported {
-            device: self.path.clone(),
-            op: "send (it is a pcap reader)",
-        })
+        Err(IoError::Unsupported { device: self.path.clone(), op: "send (it is a pcap reader)" })
     }
 
     fn name(&self) -> &str {

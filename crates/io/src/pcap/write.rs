@@ -34,11 +34,7 @@ impl PcapWriter<BufWriter<File>> {
     pub fn create(path: impl AsRef<Path>) -> Result<Self, IoError> {
         let path = path.as_ref();
         let name = path.display().to_string();
-        let file = File::create(path).map_err(|source| IoError::File {
-            op: "create",
-            path: name.clone(),
-            source,
-        })?;
+        let file = File::create(path).map_err(|source| IoError::File { op: "create", path: name.clone(), source })?;
         PcapWriter::new(name, BufWriter::with_capacity(1 << 16, file))
     }
 }
@@ -46,11 +42,7 @@ impl PcapWriter<BufWriter<File>> {
 impl<W: Write> PcapWriter<W> {
     /// Writes the file header to `out`; `name` is used in errors.
     pub fn new(name: impl Into<String>, out: W) -> Result<Self, IoError> {
-        let mut w = PcapWriter {
-            path: name.into(),
-            out,
-            frames: 0,
-        };
+        let mut w = PcapWriter { path: name.into(), out, frames: 0 };
         let mut header = [0u8; 24];
         header[0..4].copy_from_slice(&MAGIC_NANOS.to_le_bytes());
         header[4..6].copy_from_slice(&VERSION_MAJOR.to_le_bytes());
@@ -70,14 +62,11 @@ impl<W: Write> PcapWriter<W> {
             frame: number,
             detail: format!("timestamp {ts_ns} ns is after 2106, beyond pcap's 32-bit seconds"),
         })?;
-        let len = u32::try_from(frame.len())
-            .ok()
-            .filter(|&l| l <= SNAPLEN)
-            .ok_or_else(|| IoError::Unwritable {
-                path: self.path.clone(),
-                frame: number,
-                detail: format!("{} bytes exceed the snaplen of {SNAPLEN}", frame.len()),
-            })?;
+        let len = u32::try_from(frame.len()).ok().filter(|&l| l <= SNAPLEN).ok_or_else(|| IoError::Unwritable {
+            path: self.path.clone(),
+            frame: number,
+            detail: format!("{} bytes exceed the snaplen of {SNAPLEN}", frame.len()),
+        })?;
         // Below 10^9, so it fits.
         let nanos = (ts_ns % NANOS_PER_SEC) as u32;
         let mut header = [0u8; 16];
@@ -98,11 +87,7 @@ impl<W: Write> PcapWriter<W> {
 
     /// Pushes buffered records to the underlying writer.
     pub fn flush(&mut self) -> Result<(), IoError> {
-        self.out.flush().map_err(|source| IoError::File {
-            op: "flush",
-            path: self.path.clone(),
-            source,
-        })
+        self.out.flush().map_err(|source| IoError::File { op: "flush", path: self.path.clone(), source })
     }
 
     /// Flushes and returns the underlying writer (for a file, dropping it
@@ -113,21 +98,14 @@ impl<W: Write> PcapWriter<W> {
     }
 
     fn write_all(&mut self, bytes: &[u8]) -> Result<(), IoError> {
-        self.out.write_all(bytes).map_err(|source| IoError::File {
-            op: "write",
-            path: self.path.clone(),
-            source,
-        })
+        self.out.write_all(bytes).map_err(|source| IoError::File { op: "write", path: self.path.clone(), source })
     }
 }
 
 impl<W: Write> PacketIo for PcapWriter<W> {
     /// A writer has nothing to receive.
     fn recv(&mut self, _batch: &mut Batch) -> Result<usize, IoError> {
-        Err(IoError::Unsupported {
-            device: self.path.clone(),
-            op: "receive (it is a pcap writer)",
-        })
+        Err(IoError::Unsupported { device: self.path.clone(), op: "receive (it is a pcap writer)" })
     }
 
     /// Writes all frames (a file never pushes back); stops at the first error,
@@ -150,9 +128,6 @@ impl<W: Write> PacketIo for PcapWriter<W> {
 
 impl<W: Write> std::fmt::Debug for PcapWriter<W> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("PcapWriter")
-            .field("path", &self.path)
-            .field("frames", &self.frames)
-            .finish_non_exhaustive()
+        f.debug_struct("PcapWriter").field("path", &self.path).field("frames", &self.frames).finish_non_exhaustive()
     }
 }

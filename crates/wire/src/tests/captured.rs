@@ -38,27 +38,15 @@ fn tcp_syn_with_options() {
     let ip = ip4(&TCP_SYN);
     assert_eq!((ip.version(), ip.header_len(), ip.total_len()), (4, 20, 60));
     assert_eq!(
-        (
-            ip.ttl(),
-            ip.protocol(),
-            ip.dont_frag(),
-            ip.more_frags(),
-            ip.frag_offset()
-        ),
+        (ip.ttl(), ip.protocol(), ip.dont_frag(), ip.more_frags(), ip.frag_offset()),
         (64, proto::TCP, true, false, 0)
     );
     assert_eq!((ip.src_addr(), ip.dst_addr()), (HOST4, PEER4));
     assert!(ip.options().is_empty());
     let t = tcp::Packet::new_checked(ip.payload()).unwrap();
-    assert_eq!(
-        (t.src_port(), t.dst_port(), t.header_len()),
-        (58324, 80, 40)
-    );
+    assert_eq!((t.src_port(), t.dst_port(), t.header_len()), (58324, 80, 40));
     assert_eq!(t.flags(), TcpFlags::SYN);
-    assert_eq!(
-        (t.seq_number(), t.ack_number(), t.window_len()),
-        (0xf939_bc63, 0, 64240)
-    );
+    assert_eq!((t.seq_number(), t.ack_number(), t.window_len()), (0xf939_bc63, 0, 64240));
     assert!(t.verify_checksum(IpAddr::V4(HOST4), IpAddr::V4(PEER4)));
     assert!(!t.verify_checksum(IpAddr::V4(PEER4), IpAddr::V4(PEER4)));
     let opts: Vec<_> = t.option_iter().map(Result::unwrap).collect();
@@ -67,38 +55,17 @@ fn tcp_syn_with_options() {
         [
             TcpOption::MaxSegmentSize(1460),
             TcpOption::SackPermitted,
-            TcpOption::Timestamps {
-                tsval: 0x4351_1bfb,
-                tsecr: 0
-            },
+            TcpOption::Timestamps { tsval: 0x4351_1bfb, tsecr: 0 },
             TcpOption::NoOperation,
             TcpOption::WindowScale(10),
         ]
     );
     let m = classify(&TCP_SYN).unwrap();
     assert_eq!(m.key, FlowKey::v4(HOST4, PEER4, proto::TCP, 58324, 80));
-    assert_eq!(
-        (
-            m.vlan,
-            m.l3_offset,
-            m.l4_offset,
-            m.l3_end,
-            m.ttl,
-            m.ecn,
-            m.frag
-        ),
-        (None, 14, 34, 74, 64, 0, None)
-    );
+    assert_eq!((m.vlan, m.l3_offset, m.l4_offset, m.l3_end, m.ttl, m.ecn, m.frag), (None, 14, 34, 74, 64, 0, None));
     assert_eq!(
         m.l4,
-        L4::Tcp {
-            flags: TcpFlags::SYN,
-            seq: 0xf939_bc63,
-            ack: 0,
-            window: 64240,
-            payload_len: 0,
-            wscale: Some(10)
-        }
+        L4::Tcp { flags: TcpFlags::SYN, seq: 0xf939_bc63, ack: 0, window: 64240, payload_len: 0, wscale: Some(10) }
     );
 }
 
@@ -106,12 +73,7 @@ fn tcp_syn_with_options() {
 fn tcp_synack() {
     let m = classify(&TCP_SYNACK).unwrap();
     assert_eq!(m.key, FlowKey::v4(HOST4, PEER4, proto::TCP, 8080, 50000));
-    let L4::Tcp {
-        flags, ack, wscale, ..
-    } = m.l4
-    else {
-        panic!("{:?}", m.l4)
-    };
+    let L4::Tcp { flags, ack, wscale, .. } = m.l4 else { panic!("{:?}", m.l4) };
     assert_eq!(std::format!("{flags}"), "SA");
     assert_eq!((ack, wscale), (0x1122_3345, Some(10)));
     let ip = ip4(&TCP_SYNACK);
@@ -126,14 +88,7 @@ fn udp_dns_query() {
     assert_eq!((u.src_port(), u.dst_port(), u.len()), (53000, 53, 37));
     assert!(u.verify_checksum_v4(HOST4, PEER4));
     assert_eq!(&u.payload()[12..25], b"\x07example\x03com\0");
-    assert_eq!(
-        udp::Repr::parse(&u).unwrap(),
-        udp::Repr {
-            src_port: 53000,
-            dst_port: 53,
-            payload_len: 29
-        }
-    );
+    assert_eq!(udp::Repr::parse(&u).unwrap(), udp::Repr { src_port: 53000, dst_port: 53, payload_len: 29 });
     let m = classify(&UDP_DNS).unwrap();
     assert_eq!(m.key, FlowKey::v4(HOST4, PEER4, proto::UDP, 53000, 53));
     assert_eq!(m.l4, L4::Udp);
@@ -146,27 +101,18 @@ fn padded_frame_excludes_padding() {
     f.extend_from_slice(&[0xee; 9]);
     let m = classify(&f).unwrap();
     assert_eq!(usize::from(m.l3_end), UDP_DNS.len());
-    assert_eq!(
-        ipv4::Packet::new_checked(&f[14..]).unwrap().payload().len(),
-        37
-    );
+    assert_eq!(ipv4::Packet::new_checked(&f[14..]).unwrap().payload().len(), 37);
 }
 
 #[test]
 fn icmp_echo_reply() {
     let ip = ip4(&ICMP_ECHO_REPLY);
     let i = icmpv4::Packet::new_checked(ip.payload()).unwrap();
-    assert_eq!(
-        (i.msg_type(), i.code(), i.echo_ident(), i.echo_seq_no()),
-        (icmpv4::msg::ECHO_REPLY, 0, 0x4242, 1)
-    );
+    assert_eq!((i.msg_type(), i.code(), i.echo_ident(), i.echo_seq_no()), (icmpv4::msg::ECHO_REPLY, 0, 0x4242, 1));
     assert!(i.verify_checksum());
     assert_eq!(i.embedded(), None);
     let m = classify(&ICMP_ECHO_REPLY).unwrap();
-    assert_eq!(
-        m.key,
-        FlowKey::v4(HOST4, PEER4, proto::ICMP, 0x4242, 0x4242)
-    );
+    assert_eq!(m.key, FlowKey::v4(HOST4, PEER4, proto::ICMP, 0x4242, 0x4242));
     assert_eq!(m.l4, L4::IcmpEcho { request: false });
 }
 
@@ -176,10 +122,7 @@ fn icmp_port_unreachable() {
     assert_eq!(ip.dscp(), 0x30); // kernel sends ICMP errors as CS6
     let i = icmpv4::Packet::new_checked(ip.payload()).unwrap();
     assert!(i.verify_checksum());
-    assert_eq!(
-        (i.msg_type(), i.code()),
-        (icmpv4::msg::DEST_UNREACHABLE, icmpv4::unreachable::PORT)
-    );
+    assert_eq!((i.msg_type(), i.code()), (icmpv4::msg::DEST_UNREACHABLE, icmpv4::unreachable::PORT));
     let inner = ipv4::Packet::new_checked(i.embedded().unwrap()).unwrap();
     assert!(inner.verify_checksum());
     assert_eq!((inner.src_addr(), inner.ident()), (PEER4, 0x1234));
@@ -199,10 +142,7 @@ fn icmp_port_unreachable() {
 #[test]
 fn arp_request() {
     let eth = ethernet::Frame::new_checked(&ARP_REQUEST[..]).unwrap();
-    assert_eq!(
-        (eth.dst_addr(), eth.ethertype()),
-        (MacAddr::BROADCAST, EtherType::ARP)
-    );
+    assert_eq!((eth.dst_addr(), eth.ethertype()), (MacAddr::BROADCAST, EtherType::ARP));
     let p = arp::Packet::new_checked(eth.payload()).unwrap();
     let r = arp::Repr::parse(&p).unwrap();
     assert_eq!(
@@ -216,8 +156,7 @@ fn arp_request() {
         }
     );
     let mut buf = [0u8; 28];
-    r.emit(&mut arp::Packet::new_unchecked(&mut buf[..]))
-        .unwrap();
+    r.emit(&mut arp::Packet::new_unchecked(&mut buf[..])).unwrap();
     assert_eq!(&buf[..], eth.payload());
     assert_eq!(classify(&ARP_REQUEST), Err(ParseError::NotIp));
 }
@@ -225,26 +164,14 @@ fn arp_request() {
 #[test]
 fn icmpv6_neighbour_solicitation() {
     let ip = ip6(&ICMPV6_NS);
-    assert_eq!(
-        (ip.hop_limit(), ip.next_header(), ip.payload_len()),
-        (255, proto::ICMPV6, 32)
-    );
-    assert_eq!(
-        ip.dst_addr(),
-        "ff02::1:ff00:77".parse::<Ipv6Addr>().unwrap()
-    );
+    assert_eq!((ip.hop_limit(), ip.next_header(), ip.payload_len()), (255, proto::ICMPV6, 32));
+    assert_eq!(ip.dst_addr(), "ff02::1:ff00:77".parse::<Ipv6Addr>().unwrap());
     let i = icmpv6::Packet::new_checked(ip.payload()).unwrap();
     assert!(i.verify_checksum(&ip.src_addr(), &ip.dst_addr()));
     assert!(icmpv6::is_ndp(i.msg_type()));
     assert_eq!(i.nd_target(), Some("2001:db8::77".parse().unwrap()));
     let m = classify(&ICMPV6_NS).unwrap();
-    assert_eq!(
-        m.l4,
-        L4::IcmpOther {
-            msg_type: icmpv6::msg::NEIGHBOR_SOLICIT,
-            code: 0
-        }
-    );
+    assert_eq!(m.l4, L4::IcmpOther { msg_type: icmpv6::msg::NEIGHBOR_SOLICIT, code: 0 });
     assert_eq!((m.key.src_port, m.key.dst_port, m.ttl), (0, 0, 255));
 }
 
@@ -254,50 +181,21 @@ fn icmpv6_neighbour_advertisement_public_capture() {
     let i = icmpv6::Packet::new_checked(ip.payload()).unwrap();
     assert!(i.verify_checksum(&ip.src_addr(), &ip.dst_addr()));
     assert_eq!(i.nd_target(), Some(ip.src_addr()));
-    assert_eq!(
-        classify(&NDP_NA_GOPACKET).unwrap().l4,
-        L4::IcmpOther {
-            msg_type: 136,
-            code: 0
-        }
-    );
+    assert_eq!(classify(&NDP_NA_GOPACKET).unwrap().l4, L4::IcmpOther { msg_type: 136, code: 0 });
 }
 
 #[test]
 fn mldv2_with_hop_by_hop_public_capture() {
     let ip = ip6(&MLD2_HBH_GOPACKET);
     let chain = ip.walk_chain().unwrap();
-    assert_eq!(
-        (
-            chain.upper_proto,
-            chain.upper_offset,
-            chain.ext_count,
-            chain.frag
-        ),
-        (proto::ICMPV6, 8, 1, None)
-    );
+    assert_eq!((chain.upper_proto, chain.upper_offset, chain.ext_count, chain.frag), (proto::ICMPV6, 8, 1, None));
     let hbh = ipv6::OptionsHeader::new_checked(ip.payload()).unwrap();
     let opts: Vec<_> = hbh.option_iter().map(Result::unwrap).collect();
-    assert_eq!(
-        opts,
-        [
-            ipv6::Ipv6Option::Other {
-                kind: 5,
-                data: &[0, 0]
-            },
-            ipv6::Ipv6Option::PadN(0)
-        ]
-    );
+    assert_eq!(opts, [ipv6::Ipv6Option::Other { kind: 5, data: &[0, 0] }, ipv6::Ipv6Option::PadN(0)]);
     let i = icmpv6::Packet::new_checked(&ip.payload()[8..]).unwrap();
     assert!(i.verify_checksum(&ip.src_addr(), &ip.dst_addr()));
     let m = classify(&MLD2_HBH_GOPACKET).unwrap();
-    assert_eq!(
-        m.l4,
-        L4::IcmpOther {
-            msg_type: icmpv6::msg::MLDV2_REPORT,
-            code: 0
-        }
-    );
+    assert_eq!(m.l4, L4::IcmpOther { msg_type: icmpv6::msg::MLDV2_REPORT, code: 0 });
     assert_eq!(m.l4_offset, 14 + 40 + 8);
 }
 
@@ -316,49 +214,21 @@ fn ipv6_hop_by_hop_and_fragments() {
     let ip = ip6(&IPV6_HBH_FRAG1);
     assert_eq!(ip.next_header(), proto::IPV6_HOP_BY_HOP);
     let hbh = ipv6::OptionsHeader::new_checked(ip.payload()).unwrap();
-    assert_eq!(
-        (hbh.next_header(), hbh.header_len()),
-        (proto::IPV6_FRAGMENT, 8)
-    );
+    assert_eq!((hbh.next_header(), hbh.header_len()), (proto::IPV6_FRAGMENT, 8));
     let fh = ipv6::FragmentHeader::new_checked(&ip.payload()[8..]).unwrap();
-    assert_eq!(
-        (
-            fh.next_header(),
-            fh.frag_offset(),
-            fh.more_frags(),
-            fh.ident()
-        ),
-        (proto::UDP, 0, true, 0x83fe_22bc)
-    );
+    assert_eq!((fh.next_header(), fh.frag_offset(), fh.more_frags(), fh.ident()), (proto::UDP, 0, true, 0x83fe_22bc));
     let chain = ip.walk_chain().unwrap();
     assert_eq!(chain.upper_offset, 16);
     assert_eq!(chain.ext_count, 2);
 
     let m1 = classify(&IPV6_HBH_FRAG1).unwrap();
     assert_eq!(m1.key, FlowKey::v6(HOST6, PEER6, proto::UDP, 53001, 5353));
-    assert_eq!(
-        m1.frag,
-        Some(Fragment {
-            ident: 0x83fe_22bc,
-            offset: 0,
-            more: true
-        })
-    );
-    assert_eq!(
-        (m1.l4, m1.l4_offset, m1.l3_end),
-        (L4::Udp, 14 + 40 + 16, 1294)
-    );
+    assert_eq!(m1.frag, Some(Fragment { ident: 0x83fe_22bc, offset: 0, more: true }));
+    assert_eq!((m1.l4, m1.l4_offset, m1.l3_end), (L4::Udp, 14 + 40 + 16, 1294));
 
     let m2 = classify(&IPV6_HBH_FRAG2).unwrap();
     assert_eq!(m2.key, FlowKey::v6(HOST6, PEER6, proto::UDP, 0, 0));
-    assert_eq!(
-        m2.frag,
-        Some(Fragment {
-            ident: 0x83fe_22bc,
-            offset: 1224,
-            more: false
-        })
-    );
+    assert_eq!(m2.frag, Some(Fragment { ident: 0x83fe_22bc, offset: 1224, more: false }));
     assert_eq!((m2.l4, m2.l4_offset), (L4::Fragment, 14 + 40 + 16)); // hop-by-hop is repeated: unfragmentable part
     assert!(m2.is_later_fragment());
 
@@ -379,10 +249,7 @@ fn vlan_tagged_and_qinq() {
     f.extend_from_slice(&[0x81, 0x00, 0x60, 0x64]);
     f.extend_from_slice(&UDP_DNS[12..]);
     let tag = vlan::Packet::new_checked(&f[14..]).unwrap();
-    assert_eq!(
-        (tag.pcp(), tag.dei(), tag.vid(), tag.ethertype()),
-        (3, false, 100, EtherType::IPV4)
-    );
+    assert_eq!((tag.pcp(), tag.dei(), tag.vid(), tag.ethertype()), (3, false, 100, EtherType::IPV4));
     let m = classify(&f).unwrap();
     assert_eq!((m.vlan, m.l3_offset), (Some(100), 18));
     assert_eq!(m.key, classify(&UDP_DNS).unwrap().key);

@@ -12,11 +12,7 @@ use crate::flow::proto;
 use crate::tcp::TcpFlags;
 use crate::{arp, ipv4, tcp, ParseError};
 
-const ETH: Eth = Eth {
-    src: MacAddr([2, 0, 0, 0, 0, 1]),
-    dst: MacAddr([2, 0, 0, 0, 0, 2]),
-    vlan: None,
-};
+const ETH: Eth = Eth { src: MacAddr([2, 0, 0, 0, 0, 1]), dst: MacAddr([2, 0, 0, 0, 0, 2]), vlan: None };
 const A4: IpAddr = IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1));
 const B4: IpAddr = IpAddr::V4(Ipv4Addr::new(192, 0, 2, 1));
 const A6: IpAddr = IpAddr::V6(Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 1));
@@ -92,53 +88,14 @@ fn every_parse_error_is_reachable() {
     expect(c(&f), ParseError::Ipv6BadPayloadLen);
     let mut ext = Vec::new();
     for i in 0..9 {
-        ext.extend_from_slice(&[
-            if i == 8 {
-                proto::UDP
-            } else {
-                proto::IPV6_DEST_OPTS
-            },
-            0,
-            1,
-            4,
-            0,
-            0,
-            0,
-            0,
-        ]);
+        ext.extend_from_slice(&[if i == 8 { proto::UDP } else { proto::IPV6_DEST_OPTS }, 0, 1, 4, 0, 0, 0, 0]);
     }
-    expect(
-        c(&udp6_with_ext(proto::IPV6_DEST_OPTS, &ext, 18)),
-        ParseError::Ipv6ExtChainTooLong,
-    );
-    let ext = [
-        proto::IPV6_HOP_BY_HOP,
-        0,
-        1,
-        4,
-        0,
-        0,
-        0,
-        0,
-        proto::UDP,
-        0,
-        1,
-        4,
-        0,
-        0,
-        0,
-        0,
-    ];
-    expect(
-        c(&udp6_with_ext(proto::IPV6_DEST_OPTS, &ext, 18)),
-        ParseError::Ipv6BadExtHeader,
-    );
+    expect(c(&udp6_with_ext(proto::IPV6_DEST_OPTS, &ext, 18)), ParseError::Ipv6ExtChainTooLong);
+    let ext = [proto::IPV6_HOP_BY_HOP, 0, 1, 4, 0, 0, 0, 0, proto::UDP, 0, 1, 4, 0, 0, 0, 0];
+    expect(c(&udp6_with_ext(proto::IPV6_DEST_OPTS, &ext, 18)), ParseError::Ipv6BadExtHeader);
     // First fragment holding only 4 bytes of the UDP header.
     let frag = [proto::UDP, 0, 0, 1, 0, 0, 0, 9];
-    expect(
-        c(&udp6_with_ext(proto::IPV6_FRAGMENT, &frag, 4)),
-        ParseError::HeaderChainSplit,
-    );
+    expect(c(&udp6_with_ext(proto::IPV6_FRAGMENT, &frag, 4)), ParseError::HeaderChainSplit);
 
     let mut b = [0u8; 128];
     let n = build::ip_fragment(&mut b, &ETH, A4, B4, proto::TCP, 9, 0, true, &[0u8; 16]).unwrap();
@@ -154,28 +111,14 @@ fn every_parse_error_is_reachable() {
     f[38..40].copy_from_slice(&4u16.to_be_bytes());
     expect(c(&f), ParseError::UdpBadLength);
 
-    let n = build::ip_fragment(
-        &mut b,
-        &ETH,
-        A4,
-        B4,
-        proto::ICMP,
-        0,
-        0,
-        false,
-        &[8, 0, 0, 0],
-    )
-    .unwrap();
+    let n = build::ip_fragment(&mut b, &ETH, A4, B4, proto::ICMP, 0, 0, false, &[8, 0, 0, 0]).unwrap();
     expect(c(&b[..n]), ParseError::IcmpTruncated);
     let n = build::icmp_error(&mut b, &ETH, B4, A4, 3, 3, &udp4()[14..24]).unwrap();
     expect(c(&b[..n]), ParseError::IcmpErrorBadInner);
 
     let mut a = [0u8; 28];
     a[1] = 6;
-    expect(
-        arp::Repr::parse(&arp::Packet::new_checked(&a[..]).unwrap()).map(|_| ()),
-        ParseError::ArpUnsupported,
-    );
+    expect(arp::Repr::parse(&arp::Packet::new_checked(&a[..]).unwrap()).map(|_| ()), ParseError::ArpUnsupported);
 
     let all: BTreeSet<_> = ParseError::ALL.iter().copied().collect();
     let missing: Vec<_> = all.difference(&seen).map(|e| e.name()).collect();

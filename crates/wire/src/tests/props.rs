@@ -38,68 +38,40 @@ fn addrs() -> impl Strategy<Value = (IpAddr, IpAddr)> {
 }
 
 fn eth() -> impl Strategy<Value = Eth> {
-    (
-        any::<[u8; 6]>(),
-        any::<[u8; 6]>(),
-        proptest::option::of(0u16..4096),
-    )
-        .prop_map(|(s, d, vlan)| Eth {
-            src: MacAddr(s),
-            dst: MacAddr(d),
-            vlan,
-        })
+    (any::<[u8; 6]>(), any::<[u8; 6]>(), proptest::option::of(0u16..4096)).prop_map(|(s, d, vlan)| Eth {
+        src: MacAddr(s),
+        dst: MacAddr(d),
+        vlan,
+    })
 }
 
 #[derive(Clone, Debug)]
 enum Kind {
-    Tcp {
-        flags: u8,
-        seq: u32,
-        ack: u32,
-        window: u16,
-    },
+    Tcp { flags: u8, seq: u32, ack: u32, window: u16 },
     Udp,
-    Echo {
-        request: bool,
-        seq: u16,
-    },
+    Echo { request: bool, seq: u16 },
 }
 
 fn kind() -> impl Strategy<Value = Kind> {
     prop_oneof![
-        (any::<u8>(), any::<u32>(), any::<u32>(), any::<u16>()).prop_map(
-            |(flags, seq, ack, window)| Kind::Tcp {
-                flags,
-                seq,
-                ack,
-                window
-            }
-        ),
+        (any::<u8>(), any::<u32>(), any::<u32>(), any::<u16>()).prop_map(|(flags, seq, ack, window)| Kind::Tcp {
+            flags,
+            seq,
+            ack,
+            window
+        }),
         Just(Kind::Udp),
         (any::<bool>(), any::<u16>()).prop_map(|(request, seq)| Kind::Echo { request, seq }),
     ]
 }
 
-fn build_frame(
-    buf: &mut [u8],
-    e: &Eth,
-    (s, d): (IpAddr, IpAddr),
-    sp: u16,
-    dp: u16,
-    k: &Kind,
-    len: usize,
-) -> usize {
+fn build_frame(buf: &mut [u8], e: &Eth, (s, d): (IpAddr, IpAddr), sp: u16, dp: u16, k: &Kind, len: usize) -> usize {
     match *k {
-        Kind::Tcp {
-            flags,
-            seq,
-            ack,
-            window,
-        } => build::tcp(buf, e, s, d, sp, dp, seq, ack, TcpFlags(flags), window, len).unwrap(),
-        Kind::Udp => build::udp(buf, e, s, d, sp, dp, len).unwrap(),
-        Kind::Echo { request, seq } => {
-            build::icmp_echo(buf, e, s, d, request, sp, seq, len).unwrap()
+        Kind::Tcp { flags, seq, ack, window } => {
+            build::tcp(buf, e, s, d, sp, dp, seq, ack, TcpFlags(flags), window, len).unwrap()
         }
+        Kind::Udp => build::udp(buf, e, s, d, sp, dp, len).unwrap(),
+        Kind::Echo { request, seq } => build::icmp_echo(buf, e, s, d, request, sp, seq, len).unwrap(),
     }
 }
 
@@ -113,19 +85,14 @@ fn key_of(s: IpAddr, d: IpAddr, p: u8, sp: u16, dp: u16) -> FlowKey {
 
 /// Exercise every view accessor reachable from a `Meta`; must never panic.
 fn touch_views(frame: &[u8], m: &Meta) {
-    assert!(
-        m.l3_offset <= m.l4_offset
-            && m.l4_offset <= m.l3_end
-            && usize::from(m.l3_end) <= frame.len()
-    );
+    assert!(m.l3_offset <= m.l4_offset && m.l4_offset <= m.l3_end && usize::from(m.l3_end) <= frame.len());
     let l3 = m.l3(frame);
     let l4 = m.l4(frame);
     let mut acc = 0u64;
     match m.key.family {
         crate::Family::V4 => {
             let ip = ipv4::Packet::new_checked(l3).unwrap();
-            acc +=
-                u64::from(ip.ttl()) + ip.option_iter().count() as u64 + ip.payload().len() as u64;
+            acc += u64::from(ip.ttl()) + ip.option_iter().count() as u64 + ip.payload().len() as u64;
         }
         crate::Family::V6 => {
             let ip = ipv6::Packet::new_checked(l3).unwrap();
@@ -136,9 +103,7 @@ fn touch_views(frame: &[u8], m: &Meta) {
     match m.l4 {
         L4::Tcp { .. } => {
             let t = tcp::Packet::new_checked(l4).unwrap();
-            acc += t.option_iter().count() as u64
-                + t.payload().len() as u64
-                + u64::from(t.urgent_at());
+            acc += t.option_iter().count() as u64 + t.payload().len() as u64 + u64::from(t.urgent_at());
         }
         L4::Udp => {
             assert!(l4.len() >= 8);
@@ -148,14 +113,10 @@ fn touch_views(frame: &[u8], m: &Meta) {
             let i = icmpv4::Packet::new_checked(l4).unwrap();
             acc += u64::from(i.echo_ident());
         }
-        L4::IcmpError {
-            inner_l3_offset, ..
-        } => {
+        L4::IcmpError { inner_l3_offset, .. } => {
             let inner = &frame[usize::from(inner_l3_offset)..usize::from(m.l3_end)];
             let i6 = icmpv6::Packet::new_checked(l4).unwrap();
-            acc += inner.len() as u64
-                + u64::from(i6.mtu())
-                + i6.embedded().map_or(0, |e| e.len() as u64);
+            acc += inner.len() as u64 + u64::from(i6.mtu()) + i6.embedded().map_or(0, |e| e.len() as u64);
         }
         L4::Other | L4::Fragment => {}
     }
@@ -500,10 +461,7 @@ fn udp_checksum_that_computes_to_zero_is_sent_as_ffff() {
         assert_eq!(inc, 0xffff);
         assert!(u.verify_checksum_v4(s, d));
         // And back: from the 0xffff form to the original value.
-        assert_eq!(
-            checksum::update_udp(0xffff, &port.to_be_bytes(), &1234u16.to_be_bytes()),
-            old
-        );
+        assert_eq!(checksum::update_udp(0xffff, &port.to_be_bytes(), &1234u16.to_be_bytes()), old);
     }
     assert!(hit);
 }

@@ -25,19 +25,9 @@ fn write_fuzz_seeds() {
     put("ipv6_hbh_frag1", &IPV6_HBH_FRAG1);
     put("ipv6_hbh_frag2", &IPV6_HBH_FRAG2);
     put("mld2_hbh", &MLD2_HBH_GOPACKET);
-    let e = Eth {
-        src: MacAddr([2, 0, 0, 0, 0, 1]),
-        dst: MacAddr([2, 0, 0, 0, 0, 2]),
-        vlan: Some(100),
-    };
-    let (a6, b6) = (
-        IpAddr::V6(Ipv6Addr::LOCALHOST),
-        IpAddr::V6(Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 2)),
-    );
-    let (a4, b4) = (
-        IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1)),
-        IpAddr::V4(Ipv4Addr::new(192, 0, 2, 1)),
-    );
+    let e = Eth { src: MacAddr([2, 0, 0, 0, 0, 1]), dst: MacAddr([2, 0, 0, 0, 0, 2]), vlan: Some(100) };
+    let (a6, b6) = (IpAddr::V6(Ipv6Addr::LOCALHOST), IpAddr::V6(Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 2)));
+    let (a4, b4) = (IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1)), IpAddr::V4(Ipv4Addr::new(192, 0, 2, 1)));
     let mut b = [0u8; 1600];
     let n = build::tcp(&mut b, &e, a6, b6, 1, 2, 3, 4, TcpFlags::SYN, 5, 10).unwrap();
     put("vlan_tcp6_syn", &b[..n]);
