@@ -111,9 +111,10 @@ pub enum ProtoState {
     Other,
 }
 
-/// One tracked connection.
+/// One tracked connection: exactly three cache lines, the first two read
+/// by every packet (keys, deadline, state), the third by accounting.
 #[derive(Clone, Debug)]
-#[repr(C)]
+#[repr(C, align(64))]
 pub struct Flow {
     /// `[original, reply]`: the key of each direction as it arrives.
     pub keys: [FlowKey; 2],
@@ -126,7 +127,14 @@ pub struct Flow {
     live: bool,
     pub packets: [u64; 2],
     pub bytes: [u64; 2],
-    pub created: Time,
+}
+
+/// What the packet path never reads about a flow, kept apart so that
+/// [`Flow`] stays three cache lines.
+#[derive(Clone, Copy, Debug)]
+struct Cold {
+    created: Time,
+    /// Where the two keys sit in the index, for removal.
     slots: [Slot; 2],
 }
 
@@ -171,6 +179,7 @@ pub struct Hit {
 #[derive(Debug)]
 pub struct Conntrack {
     flows: Vec<Flow>,
+    cold: Vec<Cold>,
     free: Vec<u32>,
     index: FlowIndex,
     wheel: Wheel,
@@ -178,6 +187,9 @@ pub struct Conntrack {
     pub timeouts: Timeouts,
     /// Reused by [`Conntrack::expire`]: no allocation per timer pass.
     expired: Vec<u32>,
+    /// Bumped by every insert and removal: a lookup result taken at an
+    /// unchanged generation is still valid without comparing keys again.
+    generation: u64,
 }
 
 /// How many flows one timer pass may look at.
@@ -195,22 +207,28 @@ impl Conntrack {
             live: false,
             packets: [0; 2],
             bytes: [0; 2],
-            created: Time::ZERO,
-            slots: [FlowIndex::NO_SLOT; 2],
         };
         Conntrack {
             flows: vec![blank; n],
+            cold: vec![Cold { created: Time::ZERO, slots: [FlowIndex::NO_SLOT; 2] }; n],
             free: (0..n as u32).rev().collect(),
             index: FlowIndex::with_capacity(2 * n),
             wheel: Wheel::new(n, Duration::from_millis(250), now),
             hasher: Hasher::new(hash_key),
             timeouts,
             expired: Vec::with_capacity(EXPIRE_BUDGET),
+            generation: 0,
         }
     }
 
     pub fn len(&self) -> usize {
         self.flows.len() - self.free.len()
+    }
+
+    /// Changes whenever a flow is added or removed.
+    #[inline]
+    pub fn generation(&self) -> u64 {
+        self.generation
     }
 
     pub fn is_empty(&self) -> bool {
@@ -223,7 +241,7 @@ impl Conntrack {
 
     /// Bytes of memory the table holds (slab, index, wheel).
     pub fn memory(&self) -> usize {
-        self.flows.len() * (core::mem::size_of::<Flow>() + 16) + self.index.memory()
+        self.flows.len() * (core::mem::size_of::<Flow>() + core::mem::size_of::<Cold>() + 16) + self.index.memory()
     }
 
     #[inline]
@@ -304,20 +322,11 @@ impl Conntrack {
             }
         };
         let f = &mut self.flows[i as usize];
-        *f = Flow {
-            keys,
-            expires: now,
-            state,
-            answered: false,
-            orig_side,
-            live: true,
-            packets: [0; 2],
-            bytes: [0; 2],
-            created: now,
-            slots: [slot0, slot1],
-        };
+        *f = Flow { keys, expires: now, state, answered: false, orig_side, live: true, packets: [0; 2], bytes: [0; 2] };
+        self.cold[i as usize] = Cold { created: now, slots: [slot0, slot1] };
         f.expires = now + f.timeout(&self.timeouts);
         self.wheel.insert(i, f.expires);
+        self.generation += 1;
         Ok((i, evicted))
     }
 
@@ -355,8 +364,9 @@ impl Conntrack {
             return;
         }
         f.live = false;
+        self.generation += 1;
         let keys = f.keys;
-        let slots = f.slots;
+        let slots = self.cold[i as usize].slots;
         for d in 0..2 {
             self.index.remove(self.hasher.hash(&keys[d]), slots[d]);
         }
@@ -390,6 +400,11 @@ impl Conntrack {
         n
     }
 
+    /// When flow `i` was created.
+    pub fn created(&self, i: u32) -> Time {
+        self.cold[i as usize].created
+    }
+
     /// Every live flow, for listings and tests (not for the packet path).
     pub fn iter(&self) -> impl Iterator<Item = (u32, &Flow)> {
         self.flows.iter().enumerate().filter(|(_, f)| f.live).map(|(i, f)| (i as u32, f))
@@ -402,5 +417,16 @@ impl Conntrack {
             proto::ICMP | proto::ICMPV6 => ProtoState::Icmp,
             _ => ProtoState::Other,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_flow_is_three_cache_lines() {
+        assert_eq!(core::mem::size_of::<Flow>(), 192);
+        assert_eq!(core::mem::align_of::<Flow>(), 64);
     }
 }

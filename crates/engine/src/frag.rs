@@ -326,5 +326,5 @@ impl Fragments {
 
 /// The key a datagram's fragments share: addresses, protocol, identification.
 pub fn datagram_key(flow: &FlowKey, ident: u32) -> FlowKey {
-    FlowKey { src_port: (ident >> 16) as u16, dst_port: ident as u16, ..*flow }
+    flow.with_ports((ident >> 16) as u16, ident as u16)
 }

@@ -73,6 +73,8 @@ pub struct Engine {
     parsed: Box<[bool]>,
     hashes: Box<[u64]>,
     hits: Box<[Option<Hit>]>,
+    /// The flow table's generation when `hits` were looked up.
+    hits_generation: u64,
 }
 
 impl Engine {
@@ -86,6 +88,7 @@ impl Engine {
             parsed: vec![false; MAX_BATCH].into(),
             hashes: vec![0; MAX_BATCH].into(),
             hits: vec![None; MAX_BATCH].into(),
+            hits_generation: 0,
             cfg,
         }
     }
@@ -154,6 +157,7 @@ impl Engine {
                 self.hits[i] = hit;
             }
         }
+        self.hits_generation = self.ct.generation();
         // Pass 3: decide. The parsed headers are read in place: moved out
         // of `self` for the pass (a pointer swap), not copied per packet.
         let metas = core::mem::take(&mut self.metas);
@@ -210,11 +214,12 @@ impl Engine {
             _ => None,
         };
 
-        // The pass-2 hit may be stale if an earlier packet of this batch
-        // created, closed or evicted a flow: check it, else look again.
-        let hit = match self.hits[i] {
-            Some(h) if self.ct.flow(h.flow).is_live() && self.ct.flow(h.flow).keys[h.dir as usize] == m.key => Some(h),
-            _ => self.ct.lookup(self.hashes[i], &m.key),
+        // The pass-2 hit is stale if an earlier packet of this batch added
+        // or removed a flow since: then look again.
+        let hit = if self.ct.generation() == self.hits_generation {
+            self.hits[i]
+        } else {
+            self.ct.lookup(self.hashes[i], &m.key)
         };
         let hit = match hit {
             Some(h) if self.ct.flow(h.flow).expires <= now => {

@@ -4,9 +4,11 @@
 //! 1,000 flows as with 2,000,000, and that nobody can slow down by choosing
 //! flows. Three decisions give that:
 //!
-//! * **Keyed hash.** Keys are hashed with aHash under a 256-bit key drawn at
-//!   start ([`Hasher::new`]). Someone who knows the algorithm but not the key
-//!   cannot predict which flows share a bucket.
+//! * **Keyed hash.** Keys are hashed with foldhash (a folded-multiply hash,
+//!   the one hashbrown uses) under a secret key drawn at start
+//!   ([`Hasher::new`]): 64 bits seed the shared state, 64 more the hasher.
+//!   Someone who knows the algorithm but not the key cannot predict which
+//!   flows share a bucket; and the probe bound below holds whatever they do.
 //! * **Cache-line buckets.** A bucket is 64 bytes: eight 16-bit signatures,
 //!   eight 32-bit values, and an overflow count. A lookup reads one line and
 //!   compares signatures; only a signature match costs a key comparison
@@ -23,7 +25,9 @@
 //! load and never grows: memory is bounded, and the packet path never
 //! allocates.
 
-use ahash::RandomState;
+use foldhash::fast::SeedableRandomState;
+use foldhash::SharedSeed;
+use std::hash::BuildHasher;
 use wire::FlowKey;
 
 /// Buckets an entry may be placed in, counting its home bucket.
@@ -34,19 +38,22 @@ const EMPTY: u32 = u32::MAX;
 /// The keyed hash for flow keys (one per engine).
 #[derive(Clone, Debug)]
 pub struct Hasher {
-    state: RandomState,
+    state: SeedableRandomState,
 }
 
 impl Hasher {
     /// A hasher under a secret key; draw the key at random when the process starts.
     pub fn new(key: [u64; 4]) -> Hasher {
-        Hasher { state: RandomState::with_seeds(key[0], key[1], key[2], key[3]) }
+        // foldhash wants its shared seed for the life of the process: one
+        // small leak per engine, made once at start.
+        let shared: &'static SharedSeed = Box::leak(Box::new(SharedSeed::from_u64(key[0] ^ key[1].rotate_left(32))));
+        Hasher { state: SeedableRandomState::with_seed(key[2] ^ key[3].rotate_left(17), shared) }
     }
 
     #[inline]
     pub fn hash(&self, k: &FlowKey) -> u64 {
-        let ports = (k.src_port as u64) << 48 | (k.dst_port as u64) << 32 | (k.proto as u64) << 8 | k.family as u64;
-        self.state.hash_one((u128::from_ne_bytes(k.src), u128::from_ne_bytes(k.dst), ports))
+        let [a, b, c, d, e] = k.words();
+        self.state.hash_one((a, b, c, d, e))
     }
 }
 
