@@ -39,7 +39,7 @@ pub enum Family {
 }
 
 /// One direction of a connection: addresses, ports (or ICMP identifier) and protocol.
-#[derive(Clone, Copy, Eq, Hash, PartialOrd, Ord)]
+#[derive(Clone, Copy, Eq, PartialOrd, Ord)]
 // Aligned so that copies and comparisons are whole-word moves.
 #[repr(C, align(8))]
 pub struct FlowKey {
@@ -57,6 +57,16 @@ impl PartialEq for FlowKey {
     #[inline]
     fn eq(&self, other: &FlowKey) -> bool {
         self.words() == other.words()
+    }
+}
+
+impl core::hash::Hash for FlowKey {
+    /// The words equality compares, so equal keys hash alike.
+    #[inline]
+    fn hash<H: core::hash::Hasher>(&self, h: &mut H) {
+        for w in self.words() {
+            h.write_u64(w);
+        }
     }
 }
 
