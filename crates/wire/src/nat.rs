@@ -1,0 +1,189 @@
+//! Rewriting an IPv4 packet from one flow key to another (NAT).
+//!
+//! A translation is described by two keys: the one the packet carries and
+//! the one it must leave with. [`translate_v4`] rewrites whatever differs —
+//! source address and port (SNAT), destination address and port (DNAT), or
+//! both (hairpinning) — and updates the IPv4 header checksum and the
+//! transport checksum incrementally (RFC 1624), never by summing the
+//! payload again. For ICMP echo the identifier plays the port.
+//!
+//! Checksum rules: TCP always carries a checksum over a pseudo header that
+//! includes the addresses; UDP over IPv4 may carry none (zero), which stays
+//! zero, and a computed zero is sent as 0xffff (RFC 768); ICMP has no pseudo
+//! header, so only an identifier change touches its checksum.
+//!
+//! Non-first fragments carry no transport header: only addresses change,
+//! and the transport checksum (in the first fragment) is the first
+//! fragment's business. Callers must translate every fragment of a datagram
+//! with the same keys.
+
+use crate::checksum;
+use crate::classify::{Meta, L4};
+use crate::flow::{proto, Family, FlowKey};
+use crate::{icmpv4, ipv4, tcp, udp};
+use core::net::Ipv4Addr;
+
+/// Why a packet could not be translated (the caller drops and counts it).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NatError {
+    /// Only IPv4 is translated.
+    NotIpv4,
+    /// The frame is not the one `meta` describes (shorter than its offsets).
+    Mismatch,
+}
+
+/// Rewrites `frame` (classified as `meta`) so that it carries `to` instead
+/// of `meta.key`. Addresses are IPv4; ports of `to` are ignored for
+/// protocols without ports.
+pub fn translate_v4(frame: &mut [u8], meta: &Meta, to: &FlowKey) -> Result<(), NatError> {
+    let from = &meta.key;
+    if from.family != Family::V4 || to.family != Family::V4 {
+        return Err(NatError::NotIpv4);
+    }
+    let (l3, l4, end) = (usize::from(meta.l3_offset), usize::from(meta.l4_offset), usize::from(meta.l3_end));
+    if end > frame.len() || l4 > end || l3 + ipv4::HEADER_LEN > l4 {
+        return Err(NatError::Mismatch);
+    }
+    let (old_src, old_dst) = (from.src_v4(), from.dst_v4());
+    let (new_src, new_dst) = (to.src_v4(), to.dst_v4());
+    let (hdr, rest) = frame[..end].split_at_mut(l4);
+    let mut ip = ipv4::Packet::new_unchecked(&mut hdr[l3..]);
+    let mut csum = ip.checksum();
+    if old_src != new_src {
+        csum = checksum::update_u32(csum, u32::from(old_src), u32::from(new_src));
+        ip.set_src_addr(new_src);
+    }
+    if old_dst != new_dst {
+        csum = checksum::update_u32(csum, u32::from(old_dst), u32::from(new_dst));
+        ip.set_dst_addr(new_dst);
+    }
+    ip.set_checksum(csum);
+
+    match meta.l4 {
+        L4::Tcp { .. } if rest.len() >= tcp::HEADER_LEN => {
+            let mut t = tcp::Packet::new_unchecked(rest);
+            let c = transport_csum(t.checksum(), (old_src, old_dst), (new_src, new_dst), from, to);
+            t.set_src_port(to.src_port);
+            t.set_dst_port(to.dst_port);
+            t.set_checksum(c);
+        }
+        L4::Udp if rest.len() >= udp::HEADER_LEN => {
+            let mut u = udp::Packet::new_unchecked(rest);
+            let old = u.checksum();
+            if old != 0 {
+                let c = transport_csum(old, (old_src, old_dst), (new_src, new_dst), from, to);
+                u.set_checksum(if c == 0 { 0xffff } else { c });
+            }
+            u.set_src_port(to.src_port);
+            u.set_dst_port(to.dst_port);
+        }
+        L4::IcmpEcho { .. } if meta.key.proto == proto::ICMP && rest.len() >= icmpv4::HEADER_LEN => {
+            let mut i = icmpv4::Packet::new_unchecked(rest);
+            let old = i.echo_ident();
+            if old != to.src_port {
+                i.set_checksum(checksum::update_u16(i.checksum(), old, to.src_port));
+                i.set_echo_ident(to.src_port);
+            }
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
+/// The transport checksum after the pseudo header's addresses and the ports change.
+fn transport_csum(
+    csum: u16,
+    (os, od): (Ipv4Addr, Ipv4Addr),
+    (ns, nd): (Ipv4Addr, Ipv4Addr),
+    from: &FlowKey,
+    to: &FlowKey,
+) -> u16 {
+    let mut c = csum;
+    if os != ns {
+        c = checksum::update_u32(c, u32::from(os), u32::from(ns));
+    }
+    if od != nd {
+        c = checksum::update_u32(c, u32::from(od), u32::from(nd));
+    }
+    if from.src_port != to.src_port {
+        c = checksum::update_u16(c, from.src_port, to.src_port);
+    }
+    if from.dst_port != to.dst_port {
+        c = checksum::update_u16(c, from.dst_port, to.dst_port);
+    }
+    c
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::build::{self, Eth};
+    use crate::classify::classify;
+    use crate::ethernet::MacAddr;
+    use crate::tcp::TcpFlags;
+    use core::net::IpAddr;
+    use proptest::prelude::*;
+
+    const ETH: Eth = Eth { src: MacAddr([2, 0, 0, 0, 0, 1]), dst: MacAddr([2, 0, 0, 0, 0, 2]), vlan: None };
+
+    fn build(kind: u8, s: Ipv4Addr, d: Ipv4Addr, sp: u16, dp: u16, len: usize) -> Vec<u8> {
+        let mut b = vec![0u8; 2048];
+        let (s, d) = (IpAddr::V4(s), IpAddr::V4(d));
+        let n = match kind {
+            0 => build::tcp(&mut b, &ETH, s, d, sp, dp, 7, 9, TcpFlags::ACK, 100, len),
+            1 => build::udp(&mut b, &ETH, s, d, sp, dp, len),
+            _ => build::icmp_echo(&mut b, &ETH, s, d, true, sp, 1, len),
+        }
+        .unwrap();
+        b.truncate(n);
+        b
+    }
+
+    proptest! {
+        /// A translated packet is byte for byte the packet built with the
+        /// new addresses and ports: incremental checksums equal full ones.
+        #[test]
+        fn translation_equals_building_anew(
+            kind in 0u8..3, s: u32, d: u32, sp: u16, dp: u16, ns: u32, nd: u32, nsp: u16, ndp: u16, len in 0usize..600,
+        ) {
+            let (s, d, ns, nd) = (Ipv4Addr::from(s), Ipv4Addr::from(d), Ipv4Addr::from(ns), Ipv4Addr::from(nd));
+            prop_assume!(!s.is_multicast() && !s.is_broadcast() && !ns.is_multicast() && !ns.is_broadcast());
+            let (dp, ndp) = if kind == 2 { (sp, nsp) } else { (dp, ndp) };
+            let mut f = build(kind, s, d, sp, dp, len);
+            let m = classify(&f).unwrap();
+            let mut to = m.key;
+            to.set_src_v4(ns);
+            to.set_dst_v4(nd);
+            to.src_port = nsp;
+            to.dst_port = ndp;
+            translate_v4(&mut f, &m, &to).unwrap();
+            let want = build(kind, ns, nd, nsp, ndp, len);
+            prop_assert_eq!(&f, &want);
+            prop_assert_eq!(classify(&f).unwrap().key, to);
+        }
+    }
+
+    #[test]
+    fn absent_udp_checksum_stays_absent() {
+        let mut f = build(1, Ipv4Addr::new(10, 0, 0, 1), Ipv4Addr::new(192, 0, 2, 1), 1000, 53, 20);
+        let m = classify(&f).unwrap();
+        let csum_at = usize::from(m.l4_offset) + 6;
+        f[csum_at..csum_at + 2].copy_from_slice(&[0, 0]);
+        let mut to = m.key;
+        to.set_src_v4(Ipv4Addr::new(198, 51, 100, 1));
+        to.src_port = 40_000;
+        translate_v4(&mut f, &m, &to).unwrap();
+        assert_eq!(&f[csum_at..csum_at + 2], &[0, 0]);
+        assert_eq!(classify(&f).unwrap().key, to);
+    }
+
+    #[test]
+    fn ipv6_is_not_translated() {
+        let mut b = vec![0u8; 256];
+        let s = IpAddr::V6("2001:db8::1".parse().unwrap());
+        let d = IpAddr::V6("2001:db8::2".parse().unwrap());
+        let n = build::udp(&mut b, &ETH, s, d, 1, 2, 0).unwrap();
+        let m = classify(&b[..n]).unwrap();
+        assert_eq!(translate_v4(&mut b[..n], &m, &m.key), Err(NatError::NotIpv4));
+    }
+}
