@@ -124,10 +124,26 @@ pub struct Flow {
     pub answered: bool,
     /// The side the original direction came from.
     pub orig_side: Side,
+    /// The side the reply direction comes from (the inside too, for a
+    /// member reaching another member's public address: hairpinning).
+    pub reply_side: Side,
+    /// The reply key is not the reverse of the original: packets are
+    /// translated (NAT) on the way through.
+    pub translated: bool,
     live: bool,
-    pub packets: [u64; 2],
+    /// The member the flow is accounted to ([`NO_MEMBER`] if none).
+    pub member: u32,
+    /// The NAT binding the flow holds ([`NO_BINDING`] if none).
+    pub binding: u32,
+    /// Packets per direction (wrapping: a statistic, not an account).
+    pub packets: [u32; 2],
     pub bytes: [u64; 2],
 }
+
+/// [`Flow::member`] of a flow that belongs to no member (infrastructure).
+pub const NO_MEMBER: u32 = u32::MAX;
+/// [`Flow::binding`] of a flow without NAT.
+pub const NO_BINDING: u32 = u32::MAX;
 
 /// What the packet path never reads about a flow, kept apart so that
 /// [`Flow`] stays three cache lines.
@@ -162,6 +178,18 @@ impl Flow {
             _ => "unanswered",
         }
     }
+}
+
+/// What a new flow is made of.
+#[derive(Clone, Copy, Debug)]
+pub struct NewFlow {
+    /// `[original, reply]` keys as each direction arrives.
+    pub keys: [FlowKey; 2],
+    pub state: ProtoState,
+    pub orig_side: Side,
+    pub reply_side: Side,
+    pub member: u32,
+    pub binding: u32,
 }
 
 /// A new flow could not be stored.
@@ -204,7 +232,11 @@ impl Conntrack {
             state: ProtoState::Other,
             answered: false,
             orig_side: Side::Inside,
+            reply_side: Side::Outside,
+            translated: false,
             live: false,
+            member: NO_MEMBER,
+            binding: NO_BINDING,
             packets: [0; 2],
             bytes: [0; 2],
         };
@@ -283,13 +315,8 @@ impl Conntrack {
 
     /// Stores a new flow under both keys. Evicts an unanswered neighbour if
     /// that is the only way to make room; returns whether it did.
-    pub fn insert(
-        &mut self,
-        keys: [FlowKey; 2],
-        state: ProtoState,
-        orig_side: Side,
-        now: Time,
-    ) -> Result<(u32, bool), TableFull> {
+    pub fn insert(&mut self, new: &NewFlow, now: Time) -> Result<(u32, bool), TableFull> {
+        let keys = new.keys;
         let hashes = [self.hasher.hash(&keys[0]), self.hasher.hash(&keys[1])];
         let mut evicted = false;
         if self.free.is_empty() {
@@ -302,7 +329,7 @@ impl Conntrack {
             None if !evicted => {
                 self.free.push(i);
                 self.evict_for(&hashes, now)?;
-                return self.insert(keys, state, orig_side, now).map(|(i, _)| (i, true));
+                return self.insert(new, now).map(|(i, _)| (i, true));
             }
             None => {
                 self.free.push(i);
@@ -318,11 +345,24 @@ impl Conntrack {
                     return Err(TableFull);
                 }
                 self.evict_for(&hashes, now)?;
-                return self.insert(keys, state, orig_side, now).map(|(i, _)| (i, true));
+                return self.insert(new, now).map(|(i, _)| (i, true));
             }
         };
         let f = &mut self.flows[i as usize];
-        *f = Flow { keys, expires: now, state, answered: false, orig_side, live: true, packets: [0; 2], bytes: [0; 2] };
+        *f = Flow {
+            keys,
+            expires: now,
+            state: new.state,
+            answered: false,
+            orig_side: new.orig_side,
+            reply_side: new.reply_side,
+            translated: keys[1] != keys[0].reversed(),
+            live: true,
+            member: new.member,
+            binding: new.binding,
+            packets: [0; 2],
+            bytes: [0; 2],
+        };
         self.cold[i as usize] = Cold { created: now, slots: [slot0, slot1] };
         f.expires = now + f.timeout(&self.timeouts);
         self.wheel.insert(i, f.expires);

@@ -52,6 +52,8 @@ reasons! {
     IcmpErrorWrongDirection => "icmp_error_wrong_direction",
     /// No room for a new flow, and no unanswered flow could be evicted.
     FlowTableFull => "flow_table_full",
+    /// A packet of a translated flow that cannot be rewritten (not IPv4, or cut short).
+    NatUntranslatable => "nat_untranslatable",
     /// A fragment overlaps one already seen for the same datagram (RFC 5722, RFC 1858).
     FragmentOverlap => "fragment_overlap",
     /// A non-last fragment whose length is not a multiple of 8, or a datagram beyond 65535 bytes.

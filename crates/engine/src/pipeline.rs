@@ -13,7 +13,7 @@
 //! is. ICMP errors pass as related to the flow they quote and never create
 //! state. Fragments get their first fragment's verdict ([`crate::frag`]).
 
-use crate::conntrack::{Conntrack, Hit, ProtoState, Timeouts, EXPIRE_BUDGET};
+use crate::conntrack::{Conntrack, Hit, NewFlow, ProtoState, Timeouts, EXPIRE_BUDGET, NO_BINDING, NO_MEMBER};
 use crate::counters::{Counters, DropReason, Reason};
 use crate::frag::{datagram_key, Fragments, Outcome, Piece};
 use crate::tcp::{Refusal, Segment, TcpTrack};
@@ -168,11 +168,11 @@ impl Engine {
             let m = &metas[i];
             let len = frames[i].bytes().len();
             let v = if let Some(frag) = m.frag {
-                self.fragment(now, from, m, frag, i, frames[i].bytes())
+                self.fragment(now, from, m, frag, i, frames[i].bytes_mut())
             } else if let L4::IcmpError { inner, .. } = &m.l4 {
                 self.related(now, from, m, inner)
             } else {
-                self.track(now, from, m, i, len).0
+                self.track(now, from, m, i, frames[i].bytes_mut()).0
             };
             if let Verdict::Forward(to) = v {
                 self.counters.tx_packets[to.index()] += 1;
@@ -192,7 +192,8 @@ impl Engine {
 
     /// Connection tracking and policy for one packet with a transport key.
     /// Returns the verdict and the flow it belongs to.
-    fn track(&mut self, now: Time, from: Side, m: &Meta, i: usize, len: usize) -> (Verdict, Option<Hit>) {
+    fn track(&mut self, now: Time, from: Side, m: &Meta, i: usize, frame: &mut [u8]) -> (Verdict, Option<Hit>) {
+        let len = frame.len();
         let seg = match m.l4 {
             L4::Tcp { flags, seq, ack, window, payload_len, wscale } => {
                 let s = Segment {
@@ -231,18 +232,26 @@ impl Engine {
         };
 
         if let Some(h) = hit {
-            return (self.fast_path(now, from, h, seg.as_ref(), len), Some(h));
+            return (self.fast_path(now, from, m, h, seg.as_ref(), frame), Some(h));
         }
         self.slow_path(now, from, m, seg.as_ref(), len)
     }
 
     #[inline]
-    fn fast_path(&mut self, now: Time, from: Side, h: Hit, seg: Option<&Segment>, len: usize) -> Verdict {
+    fn fast_path(
+        &mut self,
+        now: Time,
+        from: Side,
+        m: &Meta,
+        h: Hit,
+        seg: Option<&Segment>,
+        frame: &mut [u8],
+    ) -> Verdict {
         let dir = h.dir as usize;
         let timeouts = self.ct.timeouts;
         let f = self.ct.flow_mut(h.flow);
-        let expected = if dir == 0 { f.orig_side } else { f.orig_side.other() };
-        if from != expected {
+        let (came_from, goes_to) = if dir == 0 { (f.orig_side, f.reply_side) } else { (f.reply_side, f.orig_side) };
+        if from != came_from {
             return self.drop(Reason::WrongSide);
         }
         let timeout_before = f.timeout(&timeouts);
@@ -259,16 +268,24 @@ impl Engine {
         if dir == 1 {
             f.answered = true;
         }
-        f.packets[dir] += 1;
-        f.bytes[dir] += len as u64;
+        f.packets[dir] = f.packets[dir].wrapping_add(1);
+        f.bytes[dir] += frame.len() as u64;
         let timeout = f.timeout(&timeouts);
         f.expires = now + timeout;
+        // A packet leaves as the other direction expects to see it: the
+        // reverse of the other direction's key.
+        let translate = f.translated.then(|| f.keys[1 - dir].reversed());
         if timeout < timeout_before {
             // The wheel is lazy about later deadlines, not earlier ones.
             self.ct.reschedule(h.flow);
         }
+        if let Some(out) = translate {
+            if wire::nat::translate_v4(frame, m, &out).is_err() {
+                return self.drop(Reason::NatUntranslatable);
+            }
+        }
         self.counters.fast_path += 1;
-        Verdict::Forward(from.other())
+        Verdict::Forward(goes_to)
     }
 
     fn slow_path(
@@ -294,8 +311,15 @@ impl Engine {
             (L4::IcmpEcho { request: false }, _) => return (self.drop(Reason::NewFlowDenied), None),
             (_, None) => Conntrack::state_for_new(m.key.proto),
         };
-        let keys = [m.key, m.key.reversed()];
-        match self.ct.insert(keys, state, from, now) {
+        let new = NewFlow {
+            keys: [m.key, m.key.reversed()],
+            state,
+            orig_side: from,
+            reply_side: from.other(),
+            member: NO_MEMBER,
+            binding: NO_BINDING,
+        };
+        match self.ct.insert(&new, now) {
             Ok((idx, evicted)) => {
                 self.counters.flows_created += 1;
                 self.counters.flows_evicted += u64::from(evicted);
@@ -335,7 +359,7 @@ impl Engine {
         m: &Meta,
         frag: wire::classify::Fragment,
         i: usize,
-        bytes: &[u8],
+        bytes: &mut [u8],
     ) -> Verdict {
         let key = datagram_key(&m.key, frag.ident);
         let len = m.l3_end.saturating_sub(m.l4_offset);
@@ -348,7 +372,7 @@ impl Engine {
             Piece::First(e) => {
                 let (v, hit) = match m.l4 {
                     L4::IcmpError { inner, .. } => (self.related(now, from, m, &inner), None),
-                    _ => self.track(now, from, m, i, bytes.len()),
+                    _ => self.track(now, from, m, i, bytes),
                 };
                 let outcome = match v {
                     Verdict::Forward(to) => Outcome::Forward { to, flow: hit.map(|h| (h.flow, h.dir)) },
@@ -375,7 +399,7 @@ impl Engine {
                 if let Some((idx, dir)) = flow {
                     let f = self.ct.flow_mut(idx);
                     if f.is_live() {
-                        f.packets[dir as usize] += 1;
+                        f.packets[dir as usize] = f.packets[dir as usize].wrapping_add(1);
                         f.bytes[dir as usize] += len as u64;
                     }
                 }

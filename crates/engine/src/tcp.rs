@@ -100,17 +100,19 @@ struct Peer {
     maxend: u32,
     /// Largest (scaled) window advertised by this side.
     maxwin: u32,
-    /// Window scale of this side's windows (0 unless both sides sent the option).
+    /// Sequence number just past this side's FIN.
+    fin_end: u32,
+    /// Window scale applied to this side's windows (0 unless both offered).
     scale: u8,
-    /// This side has sent a SYN with the window-scale option.
-    scale_offered: bool,
+    /// The window scale this side offered in its SYN, [`NO_SCALE`] if none.
+    offer: u8,
     seen: bool,
     fin_sent: bool,
     /// This side's FIN has been acknowledged by the other.
     fin_acked: bool,
-    /// Sequence number just past this side's FIN.
-    fin_end: u32,
 }
+
+const NO_SCALE: u8 = 0xff;
 
 /// Refusals the tracker can give; the engine turns them into drop reasons.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -120,7 +122,8 @@ pub enum Refusal {
     SynInConnection,
 }
 
-/// Largest acknowledgement lag Linux accepts below what the other side sent.
+/// Least acknowledgement lag accepted below what the other side sent (Linux's
+/// MAXACKWINCONST); the acknowledging side's largest window counts if larger.
 const MAX_ACK_WINDOW: u32 = 66_000;
 
 #[inline]
@@ -137,14 +140,25 @@ fn after(a: u32, b: u32) -> bool {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct TcpTrack {
     pub state: TcpState,
-    peer: [Peer; 2],
     liberal: bool,
+    /// A bare SYN from the opener was let through without changing state
+    /// (a new connection on a 4-tuple we still hold); `syn_seq` is its ISN.
+    syn_pending: bool,
+    /// ISN of the opener's latest bare SYN.
+    syn_seq: u32,
+    peer: [Peer; 2],
 }
 
 impl TcpTrack {
     /// A connection opened by `syn` (a SYN without ACK) in direction 0.
     pub fn open(syn: &Segment) -> TcpTrack {
-        let mut t = TcpTrack { state: TcpState::SynSent, peer: [Peer::default(); 2], liberal: false };
+        let mut t = TcpTrack {
+            state: TcpState::SynSent,
+            liberal: false,
+            syn_pending: false,
+            syn_seq: 0,
+            peer: [Peer::default(); 2],
+        };
         t.start(syn);
         t
     }
@@ -153,42 +167,68 @@ impl TcpTrack {
     pub fn pick_up(seg: &Segment) -> TcpTrack {
         let end = seg.end();
         let win = u32::from(seg.window).max(1);
-        let mut p = Peer { end, maxend: end, maxwin: win, seen: true, ..Peer::default() };
+        let mut p = Peer { end, maxend: end, maxwin: win, seen: true, offer: NO_SCALE, ..Peer::default() };
         if seg.fin {
             p.fin_sent = true;
             p.fin_end = end;
         }
         TcpTrack {
             state: if seg.fin { TcpState::FinWait } else { TcpState::Established },
-            peer: [p, Peer::default()],
             liberal: true,
+            syn_pending: false,
+            syn_seq: 0,
+            peer: [p, Peer { offer: NO_SCALE, ..Peer::default() }],
         }
     }
 
     fn start(&mut self, syn: &Segment) {
         let end = syn.end();
+        let offer = syn.wscale.map_or(NO_SCALE, |w| w.min(14));
         self.peer = [
-            Peer {
-                end,
-                maxend: end,
-                maxwin: u32::from(syn.window).max(1),
-                scale: syn.wscale.unwrap_or(0).min(14),
-                scale_offered: syn.wscale.is_some(),
-                seen: true,
-                ..Peer::default()
-            },
-            Peer::default(),
+            Peer { end, maxend: end, maxwin: u32::from(syn.window).max(1), offer, seen: true, ..Peer::default() },
+            Peer { offer: NO_SCALE, ..Peer::default() },
         ];
         self.state = TcpState::SynSent;
         self.liberal = false;
+        self.syn_pending = false;
+        self.syn_seq = syn.seq;
+    }
+
+    /// The other side's first packet: its SYN (a SYN-ACK, or a bare SYN in a
+    /// simultaneous open). Window scaling applies only if both offered it.
+    fn answer(&mut self, seg: &Segment) {
+        let end = seg.end();
+        let offer = seg.wscale.map_or(NO_SCALE, |w| w.min(14));
+        let both = self.peer[0].offer != NO_SCALE && offer != NO_SCALE;
+        self.peer[0].scale = if both { self.peer[0].offer } else { 0 };
+        self.peer[1] = Peer {
+            end,
+            maxend: end,
+            maxwin: u32::from(seg.window).max(1),
+            scale: if both { offer } else { 0 },
+            offer,
+            seen: true,
+            ..Peer::default()
+        };
+        if seg.ack {
+            // The opener may now send up to what the answer's window allows.
+            self.peer[0].maxend = seg.ack_no.wrapping_add(u32::from(seg.window).max(1));
+        }
+        self.state = TcpState::SynRecv;
+    }
+
+    /// Does `ack` acknowledge the opener's SYN? Anything from the SYN itself
+    /// up to all the data it carried (TCP Fast Open: the server may refuse
+    /// the data and acknowledge only the SYN).
+    fn acks_syn(&self, ack: u32) -> bool {
+        !before(ack, self.syn_seq.wrapping_add(1)) && !after(ack, self.peer[0].end)
     }
 
     pub fn is_liberal(&self) -> bool {
         self.liberal
     }
 
-    /// True once both directions have carried packets: the flow is answered
-    /// and may no longer be evicted for new ones.
+    /// True once both directions have carried packets.
     pub fn answered(&self) -> bool {
         self.peer[1].seen
     }
@@ -206,26 +246,21 @@ impl TcpTrack {
 
         // The answer to the SYN: initialise the other side.
         if seg.syn && seg.ack && dir == 1 && matches!(self.state, TcpState::SynSent | TcpState::SynRecv) {
-            if seg.ack_no != self.peer[0].end {
+            if !self.acks_syn(seg.ack_no) {
                 return Err(Refusal::OutOfWindow);
             }
-            let both = self.peer[0].scale_offered && seg.wscale.is_some();
-            if !both {
-                self.peer[0].scale = 0;
-            }
-            let end = seg.end();
-            self.peer[1] = Peer {
-                end,
-                maxend: end,
-                maxwin: u32::from(seg.window).max(1),
-                scale: if both { seg.wscale.unwrap_or(0).min(14) } else { 0 },
-                scale_offered: seg.wscale.is_some(),
-                seen: true,
-                ..Peer::default()
-            };
-            // The opener may now send up to what the answer's window allows.
-            self.peer[0].maxend = seg.ack_no.wrapping_add(u32::from(seg.window).max(1));
-            self.state = TcpState::SynRecv;
+            self.answer(seg);
+            return Ok(());
+        }
+
+        // The answer to a SYN we let through on an open connection: the ends
+        // started over (one of them lost its state); so do we, liberally,
+        // since the opener's SYN options are gone.
+        if seg.syn && seg.ack && dir == 1 && self.syn_pending && seg.ack_no == self.syn_seq.wrapping_add(1) {
+            let syn = Segment { syn: true, seq: self.syn_seq, window: 1, ..Segment::default() };
+            self.start(&syn);
+            self.answer(seg);
+            self.liberal = true;
             return Ok(());
         }
 
@@ -234,7 +269,7 @@ impl TcpTrack {
             // may do is retransmit its SYN or give up; the other side may
             // only refuse (RST acknowledging the SYN).
             if seg.rst {
-                let ok = if dir == 1 { seg.ack && seg.ack_no == self.peer[0].end } else { true };
+                let ok = if dir == 1 { seg.ack && self.acks_syn(seg.ack_no) } else { true };
                 if !ok {
                     return Err(Refusal::RstOutOfWindow);
                 }
@@ -247,11 +282,7 @@ impl TcpTrack {
             }
             if dir == 1 && seg.syn {
                 // Simultaneous open: the other end also sent a bare SYN.
-                let end = seg.end();
-                self.peer[1] =
-                    Peer { end, maxend: end, maxwin: u32::from(seg.window).max(1), seen: true, ..Peer::default() };
-                self.peer[0].scale = 0;
-                self.state = TcpState::SynRecv;
+                self.answer(seg);
                 return Ok(());
             }
             return Err(Refusal::OutOfWindow);
@@ -264,24 +295,41 @@ impl TcpTrack {
         }
 
         let check = self.in_window(s, seg);
+        let both_seen = self.peer[0].seen && self.peer[1].seen;
         if seg.rst {
-            if !self.liberal && !check.seq_ok {
+            if !(self.liberal && !both_seen) && !check.seq_ok {
                 return Err(Refusal::RstOutOfWindow);
             }
-            self.state = TcpState::Close;
+            // RFC 5961: only a RST at exactly the expected sequence number
+            // (the sender's next, what the receiver acknowledges) resets; one
+            // merely in the window makes the end send a challenge ACK, so the
+            // connection (and our state) goes on.
+            if seg.seq == self.peer[s].end || self.liberal {
+                self.state = TcpState::Close;
+            }
             return Ok(());
         }
         if seg.syn {
-            // A SYN inside an open connection: harmless in the window (the
-            // end answers with a challenge ACK), refused outside it.
-            if !self.liberal && !check.seq_ok {
-                return Err(Refusal::SynInConnection);
+            // A SYN inside an open connection: in the window it is harmless
+            // (the end answers with a challenge ACK). Outside, it may be a new
+            // connection whose ends lost the old one: pass it without any
+            // change and start over if the other side answers it.
+            if !check.seq_ok {
+                if dir == 0 && !seg.ack {
+                    self.syn_pending = true;
+                    self.syn_seq = seg.seq;
+                    return Ok(());
+                }
+                if !self.liberal {
+                    return Err(Refusal::SynInConnection);
+                }
             }
             return Ok(());
         }
         if !(self.liberal || check.seq_ok && check.ack_ok) {
             return Err(Refusal::OutOfWindow);
         }
+        self.syn_pending = false;
         self.learn(s, seg);
         self.advance_state(s, seg);
         Ok(())
@@ -291,8 +339,8 @@ impl TcpTrack {
         let (snd, rcv) = (&self.peer[s], &self.peer[s ^ 1]);
         let end = seg.end();
         let seq_ok = !after(seg.seq, snd.maxend) && !before(end, snd.end.wrapping_sub(rcv.maxwin.max(1)));
-        let ack_ok =
-            !seg.ack || (!after(seg.ack_no, rcv.end) && !before(seg.ack_no, rcv.end.wrapping_sub(MAX_ACK_WINDOW)));
+        let lag = snd.maxwin.max(MAX_ACK_WINDOW);
+        let ack_ok = !seg.ack || (!after(seg.ack_no, rcv.end) && !before(seg.ack_no, rcv.end.wrapping_sub(lag)));
         WindowCheck { seq_ok, ack_ok }
     }
 
@@ -303,10 +351,11 @@ impl TcpTrack {
         let win = (u32::from(seg.window) << scale).max(1);
         let snd = &mut self.peer[s];
         snd.maxwin = snd.maxwin.max(win);
-        if after(end, snd.end) || self.liberal && !snd.seen {
+        if after(end, snd.end) {
             snd.end = end;
         }
-        if after(end, snd.maxend) {
+        if self.liberal && after(end, snd.maxend) {
+            // Learning, not enforcing: the bound follows what is seen.
             snd.maxend = end;
         }
         snd.seen = true;
@@ -327,6 +376,10 @@ impl TcpTrack {
     }
 
     fn advance_state(&mut self, s: usize, seg: &Segment) {
+        if self.state == TcpState::Close {
+            // After a reset only a new SYN opens the 4-tuple again.
+            return;
+        }
         let [a, b] = &self.peer;
         self.state = match (a.fin_sent, b.fin_sent) {
             (false, false) => match self.state {
@@ -435,10 +488,68 @@ mod tests {
     #[test]
     fn syn_inside_an_open_connection_does_not_reset_it() {
         let mut t = established();
-        assert_eq!(t.handle(0, &seg("S", 77_000_000, 0, 0)), Err(Refusal::SynInConnection));
+        // Out of the window: let through (it may be a new connection), state unchanged.
+        t.handle(0, &seg("S", 77_000_000, 0, 0)).unwrap();
         assert_eq!(t.state, TcpState::Established);
         t.handle(0, &seg("S", 1001, 0, 0)).unwrap();
         assert_eq!(t.state, TcpState::Established);
+        // From the other side, out of the window: refused.
+        assert_eq!(t.handle(1, &seg("S", 99_000_000, 0, 0)), Err(Refusal::SynInConnection));
+        // The connection goes on.
+        t.handle(0, &seg("A", 1001, 5001, 10)).unwrap();
+    }
+
+    #[test]
+    fn a_new_connection_on_a_stale_four_tuple_takes_over() {
+        let mut t = established();
+        // The client rebooted and reuses its port with a new ISN; the server answers.
+        t.handle(0, &seg("S", 77_000_000, 0, 0)).unwrap();
+        t.handle(1, &seg("SA", 123, 77_000_001, 0)).unwrap();
+        assert_eq!(t.state, TcpState::SynRecv);
+        t.handle(0, &seg("A", 77_000_001, 124, 0)).unwrap();
+        assert_eq!(t.state, TcpState::Established);
+        t.handle(1, &seg("A", 124, 77_000_001, 100)).unwrap();
+    }
+
+    #[test]
+    fn a_reset_is_final_until_a_new_syn() {
+        let mut t = established();
+        t.handle(1, &seg("R", 5001, 0, 0)).unwrap();
+        assert_eq!(t.state, TcpState::Close);
+        // An ACK already in flight does not bring the connection back.
+        t.handle(0, &seg("A", 1001, 5001, 0)).unwrap();
+        assert_eq!(t.state, TcpState::Close);
+        t.handle(0, &seg("S", 50_000, 0, 0)).unwrap();
+        assert_eq!(t.state, TcpState::SynSent);
+    }
+
+    #[test]
+    fn an_in_window_reset_that_is_not_exact_does_not_close() {
+        let mut t = established();
+        t.handle(1, &seg("R", 5001 + 1000, 0, 0)).unwrap();
+        assert_eq!(t.state, TcpState::Established, "RFC 5961: the end sends a challenge ACK");
+        t.handle(0, &seg("A", 1001, 5001, 10)).unwrap();
+    }
+
+    #[test]
+    fn large_windows_allow_acks_far_behind() {
+        let mut t = established();
+        // 100 segments of 1400 bytes in flight from the server (scaled window).
+        for k in 0..100u32 {
+            t.handle(1, &seg("A", 5001 + k * 1400, 1001, 1400)).unwrap();
+        }
+        // The client's first ACK trails the server's end by 138,600 bytes.
+        t.handle(0, &seg("A", 1001, 5001 + 1400, 0)).unwrap();
+    }
+
+    #[test]
+    fn fast_open_syn_ack_may_acknowledge_only_the_syn() {
+        let mut t = TcpTrack::open(&seg("S", 1000, 0, 100));
+        t.handle(1, &seg("SA", 5000, 1001, 0)).unwrap();
+        assert_eq!(t.state, TcpState::SynRecv);
+        let mut t = TcpTrack::open(&seg("S", 1000, 0, 100));
+        t.handle(1, &seg("SA", 5000, 1101, 0)).unwrap();
+        assert_eq!(t.handle(1, &seg("SA", 5000, 1102, 0)), Err(Refusal::OutOfWindow));
     }
 
     #[test]
