@@ -297,7 +297,8 @@ impl TcpTrack {
         let check = self.in_window(s, seg);
         let both_seen = self.peer[0].seen && self.peer[1].seen;
         if seg.rst {
-            if !(self.liberal && !both_seen) && !check.seq_ok {
+            let enforce = !self.liberal || both_seen;
+            if enforce && !check.seq_ok {
                 return Err(Refusal::RstOutOfWindow);
             }
             // RFC 5961: only a RST at exactly the expected sequence number
