@@ -218,6 +218,9 @@ pub struct Conntrack {
     /// Bumped by every insert and removal: a lookup result taken at an
     /// unchanged generation is still valid without comparing keys again.
     generation: u64,
+    /// NAT bindings of flows removed since the owner last looked
+    /// ([`Conntrack::take_released`]): the NAT is the engine's, not ours.
+    released: Vec<(u32, u32)>,
 }
 
 /// How many flows one timer pass may look at.
@@ -250,6 +253,7 @@ impl Conntrack {
             timeouts,
             expired: Vec::with_capacity(EXPIRE_BUDGET),
             generation: 0,
+            released: Vec::with_capacity(EXPIRE_BUDGET + 4 * crate::MAX_BATCH),
         }
     }
 
@@ -315,39 +319,36 @@ impl Conntrack {
 
     /// Stores a new flow under both keys. Evicts an unanswered neighbour if
     /// that is the only way to make room; returns whether it did.
-    pub fn insert(&mut self, new: &NewFlow, now: Time) -> Result<(u32, bool), TableFull> {
+    pub fn insert(&mut self, new: &NewFlow, now: Time) -> Result<(u32, u32), TableFull> {
         let keys = new.keys;
         let hashes = [self.hasher.hash(&keys[0]), self.hasher.hash(&keys[1])];
-        let mut evicted = false;
+        let mut evicted = 0;
         if self.free.is_empty() {
-            self.evict_for(&hashes, now)?;
-            evicted = true;
+            self.evict_near(&hashes, u32::MAX, now)?;
+            evicted += 1;
         }
         let i = self.free.pop().ok_or(TableFull)?;
-        let slot0 = match self.index.insert(hashes[0], i << 1) {
-            Some(s) => s,
-            None if !evicted => {
-                self.free.push(i);
-                self.evict_for(&hashes, now)?;
-                return self.insert(new, now).map(|(i, _)| (i, true));
+        let mut slots = [FlowIndex::NO_SLOT; 2];
+        for d in 0..2 {
+            let val = i << 1 | d as u32;
+            let mut slot = self.index.insert(hashes[d], val);
+            if slot.is_none() && self.evict_near(&[hashes[d]], i, now).is_ok() {
+                // Room was made in exactly the buckets this key probes.
+                evicted += 1;
+                slot = self.index.insert(hashes[d], val);
             }
-            None => {
-                self.free.push(i);
-                return Err(TableFull);
-            }
-        };
-        let slot1 = match self.index.insert(hashes[1], i << 1 | 1) {
-            Some(s) => s,
-            None => {
-                self.index.remove(hashes[0], slot0);
-                self.free.push(i);
-                if evicted {
+            match slot {
+                Some(s) => slots[d] = s,
+                None => {
+                    if d == 1 {
+                        self.index.remove(hashes[0], slots[0]);
+                    }
+                    self.free.push(i);
                     return Err(TableFull);
                 }
-                self.evict_for(&hashes, now)?;
-                return self.insert(new, now).map(|(i, _)| (i, true));
             }
-        };
+        }
+        let [slot0, slot1] = slots;
         let f = &mut self.flows[i as usize];
         *f = Flow {
             keys,
@@ -378,15 +379,15 @@ impl Conntrack {
         self.wheel.insert(i, self.flows[i as usize].expires);
     }
 
-    /// Evicts the unanswered flow nearest its deadline among the neighbours
-    /// of `hashes`, or fails if every neighbour has been answered.
-    fn evict_for(&mut self, hashes: &[u64; 2], now: Time) -> Result<(), TableFull> {
+    /// Evicts the unanswered flow nearest its deadline among the entries the
+    /// given hashes probe (never `except`), or fails if all were answered.
+    fn evict_near(&mut self, hashes: &[u64], except: u32, now: Time) -> Result<(), TableFull> {
         let flows = &self.flows;
         let victim = hashes
             .iter()
             .flat_map(|h| self.index.neighbours(*h))
             .map(|v| v >> 1)
-            .filter(|i| !flows[*i as usize].answered || flows[*i as usize].expires <= now)
+            .filter(|i| *i != except && (!flows[*i as usize].answered || flows[*i as usize].expires <= now))
             .min_by_key(|i| flows[*i as usize].expires);
         match victim {
             Some(i) => {
@@ -405,6 +406,9 @@ impl Conntrack {
         }
         f.live = false;
         self.generation += 1;
+        if f.binding != NO_BINDING {
+            self.released.push((f.member, f.binding));
+        }
         let keys = f.keys;
         let slots = self.cold[i as usize].slots;
         for d in 0..2 {
@@ -438,6 +442,17 @@ impl Conntrack {
         }
         self.expired = gone;
         n
+    }
+
+    /// (member, NAT binding) of every translated flow removed since the last call.
+    pub fn take_released(&mut self) -> impl Iterator<Item = (u32, u32)> + '_ {
+        self.released.drain(..)
+    }
+
+    /// The flow and the timeouts, borrowed together (the fast path needs both).
+    #[inline]
+    pub fn flow_and_timeouts(&mut self, i: u32) -> (&mut Flow, &Timeouts) {
+        (&mut self.flows[i as usize], &self.timeouts)
     }
 
     /// When flow `i` was created.

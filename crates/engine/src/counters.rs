@@ -46,6 +46,8 @@ reasons! {
     TcpRstOutOfWindow => "tcp_rst_out_of_window",
     /// A SYN inside an open connection whose sequence number is outside the window.
     TcpSynInConnection => "tcp_syn_in_connection",
+    /// An informational ICMP message other than echo, opening nothing.
+    IcmpNotTracked => "icmp_not_tracked",
     /// An ICMP error that refers to no flow we track.
     IcmpErrorNoFlow => "icmp_error_no_flow",
     /// An ICMP error whose embedded packet travels the wrong way for its flow.

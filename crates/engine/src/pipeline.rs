@@ -15,12 +15,12 @@
 
 use crate::conntrack::{Conntrack, Hit, NewFlow, ProtoState, Timeouts, EXPIRE_BUDGET, NO_BINDING, NO_MEMBER};
 use crate::counters::{Counters, DropReason, Reason};
-use crate::frag::{datagram_key, Fragments, Outcome, Piece};
-use crate::tcp::{Refusal, Segment, TcpTrack};
+use crate::frag::{datagram_key, FlowRef, Fragments, Outcome, Piece};
+use crate::tcp::{Refusal, Segment, TcpState, TcpTrack};
 use crate::time::Time;
 use crate::{Side, Verdict};
 use core::time::Duration;
-use wire::classify::{classify_into, Meta, L4};
+use wire::classify::{classify, classify_into, Meta, L4};
 use wire::flow::proto;
 use wire::tcp::TcpFlags;
 use wire::FrameBuf;
@@ -204,7 +204,10 @@ impl Engine {
                     seq,
                     ack_no: ack,
                     window,
-                    payload_len,
+                    // A first fragment holds only part of the segment; the
+                    // rest may be up to what an IP datagram can carry. Assume
+                    // the most, so the receiver's ACK of all of it passes.
+                    payload_len: if m.frag.is_some() { u16::MAX - 60 } else { payload_len },
                     wscale,
                 };
                 if s.bad_flags() {
@@ -220,7 +223,13 @@ impl Engine {
         let hit = if self.ct.generation() == self.hits_generation {
             self.hits[i]
         } else {
-            self.ct.lookup(self.hashes[i], &m.key)
+            match self.hits[i] {
+                // The flow was prefetched: checking it is cheaper than looking again.
+                Some(h) if self.ct.flow(h.flow).is_live() && self.ct.flow(h.flow).keys[h.dir as usize] == m.key => {
+                    Some(h)
+                }
+                _ => self.ct.lookup(self.hashes[i], &m.key),
+            }
         };
         let hit = match hit {
             Some(h) if self.ct.flow(h.flow).expires <= now => {
@@ -248,14 +257,14 @@ impl Engine {
         frame: &mut [u8],
     ) -> Verdict {
         let dir = h.dir as usize;
-        let timeouts = self.ct.timeouts;
-        let f = self.ct.flow_mut(h.flow);
+        let (f, timeouts) = self.ct.flow_and_timeouts(h.flow);
         let (came_from, goes_to) = if dir == 0 { (f.orig_side, f.reply_side) } else { (f.reply_side, f.orig_side) };
         if from != came_from {
             return self.drop(Reason::WrongSide);
         }
-        let timeout_before = f.timeout(&timeouts);
+        let timeout_before = f.timeout(timeouts);
         if let (ProtoState::Tcp(t), Some(seg)) = (&mut f.state, seg) {
+            let was_closed = matches!(t.state, TcpState::Close | TcpState::TimeWait);
             if let Err(r) = t.handle(dir, seg) {
                 let reason = match r {
                     Refusal::OutOfWindow => Reason::TcpOutOfWindow,
@@ -264,13 +273,17 @@ impl Engine {
                 };
                 return self.drop(reason);
             }
+            if was_closed && t.state == TcpState::SynSent {
+                // Reopened: a new connection, unanswered until it is.
+                f.answered = false;
+            }
         }
         if dir == 1 {
             f.answered = true;
         }
         f.packets[dir] = f.packets[dir].wrapping_add(1);
         f.bytes[dir] += frame.len() as u64;
-        let timeout = f.timeout(&timeouts);
+        let timeout = f.timeout(timeouts);
         f.expires = now + timeout;
         // A packet leaves as the other direction expects to see it: the
         // reverse of the other direction's key.
@@ -309,6 +322,8 @@ impl Engine {
             }
             (_, Some(_)) => return (self.drop(Reason::TcpNoFlow), None),
             (L4::IcmpEcho { request: false }, _) => return (self.drop(Reason::NewFlowDenied), None),
+            // Only echo is tracked: other informational ICMP has no reply to pair.
+            (L4::IcmpOther { .. }, _) => return (self.drop(Reason::IcmpNotTracked), None),
             (_, None) => Conntrack::state_for_new(m.key.proto),
         };
         let new = NewFlow {
@@ -362,20 +377,26 @@ impl Engine {
         bytes: &mut [u8],
     ) -> Verdict {
         let key = datagram_key(&m.key, frag.ident);
-        let len = m.l3_end.saturating_sub(m.l4_offset);
-        let piece = match self.frags.piece(now, key, frag, len, m.key.proto == proto::TCP) {
+        let len = m.l3_end.saturating_sub(frag.data_offset);
+        let (piece, evicted) = match self.frags.piece(now, key, from, frag, len, m.key.proto == proto::TCP, &m.key) {
             Ok(p) => p,
-            Err(r) => return self.drop(r),
+            Err(r) => {
+                self.counters.drops[DropReason::from(r.reason).index()] += u64::from(r.also_dropped);
+                return self.drop(r.reason);
+            }
         };
+        self.counters.drops[DropReason::from(Reason::FragmentTableFull).index()] += u64::from(evicted);
         match piece {
-            Piece::Decided(o) => self.apply(o, from, bytes.len()),
+            Piece::Decided(o) => self.apply(o, from, m, bytes),
             Piece::First(e) => {
                 let (v, hit) = match m.l4 {
                     L4::IcmpError { inner, .. } => (self.related(now, from, m, &inner), None),
                     _ => self.track(now, from, m, i, bytes),
                 };
                 let outcome = match v {
-                    Verdict::Forward(to) => Outcome::Forward { to, flow: hit.map(|h| (h.flow, h.dir)) },
+                    Verdict::Forward(to) => {
+                        Outcome::Forward { to, flow: hit.map(|h| FlowRef { flow: h.flow, dir: h.dir, key: m.key }) }
+                    }
                     Verdict::Drop(r) => Outcome::Drop(r),
                     Verdict::Held => Outcome::Pending,
                 };
@@ -393,19 +414,13 @@ impl Engine {
         }
     }
 
-    fn apply(&mut self, o: Outcome, from: Side, len: usize) -> Verdict {
+    /// A later fragment of a datagram whose first fragment was decided.
+    fn apply(&mut self, o: Outcome, from: Side, m: &Meta, bytes: &mut [u8]) -> Verdict {
         match o {
-            Outcome::Forward { to, flow } if to != from => {
-                if let Some((idx, dir)) = flow {
-                    let f = self.ct.flow_mut(idx);
-                    if f.is_live() {
-                        f.packets[dir as usize] = f.packets[dir as usize].wrapping_add(1);
-                        f.bytes[dir as usize] += len as u64;
-                    }
-                }
-                Verdict::Forward(to)
-            }
-            Outcome::Forward { .. } => self.drop(Reason::WrongSide),
+            Outcome::Forward { to, flow } => match follow(&mut self.ct, flow, from, m, bytes) {
+                Ok(()) => Verdict::Forward(to),
+                Err(r) => self.drop(r),
+            },
             Outcome::Drop(_) => self.drop(Reason::FragmentOfDropped),
             Outcome::Poisoned => self.drop(Reason::FragmentOverlap),
             Outcome::Pending => self.drop(Reason::FragmentTableFull),
@@ -414,12 +429,21 @@ impl Engine {
 
     /// Hands out frames the engine held and has now decided to forward.
     pub fn poll_released(&mut self, mut out: impl FnMut(Side, &[u8])) -> usize {
-        let c = &mut self.counters;
-        self.frags.poll_released(|to, bytes| {
-            c.fragments_released += 1;
-            c.tx_packets[to.index()] += 1;
-            c.tx_bytes[to.index()] += bytes.len() as u64;
-            out(to, bytes)
+        let Engine { frags, ct, counters, .. } = self;
+        frags.poll_released(|from, to, flow, bytes| {
+            let verdict = match classify(bytes) {
+                Ok(m) => follow(ct, flow, from, &m, bytes),
+                Err(_) => Err(Reason::NatUntranslatable),
+            };
+            match verdict {
+                Ok(()) => {
+                    counters.fragments_released += 1;
+                    counters.tx_packets[to.index()] += 1;
+                    counters.tx_bytes[to.index()] += bytes.len() as u64;
+                    out(to, bytes)
+                }
+                Err(r) => counters.drop(r.into()),
+            }
         })
     }
 
@@ -441,4 +465,30 @@ impl Engine {
 #[inline]
 fn lookup_first(m: &Meta) -> bool {
     !matches!(m.l4, L4::IcmpError { .. } | L4::Fragment)
+}
+
+/// Accounts a later fragment to the flow its first fragment matched and
+/// translates it as that flow is translated.
+fn follow(ct: &mut Conntrack, flow: Option<FlowRef>, from: Side, m: &Meta, bytes: &mut [u8]) -> Result<(), Reason> {
+    let Some(r) = flow else { return Ok(()) };
+    let f = ct.flow_mut(r.flow);
+    let dir = r.dir as usize;
+    if !f.is_live() || f.keys[dir] != r.key {
+        // The flow is gone since the first fragment: the datagram's verdict
+        // stands, but there is nothing left to account or translate by.
+        return Ok(());
+    }
+    let came_from = if dir == 0 { f.orig_side } else { f.reply_side };
+    if from != came_from {
+        return Err(Reason::WrongSide);
+    }
+    f.packets[dir] = f.packets[dir].wrapping_add(1);
+    f.bytes[dir] += bytes.len() as u64;
+    if f.translated {
+        let out = f.keys[1 - dir].reversed();
+        // A later fragment has no transport header: only addresses change.
+        let fake = Meta { key: r.key, ..*m };
+        wire::nat::translate_v4(bytes, &fake, &out).map_err(|_| Reason::NatUntranslatable)?;
+    }
+    Ok(())
 }

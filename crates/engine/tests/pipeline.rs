@@ -174,9 +174,12 @@ fn icmp_echo_flow() {
     assert_eq!(h.send(Side::Inside, req), OUT_);
     assert_eq!(h.send(Side::Outside, rep), IN_);
     assert_eq!(h.send(Side::Outside, other), drop(Reason::UnsolicitedInbound));
-    // An echo request from the outside opens nothing.
-    let inbound = frame(|b| build::icmp_echo(b, &OUT, SERVER, CLIENT, true, 9, 1, 32));
-    assert_eq!(h.send(Side::Outside, inbound), drop(Reason::UnsolicitedInbound));
+    // An echo request from the outside opens nothing, not even with the
+    // identifier of the inside's ping.
+    for id in [9, 7] {
+        let inbound = frame(|b| build::icmp_echo(b, &OUT, SERVER, CLIENT, true, id, 1, 32));
+        assert_eq!(h.send(Side::Outside, inbound), drop(Reason::UnsolicitedInbound));
+    }
 }
 
 #[test]
@@ -365,4 +368,82 @@ fn malformed_frames_are_dropped_with_the_parser_reason() {
     let v = h.send(Side::Inside, good[..20].to_vec());
     assert!(matches!(v, Verdict::Drop(DropReason::Malformed(_))), "{v:?}");
     assert_eq!(h.e.counters().total_drops(), 1);
+}
+
+#[test]
+fn in_order_datagrams_are_forgotten_when_complete() {
+    let mut h = Harness::new();
+    let d = udp_dgram(1500);
+    assert_eq!(h.send(Side::Inside, piece(true, 7, &d, 0, 800, true)), OUT_);
+    assert_eq!(h.send(Side::Inside, piece(true, 7, &d, 800, d.len(), false)), OUT_);
+    assert_eq!(h.e.datagrams(), 0);
+}
+
+#[test]
+fn a_second_first_fragment_for_another_port_is_an_attack() {
+    let mut h = Harness::new();
+    // The inside client talks to the server; the server answers fragmented.
+    let out = frame(|b| build::udp(b, &IN, CLIENT, SERVER, 7000, 4500, 10));
+    assert_eq!(h.send(Side::Inside, out), OUT_);
+    let mut reply = vec![0u8; 8 + 1500];
+    let n = build::udp_datagram(&mut reply, SERVER, CLIENT, 4500, 7000, 1500).unwrap();
+    reply.truncate(n);
+    assert_eq!(h.send(Side::Outside, piece(false, 9, &reply, 0, 800, true)), IN_);
+    // Same datagram identity, first fragment again, but aimed at another port.
+    let mut evil = vec![0u8; 8 + 1500];
+    let n = build::udp_datagram(&mut evil, SERVER, CLIENT, 4500, 161, 1500).unwrap();
+    evil.truncate(n);
+    assert_eq!(h.send(Side::Outside, piece(false, 9, &evil, 0, 800, true)), drop(Reason::FragmentOverlap));
+    assert_eq!(h.send(Side::Outside, piece(false, 9, &reply, 800, reply.len(), false)), drop(Reason::FragmentOverlap));
+}
+
+#[test]
+fn datagrams_from_each_side_are_kept_apart() {
+    let mut h = Harness::new();
+    let d = udp_dgram(1500);
+    // A spoofed first fragment from the outside with the inside datagram's identity.
+    assert_eq!(h.send(Side::Outside, piece(true, 11, &d, 0, 800, true)), drop(Reason::UnsolicitedInbound));
+    // The real datagram from the inside is not affected.
+    assert_eq!(h.send(Side::Inside, piece(true, 11, &d, 0, 800, true)), OUT_);
+    assert_eq!(h.send(Side::Inside, piece(true, 11, &d, 800, d.len(), false)), OUT_);
+}
+
+#[test]
+fn stray_later_fragments_do_not_block_first_fragments() {
+    let mut h = Harness::with(Config { max_datagrams: 16, frag_stash: 8, ..Config::default() });
+    let d = udp_dgram(1500);
+    for ident in 100..200 {
+        let v = h.send(Side::Outside, piece(false, ident, &d, 800, d.len(), false));
+        assert!(v == Verdict::Held || v == drop(Reason::FragmentTableFull), "{v:?}");
+    }
+    // A member's fragmented datagram still goes out.
+    assert_eq!(h.send(Side::Inside, piece(true, 5, &d, 0, 800, true)), OUT_);
+    assert_eq!(h.send(Side::Inside, piece(true, 5, &d, 800, d.len(), false)), OUT_);
+}
+
+#[test]
+fn overlap_drops_held_fragments_and_counts_them() {
+    let mut h = Harness::new();
+    let d = udp_dgram(2000);
+    assert_eq!(h.send(Side::Inside, piece(true, 3, &d, 800, 1600, true)), Verdict::Held);
+    assert_eq!(h.send(Side::Inside, piece(true, 3, &d, 1000, 1800, true)), drop(Reason::FragmentOverlap));
+    // The held fragment went with the datagram and is counted.
+    assert_eq!(h.dropped(Reason::FragmentOverlap), 2);
+    assert_eq!(h.e.counters().fragments_held, 1);
+}
+
+#[test]
+fn a_fragmented_tcp_segment_does_not_wedge_the_connection() {
+    let mut h = Harness::new();
+    h.handshake();
+    // The client sends a 1400-byte segment in two fragments.
+    let mut seg = vec![0u8; 2048];
+    let n = build::tcp(&mut seg, &IN, CLIENT, SERVER, 40_000, 443, 1001, 5001, A, 502, 1400).unwrap();
+    let dgram = seg[14 + 20..n].to_vec();
+    let p1 = frame(|b| build::ip_fragment(b, &IN, CLIENT, SERVER, proto::TCP, 77, 0, true, &dgram[..800]));
+    let p2 = frame(|b| build::ip_fragment(b, &IN, CLIENT, SERVER, proto::TCP, 77, 800, false, &dgram[800..]));
+    assert_eq!(h.send(Side::Inside, p1), OUT_);
+    assert_eq!(h.send(Side::Inside, p2), OUT_);
+    // The server acknowledges all of it.
+    assert_eq!(h.tcp(false, 5001, 2401, A, 0), IN_);
 }

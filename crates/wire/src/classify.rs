@@ -45,6 +45,10 @@ pub struct Fragment {
     pub offset: u16,
     /// More fragments follow.
     pub more: bool,
+    /// Where this fragment's share of the datagram starts in the frame: after
+    /// the IPv4 header, or after the IPv6 fragment header (headers that
+    /// follow it belong to the fragmented part).
+    pub data_offset: u16,
 }
 
 /// What the transport layer of a frame is.
@@ -212,6 +216,7 @@ fn classify_v4(frame: &[u8], l3: usize, out: &mut Meta) -> Result<(), ParseError
         ident: u32::from(ip.ident()),
         offset: ip.frag_offset(),
         more: ip.more_frags(),
+        data_offset: l4_off as u16,
     });
     let l4_bytes = &frame[l4_off..l3_end];
     let (sport, dport) = match frag {
@@ -247,7 +252,12 @@ fn classify_v6(frame: &[u8], l3: usize, out: &mut Meta) -> Result<(), ParseError
     let l4_off = l3 + ipv6::HEADER_LEN + usize::from(chain.upper_offset);
     let l3_end = l3 + ipv6::HEADER_LEN + usize::from(ip.payload_len());
     let protocol = chain.upper_proto;
-    let frag = chain.frag.map(|f| Fragment { ident: f.ident, offset: f.offset, more: f.more });
+    let frag = chain.frag.map(|f| Fragment {
+        ident: f.ident,
+        offset: f.offset,
+        more: f.more,
+        data_offset: (l3 + ipv6::HEADER_LEN + usize::from(f.header_offset) + 8) as u16,
+    });
     let (sport, dport) = match frag {
         Some(f) if f.offset != 0 => {
             out.l4 = L4::Fragment;
@@ -308,9 +318,9 @@ fn transport(
             let i = icmpv4::Packet::new_checked(l4)?;
             let (t, code) = (i.msg_type(), i.code());
             if icmpv4::is_echo(t) {
-                let id = i.echo_ident();
-                *out = L4::IcmpEcho { request: t == icmpv4::msg::ECHO_REQUEST };
-                Ok((id, id))
+                let request = t == icmpv4::msg::ECHO_REQUEST;
+                *out = L4::IcmpEcho { request };
+                Ok(echo_ports(request, i.echo_ident()))
             } else if icmpv4::is_error(t) {
                 let inner = inner_v4(i.body())?;
                 let inner_l3_offset = (l4_off + icmpv4::HEADER_LEN) as u16;
@@ -327,9 +337,9 @@ fn transport(
             let i = icmpv6::Packet::new_checked(l4)?;
             let (t, code) = (i.msg_type(), i.code());
             if icmpv6::is_echo(t) {
-                let id = i.echo_ident();
-                *out = L4::IcmpEcho { request: t == icmpv6::msg::ECHO_REQUEST };
-                Ok((id, id))
+                let request = t == icmpv6::msg::ECHO_REQUEST;
+                *out = L4::IcmpEcho { request };
+                Ok(echo_ports(request, i.echo_ident()))
             } else if icmpv6::is_error(t) {
                 let inner = inner_v6(i.body())?;
                 let inner_l3_offset = (l4_off + icmpv6::HEADER_LEN) as u16;
@@ -349,18 +359,29 @@ fn transport(
     }
 }
 
+/// The "ports" of an echo: the identifier as the source port of a request
+/// and as the destination port of a reply, so that the reverse of a
+/// request's key is its reply's key, and a request never matches a flow
+/// opened by a request from the other side.
+#[inline]
+fn echo_ports(request: bool, ident: u16) -> (u16, u16) {
+    if request {
+        (ident, 0)
+    } else {
+        (0, ident)
+    }
+}
+
 /// Ports of a quoted transport header (`h` holds at least 8 bytes).
 #[inline]
 fn inner_ports(protocol: u8, h: &[u8]) -> (u16, u16) {
     match protocol {
         proto::TCP | proto::UDP => (u16::from_be_bytes([h[0], h[1]]), u16::from_be_bytes([h[2], h[3]])),
         proto::ICMP if icmpv4::is_echo(h[0]) => {
-            let id = u16::from_be_bytes([h[4], h[5]]);
-            (id, id)
+            echo_ports(h[0] == icmpv4::msg::ECHO_REQUEST, u16::from_be_bytes([h[4], h[5]]))
         }
         proto::ICMPV6 if icmpv6::is_echo(h[0]) => {
-            let id = u16::from_be_bytes([h[4], h[5]]);
-            (id, id)
+            echo_ports(h[0] == icmpv6::msg::ECHO_REQUEST, u16::from_be_bytes([h[4], h[5]]))
         }
         _ => (0, 0),
     }

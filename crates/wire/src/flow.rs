@@ -5,8 +5,9 @@
 //! address sits in the first four bytes of the 16-byte field, the rest zero),
 //! which keeps the hash input and the equality test branch-free.
 //!
-//! For ICMP echo and ICMPv6 echo the identifier stands in both port fields, so
-//! that [`FlowKey::reversed`] of a request's key is exactly the reply's key.
+//! For ICMP echo and ICMPv6 echo the identifier is a request's source port
+//! and a reply's destination port (the other port zero), so that
+//! [`FlowKey::reversed`] of a request's key is exactly the reply's key.
 //! For a non-first fragment (no transport header) both ports are zero.
 
 use core::fmt;

@@ -77,12 +77,14 @@ pub fn translate_v4(frame: &mut [u8], meta: &Meta, to: &FlowKey) -> Result<(), N
             u.set_src_port(to.src_port);
             u.set_dst_port(to.dst_port);
         }
-        L4::IcmpEcho { .. } if meta.key.proto == proto::ICMP && rest.len() >= icmpv4::HEADER_LEN => {
+        L4::IcmpEcho { request } if meta.key.proto == proto::ICMP && rest.len() >= icmpv4::HEADER_LEN => {
+            // The identifier is a request's source port, a reply's destination port.
+            let ident = if request { to.src_port } else { to.dst_port };
             let mut i = icmpv4::Packet::new_unchecked(rest);
             let old = i.echo_ident();
-            if old != to.src_port {
-                i.set_checksum(checksum::update_u16(i.checksum(), old, to.src_port));
-                i.set_echo_ident(to.src_port);
+            if old != ident {
+                i.set_checksum(checksum::update_u16(i.checksum(), old, ident));
+                i.set_echo_ident(ident);
             }
         }
         _ => {}
@@ -148,7 +150,7 @@ mod tests {
         ) {
             let (s, d, ns, nd) = (Ipv4Addr::from(s), Ipv4Addr::from(d), Ipv4Addr::from(ns), Ipv4Addr::from(nd));
             prop_assume!(!s.is_multicast() && !s.is_broadcast() && !ns.is_multicast() && !ns.is_broadcast());
-            let (dp, ndp) = if kind == 2 { (sp, nsp) } else { (dp, ndp) };
+            let (dp, ndp) = if kind == 2 { (0, 0) } else { (dp, ndp) };
             let mut f = build(kind, s, d, sp, dp, len);
             let m = classify(&f).unwrap();
             let mut to = m.key;

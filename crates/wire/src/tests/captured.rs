@@ -112,7 +112,7 @@ fn icmp_echo_reply() {
     assert!(i.verify_checksum());
     assert_eq!(i.embedded(), None);
     let m = classify(&ICMP_ECHO_REPLY).unwrap();
-    assert_eq!(m.key, FlowKey::v4(HOST4, PEER4, proto::ICMP, 0x4242, 0x4242));
+    assert_eq!(m.key, FlowKey::v4(HOST4, PEER4, proto::ICMP, 0, 0x4242));
     assert_eq!(m.l4, L4::IcmpEcho { request: false });
 }
 
@@ -205,7 +205,7 @@ fn icmpv6_echo_reply() {
     let i = icmpv6::Packet::new_checked(ip.payload()).unwrap();
     assert!(i.verify_checksum(&HOST6, &PEER6));
     let m = classify(&ICMPV6_ECHO_REPLY).unwrap();
-    assert_eq!(m.key, FlowKey::v6(HOST6, PEER6, proto::ICMPV6, 0x77, 0x77));
+    assert_eq!(m.key, FlowKey::v6(HOST6, PEER6, proto::ICMPV6, 0, 0x77));
     assert_eq!(m.l4, L4::IcmpEcho { request: false });
 }
 
@@ -223,12 +223,12 @@ fn ipv6_hop_by_hop_and_fragments() {
 
     let m1 = classify(&IPV6_HBH_FRAG1).unwrap();
     assert_eq!(m1.key, FlowKey::v6(HOST6, PEER6, proto::UDP, 53001, 5353));
-    assert_eq!(m1.frag, Some(Fragment { ident: 0x83fe_22bc, offset: 0, more: true }));
+    assert_eq!(m1.frag, Some(Fragment { ident: 0x83fe_22bc, offset: 0, more: true, data_offset: 14 + 40 + 16 }));
     assert_eq!((m1.l4, m1.l4_offset, m1.l3_end), (L4::Udp, 14 + 40 + 16, 1294));
 
     let m2 = classify(&IPV6_HBH_FRAG2).unwrap();
     assert_eq!(m2.key, FlowKey::v6(HOST6, PEER6, proto::UDP, 0, 0));
-    assert_eq!(m2.frag, Some(Fragment { ident: 0x83fe_22bc, offset: 1224, more: false }));
+    assert_eq!(m2.frag, Some(Fragment { ident: 0x83fe_22bc, offset: 1224, more: false, data_offset: 14 + 40 + 16 }));
     assert_eq!((m2.l4, m2.l4_offset), (L4::Fragment, 14 + 40 + 16)); // hop-by-hop is repeated: unfragmentable part
     assert!(m2.is_later_fragment());
 

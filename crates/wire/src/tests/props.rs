@@ -156,7 +156,8 @@ proptest! {
             }
             Kind::Echo { request, .. } => {
                 let p = if v6 { proto::ICMPV6 } else { proto::ICMP };
-                prop_assert_eq!(m.key, key_of(s, d, p, sp, sp));
+                let (ksp, kdp) = if request { (sp, 0) } else { (0, sp) };
+                prop_assert_eq!(m.key, key_of(s, d, p, ksp, kdp));
                 prop_assert_eq!(m.l4, L4::IcmpEcho { request });
                 if let (IpAddr::V6(s6), IpAddr::V6(d6)) = a {
                     prop_assert!(icmpv6::Packet::new_checked(l4).unwrap().verify_checksum(&s6, &d6));
