@@ -189,3 +189,147 @@ mod tests {
         assert_eq!(translate_v4(&mut b[..n], &m, &m.key), Err(NatError::NotIpv4));
     }
 }
+
+/// Rewrites an ICMPv4 error (classified as `meta`) whose quoted packet must
+/// read as `inner_to` and whose outer header must carry `outer_to`'s
+/// addresses. RFC 5508: the quoted IP header and ports are translated like
+/// the packet they quote, every checksum stays right (outer IP, quoted IP,
+/// the quoted transport checksum where the quote holds it, and the ICMP
+/// checksum over all of it), all incrementally.
+pub fn translate_icmp_error_v4(
+    frame: &mut [u8],
+    meta: &Meta,
+    outer_to: (Ipv4Addr, Ipv4Addr),
+    inner_to: &FlowKey,
+) -> Result<(), NatError> {
+    let L4::IcmpError { inner, inner_l3_offset, .. } = meta.l4 else {
+        return Err(NatError::Mismatch);
+    };
+    if meta.key.family != Family::V4 || inner.family != Family::V4 || inner_to.family != Family::V4 {
+        return Err(NatError::NotIpv4);
+    }
+    let (l3, icmp_at, end) = (usize::from(meta.l3_offset), usize::from(meta.l4_offset), usize::from(meta.l3_end));
+    let q = usize::from(inner_l3_offset);
+    if end > frame.len() || q + ipv4::HEADER_LEN > end || icmp_at + icmpv4::HEADER_LEN > q {
+        return Err(NatError::Mismatch);
+    }
+    // Outer header (ICMP has no pseudo header: its checksum does not see it).
+    {
+        let mut ip = ipv4::Packet::new_unchecked(&mut frame[l3..icmp_at]);
+        let mut c = ip.checksum();
+        let (os, od) = (ip.src_addr(), ip.dst_addr());
+        c = checksum::update_u32(c, u32::from(os), u32::from(outer_to.0));
+        c = checksum::update_u32(c, u32::from(od), u32::from(outer_to.1));
+        ip.set_src_addr(outer_to.0);
+        ip.set_dst_addr(outer_to.1);
+        ip.set_checksum(c);
+    }
+    // The quoted packet: remember its bytes, rewrite, then fold the
+    // difference into the ICMP checksum.
+    let ihl = usize::from(frame[q] & 0x0f) * 4;
+    let tp = q + ihl;
+    let region_end = end.min(tp + tcp::HEADER_LEN);
+    let region_end = q + (region_end - q) / 2 * 2;
+    let mut old = [0u8; 80];
+    let n = region_end - q;
+    old[..n].copy_from_slice(&frame[q..region_end]);
+    {
+        let mut ip = ipv4::Packet::new_unchecked(&mut frame[q..tp]);
+        let mut c = ip.checksum();
+        c = checksum::update_u32(c, u32::from(inner.src_v4()), u32::from(inner_to.src_v4()));
+        c = checksum::update_u32(c, u32::from(inner.dst_v4()), u32::from(inner_to.dst_v4()));
+        ip.set_src_addr(inner_to.src_v4());
+        ip.set_dst_addr(inner_to.dst_v4());
+        ip.set_checksum(c);
+    }
+    let quoted = &mut frame[tp..end];
+    let addrs = ((inner.src_v4(), inner.dst_v4()), (inner_to.src_v4(), inner_to.dst_v4()));
+    match inner.proto {
+        proto::TCP | proto::UDP if quoted.len() >= 4 => {
+            let csum_at = if inner.proto == proto::TCP { 16 } else { 6 };
+            if quoted.len() >= csum_at + 2 {
+                let old_c = u16::from_be_bytes([quoted[csum_at], quoted[csum_at + 1]]);
+                if !(inner.proto == proto::UDP && old_c == 0) {
+                    let mut c = transport_csum(old_c, addrs.0, addrs.1, &inner, inner_to);
+                    if inner.proto == proto::UDP && c == 0 {
+                        c = 0xffff;
+                    }
+                    quoted[csum_at..csum_at + 2].copy_from_slice(&c.to_be_bytes());
+                }
+            }
+            quoted[0..2].copy_from_slice(&inner_to.src_port.to_be_bytes());
+            quoted[2..4].copy_from_slice(&inner_to.dst_port.to_be_bytes());
+        }
+        proto::ICMP if quoted.len() >= 8 => {
+            // A quoted echo: its identifier (source port of a request,
+            // destination port of a reply) and its own checksum.
+            let request = quoted[0] == icmpv4::msg::ECHO_REQUEST;
+            let (old_id, new_id) =
+                if request { (inner.src_port, inner_to.src_port) } else { (inner.dst_port, inner_to.dst_port) };
+            let old_c = u16::from_be_bytes([quoted[2], quoted[3]]);
+            quoted[2..4].copy_from_slice(&checksum::update_u16(old_c, old_id, new_id).to_be_bytes());
+            quoted[4..6].copy_from_slice(&new_id.to_be_bytes());
+        }
+        _ => {}
+    }
+    let new_region = &frame[q..region_end];
+    let icmp_c = u16::from_be_bytes([frame[icmp_at + 2], frame[icmp_at + 3]]);
+    let c = checksum::update_bytes(icmp_c, &old[..n], new_region);
+    frame[icmp_at + 2..icmp_at + 4].copy_from_slice(&c.to_be_bytes());
+    Ok(())
+}
+
+#[cfg(test)]
+mod icmp_tests {
+    use super::*;
+    use crate::build::{self, Eth};
+    use crate::classify::classify;
+    use crate::ethernet::MacAddr;
+    use crate::tcp::TcpFlags;
+    use core::net::IpAddr;
+    use proptest::prelude::*;
+
+    const ETH: Eth = Eth { src: MacAddr([2, 0, 0, 0, 0, 1]), dst: MacAddr([2, 0, 0, 0, 0, 2]), vlan: None };
+
+    fn invoking(kind: u8, s: Ipv4Addr, d: Ipv4Addr, sp: u16, dp: u16, len: usize) -> Vec<u8> {
+        let mut b = vec![0u8; 2048];
+        let (s, d) = (IpAddr::V4(s), IpAddr::V4(d));
+        let n = match kind {
+            0 => build::tcp(&mut b, &ETH, s, d, sp, dp, 7, 9, TcpFlags::ACK, 100, len),
+            1 => build::udp(&mut b, &ETH, s, d, sp, dp, len),
+            _ => build::icmp_echo(&mut b, &ETH, s, d, true, sp, 1, len),
+        }
+        .unwrap();
+        b[14..n].to_vec()
+    }
+
+    fn error(router: Ipv4Addr, to: Ipv4Addr, quoted: &[u8]) -> Vec<u8> {
+        let mut b = vec![0u8; 2048];
+        let n = build::icmp_error(&mut b, &ETH, IpAddr::V4(router), IpAddr::V4(to), 3, 3, quoted).unwrap();
+        b.truncate(n);
+        b
+    }
+
+    proptest! {
+        /// Translating an error gives the error built about the translated packet.
+        #[test]
+        fn error_translation_equals_building_anew(
+            kind in 0u8..3, s: u32, d: u32, sp: u16, dp: u16, ns: u32, nsp: u16, router: u32, len in 0usize..700,
+        ) {
+            let (s, d, ns, router) = (Ipv4Addr::from(s), Ipv4Addr::from(d), Ipv4Addr::from(ns), Ipv4Addr::from(router));
+            prop_assume!(![s, ns, router].iter().any(|a| a.is_multicast() || a.is_broadcast()));
+            let dp = if kind == 2 { 0 } else { dp };
+            // The packet as it left (translated), the error about it, coming back.
+            let sent = invoking(kind, ns, d, nsp, dp, len);
+            let mut err = error(router, ns, &sent);
+            let m = classify(&err).unwrap();
+            // Untranslate: the quoted packet as the member sent it.
+            let original = invoking(kind, s, d, sp, dp, len);
+            let inner_to = classify(&[&[0u8; 14][..], &original].concat().iter().enumerate()
+                .map(|(i, b)| if i == 12 { 8 } else if i == 13 { 0 } else { *b }).collect::<Vec<_>>()).unwrap().key;
+            translate_icmp_error_v4(&mut err, &m, (router, s), &inner_to).unwrap();
+            let want = error(router, s, &original);
+            prop_assert_eq!(err, want);
+        }
+    }
+}
