@@ -54,6 +54,20 @@ reasons! {
     IcmpErrorWrongDirection => "icmp_error_wrong_direction",
     /// No room for a new flow, and no unanswered flow could be evicted.
     FlowTableFull => "flow_table_full",
+    /// An inside source that is neither a member's nor the box's, nor in an internal network (BCP 38).
+    SpoofedSource => "spoofed_source",
+    /// An inside source in an internal network that belongs to no member.
+    UnregisteredSource => "unregistered_source",
+    /// The member is blocked (or their flows ended by a reload).
+    MemberBlocked => "member_blocked",
+    /// A source or destination in the database's global blocks.
+    BlockedAddress => "blocked_address",
+    /// A member without a public IPv4 address opened an IPv4 flow.
+    NoPublicAddress => "no_public_address",
+    /// The member holds its quota of NAT bindings.
+    NatQuota => "nat_quota",
+    /// Every port of the member's range is in use.
+    NatPortsExhausted => "nat_ports_exhausted",
     /// A packet of a translated flow that cannot be rewritten (not IPv4, or cut short).
     NatUntranslatable => "nat_untranslatable",
     /// A fragment overlaps one already seen for the same datagram (RFC 5722, RFC 1858).
@@ -139,6 +153,8 @@ pub struct Counters {
     pub flows_evicted: u64,
     /// Flows taken over mid-stream (TCP loose pick-up).
     pub flows_picked_up: u64,
+    /// Flows ended because a reload ended their member's.
+    pub flows_ended: u64,
     pub fragments_held: u64,
     pub fragments_released: u64,
     pub drops: [u64; DropReason::COUNT],
@@ -158,6 +174,7 @@ impl Default for Counters {
             flows_expired: 0,
             flows_evicted: 0,
             flows_picked_up: 0,
+            flows_ended: 0,
             fragments_held: 0,
             fragments_released: 0,
             drops: [0; DropReason::COUNT],
@@ -194,6 +211,7 @@ impl Counters {
         self.flows_expired += o.flows_expired;
         self.flows_evicted += o.flows_evicted;
         self.flows_picked_up += o.flows_picked_up;
+        self.flows_ended += o.flows_ended;
         self.fragments_held += o.fragments_held;
         self.fragments_released += o.fragments_released;
         for (a, b) in self.drops.iter_mut().zip(o.drops.iter()) {
@@ -219,6 +237,7 @@ impl Counters {
             ("flows_expired", self.flows_expired),
             ("flows_evicted", self.flows_evicted),
             ("flows_picked_up", self.flows_picked_up),
+            ("flows_ended", self.flows_ended),
             ("fragments_held", self.fragments_held),
             ("fragments_released", self.fragments_released),
         ];

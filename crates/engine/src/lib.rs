@@ -23,6 +23,7 @@
 pub mod conntrack;
 pub mod counters;
 pub mod frag;
+pub mod members;
 pub mod nat;
 pub mod pipeline;
 pub mod table;

@@ -16,13 +16,19 @@
 use crate::conntrack::{Conntrack, Hit, NewFlow, ProtoState, Timeouts, EXPIRE_BUDGET, NO_BINDING, NO_MEMBER};
 use crate::counters::{Counters, DropReason, Reason};
 use crate::frag::{datagram_key, FlowRef, Fragments, Outcome, Piece};
+use crate::members::{Accounts, DOWN, UP};
+use crate::nat::{Nat, NatRefusal, Public};
 use crate::tcp::{Refusal, Segment, TcpState, TcpTrack};
 use crate::time::Time;
 use crate::{Side, Verdict};
+use core::net::IpAddr;
 use core::time::Duration;
+use policy::{Direction, Policy, Status};
+use std::sync::Arc;
 use wire::classify::{classify, classify_into, Meta, L4};
 use wire::flow::proto;
 use wire::tcp::TcpFlags;
+use wire::FlowKey;
 use wire::FrameBuf;
 
 /// Frames processed per pass; longer batches are taken in chunks of this.
@@ -44,6 +50,8 @@ pub struct Config {
     /// Fragments that can be held while their first fragment is missing.
     pub frag_stash: u16,
     pub frag_timeout: Duration,
+    /// NAT bindings one member may hold at once (RFC 6888 REQ-4).
+    pub nat_quota: u32,
 }
 
 impl Default for Config {
@@ -56,6 +64,7 @@ impl Default for Config {
             max_datagrams: 4096,
             frag_stash: 256,
             frag_timeout: Duration::from_secs(30),
+            nat_quota: 8192,
         }
     }
 }
@@ -75,6 +84,13 @@ pub struct Engine {
     hits: Box<[Option<Hit>]>,
     /// The flow table's generation when `hits` were looked up.
     hits_generation: u64,
+    /// The member policy; without one, the classic stateful policy applies
+    /// (inside may open, outside may answer) and nothing is translated.
+    policy: Option<Arc<Policy>>,
+    nat: Nat,
+    accounts: Accounts,
+    /// Next slab index of the sweep that ends flows of ended members, if one runs.
+    sweep: Option<u32>,
 }
 
 impl Engine {
@@ -89,6 +105,10 @@ impl Engine {
             hashes: vec![0; MAX_BATCH].into(),
             hits: vec![None; MAX_BATCH].into(),
             hits_generation: 0,
+            policy: None,
+            nat: Nat::new(cfg.max_flows, cfg.nat_quota, cfg.hash_key),
+            accounts: Accounts::new(cfg.hash_key),
+            sweep: None,
             cfg,
         }
     }
@@ -103,6 +123,49 @@ impl Engine {
 
     pub fn conntrack(&self) -> &Conntrack {
         &self.ct
+    }
+
+    /// Per-member accounting of this core.
+    pub fn accounts(&self) -> &Accounts {
+        &self.accounts
+    }
+
+    /// NAT bindings of this core.
+    pub fn nat(&self) -> &Nat {
+        &self.nat
+    }
+
+    pub fn policy(&self) -> Option<&Arc<Policy>> {
+        self.policy.as_ref()
+    }
+
+    /// Installs a new policy generation (call between batches). Flows,
+    /// bindings and counters stay; flows of members that are gone, blocked
+    /// or whose addresses changed end: at once on their next packet, and by
+    /// a bounded sweep of the table in [`Engine::poll_timers`].
+    pub fn set_policy(&mut self, new: Arc<Policy>) {
+        let ended: Vec<u32> = match &self.policy {
+            Some(old) => policy::diff(old, &new).flows_to_end().collect(),
+            None => Vec::new(),
+        };
+        for id in &ended {
+            if let Some(slot) = self.accounts.slot_of(*id) {
+                self.accounts.set_ended(slot, true);
+            }
+        }
+        if !ended.is_empty() {
+            self.sweep = Some(0);
+        }
+        // Forwarded ports are never handed out to members' outbound flows.
+        self.nat.clear_reservations();
+        for (r, m) in new.members() {
+            if let Some(p) = m.public {
+                for f in new.forwards(r) {
+                    self.nat.reserve(p.address, f.protocol.number(), f.public_port);
+                }
+            }
+        }
+        self.policy = Some(new);
     }
 
     /// Fragmented datagrams being tracked.
@@ -170,7 +233,7 @@ impl Engine {
             let v = if let Some(frag) = m.frag {
                 self.fragment(now, from, m, frag, i, frames[i].bytes_mut())
             } else if let L4::IcmpError { inner, .. } = &m.l4 {
-                self.related(now, from, m, inner)
+                self.related(now, from, m, frames[i].bytes_mut(), inner)
             } else {
                 self.track(now, from, m, i, frames[i].bytes_mut()).0
             };
@@ -193,7 +256,6 @@ impl Engine {
     /// Connection tracking and policy for one packet with a transport key.
     /// Returns the verdict and the flow it belongs to.
     fn track(&mut self, now: Time, from: Side, m: &Meta, i: usize, frame: &mut [u8]) -> (Verdict, Option<Hit>) {
-        let len = frame.len();
         let seg = match m.l4 {
             L4::Tcp { flags, seq, ack, window, payload_len, wscale } => {
                 let s = Segment {
@@ -243,7 +305,7 @@ impl Engine {
         if let Some(h) = hit {
             return (self.fast_path(now, from, m, h, seg.as_ref(), frame), Some(h));
         }
-        self.slow_path(now, from, m, seg.as_ref(), len)
+        self.slow_path(now, from, m, seg.as_ref(), frame)
     }
 
     #[inline]
@@ -257,11 +319,19 @@ impl Engine {
         frame: &mut [u8],
     ) -> Verdict {
         let dir = h.dir as usize;
-        let (f, timeouts) = self.ct.flow_and_timeouts(h.flow);
+        let f = self.ct.flow(h.flow);
         let (came_from, goes_to) = if dir == 0 { (f.orig_side, f.reply_side) } else { (f.reply_side, f.orig_side) };
         if from != came_from {
             return self.drop(Reason::WrongSide);
         }
+        let member = f.member;
+        let up = (dir == 0) == (f.orig_side == Side::Inside);
+        if member != NO_MEMBER && self.accounts.ended(member) {
+            // A reload ended this member's flows (blocked, removed, renumbered).
+            self.ct.remove(h.flow);
+            return self.drop(Reason::MemberBlocked);
+        }
+        let (f, timeouts) = self.ct.flow_and_timeouts(h.flow);
         let timeout_before = f.timeout(timeouts);
         if let (ProtoState::Tcp(t), Some(seg)) = (&mut f.state, seg) {
             let was_closed = matches!(t.state, TcpState::Close | TcpState::TimeWait);
@@ -297,6 +367,9 @@ impl Engine {
                 return self.drop(Reason::NatUntranslatable);
             }
         }
+        if member != NO_MEMBER {
+            self.accounts.add(member, if up { UP } else { DOWN }, frame.len());
+        }
         self.counters.fast_path += 1;
         Verdict::Forward(goes_to)
     }
@@ -307,32 +380,53 @@ impl Engine {
         from: Side,
         m: &Meta,
         seg: Option<&Segment>,
-        len: usize,
+        frame: &mut [u8],
     ) -> (Verdict, Option<Hit>) {
         self.counters.slow_path += 1;
-        if from == Side::Outside {
-            return (self.drop(Reason::UnsolicitedInbound), None);
-        }
         let mut picked_up = false;
         let state = match (m.l4, seg) {
             (_, Some(s)) if s.syn && !s.ack => ProtoState::Tcp(TcpTrack::open(s)),
-            (_, Some(s)) if self.cfg.tcp_loose && s.ack && !s.rst && !s.syn => {
+            // Mid-stream pick-up only for what the inside sends.
+            (_, Some(s)) if from == Side::Inside && self.cfg.tcp_loose && s.ack && !s.rst && !s.syn => {
                 picked_up = true;
                 ProtoState::Tcp(TcpTrack::pick_up(s))
             }
+            (_, Some(_)) if from == Side::Outside => return (self.drop(Reason::UnsolicitedInbound), None),
             (_, Some(_)) => return (self.drop(Reason::TcpNoFlow), None),
+            (L4::IcmpEcho { request: false }, _) if from == Side::Outside => {
+                return (self.drop(Reason::UnsolicitedInbound), None)
+            }
             (L4::IcmpEcho { request: false }, _) => return (self.drop(Reason::NewFlowDenied), None),
             // Only echo is tracked: other informational ICMP has no reply to pair.
+            (L4::IcmpOther { .. }, _) if from == Side::Outside => return (self.drop(Reason::UnsolicitedInbound), None),
             (L4::IcmpOther { .. }, _) => return (self.drop(Reason::IcmpNotTracked), None),
             (_, None) => Conntrack::state_for_new(m.key.proto),
         };
+        let admit = match self.policy.take() {
+            Some(p) => {
+                let a = self.admit(&p, from, m);
+                self.policy = Some(p);
+                a
+            }
+            None if from == Side::Outside => Err(Reason::UnsolicitedInbound),
+            None => Ok(Admit { out: m.key, reply_side: Side::Outside, member: None, binding: NO_BINDING }),
+        };
+        let admit = match admit {
+            Ok(a) => a,
+            Err(r) => return (self.drop(r), None),
+        };
+        if admit.out != m.key && wire::nat::translate_v4(frame, m, &admit.out).is_err() {
+            self.release_binding(admit.binding);
+            return (self.drop(Reason::NatUntranslatable), None);
+        }
+        let slot = admit.member.map_or(NO_MEMBER, |id| self.accounts.slot(id));
         let new = NewFlow {
-            keys: [m.key, m.key.reversed()],
+            keys: [m.key, admit.out.reversed()],
             state,
             orig_side: from,
-            reply_side: from.other(),
-            member: NO_MEMBER,
-            binding: NO_BINDING,
+            reply_side: admit.reply_side,
+            member: slot,
+            binding: admit.binding,
         };
         match self.ct.insert(&new, now) {
             Ok((idx, evicted)) => {
@@ -341,27 +435,133 @@ impl Engine {
                 self.counters.flows_picked_up += u64::from(picked_up);
                 let f = self.ct.flow_mut(idx);
                 f.packets[0] = 1;
-                f.bytes[0] = len as u64;
-                (Verdict::Forward(from.other()), Some(Hit { flow: idx, dir: 0 }))
+                f.bytes[0] = frame.len() as u64;
+                if slot != NO_MEMBER {
+                    self.accounts.add(slot, if from == Side::Inside { UP } else { DOWN }, frame.len());
+                }
+                (Verdict::Forward(admit.reply_side), Some(Hit { flow: idx, dir: 0 }))
             }
-            Err(_) => (self.drop(Reason::FlowTableFull), None),
+            Err(_) => {
+                self.release_binding(admit.binding);
+                (self.drop(Reason::FlowTableFull), None)
+            }
         }
+    }
+
+    fn release_binding(&mut self, b: u32) {
+        if b != NO_BINDING {
+            self.nat.release(b);
+        }
+    }
+
+    /// The member policy's answer for a packet that opens a flow: how it
+    /// leaves (translated or not), where its replies come from, whose it is.
+    fn admit(&mut self, p: &Policy, from: Side, m: &Meta) -> Result<Admit, Reason> {
+        let k = &m.key;
+        let (src, dst) = (k.src_ip(), k.dst_ip());
+        let v4 = k.family == wire::Family::V4;
+        if from == Side::Outside {
+            if p.blocked(src, dst, Direction::Inbound) {
+                return Err(Reason::BlockedAddress);
+            }
+            let (member, out) = if v4 {
+                let fw = p.port_forward(k.dst_v4(), k.proto, k.dst_port).ok_or(Reason::UnsolicitedInbound)?;
+                let mut out = *k;
+                out.set_dst_v4(fw.internal);
+                out.dst_port = fw.port;
+                (fw.member, out)
+            } else {
+                let IpAddr::V6(d6) = dst else { return Err(Reason::UnsolicitedInbound) };
+                (p.ipv6_opening(d6, k.proto, k.dst_port).ok_or(Reason::UnsolicitedInbound)?, *k)
+            };
+            let info = p.member(member);
+            if info.status == Status::Blocked {
+                return Err(Reason::MemberBlocked);
+            }
+            return Ok(Admit { out, reply_side: Side::Inside, member: Some(info.id), binding: NO_BINDING });
+        }
+
+        // From the inside: whose is it?
+        let Some(r) = p.member_of_inside(src) else {
+            if p.is_box(src) {
+                return Ok(Admit { out: *k, reply_side: Side::Outside, member: None, binding: NO_BINDING });
+            }
+            return Err(if p.is_internal(src) { Reason::UnregisteredSource } else { Reason::SpoofedSource });
+        };
+        let info = p.member(r);
+        if info.status == Status::Blocked {
+            return Err(Reason::MemberBlocked);
+        }
+        if p.blocked(src, dst, Direction::Outbound) {
+            return Err(Reason::BlockedAddress);
+        }
+        let id = info.id;
+        if !v4 {
+            return Ok(Admit { out: *k, reply_side: Side::Outside, member: Some(id), binding: NO_BINDING });
+        }
+        let public = info.public.ok_or(Reason::NoPublicAddress)?;
+        let mut out = *k;
+        let mut reply_side = Side::Outside;
+        // Hairpinning: a member reaching a public address behind this box.
+        if let Some(fw) = p.port_forward(k.dst_v4(), k.proto, k.dst_port) {
+            if p.member(fw.member).status == Status::Blocked {
+                return Err(Reason::MemberBlocked);
+            }
+            out.set_dst_v4(fw.internal);
+            out.dst_port = fw.port;
+            reply_side = Side::Inside;
+        } else if p.member_of_public(k.dst_v4(), k.dst_port).is_some() {
+            return Err(Reason::UnsolicitedInbound);
+        }
+        out.set_src_v4(public.address);
+        let range = Public { addr: public.address, first: public.first_port, last: public.last_port };
+        let binding = match m.l4 {
+            L4::Tcp { .. } | L4::Udp | L4::IcmpEcho { .. } => {
+                let b = self.nat.acquire(id, range, k.proto, k.src_v4(), k.src_port).map_err(|e| match e {
+                    NatRefusal::Quota => Reason::NatQuota,
+                    NatRefusal::Exhausted => Reason::NatPortsExhausted,
+                    NatRefusal::TableFull => Reason::FlowTableFull,
+                })?;
+                out.src_port = self.nat.binding(b).public_port;
+                b
+            }
+            // No ports to translate: the address alone.
+            _ => NO_BINDING,
+        };
+        Ok(Admit { out, reply_side, member: Some(id), binding })
     }
 
     /// An ICMP error passes if it quotes a packet of a tracked flow and
     /// travels back towards that packet's sender.
-    fn related(&mut self, now: Time, from: Side, m: &Meta, inner: &wire::FlowKey) -> Verdict {
-        let hash = self.ct.hash(inner);
-        let Some(h) = self.ct.lookup(hash, inner) else {
+    /// An ICMP error passes if it quotes a packet of a tracked flow, comes
+    /// from the side that packet went to, and is addressed to the packet's
+    /// source; it goes back to the sender, translated into what the sender
+    /// sent if the flow is translated (RFC 5508). It never creates state.
+    fn related(&mut self, now: Time, from: Side, m: &Meta, frame: &mut [u8], inner: &FlowKey) -> Verdict {
+        // The quoted packet left the box as the reverse of the other
+        // direction's key: look that key up.
+        let probe = inner.reversed();
+        let Some(h) = self.ct.lookup(self.ct.hash(&probe), &probe) else {
             return self.drop(Reason::IcmpErrorNoFlow);
         };
         let f = self.ct.flow(h.flow);
         if f.expires <= now {
             return self.drop(Reason::IcmpErrorNoFlow);
         }
-        let sender_side = if h.dir == 0 { f.orig_side } else { f.orig_side.other() };
-        if from == sender_side || m.key.dst != inner.src || m.key.family != inner.family {
+        // The direction of the quoted packet.
+        let d = 1 - h.dir as usize;
+        let (sender_side, went_to) = if d == 0 { (f.orig_side, f.reply_side) } else { (f.reply_side, f.orig_side) };
+        if from != went_to || m.key.dst != inner.src || m.key.family != inner.family {
             return self.drop(Reason::IcmpErrorWrongDirection);
+        }
+        if f.translated {
+            let sent = f.keys[d];
+            // An error from the far end itself names it as the sender knows it.
+            let far_seen = f.keys[1 - d].src;
+            let outer_src = if m.key.src == far_seen { sent.dst_v4() } else { m.key.src_v4() };
+            if wire::nat::translate_icmp_error_v4(frame, m, (outer_src, sent.src_v4()), &sent).is_err() {
+                return self.drop(Reason::NatUntranslatable);
+            }
         }
         self.counters.icmp_related += 1;
         Verdict::Forward(sender_side)
@@ -390,7 +590,7 @@ impl Engine {
             Piece::Decided(o) => self.apply(o, from, m, bytes),
             Piece::First(e) => {
                 let (v, hit) = match m.l4 {
-                    L4::IcmpError { inner, .. } => (self.related(now, from, m, &inner), None),
+                    L4::IcmpError { inner, .. } => (self.related(now, from, m, bytes, &inner), None),
                     _ => self.track(now, from, m, i, bytes),
                 };
                 let outcome = match v {
@@ -447,6 +647,27 @@ impl Engine {
         })
     }
 
+    /// Ends, a bounded slice at a time, the flows of members a reload ended.
+    fn sweep_ended(&mut self) {
+        let Some(start) = self.sweep else { return };
+        let end = (start as usize + EXPIRE_BUDGET).min(self.ct.capacity());
+        for i in start..end as u32 {
+            let f = self.ct.flow(i);
+            if f.is_live() && f.member != NO_MEMBER && self.accounts.ended(f.member) {
+                self.ct.remove(i);
+                self.counters.flows_ended += 1;
+            }
+        }
+        if end == self.ct.capacity() {
+            self.sweep = None;
+            for slot in 0..self.accounts.len() as u32 {
+                self.accounts.set_ended(slot, false);
+            }
+        } else {
+            self.sweep = Some(end as u32);
+        }
+    }
+
     /// Expires flows and fragments due by `now`; bounded work per call.
     /// Returns how many flows expired.
     pub fn poll_timers(&mut self, now: Time) -> usize {
@@ -454,6 +675,11 @@ impl Engine {
         self.last_now = now;
         let n = self.ct.expire(now, EXPIRE_BUDGET);
         self.counters.flows_expired += n as u64;
+        self.sweep_ended();
+        let Engine { ct, nat, .. } = self;
+        for (_, b) in ct.take_released() {
+            nat.release(b);
+        }
         let timed_out = self.frags.expire(now, 64);
         self.counters.drops[DropReason::from(Reason::FragmentTimeout).index()] += timed_out;
         n
@@ -491,4 +717,14 @@ fn follow(ct: &mut Conntrack, flow: Option<FlowRef>, from: Side, m: &Meta, bytes
         wire::nat::translate_v4(bytes, &fake, &out).map_err(|_| Reason::NatUntranslatable)?;
     }
     Ok(())
+}
+
+/// What policy decided for a flow's first packet.
+struct Admit {
+    /// The key the packet leaves with (translated or not).
+    out: FlowKey,
+    reply_side: Side,
+    /// The member the flow is accounted to (stable id).
+    member: Option<u32>,
+    binding: u32,
 }

@@ -1,0 +1,95 @@
+//! Per-member accounting on the core that owns the member.
+//!
+//! Every flow that belongs to a member carries an account *slot*: a dense
+//! index into this core's [`Accounts`], stable for as long as the engine
+//! lives (member ids are stable across policy generations, slots follow
+//! them). The fast path adds to the slot of the packet's flow: one array
+//! write, no lookup. The control side reads every core's accounts, sums
+//! them, and persists the totals; nothing here is shared or atomic.
+//!
+//! Directions are the member's: *up* is what the member's devices send
+//! (towards the internet, or towards another member), *down* what they
+//! receive.
+
+use ahash::RandomState;
+use std::collections::HashMap;
+
+/// Bytes and packets of one member, as this core counted them.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Account {
+    /// The member's stable id (from the database).
+    pub member_id: u32,
+    /// `[up, down]`.
+    pub bytes: [u64; 2],
+    pub packets: [u64; 2],
+    /// The member's flows are to end (blocked, deleted or changed by a
+    /// reload): the fast path ends any flow it meets with this set.
+    pub(crate) ended: bool,
+}
+
+pub const UP: usize = 0;
+pub const DOWN: usize = 1;
+
+#[derive(Debug)]
+pub struct Accounts {
+    slots: Vec<Account>,
+    by_id: HashMap<u32, u32, RandomState>,
+}
+
+impl Accounts {
+    pub fn new(key: [u64; 4]) -> Accounts {
+        Accounts {
+            slots: Vec::new(),
+            by_id: HashMap::with_hasher(RandomState::with_seeds(key[3], key[2], key[1], key[0] ^ 0x6163_6374)),
+        }
+    }
+
+    /// The slot of `member_id`, made on first sight (slow path only).
+    pub fn slot(&mut self, member_id: u32) -> u32 {
+        if let Some(&s) = self.by_id.get(&member_id) {
+            return s;
+        }
+        let s = self.slots.len() as u32;
+        self.slots.push(Account { member_id, ..Account::default() });
+        self.by_id.insert(member_id, s);
+        s
+    }
+
+    pub fn slot_of(&self, member_id: u32) -> Option<u32> {
+        self.by_id.get(&member_id).copied()
+    }
+
+    /// Adds a packet of `len` bytes to `slot` in direction `dir` ([`UP`] or [`DOWN`]).
+    #[inline]
+    pub fn add(&mut self, slot: u32, dir: usize, len: usize) {
+        let a = &mut self.slots[slot as usize];
+        a.bytes[dir] += len as u64;
+        a.packets[dir] += 1;
+    }
+
+    #[inline]
+    pub(crate) fn ended(&self, slot: u32) -> bool {
+        self.slots[slot as usize].ended
+    }
+
+    pub(crate) fn set_ended(&mut self, slot: u32, ended: bool) {
+        self.slots[slot as usize].ended = ended;
+    }
+
+    /// Every member this core has counted, in slot order.
+    pub fn iter(&self) -> impl Iterator<Item = &Account> {
+        self.slots.iter()
+    }
+
+    pub fn get(&self, member_id: u32) -> Option<&Account> {
+        self.slot_of(member_id).map(|s| &self.slots[s as usize])
+    }
+
+    pub fn len(&self) -> usize {
+        self.slots.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.slots.is_empty()
+    }
+}

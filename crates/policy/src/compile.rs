@@ -1,0 +1,572 @@
+//! The compiler: a [`MemberDb`] in, a [`Policy`] or every problem out.
+//!
+//! Validation and building are one pass per table, in dependency order
+//! (plans, members, networks, addresses, public addresses, forwards,
+//! openings, blocks). A row with a problem is reported and left out, and
+//! the pass goes on, so one run lists everything an operator has to fix;
+//! if anything was reported the result is an error and the half-built
+//! policy is thrown away (the running one stays).
+//!
+//! Cost: every rule is checked by sorting and one sweep, or by a lookup in
+//! a structure built from earlier tables, never by comparing all pairs:
+//! O(n log n) in the rows. Overlaps are found with the CIDR property that
+//! two prefixes are nested or disjoint: sorted by start (longer ranges
+//! first), an address overlaps an earlier one exactly when it starts
+//! inside the latest range that is still open (the "cover").
+//!
+//! What a member may overlap: its own addresses (a device /32 inside the
+//! member's /29 is the usual layout, and the lookup then answers from the
+//! device hash first); never another member's, never the box's.
+
+use core::fmt::Write as _;
+use core::net::{IpAddr, Ipv4Addr};
+use std::collections::HashMap;
+use std::hash::BuildHasher;
+
+use ahash::RandomState;
+
+use crate::error::{PolicyError, Problem, Rule, Table};
+use crate::interval::{Bits, Intervals};
+use crate::model::{BlockDirection, Member, MemberDb, NetworkKind, Plan, PortForward, PublicAddress, Rates, Status};
+use crate::policy::{
+    forward_key, Forward, ForwardRule, MemberInfo, MemberRef, Opening, PlanInfo, Policy, PublicRange, RangeSet,
+};
+use crate::prefix::IpPrefix;
+
+/// The smallest burst a plan may have: one full-size Ethernet payload, or
+/// a token bucket could never release a 1500-byte packet.
+pub const MIN_BURST_BYTES: u32 = 1500;
+
+/// Compiles `db` into generation `generation`, or lists every problem.
+///
+/// The keyed hashes of the policy get a fresh random key (from the
+/// standard library's per-process random state).
+pub fn compile(db: &MemberDb, generation: u64) -> Result<Policy, PolicyError> {
+    let s = std::collections::hash_map::RandomState::new();
+    let key = [s.hash_one(1u8), s.hash_one(2u8), s.hash_one(3u8), s.hash_one(4u8)];
+    compile_with_key(db, generation, key)
+}
+
+/// [`compile`] with the hash key given, for callers that draw their own
+/// secret (as the engine does for its flow table). The key changes no
+/// answer, only which entries share hash buckets.
+pub fn compile_with_key(db: &MemberDb, generation: u64, key: [u64; 4]) -> Result<Policy, PolicyError> {
+    let mut cx = Cx { problems: Vec::new() };
+    let hasher = RandomState::with_seeds(key[0], key[1], key[2], key[3]);
+
+    let plans = cx.unique(Table::Plans, &db.plans, |p| i64::from(p.id));
+    for p in &plans {
+        cx.check_rates(p);
+    }
+    let plan_ids: Vec<u32> = plans.iter().map(|p| p.id).collect();
+
+    let members = cx.unique(Table::Members, &db.members, |m| i64::from(m.id));
+    let member_ids: Vec<u32> = members.iter().map(|m| m.id).collect();
+    let mut infos: Vec<MemberInfo> = Vec::with_capacity(members.len());
+    for m in &members {
+        let plan = m.plan_id.and_then(|id| {
+            let found = plan_ids.binary_search(&id).ok().map(|i| PlanInfo { id, rates: plans[i].rates });
+            if found.is_none() {
+                let related = vec![(Table::Plans, i64::from(id))];
+                cx.report(
+                    Table::Members,
+                    [m.id.into()],
+                    related,
+                    Rule::UnknownReference,
+                    format!("plan {id} does not exist"),
+                );
+            }
+            found
+        });
+        if m.status == Status::Test && m.plan_id.is_none() {
+            let msg =
+                format!("member {} ({}) is a test account without a plan; test accounts must have one", m.id, m.name);
+            cx.report(Table::Members, [m.id.into()], vec![], Rule::TestWithoutPlan, msg);
+        }
+        infos.push(MemberInfo {
+            id: m.id,
+            name: m.name.clone(),
+            status: m.status,
+            plan,
+            public: None,
+            addresses: (0, 0),
+            forwards: (0, 0),
+            openings: (0, 0),
+        });
+    }
+    let member_ref = |id: u32| member_ids.binary_search(&id).ok().map(|i| MemberRef::from_index(i as u32));
+
+    // Networks: what is internal, what is the box.
+    let networks = cx.unique(Table::Networks, &db.networks, |n| n.id);
+    let internal_only =
+        RangeSet::from_prefixes(networks.iter().filter(|n| n.kind == NetworkKind::Internal).map(|n| n.prefix));
+    let internal = RangeSet::from_prefixes(networks.iter().map(|n| n.prefix));
+    let boxes = RangeSet::from_prefixes(networks.iter().filter(|n| n.kind == NetworkKind::Box).map(|n| n.prefix));
+    let (mut box_v4, mut box_v6) = (Vec::new(), Vec::new());
+    for n in networks.iter().filter(|n| n.kind == NetworkKind::Box) {
+        match n.prefix {
+            IpPrefix::V4(p) => box_v4.push((p.first(), p.last(), (n.id, n.prefix))),
+            IpPrefix::V6(p) => box_v6.push((p.first(), p.last(), (n.id, n.prefix))),
+        }
+    }
+    let (box_v4, box_v6) = (Intervals::union(box_v4), Intervals::union(box_v6));
+
+    // Member addresses.
+    let rows = cx.unique(Table::MemberAddresses, &db.member_addresses, |a| a.id);
+    let (mut v4, mut v6) = (Vec::new(), Vec::new());
+    for a in rows {
+        let Some(m) = member_ref(a.member_id) else {
+            cx.unknown_member(Table::MemberAddresses, a.id, a.member_id);
+            continue;
+        };
+        if !internal_only.covers(a.network) {
+            let msg = format!("{} of member {} is outside every internal network", a.network, a.member_id);
+            cx.report(Table::MemberAddresses, [a.id], vec![], Rule::OutsideInternal, msg);
+            continue;
+        }
+        let on_box = match a.network {
+            IpPrefix::V4(p) => box_v4.overlapping(p.first(), p.last()),
+            IpPrefix::V6(p) => box_v6.overlapping(p.first(), p.last()),
+        };
+        if let Some((row, prefix)) = on_box {
+            let msg =
+                format!("{} of member {} overlaps the box's own {prefix} (networks row {row})", a.network, a.member_id);
+            cx.report(Table::MemberAddresses, [a.id], vec![(Table::Networks, row)], Rule::BoxAddress, msg);
+            continue;
+        }
+        match a.network {
+            IpPrefix::V4(p) => {
+                v4.push(Entry { start: p.first(), end: p.last(), row: a.id, member: m, prefix: a.network })
+            }
+            IpPrefix::V6(p) => {
+                v6.push(Entry { start: p.first(), end: p.last(), row: a.id, member: m, prefix: a.network })
+            }
+        }
+    }
+    let v4 = cx.sweep(v4, &members);
+    let v6 = cx.sweep(v6, &members);
+
+    let mut hosts_v4 = HashMap::with_capacity_and_hasher(v4.len(), hasher.clone());
+    for e in v4.iter().filter(|e| e.start == e.end) {
+        hosts_v4.insert(e.start, e.member);
+    }
+    let same = |a: &MemberRef, b: &MemberRef| a == b;
+    let inside_v4 =
+        Intervals::from_sorted(v4.iter().filter(|e| e.start != e.end).map(|e| (e.start, e.end, e.member)), same);
+    let inside_v6 = Intervals::from_sorted(v6.iter().map(|e| (e.start, e.end, e.member)), same);
+
+    let by_member: Vec<(MemberRef, IpPrefix)> =
+        v4.iter().map(|e| (e.member, e.prefix)).chain(v6.iter().map(|e| (e.member, e.prefix))).collect();
+    let addresses = spans(&mut infos, by_member, |i, s| i.addresses = s);
+
+    // Public addresses: at most one per member, shared ones with disjoint port ranges.
+    let shared = cx.public_ranges(&db.public_addresses, &member_ref);
+    let mut public_keys = Vec::with_capacity(shared.len());
+    let mut public_last = Vec::with_capacity(shared.len());
+    let mut public_member = Vec::with_capacity(shared.len());
+    for p in &shared {
+        public_keys.push(u64::from(p.address.to_bits()) << 16 | u64::from(p.first));
+        public_last.push(p.last);
+        public_member.push(p.member);
+        infos[p.member.index()].public =
+            Some(PublicRange { address: p.address, first_port: p.first, last_port: p.last });
+    }
+
+    let mut policy = Policy {
+        generation,
+        members: infos,
+        addresses,
+        forward_rules: Vec::new(),
+        openings: Vec::new(),
+        hosts_v4,
+        inside_v4,
+        inside_v6,
+        public_keys,
+        public_last,
+        public_member,
+        forwards: HashMap::with_hasher(hasher),
+        internal,
+        boxes,
+        blocked_inbound: RangeSet::from_prefixes(blocks(db, BlockDirection::Inbound)),
+        blocked_outbound: RangeSet::from_prefixes(blocks(db, BlockDirection::Outbound)),
+        networks: Vec::new(),
+        blocks: Vec::new(),
+    };
+
+    // Port forwards: a port of the member's own range to one of the member's own devices.
+    let rows = cx.unique(Table::PortForwards, &db.port_forwards, |f| f.id);
+    let mut forwards = Vec::new();
+    for f in rows {
+        let Some(m) = member_ref(f.member_id) else {
+            cx.unknown_member(Table::PortForwards, f.id, f.member_id);
+            continue;
+        };
+        let ok = cx.check_forward(f, m, &policy);
+        if let (true, Some(p)) = (ok, policy.members[m.index()].public) {
+            let rule = ForwardRule {
+                protocol: f.protocol,
+                public_port: f.public_port,
+                internal_address: f.internal_address,
+                internal_port: f.internal_port,
+            };
+            forwards.push((forward_key(p.address, f.protocol.number(), f.public_port), f.id, m, p.address, rule));
+        }
+    }
+    forwards.sort_by_key(|f| (f.0, f.1));
+    let mut rules = Vec::with_capacity(forwards.len());
+    for group in forwards.chunk_by(|a, b| a.0 == b.0) {
+        let (key, _, m, address, rule) = group[0];
+        if let [_, _, ..] = group {
+            let msg = format!(
+                "forward the same {} port {} of {} (member {}); a public port reaches one device",
+                rule.protocol,
+                rule.public_port,
+                address,
+                policy.members[m.index()].id
+            );
+            let rows = group.iter().map(|f| f.1).collect::<Vec<_>>();
+            cx.report(Table::PortForwards, rows, vec![], Rule::DuplicateForward, msg);
+        }
+        policy.forwards.insert(key, Forward { member: m, internal: rule.internal_address, port: rule.internal_port });
+        rules.push((m, rule));
+    }
+    policy.forward_rules = spans(&mut policy.members, rules, |i, s| i.forwards = s);
+
+    // IPv6 openings: inside the member's own prefixes.
+    let rows = cx.unique(Table::Ipv6Openings, &db.ipv6_openings, |o| o.id);
+    let mut openings = Vec::new();
+    for o in rows {
+        let Some(m) = member_ref(o.member_id) else {
+            cx.unknown_member(Table::Ipv6Openings, o.id, o.member_id);
+            continue;
+        };
+        let ports_ok = cx.check_ports(Table::Ipv6Openings, o.id, o.first_port, o.last_port);
+        let d = o.destination;
+        let inside = policy.inside_v6.find(d.first()).is_some_and(|(_, end, owner)| owner == m && d.last() <= end);
+        if !inside {
+            let msg = format!("{d} is not inside an IPv6 prefix of member {}", o.member_id);
+            cx.report(Table::Ipv6Openings, [o.id], vec![], Rule::OpeningOutsidePrefix, msg);
+        } else if ports_ok {
+            let opening =
+                Opening { destination: d, protocol: o.protocol, first_port: o.first_port, last_port: o.last_port };
+            openings.push((m, opening));
+        }
+    }
+    policy.openings = spans(&mut policy.members, openings, |i, s| i.openings = s);
+
+    // Global rows, kept for diff.
+    let mut nets: Vec<(IpPrefix, NetworkKind)> = networks.iter().map(|n| (n.prefix, n.kind)).collect();
+    nets.sort_unstable();
+    nets.dedup();
+    policy.networks = nets;
+    let mut blocks: Vec<(IpPrefix, BlockDirection)> =
+        cx.unique(Table::GlobalBlocks, &db.global_blocks, |b| b.id).iter().map(|b| (b.prefix, b.direction)).collect();
+    blocks.sort_unstable();
+    blocks.dedup();
+    policy.blocks = blocks;
+
+    if cx.problems.is_empty() {
+        Ok(policy)
+    } else {
+        cx.problems.sort_by_key(|p| (p.table, p.rows.first().copied()));
+        Err(PolicyError::new(cx.problems))
+    }
+}
+
+/// The prefixes of global blocks that apply in `direction` (`Both` included).
+fn blocks(db: &MemberDb, direction: BlockDirection) -> impl Iterator<Item = IpPrefix> + '_ {
+    db.global_blocks
+        .iter()
+        .filter(move |b| b.direction == direction || b.direction == BlockDirection::Both)
+        .map(|b| b.prefix)
+}
+
+/// Groups `(member, item)` pairs by member into one flat array, each
+/// member's items sorted, and records each member's span of it. A counting
+/// sort: members are dense indices, so this is linear.
+fn spans<T: Ord>(
+    infos: &mut [MemberInfo],
+    items: Vec<(MemberRef, T)>,
+    set: impl Fn(&mut MemberInfo, (u32, u32)),
+) -> Vec<T> {
+    let mut start = vec![0u32; infos.len() + 1];
+    for (m, _) in &items {
+        start[m.index() + 1] += 1;
+    }
+    for i in 1..start.len() {
+        start[i] += start[i - 1];
+    }
+    let mut slots: Vec<Option<T>> = (0..items.len()).map(|_| None).collect();
+    let mut next = start.clone();
+    for (m, t) in items {
+        slots[next[m.index()] as usize] = Some(t);
+        next[m.index()] += 1;
+    }
+    let mut out: Vec<T> = slots.into_iter().flatten().collect();
+    for (i, info) in infos.iter_mut().enumerate() {
+        let (a, b) = (start[i], start[i + 1]);
+        out[a as usize..b as usize].sort_unstable();
+        set(info, (a, b));
+    }
+    out
+}
+
+/// A member address on its way through the overlap sweep.
+#[derive(Clone, Copy, Debug)]
+struct Entry<T> {
+    start: T,
+    end: T,
+    row: i64,
+    member: MemberRef,
+    prefix: IpPrefix,
+}
+
+#[derive(Clone, Copy, Debug)]
+struct Public {
+    member: MemberRef,
+    id: u32,
+    row: i64,
+    address: Ipv4Addr,
+    first: u16,
+    last: u16,
+}
+
+struct Cx {
+    problems: Vec<Problem>,
+}
+
+impl Cx {
+    fn report(
+        &mut self,
+        table: Table,
+        rows: impl Into<Vec<i64>>,
+        related: Vec<(Table, i64)>,
+        rule: Rule,
+        message: String,
+    ) {
+        self.problems.push(Problem { table, rows: rows.into(), related, rule, message });
+    }
+
+    fn unknown_member(&mut self, table: Table, row: i64, member: u32) {
+        let related = vec![(Table::Members, i64::from(member))];
+        self.report(table, [row], related, Rule::UnknownReference, format!("member {member} does not exist"));
+    }
+
+    /// The rows of `table` sorted by id, each id once; reports ids used by
+    /// several rows and keeps the first of them.
+    fn unique<'a, R>(&mut self, table: Table, rows: &'a [R], id: impl Fn(&R) -> i64) -> Vec<&'a R> {
+        // Databases usually hand rows over in key order: then there is nothing to sort.
+        if rows.windows(2).all(|w| id(&w[0]) < id(&w[1])) {
+            return rows.iter().collect();
+        }
+        let mut order: Vec<(i64, usize)> = rows.iter().enumerate().map(|(i, r)| (id(r), i)).collect();
+        order.sort_unstable();
+        let mut out = Vec::with_capacity(rows.len());
+        for group in order.chunk_by(|a, b| a.0 == b.0) {
+            if let [_, _, ..] = group {
+                let msg = format!("the id {} is used by {} rows; ids must be unique", group[0].0, group.len());
+                self.report(table, [group[0].0], vec![], Rule::DuplicateId, msg);
+            }
+            out.push(&rows[group[0].1]);
+        }
+        out
+    }
+
+    fn check_rates(&mut self, p: &Plan) {
+        let r: Rates = p.rates;
+        let mut bad = |msg: String| {
+            self.report(
+                Table::Plans,
+                [i64::from(p.id)],
+                vec![],
+                Rule::InvalidRates,
+                format!("plan \"{}\": {msg}", p.name),
+            );
+        };
+        for (dir, rate, ceil) in [("down", r.down_rate_kbit, r.down_ceil_kbit), ("up", r.up_rate_kbit, r.up_ceil_kbit)]
+        {
+            if rate == 0 {
+                bad(format!("{dir} rate is 0 kbit/s; rates must be at least 1 kbit/s"));
+            } else if rate > ceil {
+                bad(format!("{dir} rate {rate} kbit/s is above its ceiling {ceil} kbit/s"));
+            }
+        }
+        if r.burst_bytes < MIN_BURST_BYTES {
+            bad(format!("burst {} bytes is less than one full-size packet ({MIN_BURST_BYTES} bytes)", r.burst_bytes));
+        }
+        if r.weight == 0 {
+            bad("weight is 0; weights must be at least 1".to_owned());
+        }
+    }
+
+    /// The public address rows that survive: one per member, those sharing
+    /// an address with disjoint port ranges; sorted by address and port.
+    fn public_ranges(&mut self, rows: &[PublicAddress], member_ref: &impl Fn(u32) -> Option<MemberRef>) -> Vec<Public> {
+        let rows = self.unique(Table::PublicAddresses, rows, |p| p.id);
+        let mut public = Vec::new();
+        for p in rows {
+            let Some(m) = member_ref(p.member_id) else {
+                self.unknown_member(Table::PublicAddresses, p.id, p.member_id);
+                continue;
+            };
+            if self.check_ports(Table::PublicAddresses, p.id, p.first_port, p.last_port) {
+                public.push(Public {
+                    member: m,
+                    id: p.member_id,
+                    row: p.id,
+                    address: p.address,
+                    first: p.first_port,
+                    last: p.last_port,
+                });
+            }
+        }
+        public.sort_by_key(|p| (p.member, p.row));
+        let mut one_each: Vec<Public> = Vec::with_capacity(public.len());
+        for group in public.chunk_by(|a, b| a.member == b.member) {
+            if let [_, _, ..] = group {
+                let mut msg = format!("member {} has {} public addresses (", group[0].id, group.len());
+                for (i, p) in group.iter().enumerate() {
+                    let sep = if i == 0 { "" } else { ", " };
+                    let _ = write!(msg, "{sep}{} ports {}-{}", p.address, p.first, p.last);
+                }
+                msg.push_str("); a member has at most one");
+                let rows = group.iter().map(|p| p.row).collect::<Vec<_>>();
+                self.report(Table::PublicAddresses, rows, vec![], Rule::SeveralPublicAddresses, msg);
+            }
+            one_each.push(group[0]);
+        }
+        one_each.sort_by_key(|p| (p.address, p.first, p.last, p.row));
+        let mut shared: Vec<Public> = Vec::with_capacity(one_each.len());
+        for p in one_each {
+            if let Some(c) = shared.last().filter(|c| c.address == p.address && p.first <= c.last) {
+                let (a, b) = if c.row < p.row { (*c, p) } else { (p, *c) };
+                let msg = format!(
+                    "members {} and {} share {} with overlapping ports {}-{} and {}-{}",
+                    a.id, b.id, a.address, a.first, a.last, b.first, b.last
+                );
+                self.report(Table::PublicAddresses, [a.row, b.row], vec![], Rule::PortRangeOverlap, msg);
+                continue;
+            }
+            shared.push(p);
+        }
+        shared
+    }
+
+    /// True if forward `f` of member `m` is usable: real ports, inside the
+    /// member's port range, to one of the member's own addresses.
+    fn check_forward(&mut self, f: &PortForward, m: MemberRef, policy: &Policy) -> bool {
+        let mut ok = true;
+        if f.public_port == 0 || f.internal_port == 0 {
+            let msg = format!(
+                "port 0 cannot be forwarded (public port {}, internal port {})",
+                f.public_port, f.internal_port
+            );
+            self.report(Table::PortForwards, [f.id], vec![], Rule::InvalidPorts, msg);
+            ok = false;
+        }
+        match policy.members[m.index()].public {
+            None => {
+                let msg = format!("member {} has no public address to forward from", f.member_id);
+                self.report(Table::PortForwards, [f.id], vec![], Rule::NoPublicAddress, msg);
+                ok = false;
+            }
+            Some(p) if !(p.first_port..=p.last_port).contains(&f.public_port) => {
+                let msg = format!(
+                    "public port {} is outside member {}'s port range {}-{} on {}",
+                    f.public_port, f.member_id, p.first_port, p.last_port, p.address
+                );
+                self.report(Table::PortForwards, [f.id], vec![], Rule::PortOutsideRange, msg);
+                ok = false;
+            }
+            Some(_) => {}
+        }
+        let owner = policy.member_of_inside(IpAddr::V4(f.internal_address));
+        if owner != Some(m) {
+            let mut msg =
+                format!("internal address {} is not an address of member {}", f.internal_address, f.member_id);
+            if let Some(o) = owner {
+                let _ = write!(msg, " (it is member {}'s)", policy.members[o.index()].id);
+            }
+            self.report(Table::PortForwards, [f.id], vec![], Rule::NotMemberAddress, msg);
+            ok = false;
+        }
+        ok
+    }
+
+    /// True if `first..=last` is a usable port range.
+    fn check_ports(&mut self, table: Table, row: i64, first: u16, last: u16) -> bool {
+        let msg = if first > last {
+            format!("port range {first}-{last} is empty (the first port is above the last)")
+        } else if first == 0 {
+            format!("port range {first}-{last} includes port 0, which is never used; start at 1")
+        } else {
+            return true;
+        };
+        self.report(table, [row], vec![], Rule::InvalidPorts, msg);
+        false
+    }
+
+    /// Sorts one family's member addresses and reports every pair of
+    /// different members' overlapping addresses (once per later row, with
+    /// all the rows it overlaps) and every address a member lists twice.
+    /// Returns the rest, sorted by start, longer ranges first: the later
+    /// row of every conflict is left out, so the survivors of different
+    /// members are disjoint.
+    fn sweep<T: Bits>(&mut self, mut entries: Vec<Entry<T>>, members: &[&Member]) -> Vec<Entry<T>> {
+        entries.sort_unstable_by(|a, b| (a.start, b.end, a.row).cmp(&(b.start, a.end, b.row)));
+        let id = |e: &Entry<T>| members[e.member.index()].id;
+        // The chain of earlier entries that contain the current one's start:
+        // prefixes nest, so this is a stack at most 33 (IPv4) or 129 (IPv6) deep.
+        let mut open: Vec<Entry<T>> = Vec::new();
+        let mut kept: Vec<Entry<T>> = Vec::with_capacity(entries.len());
+        // (later row, earlier row) of every overlap between different members.
+        let mut conflicts: Vec<(Entry<T>, Entry<T>)> = Vec::new();
+        for e in entries {
+            while open.last().is_some_and(|o| o.end < e.start) {
+                open.pop();
+            }
+            if let Some(twin) = open.last().filter(|o| o.start == e.start && o.end == e.end && o.member == e.member) {
+                let msg =
+                    format!("{} of member {} is already listed (member_addresses row {})", e.prefix, id(&e), twin.row);
+                let related = vec![(Table::MemberAddresses, twin.row)];
+                self.report(Table::MemberAddresses, [e.row], related, Rule::DuplicateAddress, msg);
+                continue;
+            }
+            for o in open.iter().filter(|o| o.member != e.member) {
+                conflicts.push(if e.row > o.row { (e, *o) } else { (*o, e) });
+            }
+            open.push(e);
+            kept.push(e);
+        }
+        if conflicts.is_empty() {
+            return kept;
+        }
+        conflicts.sort_unstable_by_key(|(later, earlier)| (later.row, earlier.row));
+        let mut at_fault = Vec::new();
+        for group in conflicts.chunk_by(|a, b| a.0.row == b.0.row) {
+            let e = group[0].0;
+            at_fault.push(e.row);
+            const SHOWN: usize = 3;
+            let mut msg = format!("{} of member {} overlaps member_addresses row", e.prefix, id(&e));
+            if group.len() > 1 {
+                msg.push('s');
+            }
+            for (i, (_, o)) in group.iter().take(SHOWN).enumerate() {
+                let sep = match i {
+                    0 => " ",
+                    _ if i + 1 == group.len() => " and ",
+                    _ => ", ",
+                };
+                let _ = write!(msg, "{sep}{} ({} of member {})", o.row, o.prefix, id(o));
+            }
+            if group.len() > SHOWN {
+                let _ = write!(msg, " and {} more", group.len() - SHOWN);
+            }
+            let related = group.iter().map(|(_, o)| (Table::MemberAddresses, o.row)).collect();
+            self.report(Table::MemberAddresses, [e.row], related, Rule::AddressOverlap, msg);
+        }
+        at_fault.sort_unstable();
+        kept.retain(|e| at_fault.binary_search(&e.row).is_err());
+        kept
+    }
+}

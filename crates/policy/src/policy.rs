@@ -1,0 +1,333 @@
+//! The compiled policy: what the packet path asks about members.
+//!
+//! A [`Policy`] is built once by [`crate::compile()`] and never changed; a
+//! reload builds a new one with the next generation number and the
+//! dataplane swaps a pointer. Every question a packet can ask is answered
+//! by one keyed hash probe or one binary search, without allocation:
+//!
+//! | question | structure |
+//! |---|---|
+//! | which member sent this (inside source) | hash of device addresses (/32), then sorted IPv4 / IPv6 intervals |
+//! | which member is this (public address, port) | sorted `(address, first port)` keys |
+//! | is this a port forward | hash of `(public address, protocol, port)` |
+//! | may this IPv6 packet come in unsolicited | the owner's prefix, then that member's own openings |
+//! | is this source allowed on the inside (BCP 38) | union of member, `internal` and `box` ranges |
+//! | is this globally blocked | union of block prefixes per direction |
+//!
+//! Members are numbered densely by [`MemberRef`] in the order of their
+//! stable database id, so a `MemberRef` indexes arrays the engine keeps per
+//! member, and is valid within one generation only. Across generations the
+//! stable id ([`MemberInfo::id`]) is what counts; [`Policy::by_id`] maps it
+//! back and [`crate::diff()`] compares by it.
+//!
+//! Invariants established by the compiler: member address ranges of
+//! different members are disjoint; shared public addresses have disjoint
+//! port ranges; every forward targets one of its member's addresses inside
+//! that member's port range; every opening lies in its member's prefix.
+
+use core::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::collections::HashMap;
+
+use ahash::RandomState;
+
+use crate::interval::Intervals;
+use crate::model::{BlockDirection, NetworkKind, Protocol, Rates, Status};
+use crate::prefix::{IpPrefix, Ipv6Prefix};
+
+/// A member within one policy generation: a dense index `0..len()`.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Debug)]
+pub struct MemberRef(u32);
+
+impl MemberRef {
+    /// The reference with index `i` (valid only if `i < policy.len()`).
+    pub const fn from_index(i: u32) -> MemberRef {
+        MemberRef(i)
+    }
+
+    pub const fn index(self) -> usize {
+        self.0 as usize
+    }
+}
+
+/// A member's plan, as the shaper needs it.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+pub struct PlanInfo {
+    /// The plan's id in the database.
+    pub id: u32,
+    pub rates: Rates,
+}
+
+/// A member's public IPv4 address and port range.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+pub struct PublicRange {
+    pub address: Ipv4Addr,
+    pub first_port: u16,
+    pub last_port: u16,
+}
+
+/// A port forward as one member's listing shows it.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Debug)]
+pub struct ForwardRule {
+    pub protocol: Protocol,
+    pub public_port: u16,
+    pub internal_address: Ipv4Addr,
+    pub internal_port: u16,
+}
+
+/// An inbound IPv6 opening of one member.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Debug)]
+pub struct Opening {
+    pub destination: Ipv6Prefix,
+    pub protocol: Protocol,
+    pub first_port: u16,
+    pub last_port: u16,
+}
+
+/// Where a port forward leads: the answer of [`Policy::port_forward`].
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+pub struct Forward {
+    pub member: MemberRef,
+    pub internal: Ipv4Addr,
+    pub port: u16,
+}
+
+/// Everything the policy knows about one member.
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub struct MemberInfo {
+    /// The stable member id from the database.
+    pub id: u32,
+    pub name: String,
+    pub status: Status,
+    pub plan: Option<PlanInfo>,
+    pub public: Option<PublicRange>,
+    // Spans into the policy's flat per-member arrays.
+    pub(crate) addresses: (u32, u32),
+    pub(crate) forwards: (u32, u32),
+    pub(crate) openings: (u32, u32),
+}
+
+/// The direction a packet travels through the box.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+pub enum Direction {
+    /// From the outside (internet) to the inside (members).
+    Inbound,
+    /// From the inside to the outside.
+    Outbound,
+}
+
+/// Per-family lookup tables of one kind of range.
+#[derive(Clone, Debug)]
+pub(crate) struct RangeSet {
+    v4: Intervals<u32, ()>,
+    v6: Intervals<u128, ()>,
+}
+
+impl RangeSet {
+    pub(crate) fn from_prefixes(prefixes: impl IntoIterator<Item = IpPrefix>) -> RangeSet {
+        let (mut v4, mut v6) = (Vec::new(), Vec::new());
+        for p in prefixes {
+            match p {
+                IpPrefix::V4(p) => v4.push((p.first(), p.last(), ())),
+                IpPrefix::V6(p) => v6.push((p.first(), p.last(), ())),
+            }
+        }
+        RangeSet { v4: Intervals::union(v4), v6: Intervals::union(v6) }
+    }
+
+    /// True if the union holds every address of `p`.
+    pub(crate) fn covers(&self, p: IpPrefix) -> bool {
+        match p {
+            IpPrefix::V4(p) => self.v4.covers(p.first(), p.last()),
+            IpPrefix::V6(p) => self.v6.covers(p.first(), p.last()),
+        }
+    }
+
+    #[inline]
+    pub(crate) fn contains(&self, a: IpAddr) -> bool {
+        match a {
+            IpAddr::V4(a) => self.v4.contains(u32::from(a)),
+            IpAddr::V6(a) => self.v6.contains(u128::from(a)),
+        }
+    }
+}
+
+/// An immutable, generation-numbered compiled member database.
+#[derive(Clone, Debug)]
+pub struct Policy {
+    pub(crate) generation: u64,
+    /// Sorted by `id`; index = `MemberRef`.
+    pub(crate) members: Vec<MemberInfo>,
+    pub(crate) addresses: Vec<IpPrefix>,
+    pub(crate) forward_rules: Vec<ForwardRule>,
+    pub(crate) openings: Vec<Opening>,
+    /// Device addresses (/32), the common case of an inside source.
+    pub(crate) hosts_v4: HashMap<u32, MemberRef, RandomState>,
+    /// Shorter IPv4 prefixes, merged per member.
+    pub(crate) inside_v4: Intervals<u32, MemberRef>,
+    pub(crate) inside_v6: Intervals<u128, MemberRef>,
+    /// Keys `address << 16 | first_port`, sorted; parallel last ports and owners.
+    pub(crate) public_keys: Vec<u64>,
+    pub(crate) public_last: Vec<u16>,
+    pub(crate) public_member: Vec<MemberRef>,
+    /// Key `address << 24 | protocol << 16 | port`.
+    pub(crate) forwards: HashMap<u64, Forward, RandomState>,
+    /// `internal` ∪ `box` networks (member addresses lie inside `internal` ones: a compile rule).
+    pub(crate) internal: RangeSet,
+    pub(crate) boxes: RangeSet,
+    pub(crate) blocked_inbound: RangeSet,
+    pub(crate) blocked_outbound: RangeSet,
+    /// The global rows, sorted, for `diff`.
+    pub(crate) networks: Vec<(IpPrefix, NetworkKind)>,
+    pub(crate) blocks: Vec<(IpPrefix, BlockDirection)>,
+}
+
+pub(crate) const fn forward_key(public: Ipv4Addr, proto: u8, port: u16) -> u64 {
+    (public.to_bits() as u64) << 24 | (proto as u64) << 16 | port as u64
+}
+
+impl Policy {
+    /// The generation number given to [`crate::compile()`].
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+
+    /// Number of members (`MemberRef`s are `0..len()`).
+    pub fn len(&self) -> usize {
+        self.members.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.members.is_empty()
+    }
+
+    /// The member behind `m`. Panics if `m` is not of this generation's range.
+    #[inline]
+    pub fn member(&self, m: MemberRef) -> &MemberInfo {
+        &self.members[m.index()]
+    }
+
+    /// All members in id order.
+    pub fn members(&self) -> impl ExactSizeIterator<Item = (MemberRef, &MemberInfo)> + '_ {
+        self.members.iter().enumerate().map(|(i, m)| (MemberRef(i as u32), m))
+    }
+
+    /// The member with stable database id `id`, in this generation.
+    pub fn by_id(&self, id: u32) -> Option<MemberRef> {
+        self.members.binary_search_by_key(&id, |m| m.id).ok().map(|i| MemberRef(i as u32))
+    }
+
+    /// The member owning inside address `addr`: the member whose device
+    /// address or prefix holds it.
+    #[inline]
+    pub fn member_of_inside(&self, addr: IpAddr) -> Option<MemberRef> {
+        match addr {
+            IpAddr::V4(a) => {
+                let bits = u32::from(a);
+                if let Some(&m) = self.hosts_v4.get(&bits) {
+                    return Some(m);
+                }
+                self.inside_v4.find(bits).map(|(_, _, m)| m)
+            }
+            IpAddr::V6(a) => self.inside_v6.find(u128::from(a)).map(|(_, _, m)| m),
+        }
+    }
+
+    /// The member whose public address is `addr` and whose port range holds `port`.
+    #[inline]
+    pub fn member_of_public(&self, addr: Ipv4Addr, port: u16) -> Option<MemberRef> {
+        let key = u64::from(addr.to_bits()) << 16 | u64::from(port);
+        let i = self.public_keys.partition_point(|&k| k <= key).checked_sub(1)?;
+        let same_address = self.public_keys[i] >> 16 == u64::from(addr.to_bits());
+        (same_address && port <= self.public_last[i]).then(|| self.public_member[i])
+    }
+
+    /// The member's public address and port range `(address, first, last)`.
+    #[inline]
+    pub fn public_of(&self, m: MemberRef) -> Option<(Ipv4Addr, u16, u16)> {
+        self.members[m.index()].public.map(|p| (p.address, p.first_port, p.last_port))
+    }
+
+    /// The forward of `port` (protocol number `proto`, 6 or 17) on public address `public`.
+    #[inline]
+    pub fn port_forward(&self, public: Ipv4Addr, proto: u8, port: u16) -> Option<Forward> {
+        self.forwards.get(&forward_key(public, proto, port)).copied()
+    }
+
+    /// The member that opened `dst`, `proto`, `port` for unsolicited inbound
+    /// IPv6. Costs one prefix lookup plus a scan of that member's own
+    /// openings (a handful), independent of the number of members.
+    #[inline]
+    pub fn ipv6_opening(&self, dst: Ipv6Addr, proto: u8, port: u16) -> Option<MemberRef> {
+        let (_, _, m) = self.inside_v6.find(u128::from(dst))?;
+        let open = self.openings(m).iter().any(|o| {
+            o.protocol.number() == proto && (o.first_port..=o.last_port).contains(&port) && o.destination.contains(dst)
+        });
+        open.then_some(m)
+    }
+
+    /// True if `addr` may appear as a source on the inside (BCP 38): it
+    /// belongs to a member, an `internal` network or the box. Inside
+    /// packets from anything else are spoofed and dropped.
+    #[inline]
+    pub fn is_internal(&self, addr: IpAddr) -> bool {
+        self.internal.contains(addr)
+    }
+
+    /// True if `addr` is one of the box's own (`networks` of kind `box`).
+    #[inline]
+    pub fn is_box(&self, addr: IpAddr) -> bool {
+        self.boxes.contains(addr)
+    }
+
+    /// True if a global block drops a packet from `src` to `dst` travelling
+    /// in `direction`: a block applies to packets of its direction whose
+    /// source or destination is in its prefix.
+    #[inline]
+    pub fn blocked(&self, src: IpAddr, dst: IpAddr, direction: Direction) -> bool {
+        let set = match direction {
+            Direction::Inbound => &self.blocked_inbound,
+            Direction::Outbound => &self.blocked_outbound,
+        };
+        set.contains(src) || set.contains(dst)
+    }
+
+    /// The member's addresses and prefixes, sorted.
+    pub fn addresses(&self, m: MemberRef) -> &[IpPrefix] {
+        let (a, b) = self.members[m.index()].addresses;
+        &self.addresses[a as usize..b as usize]
+    }
+
+    /// The member's port forwards, sorted by protocol and public port.
+    pub fn forwards(&self, m: MemberRef) -> &[ForwardRule] {
+        let (a, b) = self.members[m.index()].forwards;
+        &self.forward_rules[a as usize..b as usize]
+    }
+
+    /// The member's inbound IPv6 openings, sorted.
+    pub fn openings(&self, m: MemberRef) -> &[Opening] {
+        let (a, b) = self.members[m.index()].openings;
+        &self.openings[a as usize..b as usize]
+    }
+
+    /// The `networks` rows (prefix, kind), sorted and without duplicates.
+    pub fn networks(&self) -> &[(IpPrefix, NetworkKind)] {
+        &self.networks
+    }
+
+    /// The `global_blocks` rows (prefix, direction), sorted and without duplicates.
+    pub fn blocks(&self) -> &[(IpPrefix, BlockDirection)] {
+        &self.blocks
+    }
+}
+
+/// The worker core that owns member `member_id` when there are `cores`
+/// workers (`cores` 0 counts as 1).
+///
+/// It depends on the stable database id only, never on a generation's
+/// `MemberRef`, so a member stays on the same core across reloads and their
+/// flows, NAT bindings and queues never have to move. (It moves only when
+/// the number of cores changes, which is a restart.)
+#[inline]
+pub fn owner(member_id: u32, cores: usize) -> usize {
+    member_id as usize % cores.max(1)
+}
