@@ -2,7 +2,7 @@
 //! anti-spoofing, blocks, ICMP error translation, accounting and reload,
 //! on the example member database of docs/members.md.
 
-use core::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use core::net::{IpAddr, Ipv6Addr};
 use core::time::Duration;
 use engine::{Config, DropReason, Engine, Reason, Side, Time, Verdict};
 use policy::{sample, Status};
