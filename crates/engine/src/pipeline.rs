@@ -140,21 +140,16 @@ impl Engine {
     }
 
     /// Installs a new policy generation (call between batches). Flows,
-    /// bindings and counters stay; flows of members that are gone, blocked
-    /// or whose addresses changed end: at once on their next packet, and by
-    /// a bounded sweep of the table in [`Engine::poll_timers`].
-    pub fn set_policy(&mut self, new: Arc<Policy>) {
-        let ended: Vec<u32> = match &self.policy {
-            Some(old) => policy::diff(old, &new).flows_to_end().collect(),
-            None => Vec::new(),
-        };
-        for id in &ended {
+    /// bindings and counters stay; the flows of the members in `ended`
+    /// (gone, blocked, renumbered: [`policy::Diff::flows_to_end`], computed
+    /// by the caller off the packet path) end: at once on their next
+    /// packet, and by a bounded sweep of the table in [`Engine::poll_timers`].
+    pub fn set_policy(&mut self, new: Arc<Policy>, ended: &[u32]) {
+        for id in ended {
             if let Some(slot) = self.accounts.slot_of(*id) {
                 self.accounts.set_ended(slot, true);
+                self.sweep = Some(0);
             }
-        }
-        if !ended.is_empty() {
-            self.sweep = Some(0);
         }
         // Forwarded ports are never handed out to members' outbound flows.
         self.nat.clear_reservations();

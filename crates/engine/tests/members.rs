@@ -34,7 +34,7 @@ impl Gw {
     fn new() -> Gw {
         let now = Time::from_secs(1000);
         let mut e = Engine::new(Config::default(), now);
-        e.set_policy(Arc::new(policy::compile(&sample::example(), 1).unwrap()));
+        e.set_policy(Arc::new(policy::compile(&sample::example(), 1).unwrap()), &[]);
         Gw { e, now }
     }
 
@@ -220,7 +220,10 @@ fn a_reload_that_blocks_a_member_ends_their_flows_and_keeps_the_rest() {
     assert_eq!(g.e.conntrack().len(), 2);
     let mut db = sample::example();
     db.members.iter_mut().find(|m| m.id == 101).unwrap().status = Status::Blocked;
-    g.e.set_policy(Arc::new(policy::compile(&db, 2).unwrap()));
+    let new = policy::compile(&db, 2).unwrap();
+    let ended: Vec<u32> = policy::diff(g.e.policy().unwrap(), &new).flows_to_end().collect();
+    assert_eq!(ended, vec![101]);
+    g.e.set_policy(Arc::new(new), &ended);
     // The member's reply is refused at once; the other member's flow lives.
     let (v, _) = g.tcp(Side::Outside, WEB, PUBLIC_101, 443, 40_000, S | A, 9, 2, 0);
     assert!(v == dropped(Reason::MemberBlocked) || v == dropped(Reason::UnsolicitedInbound), "{v:?}");

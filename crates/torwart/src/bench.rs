@@ -14,10 +14,14 @@
 //! TSC's nominal frequency. Compare runs made in the same session only:
 //! these machines are shared.
 
-use crate::scenario::{self, Params, Traffic, NEW_FLOW};
+use crate::scenario::{self, FlowSpec, Params, Traffic, NEW_FLOW};
+use arc_swap::ArcSwapOption;
+use core::net::IpAddr;
 use engine::{Config, Counters, Engine, Side, Time, Verdict};
+use policy::Policy;
 use serde::Serialize;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
 use std::sync::Barrier;
 use std::time::{Duration, Instant};
 use wire::FrameBuf;
@@ -33,6 +37,13 @@ pub struct Options {
     /// Scale the scenario's flow count (1.0 = as specified).
     pub flow_scale: f64,
     pub progress: bool,
+    /// Run the member pipeline (policy compiled from the scenario's
+    /// members, NAT, accounting); off measures connection tracking alone
+    /// with the classic policy.
+    pub members: bool,
+    /// Policy generations published during the measured run (a reloader
+    /// thread recompiles and swaps them; workers pick them up between batches).
+    pub reloads: u32,
 }
 
 /// A frame buffer of the benchmark's batches.
@@ -65,6 +76,8 @@ pub struct CoreResult {
     pub flows_warm: usize,
     pub flows_end: usize,
     pub table_memory_mib: f64,
+    pub nat_bindings: usize,
+    pub reloads_picked_up: u32,
     #[serde(skip)]
     pub counters: Counters,
 }
@@ -88,6 +101,12 @@ pub struct Report {
     pub fast_path_share: f64,
     pub per_core: Vec<CoreResult>,
     pub counters: std::collections::BTreeMap<&'static str, u64>,
+    pub members_pipeline: bool,
+    /// Time to compile the scenario's member database into a policy.
+    pub policy_compile_ms: Option<f64>,
+    /// Generations published during the run, and the slowest compile of them.
+    pub reloads: u32,
+    pub reload_compile_ms_max: Option<f64>,
 }
 
 fn rdtsc() -> u64 {
@@ -136,6 +155,31 @@ fn fill(t: &Traffic, seq: &[u32], lap: u32, frames: &mut [Frame]) -> usize {
     seq.len().min(frames.len())
 }
 
+/// Opens flow `f` through the engine packet by packet, as its ends would,
+/// and returns where the flow is seen on the outside (after NAT), or `None`
+/// if policy refused it.
+fn open_flow(engine: &mut Engine, now: Time, f: &FlowSpec, frame: &mut Frame) -> Option<(IpAddr, u16)> {
+    let mut send = |engine: &mut Engine, side: Side, bytes: &[u8]| {
+        frame.data[..bytes.len()].copy_from_slice(bytes);
+        frame.len = bytes.len();
+        let mut v = [Verdict::Held];
+        engine.process(now, side, core::slice::from_mut(frame), &mut v);
+        matches!(v[0], Verdict::Forward(_)).then(|| wire::classify::classify(frame.bytes()).ok()).flatten()
+    };
+    let mut hs = Vec::new();
+    f.handshake(&mut hs);
+    let out = send(engine, Side::Inside, &hs[0].1)?;
+    let endpoint = (out.key.src_ip(), out.key.src_port);
+    let seen = FlowSpec { client: endpoint.0, client_port: endpoint.1, ..*f };
+    let mut answer = Vec::new();
+    seen.handshake(&mut answer);
+    send(engine, Side::Outside, &answer[1].1)?;
+    if hs.len() > 2 {
+        send(engine, Side::Inside, &hs[2].1)?;
+    }
+    Some(endpoint)
+}
+
 struct Worker<'a> {
     core: usize,
     opts: &'a Options,
@@ -144,7 +188,7 @@ struct Worker<'a> {
 }
 
 impl Worker<'_> {
-    fn run(self, start: &Barrier, stop: &AtomicBool) -> CoreResult {
+    fn run(mut self, start: &Barrier, stop: &AtomicBool, published: &ArcSwapOption<Policy>) -> CoreResult {
         let o = self.opts;
         let t = &self.traffic;
         let cfg = Config {
@@ -159,25 +203,32 @@ impl Worker<'_> {
         let mut verdicts = vec![Verdict::Held; o.batch];
 
         // Warm the table: open every flow through the engine.
-        let mut hs = Vec::new();
-        for f in &t.flows {
-            f.handshake(&mut hs);
-        }
-        for chunk in hs.chunks(o.batch) {
-            for from_inside in [true, false] {
-                let mut n = 0;
-                for (fi, bytes) in chunk.iter().filter(|(fi, _)| *fi == from_inside) {
-                    let _ = fi;
-                    frames[n].data[..bytes.len()].copy_from_slice(bytes);
-                    frames[n].len = bytes.len();
-                    n += 1;
-                }
-                let side = if from_inside { Side::Inside } else { Side::Outside };
-                engine.process(now, side, &mut frames[..n], &mut verdicts[..n]);
+        if let Some(p) = published.load_full() {
+            engine.set_policy(p, &[]);
+            // Packet by packet, as the ends would: the answer goes to where
+            // the NAT put the flow.
+            let endpoints: Vec<_> = t.flows.iter().map(|f| open_flow(&mut engine, now, f, &mut frames[0])).collect();
+            self.traffic.readdress_inbound(&endpoints);
+        } else {
+            let mut hs = Vec::new();
+            for f in &t.flows {
+                f.handshake(&mut hs);
             }
-            now = Time(now.0 + ns_per_packet_virtual * chunk.len() as u64);
+            for chunk in hs.chunks(o.batch) {
+                for from_inside in [true, false] {
+                    let mut n = 0;
+                    for (_, bytes) in chunk.iter().filter(|(fi, _)| *fi == from_inside) {
+                        frames[n].data[..bytes.len()].copy_from_slice(bytes);
+                        frames[n].len = bytes.len();
+                        n += 1;
+                    }
+                    let side = if from_inside { Side::Inside } else { Side::Outside };
+                    engine.process(now, side, &mut frames[..n], &mut verdicts[..n]);
+                }
+                now = Time(now.0 + ns_per_packet_virtual * chunk.len() as u64);
+            }
         }
-        drop(hs);
+        let t = &self.traffic;
         let flows_warm = engine.conntrack().len();
         let warm_counters = engine.counters().clone();
 
@@ -208,6 +259,7 @@ impl Worker<'_> {
         let c0 = rdtsc();
         let mut packets = 0u64;
         let mut batches = 0u64;
+        let mut picked_up = 0u32;
         'run: loop {
             for (k, b) in t.sequence.iter().enumerate() {
                 if let Some(next) = t.sequence.get(k + 1) {
@@ -215,6 +267,16 @@ impl Worker<'_> {
                 }
                 let n = fill(t, &b.packets, lap, &mut frames);
                 let side = if b.from_inside { Side::Inside } else { Side::Outside };
+                if o.reloads > 0 {
+                    // One atomic load per batch: the whole cost of noticing a reload.
+                    let p = published.load();
+                    if let (Some(p), Some(mine)) = (&*p, engine.policy()) {
+                        if mine.generation() != p.generation() {
+                            engine.set_policy(Arc::clone(p), &[]);
+                            picked_up += 1;
+                        }
+                    }
+                }
                 engine.process(now, side, &mut frames[..n], &mut verdicts[..n]);
                 engine.poll_released(|_, _| {});
                 now = Time(now.0 + ns_per_packet_virtual * n as u64);
@@ -249,6 +311,8 @@ impl Worker<'_> {
             flows_warm,
             flows_end: engine.conntrack().len(),
             table_memory_mib: engine.conntrack().memory() as f64 / (1024.0 * 1024.0),
+            nat_bindings: engine.nat().len(),
+            reloads_picked_up: picked_up,
             counters,
         }
     }
@@ -286,6 +350,16 @@ pub fn run(opts: &Options) -> Report {
             p.name, p.members, flows_total, cores, opts.seed
         );
     }
+    // The member database of the scenario and its compiled policy.
+    let db = opts.members.then(|| policy::sample::campus(p.members));
+    let mut compile_ms = None;
+    let published = ArcSwapOption::<Policy>::empty();
+    if let Some(db) = &db {
+        let t0 = Instant::now();
+        let compiled = policy::compile(db, 1).expect("the scenario's database is valid");
+        compile_ms = Some(t0.elapsed().as_secs_f64() * 1e3);
+        published.store(Some(Arc::new(compiled)));
+    }
     // Enough sequence to not fit in cache: about 1M packets per core.
     let batches = (1 << 20) / opts.batch;
     let traffic: Vec<Traffic> = (0..cores)
@@ -302,18 +376,18 @@ pub fn run(opts: &Options) -> Report {
     let progress: Vec<AtomicU64> = (0..cores).map(|_| AtomicU64::new(0)).collect();
     let start = Barrier::new(cores + 1);
     let stop = AtomicBool::new(false);
-    let mut results: Vec<CoreResult> = std::thread::scope(|s| {
+    let (mut results, reload_ms): (Vec<CoreResult>, Vec<f64>) = std::thread::scope(|s| {
         let handles: Vec<_> = traffic
             .into_iter()
             .enumerate()
             .map(|(c, t)| {
-                let (progress, start, stop) = (&progress[c], &start, &stop);
+                let (progress, start, stop, published) = (&progress[c], &start, &stop, &published);
                 let cpu = cpus.get(c % cpus.len().max(1)).copied();
                 s.spawn(move || {
                     if let Some(id) = cpu {
                         core_affinity::set_for_current(id);
                     }
-                    let mut r = Worker { core: c, opts, traffic: t, progress }.run(start, stop);
+                    let mut r = Worker { core: c, opts, traffic: t, progress }.run(start, stop, published);
                     r.cpu = cpu.map(|c| c.id);
                     r
                 })
@@ -324,6 +398,23 @@ pub fn run(opts: &Options) -> Report {
         }
         start.wait();
         let t0 = Instant::now();
+        // The reloader: recompiles the database and publishes a new
+        // generation at even intervals during the measured run.
+        let reloader = (opts.reloads > 0).then(|| db.as_ref()).flatten().map(|db| {
+            let published = &published;
+            let every = Duration::from_secs_f64(opts.seconds / f64::from(opts.reloads + 1));
+            s.spawn(move || {
+                let mut ms = Vec::new();
+                for g in 0..opts.reloads {
+                    std::thread::sleep(every);
+                    let t = Instant::now();
+                    let p = policy::compile(db, 2 + u64::from(g)).expect("valid");
+                    published.store(Some(Arc::new(p)));
+                    ms.push(t.elapsed().as_secs_f64() * 1e3);
+                }
+                ms
+            })
+        });
         while !handles.iter().all(|h| h.is_finished()) {
             std::thread::sleep(Duration::from_millis(250));
             if opts.progress {
@@ -338,7 +429,9 @@ pub fn run(opts: &Options) -> Report {
         if opts.progress {
             eprintln!();
         }
-        handles.into_iter().map(|h| h.join().expect("bench worker")).collect()
+        let results: Vec<CoreResult> = handles.into_iter().map(|h| h.join().expect("bench worker")).collect();
+        let reload_ms = reloader.map(|r| r.join().expect("reloader")).unwrap_or_default();
+        (results, reload_ms)
     });
     results.sort_by_key(|r| r.core);
 
@@ -366,6 +459,13 @@ pub fn run(opts: &Options) -> Report {
         new_flow_share: new_packets as f64 / seq_packets.max(1) as f64,
         fast_path_share: total.fast_path as f64 / (total.fast_path + total.slow_path).max(1) as f64,
         counters: total.entries().into_iter().filter(|(_, v)| *v != 0).collect(),
+        members_pipeline: opts.members,
+        policy_compile_ms: compile_ms,
+        reloads: reload_ms.len() as u32,
+        reload_compile_ms_max: reload_ms
+            .iter()
+            .copied()
+            .fold(None, |m: Option<f64>, x| Some(m.map_or(x, |m| m.max(x)))),
         per_core: results,
     }
 }
@@ -401,6 +501,20 @@ pub fn print(r: &Report) {
         );
     }
     println!("total          {:.2} Mpps on {} core(s), {:.2} Mpps per core", r.mpps, r.cores, r.mpps_per_core);
+    if let Some(ms) = r.policy_compile_ms {
+        println!("policy         member pipeline on; {} members compiled in {:.1} ms", r.members, ms);
+    } else {
+        println!("policy         classic stateful policy (--no-members): connection tracking alone");
+    }
+    if r.reloads > 0 {
+        let picked: Vec<_> = r.per_core.iter().map(|c| c.reloads_picked_up.to_string()).collect();
+        println!(
+            "reloads        {} published during the run (slowest compile {:.1} ms), picked up per core: {}; every packet got a verdict",
+            r.reloads,
+            r.reload_compile_ms_max.unwrap_or(0.0),
+            picked.join(", ")
+        );
+    }
     let drops: Vec<_> = r.counters.iter().filter(|(k, _)| engine::DropReason::all().any(|d| d.name() == **k)).collect();
     if !drops.is_empty() {
         println!("drops          {}", drops.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(" "));

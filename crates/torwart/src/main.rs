@@ -76,6 +76,12 @@ enum Command {
         /// Print the report as JSON (progress still goes to stderr).
         #[arg(long)]
         json: bool,
+        /// Connection tracking alone: no member policy, NAT or accounting.
+        #[arg(long)]
+        no_members: bool,
+        /// Policy generations to recompile and publish during the run.
+        #[arg(long, default_value_t = 0)]
+        reloads: u32,
     },
 }
 
@@ -114,7 +120,18 @@ fn run(cli: Cli) -> Result<(), Error> {
             }
             Ok(())
         }
-        Command::Bench { scenario, seed, cores, seconds, batch, offered_mpps, flow_scale, json } => {
+        Command::Bench {
+            scenario,
+            seed,
+            cores,
+            seconds,
+            batch,
+            offered_mpps,
+            flow_scale,
+            json,
+            no_members,
+            reloads,
+        } => {
             let Some(p) = scenario::by_name(&scenario) else {
                 let names: Vec<_> = scenario::SCENARIOS.iter().map(|s| s.name).collect();
                 return Err(Error::Usage(format!("unknown scenario {scenario:?} (known: {})", names.join(", "))));
@@ -127,8 +144,18 @@ fn run(cli: Cli) -> Result<(), Error> {
                     "--cores, --seconds, --offered-mpps and --flow-scale must be positive".into(),
                 ));
             }
-            let opts =
-                bench::Options { scenario: p, seed, cores, seconds, batch, offered_mpps, flow_scale, progress: true };
+            let opts = bench::Options {
+                scenario: p,
+                seed,
+                cores,
+                seconds,
+                batch,
+                offered_mpps,
+                flow_scale,
+                progress: true,
+                members: !no_members,
+                reloads,
+            };
             let report = bench::run(&opts);
             if json {
                 println!("{}", serde_json::to_string_pretty(&report).expect("report serialises"));

@@ -110,6 +110,8 @@ pub fn server_v6(n: u32) -> Ipv6Addr {
 /// One connection of the scenario.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct FlowSpec {
+    /// Position in its core's flow list.
+    pub index: u32,
     pub member: u32,
     pub client: IpAddr,
     pub server: IpAddr,
@@ -264,6 +266,7 @@ pub fn flows(p: &Params, members: &[u32], n: usize, rng: &mut fastrand::Rng) -> 
             continue;
         }
         out.push(FlowSpec {
+            index: out.len() as u32,
             member: m,
             client,
             server,
@@ -332,6 +335,23 @@ pub struct Traffic {
     pub packets: u64,
     pub bytes_in: u64,
     pub bytes_out: u64,
+}
+
+impl Traffic {
+    /// Re-addresses the inbound templates to where the flows really are on
+    /// the outside: `endpoints[f]` is flow `f`'s public address and port
+    /// (after NAT), `None` if it was not opened (its packets stay addressed
+    /// to the private address and are dropped, as they would be).
+    pub fn readdress_inbound(&mut self, endpoints: &[Option<(IpAddr, u16)>]) {
+        let mut buf = vec![0u8; 2048];
+        for (f, ep) in self.flows.iter().zip(endpoints) {
+            let Some((addr, port)) = *ep else { continue };
+            let seen = FlowSpec { client: addr, client_port: port, ..*f };
+            let t = &mut self.templates[2 * (f.index as usize) + 1];
+            let n = seen.data_packet(false, usize::from(t.len), &mut buf);
+            *t = Template::from_frame(&buf[..n]);
+        }
+    }
 }
 
 /// Builds one core's traffic: `flows` established flows of `members`, and a
