@@ -400,7 +400,7 @@ pub fn run(opts: &Options) -> Report {
         let t0 = Instant::now();
         // The reloader: recompiles the database and publishes a new
         // generation at even intervals during the measured run.
-        let reloader = (opts.reloads > 0).then(|| db.as_ref()).flatten().map(|db| {
+        let reloader = db.as_ref().filter(|_| opts.reloads > 0).map(|db| {
             let published = &published;
             let every = Duration::from_secs_f64(opts.seconds / f64::from(opts.reloads + 1));
             s.spawn(move || {
