@@ -10,9 +10,9 @@
 //!   safe choice), or a port forward.
 //! * **Port preservation** when the device's own port is free and inside
 //!   the member's range; otherwise a port chosen from a keyed hash of the
-//!   device's address and port, then the next free one. Ports below 1024
-//!   are not handed out dynamically (REQ-4 keeps well-known ports for
-//!   forwards).
+//!   device's address and port, then the next free one. TCP and UDP ports
+//!   below 1024 are not handed out dynamically (they are kept for
+//!   forwards); ICMP echo identifiers are translated the same way.
 //! * **Quota.** A member holds at most `quota` bindings (RFC 6888 REQ-4), so
 //!   one member cannot exhaust a shared public address; members sharing an
 //!   address have disjoint port ranges, so they never compete for a port.
@@ -175,7 +175,9 @@ impl Nat {
     }
 
     fn pick_port(&self, public: Public, proto: u8, private: Ipv4Addr, private_port: u16) -> Option<u16> {
-        let lo = public.first.max(DYNAMIC_FLOOR).min(public.last);
+        // Well-known ports are kept for forwards; ICMP identifiers are not ports.
+        let floor = if proto == 1 || proto == 58 { 1 } else { DYNAMIC_FLOOR };
+        let lo = public.first.max(floor).min(public.last);
         let hi = public.last;
         if lo > hi {
             return None;

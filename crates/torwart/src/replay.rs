@@ -16,11 +16,14 @@
 //! the command shows what it does on a fresh machine.
 
 use crate::Error;
+use engine::members::{DOWN, UP};
 use engine::{Config, Counters, Engine, Side, Time, Verdict};
 use io::{Batch, IoError, PacketBuf, PcapReader, PcapWriter, PortId, TimedSource};
+use policy::Policy;
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 /// The embedded demonstration captures (also golden test inputs).
 pub const DEMO_INSIDE: &[u8] = include_bytes!("../../../tests/golden/demo/inside.pcap");
@@ -46,6 +49,17 @@ pub struct Options {
     pub outside: Input,
     pub out_dir: PathBuf,
     pub engine: Config,
+    /// The member policy; without one the classic stateful policy applies.
+    pub policy: Option<Arc<Policy>>,
+}
+
+/// One member's traffic as the replay counted it.
+#[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq)]
+pub struct MemberUsage {
+    pub up_bytes: u64,
+    pub down_bytes: u64,
+    pub up_packets: u64,
+    pub down_packets: u64,
 }
 
 /// What a replay did.
@@ -62,6 +76,9 @@ pub struct Report {
     pub raw: Counters,
     pub to_inside: PathBuf,
     pub to_outside: PathBuf,
+    /// Traffic per member (by member id), when a member policy was used.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub members: BTreeMap<u32, MemberUsage>,
 }
 
 /// A source with no frames, for a side without a capture.
@@ -120,7 +137,13 @@ pub fn run(opts: &Options) -> Result<Report, Error> {
         let Some(first) = batch.frames().first() else { continue };
         let now = Time(first.ts_ns);
         let side = side_of(first.port);
-        let engine = engine.get_or_insert_with(|| Engine::new(opts.engine.clone(), now));
+        let engine = engine.get_or_insert_with(|| {
+            let mut e = Engine::new(opts.engine.clone(), now);
+            if let Some(p) = &opts.policy {
+                e.set_policy(Arc::clone(p), &[]);
+            }
+            e
+        });
         engine.poll_timers(now);
         let n = batch.len();
         frames_in[side.index()] += n as u64;
@@ -156,6 +179,23 @@ pub fn run(opts: &Options) -> Result<Report, Error> {
         raw,
         to_inside: paths[0].clone(),
         to_outside: paths[1].clone(),
+        members: engine
+            .as_ref()
+            .map(|e| {
+                e.accounts()
+                    .iter()
+                    .map(|a| {
+                        let u = MemberUsage {
+                            up_bytes: a.bytes[UP],
+                            down_bytes: a.bytes[DOWN],
+                            up_packets: a.packets[UP],
+                            down_packets: a.packets[DOWN],
+                        };
+                        (a.member_id, u)
+                    })
+                    .collect()
+            })
+            .unwrap_or_default(),
     })
 }
 
@@ -178,6 +218,15 @@ pub fn print(r: &Report) {
         c.flows_created, c.flows_expired, c.flows_evicted, c.flows_picked_up, r.flows_live
     );
     println!("path     {} fast, {} slow, {} ICMP errors related to a flow", c.fast_path, c.slow_path, c.icmp_related);
+    if !r.members.is_empty() {
+        println!("members  {:>8} {:>12} {:>10} {:>12} {:>10}", "id", "up bytes", "up pkts", "down bytes", "down pkts");
+        for (id, u) in &r.members {
+            println!(
+                "         {:>8} {:>12} {:>10} {:>12} {:>10}",
+                id, u.up_bytes, u.up_packets, u.down_bytes, u.down_packets
+            );
+        }
+    }
     let drops: Vec<_> = engine::DropReason::all().filter(|d| c.dropped(*d) > 0).collect();
     if drops.is_empty() {
         println!("dropped  nothing");
@@ -193,7 +242,13 @@ pub fn print(r: &Report) {
 /// default engine and a fixed hash key from `seed`.
 pub fn options(inside: Option<&Path>, outside: Option<&Path>, out_dir: &Path, seed: u64) -> Options {
     let input = |p: Option<&Path>| p.map_or(Input::None, |p| Input::File(p.to_path_buf()));
-    Options { inside: input(inside), outside: input(outside), out_dir: out_dir.to_path_buf(), engine: config(seed) }
+    Options {
+        inside: input(inside),
+        outside: input(outside),
+        out_dir: out_dir.to_path_buf(),
+        engine: config(seed),
+        policy: None,
+    }
 }
 
 /// The replay engine configuration: defaults, with the hash key from `seed`.

@@ -210,15 +210,67 @@ fn table_full() -> Script {
     s
 }
 
+/// The member gateway on the example database of docs/members.md: NAT,
+/// shared addresses, a port forward, hairpinning, spoofing, a blocked
+/// member, a blocklisted address, ICMP error translation, IPv6 openings.
+fn members() -> Script {
+    let mut s = Script::default();
+    let laptop = v4(10, 0, 1, 1); // member 101, public 198.51.100.10
+    let nas = v4(10, 0, 1, 2); // member 101, forward 198.51.100.10:8080 -> :80
+    let c301 = v4(10, 0, 3, 1); // member 104, public 198.51.100.20 ports 1024-32767
+    let pub101 = v4(198, 51, 100, 10);
+    let pub104 = v4(198, 51, 100, 20);
+    let web = v4(198, 19, 0, 80);
+    let dns = v4(198, 19, 0, 53);
+    let client = v4(198, 19, 7, 7);
+
+    // The laptop opens HTTPS: it leaves as 198.51.100.10 (port kept), answers come back.
+    s.at(0, true, tcp(true, laptop, web, 40_000, 443, 1000, 0, S, 0));
+    s.at(10, false, tcp(false, web, pub101, 443, 40_000, 5000, 1001, S | A, 0));
+    s.at(20, true, tcp(true, laptop, web, 40_000, 443, 1001, 5001, A, 0));
+    s.at(21, true, tcp(true, laptop, web, 40_000, 443, 1001, 5001, A | TcpFlags::PSH, 300));
+    s.at(40, false, tcp(false, web, pub101, 443, 40_000, 5001, 1301, A | TcpFlags::PSH, 1400));
+    // Member 104 asks DNS from its shared address; a port unreachable about it comes back, translated.
+    s.at(50, true, udp(true, c301, dns, 5000, 53, 40));
+    s.at(60, false, udp(false, dns, pub104, 53, 5000, 90));
+    let sent = udp(false, pub104, dns, 5000, 53, 40);
+    s.at(70, false, frame(|b| build::icmp_error(b, &OUT, dns, pub104, 3, 3, &sent[14..])));
+    // A ping from the laptop and its reply.
+    s.at(80, true, frame(|b| build::icmp_echo(b, &IN, laptop, web, true, 99, 1, 56)));
+    s.at(90, false, frame(|b| build::icmp_echo(b, &OUT, web, pub101, false, 99, 1, 56)));
+    // From the internet to the NAS through the port forward, and its answer.
+    s.at(100, false, tcp(false, client, pub101, 50_505, 8080, 70, 0, S, 0));
+    s.at(110, true, tcp(true, nas, client, 80, 50_505, 300, 71, S | A, 0));
+    // Unsolicited: another port of the public address.
+    s.at(120, false, tcp(false, client, pub101, 50_506, 22, 70, 0, S, 0));
+    // Member 104 reaches the NAS by the public address (hairpinning) and gets its answer.
+    s.at(130, true, tcp(true, c301, pub101, 6000, 8080, 1, 0, S, 0));
+    s.at(140, true, tcp(true, nas, pub104, 80, 6000, 900, 2, S | A, 0));
+    // Spoofed, unregistered, blocked member, blocklisted destination: all dropped.
+    s.at(150, true, tcp(true, v4(172, 16, 0, 5), web, 1, 80, 1, 0, S, 0));
+    s.at(151, true, tcp(true, v4(10, 0, 200, 1), web, 1, 80, 1, 0, S, 0));
+    s.at(152, true, tcp(true, v4(10, 0, 2, 1), web, 1, 80, 1, 0, S, 0));
+    s.at(153, true, tcp(true, laptop, v4(203, 0, 113, 9), 1, 80, 1, 0, S, 0));
+    // IPv6 is not translated: an opening lets one port in, not others.
+    let dev6 = IpAddr::V6(Ipv6Addr::new(0x2001, 0xdb8, 0, 0x101, 0, 0, 0, 0x10));
+    let far6 = IpAddr::V6(Ipv6Addr::new(0x2001, 0xdb8, 0xaaaa, 0, 0, 0, 0, 1));
+    s.at(160, false, tcp(false, far6, dev6, 7000, 443, 1, 0, S, 0));
+    s.at(161, false, tcp(false, far6, dev6, 7000, 22, 1, 0, S, 0));
+    s
+}
+
 struct Case {
     name: &'static str,
     script: fn() -> Script,
     max_flows: u32,
+    /// Replay with the example member database.
+    members: bool,
 }
 
 const CASES: &[Case] = &[
-    Case { name: "demo", script: demo, max_flows: 262_144 },
-    Case { name: "table-full", script: table_full, max_flows: 16 },
+    Case { name: "demo", script: demo, max_flows: 262_144, members: false },
+    Case { name: "table-full", script: table_full, max_flows: 16, members: false },
+    Case { name: "members", script: members, max_flows: 262_144, members: true },
 ];
 
 fn run_case(case: &Case) {
@@ -229,8 +281,16 @@ fn run_case(case: &Case) {
     let out = std::env::temp_dir().join(format!("torwart-golden-{}-{}", case.name, std::process::id()));
     let mut opts = replay::options(Some(&dir.join("inside.pcap")), Some(&dir.join("outside.pcap")), &out, 0);
     opts.engine.max_flows = case.max_flows;
+    if case.members {
+        opts.policy = Some(std::sync::Arc::new(policy::compile(&policy::sample::example(), 1).unwrap()));
+    }
     let report = replay::run(&opts).unwrap_or_else(|e| panic!("{}: {e}", case.name));
-    let counters = serde_json::to_string_pretty(&report.counters).unwrap() + "\n";
+    let counters = serde_json::to_string_pretty(&serde_json::json!({
+        "counters": report.counters,
+        "members": report.members,
+    }))
+    .unwrap()
+        + "\n";
     let outputs = ["to-inside.pcap", "to-outside.pcap"];
     if regenerate() {
         std::fs::write(dir.join("counters.json"), &counters).unwrap();
@@ -262,6 +322,11 @@ fn golden_demo() {
 #[test]
 fn golden_table_full() {
     run_case(&CASES[1]);
+}
+
+#[test]
+fn golden_members() {
+    run_case(&CASES[2]);
 }
 
 /// The scripted inputs are what is committed (or the script changed
