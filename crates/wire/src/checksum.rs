@@ -28,39 +28,40 @@ use core::net::{Ipv4Addr, Ipv6Addr};
 /// most 0xffff. An odd final byte is padded with a zero byte.
 #[inline]
 pub fn sum(data: &[u8]) -> u32 {
-    // Summing 32-bit words into a 64-bit accumulator gives the same result
-    // modulo 0xffff (2^16 ≡ 1), at half the additions.
+    // 64-bit words with end-around carry give the same one's-complement sum
+    // as 16-bit words (RFC 1071 §2(B)), in a quarter of the additions and
+    // without a data-dependent loop at the end.
     let mut acc: u64 = 0;
-    let mut chunks = data.chunks_exact(4);
+    let mut chunks = data.chunks_exact(8);
     for c in &mut chunks {
-        acc += u64::from(u32::from_be_bytes([c[0], c[1], c[2], c[3]]));
+        let w = u64::from_be_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]);
+        let (s, carry) = acc.overflowing_add(w);
+        acc = s + u64::from(carry);
     }
     let rest = chunks.remainder();
-    let mut i = 0;
-    while i + 1 < rest.len() {
-        acc += u64::from(u16::from_be_bytes([rest[i], rest[i + 1]]));
-        i += 2;
-    }
-    if i < rest.len() {
-        acc += u64::from(rest[i]) << 8;
-    }
-    fold64(acc)
+    let mut tail = [0u8; 8];
+    tail[..rest.len()].copy_from_slice(rest);
+    let (s, carry) = acc.overflowing_add(u64::from_be_bytes(tail));
+    fold64(s + u64::from(carry))
 }
 
+/// Folds a 64-bit one's-complement accumulator to at most 0xffff, branch-free.
 #[inline]
-fn fold64(mut acc: u64) -> u32 {
-    while acc > 0xffff {
-        acc = (acc & 0xffff) + (acc >> 16);
-    }
-    acc as u32
+fn fold64(acc: u64) -> u32 {
+    let a = (acc & 0xffff_ffff) + (acc >> 32);
+    let a = (a & 0xffff) + (a >> 16);
+    let a = (a & 0xffff) + (a >> 16);
+    let a = (a & 0xffff) + (a >> 16);
+    a as u32
 }
 
 /// Fold the carries of a partial sum into 16 bits (no complement).
 #[inline]
-pub fn fold(mut s: u32) -> u16 {
-    while s > 0xffff {
-        s = (s & 0xffff) + (s >> 16);
-    }
+pub fn fold(s: u32) -> u16 {
+    // Two rounds carry any u32 into 16 bits: the first leaves at most
+    // 0x1fffe, the second at most 0xffff.
+    let s = (s & 0xffff) + (s >> 16);
+    let s = (s & 0xffff) + (s >> 16);
     s as u16
 }
 
