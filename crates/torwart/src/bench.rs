@@ -509,7 +509,7 @@ pub fn print(r: &Report) {
     if r.reloads > 0 {
         let picked: Vec<_> = r.per_core.iter().map(|c| c.reloads_picked_up.to_string()).collect();
         println!(
-            "reloads        {} published during the run (slowest compile {:.1} ms), picked up per core: {}; every packet got a verdict",
+            "reloads        {} published during the run (slowest compile {:.1} ms, off the packet path), picked up per core: {}",
             r.reloads,
             r.reload_compile_ms_max.unwrap_or(0.0),
             picked.join(", ")
