@@ -58,6 +58,8 @@ impl fmt::Display for Table {
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Debug)]
 #[non_exhaustive]
 pub enum Rule {
+    /// A column's value does not parse (a malformed address, an unknown status).
+    InvalidValue,
     /// Two rows of one table share a primary key.
     DuplicateId,
     /// A row refers to a member or plan that does not exist.

@@ -17,6 +17,13 @@ pub enum Error {
     Io(#[from] io::IoError),
     #[error("cannot {op} \"{path}\": {source}")]
     File { op: &'static str, path: PathBuf, source: std::io::Error },
+    #[error(transparent)]
+    Db(#[from] control::db::DbError),
     #[error("{0}")]
     Usage(String),
+}
+
+/// Runs `f` on a single-threaded async runtime (the database layer is async).
+pub fn block_on<T>(f: impl std::future::Future<Output = T>) -> T {
+    tokio::runtime::Builder::new_current_thread().enable_all().build().expect("a tokio runtime").block_on(f)
 }

@@ -50,6 +50,15 @@ enum Command {
         /// Seed of the (fixed, for reproducibility) flow hash key.
         #[arg(long, default_value_t = 0)]
         seed: u64,
+        /// Member database (path or URL): apply the member policy (NAT,
+        /// forwards, anti-spoofing, blocks) and print usage per member.
+        #[arg(long)]
+        db: Option<String>,
+    },
+    /// The member database: create, import, check.
+    Db {
+        #[command(subcommand)]
+        command: DbCommand,
     },
     /// Measures the engine on a named scenario with generated traffic.
     Bench {
@@ -85,6 +94,31 @@ enum Command {
     },
 }
 
+/// Where the member database is: a path (SQLite) or a URL (sqlite://, postgres://).
+const DEFAULT_DB: &str = "torwart.db";
+
+#[derive(Subcommand, Debug)]
+enum DbCommand {
+    /// Creates the schema (docs/members.md); harmless on an existing database.
+    Init {
+        #[arg(long, default_value = DEFAULT_DB)]
+        db: String,
+    },
+    /// Loads members from a JSON file or a folder of CSV files (one per table),
+    /// after checking them; an invalid import changes nothing.
+    Import {
+        /// The JSON file or CSV folder.
+        source: PathBuf,
+        #[arg(long, default_value = DEFAULT_DB)]
+        db: String,
+    },
+    /// Validates the database and explains every problem with the row it is in.
+    Check {
+        #[arg(long, default_value = DEFAULT_DB)]
+        db: String,
+    },
+}
+
 fn main() -> ExitCode {
     match run(Cli::parse()) {
         Ok(()) => ExitCode::SUCCESS,
@@ -97,7 +131,7 @@ fn main() -> ExitCode {
 
 fn run(cli: Cli) -> Result<(), Error> {
     match cli.command {
-        Command::Replay { inside, outside, out_dir, json, max_flows, established_timeout, strict_tcp, seed } => {
+        Command::Replay { inside, outside, out_dir, json, max_flows, established_timeout, strict_tcp, seed, db } => {
             let mut opts = replay::options(inside.as_deref(), outside.as_deref(), &out_dir, seed);
             if inside.is_none() && outside.is_none() {
                 if !json {
@@ -112,6 +146,17 @@ fn run(cli: Cli) -> Result<(), Error> {
             opts.engine.max_flows = max_flows;
             opts.engine.timeouts.tcp_established = established_timeout;
             opts.engine.tcp_loose = !strict_tcp;
+            if let Some(url) = db {
+                let members = torwart::block_on(async {
+                    let d = control::db::Database::open(&url).await?;
+                    let m = d.load().await;
+                    d.close().await;
+                    m
+                })?;
+                let compiled = policy::compile(&members, 1)
+                    .map_err(|e| Error::Usage(format!("the member database {url} is not valid:\n{e}")))?;
+                opts.policy = Some(std::sync::Arc::new(compiled));
+            }
             let report = replay::run(&opts)?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&report).expect("report serialises"));
@@ -120,6 +165,7 @@ fn run(cli: Cli) -> Result<(), Error> {
             }
             Ok(())
         }
+        Command::Db { command } => db(command),
         Command::Bench {
             scenario,
             seed,
@@ -165,4 +211,34 @@ fn run(cli: Cli) -> Result<(), Error> {
             Ok(())
         }
     }
+}
+
+fn db(command: DbCommand) -> Result<(), Error> {
+    use control::db::{CheckReport, Database};
+    torwart::block_on(async {
+        match command {
+            DbCommand::Init { db } => {
+                let d = Database::open_or_create(&db).await?;
+                d.init().await?;
+                println!("initialised the member database {}", d.url());
+                d.close().await;
+            }
+            DbCommand::Import { source, db } => {
+                let d = Database::open(&db).await?;
+                let report = d.import(&source).await?;
+                println!("{report}");
+                d.close().await;
+            }
+            DbCommand::Check { db } => {
+                let d = Database::open(&db).await?;
+                let report = d.check().await?;
+                d.close().await;
+                match report {
+                    CheckReport::Valid(_) => println!("{report}"),
+                    CheckReport::Invalid(e) => return Err(Error::Usage(e.to_string())),
+                }
+            }
+        }
+        Ok(())
+    })
 }

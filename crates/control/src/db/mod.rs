@@ -1,0 +1,194 @@
+//! The member database: SQLite or PostgreSQL, read into the member model.
+//!
+//! The member database is the source of truth of a torwart network
+//! (`docs/members.md`). This module is the only code that talks to it. It
+//!
+//! * opens it by URL ([`Database::open`]): `sqlite://path` or a plain file
+//!   path is SQLite, the embedded default; `postgres://...` is PostgreSQL.
+//!   Both go through sqlx with the same SQL text, so there is one code path
+//!   and the per-database differences fit in `backend.rs`;
+//! * creates the schema ([`Database::init`], from `schema.sql`, which is
+//!   the schema block of `docs/members.md` verbatim; a test keeps them
+//!   equal), idempotently, plus the change tracking of [`Database::watch`];
+//! * reads every table into a [`MemberDb`] ([`Database::load`]). A value
+//!   that does not parse becomes a [`Problem`](policy::Problem) naming
+//!   table, row and column, and reading goes on, so one run lists every
+//!   problem. Tables may be operator views with the same column names;
+//! * imports JSON or CSV files ([`Database::import`]), compiled before
+//!   anything is written and written in one transaction;
+//! * checks the database ([`Database::check`]): load plus
+//!   [`policy::compile()`], every problem or a summary;
+//! * adds traffic counters to the `accounting` table
+//!   ([`Database::write_accounting`]), the only table torwart writes
+//!   during operation;
+//! * notices changes ([`Database::watch`]): LISTEN/NOTIFY with PostgreSQL,
+//!   polling a change counter (or SQLite's `data_version`) otherwise.
+//!
+//! Everything is async (sqlx on tokio). Nothing here is on the packet
+//! path: the daemon loads, compiles and swaps policies off it.
+
+mod accounting;
+mod backend;
+mod check;
+mod error;
+mod import;
+mod read;
+mod schema;
+mod watch;
+
+use policy::{MemberDb, PolicyError};
+
+pub use accounting::{AccountingPeriod, MemberTraffic};
+pub use check::{CheckReport, Summary};
+pub use error::{DbError, ImportError, Location};
+pub use import::ImportReport;
+pub use watch::{ChangeStream, WatchMode, WatchOptions, CHANNEL as NOTIFY_CHANNEL};
+
+use backend::{Pool, Stmt, Tx};
+use read::{read_row, select, TABLES};
+
+/// An open member database: a small connection pool to SQLite or PostgreSQL.
+#[derive(Clone, Debug)]
+pub struct Database {
+    /// The URL for messages, without the password.
+    url: String,
+    pool: Pool,
+}
+
+impl Database {
+    /// Opens an existing database: `sqlite://path`, `sqlite:path` or a
+    /// plain file path (SQLite), or `postgres://user:password@host/db`
+    /// (PostgreSQL). A missing SQLite file is an error that says how to
+    /// create it; the schema is not checked here ([`Database::load`] names
+    /// missing tables and columns).
+    pub async fn open(url: &str) -> Result<Database, DbError> {
+        Database::connect(url, false).await
+    }
+
+    /// Opens a database, creating a missing SQLite file (for `torwart db
+    /// init`; then call [`Database::init`]). For PostgreSQL the same as
+    /// [`Database::open`]: the database must exist.
+    pub async fn open_or_create(url: &str) -> Result<Database, DbError> {
+        Database::connect(url, true).await
+    }
+
+    async fn connect(url: &str, create: bool) -> Result<Database, DbError> {
+        let shown = redact(url);
+        let target = backend::target(url, &shown)?;
+        let pool = Pool::connect(target, &shown, create).await?;
+        Ok(Database { url: shown, pool })
+    }
+
+    /// The database's URL without its password, for messages.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// Whether this is PostgreSQL (else SQLite).
+    pub fn is_postgres(&self) -> bool {
+        self.pool.is_postgres()
+    }
+
+    /// Closes the connections (they close on drop too, less politely).
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+
+    /// Reads every member table into the model, in key order, from one
+    /// consistent snapshot. Values that do not parse are reported all
+    /// together as [`DbError::Invalid`], each naming table, row and
+    /// column; whether the rows fit together is [`policy::compile()`]'s
+    /// business (see [`Database::check`]).
+    pub async fn load(&self) -> Result<MemberDb, DbError> {
+        let mut tx = self.begin_read().await?;
+        let (db, problems) = self.read_tables(&mut tx, &TABLES.map(|(t, _)| t)).await?;
+        tx.rollback().await.map_err(|e| self.sql("cannot finish reading", e))?;
+        if problems.is_empty() {
+            Ok(db)
+        } else {
+            Err(DbError::Invalid(PolicyError::new(problems)))
+        }
+    }
+
+    /// A read-only transaction that sees one snapshot of the database.
+    async fn begin_read(&self) -> Result<Tx, DbError> {
+        let mut tx = self.pool.begin().await.map_err(|e| self.sql("cannot start reading", e))?;
+        if self.pool.is_postgres() {
+            tx.execute(Stmt::new("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY", vec![]))
+                .await
+                .map_err(|e| self.sql("cannot start reading", e))?;
+        }
+        Ok(tx)
+    }
+
+    /// Reads `tables` into a model; bad values become problems.
+    async fn read_tables(
+        &self,
+        tx: &mut Tx,
+        tables: &[policy::Table],
+    ) -> Result<(MemberDb, Vec<policy::Problem>), DbError> {
+        let mut db = MemberDb::default();
+        let mut problems = Vec::new();
+        for &table in tables {
+            let rows = tx
+                .fetch(Stmt::new(select(table), vec![]))
+                .await
+                .map_err(|e| self.sql(format!("cannot read table {table}"), e))?;
+            for i in 0..rows.len() {
+                if let Some(cells) = rows.get(i) {
+                    if let Err(p) = read_row(table, cells, i + 1, &mut db) {
+                        problems.extend(p);
+                    }
+                }
+            }
+        }
+        Ok((db, problems))
+    }
+
+    fn sql(&self, doing: impl Into<String>, source: sqlx::Error) -> DbError {
+        DbError::Sql { url: self.url.clone(), doing: doing.into(), source }
+    }
+}
+
+/// `url` without its password: `postgres://torwart:secret@host/db`
+/// becomes `postgres://torwart@host/db`; a `password=` parameter goes too.
+fn redact(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let (authority, tail) = rest.split_at(rest.find(['/', '?']).unwrap_or(rest.len()));
+    let authority = match authority.rsplit_once('@') {
+        Some((userinfo, host)) => {
+            let user = userinfo.split(':').next().unwrap_or_default();
+            format!("{user}@{host}")
+        }
+        None => authority.to_owned(),
+    };
+    let tail = match tail.split_once('?') {
+        Some((path, query)) => {
+            let kept: Vec<&str> =
+                query.split('&').filter(|kv| !kv.to_ascii_lowercase().starts_with("password=")).collect();
+            if kept.is_empty() {
+                path.to_owned()
+            } else {
+                format!("{path}?{}", kept.join("&"))
+            }
+        }
+        None => tail.to_owned(),
+    };
+    format!("{scheme}://{authority}{tail}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn passwords_are_not_shown() {
+        assert_eq!(redact("postgres://torwart:secret@127.0.0.1:5432/db"), "postgres://torwart@127.0.0.1:5432/db");
+        assert_eq!(redact("postgres://u:p@ss@h/db?password=x&sslmode=disable"), "postgres://u@h/db?sslmode=disable");
+        assert_eq!(redact("postgres://h/db?password=x"), "postgres://h/db");
+        assert_eq!(redact("sqlite:///var/lib/torwart/members.db"), "sqlite:///var/lib/torwart/members.db");
+        assert_eq!(redact("members.db"), "members.db");
+    }
+}

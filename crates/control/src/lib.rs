@@ -1,0 +1,15 @@
+//! torwart's control plane.
+//!
+//! DESIGN.md gives this crate the daemon: reading the member database,
+//! compiling and swapping policies, mirroring routes and neighbours,
+//! persisting accounting, the HTTP API and metrics. For now it holds the
+//! first of these:
+//!
+//! * [`db`]: the member database (SQLite, the embedded default, or
+//!   PostgreSQL): open, create the schema, load into [`policy::MemberDb`],
+//!   import JSON/CSV, check, write accounting, watch for changes.
+//!
+//! Unlike `wire`, `policy` and `engine`, this crate does I/O and runs on
+//! tokio; none of it is on the packet path.
+
+pub mod db;
