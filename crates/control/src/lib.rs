@@ -8,8 +8,11 @@
 //! * [`db`]: the member database (SQLite, the embedded default, or
 //!   PostgreSQL): open, create the schema, load into [`policy::MemberDb`],
 //!   import JSON/CSV, check, write accounting, watch for changes.
+//! * [`reload`]: load, compile, diff and publish policy generations on
+//!   every change; a database that does not compile changes nothing.
 //!
 //! Unlike `wire`, `policy` and `engine`, this crate does I/O and runs on
 //! tokio; none of it is on the packet path.
 
 pub mod db;
+pub mod reload;

@@ -78,3 +78,12 @@ async fn wrong_credentials_are_reported_without_the_password() {
     assert!(text.starts_with(&format!("cannot open database {scheme}://torwart@")), "{text}");
     assert!(!text.contains("not-the-password"), "{text}");
 }
+
+#[tokio::test]
+async fn a_change_reaches_the_running_policy_within_a_second() {
+    let _serial = PG_SERIAL.lock().await;
+    let Some(pg) = Pg::new().await else { return };
+    let (db, raw) = fresh(&pg).await;
+    db.import(&data("example.json")).await.expect("import");
+    common::reloads_follow_the_database(db, &raw).await;
+}

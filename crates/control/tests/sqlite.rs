@@ -213,3 +213,11 @@ async fn check_reports_compiler_problems() {
         "{report}"
     );
 }
+
+#[tokio::test]
+async fn a_change_reaches_the_running_policy_within_a_second() {
+    let dir = TempDir::new("reload");
+    let (db, raw) = fresh(&dir).await;
+    db.import(&data("example.json")).await.expect("import");
+    common::reloads_follow_the_database(db, &raw).await;
+}

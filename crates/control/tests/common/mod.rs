@@ -296,3 +296,41 @@ pub async fn watch_sees_changes(db: &Database, raw: &Raw, mode: WatchMode, renam
         assert!(change_within(&mut stream, Duration::from_millis(400)).await.is_none(), "accounting is no change");
     }
 }
+
+/// A change in the database reaches a running reloader's published policy
+/// within a second; a change that does not compile leaves it as it was.
+pub async fn reloads_follow_the_database(db: Database, raw: &Raw) {
+    use control::reload::Reloader;
+    let stream = db.watch(control::db::WatchOptions::default()).await.expect("watch");
+    let reloader = Reloader::start(db, [1, 2, 3, 4]).await.expect("the example compiles");
+    let published = reloader.published();
+    let before = published.load().number();
+    let reports = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let sink = std::sync::Arc::clone(&reports);
+    let task = tokio::spawn(reloader.run(stream, move |r| sink.lock().expect("reports").push(r.map(|r| r.generation))));
+    tokio::time::sleep(Duration::from_millis(200)).await;
+
+    let t0 = Instant::now();
+    raw.exec("UPDATE members SET status = 'blocked' WHERE id = 101").await;
+    let blocked = |p: &policy::Policy| p.by_id(101).is_some_and(|m| p.member(m).status == policy::Status::Blocked);
+    while !blocked(&published.load().policy) {
+        assert!(t0.elapsed() < Duration::from_secs(1), "the change did not reach the running policy within a second");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let generation = published.load();
+    assert_eq!(generation.number(), before + 1);
+    assert_eq!(generation.ended_since(before), Some(vec![101]), "the blocked member's flows are to end");
+
+    // An overlapping address: refused, named, and the running policy stays.
+    raw.exec("INSERT INTO member_addresses (id, member_id, network, device) VALUES (99, 102, '10.0.1.0/30', NULL)")
+        .await;
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    assert_eq!(published.load().number(), before + 1, "an invalid database must not be published");
+    let refused = reports
+        .lock()
+        .expect("reports")
+        .iter()
+        .any(|r| matches!(r, Err(DbError::Invalid(e)) if e.to_string().contains("member_addresses row 99")));
+    assert!(refused, "the refusal names the row: {:?}", reports.lock().expect("reports"));
+    task.abort();
+}
