@@ -8,6 +8,8 @@
 //! * [`db`]: the member database (SQLite, the embedded default, or
 //!   PostgreSQL): open, create the schema, load into [`policy::MemberDb`],
 //!   import JSON/CSV, check, write accounting, watch for changes.
+//! * [`ledger`]: running per-member totals to accounting rows, as deltas,
+//!   so that periodic flushes and the last one at a stop lose nothing.
 //! * [`reload`]: load, compile, diff and publish policy generations on
 //!   every change; a database that does not compile changes nothing.
 //!
@@ -15,4 +17,5 @@
 //! tokio; none of it is on the packet path.
 
 pub mod db;
+pub mod ledger;
 pub mod reload;

@@ -221,3 +221,11 @@ async fn a_change_reaches_the_running_policy_within_a_second() {
     db.import(&data("example.json")).await.expect("import");
     common::reloads_follow_the_database(db, &raw).await;
 }
+
+#[tokio::test]
+async fn the_ledger_writes_exactly_what_was_counted() {
+    let dir = TempDir::new("ledger");
+    let (db, _raw) = fresh(&dir).await;
+    db.import(&data("example.json")).await.expect("import");
+    common::ledger_writes_exactly_what_was_counted(&db).await;
+}

@@ -54,6 +54,10 @@ enum Command {
         /// forwards, anti-spoofing, blocks) and print usage per member.
         #[arg(long)]
         db: Option<String>,
+        /// With --db: add the usage per member to the database's accounting
+        /// table (hourly periods, by the capture's time), as the daemon does.
+        #[arg(long, requires = "db")]
+        record_usage: bool,
     },
     /// The member database: create, import, check.
     Db {
@@ -131,7 +135,18 @@ fn main() -> ExitCode {
 
 fn run(cli: Cli) -> Result<(), Error> {
     match cli.command {
-        Command::Replay { inside, outside, out_dir, json, max_flows, established_timeout, strict_tcp, seed, db } => {
+        Command::Replay {
+            inside,
+            outside,
+            out_dir,
+            json,
+            max_flows,
+            established_timeout,
+            strict_tcp,
+            seed,
+            db,
+            record_usage,
+        } => {
             let mut opts = replay::options(inside.as_deref(), outside.as_deref(), &out_dir, seed);
             if inside.is_none() && outside.is_none() {
                 if !json {
@@ -146,9 +161,9 @@ fn run(cli: Cli) -> Result<(), Error> {
             opts.engine.max_flows = max_flows;
             opts.engine.timeouts.tcp_established = established_timeout;
             opts.engine.tcp_loose = !strict_tcp;
-            if let Some(url) = db {
+            if let Some(url) = &db {
                 let members = torwart::block_on(async {
-                    let d = control::db::Database::open(&url).await?;
+                    let d = control::db::Database::open(url).await?;
                     let m = d.load().await;
                     d.close().await;
                     m
@@ -158,6 +173,30 @@ fn run(cli: Cli) -> Result<(), Error> {
                 opts.policy = Some(std::sync::Arc::new(compiled));
             }
             let report = replay::run(&opts)?;
+            if let (true, Some(url)) = (record_usage, &db) {
+                let totals: Vec<control::db::MemberTraffic> = report
+                    .members
+                    .iter()
+                    .map(|(id, u)| control::db::MemberTraffic {
+                        member_id: *id,
+                        up_bytes: u.up_bytes,
+                        down_bytes: u.down_bytes,
+                        up_packets: u.up_packets,
+                        down_packets: u.down_packets,
+                    })
+                    .collect();
+                let when = (report.last_ts_ns / 1_000_000_000) as i64;
+                let n = torwart::block_on(async {
+                    let d = control::db::Database::open(url).await?;
+                    let mut ledger = control::ledger::Ledger::new();
+                    let n = ledger.flush(&d, control::ledger::Periods::HOURLY, when, &totals).await;
+                    d.close().await;
+                    n
+                })?;
+                if !json {
+                    println!("recorded usage of {n} members in {url}");
+                }
+            }
             if json {
                 println!("{}", serde_json::to_string_pretty(&report).expect("report serialises"));
             } else {

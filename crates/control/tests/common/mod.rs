@@ -334,3 +334,32 @@ pub async fn reloads_follow_the_database(db: Database, raw: &Raw) {
     assert!(refused, "the refusal names the row: {:?}", reports.lock().expect("reports"));
     task.abort();
 }
+
+/// Periodic flushes of running totals, and the final one at a stop, write
+/// exactly what was counted; a failed flush loses nothing.
+pub async fn ledger_writes_exactly_what_was_counted(db: &Database) {
+    use control::ledger::{Ledger, Periods};
+    let t = |id, ub, db_, up, dp| MemberTraffic {
+        member_id: id,
+        up_bytes: ub,
+        down_bytes: db_,
+        up_packets: up,
+        down_packets: dp,
+    };
+    let mut ledger = Ledger::new();
+    let hour = Periods::HOURLY;
+    let now = 1_764_000_000i64;
+    // Running totals as the cores report them, three flushes in one hour.
+    ledger.flush(db, hour, now, &[t(101, 100, 1000, 1, 2)]).await.expect("flush");
+    ledger.flush(db, hour, now + 60, &[t(101, 150, 1500, 2, 3), t(104, 10, 20, 1, 1)]).await.expect("flush");
+    // Nothing new: nothing written.
+    assert_eq!(ledger.flush(db, hour, now + 61, &[t(101, 150, 1500, 2, 3)]).await.expect("flush"), 0);
+    // The stop: the last flush.
+    ledger.flush(db, hour, now + 120, &[t(101, 400, 1500, 5, 3), t(104, 10, 20, 1, 1)]).await.expect("flush");
+    let rows = db.read_accounting(101).await.expect("read");
+    assert_eq!(rows.len(), 1);
+    assert_eq!((rows[0].up_bytes, rows[0].down_bytes, rows[0].up_packets, rows[0].down_packets), (400, 1500, 5, 3));
+    assert_eq!(rows[0].period_start, hour.start(now));
+    let rows = db.read_accounting(104).await.expect("read");
+    assert_eq!((rows[0].up_bytes, rows[0].down_bytes), (10, 20));
+}
