@@ -25,8 +25,7 @@
 //! so no outbound flow is ever given one.
 
 use core::net::Ipv4Addr;
-use foldhash::fast::SeedableRandomState;
-use foldhash::SharedSeed;
+use foldhash::fast::FixedState;
 use std::collections::HashMap;
 use std::hash::BuildHasher;
 
@@ -71,18 +70,17 @@ const DYNAMIC_FLOOR: u16 = 1024;
 pub struct Nat {
     bindings: Vec<Binding>,
     free: Vec<u32>,
-    by_device: HashMap<Key, u32, SeedableRandomState>,
-    by_port: HashMap<PortKey, u32, SeedableRandomState>,
-    per_member: HashMap<u32, u32, SeedableRandomState>,
+    by_device: HashMap<Key, u32, FixedState>,
+    by_port: HashMap<PortKey, u32, FixedState>,
+    per_member: HashMap<u32, u32, FixedState>,
     quota: u32,
-    pick: SeedableRandomState,
+    pick: FixedState,
 }
 
 impl Nat {
     pub fn new(max_bindings: u32, quota: u32, key: [u64; 4]) -> Nat {
         let n = max_bindings.max(1) as usize;
-        let shared: &'static SharedSeed = Box::leak(Box::new(SharedSeed::from_u64(key[1] ^ key[3])));
-        let st = |i: u64| SeedableRandomState::with_seed(key[0].wrapping_add(i).rotate_left(13) ^ key[2], shared);
+        let st = |i: u64| FixedState::with_seed(key[0].wrapping_add(i).rotate_left(13) ^ key[2] ^ key[1].rotate_left(29) ^ key[3]);
         let blank = Binding {
             member: 0,
             proto: 0,

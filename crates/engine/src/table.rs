@@ -5,8 +5,8 @@
 //! flows. Three decisions give that:
 //!
 //! * **Keyed hash.** Keys are hashed with foldhash (a folded-multiply hash,
-//!   the one hashbrown uses) under a secret key drawn at start
-//!   ([`Hasher::new`]): 64 bits seed the shared state, 64 more the hasher.
+//!   the one hashbrown uses) under a secret 64-bit seed drawn at start
+//!   ([`Hasher::new`]).
 //!   Someone who knows the algorithm but not the key cannot predict which
 //!   flows share a bucket; and the probe bound below holds whatever they do.
 //! * **Cache-line buckets.** A bucket is 64 bytes: eight 16-bit signatures,
@@ -25,8 +25,7 @@
 //! load and never grows: memory is bounded, and the packet path never
 //! allocates.
 
-use foldhash::fast::SeedableRandomState;
-use foldhash::SharedSeed;
+use foldhash::fast::FixedState;
 use std::hash::BuildHasher;
 use wire::FlowKey;
 
@@ -38,16 +37,17 @@ const EMPTY: u32 = u32::MAX;
 /// The keyed hash for flow keys (one per engine).
 #[derive(Clone, Debug)]
 pub struct Hasher {
-    state: SeedableRandomState,
+    state: FixedState,
 }
 
 impl Hasher {
     /// A hasher under a secret key; draw the key at random when the process starts.
     pub fn new(key: [u64; 4]) -> Hasher {
-        // foldhash wants its shared seed for the life of the process: one
-        // small leak per engine, made once at start.
-        let shared: &'static SharedSeed = Box::leak(Box::new(SharedSeed::from_u64(key[0] ^ key[1].rotate_left(32))));
-        Hasher { state: SeedableRandomState::with_seed(key[2] ^ key[3].rotate_left(17), shared) }
+        // foldhash's per-hasher seed is the secret (64 bits, folded from the
+        // key); its shared seed stays the library's fixed one, so no state
+        // outlives the engine and equal keys hash alike in any process.
+        let seed = key[0] ^ key[1].rotate_left(16) ^ key[2].rotate_left(32) ^ key[3].rotate_left(48);
+        Hasher { state: FixedState::with_seed(seed) }
     }
 
     #[inline]
