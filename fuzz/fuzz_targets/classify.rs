@@ -18,7 +18,7 @@ const STALE: Meta = Meta {
     l4_offset: 0xfff8,
     l3_end: 0xffff,
     key: FlowKey::v4(Ipv4Addr::new(1, 2, 3, 4), Ipv4Addr::new(5, 6, 7, 8), 6, 9, 10),
-    frag: Some(Fragment { ident: 7, offset: 1480, more: true }),
+    frag: Some(Fragment { ident: 7, offset: 1480, more: true, data_offset: 34 }),
     l4: L4::Tcp { flags: TcpFlags::SYN, seq: 1, ack: 2, window: 3, payload_len: 4, wscale: Some(7) },
     ttl: 1,
     ecn: 3,
