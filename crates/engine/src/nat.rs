@@ -80,7 +80,9 @@ pub struct Nat {
 impl Nat {
     pub fn new(max_bindings: u32, quota: u32, key: [u64; 4]) -> Nat {
         let n = max_bindings.max(1) as usize;
-        let st = |i: u64| FixedState::with_seed(key[0].wrapping_add(i).rotate_left(13) ^ key[2] ^ key[1].rotate_left(29) ^ key[3]);
+        let st = |i: u64| {
+            FixedState::with_seed(key[0].wrapping_add(i).rotate_left(13) ^ key[2] ^ key[1].rotate_left(29) ^ key[3])
+        };
         let blank = Binding {
             member: 0,
             proto: 0,
