@@ -192,6 +192,23 @@ def main():
         "v6_fragments_in_order",
         engine_input([(0, 0, frames["ipv6_hbh_frag1"], False), (ms, 0, frames["ipv6_hbh_frag2"], True)]),
     )
+    # Regressions (fixed in f3f31ee): a held fragment dropped uncounted when
+    # an overlapping fragment poisoned its datagram; a fragment held from the
+    # outside released back to the outside by an inside first fragment.
+    overlap = bytearray(frames["ipv6_hbh_frag2"])
+    overlap[0x40:0x42] = struct.pack(">H", 1216)  # offset 1224 -> 1216, overlapping
+    put(
+        "engine",
+        "regress_poison_held",
+        engine_input(
+            [(0, 0, frames["ipv6_hbh_frag2"], False), (ms, 0, bytes(overlap), False), (2 * ms, 0, frames["ipv6_hbh_frag1"], False)]
+        ),
+    )
+    put(
+        "engine",
+        "regress_held_other_side",
+        engine_input([(0, 1, frames["ipv6_hbh_frag2"], False), (ms, 0, frames["ipv6_hbh_frag1"], False)]),
+    )
     put(
         "engine",
         "icmp_errors",
