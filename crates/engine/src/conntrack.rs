@@ -379,16 +379,18 @@ impl Conntrack {
         self.wheel.insert(i, self.flows[i as usize].expires);
     }
 
-    /// Evicts the unanswered flow nearest its deadline among the entries the
-    /// given hashes probe (never `except`), or fails if all were answered.
+    /// Evicts an unanswered (or expired) flow among the entries the given
+    /// hashes probe (never `except`), or fails if all were answered. The
+    /// first candidate is taken, as Linux's early drop does: under a flood,
+    /// when eviction is frequent, nearly every entry is one, and looking
+    /// further would cost a cache miss per entry looked at.
     fn evict_near(&mut self, hashes: &[u64], except: u32, now: Time) -> Result<(), TableFull> {
         let flows = &self.flows;
         let victim = hashes
             .iter()
             .flat_map(|h| self.index.neighbours(*h))
             .map(|v| v >> 1)
-            .filter(|i| *i != except && (!flows[*i as usize].answered || flows[*i as usize].expires <= now))
-            .min_by_key(|i| flows[*i as usize].expires);
+            .find(|i| *i != except && (!flows[*i as usize].answered || flows[*i as usize].expires <= now));
         match victim {
             Some(i) => {
                 self.remove(i);
