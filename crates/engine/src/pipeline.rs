@@ -182,37 +182,41 @@ impl Engine {
     fn process_chunk<F: FrameBuf>(&mut self, now: Time, from: Side, frames: &mut [F], verdicts: &mut [Verdict]) {
         let n = frames.len();
         let side = from.index();
-        // Pass 1: parse, hash, prefetch the bucket.
-        for i in 0..n {
-            let bytes = frames[i].bytes();
-            self.counters.rx_packets[side] += 1;
-            self.counters.rx_bytes[side] += bytes.len() as u64;
-            match classify_into(bytes, &mut self.metas[i]) {
+        // Pass 1: parse, hash, prefetch the bucket. The batch arrays are
+        // walked with iterators (no bounds check per packet).
+        let Engine { metas, parsed, hashes, hits, ct, counters, .. } = self;
+        let lanes = metas.iter_mut().zip(parsed.iter_mut()).zip(hashes.iter_mut());
+        for ((frame, v), ((meta, ok), hash)) in frames.iter().zip(verdicts.iter_mut()).zip(lanes) {
+            let bytes = frame.bytes();
+            counters.rx_packets[side] += 1;
+            counters.rx_bytes[side] += bytes.len() as u64;
+            match classify_into(bytes, meta) {
                 Ok(()) => {
-                    let m = &self.metas[i];
-                    if lookup_first(m) {
-                        let h = self.ct.hash(&m.key);
-                        self.hashes[i] = h;
-                        self.ct.prefetch_bucket(h);
+                    if lookup_first(meta) {
+                        let h = ct.hash(&meta.key);
+                        *hash = h;
+                        ct.prefetch_bucket(h);
                     }
-                    self.parsed[i] = true;
+                    *ok = true;
                 }
                 Err(e) => {
-                    self.parsed[i] = false;
-                    verdicts[i] = self.drop(DropReason::Malformed(e));
+                    *ok = false;
+                    let r = DropReason::Malformed(e);
+                    counters.drop(r);
+                    *v = Verdict::Drop(r);
                 }
             }
         }
         // Pass 2: look up, prefetch the flow.
-        for i in 0..n {
-            self.hits[i] = None;
-            let m = &self.metas[i];
-            if self.parsed[i] && lookup_first(m) {
-                let hit = self.ct.lookup(self.hashes[i], &m.key);
-                if let Some(h) = hit {
-                    self.ct.prefetch_flow(h.flow);
+        let lanes = metas.iter().zip(parsed.iter()).zip(hashes.iter());
+        for (hit, ((meta, ok), hash)) in hits.iter_mut().take(n).zip(lanes) {
+            *hit = None;
+            if *ok && lookup_first(meta) {
+                let found = ct.lookup(*hash, &meta.key);
+                if let Some(h) = found {
+                    ct.prefetch_flow(h.flow);
                 }
-                self.hits[i] = hit;
+                *hit = found;
             }
         }
         self.hits_generation = self.ct.generation();
@@ -327,8 +331,10 @@ impl Engine {
             return self.drop(Reason::MemberBlocked);
         }
         let (f, timeouts) = self.ct.flow_and_timeouts(h.flow);
-        let timeout_before = f.timeout(timeouts);
+        // Only TCP can move to a state with a shorter timeout.
+        let mut timeout_before = Duration::ZERO;
         if let (ProtoState::Tcp(t), Some(seg)) = (&mut f.state, seg) {
+            timeout_before = timeouts.tcp(t.state);
             let was_closed = matches!(t.state, TcpState::Close | TcpState::TimeWait);
             if let Err(r) = t.handle(dir, seg) {
                 let reason = match r {
