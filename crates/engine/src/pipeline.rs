@@ -153,12 +153,8 @@ impl Engine {
         }
         // Forwarded ports are never handed out to members' outbound flows.
         self.nat.clear_reservations();
-        for (r, m) in new.members() {
-            if let Some(p) = m.public {
-                for f in new.forwards(r) {
-                    self.nat.reserve(p.address, f.protocol.number(), f.public_port);
-                }
-            }
+        for (public, proto, port) in new.forwarded_ports() {
+            self.nat.reserve(public, proto, port);
         }
         self.policy = Some(new);
     }

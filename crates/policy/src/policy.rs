@@ -292,6 +292,12 @@ impl Policy {
     }
 
     /// The member's addresses and prefixes, sorted.
+    /// Every forwarded public (address, protocol, port): what the NAT must
+    /// never hand out. O(forwards), not O(members).
+    pub fn forwarded_ports(&self) -> impl Iterator<Item = (Ipv4Addr, u8, u16)> + '_ {
+        self.forwards.keys().map(|k| (Ipv4Addr::from((k >> 24) as u32), (k >> 16) as u8, *k as u16))
+    }
+
     pub fn addresses(&self, m: MemberRef) -> &[IpPrefix] {
         let (a, b) = self.members[m.index()].addresses;
         &self.addresses[a as usize..b as usize]

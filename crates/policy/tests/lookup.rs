@@ -109,6 +109,7 @@ fn port_forwards_by_public_address_protocol_and_port() {
     assert_eq!(p.port_forward(v4("198.51.100.11"), 6, 8080), None);
     assert_eq!(p.forwards(m).len(), 1);
     assert!(p.forwards(p.by_id(102).unwrap()).is_empty());
+    assert_eq!(p.forwarded_ports().collect::<Vec<_>>(), vec![(public, 6, 8080)]);
 }
 
 #[test]
