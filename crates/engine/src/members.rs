@@ -72,6 +72,10 @@ impl Accounts {
         self.slots[slot as usize].ended
     }
 
+    pub fn member_id(&self, slot: u32) -> u32 {
+        self.slots[slot as usize].member_id
+    }
+
     pub(crate) fn set_ended(&mut self, slot: u32, ended: bool) {
         self.slots[slot as usize].ended = ended;
     }

@@ -145,6 +145,18 @@ impl Engine {
     /// by the caller off the packet path) end: at once on their next
     /// packet, and by a bounded sweep of the table in [`Engine::poll_timers`].
     pub fn set_policy(&mut self, new: Arc<Policy>, ended: &[u32]) {
+        if self.sweep.is_some() {
+            // A sweep of an earlier reload is still running: members this
+            // generation admits again (unblocked) must not lose new flows to
+            // it; those still gone or blocked stay marked.
+            for slot in 0..self.accounts.len() as u32 {
+                let id = self.accounts.member_id(slot);
+                let admitted = new.by_id(id).is_some_and(|m| new.member(m).status != Status::Blocked);
+                if admitted && !ended.contains(&id) {
+                    self.accounts.set_ended(slot, false);
+                }
+            }
+        }
         for id in ended {
             if let Some(slot) = self.accounts.slot_of(*id) {
                 self.accounts.set_ended(slot, true);

@@ -314,3 +314,32 @@ fn reloads_under_load_lose_nothing() {
     assert_eq!(plain_counters, reloaded_counters);
     assert!(plain.iter().filter(|(_, v)| *v == FWD_OUT).count() > 1500);
 }
+
+/// A member blocked by one reload and unblocked by the next, before the
+/// sweep of the first has finished, keeps the flows they open meanwhile.
+#[test]
+fn unblocking_during_a_sweep_keeps_new_flows() {
+    let mut g = Gw::new();
+    g.tcp(Side::Inside, LAPTOP, WEB, 40_000, 443, S, 1, 0, 0);
+    let mut db = sample::example();
+    db.members.iter_mut().find(|m| m.id == 101).unwrap().status = Status::Blocked;
+    let blocked = policy::compile(&db, 2).unwrap();
+    let ended: Vec<u32> = policy::diff(g.e.policy().unwrap(), &blocked).flows_to_end().collect();
+    g.e.set_policy(Arc::new(blocked), &ended);
+    // Unblocked again before any timer poll (the sweep has not run).
+    let open = policy::compile(&sample::example(), 3).unwrap();
+    let ended: Vec<u32> = policy::diff(g.e.policy().unwrap(), &open).flows_to_end().collect();
+    assert!(ended.is_empty());
+    g.e.set_policy(Arc::new(open), &ended);
+    let mut f = [{
+        let mut b = vec![0u8; 256];
+        let n = build::tcp(&mut b, &IN, v4(LAPTOP), v4(WEB), 40_001, 443, 1, 0, S, 502, 0).unwrap();
+        b.truncate(n);
+        b
+    }];
+    let mut v = [Verdict::Held];
+    g.e.process(g.now, Side::Inside, &mut f, &mut v);
+    assert_eq!(v[0], FWD_OUT);
+    let (v, _) = g.tcp(Side::Outside, WEB, PUBLIC_101, 443, 40_001, S | A, 9, 2, 0);
+    assert_eq!(v, FWD_IN, "the new flow survives the old sweep");
+}
