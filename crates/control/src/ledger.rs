@@ -2,8 +2,8 @@
 //!
 //! Each worker core counts its members' traffic as running totals that only
 //! grow (`engine::members::Accounts`). The [`Ledger`] remembers what it has
-//! already written; [`Ledger::flush`] takes the current totals (summed over
-//! the cores by the caller), writes the difference to the period the flush
+//! already written; [`Ledger::flush`] takes the current totals (one entry per
+//! member and core, or already summed), writes the difference to the period the flush
 //! falls in, and only then remembers the new totals. A flush that fails
 //! writes nothing and forgets nothing: the next flush writes it all. The
 //! daemon flushes every `interval` and once more when it stops, so a clean
@@ -37,20 +37,31 @@ impl Ledger {
         Ledger::default()
     }
 
-    /// What would be written now: `totals` minus what was written before.
+    /// What would be written now: `totals` (summed per member) minus what
+    /// was written before. A total below what was written means the counters
+    /// started again (the engine restarted): all of it is new.
     pub fn pending(&self, totals: &[MemberTraffic]) -> Vec<MemberTraffic> {
-        totals
-            .iter()
+        summed(totals)
+            .into_values()
             .filter_map(|t| {
                 let w = self.written.get(&t.member_id).copied().unwrap_or_default();
-                let d = MemberTraffic {
-                    member_id: t.member_id,
-                    up_bytes: t.up_bytes.saturating_sub(w.up_bytes),
-                    down_bytes: t.down_bytes.saturating_sub(w.down_bytes),
-                    up_packets: t.up_packets.saturating_sub(w.up_packets),
-                    down_packets: t.down_packets.saturating_sub(w.down_packets),
+                let restarted = t.up_bytes < w.up_bytes
+                    || t.down_bytes < w.down_bytes
+                    || t.up_packets < w.up_packets
+                    || t.down_packets < w.down_packets;
+                let d = if restarted {
+                    t
+                } else {
+                    MemberTraffic {
+                        member_id: t.member_id,
+                        up_bytes: t.up_bytes - w.up_bytes,
+                        down_bytes: t.down_bytes - w.down_bytes,
+                        up_packets: t.up_packets - w.up_packets,
+                        down_packets: t.down_packets - w.down_packets,
+                    }
                 };
-                (d.up_packets + d.down_packets + d.up_bytes + d.down_bytes > 0).then_some(d)
+                let any = d.up_bytes != 0 || d.down_bytes != 0 || d.up_packets != 0 || d.down_packets != 0;
+                any.then_some(d)
             })
             .collect()
     }
@@ -69,9 +80,44 @@ impl Ledger {
             return Ok(0);
         }
         db.write_accounting(periods.start(now_unix), &delta).await?;
-        for t in totals {
-            self.written.insert(t.member_id, *t);
+        for (id, t) in summed(totals) {
+            self.written.insert(id, t);
         }
         Ok(delta.len())
+    }
+}
+
+/// The totals per member (several entries of one member, e.g. one per core, added).
+fn summed(totals: &[MemberTraffic]) -> std::collections::BTreeMap<u32, MemberTraffic> {
+    let mut out = std::collections::BTreeMap::new();
+    for t in totals {
+        let s: &mut MemberTraffic =
+            out.entry(t.member_id).or_insert(MemberTraffic { member_id: t.member_id, ..Default::default() });
+        s.up_bytes += t.up_bytes;
+        s.down_bytes += t.down_bytes;
+        s.up_packets += t.up_packets;
+        s.down_packets += t.down_packets;
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn t(id: u32, ub: u64, up: u64) -> MemberTraffic {
+        MemberTraffic { member_id: id, up_bytes: ub, up_packets: up, ..Default::default() }
+    }
+
+    #[test]
+    fn per_core_entries_are_summed_and_restarts_lose_nothing() {
+        let mut l = Ledger::new();
+        // Two cores count member 7.
+        assert_eq!(l.pending(&[t(7, 100, 1), t(7, 50, 1)]), vec![t(7, 150, 2)]);
+        l.written.insert(7, t(7, 150, 2));
+        assert!(l.pending(&[t(7, 100, 1), t(7, 50, 1)]).is_empty());
+        assert_eq!(l.pending(&[t(7, 120, 2), t(7, 50, 1)]), vec![t(7, 20, 1)]);
+        // The counters started again below what was written: all of it is new.
+        assert_eq!(l.pending(&[t(7, 30, 1)]), vec![t(7, 30, 1)]);
     }
 }

@@ -111,13 +111,20 @@ impl Reloader {
         Ok(Reloaded { generation: next, changes: diff.to_string(), ended: ended.len(), compile })
     }
 
-    /// Reloads whenever `changes` reports a change, until it ends; `report`
-    /// hears of every reload and every refused database.
+    /// Reloads whenever `changes` reports a change, until the watch stops
+    /// (reported once as an error); `report` hears of every reload and every
+    /// refused database.
     pub async fn run(mut self, mut changes: ChangeStream, mut report: impl FnMut(Result<Reloaded, DbError>)) {
         loop {
             match changes.changed().await {
                 Ok(()) => report(self.reload().await),
-                Err(e) => report(Err(e)),
+                Err(e) => {
+                    let stopped = changes.is_closed();
+                    report(Err(e));
+                    if stopped {
+                        return;
+                    }
+                }
             }
         }
     }

@@ -150,6 +150,8 @@ pub const NO_BINDING: u32 = u32::MAX;
 #[derive(Clone, Copy, Debug)]
 struct Cold {
     created: Time,
+    /// The engine's policy epoch when the flow was made ([`NewFlow::epoch`]).
+    epoch: u32,
     /// Where the two keys sit in the index, for removal.
     slots: [Slot; 2],
 }
@@ -190,6 +192,9 @@ pub struct NewFlow {
     pub reply_side: Side,
     pub member: u32,
     pub binding: u32,
+    /// The owner's policy epoch now: a reload that ends the member's flows
+    /// ends those made before it, not after.
+    pub epoch: u32,
 }
 
 /// A new flow could not be stored.
@@ -245,7 +250,7 @@ impl Conntrack {
         };
         Conntrack {
             flows: vec![blank; n],
-            cold: vec![Cold { created: Time::ZERO, slots: [FlowIndex::NO_SLOT; 2] }; n],
+            cold: vec![Cold { created: Time::ZERO, epoch: 0, slots: [FlowIndex::NO_SLOT; 2] }; n],
             free: (0..n as u32).rev().collect(),
             index: FlowIndex::with_capacity(2 * n),
             wheel: Wheel::new(n, Duration::from_millis(250), now),
@@ -364,7 +369,7 @@ impl Conntrack {
             packets: [0; 2],
             bytes: [0; 2],
         };
-        self.cold[i as usize] = Cold { created: now, slots: [slot0, slot1] };
+        self.cold[i as usize] = Cold { created: now, epoch: new.epoch, slots: [slot0, slot1] };
         f.expires = now + f.timeout(&self.timeouts);
         self.wheel.insert(i, f.expires);
         self.generation += 1;
@@ -455,6 +460,12 @@ impl Conntrack {
     #[inline]
     pub fn flow_and_timeouts(&mut self, i: u32) -> (&mut Flow, &Timeouts) {
         (&mut self.flows[i as usize], &self.timeouts)
+    }
+
+    /// The policy epoch flow `i` was made in.
+    #[inline]
+    pub fn epoch_of(&self, i: u32) -> u32 {
+        self.cold[i as usize].epoch
     }
 
     /// When flow `i` was created.

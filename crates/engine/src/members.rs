@@ -22,9 +22,10 @@ pub struct Account {
     /// `[up, down]`.
     pub bytes: [u64; 2],
     pub packets: [u64; 2],
-    /// The member's flows are to end (blocked, deleted or changed by a
-    /// reload): the fast path ends any flow it meets with this set.
-    pub(crate) ended: bool,
+    /// The policy epoch of the reload that last ended this member's flows
+    /// (blocked, deleted, renumbered), 0 if none: flows made before it end
+    /// when met, flows made after it live.
+    pub(crate) ended_epoch: u32,
 }
 
 pub const UP: usize = 0;
@@ -68,16 +69,16 @@ impl Accounts {
     }
 
     #[inline]
-    pub(crate) fn ended(&self, slot: u32) -> bool {
-        self.slots[slot as usize].ended
+    pub(crate) fn ended_epoch(&self, slot: u32) -> u32 {
+        self.slots[slot as usize].ended_epoch
     }
 
     pub fn member_id(&self, slot: u32) -> u32 {
         self.slots[slot as usize].member_id
     }
 
-    pub(crate) fn set_ended(&mut self, slot: u32, ended: bool) {
-        self.slots[slot as usize].ended = ended;
+    pub(crate) fn set_ended(&mut self, slot: u32, epoch: u32) {
+        self.slots[slot as usize].ended_epoch = epoch;
     }
 
     /// Every member this core has counted, in slot order.

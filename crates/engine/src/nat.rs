@@ -202,7 +202,11 @@ impl Nat {
             return;
         }
         let bd = *bd;
-        self.by_device.remove(&(bd.member, bd.proto, bd.private, bd.private_port));
+        let device = (bd.member, bd.proto, bd.private, bd.private_port);
+        // The device may have a newer binding (its member's range changed).
+        if self.by_device.get(&device) == Some(&b) {
+            self.by_device.remove(&device);
+        }
         if self.by_port.get(&(bd.public, bd.proto, bd.public_port)) == Some(&b) {
             self.by_port.remove(&(bd.public, bd.proto, bd.public_port));
         }

@@ -91,6 +91,9 @@ pub struct Engine {
     accounts: Accounts,
     /// Next slab index of the sweep that ends flows of ended members, if one runs.
     sweep: Option<u32>,
+    /// Counts policy installations: flows remember the epoch they were made
+    /// in, members the epoch that ended their flows.
+    epoch: u32,
 }
 
 impl Engine {
@@ -109,6 +112,7 @@ impl Engine {
             nat: Nat::new(cfg.max_flows, cfg.nat_quota, cfg.hash_key),
             accounts: Accounts::new(cfg.hash_key),
             sweep: None,
+            epoch: 0,
             cfg,
         }
     }
@@ -145,21 +149,10 @@ impl Engine {
     /// by the caller off the packet path) end: at once on their next
     /// packet, and by a bounded sweep of the table in [`Engine::poll_timers`].
     pub fn set_policy(&mut self, new: Arc<Policy>, ended: &[u32]) {
-        if self.sweep.is_some() {
-            // A sweep of an earlier reload is still running: members this
-            // generation admits again (unblocked) must not lose new flows to
-            // it; those still gone or blocked stay marked.
-            for slot in 0..self.accounts.len() as u32 {
-                let id = self.accounts.member_id(slot);
-                let admitted = new.by_id(id).is_some_and(|m| new.member(m).status != Status::Blocked);
-                if admitted && !ended.contains(&id) {
-                    self.accounts.set_ended(slot, false);
-                }
-            }
-        }
+        self.epoch += 1;
         for id in ended {
             if let Some(slot) = self.accounts.slot_of(*id) {
-                self.accounts.set_ended(slot, true);
+                self.accounts.set_ended(slot, self.epoch);
                 self.sweep = Some(0);
             }
         }
@@ -333,7 +326,7 @@ impl Engine {
         }
         let member = f.member;
         let up = (dir == 0) == (f.orig_side == Side::Inside);
-        if member != NO_MEMBER && self.accounts.ended(member) {
+        if member != NO_MEMBER && ended(&self.ct, &self.accounts, h.flow, member) {
             // A reload ended this member's flows (blocked, removed, renumbered).
             self.ct.remove(h.flow);
             return self.drop(Reason::MemberBlocked);
@@ -436,6 +429,7 @@ impl Engine {
             reply_side: admit.reply_side,
             member: slot,
             binding: admit.binding,
+            epoch: self.epoch,
         };
         match self.ct.insert(&new, now) {
             Ok((idx, evicted)) => {
@@ -626,7 +620,7 @@ impl Engine {
     /// A later fragment of a datagram whose first fragment was decided.
     fn apply(&mut self, o: Outcome, from: Side, m: &Meta, bytes: &mut [u8]) -> Verdict {
         match o {
-            Outcome::Forward { to, flow } => match follow(&mut self.ct, flow, from, m, bytes) {
+            Outcome::Forward { to, flow } => match follow(&mut self.ct, &mut self.accounts, flow, from, m, bytes) {
                 Ok(()) => Verdict::Forward(to),
                 Err(r) => self.drop(r),
             },
@@ -638,10 +632,10 @@ impl Engine {
 
     /// Hands out frames the engine held and has now decided to forward.
     pub fn poll_released(&mut self, mut out: impl FnMut(Side, &[u8])) -> usize {
-        let Engine { frags, ct, counters, .. } = self;
+        let Engine { frags, ct, counters, accounts, .. } = self;
         frags.poll_released(|from, to, flow, bytes| {
             let verdict = match classify(bytes) {
-                Ok(m) => follow(ct, flow, from, &m, bytes),
+                Ok(m) => follow(ct, accounts, flow, from, &m, bytes),
                 Err(_) => Err(Reason::NatUntranslatable),
             };
             match verdict {
@@ -662,19 +656,12 @@ impl Engine {
         let end = (start as usize + EXPIRE_BUDGET).min(self.ct.capacity());
         for i in start..end as u32 {
             let f = self.ct.flow(i);
-            if f.is_live() && f.member != NO_MEMBER && self.accounts.ended(f.member) {
+            if f.is_live() && f.member != NO_MEMBER && ended(&self.ct, &self.accounts, i, f.member) {
                 self.ct.remove(i);
                 self.counters.flows_ended += 1;
             }
         }
-        if end == self.ct.capacity() {
-            self.sweep = None;
-            for slot in 0..self.accounts.len() as u32 {
-                self.accounts.set_ended(slot, false);
-            }
-        } else {
-            self.sweep = Some(end as u32);
-        }
+        self.sweep = (end < self.ct.capacity()).then_some(end as u32);
     }
 
     /// Expires flows and fragments due by `now`; bounded work per call.
@@ -704,9 +691,16 @@ fn lookup_first(m: &Meta) -> bool {
 
 /// Accounts a later fragment to the flow its first fragment matched and
 /// translates it as that flow is translated.
-fn follow(ct: &mut Conntrack, flow: Option<FlowRef>, from: Side, m: &Meta, bytes: &mut [u8]) -> Result<(), Reason> {
+fn follow(
+    ct: &mut Conntrack,
+    accounts: &mut Accounts,
+    flow: Option<FlowRef>,
+    from: Side,
+    m: &Meta,
+    bytes: &mut [u8],
+) -> Result<(), Reason> {
     let Some(r) = flow else { return Ok(()) };
-    let f = ct.flow_mut(r.flow);
+    let f = ct.flow(r.flow);
     let dir = r.dir as usize;
     if !f.is_live() || f.keys[dir] != r.key {
         // The flow is gone since the first fragment: the datagram's verdict
@@ -717,6 +711,15 @@ fn follow(ct: &mut Conntrack, flow: Option<FlowRef>, from: Side, m: &Meta, bytes
     if from != came_from {
         return Err(Reason::WrongSide);
     }
+    let member = f.member;
+    if member != NO_MEMBER {
+        if ended(ct, accounts, r.flow, member) {
+            return Err(Reason::MemberBlocked);
+        }
+        let up = (dir == 0) == (f.orig_side == Side::Inside);
+        accounts.add(member, if up { UP } else { DOWN }, bytes.len());
+    }
+    let f = ct.flow_mut(r.flow);
     f.packets[dir] = f.packets[dir].wrapping_add(1);
     f.bytes[dir] += bytes.len() as u64;
     if f.translated {
@@ -726,6 +729,14 @@ fn follow(ct: &mut Conntrack, flow: Option<FlowRef>, from: Side, m: &Meta, bytes
         wire::nat::translate_v4(bytes, &fake, &out).map_err(|_| Reason::NatUntranslatable)?;
     }
     Ok(())
+}
+
+/// Whether a reload ended flow `flow` of account slot `member`: the member's
+/// flows made before the reload that ended them.
+#[inline]
+fn ended(ct: &Conntrack, accounts: &Accounts, flow: u32, member: u32) -> bool {
+    let e = accounts.ended_epoch(member);
+    e != 0 && ct.epoch_of(flow) < e
 }
 
 /// What policy decided for a flow's first packet.

@@ -173,7 +173,22 @@ fn run(cli: Cli) -> Result<(), Error> {
                 opts.policy = Some(std::sync::Arc::new(compiled));
             }
             let report = replay::run(&opts)?;
+            if record_usage && inside.is_none() && outside.is_none() {
+                return Err(Error::Usage(
+                    "--record-usage needs real captures (--inside/--outside): the demonstration is not anyone's usage"
+                        .into(),
+                ));
+            }
             if let (true, Some(url)) = (record_usage, &db) {
+                let hour = control::ledger::Periods::HOURLY;
+                let first = (report.first_ts_ns / 1_000_000_000) as i64;
+                let last = (report.last_ts_ns / 1_000_000_000) as i64;
+                if hour.start(first) != hour.start(last) {
+                    return Err(Error::Usage(format!(
+                        "--record-usage books a capture into one hourly period, and this one spans {first}..{last} \
+                         (Unix seconds): split it by hour"
+                    )));
+                }
                 let totals: Vec<control::db::MemberTraffic> = report
                     .members
                     .iter()
@@ -224,10 +239,24 @@ fn run(cli: Cli) -> Result<(), Error> {
             if !(1..=engine::MAX_BATCH).contains(&batch) {
                 return Err(Error::Usage(format!("--batch must be 1 to {}", engine::MAX_BATCH)));
             }
-            if cores == 0 || seconds <= 0.0 || offered_mpps <= 0.0 || flow_scale <= 0.0 {
-                return Err(Error::Usage(
-                    "--cores, --seconds, --offered-mpps and --flow-scale must be positive".into(),
-                ));
+            let bounded = |x: f64, lo: f64, hi: f64| x.is_finite() && x >= lo && x <= hi;
+            if !bounded(seconds, 0.01, 86_400.0) {
+                return Err(Error::Usage("--seconds must be between 0.01 and 86400".into()));
+            }
+            if !bounded(offered_mpps, 0.001, 1000.0) {
+                return Err(Error::Usage("--offered-mpps must be between 0.001 and 1000".into()));
+            }
+            if !bounded(flow_scale, 0.000_01, 10.0) {
+                return Err(Error::Usage("--flow-scale must be between 0.00001 and 10".into()));
+            }
+            if cores == 0 || cores > 1024 || cores as u32 > p.members {
+                return Err(Error::Usage(format!(
+                    "--cores must be between 1 and {} (at least one member per core)",
+                    p.members.min(1024)
+                )));
+            }
+            if reloads > 10_000 {
+                return Err(Error::Usage("--reloads must be at most 10000".into()));
             }
             let opts = bench::Options {
                 scenario: p,

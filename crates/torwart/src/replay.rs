@@ -76,7 +76,9 @@ pub struct Report {
     pub raw: Counters,
     pub to_inside: PathBuf,
     pub to_outside: PathBuf,
-    /// Timestamp of the last frame read (ns since the epoch).
+    /// Timestamps of the first and last frame read (ns since the epoch).
+    #[serde(skip)]
+    pub first_ts_ns: u64,
     #[serde(skip)]
     pub last_ts_ns: u64,
     /// Traffic per member (by member id), when a member policy was used.
@@ -131,6 +133,7 @@ pub fn run(opts: &Options) -> Result<Report, Error> {
     let mut frames_in = [0u64; 2];
     let mut frames_out = [0u64; 2];
     let mut last_ts = 0u64;
+    let mut first_ts = u64::MAX;
     loop {
         batch.clear();
         match merged.recv_same_port(&mut batch) {
@@ -141,6 +144,7 @@ pub fn run(opts: &Options) -> Result<Report, Error> {
         let Some(first) = batch.frames().first() else { continue };
         let now = Time(first.ts_ns);
         last_ts = last_ts.max(batch.frames().last().map_or(0, |f| f.ts_ns));
+        first_ts = first_ts.min(first.ts_ns);
         let side = side_of(first.port);
         let engine = engine.get_or_insert_with(|| {
             let mut e = Engine::new(opts.engine.clone(), now);
@@ -184,6 +188,7 @@ pub fn run(opts: &Options) -> Result<Report, Error> {
         raw,
         to_inside: paths[0].clone(),
         to_outside: paths[1].clone(),
+        first_ts_ns: if first_ts == u64::MAX { 0 } else { first_ts },
         last_ts_ns: last_ts,
         members: engine
             .as_ref()

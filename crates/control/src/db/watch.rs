@@ -95,6 +95,12 @@ impl ChangeStream {
         }
     }
 
+    /// True once the watch has stopped for good: [`ChangeStream::changed`]
+    /// will only ever report that.
+    pub fn is_closed(&self) -> bool {
+        self.rx.is_closed() && self.rx.is_empty()
+    }
+
     /// [`ChangeStream::changed`] without waiting: `None` when nothing happened.
     pub fn try_changed(&mut self) -> Option<Result<(), DbError>> {
         self.rx.try_recv().ok()
