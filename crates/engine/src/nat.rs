@@ -73,6 +73,9 @@ pub struct Nat {
     by_device: HashMap<Key, u32, FixedState>,
     by_port: HashMap<PortKey, u32, FixedState>,
     per_member: HashMap<u32, u32, FixedState>,
+    /// Ports forwards own, kept apart so that one a binding still held when
+    /// it was reserved becomes reserved once that binding is gone.
+    reserved: HashMap<PortKey, (), FixedState>,
     quota: u32,
     pick: FixedState,
 }
@@ -99,6 +102,7 @@ impl Nat {
             // Forwards' reservations share the port map.
             by_port: HashMap::with_capacity_and_hasher(n + 4096, st(2)),
             per_member: HashMap::with_capacity_and_hasher(n.min(1 << 20), st(3)),
+            reserved: HashMap::with_capacity_and_hasher(4096, st(5)),
             quota: quota.max(1),
             pick: st(4),
         }
@@ -125,10 +129,12 @@ impl Nat {
     /// False if a flow's binding holds it now; policy reload reserves
     /// forwards before members' new flows can take their ports.
     pub fn reserve(&mut self, public: Ipv4Addr, proto: u8, port: u16) -> bool {
-        match self.by_port.get(&(public, proto, port)) {
+        let key = (public, proto, port);
+        self.reserved.insert(key, ());
+        match self.by_port.get(&key) {
             Some(&b) if b != RESERVED => false,
             _ => {
-                self.by_port.insert((public, proto, port), RESERVED);
+                self.by_port.insert(key, RESERVED);
                 true
             }
         }
@@ -137,6 +143,7 @@ impl Nat {
     /// Drops every reservation (before reserving a new policy's forwards).
     pub fn clear_reservations(&mut self) {
         self.by_port.retain(|_, b| *b != RESERVED);
+        self.reserved.clear();
     }
 
     /// The binding for a device's (address, port) under `proto`: the
@@ -207,8 +214,14 @@ impl Nat {
         if self.by_device.get(&device) == Some(&b) {
             self.by_device.remove(&device);
         }
-        if self.by_port.get(&(bd.public, bd.proto, bd.public_port)) == Some(&b) {
-            self.by_port.remove(&(bd.public, bd.proto, bd.public_port));
+        let port = (bd.public, bd.proto, bd.public_port);
+        if self.by_port.get(&port) == Some(&b) {
+            if self.reserved.contains_key(&port) {
+                // A forward took this port while the binding held it.
+                self.by_port.insert(port, RESERVED);
+            } else {
+                self.by_port.remove(&port);
+            }
         }
         if let Some(n) = self.per_member.get_mut(&bd.member) {
             *n -= 1;
@@ -278,6 +291,19 @@ mod tests {
         }
         assert_eq!(n.acquire(1, public(2000, 2009), UDP, dev(1), 4000), Err(NatRefusal::Exhausted));
         n.acquire(2, public(2010, 2019), UDP, dev(2), 3000).unwrap();
+    }
+
+    #[test]
+    fn a_port_forwarded_while_held_is_reserved_once_released() {
+        let mut n = Nat::new(100, 100, [1, 2, 3, 4]);
+        let b = n.acquire(1, public(2000, 2001), TCP, dev(1), 2000).unwrap();
+        assert_eq!(n.binding(b).public_port, 2000);
+        assert!(!n.reserve(public(0, 0).addr, TCP, 2000), "held by a flow now");
+        n.release(b);
+        // Now the forward's: never given to a flow.
+        let b = n.acquire(1, public(2000, 2001), TCP, dev(1), 2000).unwrap();
+        assert_eq!(n.binding(b).public_port, 2001);
+        assert_eq!(n.acquire(1, public(2000, 2001), TCP, dev(2), 2000), Err(NatRefusal::Exhausted));
     }
 
     #[test]

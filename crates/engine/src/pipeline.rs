@@ -551,6 +551,9 @@ impl Engine {
         if f.expires <= now {
             return self.drop(Reason::IcmpErrorNoFlow);
         }
+        if f.member != NO_MEMBER && ended(&self.ct, &self.accounts, h.flow, f.member) {
+            return self.drop(Reason::MemberBlocked);
+        }
         // The direction of the quoted packet.
         let d = 1 - h.dir as usize;
         let (sender_side, went_to) = if d == 0 { (f.orig_side, f.reply_side) } else { (f.reply_side, f.orig_side) };
