@@ -196,27 +196,42 @@ impl Counters {
         self.drops.iter().sum()
     }
 
+    /// Combines every counter with the same one of `o`: the one list of
+    /// fields that `add` and `subtract` share.
+    fn combine(&mut self, o: &Counters, f: impl Fn(u64, u64) -> u64) {
+        for i in 0..2 {
+            self.rx_packets[i] = f(self.rx_packets[i], o.rx_packets[i]);
+            self.rx_bytes[i] = f(self.rx_bytes[i], o.rx_bytes[i]);
+            self.tx_packets[i] = f(self.tx_packets[i], o.tx_packets[i]);
+            self.tx_bytes[i] = f(self.tx_bytes[i], o.tx_bytes[i]);
+        }
+        for (a, b) in [
+            (&mut self.fast_path, o.fast_path),
+            (&mut self.slow_path, o.slow_path),
+            (&mut self.icmp_related, o.icmp_related),
+            (&mut self.flows_created, o.flows_created),
+            (&mut self.flows_expired, o.flows_expired),
+            (&mut self.flows_evicted, o.flows_evicted),
+            (&mut self.flows_picked_up, o.flows_picked_up),
+            (&mut self.flows_ended, o.flows_ended),
+            (&mut self.fragments_held, o.fragments_held),
+            (&mut self.fragments_released, o.fragments_released),
+        ] {
+            *a = f(*a, b);
+        }
+        for (a, b) in self.drops.iter_mut().zip(o.drops.iter()) {
+            *a = f(*a, *b);
+        }
+    }
+
     /// Adds another engine's counters to these (the control side sums cores).
     pub fn add(&mut self, o: &Counters) {
-        for i in 0..2 {
-            self.rx_packets[i] += o.rx_packets[i];
-            self.rx_bytes[i] += o.rx_bytes[i];
-            self.tx_packets[i] += o.tx_packets[i];
-            self.tx_bytes[i] += o.tx_bytes[i];
-        }
-        self.fast_path += o.fast_path;
-        self.slow_path += o.slow_path;
-        self.icmp_related += o.icmp_related;
-        self.flows_created += o.flows_created;
-        self.flows_expired += o.flows_expired;
-        self.flows_evicted += o.flows_evicted;
-        self.flows_picked_up += o.flows_picked_up;
-        self.flows_ended += o.flows_ended;
-        self.fragments_held += o.fragments_held;
-        self.fragments_released += o.fragments_released;
-        for (a, b) in self.drops.iter_mut().zip(o.drops.iter()) {
-            *a += b;
-        }
+        self.combine(o, |a, b| a + b);
+    }
+
+    /// Takes an earlier snapshot away: what was counted since it.
+    pub fn subtract(&mut self, earlier: &Counters) {
+        self.combine(earlier, |a, b| a.saturating_sub(b));
     }
 
     /// Every scalar counter as (name, value), drops last, in a stable order.

@@ -297,7 +297,7 @@ impl Worker<'_> {
         self.progress.store(packets, Ordering::Relaxed);
         let ns = elapsed * 1e9 / packets as f64;
         let mut counters = engine.counters().clone();
-        subtract(&mut counters, &warm_counters);
+        counters.subtract(&warm_counters);
         CoreResult {
             core: self.core,
             cpu: None,
@@ -315,25 +315,6 @@ impl Worker<'_> {
             reloads_picked_up: picked_up,
             counters,
         }
-    }
-}
-
-fn subtract(c: &mut Counters, w: &Counters) {
-    for i in 0..2 {
-        c.rx_packets[i] -= w.rx_packets[i];
-        c.rx_bytes[i] -= w.rx_bytes[i];
-        c.tx_packets[i] -= w.tx_packets[i];
-        c.tx_bytes[i] -= w.tx_bytes[i];
-    }
-    c.fast_path -= w.fast_path;
-    c.slow_path -= w.slow_path;
-    c.flows_created -= w.flows_created;
-    c.flows_expired -= w.flows_expired;
-    c.flows_evicted -= w.flows_evicted;
-    c.icmp_related -= w.icmp_related;
-    c.flows_picked_up -= w.flows_picked_up;
-    for (a, b) in c.drops.iter_mut().zip(w.drops.iter()) {
-        *a -= b;
     }
 }
 
