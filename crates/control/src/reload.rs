@@ -16,45 +16,9 @@
 
 use crate::db::{ChangeStream, Database, DbError};
 use arc_swap::ArcSwap;
-use policy::Policy;
+pub use policy::{Generation, ENDED_WINDOW};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-
-/// Diffs a generation remembers.
-pub const ENDED_WINDOW: usize = 64;
-
-/// One published policy generation.
-#[derive(Debug)]
-pub struct Generation {
-    pub policy: Arc<Policy>,
-    /// `(generation, members whose flows end)` for the latest generations, newest last.
-    ended: Vec<(u64, Vec<u32>)>,
-}
-
-impl Generation {
-    pub fn number(&self) -> u64 {
-        self.policy.generation()
-    }
-
-    /// The members whose flows end between generation `since` (what a worker
-    /// runs) and this one; `None` if `since` is older than the window (the
-    /// worker then ends the flows of every member the policy no longer
-    /// admits).
-    pub fn ended_since(&self, since: u64) -> Option<Vec<u32>> {
-        if since >= self.number() {
-            return Some(Vec::new());
-        }
-        let oldest = self.ended.first().map_or(self.number(), |(g, _)| *g);
-        if since + 1 < oldest {
-            return None;
-        }
-        let mut out: Vec<u32> =
-            self.ended.iter().filter(|(g, _)| *g > since).flat_map(|(_, e)| e.iter().copied()).collect();
-        out.sort_unstable();
-        out.dedup();
-        Some(out)
-    }
-}
 
 /// Where workers find the current generation: one atomic pointer.
 pub type Published = ArcSwap<Generation>;
@@ -82,7 +46,7 @@ impl Reloader {
     pub async fn start(db: Database, key: [u64; 4]) -> Result<Reloader, DbError> {
         let members = db.load().await?;
         let policy = policy::compile_with_key(&members, 1, key).map_err(DbError::Invalid)?;
-        let first = Generation { policy: Arc::new(policy), ended: Vec::new() };
+        let first = Generation::first(Arc::new(policy));
         Ok(Reloader { db, published: Arc::new(ArcSwap::from_pointee(first)), key })
     }
 
@@ -101,14 +65,10 @@ impl Reloader {
         let policy = policy::compile_with_key(&members, next, self.key).map_err(DbError::Invalid)?;
         let diff = policy::diff(&current.policy, &policy);
         let ended: Vec<u32> = diff.flows_to_end().collect();
-        let mut window = current.ended.clone();
-        window.push((next, ended.clone()));
-        if window.len() > ENDED_WINDOW {
-            window.remove(0);
-        }
+        let ended_count = ended.len();
         let compile = t0.elapsed();
-        self.published.store(Arc::new(Generation { policy: Arc::new(policy), ended: window }));
-        Ok(Reloaded { generation: next, changes: diff.to_string(), ended: ended.len(), compile })
+        self.published.store(Arc::new(current.next(Arc::new(policy), ended)));
+        Ok(Reloaded { generation: next, changes: diff.to_string(), ended: ended_count, compile })
     }
 
     /// Reloads whenever `changes` reports a change, until the watch stops

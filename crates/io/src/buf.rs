@@ -220,6 +220,19 @@ impl Batch {
         true
     }
 
+    /// Appends the frame in `buf` by swapping buffers: `buf` gets the spare
+    /// buffer the batch had in that place. No bytes are copied. Returns false
+    /// (and swaps nothing) if the batch is full.
+    #[must_use = "a false return means the frame was not added"]
+    pub fn push_swap(&mut self, buf: &mut PacketBuf) -> bool {
+        let Some(slot) = self.bufs.get_mut(self.len) else {
+            return false;
+        };
+        std::mem::swap(slot, buf);
+        self.len += 1;
+        true
+    }
+
     /// The frames, in arrival order.
     pub fn frames(&self) -> &[PacketBuf] {
         &self.bufs[..self.len]

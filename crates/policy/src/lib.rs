@@ -27,6 +27,7 @@
 pub mod compile;
 pub mod diff;
 pub mod error;
+pub mod generation;
 mod interval;
 pub mod model;
 pub mod policy;
@@ -36,6 +37,7 @@ pub mod sample;
 pub use compile::{compile, compile_with_key, MIN_BURST_BYTES};
 pub use diff::{diff, Changes, Diff, MemberChange};
 pub use error::{ParseError, PolicyError, Problem, Rule, Table};
+pub use generation::{Generation, ENDED_WINDOW};
 pub use model::{
     BlockDirection, GlobalBlock, Ipv6Opening, Member, MemberAddress, MemberDb, Network, NetworkKind, Plan, PortForward,
     Protocol, PublicAddress, Rates, Status,

@@ -1,0 +1,127 @@
+//! The dataplane's own counters: handoff between cores, transmit, and the
+//! drops that happen around the engine (routing, full rings), each with a
+//! named reason like the engine's.
+
+macro_rules! reasons {
+    ($( $(#[$doc:meta])* $variant:ident => $name:literal, )*) => {
+        /// Why the dataplane (not the engine) dropped a frame.
+        #[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+        pub enum Drop {
+            $( $(#[$doc])* $variant, )*
+        }
+
+        impl Drop {
+            pub const ALL: &'static [Drop] = &[ $( Drop::$variant, )* ];
+
+            pub const fn name(self) -> &'static str {
+                match self { $( Drop::$variant => $name, )* }
+            }
+        }
+    };
+}
+
+reasons! {
+    /// The handoff ring to the owning worker was full.
+    HandoffRingFull => "handoff_ring_full",
+    /// The port's transmit ring did not take the frame.
+    TxRingFull => "tx_ring_full",
+    /// The frame's time to live ran out here (an ICMP time exceeded was sent back, rate permitting).
+    TtlExceeded => "ttl_exceeded",
+    /// No route to the destination (an ICMP unreachable was sent back, rate permitting).
+    NoRoute => "no_route",
+    /// The route is unreachable, blackhole or prohibit.
+    RouteRefused => "route_refused",
+    /// Too big for the egress link and not fragmentable (an ICMP "too big" was sent back).
+    TooBig => "too_big",
+    /// The next hop's link-layer address is not known yet; resolution was asked of the kernel.
+    NeighbourMissing => "neighbour_missing",
+    /// The route leaves by an interface that is not one of torwart's ports.
+    NotViaPort => "route_not_via_port",
+    /// The route leaves on the other side than the firewall decided (inside vs. outside).
+    SideMismatch => "route_side_mismatch",
+    /// A frame addressed to the box itself (the XDP program should have passed it to the kernel).
+    ForTheBox => "for_the_box",
+    /// More held frames came free in one loop than the release batch holds.
+    ReleaseOverflow => "release_overflow",
+    /// Forwarding refused the frame for another reason (malformed for routing, ICMP rate limit).
+    RouterOther => "router_other",
+}
+
+/// A worker's dataplane counters (plain integers: one worker owns them).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct DataplaneCounters {
+    /// Frames received from the ports, per port index.
+    pub rx: Vec<u64>,
+    /// Frames transmitted, per port index.
+    pub tx: Vec<u64>,
+    /// Frames owned by the worker that received them.
+    pub same_core: u64,
+    /// Frames handed to another worker.
+    pub handed_off: u64,
+    /// Frames received from other workers.
+    pub handed_in: u64,
+    /// ICMP errors the router generated (time exceeded, unreachable, too big).
+    pub icmp_generated: u64,
+    /// Neighbour resolutions asked of the kernel.
+    pub resolutions: u64,
+    /// Loop iterations that found nothing to do.
+    pub idle_loops: u64,
+    pub loops: u64,
+    drops: [u64; Drop::ALL.len()],
+}
+
+impl DataplaneCounters {
+    pub fn new(ports: usize) -> Self {
+        DataplaneCounters { rx: vec![0; ports], tx: vec![0; ports], ..Default::default() }
+    }
+
+    #[inline]
+    pub fn drop(&mut self, r: Drop) {
+        self.drops[r as usize] += 1;
+    }
+
+    #[inline]
+    pub fn drop_n(&mut self, r: Drop, n: u64) {
+        self.drops[r as usize] += n;
+    }
+
+    pub fn dropped(&self, r: Drop) -> u64 {
+        self.drops[r as usize]
+    }
+
+    pub fn total_drops(&self) -> u64 {
+        self.drops.iter().sum()
+    }
+
+    /// Every drop reason with its count, in declaration order.
+    pub fn drops(&self) -> impl Iterator<Item = (Drop, u64)> + '_ {
+        Drop::ALL.iter().map(|&r| (r, self.drops[r as usize]))
+    }
+
+    /// Adds `o` into `self` (summing workers).
+    pub fn add(&mut self, o: &DataplaneCounters) {
+        let grow = |v: &mut Vec<u64>, n: usize| {
+            if v.len() < n {
+                v.resize(n, 0)
+            }
+        };
+        grow(&mut self.rx, o.rx.len());
+        grow(&mut self.tx, o.tx.len());
+        for (a, b) in self.rx.iter_mut().zip(&o.rx) {
+            *a += b;
+        }
+        for (a, b) in self.tx.iter_mut().zip(&o.tx) {
+            *a += b;
+        }
+        self.same_core += o.same_core;
+        self.handed_off += o.handed_off;
+        self.handed_in += o.handed_in;
+        self.icmp_generated += o.icmp_generated;
+        self.resolutions += o.resolutions;
+        self.idle_loops += o.idle_loops;
+        self.loops += o.loops;
+        for (a, b) in self.drops.iter_mut().zip(&o.drops) {
+            *a += b;
+        }
+    }
+}

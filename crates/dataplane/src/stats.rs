@@ -1,0 +1,46 @@
+//! What a worker publishes about itself: a snapshot, swapped in every so
+//! often, that the control plane reads (totals, accounting, metrics later)
+//! without touching the worker's own state.
+
+use crate::counters::DataplaneCounters;
+use crate::egress::EgressStats;
+use engine::members::Account;
+use engine::{Counters, Time};
+
+/// One worker's state at `at`.
+#[derive(Clone, Debug, Default)]
+pub struct WorkerStats {
+    pub worker: usize,
+    pub at: Time,
+    /// Policy generation the worker runs (0 = none yet).
+    pub generation: u64,
+    pub engine: Counters,
+    pub dataplane: DataplaneCounters,
+    pub flows: usize,
+    pub nat_bindings: usize,
+    /// Per-member totals counted on this worker.
+    pub accounts: Vec<Account>,
+    pub egress: EgressStats,
+}
+
+/// Totals over workers.
+#[derive(Clone, Debug, Default)]
+pub struct Totals {
+    pub engine: Counters,
+    pub dataplane: DataplaneCounters,
+    pub flows: usize,
+    pub nat_bindings: usize,
+}
+
+impl Totals {
+    pub fn of<'a>(workers: impl IntoIterator<Item = &'a WorkerStats>) -> Totals {
+        let mut t = Totals::default();
+        for w in workers {
+            t.engine.add(&w.engine);
+            t.dataplane.add(&w.dataplane);
+            t.flows += w.flows;
+            t.nat_bindings += w.nat_bindings;
+        }
+        t
+    }
+}

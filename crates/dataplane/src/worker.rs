@@ -1,0 +1,368 @@
+//! One worker: a pinned thread that owns an engine, its ports' queues and
+//! its ends of the handoff rings, and runs the loop
+//!
+//! ```text
+//! pick up a new policy generation (one atomic load)
+//! for each port: rx batch → steer (own / hand off) → engine → egress → tx batch
+//! frames handed in by other workers → engine → egress → tx batch
+//! frames the engine released (fragments) → egress → tx batch
+//! tx: one send per port; timers; publish stats every so often
+//! ```
+//!
+//! Nothing in the loop locks, allocates or makes a syscall per packet: the
+//! backends move whole batches, the rings are wait-free, the policy and the
+//! route tables are read through one atomic pointer each. The only state
+//! that leaves the worker is explicit: frames through the handoff rings,
+//! and a stats snapshot published every `stats_every` (an `Arc` swap, off
+//! the per-packet path).
+//!
+//! Stop: when the shared stop flag is set the worker stops receiving from
+//! its ports, drains what other workers already handed it, transmits,
+//! publishes its final stats (the accounting the control plane flushes at
+//! exit) and returns.
+
+use crate::counters::{DataplaneCounters, Drop};
+use crate::egress::Egress;
+use crate::handoff::Handoff;
+use crate::stats::WorkerStats;
+use crate::steer;
+use crate::{PortQueue, Shared};
+use engine::{Config as EngineConfig, Engine, Side, Time, Verdict};
+use io::Batch;
+use policy::Generation;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+use wire::classify::{classify_into, Meta};
+
+/// Most held frames routed per loop; more are dropped and counted.
+const RELEASE_BATCH: usize = 256;
+
+/// How a worker waits when there is nothing to do.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Idle {
+    /// Spin: lowest latency, one core busy at all times (production).
+    Busy,
+    /// After `spins` empty loops, sleep `sleep` between polls: for a lab or a
+    /// box that shares its cores.
+    Sleep { spins: u32, sleep: Duration },
+}
+
+/// What one worker is told at start.
+#[derive(Clone, Debug)]
+pub struct WorkerConfig {
+    pub index: usize,
+    pub workers: usize,
+    /// CPU to pin to, if any.
+    pub cpu: Option<usize>,
+    pub engine: EngineConfig,
+    /// Frames per receive batch and port.
+    pub batch: usize,
+    pub idle: Idle,
+    pub stats_every: Duration,
+}
+
+pub(crate) struct Worker {
+    cfg: WorkerConfig,
+    engine: Engine,
+    ports: Vec<PortQueue>,
+    /// Side of each port, by port index.
+    sides: Vec<Side>,
+    handoff: Handoff,
+    egress: Egress,
+    shared: Arc<Shared>,
+    generation: Option<Arc<Generation>>,
+    counters: DataplaneCounters,
+    rx: Batch,
+    /// Frames handed in, one batch per side.
+    handed: [Batch; 2],
+    /// Frames leaving, one batch per port.
+    tx: Vec<Batch>,
+    verdicts: Vec<Verdict>,
+    /// Frames the engine released, and the side each goes to.
+    released: Batch,
+    released_to: Vec<Side>,
+    meta: Meta,
+    last_stats: Time,
+}
+
+/// The monotonic clock in nanoseconds: the loop reads it once per iteration.
+pub fn monotonic_now() -> Time {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: clock_gettime writes one timespec into the valid pointer we pass.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    Time(ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64)
+}
+
+impl Worker {
+    pub(crate) fn new(
+        cfg: WorkerConfig,
+        ports: Vec<PortQueue>,
+        handoff: Handoff,
+        egress: Egress,
+        shared: Arc<Shared>,
+    ) -> Self {
+        let now = monotonic_now();
+        let n = cfg.batch.max(1);
+        let sides = ports.iter().map(|p| p.side).collect();
+        let tx = ports.iter().map(|_| Batch::new(4 * n, io::DEFAULT_FRAME_CAPACITY)).collect();
+        let counters = DataplaneCounters::new(ports.len());
+        Worker {
+            engine: Engine::new(cfg.engine.clone(), now),
+            rx: Batch::new(n, io::DEFAULT_FRAME_CAPACITY),
+            handed: [Batch::new(n, io::DEFAULT_FRAME_CAPACITY), Batch::new(n, io::DEFAULT_FRAME_CAPACITY)],
+            verdicts: vec![Verdict::Held; 4 * n],
+            released: Batch::new(RELEASE_BATCH, io::DEFAULT_FRAME_CAPACITY),
+            released_to: Vec::with_capacity(RELEASE_BATCH),
+            cfg,
+            ports,
+            sides,
+            handoff,
+            egress,
+            shared,
+            generation: None,
+            counters,
+            tx,
+            meta: Meta::EMPTY,
+            last_stats: now,
+        }
+    }
+
+    pub(crate) fn run(mut self) {
+        if let Some(cpu) = self.cfg.cpu {
+            pin_to(cpu);
+        }
+        let mut empty_loops = 0u32;
+        loop {
+            let now = monotonic_now();
+            let stopping = self.shared.stop.load(Ordering::Relaxed);
+            self.pick_up_policy();
+            self.egress.begin_batch();
+            let mut work = 0;
+            if !stopping {
+                for p in 0..self.ports.len() {
+                    work += self.receive(now, p);
+                }
+            }
+            work += self.receive_handed(now);
+            work += self.release_held(now);
+            self.transmit();
+            self.engine.poll_timers(now);
+            self.counters.loops += 1;
+            if now.0.saturating_sub(self.last_stats.0) >= self.cfg.stats_every.as_nanos() as u64 {
+                self.publish(now);
+            }
+            if stopping && work == 0 && self.handoff.inboxes.iter().all(|i| i.waiting() == 0) {
+                break;
+            }
+            if work == 0 {
+                self.counters.idle_loops += 1;
+                empty_loops = empty_loops.saturating_add(1);
+                if let Idle::Sleep { spins, sleep } = self.cfg.idle {
+                    if empty_loops > spins {
+                        std::thread::sleep(sleep);
+                    }
+                }
+            } else {
+                empty_loops = 0;
+            }
+        }
+        for (p, q) in self.ports.iter_mut().enumerate() {
+            if q.io.flush().is_err() {
+                self.counters.drop_n(Drop::TxRingFull, self.tx[p].len() as u64);
+            }
+        }
+        self.publish(monotonic_now());
+    }
+
+    /// Installs a newer policy generation if one was published.
+    fn pick_up_policy(&mut self) {
+        let Some(published) = &self.shared.policy else { return };
+        let current = published.load();
+        if self.generation.as_ref().is_some_and(|g| Arc::ptr_eq(g, &current)) {
+            return;
+        }
+        let next = arc_swap::Guard::into_inner(current);
+        let ended = match &self.generation {
+            None => Some(Vec::new()),
+            Some(running) => next.ended_since(running.number()),
+        };
+        let ended = ended.unwrap_or_else(|| {
+            // Skipped more generations than the window holds: end the flows
+            // of every member the new policy does not admit as it was.
+            self.engine.accounts().iter().map(|a| a.member_id).filter(|&id| next.policy.by_id(id).is_none()).collect()
+        });
+        self.engine.set_policy(Arc::clone(&next.policy), &ended);
+        self.generation = Some(next);
+    }
+
+    /// Receives one batch from port `p` and processes what this worker owns.
+    fn receive(&mut self, now: Time, p: usize) -> usize {
+        self.rx.clear();
+        let n = match self.ports[p].io.recv(&mut self.rx) {
+            Ok(n) => n,
+            Err(_) => 0,
+        };
+        if n == 0 {
+            return 0;
+        }
+        self.counters.rx[p] += n as u64;
+        let side = self.sides[p];
+        let policy = self.generation.as_ref().map(|g| &*g.policy);
+        let Worker { rx, meta, handoff, counters, egress, tx, cfg, .. } = self;
+        rx.retain_mut(|frame| {
+            frame.port = io::PortId(p as u8);
+            if classify_into(frame.as_slice(), meta).is_err() {
+                counters.same_core += 1;
+                return true; // the engine counts it as malformed
+            }
+            if let Err(drop) = egress.check_arrival(now, p, frame, meta, tx) {
+                counters.drop(drop);
+                return false;
+            }
+            match steer::owner(policy, cfg.workers, side, meta) {
+                Some(w) if w != cfg.index => {
+                    let sent = handoff.outboxes[w].as_mut().is_some_and(|o| o.send(frame));
+                    if sent {
+                        counters.handed_off += 1;
+                    } else {
+                        counters.drop(Drop::HandoffRingFull);
+                    }
+                    false
+                }
+                _ => {
+                    counters.same_core += 1;
+                    true
+                }
+            }
+        });
+        let Worker { rx, engine, verdicts, egress, tx, counters, .. } = self;
+        process(now, engine, side, rx, verdicts, egress, tx, counters);
+        n
+    }
+
+    /// Processes what other workers handed this one.
+    fn receive_handed(&mut self, now: Time) -> usize {
+        let mut total = 0;
+        for i in 0..self.handoff.inboxes.len() {
+            self.rx.clear();
+            let n = self.handoff.inboxes[i].recv_into(&mut self.rx);
+            if n == 0 {
+                continue;
+            }
+            total += n;
+            self.counters.handed_in += n as u64;
+            // Sort by the side each frame came from.
+            let [inside, outside] = &mut self.handed;
+            for f in self.rx.frames_mut() {
+                let batch = match self.sides.get(usize::from(f.port.0)) {
+                    Some(Side::Outside) => &mut *outside,
+                    _ => &mut *inside,
+                };
+                let _ = batch.push_swap(f);
+            }
+            for side in [Side::Inside, Side::Outside] {
+                let Worker { handed, engine, verdicts, egress, tx, counters, .. } = self;
+                let batch = &mut handed[side.index()];
+                if !batch.is_empty() {
+                    process(now, engine, side, batch, verdicts, egress, tx, counters);
+                    batch.clear();
+                }
+            }
+        }
+        total
+    }
+
+    /// Routes frames the engine held (fragments that came early) and now lets go.
+    fn release_held(&mut self, now: Time) -> usize {
+        let Worker { engine, egress, tx, counters, released, released_to, .. } = self;
+        released.clear();
+        released_to.clear();
+        engine.poll_released(|to, bytes| {
+            if released.push_copy(bytes, now.0, io::PortId(u8::MAX)) {
+                released_to.push(to);
+            } else {
+                counters.drop(Drop::ReleaseOverflow);
+            }
+        });
+        for (f, &to) in released.frames_mut().iter_mut().zip(released_to.iter()) {
+            egress.forward(now, None, Some(to), f, tx, counters);
+        }
+        released_to.len()
+    }
+
+    /// Sends every port's tx batch; what a port does not take is counted.
+    fn transmit(&mut self) {
+        for (p, q) in self.ports.iter_mut().enumerate() {
+            let batch = &mut self.tx[p];
+            if batch.is_empty() {
+                continue;
+            }
+            let sent = q.io.send(batch.frames()).unwrap_or(0);
+            self.counters.tx[p] += sent as u64;
+            let unsent = batch.len() - sent;
+            if unsent > 0 {
+                self.counters.drop_n(Drop::TxRingFull, unsent as u64);
+            }
+            batch.clear();
+        }
+    }
+
+    fn publish(&mut self, now: Time) {
+        self.last_stats = now;
+        let stats = WorkerStats {
+            worker: self.cfg.index,
+            at: now,
+            generation: self.generation.as_ref().map_or(0, |g| g.number()),
+            engine: self.engine.counters().clone(),
+            dataplane: self.counters.clone(),
+            flows: self.engine.conntrack().len(),
+            nat_bindings: self.engine.nat().len(),
+            accounts: self.engine.accounts().iter().copied().collect(),
+            egress: self.egress.stats(),
+        };
+        self.shared.stats[self.cfg.index].store(Arc::new(stats));
+    }
+}
+
+/// Engine, then egress, for one batch of frames that all came from `side`.
+#[allow(clippy::too_many_arguments)]
+fn process(
+    now: Time,
+    engine: &mut Engine,
+    side: Side,
+    batch: &mut Batch,
+    verdicts: &mut Vec<Verdict>,
+    egress: &mut Egress,
+    tx: &mut [Batch],
+    counters: &mut DataplaneCounters,
+) {
+    let n = batch.len();
+    if n == 0 {
+        return;
+    }
+    if verdicts.len() < n {
+        verdicts.resize(n, Verdict::Held);
+    }
+    engine.process(now, side, batch.frames_mut(), &mut verdicts[..n]);
+    for (frame, v) in batch.frames_mut().iter_mut().zip(verdicts.iter()) {
+        if let Verdict::Forward(to) = *v {
+            let from = usize::from(frame.port.0);
+            egress.forward(now, Some(from), Some(to), frame, tx, counters);
+        }
+    }
+}
+
+/// Pins the calling thread to `cpu` (best effort: a refusal is logged by the caller's stats, not fatal).
+fn pin_to(cpu: usize) {
+    // SAFETY: cpu_set_t is plain data; CPU_ZERO/CPU_SET write within it, and
+    // sched_setaffinity reads exactly size_of::<cpu_set_t>() bytes of it.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_ZERO(&mut set);
+        if cpu < libc::CPU_SETSIZE as usize {
+            libc::CPU_SET(cpu, &mut set);
+            libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set);
+        }
+    }
+}
