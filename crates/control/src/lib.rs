@@ -16,6 +16,7 @@
 //! Unlike `wire`, `policy` and `engine`, this crate does I/O and runs on
 //! tokio; none of it is on the packet path.
 
+pub mod config;
 pub mod db;
 pub mod ledger;
 pub mod reload;

@@ -1,0 +1,324 @@
+//! The daemon's configuration file (TOML): which ports, which cores, which
+//! database, and the knobs an operator tunes. `docs/torwart.example.toml` is
+//! the documented example; every field not given takes the default written
+//! there.
+//!
+//! Loading checks everything that can be checked without touching the
+//! system (types, ranges, one inside and one outside port, no port twice,
+//! durations that parse) and names the field that is wrong. What needs the
+//! system (does the interface exist, may we attach XDP, is the database
+//! reachable) is checked by the daemon at start, with its own messages.
+
+use serde::Deserialize;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// Why a configuration was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read the configuration \"{path}\": {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("the configuration \"{path}\" is not valid: {message}")]
+    Invalid { path: PathBuf, message: String },
+}
+
+/// Which side of the box a port faces.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PortSide {
+    Inside,
+    Outside,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PortConfig {
+    /// The network interface.
+    pub interface: String,
+    pub side: PortSide,
+}
+
+/// How frames reach torwart.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum Backend {
+    /// AF_XDP sockets fed by an XDP program (production).
+    #[default]
+    Xdp,
+    /// AF_PACKET sockets: for interfaces without XDP; the kernel must not forward.
+    AfPacket,
+}
+
+/// Where the XDP program runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum XdpMode {
+    /// Native (in the driver) where the driver has it, else generic.
+    #[default]
+    Auto,
+    Native,
+    Generic,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct IoConfig {
+    pub backend: Backend,
+    pub xdp_mode: XdpMode,
+    /// Frames per receive batch.
+    pub batch: usize,
+}
+
+impl Default for IoConfig {
+    fn default() -> Self {
+        IoConfig { backend: Backend::Xdp, xdp_mode: XdpMode::Auto, batch: 64 }
+    }
+}
+
+/// How workers wait when idle.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum IdleMode {
+    /// Spin (production: lowest latency, the worker's core is always busy).
+    #[default]
+    Busy,
+    /// Sleep briefly after a run of empty polls (labs, shared machines).
+    Sleep,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct WorkersConfig {
+    /// CPUs to pin one worker each to. Empty: `count` unpinned workers.
+    pub cpus: Vec<usize>,
+    /// Workers when `cpus` is empty (default 1).
+    pub count: Option<usize>,
+    pub idle: IdleMode,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EngineConfig {
+    /// Most flows per worker.
+    pub max_flows: u32,
+    /// Idle timeout of established TCP connections, e.g. "12h".
+    pub established_timeout: String,
+    /// Take over TCP connections seen mid-stream from the inside (after a restart).
+    pub tcp_loose: bool,
+    /// NAT bindings one member may hold at once.
+    pub nat_quota: u32,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        EngineConfig { max_flows: 262_144, established_timeout: "12h".into(), tcp_loose: true, nat_quota: 8192 }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AccountingConfig {
+    /// How often usage is written to the database, e.g. "60s". Also written at stop.
+    pub flush_interval: String,
+}
+
+impl Default for AccountingConfig {
+    fn default() -> Self {
+        AccountingConfig { flush_interval: "60s".into() }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RouterConfig {
+    /// ICMP errors (time exceeded, unreachable, too big) per second and worker.
+    pub icmp_errors_per_second: u32,
+}
+
+impl Default for RouterConfig {
+    fn default() -> Self {
+        RouterConfig { icmp_errors_per_second: 1000 }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct SyncConfig {
+    /// The standby's address (state synchronisation: not implemented yet).
+    pub peer: Option<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StatsConfig {
+    /// A JSON file rewritten every `interval` and at stop with the counters,
+    /// per-member usage and per-worker figures (for `torwart lab` and scripts).
+    pub file: Option<PathBuf>,
+    pub interval: String,
+    /// A one-line summary in the log every so often ("0s": never).
+    pub log_interval: String,
+}
+
+impl Default for StatsConfig {
+    fn default() -> Self {
+        StatsConfig { file: None, interval: "1s".into(), log_interval: "60s".into() }
+    }
+}
+
+/// The whole file.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// The member database: a path (SQLite) or a URL (sqlite://, postgres://).
+    pub database: String,
+    pub ports: Vec<PortConfig>,
+    #[serde(default)]
+    pub workers: WorkersConfig,
+    #[serde(default)]
+    pub io: IoConfig,
+    #[serde(default)]
+    pub engine: EngineConfig,
+    #[serde(default)]
+    pub accounting: AccountingConfig,
+    #[serde(default)]
+    pub router: RouterConfig,
+    #[serde(default)]
+    pub stats: StatsConfig,
+    /// Address of the HTTP API and metrics (not served yet).
+    #[serde(default)]
+    pub api: Option<String>,
+    #[serde(default)]
+    pub sync: SyncConfig,
+}
+
+/// Durations and counts, parsed and checked.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Checked {
+    pub established_timeout: Duration,
+    pub flush_interval: Duration,
+    pub stats_interval: Duration,
+    pub log_interval: Duration,
+    pub workers: usize,
+}
+
+impl Config {
+    /// Reads and checks the file at `path`.
+    pub fn load(path: &Path) -> Result<(Config, Checked), ConfigError> {
+        let text =
+            std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
+        Config::parse(&text).map_err(|message| ConfigError::Invalid { path: path.to_owned(), message })
+    }
+
+    /// Parses and checks `text`; the error names the field.
+    pub fn parse(text: &str) -> Result<(Config, Checked), String> {
+        let c: Config = toml::from_str(text).map_err(|e| e.to_string().trim_end().to_owned())?;
+        let checked = c.check()?;
+        Ok((c, checked))
+    }
+
+    fn check(&self) -> Result<Checked, String> {
+        let dur = |field: &str, v: &str| {
+            humantime::parse_duration(v).map_err(|e| format!("{field} = \"{v}\": {e} (write e.g. \"60s\", \"12h\")"))
+        };
+        if self.database.trim().is_empty() {
+            return Err("database is empty: give a path (SQLite) or a postgres:// URL".into());
+        }
+        for side in [PortSide::Inside, PortSide::Outside] {
+            if !self.ports.iter().any(|p| p.side == side) {
+                let name = if side == PortSide::Inside { "inside" } else { "outside" };
+                return Err(format!("ports: no {name} port; torwart needs one inside and one outside port"));
+            }
+        }
+        for (i, p) in self.ports.iter().enumerate() {
+            if p.interface.is_empty() || p.interface.len() >= 16 || p.interface.contains(['/', ' ']) {
+                return Err(format!("ports[{i}].interface = \"{}\" is not an interface name", p.interface));
+            }
+            if self.ports[..i].iter().any(|q| q.interface == p.interface) {
+                return Err(format!("ports[{i}]: interface \"{}\" is listed twice", p.interface));
+            }
+        }
+        if self.ports.len() > 16 {
+            return Err(format!("ports: {} ports; at most 16", self.ports.len()));
+        }
+        let workers =
+            if self.workers.cpus.is_empty() { self.workers.count.unwrap_or(1) } else { self.workers.cpus.len() };
+        if workers == 0 || workers > 256 {
+            return Err(format!("workers: {workers} workers; give 1 to 256"));
+        }
+        if self.workers.count.is_some() && !self.workers.cpus.is_empty() && self.workers.count != Some(workers) {
+            return Err("workers: count and cpus disagree; give one of them".into());
+        }
+        let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+        if let Some(&c) = self.workers.cpus.iter().find(|&&c| c >= 1024) {
+            return Err(format!("workers.cpus: CPU {c} does not exist (this machine has {cpus})"));
+        }
+        if !(1..=1024).contains(&self.io.batch) {
+            return Err(format!("io.batch = {}: give 1 to 1024", self.io.batch));
+        }
+        if self.engine.max_flows < 1024 {
+            return Err(format!("engine.max_flows = {}: at least 1024", self.engine.max_flows));
+        }
+        if self.engine.nat_quota == 0 {
+            return Err("engine.nat_quota = 0: a member could open no connection".into());
+        }
+        let established_timeout = dur("engine.established_timeout", &self.engine.established_timeout)?;
+        let flush_interval = dur("accounting.flush_interval", &self.accounting.flush_interval)?;
+        if flush_interval < Duration::from_secs(1) {
+            return Err("accounting.flush_interval: at least 1s".into());
+        }
+        let stats_interval = dur("stats.interval", &self.stats.interval)?;
+        if stats_interval < Duration::from_millis(100) {
+            return Err("stats.interval: at least 100ms".into());
+        }
+        let log_interval = dur("stats.log_interval", &self.stats.log_interval)?;
+        Ok(Checked { established_timeout, flush_interval, stats_interval, log_interval, workers })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+        database = "torwart.db"
+        [[ports]]
+        interface = "eth1"
+        side = "inside"
+        [[ports]]
+        interface = "eth2"
+        side = "outside"
+    "#;
+
+    #[test]
+    fn minimal_file_takes_defaults() {
+        let (c, k) = Config::parse(GOOD).unwrap();
+        assert_eq!(c.io.backend, Backend::Xdp);
+        assert_eq!(k.workers, 1);
+        assert_eq!(k.established_timeout, Duration::from_secs(12 * 3600));
+    }
+
+    #[test]
+    fn the_example_in_the_docs_is_valid() {
+        let text = include_str!("../../../docs/torwart.example.toml");
+        let (c, k) = Config::parse(text).unwrap();
+        assert_eq!(c.ports.len(), 2);
+        assert_eq!(k.workers, 2);
+    }
+
+    #[test]
+    fn errors_name_the_field() {
+        let cases = [
+            (GOOD.replace("\"inside\"", "\"middle\""), "unknown variant `middle`"),
+            (GOOD.replace("eth2", "eth1"), "listed twice"),
+            (GOOD.replace("side = \"outside\"", "side = \"inside\""), "no outside port"),
+            (format!("{GOOD}\n[engine]\nestablished_timeout = \"12 parsecs\""), "engine.established_timeout"),
+            (format!("{GOOD}\n[engine]\nmax_flow = 5"), "unknown field `max_flow`"),
+            (format!("{GOOD}\n[workers]\ncount = 0"), "1 to 256"),
+            (GOOD.replace("database = \"torwart.db\"", ""), "missing field `database`"),
+        ];
+        for (text, want) in cases {
+            let err = Config::parse(&text).unwrap_err();
+            assert!(err.contains(want), "{err:?} should say {want:?}");
+        }
+    }
+}
