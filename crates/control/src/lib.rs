@@ -17,6 +17,7 @@
 //! tokio; none of it is on the packet path.
 
 pub mod config;
+pub mod daemon;
 pub mod db;
 pub mod ledger;
 pub mod reload;

@@ -25,26 +25,16 @@ reasons! {
     HandoffRingFull => "handoff_ring_full",
     /// The port's transmit ring did not take the frame.
     TxRingFull => "tx_ring_full",
-    /// The frame's time to live ran out here (an ICMP time exceeded was sent back, rate permitting).
-    TtlExceeded => "ttl_exceeded",
-    /// No route to the destination (an ICMP unreachable was sent back, rate permitting).
-    NoRoute => "no_route",
-    /// The route is unreachable, blackhole or prohibit.
-    RouteRefused => "route_refused",
-    /// Too big for the egress link and not fragmentable (an ICMP "too big" was sent back).
-    TooBig => "too_big",
-    /// The next hop's link-layer address is not known yet; resolution was asked of the kernel.
-    NeighbourMissing => "neighbour_missing",
+    /// The router did not forward it: the router's counters say why (no route, TTL, too big, neighbour missing, ...).
+    Routing => "routing",
     /// The route leaves by an interface that is not one of torwart's ports.
     NotViaPort => "route_not_via_port",
     /// The route leaves on the other side than the firewall decided (inside vs. outside).
     SideMismatch => "route_side_mismatch",
-    /// A frame addressed to the box itself (the XDP program should have passed it to the kernel).
-    ForTheBox => "for_the_box",
+    /// More ICMP errors were generated in one loop than wait to go through the engine.
+    ReinjectOverflow => "icmp_reinject_overflow",
     /// More held frames came free in one loop than the release batch holds.
     ReleaseOverflow => "release_overflow",
-    /// Forwarding refused the frame for another reason (malformed for routing, ICMP rate limit).
-    RouterOther => "router_other",
 }
 
 /// A worker's dataplane counters (plain integers: one worker owns them).
@@ -64,6 +54,8 @@ pub struct DataplaneCounters {
     pub icmp_generated: u64,
     /// Neighbour resolutions asked of the kernel.
     pub resolutions: u64,
+    /// Receive calls that failed (the device's own counters say why).
+    pub rx_errors: u64,
     /// Loop iterations that found nothing to do.
     pub idle_loops: u64,
     pub loops: u64,
@@ -119,6 +111,7 @@ impl DataplaneCounters {
         self.icmp_generated += o.icmp_generated;
         self.resolutions += o.resolutions;
         self.idle_loops += o.idle_loops;
+        self.rx_errors += o.rx_errors;
         self.loops += o.loops;
         for (a, b) in self.drops.iter_mut().zip(&o.drops) {
             *a += b;

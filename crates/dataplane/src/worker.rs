@@ -82,6 +82,8 @@ pub(crate) struct Worker {
     /// Frames the engine released, and the side each goes to.
     released: Batch,
     released_to: Vec<Side>,
+    /// The egress's reinjected ICMP errors, swapped out while they are processed.
+    reinjected: Batch,
     meta: Meta,
     last_stats: Time,
 }
@@ -114,6 +116,7 @@ impl Worker {
             verdicts: vec![Verdict::Held; 4 * n],
             released: Batch::new(RELEASE_BATCH, io::DEFAULT_FRAME_CAPACITY),
             released_to: Vec::with_capacity(RELEASE_BATCH),
+            reinjected: Batch::new(64, io::DEFAULT_FRAME_CAPACITY),
             cfg,
             ports,
             sides,
@@ -146,6 +149,7 @@ impl Worker {
             }
             work += self.receive_handed(now);
             work += self.release_held(now);
+            work += self.reinject(now);
             self.transmit();
             self.engine.poll_timers(now);
             self.counters.loops += 1;
@@ -201,7 +205,10 @@ impl Worker {
         self.rx.clear();
         let n = match self.ports[p].io.recv(&mut self.rx) {
             Ok(n) => n,
-            Err(_) => 0,
+            Err(_) => {
+                self.counters.rx_errors += 1;
+                self.rx.len()
+            }
         };
         if n == 0 {
             return 0;
@@ -291,6 +298,23 @@ impl Worker {
         released_to.len()
     }
 
+    /// Runs the ICMP errors the egress generated after the engine through the
+    /// engine, as if they came from the side the offending packet was going to.
+    fn reinject(&mut self, now: Time) -> usize {
+        let mut n = 0;
+        for side in [Side::Inside, Side::Outside] {
+            if self.egress.reinject[side.index()].is_empty() {
+                continue;
+            }
+            std::mem::swap(&mut self.egress.reinject[side.index()], &mut self.reinjected);
+            let Worker { reinjected, engine, verdicts, egress, tx, counters, .. } = self;
+            n += reinjected.len();
+            process(now, engine, side, reinjected, verdicts, egress, tx, counters);
+            reinjected.clear();
+        }
+        n
+    }
+
     /// Sends every port's tx batch; what a port does not take is counted.
     fn transmit(&mut self) {
         for (p, q) in self.ports.iter_mut().enumerate() {
@@ -299,6 +323,9 @@ impl Worker {
                 continue;
             }
             let sent = q.io.send(batch.frames()).unwrap_or(0);
+            // Push out what the device still holds (AF_XDP in copy mode
+            // sends 32 frames per wake-up): one more kick, not a wait.
+            let _ = q.io.flush();
             self.counters.tx[p] += sent as u64;
             let unsent = batch.len() - sent;
             if unsent > 0 {

@@ -48,9 +48,7 @@ fn frames_reach_their_owner_and_nothing_is_lost() {
         let (i, o) = (port("inside", 0), port("outside", 1));
         inside.push(i.clone());
         outside.push(o.clone());
-        let mut engine = Config::default();
-        engine.max_flows = 4096;
-        engine.hash_key = [w as u64 + 7, 2, 3, 4];
+        let engine = Config { max_flows: 4096, hash_key: [w as u64 + 7, 2, 3, 4], ..Default::default() };
         setups.push(WorkerSetup {
             config: WorkerConfig {
                 index: w,

@@ -125,6 +125,60 @@ pub enum IoError {
         detail: String,
     },
 
+    /// The named network interface does not exist (in this network namespace).
+    #[error("no network interface \"{ifname}\" (in this network namespace)")]
+    NoSuchInterface {
+        /// The interface name as given.
+        ifname: String,
+    },
+
+    /// A system call on a live interface failed.
+    #[error("interface \"{ifname}\": cannot {op}: {source}{hint}")]
+    Interface {
+        /// The interface.
+        ifname: String,
+        /// What we were doing ("create the XSKMAP", "bind the AF_XDP socket"...).
+        op: &'static str,
+        /// The OS error.
+        source: std::io::Error,
+        /// What to check, e.g. " (needs root or CAP_BPF/CAP_NET_ADMIN)"; may be empty.
+        hint: &'static str,
+    },
+
+    /// The driver refused to attach the XDP program in the requested mode.
+    #[error("interface \"{ifname}\" refused XDP in {mode} mode: {source}")]
+    XdpRefused {
+        /// The interface.
+        ifname: String,
+        /// "native" or "generic".
+        mode: &'static str,
+        /// The OS error from BPF_LINK_CREATE.
+        source: std::io::Error,
+    },
+
+    /// The kernel's verifier rejected the XDP program (a bug in torwart or a
+    /// kernel too old for it); the log says which instruction.
+    #[error("the kernel rejected the XDP program for \"{ifname}\": {source}; verifier log:\n{log}")]
+    VerifierRejected {
+        /// The interface the program was for.
+        ifname: String,
+        /// The OS error from BPF_PROG_LOAD.
+        source: std::io::Error,
+        /// The verifier's log (may be truncated).
+        log: String,
+    },
+
+    /// More local addresses than the XDP program's map holds.
+    #[error("interface \"{ifname}\": {count} local addresses, the XDP program's map holds at most {max}")]
+    TooManyAddresses {
+        /// The interface.
+        ifname: String,
+        /// How many were given.
+        count: usize,
+        /// The map's size.
+        max: usize,
+    },
+
     /// The device cannot do this at all (sending to a capture file reader).
     #[error("\"{device}\" cannot {op}")]
     Unsupported {
@@ -136,6 +190,17 @@ pub enum IoError {
 }
 
 impl IoError {
+    /// An [`IoError::Interface`] from an OS error, with a hint for the
+    /// errors an operator can fix (missing privileges).
+    pub fn interface(ifname: &str, op: &'static str, source: std::io::Error) -> Self {
+        let hint = match source.raw_os_error() {
+            Some(libc::EPERM) | Some(libc::EACCES) => " (needs root or CAP_BPF/CAP_NET_ADMIN)",
+            Some(libc::ENOMEM) => " (locked-memory limit? check `ulimit -l` or run as root)",
+            _ => "",
+        };
+        IoError::Interface { ifname: ifname.to_owned(), op, source, hint }
+    }
+
     /// True for [`IoError::Eof`].
     pub fn is_eof(&self) -> bool {
         matches!(self, IoError::Eof)

@@ -1,7 +1,7 @@
 //! Packet I/O for torwart: one batched device trait and its backends.
 //!
-//! Every source and sink of frames — an AF_XDP socket in production (a later
-//! issue), a pcap file in `torwart replay` and the golden tests, an in-memory
+//! Every source and sink of frames — an AF_XDP socket in production, an
+//! AF_PACKET socket where XDP is not available, a pcap file in `torwart replay` and the golden tests, an in-memory
 //! queue in unit tests — is a [`PacketIo`]. The dataplane loop is written once
 //! against it: `recv` a [`Batch`], process it, `send` what leaves, repeat.
 //! Because the same loop runs over files and memory, the pipeline that is
@@ -13,6 +13,10 @@
 //! ([`Batch`], [`PacketBuf`]), so steady-state I/O allocates nothing.
 //!
 //! Modules:
+//! - [`xdp`]: [`XdpProgram`] (the XDP program that splits transit traffic
+//!   from the kernel's) and [`XdpPort`] (an AF_XDP socket), the production
+//!   backend.
+//! - [`afpacket`]: [`PacketPort`], the AF_PACKET fallback.
 //! - [`buf`]: [`PacketBuf`] and [`Batch`].
 //! - [`memory`]: [`MemoryIo`], queues that tests fill and read.
 //! - [`pcap`]: [`PcapReader`] (pcap and pcapng, several link types, turned
@@ -25,19 +29,23 @@
 //! the capture or, for live ports, the rx time; they never feed a clock into
 //! logic. The engine takes `now` as an argument.
 
+pub mod afpacket;
 pub mod buf;
 pub mod error;
 pub mod memory;
 pub mod merge;
 pub mod pcap;
 pub mod wrap;
+pub mod xdp;
 
+pub use afpacket::{PacketConfig, PacketPort, PacketPortStats};
 pub use buf::{Batch, PacketBuf, DEFAULT_FRAME_CAPACITY};
 pub use error::IoError;
 pub use memory::MemoryIo;
 pub use merge::Merged;
 pub use pcap::{PcapReader, PcapWriter};
 pub use wrap::{Duplex, FaultRates, Faults, Tap};
+pub use xdp::{XdpConfig, XdpMode, XdpPort, XdpPortStats, XdpProgram, XskCopyMode};
 
 /// A port of the gateway: which wire a frame came in on or goes out by
 /// (e.g. 0 = inside, 1 = outside; the dataplane's configuration names them).

@@ -5,6 +5,7 @@
 
 pub mod alloc;
 pub mod bench;
+pub mod lab;
 pub mod replay;
 pub mod scenario;
 

@@ -59,6 +59,33 @@ enum Command {
         #[arg(long, requires = "db")]
         record_usage: bool,
     },
+    /// Runs the gateway on real interfaces (the daemon): see docs/torwart.example.toml.
+    Run {
+        /// The configuration file.
+        #[arg(long, default_value = "/etc/torwart/torwart.toml")]
+        config: PathBuf,
+    },
+    /// Builds a member network in namespaces, runs torwart as its gateway,
+    /// drives real traffic (ping, curl, traceroute, iperf3) and reports.
+    ///
+    /// Needs root. Installs missing tools with apt-get if it can.
+    Lab {
+        /// "xdp" (AF_XDP, the default) or "af_packet".
+        #[arg(long, default_value = "xdp")]
+        backend: String,
+        /// Where the database, configuration, log and stats go.
+        #[arg(long, default_value = "lab-out")]
+        dir: PathBuf,
+        /// Seconds of each iperf3 run.
+        #[arg(long, default_value_t = 3)]
+        iperf_seconds: u32,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+        /// How torwart's worker waits when idle: sleep (shares the machine) or busy (spins).
+        #[arg(long, default_value = "sleep")]
+        idle: String,
+    },
     /// The member database: create, import, check.
     Db {
         #[command(subcommand)]
@@ -124,7 +151,17 @@ enum DbCommand {
 }
 
 fn main() -> ExitCode {
-    match run(Cli::parse()) {
+    let cli = Cli::parse();
+    if let Command::Run { config } = &cli.command {
+        return match control::daemon::run(config) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("torwart: {e}");
+                ExitCode::from(e.exit_code())
+            }
+        };
+    }
+    match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("torwart: {e}");
@@ -135,6 +172,41 @@ fn main() -> ExitCode {
 
 fn run(cli: Cli) -> Result<(), Error> {
     match cli.command {
+        Command::Run { .. } => unreachable!("handled in main"),
+        Command::Lab { backend, dir, iperf_seconds, json, idle } => {
+            if !["sleep", "busy"].contains(&idle.as_str()) {
+                return Err(Error::Usage(format!("--idle {idle}: give sleep or busy")));
+            }
+            if !["xdp", "af_packet"].contains(&backend.as_str()) {
+                return Err(Error::Usage(format!("--backend {backend}: give xdp or af_packet")));
+            }
+            torwart::lab::preflight(!json).map_err(Error::Usage)?;
+            let interrupted = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+            for sig in [libc::SIGINT, libc::SIGTERM] {
+                let _ = signal_hook::flag::register(sig, std::sync::Arc::clone(&interrupted));
+            }
+            let torwart = std::env::current_exe().map_err(|e| Error::Usage(e.to_string()))?;
+            let dir = std::path::absolute(&dir).unwrap_or(dir);
+            let opts = torwart::lab::Options {
+                torwart,
+                prefix: "twl-".into(),
+                dir,
+                backend,
+                iperf_seconds,
+                idle,
+                verbose: !json,
+            };
+            let report = torwart::lab::run(&opts, &interrupted).map_err(|e| Error::Usage(format!("lab: {e}")))?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report).unwrap_or_default());
+            } else {
+                torwart::lab::print(&report);
+            }
+            if !report.passed() {
+                return Err(Error::Usage("lab: some checks failed".into()));
+            }
+            Ok(())
+        }
         Command::Replay {
             inside,
             outside,

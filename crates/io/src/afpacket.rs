@@ -1,0 +1,378 @@
+//! [`PacketPort`]: an AF_PACKET socket as a [`PacketIo`] device, the
+//! fallback where AF_XDP is not available (old kernels, odd drivers,
+//! containers without CAP_BPF).
+//!
+//! One `SOCK_RAW` socket per interface, bound to its ifindex for all
+//! ethertypes, non-blocking, batched with `recvmmsg`/`sendmmsg`: one system
+//! call per `recv` or `send`, never one per frame. The `mmsghdr`/`iovec`
+//! arrays are allocated once; `recv` points them straight at the free
+//! buffers of the caller's [`Batch`], so the kernel copies each frame once,
+//! into its final place. `PACKET_IGNORE_OUTGOING` keeps our own (and the
+//! kernel's) transmissions out of the receive queue, and
+//! `PACKET_QDISC_BYPASS` sends straight to the driver (the shaper is ours;
+//! the qdisc would only add a second queue).
+//!
+//! # The kernel sees every frame too
+//! AF_PACKET taps the receive path: it gets a copy of each frame and the
+//! kernel still processes the original. A box that runs torwart over
+//! AF_PACKET must therefore have kernel forwarding **off**
+//! (`net.ipv4.conf.all.forwarding = 0`, `net.ipv6.conf.all.forwarding = 0`),
+//! or every transit packet is forwarded twice. The caller checks this with
+//! [`kernel_forwarding_enabled`] before starting. Local traffic (ARP, NDP,
+//! SSH to the box) works as usual; torwart sees it as well and must ignore
+//! what is not transit.
+//!
+//! # Limits
+//! - Receive offloads change what AF_PACKET sees: with GRO/LRO on, frames
+//!   arrive coalesced beyond the MTU (they do not fit a buffer and are
+//!   counted as `rx_too_large`), and with rx VLAN offload the tag is
+//!   stripped into metadata we do not read. Turn them off on AF_PACKET
+//!   ports (`ethtool -K <if> gro off lro off rxvlan off`).
+//! - It is a copy per frame through the socket buffer and a syscall per
+//!   batch: a few hundred thousand frames per second per core, not millions.
+
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+
+use crate::{Batch, IoError, PacketBuf, PacketIo, PortId};
+
+/// Configuration of a [`PacketPort`].
+#[derive(Debug, Clone)]
+pub struct PacketConfig {
+    /// The port received frames are tagged with.
+    pub port: PortId,
+    /// Most frames moved per system call (the `mmsghdr` array size): `send`
+    /// accepts at most this many per call, `recv` returns at most this many.
+    pub max_batch: usize,
+    /// Socket receive buffer in bytes (forced past `rmem_max` when root).
+    pub rcvbuf: usize,
+    /// Send straight to the driver, bypassing the qdisc.
+    pub qdisc_bypass: bool,
+}
+
+impl Default for PacketConfig {
+    fn default() -> Self {
+        PacketConfig { port: PortId::default(), max_batch: 256, rcvbuf: 8 << 20, qdisc_bypass: true }
+    }
+}
+
+/// Counters of a [`PacketPort`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PacketPortStats {
+    /// Frames received into a batch.
+    pub rx_frames: u64,
+    /// Their bytes.
+    pub rx_bytes: u64,
+    /// Frames accepted by the kernel for transmission.
+    pub tx_frames: u64,
+    /// Their bytes.
+    pub tx_bytes: u64,
+    /// `recv` calls that found nothing.
+    pub rx_empty_polls: u64,
+    /// Frames longer than the batch's buffers (dropped).
+    pub rx_too_large: u64,
+    /// `send` calls the kernel did not take completely (device queue full).
+    pub tx_full: u64,
+    /// Frames the kernel refused as too long for the device (not sent).
+    pub tx_oversize: u64,
+    /// Frames the kernel dropped because the socket buffer was full
+    /// (`PACKET_STATISTICS`, read by [`PacketPort::stats`]).
+    pub kernel_drops: u64,
+}
+
+/// An AF_PACKET socket on one interface.
+pub struct PacketPort {
+    ifname: String,
+    port: PortId,
+    fd: OwnedFd,
+    max_batch: usize,
+    msgs: Vec<libc::mmsghdr>,
+    iovs: Vec<libc::iovec>,
+    stats: PacketPortStats,
+}
+
+// SAFETY: the raw pointers inside `msgs`/`iovs` are scratch: they are
+// rewritten before every system call and never dereferenced by us, so the
+// port can move to another thread. It is not `Sync` (all I/O takes
+// `&mut self`).
+unsafe impl Send for PacketPort {}
+
+impl std::fmt::Debug for PacketPort {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PacketPort")
+            .field("ifname", &self.ifname)
+            .field("port", &self.port)
+            .field("fd", &self.fd)
+            .field("max_batch", &self.max_batch)
+            .finish_non_exhaustive()
+    }
+}
+
+const ETH_P_ALL: u16 = 0x0003;
+
+/// An [`IoError::Interface`]; AF_PACKET needs CAP_NET_RAW, not the BPF
+/// capabilities the generic hint names.
+fn packet_error(ifname: &str, op: &'static str, source: std::io::Error) -> IoError {
+    match source.raw_os_error() {
+        Some(libc::EPERM) | Some(libc::EACCES) => {
+            IoError::Interface { ifname: ifname.to_owned(), op, source, hint: " (needs root or CAP_NET_RAW)" }
+        }
+        _ => IoError::interface(ifname, op, source),
+    }
+}
+
+fn setsockopt_int(fd: &OwnedFd, level: libc::c_int, name: libc::c_int, value: libc::c_int) -> std::io::Result<()> {
+    // SAFETY: `value` is a live c_int and we pass its size.
+    let r = unsafe {
+        libc::setsockopt(
+            fd.as_raw_fd(),
+            level,
+            name,
+            (&value as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if r == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
+fn empty_msg() -> libc::mmsghdr {
+    // SAFETY: `mmsghdr` is plain old data (integers and raw pointers), for
+    // which all-zero bytes are a valid value (null pointers, zero lengths).
+    unsafe { std::mem::zeroed() }
+}
+
+fn now_ns() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
+}
+
+/// True if the kernel forwards IPv4 or IPv6 (`/proc/sys/net/ipv4/conf/all/forwarding`,
+/// `/proc/sys/net/ipv6/conf/all/forwarding`) in the calling thread's network
+/// namespace. Running [`PacketPort`]s while this is true forwards every
+/// transit packet twice.
+pub fn kernel_forwarding_enabled() -> std::io::Result<bool> {
+    let mut any = false;
+    for path in ["/proc/sys/net/ipv4/conf/all/forwarding", "/proc/sys/net/ipv6/conf/all/forwarding"] {
+        match std::fs::read_to_string(path) {
+            Ok(s) => any |= s.trim() != "0",
+            // No IPv6 in this kernel: it cannot forward it.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(any)
+}
+
+impl PacketPort {
+    /// Opens a socket on `ifname` (in the calling thread's network namespace).
+    pub fn open(ifname: &str, config: &PacketConfig) -> Result<PacketPort, IoError> {
+        let ifindex = crate::xdp::program::ifindex(ifname)?;
+        let os = |op: &'static str| move |e: std::io::Error| packet_error(ifname, op, e);
+        // Protocol 0 at creation: the socket receives nothing until `bind`
+        // names the interface, so no other interface's frames sneak in.
+        // SAFETY: plain socket(2) call; the result is checked.
+        let raw =
+            unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC, 0) };
+        if raw < 0 {
+            return Err(os("create the AF_PACKET socket")(std::io::Error::last_os_error()));
+        }
+        // SAFETY: `raw` is a new descriptor that nothing else owns.
+        let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+        setsockopt_int(&fd, libc::SOL_PACKET, libc::PACKET_IGNORE_OUTGOING, 1)
+            .map_err(os("set PACKET_IGNORE_OUTGOING"))?;
+        if config.qdisc_bypass {
+            setsockopt_int(&fd, libc::SOL_PACKET, libc::PACKET_QDISC_BYPASS, 1)
+                .map_err(os("set PACKET_QDISC_BYPASS"))?;
+        }
+        let rcvbuf = libc::c_int::try_from(config.rcvbuf).unwrap_or(libc::c_int::MAX);
+        setsockopt_int(&fd, libc::SOL_SOCKET, libc::SO_RCVBUFFORCE, rcvbuf)
+            .or_else(|_| setsockopt_int(&fd, libc::SOL_SOCKET, libc::SO_RCVBUF, rcvbuf))
+            .map_err(os("set the receive buffer size"))?;
+
+        // SAFETY: all-zero is a valid `sockaddr_ll`; we fill the fields bind needs.
+        let mut sll: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
+        sll.sll_family = libc::AF_PACKET as u16;
+        sll.sll_protocol = ETH_P_ALL.to_be();
+        sll.sll_ifindex = libc::c_int::try_from(ifindex).unwrap_or(0);
+        // SAFETY: `sll` is a live, initialised sockaddr_ll and we pass its size.
+        let r = unsafe {
+            libc::bind(
+                fd.as_raw_fd(),
+                (&sll as *const libc::sockaddr_ll).cast(),
+                std::mem::size_of::<libc::sockaddr_ll>() as libc::socklen_t,
+            )
+        };
+        if r != 0 {
+            return Err(os("bind the AF_PACKET socket")(std::io::Error::last_os_error()));
+        }
+
+        let max_batch = config.max_batch.clamp(1, 1024);
+        Ok(PacketPort {
+            ifname: ifname.to_owned(),
+            port: config.port,
+            fd,
+            max_batch,
+            msgs: (0..max_batch).map(|_| empty_msg()).collect(),
+            iovs: (0..max_batch).map(|_| libc::iovec { iov_base: std::ptr::null_mut(), iov_len: 0 }).collect(),
+            stats: PacketPortStats::default(),
+        })
+    }
+
+    /// Our counters, plus the kernel's drop count since the last call
+    /// (`PACKET_STATISTICS` resets on read, so the port accumulates it).
+    pub fn stats(&mut self) -> PacketPortStats {
+        let mut st = libc::tpacket_stats { tp_packets: 0, tp_drops: 0 };
+        let mut len = std::mem::size_of::<libc::tpacket_stats>() as libc::socklen_t;
+        // SAFETY: `st` and `len` are live locals of the declared sizes.
+        let r = unsafe {
+            libc::getsockopt(
+                self.fd.as_raw_fd(),
+                libc::SOL_PACKET,
+                libc::PACKET_STATISTICS,
+                (&mut st as *mut libc::tpacket_stats).cast(),
+                &mut len,
+            )
+        };
+        if r == 0 {
+            self.stats.kernel_drops += u64::from(st.tp_drops);
+        }
+        self.stats
+    }
+
+    /// Points message `i` at one buffer.
+    fn set_msg(&mut self, i: usize, base: *mut libc::c_void, len: usize) {
+        self.iovs[i] = libc::iovec { iov_base: base, iov_len: len };
+        let iov: *mut libc::iovec = &mut self.iovs[i];
+        let m = &mut self.msgs[i];
+        m.msg_hdr.msg_name = std::ptr::null_mut();
+        m.msg_hdr.msg_namelen = 0;
+        m.msg_hdr.msg_iov = iov;
+        m.msg_hdr.msg_iovlen = 1;
+        m.msg_hdr.msg_control = std::ptr::null_mut();
+        m.msg_hdr.msg_controllen = 0;
+        m.msg_hdr.msg_flags = 0;
+        m.msg_len = 0;
+    }
+}
+
+impl PacketIo for PacketPort {
+    fn recv(&mut self, batch: &mut Batch) -> Result<usize, IoError> {
+        let n = batch.free().min(self.max_batch);
+        if n == 0 {
+            return Ok(0);
+        }
+        // Claim the free slots so that their storage can be handed to the
+        // kernel all at once; they are given back (truncate) below.
+        let start = batch.len();
+        for _ in 0..n {
+            if batch.next_slot().is_none() || !batch.commit_slot() {
+                break;
+            }
+        }
+        let claimed = batch.len() - start;
+        for (i, slot) in batch.frames_mut()[start..].iter_mut().enumerate() {
+            let storage = slot.storage_mut();
+            self.set_msg(i, storage.as_mut_ptr().cast(), storage.len());
+        }
+        // SAFETY: the first `claimed` messages each point to one iovec that
+        // points to a distinct, live batch buffer of the stated length; the
+        // batch is not touched until the call returns.
+        let r = unsafe {
+            libc::recvmmsg(
+                self.fd.as_raw_fd(),
+                self.msgs.as_mut_ptr(),
+                claimed as libc::c_uint,
+                libc::MSG_DONTWAIT,
+                std::ptr::null_mut(),
+            )
+        };
+        if r < 0 {
+            batch.truncate(start);
+            let e = std::io::Error::last_os_error();
+            return match e.raw_os_error() {
+                Some(libc::EAGAIN) | Some(libc::EINTR) => {
+                    self.stats.rx_empty_polls += 1;
+                    Ok(0)
+                }
+                _ => Err(packet_error(&self.ifname, "receive (recvmmsg)", e)),
+            };
+        }
+        let got = usize::try_from(r).unwrap_or(0).min(claimed);
+        let ts_ns = now_ns();
+        let frames = batch.frames_mut();
+        let mut kept = start;
+        for i in 0..got {
+            let m = &self.msgs[i];
+            let len = m.msg_len as usize;
+            let slot = &mut frames[start + i];
+            if m.msg_hdr.msg_flags & libc::MSG_TRUNC != 0 || !slot.set_len(len) {
+                self.stats.rx_too_large += 1;
+                continue;
+            }
+            slot.ts_ns = ts_ns;
+            slot.port = self.port;
+            self.stats.rx_bytes += len as u64;
+            frames.swap(kept, start + i);
+            kept += 1;
+        }
+        batch.truncate(kept);
+        let delivered = kept - start;
+        self.stats.rx_frames += delivered as u64;
+        Ok(delivered)
+    }
+
+    fn send(&mut self, frames: &[PacketBuf]) -> Result<usize, IoError> {
+        let n = frames.len().min(self.max_batch);
+        if n == 0 {
+            return Ok(0);
+        }
+        for (i, f) in frames[..n].iter().enumerate() {
+            let bytes = f.as_slice();
+            // The kernel only reads through a send iovec; the cast to *mut
+            // is what the C struct wants.
+            self.set_msg(i, bytes.as_ptr().cast_mut().cast(), bytes.len());
+        }
+        // SAFETY: the first `n` messages each point to one iovec that points
+        // to a live frame of the caller's, which outlives the call; sendmmsg
+        // only reads them.
+        let r = unsafe {
+            libc::sendmmsg(self.fd.as_raw_fd(), self.msgs.as_mut_ptr(), n as libc::c_uint, libc::MSG_DONTWAIT)
+        };
+        if r < 0 {
+            let e = std::io::Error::last_os_error();
+            return match e.raw_os_error() {
+                Some(libc::EAGAIN) | Some(libc::ENOBUFS) | Some(libc::EINTR) | Some(libc::EBUSY) => {
+                    self.stats.tx_full += 1;
+                    Ok(0)
+                }
+                Some(libc::EMSGSIZE) => {
+                    self.stats.tx_oversize += 1;
+                    Ok(0)
+                }
+                _ => Err(packet_error(&self.ifname, "send (sendmmsg)", e)),
+            };
+        }
+        let sent = usize::try_from(r).unwrap_or(0).min(n);
+        if sent < n {
+            self.stats.tx_full += 1;
+        }
+        self.stats.tx_frames += sent as u64;
+        self.stats.tx_bytes += frames[..sent].iter().map(|f| f.len() as u64).sum::<u64>();
+        Ok(sent)
+    }
+
+    fn name(&self) -> &str {
+        &self.ifname
+    }
+}
+
+impl AsRawFd for PacketPort {
+    fn as_raw_fd(&self) -> RawFd {
+        self.fd.as_raw_fd()
+    }
+}

@@ -1,0 +1,447 @@
+//! Live tests of the AF_XDP and AF_PACKET backends over a veth pair between
+//! two private network namespaces. They need root (they create namespaces
+//! and load BPF); as another user they print "skipped: needs root" and pass.
+//!
+//! Topology, per test (names unique per process and test, removed on drop
+//! even when the test panics):
+//! ```text
+//!   netns <p>-a                         netns <p>-b
+//!   a0 10.77.0.1/24  <── veth ──>  b0 10.77.0.2/24   (XDP program + port here)
+//!   route 198.51.100.0/24 via 10.77.0.2
+//! ```
+//! A sends UDP to the transit address 198.51.100.9, which must reach the
+//! port on b0; A pings 10.77.0.2, which must reach B's kernel (ARP and the
+//! local-address map); frames the port sends must reach a UDP socket in A.
+
+use std::fs::File;
+use std::net::{IpAddr, UdpSocket};
+use std::os::fd::AsRawFd;
+use std::process::Command;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use io::xdp::{XdpVerdict, XskCopyMode};
+use io::{Batch, PacketBuf, PacketConfig, PacketIo, PacketPort, PortId, XdpConfig, XdpMode, XdpPort, XdpProgram};
+
+const MAC_A: [u8; 6] = [0x02, 0x77, 0, 0, 0, 0x01];
+const MAC_B: [u8; 6] = [0x02, 0x77, 0, 0, 0, 0x02];
+const IP_A: [u8; 4] = [10, 77, 0, 1];
+const IP_B: [u8; 4] = [10, 77, 0, 2];
+const TRANSIT: [u8; 4] = [198, 51, 100, 9];
+const TRANSIT_PORT: u16 = 9999;
+const A_RX_PORT: u16 = 7777;
+
+fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    unsafe { libc::geteuid() == 0 }
+}
+
+macro_rules! require_root {
+    () => {
+        if !is_root() {
+            eprintln!("skipped: needs root");
+            return;
+        }
+    };
+}
+
+fn ip(args: &[&str]) {
+    let out = Command::new("ip").args(args).output().expect("run ip");
+    assert!(out.status.success(), "ip {}: {}", args.join(" "), String::from_utf8_lossy(&out.stderr));
+}
+
+/// Two namespaces joined by a veth pair; deleted on drop.
+struct Lab {
+    a: String,
+    b: String,
+}
+
+impl Lab {
+    fn new() -> Lab {
+        static N: AtomicU32 = AtomicU32::new(0);
+        let n = N.fetch_add(1, Ordering::Relaxed);
+        let base = format!("twio-{}-{n}", std::process::id());
+        let lab = Lab { a: format!("{base}-a"), b: format!("{base}-b") };
+        // The guard exists before the first namespace, so a failure half-way
+        // still cleans up (deleting a missing namespace is harmless).
+        ip(&["netns", "add", &lab.a]);
+        ip(&["netns", "add", &lab.b]);
+        let (a, b) = (lab.a.as_str(), lab.b.as_str());
+        ip(&[
+            "-n",
+            a,
+            "link",
+            "add",
+            "a0",
+            "address",
+            "02:77:00:00:00:01",
+            "type",
+            "veth",
+            "peer",
+            "name",
+            "b0",
+            "address",
+            "02:77:00:00:00:02",
+            "netns",
+            b,
+        ]);
+        ip(&["-n", a, "addr", "add", "10.77.0.1/24", "dev", "a0"]);
+        ip(&["-n", b, "addr", "add", "10.77.0.2/24", "dev", "b0"]);
+        for (ns, dev) in [(a, "a0"), (b, "b0"), (a, "lo"), (b, "lo")] {
+            ip(&["-n", ns, "link", "set", dev, "up"]);
+        }
+        ip(&["-n", a, "route", "add", "198.51.100.0/24", "via", "10.77.0.2"]);
+        // New namespaces inherit IPv4 forwarding from the host; B must not
+        // forward (AF_PACKET lets the kernel see every frame).
+        sysctl(b, "net.ipv4.conf.all.forwarding=0");
+        sysctl(b, "net.ipv6.conf.all.forwarding=0");
+        lab
+    }
+
+    fn ping_b(&self) -> bool {
+        Command::new("ip")
+            .args(["netns", "exec", &self.a, "ping", "-c", "2", "-i", "0.2", "-W", "1", "-q", "10.77.0.2"])
+            .output()
+            .map(|o| o.status.success())
+            .unwrap_or(false)
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        for ns in [&self.a, &self.b] {
+            let _ = Command::new("ip").args(["netns", "del", ns]).output();
+        }
+    }
+}
+
+fn sysctl(ns: &str, kv: &str) {
+    let out = Command::new("ip").args(["netns", "exec", ns, "sysctl", "-q", "-w", kv]).output().expect("sysctl");
+    assert!(out.status.success(), "sysctl {kv}: {}", String::from_utf8_lossy(&out.stderr));
+}
+
+/// Runs `f` on a new thread that has joined network namespace `ns`.
+fn in_ns<T: Send, F: FnOnce() -> T + Send>(ns: &str, f: F) -> T {
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            let file = File::open(format!("/var/run/netns/{ns}")).expect("open netns");
+            // SAFETY: `file` is an open namespace file; setns affects only
+            // this (fresh) thread.
+            let r = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
+            assert_eq!(r, 0, "setns {ns}: {}", std::io::Error::last_os_error());
+            f()
+        })
+        .join()
+        .unwrap_or_else(|e| std::panic::resume_unwind(e))
+    })
+}
+
+fn checksum(bytes: &[u8]) -> u16 {
+    let mut sum: u32 = bytes.chunks(2).map(|c| u32::from(u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)]))).sum();
+    while sum > 0xffff {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    !(sum as u16)
+}
+
+fn eth(dst: [u8; 6], src: [u8; 6], ethertype: u16) -> Vec<u8> {
+    let mut f = Vec::new();
+    f.extend_from_slice(&dst);
+    f.extend_from_slice(&src);
+    f.extend_from_slice(&ethertype.to_be_bytes());
+    f
+}
+
+/// Ethernet (B → A) + IPv4 + UDP (checksum 0, allowed for IPv4).
+fn udp4(src: [u8; 4], dst: [u8; 4], sport: u16, dport: u16, payload: &[u8]) -> Vec<u8> {
+    let mut f = eth(MAC_A, MAC_B, 0x0800);
+    let total = (20 + 8 + payload.len()) as u16;
+    let mut ip = vec![0x45, 0, 0, 0, 0, 0, 0x40, 0, 64, 17, 0, 0];
+    ip[2..4].copy_from_slice(&total.to_be_bytes());
+    ip.extend_from_slice(&src);
+    ip.extend_from_slice(&dst);
+    let c = checksum(&ip);
+    ip[10..12].copy_from_slice(&c.to_be_bytes());
+    f.extend_from_slice(&ip);
+    f.extend_from_slice(&sport.to_be_bytes());
+    f.extend_from_slice(&dport.to_be_bytes());
+    f.extend_from_slice(&((8 + payload.len()) as u16).to_be_bytes());
+    f.extend_from_slice(&[0, 0]);
+    f.extend_from_slice(payload);
+    f
+}
+
+/// Ethernet + IPv6 header with no payload.
+fn ipv6(dst: &str) -> Vec<u8> {
+    let mut f = eth([0x33, 0x33, 0, 0, 0, 1], MAC_A, 0x86dd);
+    f.extend_from_slice(&[0x60, 0, 0, 0, 0, 0, 59, 64]);
+    f.extend_from_slice(&"2001:db8::a".parse::<std::net::Ipv6Addr>().unwrap().octets());
+    f.extend_from_slice(&dst.parse::<std::net::Ipv6Addr>().unwrap().octets());
+    f
+}
+
+/// True if `frame` is IPv4/UDP to `dst`:`dport`.
+fn is_udp_to(frame: &[u8], dst: [u8; 4], dport: u16) -> bool {
+    frame.len() >= 42
+        && frame[12..14] == [0x08, 0x00]
+        && frame[23] == 17
+        && frame[30..34] == dst
+        && frame[36..38] == dport.to_be_bytes()
+}
+
+/// Sends `n` datagrams from A to the transit address.
+fn send_transit_from_a(lab: &Lab, n: usize) {
+    in_ns(&lab.a, || {
+        let s = UdpSocket::bind("10.77.0.1:0").expect("bind in A");
+        for i in 0..n {
+            s.send_to(format!("twio-rx-{i}").as_bytes(), ("198.51.100.9", TRANSIT_PORT)).expect("send in A");
+        }
+    });
+}
+
+/// Receives from `port` until `want` frames match `pred` or `wait` passes;
+/// returns how many matched and how many did not.
+fn collect(port: &mut impl PacketIo, want: usize, wait: Duration, pred: impl Fn(&[u8]) -> bool) -> (usize, usize) {
+    let mut batch = Batch::new(64, 2048);
+    let (mut hit, mut other) = (0, 0);
+    let deadline = Instant::now() + wait;
+    while hit < want && Instant::now() < deadline {
+        batch.clear();
+        let n = port.recv(&mut batch).expect("recv");
+        if n == 0 {
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        for f in batch.frames() {
+            assert_eq!(f.port, PortId(3));
+            assert!(f.ts_ns > 0);
+            if pred(f.as_slice()) {
+                hit += 1;
+            } else {
+                other += 1;
+            }
+        }
+    }
+    (hit, other)
+}
+
+/// Sends 100 frames from `port` to A's UDP socket on 10.77.0.1:7777 and
+/// returns how many A received.
+fn send_to_a(lab: &Lab, port: &mut impl PacketIo) -> usize {
+    const N: usize = 100;
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+    let a = lab.a.clone();
+    let receiver = std::thread::spawn(move || {
+        in_ns(&a, || {
+            let s = UdpSocket::bind("10.77.0.1:7777").expect("bind receiver in A");
+            s.set_read_timeout(Some(Duration::from_millis(1500))).unwrap();
+            ready_tx.send(()).unwrap();
+            let mut buf = [0u8; 2048];
+            let mut got = 0;
+            while got < N {
+                match s.recv_from(&mut buf) {
+                    Ok((len, from)) => {
+                        assert_eq!(from.ip(), IpAddr::from(TRANSIT));
+                        assert!(buf[..len].starts_with(b"twio-tx-"));
+                        got += 1;
+                    }
+                    Err(_) => break,
+                }
+            }
+            got
+        })
+    });
+    ready_rx.recv().unwrap();
+    let frames: Vec<PacketBuf> = (0..N)
+        .map(|i| {
+            let bytes = udp4(TRANSIT, IP_A, TRANSIT_PORT, A_RX_PORT, format!("twio-tx-{i}").as_bytes());
+            let mut b = PacketBuf::with_capacity(2048);
+            assert!(b.copy_from(&bytes));
+            b.port = PortId(3);
+            b
+        })
+        .collect();
+    let mut sent = 0;
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while sent < N && Instant::now() < deadline {
+        sent += port.send(&frames[sent..]).expect("send");
+        port.flush().expect("flush");
+    }
+    assert_eq!(sent, N, "port accepted all frames");
+    receiver.join().unwrap_or_else(|e| std::panic::resume_unwind(e))
+}
+
+fn xdp_roundtrip(mode: XdpMode) {
+    let lab = Lab::new();
+    in_ns(&lab.b.clone(), || {
+        let prog = XdpProgram::attach("b0", mode).expect("attach");
+        eprintln!("requested {mode}, attached in {} mode", prog.mode());
+        if mode != XdpMode::Auto {
+            assert_eq!(prog.mode(), mode);
+        }
+        prog.set_local_addresses(&[IpAddr::from(IP_B), "2001:db8::2".parse().unwrap()]).expect("local addresses");
+        assert!(prog.is_local(IpAddr::from(IP_B)).unwrap());
+        // Replacing the set drops what is not in it.
+        prog.set_local_addresses(&[IpAddr::from(IP_B), "2001:db8::2".parse().unwrap()]).unwrap();
+        assert!(!prog.is_local("2001:db8::3".parse().unwrap()).unwrap());
+
+        let config = XdpConfig { port: PortId(3), ..Default::default() };
+        let mut port = XdpPort::open("b0", &config).expect("open AF_XDP socket");
+        assert!(!port.is_zero_copy(), "veth has no zero-copy");
+        prog.register_socket(0, &port).expect("register");
+
+        // Verdicts, by dry run.
+        let transit = udp4(IP_A, TRANSIT, 1, 2, b"x");
+        let v = |f: &[u8]| prog.dry_run(f, 0).expect("dry run");
+        assert_eq!(v(&transit), XdpVerdict::Redirect, "transit IPv4");
+        assert_eq!(v(&udp4(IP_A, IP_B, 1, 2, b"x")), XdpVerdict::Pass, "local IPv4");
+        assert_eq!(v(&udp4(IP_A, [224, 0, 0, 5], 1, 2, b"x")), XdpVerdict::Pass, "multicast");
+        assert_eq!(v(&udp4(IP_A, [239, 1, 2, 3], 1, 2, b"x")), XdpVerdict::Pass, "multicast");
+        assert_eq!(v(&udp4(IP_A, [255, 255, 255, 255], 1, 2, b"x")), XdpVerdict::Pass, "broadcast");
+        assert_eq!(v(&udp4(IP_A, [240, 0, 0, 1], 1, 2, b"x")), XdpVerdict::Redirect, "240/4 is not multicast");
+        let mut arp = eth([0xff; 6], MAC_A, 0x0806);
+        arp.extend_from_slice(&[0; 28]);
+        assert_eq!(v(&arp), XdpVerdict::Pass, "ARP");
+        let mut vlan = transit.clone();
+        vlan[12..14].copy_from_slice(&[0x81, 0x00]);
+        assert_eq!(v(&vlan), XdpVerdict::Pass, "VLAN-tagged");
+        assert_eq!(v(&transit[..20]), XdpVerdict::Pass, "truncated IPv4");
+        assert_eq!(v(&ipv6("2001:db8::1")), XdpVerdict::Redirect, "transit IPv6");
+        assert_eq!(v(&ipv6("2001:db8::2")), XdpVerdict::Pass, "local IPv6");
+        assert_eq!(v(&ipv6("ff02::1")), XdpVerdict::Pass, "IPv6 multicast");
+        assert_eq!(v(&ipv6("fe80::1")), XdpVerdict::Pass, "link-local");
+        assert_eq!(v(&ipv6("febf::1")), XdpVerdict::Pass, "fe80::/10 upper end");
+        assert_eq!(v(&ipv6("fec0::1")), XdpVerdict::Redirect, "fec0:: is outside fe80::/10");
+        assert_eq!(v(&ipv6("2001:db8::1")[..50]), XdpVerdict::Pass, "truncated IPv6");
+        // The local map is what keeps B's own traffic in the kernel.
+        prog.set_local_addresses(&[]).unwrap();
+        assert_eq!(v(&udp4(IP_A, IP_B, 1, 2, b"x")), XdpVerdict::Redirect, "no longer local");
+        prog.set_local_addresses(&[IpAddr::from(IP_B), "2001:db8::2".parse().unwrap()]).unwrap();
+
+        // Transit traffic from A reaches the socket.
+        send_transit_from_a(&lab, 20);
+        let (hit, _) = collect(&mut port, 20, Duration::from_secs(3), |f| is_udp_to(f, TRANSIT, TRANSIT_PORT));
+        assert_eq!(hit, 20, "transit frames received by the AF_XDP socket");
+
+        // ARP and traffic to B's own address reach B's kernel.
+        assert!(lab.ping_b(), "ping 10.77.0.2 from A (local address → kernel)");
+        let (hit, _) = collect(&mut port, 1, Duration::from_millis(300), |f| f.len() > 34 && f[30..34] == IP_B);
+        assert_eq!(hit, 0, "frames to the local address must not reach the socket");
+
+        // Frames sent by the socket reach A.
+        let got = send_to_a(&lab, &mut port);
+        assert_eq!(got, 100, "frames sent through the AF_XDP socket received in A");
+
+        let stats = port.stats();
+        eprintln!("{stats:?}");
+        assert!(stats.rx_frames >= 20);
+        assert_eq!(stats.tx_frames, 100);
+        assert_eq!(stats.kernel.rx_invalid_descs, 0);
+        assert_eq!(stats.kernel.tx_invalid_descs, 0);
+        assert!(stats.tx_kicks >= 1);
+    });
+}
+
+#[test]
+fn xdp_native() {
+    require_root!();
+    xdp_roundtrip(XdpMode::Native);
+}
+
+#[test]
+fn xdp_generic() {
+    require_root!();
+    xdp_roundtrip(XdpMode::Generic);
+}
+
+/// Drops every capability of the calling thread (capset(2), version 3).
+fn drop_all_capabilities() {
+    #[repr(C)]
+    struct Header {
+        version: u32,
+        pid: i32,
+    }
+    #[repr(C)]
+    #[derive(Clone, Copy)]
+    struct Data {
+        effective: u32,
+        permitted: u32,
+        inheritable: u32,
+    }
+    let mut header = Header { version: 0x2008_0522, pid: 0 };
+    let data = [Data { effective: 0, permitted: 0, inheritable: 0 }; 2];
+    // SAFETY: capset reads one header and two data structs, both live locals
+    // of the layout the kernel expects for _LINUX_CAPABILITY_VERSION_3.
+    let r = unsafe { libc::syscall(libc::SYS_capset, &mut header as *mut Header, data.as_ptr()) };
+    assert_eq!(r, 0, "capset: {}", std::io::Error::last_os_error());
+}
+
+#[test]
+fn xdp_errors_name_the_interface() {
+    require_root!();
+    let e = XdpProgram::attach("twio-nonexistent", XdpMode::Auto).unwrap_err();
+    eprintln!("{e}");
+    assert!(e.to_string().contains("twio-nonexistent"), "{e}");
+    let e = XdpPort::open("twio-nonexistent", &XdpConfig::default()).unwrap_err();
+    assert!(e.to_string().contains("twio-nonexistent"), "{e}");
+    let e = PacketPort::open("twio-nonexistent", &PacketConfig::default()).unwrap_err();
+    assert!(e.to_string().contains("twio-nonexistent"), "{e}");
+
+    // Without privileges (capabilities are per thread: drop them all in a
+    // fresh one), the error says what is missing.
+    std::thread::spawn(|| {
+        drop_all_capabilities();
+        let e = XdpProgram::attach("lo", XdpMode::Generic).unwrap_err();
+        eprintln!("{e}");
+        assert!(e.to_string().contains("needs root or CAP_BPF/CAP_NET_ADMIN"), "{e}");
+        let e = PacketPort::open("lo", &PacketConfig::default()).unwrap_err();
+        eprintln!("{e}");
+        assert!(e.to_string().contains("\"lo\"") && e.to_string().contains("CAP_NET_RAW"), "{e}");
+    })
+    .join()
+    .unwrap_or_else(|e| std::panic::resume_unwind(e));
+
+    let lab = Lab::new();
+    in_ns(&lab.b.clone(), || {
+        let e = XdpPort::open("b0", &XdpConfig { copy_mode: XskCopyMode::ZeroCopy, ..Default::default() })
+            .expect_err("veth cannot do zero-copy");
+        eprintln!("{e}");
+        assert!(e.to_string().contains("\"b0\""), "{e}");
+        // Auto picks native on veth.
+        let first = XdpProgram::attach("b0", XdpMode::Auto).expect("attach");
+        assert_eq!(first.mode(), XdpMode::Native);
+        // A second program on the same interface is refused, by name.
+        for mode in [XdpMode::Native, XdpMode::Generic] {
+            let e = XdpProgram::attach("b0", mode).unwrap_err();
+            eprintln!("{e}");
+            assert!(e.to_string().contains("\"b0\""), "{e}");
+        }
+        // Detached on drop: attaching again works.
+        drop(first);
+        XdpProgram::attach("b0", XdpMode::Generic).expect("attach after drop");
+    });
+}
+
+#[test]
+fn af_packet_roundtrip() {
+    require_root!();
+    let lab = Lab::new();
+    in_ns(&lab.b.clone(), || {
+        assert!(!io::afpacket::kernel_forwarding_enabled().unwrap(), "B must not forward");
+        let mut port = PacketPort::open("b0", &PacketConfig { port: PortId(3), ..Default::default() }).expect("open");
+
+        send_transit_from_a(&lab, 20);
+        let (hit, _) = collect(&mut port, 20, Duration::from_secs(3), |f| is_udp_to(f, TRANSIT, TRANSIT_PORT));
+        assert_eq!(hit, 20, "transit frames received by the AF_PACKET socket");
+
+        // The kernel still answers for its own address.
+        assert!(lab.ping_b(), "ping 10.77.0.2 from A");
+
+        let got = send_to_a(&lab, &mut port);
+        assert_eq!(got, 100, "frames sent through the AF_PACKET socket received in A");
+        let stats = port.stats();
+        eprintln!("{stats:?}");
+        assert!(stats.rx_frames >= 20);
+        assert_eq!(stats.tx_frames, 100);
+        assert_eq!(stats.kernel_drops, 0);
+    });
+}

@@ -1,0 +1,623 @@
+//! One core's shaper for one direction: the calling order and the glue.
+//!
+//! # Calling order
+//! Between batches (control path):
+//! - [`Shaper::new`] once per core and direction, with the direction's
+//!   shared [`UplinkExchange`] and this core's index in it;
+//! - [`Shaper::set_member`] to install, change or remove a member's plan
+//!   (a change keeps the queue; a removal hands the queued packets back as
+//!   [`Reason::MemberRemoved`] drops).
+//!
+//! Per batch (packet path):
+//! - [`Shaper::enqueue`] for every shaped packet: [`Verdict::Pass`] (send
+//!   now; an unloaded member costs two bucket checks), [`Verdict::Queued`]
+//!   or [`Verdict::Dropped`];
+//! - [`Shaper::poll`] once per loop iteration, at least every half period
+//!   of the exchange (the division of the uplink relies on each core
+//!   publishing once per period): it releases due packets, at most
+//!   `budget` departures per call, into the caller's buffer.
+//! - [`Shaper::next_wakeup`] says when polling has something to do, for a
+//!   worker that sleeps.
+//!
+//! `now` is nanoseconds on the clock all cores of the exchange share.
+//!
+//! # Rates, per epoch
+//! At the first call of each epoch the shaper takes its share of the uplink
+//! ([`crate::uplink`]), subtracts what its light (not backlogged) members
+//! sent lately, and water-fills the rest over its backlogged members
+//! ([`crate::fair`]) — O(backlogged members) per period, nothing per packet.
+//! The result is one *fair level* `λ`; a member's rate is
+//! `clamp(weight × λ, rate, ceil)`, computed in O(1) whenever the member is
+//! touched, so light members need no per-period work at all. Backlogged
+//! members are re-timed on the wheel in the same pass.
+//!
+//! Why a periodic fair level instead of per-packet virtual time (WF²Q):
+//! enforcement stays a token bucket per member plus a timing wheel (O(1)
+//! per packet, no sorted structure over members), the same water-filling
+//! serves the cross-core division, and a period of 250 µs is far below the
+//! timescale of TCP's reaction, so the lag costs no fairness measurable over
+//! an RTT.
+
+use std::sync::Arc;
+
+use crate::bucket::Bucket;
+use crate::codel::CodelParams;
+use crate::fair::{divide, scale, Claim, Level};
+use crate::queue::{flow_of, Flow, MemberQueue, Pool, QueueParams, MAX_FLOWS_PER_MEMBER, NIL};
+use crate::stats::{CoreStats, MemberStats, RateMeter, ReasonCounters};
+use crate::uplink::{divide_capacity, CoreFigures, UplinkExchange, PUBLISH_DEADLINE_EIGHTHS};
+use crate::wheel::Wheel;
+use crate::{Departure, Packet, Plan, Reason, Verdict, BITS_PER_BYTE, NS_PER_SEC};
+
+/// Milliseconds in nanoseconds.
+const MS: u64 = 1_000_000;
+/// The least rate a member is given, bit/s (so its bucket always refills).
+pub const MIN_MEMBER_RATE_BPS: u64 = 8_000;
+/// The sojourn limit is never below this many quanta at the member's rate
+/// (a slow member's second packet must not count as a flood).
+const SOJOURN_LIMIT_MIN_QUANTA: u64 = 4;
+/// Light traffic may grow by this fraction (as a shift: ¼) before the core asks for more.
+const LIGHT_HEADROOM_SHIFT: u32 = 2;
+/// Weight of a new period in the light-rate average (as a shift: ⅛).
+const LIGHT_GAIN_SHIFT: u32 = 3;
+
+/// A core shaper's parameters (the uplink's are in [`crate::UplinkConfig`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Config {
+    /// CoDel target (RFC 8289: 5 ms).
+    pub codel_target_ns: u64,
+    /// CoDel interval (RFC 8289: 100 ms).
+    pub codel_interval_ns: u64,
+    /// Mark ECN-capable packets instead of dropping them.
+    pub ecn: bool,
+    /// Packets older than this are dropped at dequeue (unresponsive floods).
+    pub sojourn_limit_ns: u64,
+    /// Flow queues per member (1 to 128).
+    pub flows_per_member: u32,
+    /// DRR quantum (RFC 8290: one MTU), also CoDel's "one packet" threshold.
+    pub quantum_bytes: u32,
+    /// Per-member queue limits.
+    pub member_limit_packets: u32,
+    pub member_limit_bytes: u32,
+    /// Packets the core can hold queued, over all members.
+    pub pool_packets: u32,
+    /// Wheel tick (Carousel slot granularity).
+    pub tick_ns: u64,
+    /// Newton steps per period for the division among members.
+    pub fair_steps: u32,
+    /// Member slots are below this.
+    pub max_members: u32,
+}
+
+impl Default for Config {
+    fn default() -> Config {
+        Config {
+            codel_target_ns: 5 * MS,
+            codel_interval_ns: 100 * MS,
+            ecn: true,
+            sojourn_limit_ns: 10 * MS,
+            flows_per_member: 8,
+            quantum_bytes: 1_514,
+            member_limit_packets: 1_024,
+            member_limit_bytes: 1_536 * 1_024,
+            pool_packets: 64 * 1_024,
+            tick_ns: 65_536,
+            fair_steps: 16,
+            max_members: 1 << 22,
+        }
+    }
+}
+
+/// Why a shaper cannot be built or a member not installed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ConfigError {
+    /// The core index is not below the exchange's number of cores.
+    CoreOutOfRange { core: usize, cores: usize },
+    /// `flows_per_member` is 0 or above 128.
+    FlowsPerMember(u32),
+    /// The member slot is not below `max_members`.
+    SlotOutOfRange { slot: u32, max: u32 },
+}
+
+impl std::fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ConfigError::CoreOutOfRange { core, cores } => write!(f, "core {core} is not below the {cores} cores"),
+            ConfigError::FlowsPerMember(n) => write!(f, "{n} flows per member (1 to {MAX_FLOWS_PER_MEMBER})"),
+            ConfigError::SlotOutOfRange { slot, max } => write!(f, "member slot {slot} is not below {max}"),
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// One member's shaping state.
+#[derive(Clone, Copy, Debug, Default)]
+struct Member {
+    plan: Option<Plan>,
+    bucket: Bucket,
+    queue: MemberQueue,
+    /// Index in the backlogged list, `NIL` when nothing is queued.
+    backlog_pos: u32,
+    meter: RateMeter,
+    last_sojourn_ns: u64,
+    released_packets: u64,
+    released_bytes: u64,
+    passed_packets: u64,
+    reasons: ReasonCounters,
+}
+
+/// One core's shaper for one direction. See the module documentation for the calling order.
+#[derive(Debug)]
+pub struct Shaper<H> {
+    config: Config,
+    queue_params: QueueParams,
+    uplink: Arc<UplinkExchange>,
+    core: usize,
+    floor_bps: u64,
+    members: Vec<Member>,
+    /// `flows_per_member` flows per member slot.
+    flows: Vec<Flow>,
+    pool: Pool<H>,
+    wheel: Wheel,
+    /// Members with packets queued.
+    backlogged: Vec<u32>,
+    now: u64,
+    epoch: u64,
+    level: Level,
+    share_bps: u64,
+    core_bucket: Bucket,
+    /// Bytes sent by members that were not backlogged, since `light_since_ns`.
+    light_bytes: u64,
+    light_since_ns: u64,
+    light_bps: u64,
+    meter: RateMeter,
+    /// Scratch for the exchange's figures (one per core).
+    figures: Vec<CoreFigures>,
+    counters: CoreStats,
+}
+
+impl<H: Copy> Shaper<H> {
+    /// A shaper for core `core` of `uplink`, starting at `now`.
+    pub fn new(config: Config, uplink: Arc<UplinkExchange>, core: usize, now: u64) -> Result<Shaper<H>, ConfigError> {
+        let cores = uplink.config().cores;
+        if core >= cores {
+            return Err(ConfigError::CoreOutOfRange { core, cores });
+        }
+        if config.flows_per_member == 0 || config.flows_per_member > MAX_FLOWS_PER_MEMBER {
+            return Err(ConfigError::FlowsPerMember(config.flows_per_member));
+        }
+        let queue_params = QueueParams {
+            codel: CodelParams {
+                target_ns: config.codel_target_ns,
+                interval_ns: config.codel_interval_ns,
+                max_packet_bytes: config.quantum_bytes,
+            },
+            ecn: config.ecn,
+            quantum_bytes: config.quantum_bytes,
+            limit_packets: config.member_limit_packets,
+            limit_bytes: u64::from(config.member_limit_bytes),
+        };
+        let floor_bps = uplink.floor_bps();
+        let period = uplink.config().period_ns;
+        let mut shaper = Shaper {
+            config,
+            queue_params,
+            core,
+            floor_bps,
+            members: Vec::new(),
+            flows: Vec::new(),
+            pool: Pool::new(config.pool_packets),
+            wheel: Wheel::new(config.tick_ns, now),
+            backlogged: Vec::new(),
+            now,
+            epoch: now / period,
+            level: Level::Unlimited { spare: 0 },
+            share_bps: floor_bps,
+            core_bucket: Bucket::empty(floor_bps, 0, now),
+            light_bytes: 0,
+            light_since_ns: now,
+            light_bps: 0,
+            meter: RateMeter::default(),
+            figures: vec![CoreFigures::default(); cores],
+            counters: CoreStats::default(),
+            uplink,
+        };
+        shaper.start_epoch(now);
+        Ok(shaper)
+    }
+
+    /// Installs, changes (`Some`) or removes (`None`) the plan of member `slot`.
+    ///
+    /// A change keeps the queue and applies the new rates from now on. A
+    /// removal hands every queued packet to `out` as [`Reason::MemberRemoved`].
+    /// Adding a member with a new highest slot allocates (control path).
+    pub fn set_member(
+        &mut self,
+        now: u64,
+        slot: u32,
+        plan: Option<Plan>,
+        out: &mut impl Extend<Departure<H>>,
+    ) -> Result<(), ConfigError> {
+        if slot >= self.config.max_members {
+            return Err(ConfigError::SlotOutOfRange { slot, max: self.config.max_members });
+        }
+        let now = self.advance(now);
+        let s = slot as usize;
+        let Some(plan) = plan.map(Plan::normalised) else {
+            self.remove_member(slot, out);
+            return Ok(());
+        };
+        self.grow(s + 1);
+        let allowed = allowed_bps(&plan, &self.level);
+        let m = &mut self.members[s];
+        if m.plan.is_none() {
+            self.counters.members += 1;
+            *m = Member { plan: Some(plan), backlog_pos: NIL, ..Member::default() };
+            m.bucket = Bucket::full(allowed, u64::from(plan.burst_bytes), now);
+        } else {
+            m.plan = Some(plan);
+            m.bucket.set_rate(now, allowed);
+            m.bucket.set_depth(u64::from(plan.burst_bytes));
+            if self.wheel.is_waiting(slot) {
+                self.wheel.schedule(slot, m.bucket.conforming_at());
+            }
+        }
+        Ok(())
+    }
+
+    /// Offers a packet of member `slot` at `now`.
+    pub fn enqueue(&mut self, now: u64, slot: u32, packet: Packet<H>) -> Verdict<H> {
+        let now = self.advance(now);
+        let Packet { handle, len, flow_hash, ect } = packet;
+        let s = slot as usize;
+        let Some(plan) = self.members.get(s).and_then(|m| m.plan) else {
+            self.counters.reasons.count(Reason::NoPlan);
+            return Verdict::Dropped(handle, Reason::NoPlan);
+        };
+        let m = &mut self.members[s];
+        if len > self.uplink.config().max_packet_bytes {
+            m.reasons.count(Reason::TooLong);
+            self.counters.reasons.count(Reason::TooLong);
+            return Verdict::Dropped(handle, Reason::TooLong);
+        }
+        m.bucket.set_rate(now, allowed_bps(&plan, &self.level));
+        if m.queue.packets == 0 {
+            self.core_bucket.refill(now);
+            if m.bucket.conforms() && self.core_bucket.conforms() {
+                m.bucket.charge(len);
+                self.core_bucket.charge(len);
+                m.passed_packets += 1;
+                m.meter.add(now, len);
+                self.meter.add(now, len);
+                self.counters.passed_packets += 1;
+                self.counters.passed_bytes += u64::from(len);
+                self.light_bytes = self.light_bytes.saturating_add(u64::from(len));
+                return Verdict::Pass(handle);
+            }
+        }
+        let f = self.config.flows_per_member as usize;
+        let flows = &mut self.flows[s * f..(s + 1) * f];
+        let flow = flow_of(flow_hash, self.config.flows_per_member);
+        if let Err(reason) = m.queue.enqueue(flows, &mut self.pool, &self.queue_params, flow, handle, len, ect, now) {
+            m.reasons.count(reason);
+            self.counters.reasons.count(reason);
+            return Verdict::Dropped(handle, reason);
+        }
+        if m.backlog_pos == NIL {
+            m.backlog_pos = self.backlogged.len() as u32;
+            self.backlogged.push(slot);
+            let tick_end = self.wheel.tick_end(now);
+            if m.bucket.conforms_at(tick_end) {
+                self.wheel.push_due(slot);
+            } else {
+                self.wheel.schedule(slot, m.bucket.conforming_at());
+            }
+        }
+        Verdict::Queued
+    }
+
+    /// Releases the packets due at `now`: at most `budget` departures
+    /// (releases and drops; CoDel may add a few drops beyond it within the
+    /// last member served). Returns the number given to `out`.
+    pub fn poll(&mut self, now: u64, budget: usize, out: &mut impl Extend<Departure<H>>) -> usize {
+        let now = self.advance(now);
+        self.wheel.sweep(now);
+        self.core_bucket.refill(now);
+        let tick_end = self.wheel.tick_end(now);
+        let f = self.config.flows_per_member as usize;
+        let mut emitted = 0;
+        while emitted < budget && self.core_bucket.conforms() {
+            let Some(slot) = self.wheel.pop_due() else { break };
+            let s = slot as usize;
+            let Some(m) = self.members.get_mut(s) else { continue };
+            let Some(plan) = m.plan else { continue };
+            m.bucket.set_rate(now, allowed_bps(&plan, &self.level));
+            if !m.bucket.conforms_at(tick_end) {
+                self.counters.due_misses += 1;
+                self.wheel.schedule(slot, m.bucket.conforming_at());
+                continue;
+            }
+            let limit = sojourn_limit_ns(&self.config, m.bucket.rate_bps());
+            let mut reasons = ReasonCounters::default();
+            let mut drops = 0;
+            let released = m.queue.dequeue(
+                &mut self.flows[s * f..(s + 1) * f],
+                &mut self.pool,
+                &self.queue_params,
+                limit,
+                now,
+                &mut |handle, reason| {
+                    out.extend(Some(Departure::Dropped { handle, member: slot, reason }));
+                    reasons.count(reason);
+                    drops += 1;
+                },
+            );
+            emitted += drops;
+            for r in Reason::ALL {
+                m.reasons.0[r.index()] += reasons.get(r);
+                self.counters.reasons.0[r.index()] += reasons.get(r);
+            }
+            if let Some(d) = released {
+                m.bucket.charge(d.len);
+                self.core_bucket.charge(d.len);
+                m.meter.add(now, d.len);
+                self.meter.add(now, d.len);
+                m.last_sojourn_ns = d.sojourn_ns;
+                m.released_packets += 1;
+                m.released_bytes += u64::from(d.len);
+                self.counters.released_packets += 1;
+                self.counters.released_bytes += u64::from(d.len);
+                if d.ecn_mark {
+                    m.reasons.count(Reason::CodelMark);
+                    self.counters.reasons.count(Reason::CodelMark);
+                }
+                out.extend(Some(Departure::Release { handle: d.handle, member: slot, ecn_mark: d.ecn_mark }));
+                emitted += 1;
+            }
+            if m.queue.packets == 0 {
+                let pos = m.backlog_pos;
+                m.backlog_pos = NIL;
+                self.unlist_backlogged(pos);
+            } else if m.bucket.conforms_at(tick_end) {
+                self.wheel.push_due(slot);
+            } else {
+                self.wheel.schedule(slot, m.bucket.conforming_at());
+            }
+        }
+        emitted
+    }
+
+    /// When [`Shaper::poll`] next has work (a hint; polling earlier is harmless).
+    pub fn next_wakeup(&self) -> Option<u64> {
+        if self.wheel.has_due() {
+            return Some(self.core_bucket.conforming_at().max(self.now));
+        }
+        self.wheel.next_tick_ns()
+    }
+
+    /// Statistics of member `slot` at `now`, if it has a plan.
+    pub fn member_stats(&self, slot: u32, now: u64) -> Option<MemberStats> {
+        let s = slot as usize;
+        let m = self.members.get(s)?;
+        let plan = m.plan?;
+        let f = self.config.flows_per_member as usize;
+        let flows = self.flows.get(s * f..(s + 1) * f)?;
+        let head = m.queue.head_enqueued_ns(flows, &self.pool);
+        Some(MemberStats {
+            plan,
+            allowed_bps: allowed_bps(&plan, &self.level),
+            rate_bps: m.meter.rate_bps(now),
+            backlog_packets: m.queue.packets,
+            backlog_bytes: m.queue.bytes,
+            head_wait_ns: head.map_or(0, |t| now.saturating_sub(t)),
+            last_sojourn_ns: m.last_sojourn_ns,
+            released_packets: m.released_packets,
+            released_bytes: m.released_bytes,
+            passed_packets: m.passed_packets,
+            reasons: m.reasons,
+        })
+    }
+
+    /// Statistics of this core's shaper.
+    pub fn stats(&self) -> CoreStats {
+        let rate = self.meter.rate_bps(self.now);
+        let work = self.wheel.work();
+        CoreStats {
+            backlogged_members: self.backlogged.len() as u32,
+            backlog_packets: self.pool.used(),
+            backlog_bytes: self.backlogged.iter().map(|&s| self.members[s as usize].queue.bytes).sum(),
+            share_bps: self.share_bps,
+            rate_bps: rate,
+            load_ppm: scale(u128::from(rate), 1_000_000, u128::from(self.share_bps.max(1))) as u64,
+            fair_level: match self.level {
+                Level::Finite(l) => l,
+                Level::Scaled { .. } => 0,
+                Level::Unlimited { .. } => u64::MAX,
+            },
+            light_bps: self.light_bps,
+            epoch: self.epoch,
+            slots_swept: work.slots_swept,
+            members_swept: work.members_swept,
+            ..self.counters
+        }
+    }
+
+    /// The core's uplink share in the current epoch, bit/s.
+    pub fn share_bps(&self) -> u64 {
+        self.share_bps
+    }
+
+    /// Clamps `now` to be monotonic and starts a new epoch if one began.
+    fn advance(&mut self, now: u64) -> u64 {
+        let now = now.max(self.now);
+        self.now = now;
+        let period = self.uplink.config().period_ns;
+        if now / period != self.epoch {
+            self.start_epoch(now);
+        }
+        now
+    }
+
+    /// The per-period work: close the old epoch's bucket at the old share,
+    /// take the new share, divide it among members, publish figures.
+    fn start_epoch(&mut self, now: u64) {
+        let period = self.uplink.config().period_ns;
+        let epoch = now / period;
+        let start = epoch.saturating_mul(period);
+        if epoch > self.epoch {
+            let old_end = self.epoch.saturating_add(1).saturating_mul(period);
+            self.core_bucket.refill(old_end);
+            if epoch > self.epoch + 1 {
+                // Skipped epochs: the others counted us as idle, so we had the floor.
+                self.core_bucket.set_rate(old_end, self.floor_bps);
+                self.core_bucket.set_depth(self.core_depth_bytes(self.floor_bps));
+                self.core_bucket.refill(start);
+            }
+        }
+        // The light rate over the closed epoch(s).
+        let elapsed = start.saturating_sub(self.light_since_ns);
+        if elapsed > 0 {
+            let sample = u128::from(self.light_bytes) * u128::from(BITS_PER_BYTE * NS_PER_SEC) / u128::from(elapsed);
+            let sample = u64::try_from(sample).unwrap_or(u64::MAX);
+            self.light_bps = self.light_bps - (self.light_bps >> LIGHT_GAIN_SHIFT) + (sample >> LIGHT_GAIN_SHIFT);
+            self.light_bytes = 0;
+            self.light_since_ns = start;
+        }
+        self.uplink.read_all(epoch.checked_sub(1), &mut self.figures);
+        let share = divide_capacity(self.uplink.config(), self.floor_bps, &self.figures, self.core);
+        self.core_bucket.set_rate(start, share);
+        self.core_bucket.set_depth(self.core_depth_bytes(share));
+        self.share_bps = share;
+        self.epoch = epoch;
+        let figures = self.divide_among_members(now);
+        let deadline = u64::try_from(u128::from(period) * u128::from(PUBLISH_DEADLINE_EIGHTHS) / 8).unwrap_or(period);
+        if now - start < deadline {
+            self.uplink.publish(self.core, epoch, &figures);
+        } else {
+            self.counters.late_epochs += 1;
+        }
+    }
+
+    /// Water-fills the core's share (less light traffic) over the backlogged
+    /// members, re-times them, and returns the figures to publish.
+    fn divide_among_members(&mut self, now: u64) -> CoreFigures {
+        let members = &self.members;
+        let backlogged = &self.backlogged;
+        let claim = |i: usize| -> Claim {
+            let plan = backlogged.get(i).and_then(|&s| members.get(s as usize)).and_then(|m| m.plan);
+            plan.map_or(Claim { offset: 0, weight: 0, lo: 0, hi: 0 }, |p| member_claim(&p))
+        };
+        let target = u128::from(self.share_bps.saturating_sub(self.light_bps));
+        let start = match self.level {
+            Level::Finite(l) => l,
+            _ => 0,
+        };
+        self.level = divide(backlogged.len(), claim, target, start, self.config.fair_steps);
+
+        let light = u128::from(self.light_bps);
+        let mut guaranteed = light;
+        let mut offset = light;
+        let mut weight: u128 = 0;
+        let mut cap = light + (light >> LIGHT_HEADROOM_SHIFT);
+        for &slot in &self.backlogged {
+            let m = &mut self.members[slot as usize];
+            let Some(plan) = m.plan else { continue };
+            let c = member_claim(&plan);
+            guaranteed += c.lo;
+            cap += c.hi;
+            match self.level {
+                Level::Finite(l) if !c.unclamped_at(l) => offset += c.at(l),
+                _ => weight += u128::from(c.weight),
+            }
+            let allowed = allowed_bps(&plan, &self.level);
+            if allowed != m.bucket.rate_bps() {
+                m.bucket.set_rate(now, allowed);
+                if self.wheel.is_waiting(slot) {
+                    self.wheel.schedule(slot, m.bucket.conforming_at());
+                }
+            }
+        }
+        if let Level::Scaled { .. } = self.level {
+            offset = guaranteed;
+        }
+        let clip = |v: u128| u64::try_from(v).unwrap_or(u64::MAX);
+        CoreFigures {
+            light_bps: clip(light),
+            guaranteed_bps: clip(guaranteed),
+            offset_bps: clip(offset),
+            weight: clip(weight),
+            cap_bps: clip(cap),
+        }
+    }
+
+    /// The core bucket's depth at a share: a period's worth, at least the floor.
+    fn core_depth_bytes(&self, share_bps: u64) -> u64 {
+        let c = self.uplink.config();
+        let per_period = u128::from(share_bps) * u128::from(c.period_ns) / u128::from(BITS_PER_BYTE * NS_PER_SEC);
+        u64::try_from(per_period).unwrap_or(u64::MAX).max(u64::from(c.core_burst_floor_bytes))
+    }
+
+    fn grow(&mut self, members: usize) {
+        if members <= self.members.len() {
+            return;
+        }
+        self.members.resize(members, Member { backlog_pos: NIL, ..Member::default() });
+        self.flows.resize(members * self.config.flows_per_member as usize, Flow::default());
+        self.wheel.grow(members);
+        // The backlogged list never reallocates on the packet path.
+        self.backlogged.reserve(members.saturating_sub(self.backlogged.len()));
+    }
+
+    fn remove_member(&mut self, slot: u32, out: &mut impl Extend<Departure<H>>) {
+        let s = slot as usize;
+        let f = self.config.flows_per_member as usize;
+        let Some(m) = self.members.get_mut(s) else { return };
+        if m.plan.is_none() {
+            return;
+        }
+        let mut drained = 0u64;
+        m.queue.drain(&mut self.flows[s * f..(s + 1) * f], &mut self.pool, &mut |handle| {
+            out.extend(Some(Departure::Dropped { handle, member: slot, reason: Reason::MemberRemoved }));
+            drained += 1;
+        });
+        self.counters.reasons.0[Reason::MemberRemoved.index()] += drained;
+        let pos = m.backlog_pos;
+        *m = Member { backlog_pos: NIL, ..Member::default() };
+        self.counters.members = self.counters.members.saturating_sub(1);
+        self.wheel.remove(slot);
+        self.unlist_backlogged(pos);
+    }
+
+    /// Removes the entry at `pos` of the backlogged list (swap-remove).
+    fn unlist_backlogged(&mut self, pos: u32) {
+        let p = pos as usize;
+        if p >= self.backlogged.len() {
+            return;
+        }
+        self.backlogged.swap_remove(p);
+        if let Some(&moved) = self.backlogged.get(p) {
+            if let Some(m) = self.members.get_mut(moved as usize) {
+                m.backlog_pos = pos;
+            }
+        }
+    }
+}
+
+/// A member's claim in the division: its rate, its ceiling, its weight.
+fn member_claim(plan: &Plan) -> Claim {
+    Claim { offset: 0, weight: u64::from(plan.weight), lo: u128::from(plan.rate_bps), hi: u128::from(plan.ceil_bps) }
+}
+
+/// What a member may send under the core's current fair level.
+fn allowed_bps(plan: &Plan, level: &Level) -> u64 {
+    let rate = level.allocation(&member_claim(plan));
+    u64::try_from(rate).unwrap_or(u64::MAX).max(MIN_MEMBER_RATE_BPS)
+}
+
+/// The sojourn limit for a member sending at `rate_bps`.
+fn sojourn_limit_ns(config: &Config, rate_bps: u64) -> u64 {
+    let quanta_bits = u128::from(SOJOURN_LIMIT_MIN_QUANTA * u64::from(config.quantum_bytes) * BITS_PER_BYTE);
+    let drain_ns = quanta_bits * u128::from(NS_PER_SEC) / u128::from(rate_bps.max(1));
+    config.sojourn_limit_ns.max(u64::try_from(drain_ns).unwrap_or(u64::MAX))
+}

@@ -1,0 +1,140 @@
+//! What the shaper shows: plain structs, copied out on request.
+//!
+//! Rates are exponentially weighted moving averages over windows of
+//! [`RATE_WINDOW_NS`], updated as packets leave (so they cost nothing when
+//! nobody asks) and decayed when read after a quiet spell.
+
+use crate::{Plan, Reason, NS_PER_SEC};
+
+/// Length of a rate measurement window.
+pub const RATE_WINDOW_NS: u64 = 10_000_000;
+/// Weight of a new window in the average, as a shift: 1/4.
+const RATE_GAIN_SHIFT: u32 = 2;
+/// Quiet windows after which a rate is taken as zero.
+const RATE_FORGET_WINDOWS: u64 = 64;
+
+/// A rate estimator: bytes per window folded into an EWMA of bit/s.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RateMeter {
+    window_start_ns: u64,
+    window_bytes: u64,
+    rate_bps: u64,
+}
+
+impl RateMeter {
+    /// Counts `len` bytes leaving at `now`.
+    pub fn add(&mut self, now: u64, len: u32) {
+        self.roll(now);
+        self.window_bytes = self.window_bytes.saturating_add(u64::from(len));
+    }
+
+    /// The average at `now` (decayed over quiet windows, without changing state).
+    pub fn rate_bps(&self, now: u64) -> u64 {
+        let mut copy = *self;
+        copy.roll(now);
+        copy.rate_bps
+    }
+
+    fn roll(&mut self, now: u64) {
+        let elapsed = now.saturating_sub(self.window_start_ns);
+        if elapsed < RATE_WINDOW_NS {
+            return;
+        }
+        let windows = elapsed / RATE_WINDOW_NS;
+        let sample = u128::from(self.window_bytes) * 8 * u128::from(NS_PER_SEC) / u128::from(RATE_WINDOW_NS);
+        let sample = u64::try_from(sample).unwrap_or(u64::MAX);
+        self.rate_bps = ewma(self.rate_bps, sample);
+        // Quiet windows after the first count as zero samples.
+        if windows > RATE_FORGET_WINDOWS {
+            self.rate_bps = 0;
+        } else {
+            for _ in 1..windows {
+                self.rate_bps = ewma(self.rate_bps, 0);
+            }
+        }
+        self.window_bytes = 0;
+        self.window_start_ns = self.window_start_ns.saturating_add(windows * RATE_WINDOW_NS);
+    }
+}
+
+fn ewma(old: u64, sample: u64) -> u64 {
+    let old = u128::from(old);
+    let new = old - (old >> RATE_GAIN_SHIFT) + (u128::from(sample) >> RATE_GAIN_SHIFT);
+    u64::try_from(new).unwrap_or(u64::MAX)
+}
+
+/// Drops and marks by [`Reason`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ReasonCounters(pub [u64; Reason::COUNT]);
+
+impl ReasonCounters {
+    /// Counts one packet.
+    pub fn count(&mut self, reason: Reason) {
+        self.0[reason.index()] += 1;
+    }
+
+    /// The count for `reason`.
+    pub fn get(&self, reason: Reason) -> u64 {
+        self.0[reason.index()]
+    }
+
+    /// Packets lost (all reasons but marks).
+    pub fn dropped(&self) -> u64 {
+        Reason::ALL.iter().filter(|r| r.is_drop()).map(|&r| self.get(r)).sum()
+    }
+}
+
+/// One member, as [`crate::Shaper::member_stats`] reports it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MemberStats {
+    pub plan: Plan,
+    /// What the member may send now (its fair share, between rate and ceiling), bit/s.
+    pub allowed_bps: u64,
+    /// What it sent lately, bit/s.
+    pub rate_bps: u64,
+    pub backlog_packets: u32,
+    pub backlog_bytes: u64,
+    /// How long its oldest queued packet has waited.
+    pub head_wait_ns: u64,
+    /// How long the last packet released from its queue had waited.
+    pub last_sojourn_ns: u64,
+    pub released_packets: u64,
+    pub released_bytes: u64,
+    /// Packets passed through at once (member under its rate, nothing queued).
+    pub passed_packets: u64,
+    pub reasons: ReasonCounters,
+}
+
+/// One core's shaper, as [`crate::Shaper::stats`] reports it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CoreStats {
+    /// Members with plans.
+    pub members: u32,
+    /// Members with packets queued.
+    pub backlogged_members: u32,
+    pub backlog_packets: u32,
+    pub backlog_bytes: u64,
+    pub released_packets: u64,
+    pub released_bytes: u64,
+    pub passed_packets: u64,
+    pub passed_bytes: u64,
+    pub reasons: ReasonCounters,
+    /// This core's share of the uplink in the current epoch, bit/s.
+    pub share_bps: u64,
+    /// What the core sent lately, bit/s.
+    pub rate_bps: u64,
+    /// `rate / share` in parts per million.
+    pub load_ppm: u64,
+    /// Fair level (bit/s per unit of weight) of backlogged members; `u64::MAX` when unconstrained.
+    pub fair_level: u64,
+    /// Rate of members that were not backlogged, bit/s.
+    pub light_bps: u64,
+    pub epoch: u64,
+    /// Epochs in which this core's figures were withheld (it came too late in the epoch).
+    pub late_epochs: u64,
+    /// Wheel slots swept and members looked at (cost accounting).
+    pub slots_swept: u64,
+    pub members_swept: u64,
+    /// Members served from the due list without a packet (bucket said "later").
+    pub due_misses: u64,
+}

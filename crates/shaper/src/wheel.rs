@@ -1,0 +1,304 @@
+//! Carousel's timing wheel: members in order of their next departure.
+//!
+//! Carousel (Saeed et al., SIGCOMM 2017) replaces per-class queues searched
+//! at dequeue with a time-indexed wheel: each backlogged member sits in the
+//! slot of the tick at which its token bucket next lets a packet go. Here
+//! the wheel holds *members*, not packets (their packets stay in their fair
+//! queues, see [`crate::queue`]), so one entry per backlogged member.
+//!
+//! - [`SLOTS`] slots of `tick_ns` each (64 µs by default: a 65 ms horizon).
+//!   Slots are intrusive doubly-linked lists over member indices: schedule,
+//!   move and remove are O(1) and nothing allocates after construction
+//!   (member links grow only when a member is added).
+//! - [`Wheel::sweep`] moves the members of every tick up to `now` to the
+//!   *due* list, a FIFO served round robin. Its cost is the slots advanced
+//!   (at most [`SLOTS`] per call) plus the members moved, counted in
+//!   [`WheelWork`] so tests can check that it does not grow with members.
+//! - Release is at tick granularity: a member due anywhere in the current
+//!   tick is due now (the caller checks its bucket at the end of the tick),
+//!   so a member may leave up to one tick early; over time its rate is
+//!   unchanged, its burst grows by at most `rate × tick`.
+//! - A departure beyond the horizon parks the member in the last slot of the
+//!   horizon; when swept it is looked at and parked again or put in place
+//!   (a member at 8 kbit/s waiting 1.5 s is looked at ~23 times).
+
+use crate::queue::NIL;
+
+/// Slots in the wheel.
+pub const SLOTS: usize = 1024;
+/// The list index of the due FIFO (after the slots).
+const DUE: u32 = SLOTS as u32;
+/// Number of lists: the slots and the due FIFO.
+const LISTS: usize = SLOTS + 1;
+
+/// Work done by the wheel, for tests and statistics.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct WheelWork {
+    /// Slots swept.
+    pub slots_swept: u64,
+    /// Members looked at in swept slots (moved to due or re-parked).
+    pub members_swept: u64,
+}
+
+/// The wheel over member indices `0..capacity`.
+#[derive(Debug)]
+pub struct Wheel {
+    heads: Vec<u32>,
+    tails: Vec<u32>,
+    next: Vec<u32>,
+    prev: Vec<u32>,
+    /// The list each member is on, `NIL` when on none.
+    list: Vec<u32>,
+    /// The tick each scheduled member is due at.
+    due_tick: Vec<u64>,
+    tick_ns: u64,
+    /// The first tick not yet swept.
+    cursor: u64,
+    scheduled: usize,
+    work: WheelWork,
+}
+
+impl Wheel {
+    /// An empty wheel with ticks of `tick_ns`, starting at `now`.
+    pub fn new(tick_ns: u64, now: u64) -> Wheel {
+        let tick_ns = tick_ns.max(1);
+        Wheel {
+            heads: vec![NIL; LISTS],
+            tails: vec![NIL; LISTS],
+            next: Vec::new(),
+            prev: Vec::new(),
+            list: Vec::new(),
+            due_tick: Vec::new(),
+            tick_ns,
+            cursor: now / tick_ns,
+            scheduled: 0,
+            work: WheelWork::default(),
+        }
+    }
+
+    /// Makes room for members `0..members` (control path).
+    pub fn grow(&mut self, members: usize) {
+        if members > self.list.len() {
+            self.next.resize(members, NIL);
+            self.prev.resize(members, NIL);
+            self.list.resize(members, NIL);
+            self.due_tick.resize(members, 0);
+        }
+    }
+
+    /// The tick `now` falls in.
+    pub fn tick_of(&self, now: u64) -> u64 {
+        now / self.tick_ns
+    }
+
+    /// The end of the tick `now` falls in: a member conforming then is due now.
+    pub fn tick_end(&self, now: u64) -> u64 {
+        self.tick_of(now).saturating_add(1).saturating_mul(self.tick_ns)
+    }
+
+    /// Puts `member` where a departure at `due_ns` belongs (the due list if already due).
+    pub fn schedule(&mut self, member: u32, due_ns: u64) {
+        self.remove(member);
+        let tick = self.tick_of(due_ns);
+        if tick < self.cursor {
+            self.link(member, DUE);
+            return;
+        }
+        self.place(member, tick);
+    }
+
+    /// Appends `member` to the due FIFO.
+    pub fn push_due(&mut self, member: u32) {
+        self.remove(member);
+        self.link(member, DUE);
+    }
+
+    /// Puts `member` back at the head of the due FIFO (it could not be served yet).
+    pub fn unpop_due(&mut self, member: u32) {
+        self.remove(member);
+        self.link_front(member, DUE);
+    }
+
+    /// Takes the member at the head of the due FIFO.
+    pub fn pop_due(&mut self) -> Option<u32> {
+        let member = self.heads[DUE as usize];
+        if member == NIL {
+            return None;
+        }
+        self.remove(member);
+        Some(member)
+    }
+
+    /// Whether anyone is due.
+    pub fn has_due(&self) -> bool {
+        self.heads[DUE as usize] != NIL
+    }
+
+    /// Whether `member` is on the wheel or the due list.
+    pub fn contains(&self, member: u32) -> bool {
+        self.list.get(member as usize).is_some_and(|&l| l != NIL)
+    }
+
+    /// Whether `member` waits in a slot (not in the due list).
+    pub fn is_waiting(&self, member: u32) -> bool {
+        self.list.get(member as usize).is_some_and(|&l| l != NIL && l != DUE)
+    }
+
+    /// Members on the wheel and the due list.
+    pub fn scheduled(&self) -> usize {
+        self.scheduled
+    }
+
+    /// Work counters.
+    pub fn work(&self) -> WheelWork {
+        self.work
+    }
+
+    /// Moves the members of every tick up to and including `now`'s to the due FIFO.
+    pub fn sweep(&mut self, now: u64) {
+        let now_tick = self.tick_of(now);
+        if now_tick < self.cursor {
+            return;
+        }
+        // Every slot is visited at most once per sweep: after a long pause,
+        // the last SLOTS ticks cover all slots, and every entry was placed
+        // less than a horizon after a cursor ≤ ours, so it is due.
+        let first = self.cursor.max(now_tick.saturating_sub(SLOTS as u64 - 1));
+        self.cursor = now_tick + 1;
+        for tick in first..=now_tick {
+            self.work.slots_swept += 1;
+            let slot = (tick % SLOTS as u64) as usize;
+            let mut member = self.heads[slot];
+            self.heads[slot] = NIL;
+            self.tails[slot] = NIL;
+            while member != NIL {
+                let m = member as usize;
+                member = self.next[m];
+                self.next[m] = NIL;
+                self.prev[m] = NIL;
+                self.list[m] = NIL;
+                self.scheduled -= 1;
+                self.work.members_swept += 1;
+                let due = self.due_tick[m];
+                if due <= now_tick {
+                    self.link(m as u32, DUE);
+                } else {
+                    // Parked beyond the horizon: put it where it now belongs.
+                    self.place(m as u32, due);
+                }
+            }
+        }
+    }
+
+    /// The start of the next tick with work, if any member is scheduled; a
+    /// hint for the caller's timer (the wheel is not searched for the exact slot).
+    pub fn next_tick_ns(&self) -> Option<u64> {
+        (self.scheduled > 0).then(|| self.cursor.saturating_mul(self.tick_ns))
+    }
+
+    /// Removes `member` from whatever list holds it.
+    pub fn remove(&mut self, member: u32) {
+        let m = member as usize;
+        let Some(&list) = self.list.get(m) else { return };
+        if list == NIL {
+            return;
+        }
+        let (prev, next) = (self.prev[m], self.next[m]);
+        if prev == NIL {
+            self.heads[list as usize] = next;
+        } else {
+            self.next[prev as usize] = next;
+        }
+        if next == NIL {
+            self.tails[list as usize] = prev;
+        } else {
+            self.prev[next as usize] = prev;
+        }
+        self.next[m] = NIL;
+        self.prev[m] = NIL;
+        self.list[m] = NIL;
+        self.scheduled -= 1;
+    }
+
+    fn place(&mut self, member: u32, tick: u64) {
+        let horizon_end = self.cursor + SLOTS as u64 - 1;
+        let at = tick.min(horizon_end);
+        if let Some(d) = self.due_tick.get_mut(member as usize) {
+            *d = tick;
+        }
+        self.link(member, (at % SLOTS as u64) as u32);
+    }
+
+    fn link(&mut self, member: u32, list: u32) {
+        let m = member as usize;
+        if m >= self.list.len() {
+            return;
+        }
+        let tail = self.tails[list as usize];
+        self.prev[m] = tail;
+        self.next[m] = NIL;
+        if tail == NIL {
+            self.heads[list as usize] = member;
+        } else {
+            self.next[tail as usize] = member;
+        }
+        self.tails[list as usize] = member;
+        self.list[m] = list;
+        self.scheduled += 1;
+    }
+
+    fn link_front(&mut self, member: u32, list: u32) {
+        let m = member as usize;
+        if m >= self.list.len() {
+            return;
+        }
+        let head = self.heads[list as usize];
+        self.next[m] = head;
+        self.prev[m] = NIL;
+        if head == NIL {
+            self.tails[list as usize] = member;
+        } else {
+            self.prev[head as usize] = member;
+        }
+        self.heads[list as usize] = member;
+        self.list[m] = list;
+        self.scheduled += 1;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn releases_in_time_order_and_parks_far_ones() {
+        let tick = 64_000;
+        let mut w = Wheel::new(tick, 0);
+        w.grow(3);
+        w.schedule(0, 10 * tick);
+        w.schedule(1, 5 * tick + 1);
+        w.schedule(2, 5_000 * tick); // beyond the horizon
+        w.sweep(4 * tick);
+        assert_eq!(w.pop_due(), None);
+        w.sweep(5 * tick);
+        assert_eq!(w.pop_due(), Some(1));
+        w.sweep(10 * tick);
+        assert_eq!(w.pop_due(), Some(0));
+        w.sweep(4_999 * tick);
+        assert_eq!(w.pop_due(), None);
+        w.sweep(5_000 * tick);
+        assert_eq!(w.pop_due(), Some(2));
+        assert_eq!(w.scheduled(), 0);
+    }
+
+    #[test]
+    fn a_long_pause_costs_one_revolution() {
+        let tick = 64_000;
+        let mut w = Wheel::new(tick, 0);
+        w.grow(1);
+        w.schedule(0, 3 * tick);
+        w.sweep(1_000_000 * tick);
+        assert_eq!(w.pop_due(), Some(0));
+        assert!(w.work().slots_swept <= SLOTS as u64);
+    }
+}
