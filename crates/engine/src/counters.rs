@@ -82,6 +82,18 @@ reasons! {
     FragmentTimeout => "fragment_timeout",
     /// A fragment of a datagram whose first fragment was dropped.
     FragmentOfDropped => "fragment_of_dropped",
+    /// The member's shaping queue was full (tail drop).
+    ShaperQueueFull => "shaper_queue_full",
+    /// The core's shaping frame pool was full.
+    ShaperPoolFull => "shaper_pool_full",
+    /// CoDel dropped it: the member's queue stood above target for an interval.
+    ShaperCodelDrop => "shaper_codel_drop",
+    /// It waited longer than the sojourn limit (an unresponsive flood).
+    ShaperSojournLimit => "shaper_sojourn_limit",
+    /// Longer than the shaper's largest packet.
+    ShaperTooLong => "shaper_too_long",
+    /// Queued when the member's plan was removed (or the member left).
+    ShaperMemberRemoved => "shaper_member_removed",
 }
 
 /// Why a packet was dropped: malformed (the parser's reason) or refused (the engine's).
@@ -157,6 +169,15 @@ pub struct Counters {
     pub flows_ended: u64,
     pub fragments_held: u64,
     pub fragments_released: u64,
+    /// Shaped packets sent at once (the member had tokens and nothing queued).
+    pub shaper_passed: u64,
+    /// Shaped packets queued, and released later.
+    pub shaper_queued: u64,
+    pub shaper_released: u64,
+    /// Released packets marked CE instead of dropped (ECN).
+    pub shaper_ecn_marked: u64,
+    /// Shaped packets dropped (the drop reasons say why).
+    pub shaper_dropped: u64,
     pub drops: [u64; DropReason::COUNT],
 }
 
@@ -177,6 +198,11 @@ impl Default for Counters {
             flows_ended: 0,
             fragments_held: 0,
             fragments_released: 0,
+            shaper_passed: 0,
+            shaper_queued: 0,
+            shaper_released: 0,
+            shaper_ecn_marked: 0,
+            shaper_dropped: 0,
             drops: [0; DropReason::COUNT],
         }
     }
@@ -216,6 +242,11 @@ impl Counters {
             (&mut self.flows_ended, o.flows_ended),
             (&mut self.fragments_held, o.fragments_held),
             (&mut self.fragments_released, o.fragments_released),
+            (&mut self.shaper_passed, o.shaper_passed),
+            (&mut self.shaper_queued, o.shaper_queued),
+            (&mut self.shaper_released, o.shaper_released),
+            (&mut self.shaper_ecn_marked, o.shaper_ecn_marked),
+            (&mut self.shaper_dropped, o.shaper_dropped),
         ] {
             *a = f(*a, b);
         }
@@ -255,6 +286,11 @@ impl Counters {
             ("flows_ended", self.flows_ended),
             ("fragments_held", self.fragments_held),
             ("fragments_released", self.fragments_released),
+            ("shaper_passed", self.shaper_passed),
+            ("shaper_queued", self.shaper_queued),
+            ("shaper_released", self.shaper_released),
+            ("shaper_ecn_marked", self.shaper_ecn_marked),
+            ("shaper_dropped", self.shaper_dropped),
         ];
         v.extend(DropReason::all().map(|r| (r.name(), self.drops[r.index()])));
         v

@@ -26,6 +26,7 @@ pub mod frag;
 pub mod members;
 pub mod nat;
 pub mod pipeline;
+pub mod shaping;
 pub mod table;
 pub mod tcp;
 pub mod time;
@@ -34,6 +35,7 @@ pub mod wheel;
 pub use conntrack::{Flow, Timeouts};
 pub use counters::{Counters, DropReason, Reason};
 pub use pipeline::{Config, Engine, MAX_BATCH};
+pub use shaping::ShapingConfig;
 pub use time::Time;
 
 /// The two sides of the box.

@@ -18,6 +18,7 @@ use crate::counters::{Counters, DropReason, Reason};
 use crate::frag::{datagram_key, FlowRef, Fragments, Outcome, Piece};
 use crate::members::{Accounts, DOWN, UP};
 use crate::nat::{Nat, NatRefusal, Public};
+use crate::shaping::{Shaping, ShapingConfig};
 use crate::tcp::{Refusal, Segment, TcpState, TcpTrack};
 use crate::time::Time;
 use crate::{Side, Verdict};
@@ -52,6 +53,8 @@ pub struct Config {
     pub frag_timeout: Duration,
     /// NAT bindings one member may hold at once (RFC 6888 REQ-4).
     pub nat_quota: u32,
+    /// Shape members with a plan (None: nobody is shaped).
+    pub shaping: Option<ShapingConfig>,
 }
 
 impl Default for Config {
@@ -65,6 +68,7 @@ impl Default for Config {
             frag_stash: 256,
             frag_timeout: Duration::from_secs(30),
             nat_quota: 8192,
+            shaping: None,
         }
     }
 }
@@ -94,6 +98,7 @@ pub struct Engine {
     /// Counts policy installations: flows remember the epoch they were made
     /// in, members the epoch that ended their flows.
     epoch: u32,
+    shaping: Option<Shaping>,
 }
 
 impl Engine {
@@ -113,6 +118,7 @@ impl Engine {
             accounts: Accounts::new(cfg.hash_key),
             sweep: None,
             epoch: 0,
+            shaping: cfg.shaping.as_ref().map(|c| Shaping::new(c, now.0).expect("a valid shaping configuration")),
             cfg,
         }
     }
@@ -161,7 +167,29 @@ impl Engine {
         for (public, proto, port) in new.forwarded_ports() {
             self.nat.reserve(public, proto, port);
         }
+        // Plans may have changed: queues stay, rates follow.
+        if let Some(sh) = &mut self.shaping {
+            for slot in 0..self.accounts.len() as u32 {
+                sh.refresh(self.last_now.0, slot, self.accounts.member_id(slot), &new, &mut self.counters);
+            }
+        }
         self.policy = Some(new);
+    }
+
+    /// This core's shapers (upload, download), if shaping is on.
+    pub fn shaper_stats(&self) -> Option<[shaper::CoreStats; 2]> {
+        self.shaping.as_ref().map(|s| s.stats())
+    }
+
+    /// A member's shaping (upload, download) on this core, if it is shaped here.
+    pub fn member_shaping(&self, member_id: u32) -> Option<[Option<shaper::MemberStats>; 2]> {
+        let slot = self.accounts.slot_of(member_id)?;
+        Some(self.shaping.as_ref()?.member_stats(slot, self.last_now.0))
+    }
+
+    /// Frames the shapers hold now.
+    pub fn shaper_held(&self) -> usize {
+        self.shaping.as_ref().map_or(0, |s| s.held())
     }
 
     /// Fragmented datagrams being tracked.
@@ -230,13 +258,30 @@ impl Engine {
             }
             let m = &metas[i];
             let len = frames[i].bytes().len();
-            let v = if let Some(frag) = m.frag {
+            self.accounts.last = None;
+            let mut v = if let Some(frag) = m.frag {
                 self.fragment(now, from, m, frag, i, frames[i].bytes_mut())
             } else if let L4::IcmpError { inner, .. } = &m.l4 {
                 self.related(now, from, m, frames[i].bytes_mut(), inner)
             } else {
                 self.track(now, from, m, i, frames[i].bytes_mut()).0
             };
+            if let (Verdict::Forward(to), Some(sh), Some((slot, dir))) = (v, &mut self.shaping, self.accounts.last) {
+                if !sh.known(slot) {
+                    if let Some(p) = &self.policy {
+                        sh.refresh(now.0, slot, self.accounts.member_id(slot), p, &mut self.counters);
+                    }
+                }
+                let dir = usize::from(dir);
+                if sh.shaped(slot, dir) {
+                    let c = &mut self.counters;
+                    match sh.offer(now.0, slot, dir, to, frames[i].bytes(), self.hashes[i], m.ecn, c) {
+                        None => {}
+                        Some(Ok(())) => v = Verdict::Held,
+                        Some(Err(r)) => v = self.drop(r),
+                    }
+                }
+            }
             if let Verdict::Forward(to) = v {
                 self.counters.tx_packets[to.index()] += 1;
                 self.counters.tx_bytes[to.index()] += len as u64;
@@ -635,8 +680,16 @@ impl Engine {
 
     /// Hands out frames the engine held and has now decided to forward.
     pub fn poll_released(&mut self, mut out: impl FnMut(Side, &[u8])) -> usize {
-        let Engine { frags, ct, counters, accounts, .. } = self;
-        frags.poll_released(|from, to, flow, bytes| {
+        let Engine { frags, ct, counters, accounts, shaping, .. } = self;
+        let mut n = 0;
+        if let Some(sh) = shaping {
+            n += sh.release(|to, bytes| {
+                counters.tx_packets[to.index()] += 1;
+                counters.tx_bytes[to.index()] += bytes.len() as u64;
+                out(to, bytes)
+            });
+        }
+        n + frags.poll_released(|from, to, flow, bytes| {
             let verdict = match classify(bytes) {
                 Ok(m) => follow(ct, accounts, flow, from, &m, bytes),
                 Err(_) => Err(Reason::NatUntranslatable),
@@ -678,6 +731,9 @@ impl Engine {
         let Engine { ct, nat, .. } = self;
         for (_, b) in ct.take_released() {
             nat.release(b);
+        }
+        if let Some(sh) = &mut self.shaping {
+            sh.poll(now.0, &mut self.counters);
         }
         let timed_out = self.frags.expire(now, 64);
         self.counters.drops[DropReason::from(Reason::FragmentTimeout).index()] += timed_out;

@@ -333,3 +333,93 @@ mod icmp_tests {
         }
     }
 }
+
+/// Marks an ECN-capable IP packet Congestion Experienced (RFC 3168 §5):
+/// ECT(0) or ECT(1) becomes CE; a not-ECT or already-CE packet is left as
+/// it is. IPv4's header checksum is updated incrementally. Returns whether
+/// the frame was changed. Frames that are not IP (or are cut short) are
+/// left alone.
+pub fn mark_ce(frame: &mut [u8]) -> bool {
+    use crate::ethernet::{self, EtherType};
+    const ECN_MASK: u8 = 0b11;
+    const CE: u8 = 0b11;
+    const VLAN_TAG_LEN: usize = 4;
+    let mut at = ethernet::HEADER_LEN - 2;
+    let mut ethertype = [0u8; 2];
+    // At most two tags (QinQ), as the classifier accepts.
+    for _ in 0..3 {
+        let Some(t) = frame.get(at..at + 2) else { return false };
+        ethertype.copy_from_slice(t);
+        let et = EtherType(u16::from_be_bytes(ethertype));
+        at += 2;
+        if !et.is_vlan() {
+            break;
+        }
+        at += VLAN_TAG_LEN - 2;
+    }
+    let l3 = at;
+    match EtherType(u16::from_be_bytes(ethertype)) {
+        EtherType::IPV4 => {
+            let Some(h) = frame.get_mut(l3..l3 + ipv4::HEADER_LEN) else { return false };
+            let tos = h[1];
+            if tos & ECN_MASK == 0 || tos & ECN_MASK == CE {
+                return false;
+            }
+            let old = u16::from_be_bytes([h[0], h[1]]);
+            h[1] = tos | CE;
+            let new = u16::from_be_bytes([h[0], h[1]]);
+            let csum = u16::from_be_bytes([h[10], h[11]]);
+            let c = checksum::update_u16(csum, old, new);
+            h[10..12].copy_from_slice(&c.to_be_bytes());
+            true
+        }
+        EtherType::IPV6 => {
+            // Traffic class straddles bytes 0 and 1; its ECN bits are byte 1's 0x30.
+            const ECN_SHIFT: u8 = 4;
+            let Some(h) = frame.get_mut(l3..l3 + 2) else { return false };
+            let ecn = (h[1] >> ECN_SHIFT) & ECN_MASK;
+            if ecn == 0 || ecn == CE {
+                return false;
+            }
+            h[1] |= CE << ECN_SHIFT;
+            true
+        }
+        _ => false,
+    }
+}
+
+#[cfg(test)]
+mod ce_tests {
+    use super::mark_ce;
+    use crate::build::{self, Eth};
+    use crate::MacAddr;
+    use core::net::IpAddr;
+
+    #[test]
+    fn marks_ect_and_keeps_the_checksum_right() {
+        let eth = Eth { src: MacAddr([2; 6]), dst: MacAddr([4; 6]), vlan: Some(7) };
+        let mut buf = [0u8; 128];
+        let (a, b): (IpAddr, IpAddr) = ("10.0.0.1".parse().unwrap(), "10.0.0.2".parse().unwrap());
+        let n = build::udp(&mut buf, &eth, a, b, 1, 2, 8).unwrap();
+        let l3 = 18;
+        assert!(!mark_ce(&mut buf[..n]), "not ECT: unchanged");
+        buf[l3 + 1] |= 0b10; // ECT(0)
+        let c = crate::checksum::finish(crate::checksum::sum(&{
+            let mut h = buf[l3..l3 + 20].to_vec();
+            h[10] = 0;
+            h[11] = 0;
+            h
+        }));
+        buf[l3 + 10..l3 + 12].copy_from_slice(&c.to_be_bytes());
+        assert!(mark_ce(&mut buf[..n]));
+        assert_eq!(buf[l3 + 1] & 0b11, 0b11);
+        assert_eq!(crate::checksum::finish(crate::checksum::sum(&buf[l3..l3 + 20])), 0, "header checksum verifies");
+        assert!(!mark_ce(&mut buf[..n]), "already CE");
+        let (a, b): (IpAddr, IpAddr) = ("2001:db8::1".parse().unwrap(), "2001:db8::2".parse().unwrap());
+        let n = build::udp(&mut buf, &eth, a, b, 1, 2, 8).unwrap();
+        buf[l3 + 1] |= 0b01 << 4; // ECT(1)
+        assert!(mark_ce(&mut buf[..n]));
+        assert_eq!((buf[l3 + 1] >> 4) & 0b11, 0b11);
+        assert!(!mark_ce(&mut buf[..5]));
+    }
+}

@@ -1,0 +1,253 @@
+//! Shaping in the engine: members with a plan go through this core's
+//! [`shaper::Shaper`]s (one for upload, one for download) after the
+//! firewall has let their packet through and it was accounted.
+//!
+//! A shaped packet either passes at once (its member has tokens and
+//! nothing queued: two bucket checks), or is copied into this core's frame
+//! pool and held (verdict [`crate::Verdict::Held`]) until the shaper
+//! releases it by time ([`crate::Engine::poll_timers`] polls the shapers;
+//! [`crate::Engine::poll_released`] hands the released frames out), or is
+//! dropped with a named reason. ECN-capable packets that CoDel picks are
+//! marked CE (RFC 3168) on release instead of being dropped.
+//!
+//! Members are shaped by their account slot (dense on this core, stable
+//! across reloads); their plan comes from the policy and is refreshed on
+//! every policy installation. Members without a plan never reach the
+//! shaper. The uplink capacity per direction is shared across cores
+//! through the [`shaper::UplinkExchange`] given in [`ShapingConfig`].
+//!
+//! The frame pool is allocated once (`pool_frames` × 2 KiB); a full pool is
+//! the shaper's `PoolFull` drop. Not shaped: fragments released after their
+//! first fragment came late (they follow their flow's verdict at once).
+
+use crate::counters::{Counters, Reason};
+use crate::Side;
+use policy::{MemberInfo, Policy};
+use shaper::{Departure, Packet, Plan, Shaper, UplinkExchange, Verdict as ShapeVerdict};
+use std::sync::Arc;
+
+/// Bytes per pool frame: a full Ethernet frame with tags.
+const FRAME: usize = 2048;
+/// Departures handled per direction and call of `poll`.
+const POLL_BUDGET: usize = 256;
+
+/// What a core needs to shape.
+#[derive(Clone, Debug)]
+pub struct ShapingConfig {
+    /// The exchanges of the upload and download capacity, shared by all cores.
+    pub uplink: [Arc<UplinkExchange>; 2],
+    /// This core's index in the exchanges.
+    pub core: usize,
+    pub shaper: shaper::Config,
+    /// Frames this core can hold queued (both directions).
+    pub pool_frames: u32,
+}
+
+impl ShapingConfig {
+    /// One core of `cores`, with per-direction capacities in bit/s (upload, download).
+    pub fn new(capacity_bps: [u64; 2], cores: usize, core: usize) -> ShapingConfig {
+        let x = |c| Arc::new(UplinkExchange::new(shaper::UplinkConfig::new(c, cores)));
+        let pool_frames = 16_384;
+        let shaper = shaper::Config { pool_packets: pool_frames, ..Default::default() };
+        ShapingConfig { uplink: [x(capacity_bps[0]), x(capacity_bps[1])], core, shaper, pool_frames }
+    }
+
+    /// The same exchanges for another core.
+    pub fn for_core(&self, core: usize) -> ShapingConfig {
+        ShapingConfig { core, ..self.clone() }
+    }
+}
+
+/// The member's plan for direction `dir` (0 up, 1 down), if it has one.
+pub fn plan_of(m: &MemberInfo, dir: usize) -> Option<Plan> {
+    let r = &m.plan.as_ref()?.rates;
+    let kbit = |k: u32| u64::from(k) * 1000;
+    let (rate, ceil) = if dir == 0 { (r.up_rate_kbit, r.up_ceil_kbit) } else { (r.down_rate_kbit, r.down_ceil_kbit) };
+    Some(Plan { rate_bps: kbit(rate), ceil_bps: kbit(ceil), burst_bytes: r.burst_bytes, weight: r.weight })
+}
+
+#[derive(Debug)]
+pub(crate) struct Shaping {
+    dirs: [Shaper<u32>; 2],
+    /// Plan installed per account slot and direction (to install only changes).
+    plans: Vec<[Option<Plan>; 2]>,
+    /// Whether a slot's plan was looked up (an unshaped member is looked up once).
+    seen: Vec<bool>,
+    data: Box<[u8]>,
+    lens: Vec<u16>,
+    to: Vec<Side>,
+    free: Vec<u32>,
+    /// Released frames waiting for `poll_released`: (frame, mark CE).
+    ready: Vec<(u32, bool)>,
+    departures: Vec<Departure<u32>>,
+}
+
+impl Shaping {
+    pub(crate) fn new(cfg: &ShapingConfig, now: u64) -> Result<Shaping, shaper::ConfigError> {
+        let n = cfg.pool_frames.max(1);
+        let sc = shaper::Config { pool_packets: n, ..cfg.shaper };
+        Ok(Shaping {
+            dirs: [
+                Shaper::new(sc, Arc::clone(&cfg.uplink[0]), cfg.core, now)?,
+                Shaper::new(sc, Arc::clone(&cfg.uplink[1]), cfg.core, now)?,
+            ],
+            plans: Vec::new(),
+            seen: Vec::new(),
+            data: vec![0; n as usize * FRAME].into_boxed_slice(),
+            lens: vec![0; n as usize],
+            to: vec![Side::Inside; n as usize],
+            free: (0..n).rev().collect(),
+            ready: Vec::with_capacity(n as usize),
+            departures: Vec::with_capacity(2 * POLL_BUDGET + 64),
+        })
+    }
+
+    /// Whether the plan of account slot `slot` was looked up yet.
+    #[inline]
+    pub(crate) fn known(&self, slot: u32) -> bool {
+        self.seen.get(slot as usize).copied().unwrap_or(false)
+    }
+
+    /// Whether account slot `slot` is shaped in direction `dir`.
+    #[inline]
+    pub(crate) fn shaped(&self, slot: u32, dir: usize) -> bool {
+        self.plans.get(slot as usize).is_some_and(|p| p[dir].is_some())
+    }
+
+    /// Installs the plan of the member in `slot` (`member_id`) from `policy`;
+    /// a member gone from the policy, or without a plan, is unshaped and its
+    /// queued frames are dropped (counted).
+    pub(crate) fn refresh(&mut self, now: u64, slot: u32, member_id: u32, policy: &Policy, c: &mut Counters) {
+        let info = policy.by_id(member_id).map(|m| policy.member(m));
+        let s = slot as usize;
+        if self.plans.len() <= s {
+            self.plans.resize(s + 1, [None, None]);
+            self.seen.resize(s + 1, false);
+        }
+        self.seen[s] = true;
+        for dir in 0..2 {
+            let plan = info.and_then(|m| plan_of(m, dir));
+            if self.plans[s][dir] == plan {
+                continue;
+            }
+            self.plans[s][dir] = plan;
+            let Shaping { dirs, departures, .. } = self;
+            departures.clear();
+            // Cannot fail: slots are dense and far below the shaper's limit.
+            let _ = dirs[dir].set_member(now, slot, plan, departures);
+            self.settle(c);
+        }
+    }
+
+    /// Offers a forwarded frame of account slot `slot` going `to` in
+    /// direction `dir`: `None` means send it now; `Some(Ok(()))` held;
+    /// `Some(Err(reason))` dropped.
+    #[inline]
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn offer(
+        &mut self,
+        now: u64,
+        slot: u32,
+        dir: usize,
+        to: Side,
+        frame: &[u8],
+        flow_hash: u64,
+        ecn: u8,
+        c: &mut Counters,
+    ) -> Option<Result<(), Reason>> {
+        let Some(handle) = self.free.pop() else {
+            c.shaper_dropped += 1;
+            return Some(Err(Reason::ShaperPoolFull));
+        };
+        let len = frame.len().min(FRAME);
+        let packet = Packet { handle, len: len as u32, flow_hash: flow_hash as u32, ect: ecn == 1 || ecn == 2 };
+        match self.dirs[dir].enqueue(now, slot, packet) {
+            ShapeVerdict::Pass(h) => {
+                self.free.push(h);
+                c.shaper_passed += 1;
+                None
+            }
+            ShapeVerdict::Queued => {
+                let at = handle as usize * FRAME;
+                self.data[at..at + len].copy_from_slice(&frame[..len]);
+                self.lens[handle as usize] = len as u16;
+                self.to[handle as usize] = to;
+                c.shaper_queued += 1;
+                Some(Ok(()))
+            }
+            ShapeVerdict::Dropped(h, r) => {
+                self.free.push(h);
+                c.shaper_dropped += 1;
+                Some(Err(reason(r)))
+            }
+        }
+    }
+
+    /// Lets the shapers release what is due by `now`.
+    pub(crate) fn poll(&mut self, now: u64, c: &mut Counters) {
+        for dir in 0..2 {
+            let Shaping { dirs, departures, .. } = self;
+            departures.clear();
+            dirs[dir].poll(now, POLL_BUDGET, departures);
+            self.settle(c);
+        }
+    }
+
+    /// Moves departures to `ready` (releases) or back to the free list (drops, counted).
+    fn settle(&mut self, c: &mut Counters) {
+        for d in self.departures.drain(..) {
+            match d {
+                Departure::Release { handle, ecn_mark, .. } => {
+                    self.ready.push((handle, ecn_mark));
+                    c.shaper_released += 1;
+                    c.shaper_ecn_marked += u64::from(ecn_mark);
+                }
+                Departure::Dropped { handle, reason: r, .. } => {
+                    self.free.push(handle);
+                    c.shaper_dropped += 1;
+                    c.drop(reason(r).into());
+                }
+            }
+        }
+    }
+
+    /// Hands out the released frames (marking CE where asked) and frees them.
+    pub(crate) fn release(&mut self, mut out: impl FnMut(Side, &mut [u8])) -> usize {
+        let n = self.ready.len();
+        for (handle, mark) in self.ready.drain(..) {
+            let h = handle as usize;
+            let bytes = &mut self.data[h * FRAME..h * FRAME + usize::from(self.lens[h])];
+            if mark {
+                wire::nat::mark_ce(bytes);
+            }
+            out(self.to[h], bytes);
+            self.free.push(handle);
+        }
+        n
+    }
+
+    /// Per-direction shaper stats (upload, download).
+    pub(crate) fn stats(&self) -> [shaper::CoreStats; 2] {
+        [self.dirs[0].stats(), self.dirs[1].stats()]
+    }
+
+    pub(crate) fn member_stats(&self, slot: u32, now: u64) -> [Option<shaper::MemberStats>; 2] {
+        [self.dirs[0].member_stats(slot, now), self.dirs[1].member_stats(slot, now)]
+    }
+
+    /// Frames held now.
+    pub(crate) fn held(&self) -> usize {
+        self.lens.len() - self.free.len() - self.ready.len()
+    }
+}
+
+fn reason(r: shaper::Reason) -> Reason {
+    match r {
+        shaper::Reason::CodelDrop | shaper::Reason::CodelMark => Reason::ShaperCodelDrop,
+        shaper::Reason::SojournLimit => Reason::ShaperSojournLimit,
+        shaper::Reason::QueueFull => Reason::ShaperQueueFull,
+        shaper::Reason::PoolFull => Reason::ShaperPoolFull,
+        shaper::Reason::TooLong => Reason::ShaperTooLong,
+        shaper::Reason::NoPlan | shaper::Reason::MemberRemoved => Reason::ShaperMemberRemoved,
+    }
+}
