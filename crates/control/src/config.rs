@@ -141,6 +141,39 @@ impl Default for RouterConfig {
     }
 }
 
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ShapingConfig {
+    /// Shape members whose plan has rates (the plans table).
+    pub enabled: bool,
+    /// Capacity of the uplink towards the internet (members' upload), Mbit/s. 0: unlimited.
+    pub uplink_up_mbit: u64,
+    /// Capacity towards the members (download), Mbit/s. 0: unlimited.
+    pub uplink_down_mbit: u64,
+    /// CoDel's target queueing delay, e.g. "5ms".
+    pub codel_target: String,
+    /// CoDel's interval, e.g. "100ms".
+    pub codel_interval: String,
+    /// Packets older than this are dropped at dequeue (unresponsive floods), e.g. "10ms".
+    pub sojourn_limit: String,
+    /// Frames one worker can hold queued.
+    pub pool_frames: u32,
+}
+
+impl Default for ShapingConfig {
+    fn default() -> Self {
+        ShapingConfig {
+            enabled: true,
+            uplink_up_mbit: 0,
+            uplink_down_mbit: 0,
+            codel_target: "5ms".into(),
+            codel_interval: "100ms".into(),
+            sojourn_limit: "10ms".into(),
+            pool_frames: 16_384,
+        }
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize, Default)]
 #[serde(deny_unknown_fields, default)]
 pub struct SyncConfig {
@@ -183,6 +216,8 @@ pub struct Config {
     #[serde(default)]
     pub router: RouterConfig,
     #[serde(default)]
+    pub shaping: ShapingConfig,
+    #[serde(default)]
     pub stats: StatsConfig,
     /// Address of the HTTP API and metrics (not served yet).
     #[serde(default)]
@@ -199,6 +234,9 @@ pub struct Checked {
     pub stats_interval: Duration,
     pub log_interval: Duration,
     pub workers: usize,
+    pub codel_target: Duration,
+    pub codel_interval: Duration,
+    pub sojourn_limit: Duration,
 }
 
 impl Config {
@@ -271,7 +309,25 @@ impl Config {
             return Err("stats.interval: at least 100ms".into());
         }
         let log_interval = dur("stats.log_interval", &self.stats.log_interval)?;
-        Ok(Checked { established_timeout, flush_interval, stats_interval, log_interval, workers })
+        let codel_target = dur("shaping.codel_target", &self.shaping.codel_target)?;
+        let codel_interval = dur("shaping.codel_interval", &self.shaping.codel_interval)?;
+        let sojourn_limit = dur("shaping.sojourn_limit", &self.shaping.sojourn_limit)?;
+        if codel_target.is_zero() || codel_interval < codel_target {
+            return Err("shaping: codel_target must be above 0 and at most codel_interval".into());
+        }
+        if !(64..=1 << 20).contains(&self.shaping.pool_frames) {
+            return Err(format!("shaping.pool_frames = {}: give 64 to 1048576", self.shaping.pool_frames));
+        }
+        Ok(Checked {
+            established_timeout,
+            flush_interval,
+            stats_interval,
+            log_interval,
+            workers,
+            codel_target,
+            codel_interval,
+            sojourn_limit,
+        })
     }
 }
 

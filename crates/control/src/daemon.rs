@@ -196,6 +196,20 @@ pub fn run_config(config: Config, checked: Checked) -> Result<(), Failure> {
         .zip(&ifindexes)
         .map(|(p, &i)| (i, if p.side == PortSide::Inside { Side::Inside } else { Side::Outside }))
         .collect();
+    let shaping = config.shaping.enabled.then(|| {
+        // 0 means "no uplink limit": plans alone shape.
+        let bps = |mbit: u64| if mbit == 0 { u64::MAX / 4 } else { mbit.saturating_mul(1_000_000) };
+        let mut s = engine::ShapingConfig::new(
+            [bps(config.shaping.uplink_up_mbit), bps(config.shaping.uplink_down_mbit)],
+            workers,
+            0,
+        );
+        s.pool_frames = config.shaping.pool_frames;
+        s.shaper.codel_target_ns = checked.codel_target.as_nanos() as u64;
+        s.shaper.codel_interval_ns = checked.codel_interval.as_nanos() as u64;
+        s.shaper.sojourn_limit_ns = checked.sojourn_limit.as_nanos() as u64;
+        s
+    });
     let mut setups = Vec::new();
     for (w, ports) in queues.into_iter().enumerate() {
         let mut engine = engine::Config { max_flows: config.engine.max_flows, ..Default::default() };
@@ -203,6 +217,7 @@ pub fn run_config(config: Config, checked: Checked) -> Result<(), Failure> {
         engine.timeouts.tcp_established = checked.established_timeout;
         engine.tcp_loose = config.engine.tcp_loose;
         engine.nat_quota = config.engine.nat_quota;
+        engine.shaping = shaping.as_ref().map(|s| s.for_core(w));
         let router_cfg = router::RouterConfig {
             icmp_rate: config.router.icmp_errors_per_second,
             icmp_burst: config.router.icmp_errors_per_second.clamp(1, 50),
@@ -406,6 +421,34 @@ fn write_stats(config: &Config, published: &Published, stats: &[Arc<WorkerStats>
             })
         })
         .collect();
+    let dir = |m: &Option<shaper::MemberStats>| {
+        m.as_ref().map(|m| {
+            let reasons: BTreeMap<&str, u64> =
+                shaper::Reason::ALL.iter().map(|r| (r.name(), m.reasons.get(*r))).filter(|(_, v)| *v > 0).collect();
+            json!({
+                "rate_bps": m.rate_bps, "allowed_bps": m.allowed_bps, "plan_rate_bps": m.plan.rate_bps,
+                "plan_ceil_bps": m.plan.ceil_bps, "backlog_packets": m.backlog_packets,
+                "backlog_bytes": m.backlog_bytes, "queue_delay_us": m.last_sojourn_ns / 1000,
+                "released_packets": m.released_packets, "passed_packets": m.passed_packets, "drops": reasons,
+            })
+        })
+    };
+    let shaping: Vec<_> = stats
+        .iter()
+        .flat_map(|s| s.shaped.iter())
+        .map(|(id, m)| json!({"member_id": id, "up": dir(&m[0]), "down": dir(&m[1])}))
+        .collect();
+    let shaper_load: Vec<_> = stats
+        .iter()
+        .filter_map(|s| {
+            let [up, down] = s.shaper.as_ref()?;
+            Some(json!({
+                "worker": s.worker, "held_frames": s.shaper_held,
+                "up": {"members": up.members, "backlogged": up.backlogged_members, "backlog_bytes": up.backlog_bytes, "share_bps": up.share_bps},
+                "down": {"members": down.members, "backlogged": down.backlogged_members, "backlog_bytes": down.backlog_bytes, "share_bps": down.share_bps},
+            }))
+        })
+        .collect();
     let generation = stats.iter().map(|s| s.generation).min().unwrap_or(0);
     let doc = json!({
         "generation": generation,
@@ -416,6 +459,8 @@ fn write_stats(config: &Config, published: &Published, stats: &[Arc<WorkerStats>
         "counters": counters,
         "members": members,
         "workers": workers,
+        "shaping": shaping,
+        "shaper_load": shaper_load,
     });
     let tmp = path.with_extension("tmp");
     let written = serde_json::to_vec_pretty(&doc)

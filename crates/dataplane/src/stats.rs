@@ -21,6 +21,12 @@ pub struct WorkerStats {
     /// Per-member totals counted on this worker.
     pub accounts: Vec<Account>,
     pub egress: EgressStats,
+    /// This worker's shapers (upload, download), if shaping is on.
+    pub shaper: Option<[shaper::CoreStats; 2]>,
+    /// Shaping of each member with a plan on this worker: (member id, [upload, download]).
+    pub shaped: Vec<(u32, [Option<shaper::MemberStats>; 2])>,
+    /// Frames the shapers hold.
+    pub shaper_held: usize,
 }
 
 /// Totals over workers.

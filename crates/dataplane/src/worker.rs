@@ -148,10 +148,12 @@ impl Worker {
                 }
             }
             work += self.receive_handed(now);
-            work += self.release_held(now);
             work += self.reinject(now);
-            self.transmit();
+            // Timers first: they let the shapers release what is due, which
+            // `release_held` then sends in this same loop.
             self.engine.poll_timers(now);
+            work += self.release_held(now);
+            self.transmit();
             self.counters.loops += 1;
             if now.0.saturating_sub(self.last_stats.0) >= self.cfg.stats_every.as_nanos() as u64 {
                 self.publish(now);
@@ -347,6 +349,17 @@ impl Worker {
             nat_bindings: self.engine.nat().len(),
             accounts: self.engine.accounts().iter().copied().collect(),
             egress: self.egress.stats(),
+            shaper: self.engine.shaper_stats(),
+            shaped: self
+                .engine
+                .accounts()
+                .iter()
+                .filter_map(|a| {
+                    let s = self.engine.member_shaping(a.member_id)?;
+                    (s[0].is_some() || s[1].is_some()).then_some((a.member_id, s))
+                })
+                .collect(),
+            shaper_held: self.engine.shaper_held(),
         };
         self.shared.stats[self.cfg.index].store(Arc::new(stats));
     }

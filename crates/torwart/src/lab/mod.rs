@@ -112,6 +112,10 @@ const WEB4: &str = "203.0.113.10";
 const WEB6: &str = "2001:db8:f00d::10";
 const IPERF4: &str = "203.0.113.11";
 const LINK_MTU_OUTSIDE: u32 = 1400;
+/// The lab's uplink capacity, each way, that torwart's shaper enforces.
+const LAB_UPLINK_MBIT: u64 = 300;
+/// carol's test-account plan (members.json): upload and download, Mbit/s.
+const TEST_PLAN_MBIT: (f64, f64) = (2.0, 4.0);
 
 /// Runs the lab: build, start, check, stop, report. The namespaces are gone when it returns.
 pub fn run(opts: &Options, interrupted: &AtomicBool) -> Result<Report, String> {
@@ -251,12 +255,17 @@ max_flows = 65536
 [accounting]
 flush_interval = "5s"
 
+[shaping]
+uplink_up_mbit = {uplink}
+uplink_down_mbit = {uplink}
+
 [stats]
 file = "{}"
 interval = "500ms"
 log_interval = "5s"
 "#,
-        stats.display()
+        stats.display(),
+        uplink = LAB_UPLINK_MBIT,
     )
 }
 
@@ -464,19 +473,80 @@ fn drive(
     let _ = std::fs::remove_file(upload);
     bail_if(interrupted)?;
     let t = opts.iperf_seconds.to_string();
-    say(&format!("iperf3 for {t} s from bob's desktop, then from carol's laptop (a test account)"));
-    for d in [&devices[2], &devices[4]] {
-        let o =
-            ns.output(&d.ns, "iperf3", &["-c", IPERF4, "-t", &t, "-J"], secs(u64::from(opts.iperf_seconds) + 15))?;
+    let iperf = |ns: &mut Namespaces, dev: &str, extra: &[&str]| -> Result<(bool, f64), String> {
+        let mut args = vec!["-c", IPERF4, "-t", &t, "-J"];
+        args.extend_from_slice(extra);
+        let o = ns.output(dev, "iperf3", &args, secs(u64::from(opts.iperf_seconds) + 15))?;
         let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap_or(serde_json::Value::Null);
         let bps = v.pointer("/end/sum_received/bits_per_second").and_then(|b| b.as_f64()).unwrap_or(0.0);
+        Ok((o.status.success() && bps > 0.0, bps / 1e6))
+    };
+    say(&format!(
+        "iperf3 for {t} s: bob (standard plan, up to the {LAB_UPLINK_MBIT} Mbit/s uplink), carol (test account)"
+    ));
+    let (ok, mbit) = iperf(ns, &devices[2].ns, &[])?;
+    add(
+        format!("iperf3 upload from bob-desktop stays within the {LAB_UPLINK_MBIT} Mbit/s uplink"),
+        ok && mbit <= LAB_UPLINK_MBIT as f64 * 1.03 && mbit >= LAB_UPLINK_MBIT as f64 * 0.5,
+        format!("{mbit:.1} Mbit/s received"),
+    );
+    for (extra, want, what) in [(&[][..], TEST_PLAN_MBIT.0, "upload"), (&["-R"][..], TEST_PLAN_MBIT.1, "download")] {
+        let (ok, mbit) = iperf(ns, &devices[4].ns, extra)?;
         add(
-            format!("iperf3 from {} ({})", &d.ns[opts.prefix.len()..], d.member),
-            o.status.success() && bps > 0.0,
-            format!("{:.1} Mbit/s received", bps / 1e6),
+            format!("carol's test account is held to {want} Mbit/s {what} (within 10 %)"),
+            ok && (mbit - want).abs() <= want * 0.10,
+            format!("{mbit:.2} Mbit/s received"),
         );
     }
+    bail_if(interrupted)?;
+    say("latency of a light member (alice pings) while a heavy one (bob) fills the uplink");
+    let rtts = |o: &std::process::Output| -> Vec<f64> {
+        String::from_utf8_lossy(&o.stdout)
+            .lines()
+            .filter_map(|l| l.split("time=").nth(1)?.split_whitespace().next()?.parse().ok())
+            .collect()
+    };
+    let ping_args = ["-c", "100", "-i", "0.02", "-W", "1", WEB4];
+    let idle = rtts(&ns.output(&devices[0].ns, "ping", &ping_args, secs(10))?);
+    let log = opts.dir.join("iperf-bob.json");
+    let long = (opts.iperf_seconds + 4).to_string();
+    ns.spawn(
+        "iperf-bob",
+        &devices[2].ns,
+        "iperf3",
+        &["-c", IPERF4, "-t", &long, "-P", "4", "-J", "--logfile", &log.display().to_string()],
+        None,
+    )?;
+    std::thread::sleep(secs(2));
+    let loaded = rtts(&ns.output(&devices[0].ns, "ping", &ping_args, secs(10))?);
+    let deadline = Instant::now() + secs(u64::from(opts.iperf_seconds) + 15);
+    while ns.alive("iperf-bob") && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let bob: serde_json::Value =
+        std::fs::read(&log).ok().and_then(|b| serde_json::from_slice(&b).ok()).unwrap_or(serde_json::Value::Null);
+    let bob_mbit = bob.pointer("/end/sum_received/bits_per_second").and_then(|b| b.as_f64()).unwrap_or(0.0) / 1e6;
+    let (p50, p99) = (percentile(&loaded, 0.5), percentile(&loaded, 0.99));
+    let (i50, i99) = (percentile(&idle, 0.5), percentile(&idle, 0.99));
+    add(
+        "a light member's ping stays fast while a heavy member fills the uplink (p99 added <= 10 ms)".into(),
+        loaded.len() >= 95 && p99 - i99 <= 10.0 && bob_mbit > LAB_UPLINK_MBIT as f64 * 0.5,
+        format!(
+            "idle p50 {i50:.2} ms p99 {i99:.2} ms; loaded p50 {p50:.2} ms p99 {p99:.2} ms ({} of 100 replies); bob meanwhile {bob_mbit:.0} Mbit/s",
+            loaded.len()
+        ),
+    );
     Ok(())
+}
+
+/// The `q` quantile of `v` (nearest rank); NaN when empty.
+fn percentile(v: &[f64], q: f64) -> f64 {
+    if v.is_empty() {
+        return f64::NAN;
+    }
+    let mut s = v.to_vec();
+    s.sort_by(f64::total_cmp);
+    s[((s.len() as f64 * q).ceil() as usize).clamp(1, s.len()) - 1]
 }
 
 /// Prints the report for a person.
