@@ -338,6 +338,21 @@ fn xdp_roundtrip(mode: XdpMode) {
         assert_eq!(stats.kernel.rx_invalid_descs, 0);
         assert_eq!(stats.kernel.tx_invalid_descs, 0);
         assert!(stats.tx_kicks >= 1);
+
+        // A pulled cable: the peer goes down and comes back; the socket
+        // keeps receiving and sending afterwards.
+        ip(&["-n", &lab.a, "link", "set", "a0", "down"]);
+        std::thread::sleep(Duration::from_millis(200));
+        ip(&["-n", &lab.a, "link", "set", "a0", "up"]);
+        // (A's route went with its link.)
+        ip(&["-n", &lab.a, "route", "replace", "198.51.100.0/24", "via", "10.77.0.2"]);
+        std::thread::sleep(Duration::from_millis(300));
+        let _ = lab.ping_b();
+        send_transit_from_a(&lab, 20);
+        let (hit, _) = collect(&mut port, 20, Duration::from_secs(3), |f| is_udp_to(f, TRANSIT, TRANSIT_PORT));
+        assert_eq!(hit, 20, "transit frames received after the link came back");
+        let got = send_to_a(&lab, &mut port);
+        assert_eq!(got, 100, "frames sent after the link came back received in A");
     });
 }
 

@@ -292,6 +292,8 @@ fn build(ns: &mut Namespaces, boxns: &str, core: &str, inet: &str, devices: &[De
     let mtu = LINK_MTU_OUTSIDE.to_string();
     x(boxns, &["link", "set", "out0", "mtu", &mtu])?;
     x(inet, &["link", "set", "dn0", "mtu", &mtu])?;
+    // Addresses stay on a link that goes down (the lab pulls a cable).
+    ns.exec(inet, "sysctl", &["-qw", "net.ipv6.conf.all.keep_addr_on_down=1"])?;
     for (n, i) in [(boxns, "in0"), (boxns, "out0"), (core, "up0"), (inet, "dn0")] {
         x(n, &["link", "set", i, "up"])?;
     }
@@ -449,7 +451,8 @@ fn drive(
     let hops6 = text(&o);
     let box_hop6 = hops6.lines().any(|l| l.split_whitespace().nth(1) == Some("fd00:255::1"));
     add("traceroute -6 shows the box as a hop".into(), box_hop6, hops6.replace('\n', " | "));
-    let upload = "/tmp/torwart-lab-upload";
+    let upload_path = opts.dir.join("upload.bin");
+    let upload = upload_path.to_str().ok_or("the lab directory is not UTF-8")?;
     std::fs::write(upload, vec![b'x'; 300_000]).map_err(|e| e.to_string())?;
     for (fam, url, dst) in
         [("4", format!("http://{WEB4}/upload"), WEB4), ("6", format!("http://[{WEB6}]/upload"), WEB6)]
@@ -500,6 +503,45 @@ fn drive(
     }
     bail_if(interrupted)?;
     say("latency of a light member (alice pings) while a heavy one (bob) fills the uplink");
+    say("pulling the outside cable for a moment (the internet side's link goes down), then plugging it back");
+    ns.exec(inet, "ip", &["link", "set", "dn0", "down"])?;
+    std::thread::sleep(Duration::from_millis(300));
+    let during = ns.output(&devices[0].ns, "ping", &["-c", "3", "-i", "0.2", "-W", "1", WEB4], secs(6))?;
+    ns.exec(inet, "ip", &["link", "set", "dn0", "up"])?;
+    // The border router's routes went with its link; its routing daemon
+    // would put them back once the link is usable again.
+    for _ in 0..40 {
+        let v4 = ns.exec(inet, "ip", &["route", "replace", "198.18.0.0/24", "via", "100.64.0.1", "advmss", "1460"]);
+        let v6 = ns.exec(
+            inet,
+            "ip",
+            &["-6", "route", "replace", "2001:db8:1::/48", "via", "2001:db8:ffff::1", "advmss", "1440"],
+        );
+        if v4.is_ok() && v6.is_ok() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let mut after_ok = false;
+    for _ in 0..20 {
+        std::thread::sleep(Duration::from_millis(250));
+        let o = ns.output(&devices[0].ns, "ping", &["-c", "1", "-W", "1", WEB4], secs(3))?;
+        if o.status.success() {
+            after_ok = true;
+            break;
+        }
+    }
+    let alive = ns.alive("torwart");
+    add(
+        "pulling the outside cable: traffic stops, torwart keeps running, traffic resumes when it is back".into(),
+        !during.status.success() && after_ok && alive,
+        format!(
+            "while pulled: ping {}; torwart {}; after: ping {}",
+            if during.status.success() { "got through (unexpected)" } else { "failed" },
+            if alive { "running" } else { "DIED" },
+            if after_ok { "works" } else { "still fails" }
+        ),
+    );
     let rtts = |o: &std::process::Output| -> Vec<f64> {
         String::from_utf8_lossy(&o.stdout)
             .lines()
