@@ -234,6 +234,7 @@ pub fn run_config(config: Config, checked: Checked) -> Result<(), Failure> {
             },
             ports,
             egress: Egress::routed(mirror.tables(), mirror.resolver(), port_map.clone(), router_cfg),
+            engine: None,
         });
     }
     let dp = Dataplane::start(setups, Some(Arc::clone(&published)))

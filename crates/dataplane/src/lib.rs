@@ -64,6 +64,9 @@ pub struct WorkerSetup {
     pub config: WorkerConfig,
     pub ports: Vec<PortQueue>,
     pub egress: Egress,
+    /// An engine prepared beforehand (a benchmark's warm flow table); `None`
+    /// makes a fresh one from `config.engine`.
+    pub engine: Option<engine::Engine>,
 }
 
 /// Running workers.
@@ -90,9 +93,9 @@ impl Dataplane {
         for (setup, ends) in setups.into_iter().zip(rings) {
             let shared2 = Arc::clone(&shared);
             let name = format!("torwart-w{}", setup.config.index);
-            let spawned = std::thread::Builder::new()
-                .name(name)
-                .spawn(move || worker::Worker::new(setup.config, setup.ports, ends, setup.egress, shared2).run());
+            let spawned = std::thread::Builder::new().name(name).spawn(move || {
+                worker::Worker::new(setup.config, setup.ports, ends, setup.egress, shared2, setup.engine).run()
+            });
             match spawned {
                 Ok(t) => threads.push(t),
                 Err(e) => {

@@ -103,6 +103,7 @@ impl Worker {
         handoff: Handoff,
         egress: Egress,
         shared: Arc<Shared>,
+        engine: Option<Engine>,
     ) -> Self {
         let now = monotonic_now();
         let n = cfg.batch.max(1);
@@ -110,7 +111,7 @@ impl Worker {
         let tx = ports.iter().map(|_| Batch::new(4 * n, io::DEFAULT_FRAME_CAPACITY)).collect();
         let counters = DataplaneCounters::new(ports.len());
         Worker {
-            engine: Engine::new(cfg.engine.clone(), now),
+            engine: engine.unwrap_or_else(|| Engine::new(cfg.engine.clone(), now)),
             rx: Batch::new(n, io::DEFAULT_FRAME_CAPACITY),
             handed: [Batch::new(n, io::DEFAULT_FRAME_CAPACITY), Batch::new(n, io::DEFAULT_FRAME_CAPACITY)],
             verdicts: vec![Verdict::Held; 4 * n],

@@ -64,6 +64,7 @@ fn frames_reach_their_owner_and_nothing_is_lost() {
                 PortQueue { name: "outside".into(), side: Side::Outside, io: Box::new(o) },
             ],
             egress: Egress::fixed(0, 1),
+            engine: None,
         });
     }
 

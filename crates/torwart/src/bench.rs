@@ -1,7 +1,7 @@
 //! `torwart bench`: the engine's cost per packet on a named scenario.
 //!
-//! Each worker core gets its own engine, its own members (member `m`
-//! belongs to core `m % cores`, as the dataplane assigns them) and its own
+//! Each worker core gets its own engine, its own members (the member with
+//! id `i` belongs to core `policy::owner(i, cores)`, as the dataplane assigns them) and its own
 //! traffic, so cores share nothing, as in production. A worker first opens
 //! all its flows through the engine (warm table), then measures:
 //! * the fill cost alone: copying prepared headers into the batch buffers,
@@ -28,7 +28,7 @@ use wire::FrameBuf;
 
 #[derive(Clone, Debug)]
 pub struct Options {
-    pub scenario: &'static Params,
+    pub scenario: Params,
     pub seed: u64,
     pub cores: usize,
     pub seconds: f64,
@@ -44,6 +44,14 @@ pub struct Options {
     /// Policy generations published during the measured run (a reloader
     /// thread recompiles and swaps them; workers pick them up between batches).
     pub reloads: u32,
+    /// Shape every member by its plan, with this uplink capacity per direction
+    /// in bit/s (`None`: no shaping).
+    pub shaping: Option<u64>,
+    /// Run through the live dataplane's workers (steering, handoff rings,
+    /// batches in and out of ports) instead of calling the engine directly;
+    /// frames arrive spread over the workers regardless of member (as a NIC's
+    /// hash would spread them), so most are handed off.
+    pub dataplane: bool,
 }
 
 /// A frame buffer of the benchmark's batches.
@@ -78,6 +86,9 @@ pub struct CoreResult {
     pub table_memory_mib: f64,
     pub nat_bindings: usize,
     pub reloads_picked_up: u32,
+    /// Frames handed to another worker, and frames processed where they arrived (dataplane mode).
+    pub handed_off: u64,
+    pub same_core: u64,
     #[serde(skip)]
     pub counters: Counters,
 }
@@ -107,6 +118,10 @@ pub struct Report {
     /// Generations published during the run, and the slowest compile of them.
     pub reloads: u32,
     pub reload_compile_ms_max: Option<f64>,
+    /// Dataplane mode: the share of frames handed to another worker.
+    pub handoff_share: Option<f64>,
+    /// Shaping: the share of packets the shapers passed at once, queued, dropped.
+    pub shaped: Option<[f64; 3]>,
 }
 
 fn rdtsc() -> u64 {
@@ -183,17 +198,21 @@ fn open_flow(engine: &mut Engine, now: Time, f: &FlowSpec, frame: &mut Frame) ->
 struct Worker<'a> {
     core: usize,
     opts: &'a Options,
+    shaping: Option<engine::ShapingConfig>,
     traffic: Traffic,
     progress: &'a AtomicU64,
 }
 
 impl Worker<'_> {
-    fn run(mut self, start: &Barrier, stop: &AtomicBool, published: &ArcSwapOption<Policy>) -> CoreResult {
+    /// A new engine for this core with every flow of its traffic open (and
+    /// the inbound templates re-addressed to where NAT put the flows).
+    fn warm(&mut self, published: &ArcSwapOption<Policy>) -> Engine {
         let o = self.opts;
         let t = &self.traffic;
         let cfg = Config {
             max_flows: (t.flows.len() as u32 * 2).next_power_of_two().max(1024),
             hash_key: [o.seed ^ 0x1111, o.seed ^ 0x2222, self.core as u64, 0x7477_6172],
+            shaping: self.shaping.clone(),
             ..Config::default()
         };
         let ns_per_packet_virtual = (1000.0 / o.offered_mpps) as u64;
@@ -201,8 +220,6 @@ impl Worker<'_> {
         let mut engine = Engine::new(cfg, now);
         let mut frames: Vec<Frame> = (0..o.batch).map(|_| Frame { data: Box::new([0u8; 2048]), len: 0 }).collect();
         let mut verdicts = vec![Verdict::Held; o.batch];
-
-        // Warm the table: open every flow through the engine.
         if let Some(p) = published.load_full() {
             engine.set_policy(p, &[]);
             // Packet by packet, as the ends would: the answer goes to where
@@ -228,6 +245,17 @@ impl Worker<'_> {
                 now = Time(now.0 + ns_per_packet_virtual * chunk.len() as u64);
             }
         }
+        engine
+    }
+
+    fn run(mut self, start: &Barrier, stop: &AtomicBool, published: &ArcSwapOption<Policy>) -> CoreResult {
+        let o = self.opts;
+        let ns_per_packet_virtual = (1000.0 / o.offered_mpps) as u64;
+        // Virtual time starts where the warm-up left it.
+        let mut now = Time::from_secs(1_000);
+        let mut engine = self.warm(published);
+        let mut frames: Vec<Frame> = (0..o.batch).map(|_| Frame { data: Box::new([0u8; 2048]), len: 0 }).collect();
+        let mut verdicts = vec![Verdict::Held; o.batch];
         let t = &self.traffic;
         let flows_warm = engine.conntrack().len();
         let warm_counters = engine.counters().clone();
@@ -313,6 +341,8 @@ impl Worker<'_> {
             table_memory_mib: engine.conntrack().memory() as f64 / (1024.0 * 1024.0),
             nat_bindings: engine.nat().len(),
             reloads_picked_up: picked_up,
+            handed_off: 0,
+            same_core: packets,
             counters,
         }
     }
@@ -320,8 +350,9 @@ impl Worker<'_> {
 
 /// Runs the benchmark; progress goes to stderr.
 pub fn run(opts: &Options) -> Report {
-    let p = opts.scenario;
+    let p = &opts.scenario;
     let cores = opts.cores.max(1);
+    let shaping = opts.shaping.map(|bps| engine::ShapingConfig::new([bps, bps], cores, 0));
     let flows_total = ((f64::from(p.flows) * opts.flow_scale) as usize).max(cores);
     let cpus = core_affinity::get_core_ids().unwrap_or_default();
 
@@ -345,7 +376,8 @@ pub fn run(opts: &Options) -> Report {
     let batches = (1 << 20) / opts.batch;
     let traffic: Vec<Traffic> = (0..cores)
         .map(|c| {
-            let members: Vec<u32> = (0..p.members).filter(|m| *m as usize % cores == c).collect();
+            // Member index `m` has id `m + 1`; the dataplane gives it to `policy::owner(id)`.
+            let members: Vec<u32> = (0..p.members).filter(|m| policy::owner(m + 1, cores) == c).collect();
             scenario::traffic(p, &members, flows_total / cores, batches, opts.batch, opts.seed.wrapping_add(c as u64))
         })
         .collect();
@@ -357,63 +389,72 @@ pub fn run(opts: &Options) -> Report {
     let progress: Vec<AtomicU64> = (0..cores).map(|_| AtomicU64::new(0)).collect();
     let start = Barrier::new(cores + 1);
     let stop = AtomicBool::new(false);
-    let (mut results, reload_ms): (Vec<CoreResult>, Vec<f64>) = std::thread::scope(|s| {
-        let handles: Vec<_> = traffic
-            .into_iter()
-            .enumerate()
-            .map(|(c, t)| {
-                let (progress, start, stop, published) = (&progress[c], &start, &stop, &published);
-                let cpu = cpus.get(c % cpus.len().max(1)).copied();
-                s.spawn(move || {
-                    if let Some(id) = cpu {
-                        core_affinity::set_for_current(id);
-                    }
-                    let mut r = Worker { core: c, opts, traffic: t, progress }.run(start, stop, published);
-                    r.cpu = cpu.map(|c| c.id);
-                    r
+    if opts.progress && opts.dataplane {
+        eprintln!("warming {} flows, then running the dataplane's workers...", flows_total);
+    }
+    let (mut results, reload_ms): (Vec<CoreResult>, Vec<f64>) = if opts.dataplane {
+        (run_dataplane(opts, &published, traffic, shaping.as_ref(), &cpus), Vec::new())
+    } else {
+        std::thread::scope(|s| {
+            let handles: Vec<_> = traffic
+                .into_iter()
+                .enumerate()
+                .map(|(c, t)| {
+                    let (progress, start, stop, published) = (&progress[c], &start, &stop, &published);
+                    let cpu = cpus.get(c % cpus.len().max(1)).copied();
+                    let shaping = shaping.as_ref().map(|s| s.for_core(c));
+                    s.spawn(move || {
+                        if let Some(id) = cpu {
+                            core_affinity::set_for_current(id);
+                        }
+                        let w = Worker { core: c, opts, shaping, traffic: t, progress };
+                        let mut r = w.run(start, stop, published);
+                        r.cpu = cpu.map(|c| c.id);
+                        r
+                    })
                 })
-            })
-            .collect();
-        if opts.progress {
-            eprintln!("warming {} flows...", flows_total);
-        }
-        start.wait();
-        let t0 = Instant::now();
-        // The reloader: recompiles the database and publishes a new
-        // generation at even intervals during the measured run.
-        let reloader = db.as_ref().filter(|_| opts.reloads > 0).map(|db| {
-            let published = &published;
-            let every = Duration::from_secs_f64(opts.seconds / f64::from(opts.reloads + 1));
-            s.spawn(move || {
-                let mut ms = Vec::new();
-                for g in 0..opts.reloads {
-                    std::thread::sleep(every);
-                    let t = Instant::now();
-                    let p = policy::compile(db, 2 + u64::from(g)).expect("valid");
-                    published.store(Some(Arc::new(p)));
-                    ms.push(t.elapsed().as_secs_f64() * 1e3);
-                }
-                ms
-            })
-        });
-        while !handles.iter().all(|h| h.is_finished()) {
-            std::thread::sleep(Duration::from_millis(250));
+                .collect();
             if opts.progress {
-                let n: u64 = progress.iter().map(|p| p.load(Ordering::Relaxed)).sum();
-                let el = t0.elapsed().as_secs_f64();
-                eprint!("\r  {:5.1} s  {:>12} packets  {:7.2} Mpps   ", el, n, n as f64 / el.max(1e-9) / 1e6);
+                eprintln!("warming {} flows...", flows_total);
             }
-            if t0.elapsed().as_secs_f64() > opts.seconds * 4.0 + 30.0 {
-                stop.store(true, Ordering::Relaxed);
+            start.wait();
+            let t0 = Instant::now();
+            // The reloader: recompiles the database and publishes a new
+            // generation at even intervals during the measured run.
+            let reloader = db.as_ref().filter(|_| opts.reloads > 0).map(|db| {
+                let published = &published;
+                let every = Duration::from_secs_f64(opts.seconds / f64::from(opts.reloads + 1));
+                s.spawn(move || {
+                    let mut ms = Vec::new();
+                    for g in 0..opts.reloads {
+                        std::thread::sleep(every);
+                        let t = Instant::now();
+                        let p = policy::compile(db, 2 + u64::from(g)).expect("valid");
+                        published.store(Some(Arc::new(p)));
+                        ms.push(t.elapsed().as_secs_f64() * 1e3);
+                    }
+                    ms
+                })
+            });
+            while !handles.iter().all(|h| h.is_finished()) {
+                std::thread::sleep(Duration::from_millis(250));
+                if opts.progress {
+                    let n: u64 = progress.iter().map(|p| p.load(Ordering::Relaxed)).sum();
+                    let el = t0.elapsed().as_secs_f64();
+                    eprint!("\r  {:5.1} s  {:>12} packets  {:7.2} Mpps   ", el, n, n as f64 / el.max(1e-9) / 1e6);
+                }
+                if t0.elapsed().as_secs_f64() > opts.seconds * 4.0 + 30.0 {
+                    stop.store(true, Ordering::Relaxed);
+                }
             }
-        }
-        if opts.progress {
-            eprintln!();
-        }
-        let results: Vec<CoreResult> = handles.into_iter().map(|h| h.join().expect("bench worker")).collect();
-        let reload_ms = reloader.map(|r| r.join().expect("reloader")).unwrap_or_default();
-        (results, reload_ms)
-    });
+            if opts.progress {
+                eprintln!();
+            }
+            let results: Vec<CoreResult> = handles.into_iter().map(|h| h.join().expect("bench worker")).collect();
+            let reload_ms = reloader.map(|r| r.join().expect("reloader")).unwrap_or_default();
+            (results, reload_ms)
+        })
+    };
     results.sort_by_key(|r| r.core);
 
     let mut total = Counters::default();
@@ -447,8 +488,189 @@ pub fn run(opts: &Options) -> Report {
             .iter()
             .copied()
             .fold(None, |m: Option<f64>, x| Some(m.map_or(x, |m| m.max(x)))),
+        handoff_share: opts.dataplane.then(|| {
+            let h: u64 = results.iter().map(|r| r.handed_off).sum();
+            let same: u64 = results.iter().map(|r| r.same_core).sum();
+            h as f64 / (h + same).max(1) as f64
+        }),
+        shaped: opts.shaping.map(|_| {
+            let all = (total.shaper_passed + total.shaper_queued + total.shaper_dropped).max(1) as f64;
+            let q = total.shaper_queued.saturating_sub(0);
+            [total.shaper_passed as f64 / all, q as f64 / all, total.shaper_dropped as f64 / all]
+        }),
         per_core: results,
     }
+}
+
+/// A port that replays the scenario's traffic into a dataplane worker and
+/// swallows what the worker sends. Worker `w`'s port plays the traffic of
+/// every core's members in turn, so `(cores - 1) / cores` of its frames
+/// belong to another worker: what a NIC hashing by flow (not by member) does.
+struct GenPort {
+    traffic: Arc<Vec<Traffic>>,
+    inside: bool,
+    worker: usize,
+    turn: usize,
+    cursor: Vec<usize>,
+    lap: u32,
+}
+
+impl io::PacketIo for GenPort {
+    fn recv(&mut self, batch: &mut io::Batch) -> Result<usize, io::IoError> {
+        let cores = self.traffic.len();
+        let ti = (self.worker + self.turn) % cores;
+        self.turn += 1;
+        let t = &self.traffic[ti];
+        let len = t.sequence.len();
+        for _ in 0..len {
+            let b = &t.sequence[self.cursor[ti]];
+            self.cursor[ti] += 1;
+            if self.cursor[ti] == len {
+                self.cursor[ti] = 0;
+                self.lap = self.lap.wrapping_add(1);
+            }
+            if b.from_inside != self.inside {
+                continue;
+            }
+            let mut n = 0;
+            for &p in &b.packets {
+                let Some(slot) = batch.next_slot() else { break };
+                let tpl =
+                    if p & NEW_FLOW != 0 { &t.new_flows[(p & !NEW_FLOW) as usize] } else { &t.templates[p as usize] };
+                let data = slot.storage_mut();
+                data[..scenario::HEADER_BYTES].copy_from_slice(&tpl.head);
+                if p & NEW_FLOW != 0 && tpl.port_at != 0 {
+                    let at = usize::from(tpl.port_at);
+                    let port =
+                        u16::from_be_bytes([tpl.head[at], tpl.head[at + 1]]) ^ (self.lap.wrapping_mul(0x9e37) as u16);
+                    data[at..at + 2].copy_from_slice(&port.to_be_bytes());
+                }
+                if !slot.set_len(usize::from(tpl.len)) || !batch.commit_slot() {
+                    break;
+                }
+                n += 1;
+            }
+            return Ok(n);
+        }
+        Ok(0)
+    }
+
+    fn send(&mut self, frames: &[io::PacketBuf]) -> Result<usize, io::IoError> {
+        Ok(frames.len())
+    }
+
+    fn name(&self) -> &str {
+        if self.inside {
+            "generator-inside"
+        } else {
+            "generator-outside"
+        }
+    }
+}
+
+/// The progress counter of warm-up-only workers (dataplane mode reports through the workers' stats).
+static NO_PROGRESS: AtomicU64 = AtomicU64::new(0);
+
+/// Dataplane mode: warms one engine per worker, then runs the live
+/// dataplane's workers over generator ports for `opts.seconds`.
+fn run_dataplane(
+    opts: &Options,
+    published: &ArcSwapOption<Policy>,
+    traffic: Vec<Traffic>,
+    shaping: Option<&engine::ShapingConfig>,
+    cpus: &[core_affinity::CoreId],
+) -> Vec<CoreResult> {
+    let cores = traffic.len();
+    let warmed: Vec<(Engine, Traffic)> = std::thread::scope(|s| {
+        let handles: Vec<_> = traffic
+            .into_iter()
+            .enumerate()
+            .map(|(c, t)| {
+                let shaping = shaping.map(|x| x.for_core(c));
+                s.spawn(move || {
+                    let mut w = Worker { core: c, opts, shaping, traffic: t, progress: &NO_PROGRESS };
+                    let e = w.warm(published);
+                    (e, w.traffic)
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().expect("warm-up")).collect()
+    });
+    let mut engines = Vec::new();
+    let mut all = Vec::new();
+    for (e, t) in warmed {
+        engines.push(e);
+        all.push(t);
+    }
+    let traffic = Arc::new(all);
+    let warm: Vec<(usize, Counters)> = engines.iter().map(|e| (e.conntrack().len(), e.counters().clone())).collect();
+    let generation =
+        published.load_full().map(|p| Arc::new(arc_swap::ArcSwap::from_pointee(policy::Generation::first(p))));
+    let setups = engines
+        .into_iter()
+        .enumerate()
+        .map(|(c, engine)| {
+            let port = |inside| GenPort {
+                traffic: Arc::clone(&traffic),
+                inside,
+                worker: c,
+                turn: 0,
+                cursor: vec![0; cores],
+                lap: 0,
+            };
+            dataplane::WorkerSetup {
+                config: dataplane::WorkerConfig {
+                    index: c,
+                    workers: cores,
+                    cpu: cpus.get(c % cpus.len().max(1)).map(|id| id.id),
+                    engine: engine.config().clone(),
+                    batch: opts.batch,
+                    idle: dataplane::Idle::Busy,
+                    stats_every: Duration::from_millis(100),
+                },
+                ports: vec![
+                    dataplane::PortQueue { name: "inside".into(), side: Side::Inside, io: Box::new(port(true)) },
+                    dataplane::PortQueue { name: "outside".into(), side: Side::Outside, io: Box::new(port(false)) },
+                ],
+                egress: dataplane::Egress::fixed(0, 1),
+                engine: Some(engine),
+            }
+        })
+        .collect();
+    let t0 = Instant::now();
+    let dp = dataplane::Dataplane::start(setups, generation).expect("the dataplane's workers start");
+    std::thread::sleep(Duration::from_secs_f64(opts.seconds));
+    let stats = dp.stop();
+    let elapsed = t0.elapsed().as_secs_f64();
+    stats
+        .iter()
+        .zip(warm)
+        .map(|(s, (flows_warm, warm_counters))| {
+            let mut counters = s.engine.clone();
+            counters.subtract(&warm_counters);
+            let packets = counters.rx_packets[0] + counters.rx_packets[1];
+            let ns = elapsed * 1e9 / packets.max(1) as f64;
+            CoreResult {
+                core: s.worker,
+                cpu: cpus.get(s.worker % cpus.len().max(1)).map(|id| id.id),
+                packets,
+                seconds: elapsed,
+                mpps: packets as f64 / elapsed / 1e6,
+                ns_per_packet: ns,
+                tsc_cycles_per_packet: 0.0,
+                fill_ns_per_packet: 0.0,
+                engine_ns_per_packet: ns,
+                flows_warm,
+                flows_end: s.flows,
+                table_memory_mib: 0.0,
+                nat_bindings: s.nat_bindings,
+                reloads_picked_up: 0,
+                handed_off: s.dataplane.handed_off,
+                same_core: s.dataplane.same_core,
+                counters,
+            }
+        })
+        .collect()
 }
 
 /// The human-readable report.
@@ -463,6 +685,20 @@ pub fn print(r: &Report) {
         r.new_flow_share * 100.0,
         r.fast_path_share * 100.0
     );
+    if let Some(h) = r.handoff_share {
+        println!(
+            "dataplane      workers over generator ports: {:.1} % of frames handed to the owning worker",
+            h * 100.0
+        );
+    }
+    if let Some([p, q, d]) = r.shaped {
+        println!(
+            "shaping        every member by plan: {:.1} % passed at once, {:.1} % queued, {:.1} % dropped by the shaper",
+            p * 100.0,
+            q * 100.0,
+            d * 100.0
+        );
+    }
     println!(
         "{:>4} {:>5} {:>10} {:>9} {:>9} {:>9} {:>9} {:>10} {:>9}",
         "core", "cpu", "packets", "Mpps", "ns/pkt", "cyc/pkt", "fill ns", "engine ns", "flows"

@@ -122,6 +122,19 @@ enum Command {
         /// Policy generations to recompile and publish during the run.
         #[arg(long, default_value_t = 0)]
         reloads: u32,
+        /// Members of the scenario (default: the scenario's own count).
+        #[arg(long)]
+        members: Option<u32>,
+        /// Shape every member by its plan (the scenario's plans).
+        #[arg(long)]
+        shaping: bool,
+        /// With --shaping: the uplink's capacity per direction in Mbit/s (0: unlimited).
+        #[arg(long, default_value_t = 0)]
+        uplink_mbit: u64,
+        /// Run through the live dataplane's workers: frames arrive spread over
+        /// the workers regardless of member and are handed to the owner.
+        #[arg(long)]
+        dataplane: bool,
     },
 }
 
@@ -303,6 +316,10 @@ fn run(cli: Cli) -> Result<(), Error> {
             json,
             no_members,
             reloads,
+            members,
+            shaping,
+            uplink_mbit,
+            dataplane,
         } => {
             let Some(p) = scenario::by_name(&scenario) else {
                 let names: Vec<_> = scenario::SCENARIOS.iter().map(|s| s.name).collect();
@@ -320,6 +337,18 @@ fn run(cli: Cli) -> Result<(), Error> {
             }
             if !bounded(flow_scale, 0.000_01, 10.0) {
                 return Err(Error::Usage("--flow-scale must be between 0.00001 and 10".into()));
+            }
+            let mut p = p.clone();
+            if let Some(m) = members {
+                if !(1..=2_000_000).contains(&m) {
+                    return Err(Error::Usage("--members must be between 1 and 2000000".into()));
+                }
+                p.members = m;
+            }
+            if shaping && no_members {
+                return Err(Error::Usage(
+                    "--shaping shapes members: it needs the member pipeline (drop --no-members)".into(),
+                ));
             }
             if cores == 0 || cores > 1024 || cores as u32 > p.members {
                 return Err(Error::Usage(format!(
@@ -341,6 +370,14 @@ fn run(cli: Cli) -> Result<(), Error> {
                 progress: true,
                 members: !no_members,
                 reloads,
+                shaping: shaping.then(|| {
+                    if uplink_mbit == 0 {
+                        u64::MAX / 4
+                    } else {
+                        uplink_mbit.saturating_mul(1_000_000)
+                    }
+                }),
+                dataplane,
             };
             let report = bench::run(&opts);
             if json {
