@@ -26,6 +26,7 @@ struct Run {
     /// Bytes released towards the outside, per 1 ms tick.
     out: Vec<u64>,
     marked: usize,
+    pending: u64,
 }
 
 impl Run {
@@ -34,7 +35,7 @@ impl Run {
         let cfg = Config { shaping: Some(ShapingConfig::new([uplink_bps, uplink_bps], 1, 0)), ..Config::default() };
         let mut e = Engine::new(cfg, Time(now));
         e.set_policy(Arc::new(policy::compile(&sample::example(), 1).unwrap()), &[]);
-        Run { e, now, out: Vec::new(), marked: 0 }
+        Run { e, now, out: Vec::new(), marked: 0, pending: 0 }
     }
 
     /// One millisecond: `per_ms` frames of `len` bytes from `src`, then timers and releases.
@@ -60,18 +61,53 @@ impl Run {
             .filter(|(_, v)| **v == Verdict::Forward(Side::Outside))
             .map(|(f, _)| f.len() as u64)
             .sum();
-        self.now += MS;
-        self.e.poll_timers(Time(self.now));
+        // The worker polls its timers far more often than once a
+        // millisecond (the uplink's division runs every 250 µs).
         let mut marked = 0;
-        self.e.poll_released(|to, f| {
-            assert_eq!(to, Side::Outside);
-            let m = wire::classify(f).unwrap();
-            let public = m.key.src_v4().octets();
-            assert_eq!(public[..3], [198, 51, 100], "translated before it was held");
-            marked += usize::from(m.ecn == 3);
-            bytes += f.len() as u64;
-        });
+        for _ in 0..10 {
+            self.now += MS / 10;
+            self.e.poll_timers(Time(self.now));
+            self.e.poll_released(|to, f| {
+                assert_eq!(to, Side::Outside);
+                let m = wire::classify(f).unwrap();
+                let public = m.key.src_v4().octets();
+                assert_eq!(public[..3], [198, 51, 100], "translated before it was held");
+                marked += usize::from(m.ecn == 3);
+                bytes += f.len() as u64;
+            });
+        }
         self.marked += marked;
+        self.out.push(bytes);
+    }
+
+    /// Frames from `src` without advancing time (several members per millisecond).
+    fn tick_no_poll(&mut self, src: &str, per_ms: usize, len: usize) {
+        let mut frames: Vec<Vec<u8>> = (0..per_ms)
+            .map(|i| {
+                let mut b = vec![0u8; 2048];
+                let n = build::udp(&mut b, &IN, ip(src), ip(WEB), 40000 + (i % 4) as u16, 443, len).unwrap();
+                b.truncate(n);
+                b
+            })
+            .collect();
+        let mut v = vec![Verdict::Held; frames.len()];
+        self.e.process(Time(self.now), Side::Inside, &mut frames, &mut v);
+        self.pending += frames
+            .iter()
+            .zip(&v)
+            .filter(|(_, v)| **v == Verdict::Forward(Side::Outside))
+            .map(|(f, _)| f.len() as u64)
+            .sum::<u64>();
+    }
+
+    /// One millisecond of timers and releases after `tick_no_poll`s.
+    fn poll_ms(&mut self) {
+        let mut bytes = std::mem::take(&mut self.pending);
+        for _ in 0..10 {
+            self.now += MS / 10;
+            self.e.poll_timers(Time(self.now));
+            self.e.poll_released(|_, f| bytes += f.len() as u64);
+        }
         self.out.push(bytes);
     }
 
@@ -161,4 +197,74 @@ fn a_plan_change_applies_to_the_running_queue() {
     let rate = r.rate_bps(1000);
     println!("after the change: {:.3} Mbit/s", rate / 1e6);
     assert!((rate - 6e6).abs() / 6e6 < 0.02, "{rate}");
+}
+
+#[test]
+fn downloads_are_shaped_too() {
+    let mut r = Run::new(1_000_000_000);
+    // Open the flow from the inside, then answer it at 16 Mbit/s against a 4 Mbit/s plan.
+    r.tick(TEST_BOX, 1, 100, 0);
+    let mut released = 0u64;
+    let mut last_second = 0u64;
+    for ms in 0..3000u64 {
+        let mut frames: Vec<Vec<u8>> = (0..2)
+            .map(|_| {
+                let mut b = vec![0u8; 2048];
+                let n = build::udp(&mut b, &IN, ip(WEB), ip("198.51.100.30"), 443, 40000, 958).unwrap();
+                b.truncate(n);
+                b
+            })
+            .collect();
+        let mut v = vec![Verdict::Held; 2];
+        r.e.process(Time(r.now), Side::Outside, &mut frames, &mut v);
+        let mut bytes: u64 = frames
+            .iter()
+            .zip(&v)
+            .filter(|(_, v)| **v == Verdict::Forward(Side::Inside))
+            .map(|(f, _)| f.len() as u64)
+            .sum();
+        for _ in 0..10 {
+            r.now += MS / 10;
+            r.e.poll_timers(Time(r.now));
+            r.e.poll_released(|to, f| {
+                assert_eq!(to, Side::Inside);
+                bytes += f.len() as u64;
+            });
+        }
+        released += bytes;
+        if ms >= 2000 {
+            last_second += bytes;
+        }
+    }
+    let rate = last_second as f64 * 8.0;
+    println!("download: {:.3} Mbit/s ({released} bytes in all)", rate / 1e6);
+    assert!((rate - 4e6).abs() / 4e6 < 0.02, "{rate}");
+}
+
+#[test]
+fn the_uplink_capacity_holds_when_members_together_exceed_it() {
+    // 10 Mbit/s uplink; the laptop's member (20 Mbit/s plan, ceiling 100) sends 16 Mbit/s.
+    let mut r = Run::new(10_000_000);
+    for _ in 0..3000 {
+        r.tick(LAPTOP, 2, 958, 0);
+    }
+    let rate = r.rate_bps(1000);
+    println!("uplink-limited: {:.3} Mbit/s", rate / 1e6);
+    assert!(rate <= 10e6 * 1.02 && rate >= 10e6 * 0.95, "{rate}");
+}
+
+#[test]
+fn many_light_members_together_are_held_to_the_uplink() {
+    // Three members at 4 Mbit/s each, each far under its plan (20 Mbit/s),
+    // together 12 Mbit/s on a 10 Mbit/s uplink.
+    let mut r = Run::new(10_000_000);
+    for _ in 0..3000 {
+        for src in [LAPTOP, "10.0.3.1", "10.0.3.9"] {
+            r.tick_no_poll(src, 1, 458);
+        }
+        r.poll_ms();
+    }
+    let rate = r.rate_bps(1000);
+    println!("three light members on a 10 Mbit/s uplink: {:.3} Mbit/s", rate / 1e6);
+    assert!(rate <= 10e6 * 1.02, "{rate}");
 }

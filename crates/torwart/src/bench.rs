@@ -179,7 +179,10 @@ fn open_flow(engine: &mut Engine, now: Time, f: &FlowSpec, frame: &mut Frame) ->
         frame.len = bytes.len();
         let mut v = [Verdict::Held];
         engine.process(now, side, core::slice::from_mut(frame), &mut v);
-        matches!(v[0], Verdict::Forward(_)).then(|| wire::classify::classify(frame.bytes()).ok()).flatten()
+        // Held: the shaper queued it (already translated); the flow is open all the same.
+        matches!(v[0], Verdict::Forward(_) | Verdict::Held)
+            .then(|| wire::classify::classify(frame.bytes()).ok())
+            .flatten()
     };
     let mut hs = Vec::new();
     f.handshake(&mut hs);
@@ -206,7 +209,7 @@ struct Worker<'a> {
 impl Worker<'_> {
     /// A new engine for this core with every flow of its traffic open (and
     /// the inbound templates re-addressed to where NAT put the flows).
-    fn warm(&mut self, published: &ArcSwapOption<Policy>) -> Engine {
+    fn warm(&mut self, published: &ArcSwapOption<Policy>) -> (Engine, Time) {
         let o = self.opts;
         let t = &self.traffic;
         let cfg = Config {
@@ -224,7 +227,16 @@ impl Worker<'_> {
             engine.set_policy(p, &[]);
             // Packet by packet, as the ends would: the answer goes to where
             // the NAT put the flow.
-            let endpoints: Vec<_> = t.flows.iter().map(|f| open_flow(&mut engine, now, f, &mut frames[0])).collect();
+            // Time passes at the offered rate, so that a shaper drains as it would.
+            let mut endpoints = Vec::with_capacity(t.flows.len());
+            for (i, f) in t.flows.iter().enumerate() {
+                endpoints.push(open_flow(&mut engine, now, f, &mut frames[0]));
+                now = Time(now.0 + 3 * ns_per_packet_virtual);
+                if i % 32 == 31 {
+                    engine.poll_timers(now);
+                    engine.poll_released(|_, _| {});
+                }
+            }
             self.traffic.readdress_inbound(&endpoints);
         } else {
             let mut hs = Vec::new();
@@ -245,15 +257,14 @@ impl Worker<'_> {
                 now = Time(now.0 + ns_per_packet_virtual * chunk.len() as u64);
             }
         }
-        engine
+        (engine, now)
     }
 
     fn run(mut self, start: &Barrier, stop: &AtomicBool, published: &ArcSwapOption<Policy>) -> CoreResult {
         let o = self.opts;
         let ns_per_packet_virtual = (1000.0 / o.offered_mpps) as u64;
-        // Virtual time starts where the warm-up left it.
-        let mut now = Time::from_secs(1_000);
-        let mut engine = self.warm(published);
+        // Virtual time goes on from where the warm-up left it.
+        let (mut engine, mut now) = self.warm(published);
         let mut frames: Vec<Frame> = (0..o.batch).map(|_| Frame { data: Box::new([0u8; 2048]), len: 0 }).collect();
         let mut verdicts = vec![Verdict::Held; o.batch];
         let t = &self.traffic;
@@ -589,7 +600,7 @@ fn run_dataplane(
                 let shaping = shaping.map(|x| x.for_core(c));
                 s.spawn(move || {
                     let mut w = Worker { core: c, opts, shaping, traffic: t, progress: &NO_PROGRESS };
-                    let e = w.warm(published);
+                    let (e, _) = w.warm(published);
                     (e, w.traffic)
                 })
             })
