@@ -250,7 +250,7 @@ fn the_uplink_capacity_holds_when_members_together_exceed_it() {
     }
     let rate = r.rate_bps(1000);
     println!("uplink-limited: {:.3} Mbit/s", rate / 1e6);
-    assert!(rate <= 10e6 * 1.02 && rate >= 10e6 * 0.95, "{rate}");
+    assert!((10e6 * 0.95..=10e6 * 1.02).contains(&rate), "{rate}");
 }
 
 #[test]
