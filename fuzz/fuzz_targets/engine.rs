@@ -13,7 +13,9 @@
 //!   database of docs/members.md, as the `members` golden case): NAT and
 //!   member rules instead of the classic inside/outside policy. Then an
 //!   empty frame is not a frame but a reload of the same policy that ends
-//!   the flows of the members chosen by bits 2..=6 of its `ctl`.
+//!   the flows of the members chosen by bits 2..=6 of its `ctl`;
+//! - bit 2 (with bit 1): every member shaped by plan, on a 1 Mbit/s uplink
+//!   each way, so that frames are queued, released and dropped by the shaper.
 //!
 //! `ctl`:
 //! - bit 0: the side the frame comes from (0 inside, 1 outside);
@@ -36,7 +38,7 @@
 use core::time::Duration;
 use std::sync::{Arc, OnceLock};
 
-use engine::{Config, Engine, Side, Time, Verdict};
+use engine::{Config, Engine, ShapingConfig, Side, Time, Verdict};
 use libfuzzer_sys::fuzz_target;
 use policy::Policy;
 
@@ -120,8 +122,8 @@ impl Harness {
         assert!(self.eng.datagrams() <= MAX_DATAGRAMS as usize);
         assert!(self.eng.nat().len() <= self.eng.conntrack().len(), "more NAT bindings than flows");
         let c = self.eng.counters();
-        assert_eq!(c.fragments_held, self.held_total);
-        assert_eq!(c.fragments_released, self.released);
+        assert_eq!(c.fragments_held + c.shaper_queued, self.held_total);
+        assert_eq!(c.fragments_released + c.shaper_released, self.released);
         assert_eq!(c.tx_packets, self.forwarded);
     }
 }
@@ -153,6 +155,9 @@ fuzz_target!(|data: &[u8]| {
         frag_stash: FRAG_STASH,
         tcp_loose: conf & 1 == 0,
         nat_quota: NAT_QUOTA,
+        // With the member policy, bit 2 shapes every member, on a small
+        // uplink (1 Mbit/s each way) so that frames are queued and dropped.
+        shaping: (conf & 6 == 6).then(|| ShapingConfig::new([1_000_000, 1_000_000], 1, 0)),
         ..Config::default()
     };
     let members = conf & 2 != 0;
@@ -203,6 +208,17 @@ fuzz_target!(|data: &[u8]| {
     // (and counted), and the counters add up.
     h.now = h.now + Duration::from_secs(2 * 86_400);
     h.poll();
+    // The shapers release (or drop, past their sojourn limit) what they
+    // hold as time passes: a bounded number of milliseconds.
+    for _ in 0..4096 {
+        if h.eng.shaper_held() == 0 {
+            break;
+        }
+        h.now = h.now + Duration::from_millis(1);
+        h.poll();
+    }
+    h.poll();
+    assert_eq!(h.eng.shaper_held(), 0, "frames still held by the shapers");
     assert_eq!(h.eng.conntrack().len(), 0, "flows left after every timeout passed");
     assert_eq!(h.eng.datagrams(), 0, "datagrams left after every timeout passed");
     assert_eq!(h.eng.nat().len(), 0, "NAT bindings left after every flow expired");

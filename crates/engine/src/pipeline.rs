@@ -683,11 +683,14 @@ impl Engine {
         let Engine { frags, ct, counters, accounts, shaping, .. } = self;
         let mut n = 0;
         if let Some(sh) = shaping {
-            n += sh.release(|to, bytes| {
+            let (mut released, mut marked) = (0, 0);
+            n += sh.release(&mut released, &mut marked, |to, bytes| {
                 counters.tx_packets[to.index()] += 1;
                 counters.tx_bytes[to.index()] += bytes.len() as u64;
                 out(to, bytes)
             });
+            counters.shaper_released += released;
+            counters.shaper_ecn_marked += marked;
         }
         n + frags.poll_released(|from, to, flow, bytes| {
             let verdict = match classify(bytes) {

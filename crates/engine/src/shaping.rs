@@ -197,11 +197,7 @@ impl Shaping {
     fn settle(&mut self, c: &mut Counters) {
         for d in self.departures.drain(..) {
             match d {
-                Departure::Release { handle, ecn_mark, .. } => {
-                    self.ready.push((handle, ecn_mark));
-                    c.shaper_released += 1;
-                    c.shaper_ecn_marked += u64::from(ecn_mark);
-                }
+                Departure::Release { handle, ecn_mark, .. } => self.ready.push((handle, ecn_mark)),
                 Departure::Dropped { handle, reason: r, .. } => {
                     self.free.push(handle);
                     c.shaper_dropped += 1;
@@ -212,13 +208,19 @@ impl Shaping {
     }
 
     /// Hands out the released frames (marking CE where asked) and frees them.
-    pub(crate) fn release(&mut self, mut out: impl FnMut(Side, &mut [u8])) -> usize {
+    pub(crate) fn release(
+        &mut self,
+        released: &mut u64,
+        marked: &mut u64,
+        mut out: impl FnMut(Side, &mut [u8]),
+    ) -> usize {
         let n = self.ready.len();
         for (handle, mark) in self.ready.drain(..) {
             let h = handle as usize;
             let bytes = &mut self.data[h * FRAME..h * FRAME + usize::from(self.lens[h])];
-            if mark {
-                wire::nat::mark_ce(bytes);
+            *released += 1;
+            if mark && wire::nat::mark_ce(bytes) {
+                *marked += 1;
             }
             out(self.to[h], bytes);
             self.free.push(handle);
