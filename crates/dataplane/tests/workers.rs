@@ -121,3 +121,51 @@ fn frames_reach_their_owner_and_nothing_is_lost() {
         }
     }
 }
+
+#[test]
+fn a_full_transmit_ring_drops_and_counts() {
+    let members = policy::sample::campus(8);
+    let compiled = policy::compile_with_key(&members, 1, [1, 2, 3, 4]).expect("sample compiles");
+    let published = Arc::new(ArcSwap::from_pointee(Generation::first(Arc::new(compiled))));
+    let inside = port("inside", 0);
+    // The outside port takes 8 frames and then refuses more until drained.
+    let outside = SharedPort(Arc::new(Mutex::new(MemoryIo::new("outside", PortId(1)).with_tx_ring(8))));
+    let eth = Eth { src: MacAddr([2, 0, 0, 0, 0, 1]), dst: MacAddr([2, 0, 0, 0, 0, 2]), vlan: None };
+    let device = IpAddr::V4(Ipv4Addr::from(policy::sample::campus_block(0).first() + 1));
+    let mut buf = [0u8; 256];
+    for i in 0..64u16 {
+        let n =
+            build::udp(&mut buf, &eth, device, IpAddr::V4(Ipv4Addr::new(203, 0, 113, 1)), 1000 + i, 53, 16).unwrap();
+        inside.0.lock().unwrap().inject(&buf[..n], 0);
+    }
+    let setup = WorkerSetup {
+        config: WorkerConfig {
+            index: 0,
+            workers: 1,
+            cpu: None,
+            engine: Config { max_flows: 4096, ..Default::default() },
+            batch: 64,
+            idle: Idle::Sleep { spins: 16, sleep: Duration::from_micros(100) },
+            stats_every: Duration::from_millis(20),
+        },
+        ports: vec![
+            PortQueue { name: "inside".into(), side: Side::Inside, io: Box::new(inside.clone()) },
+            PortQueue { name: "outside".into(), side: Side::Outside, io: Box::new(outside.clone()) },
+        ],
+        egress: Egress::fixed(0, 1),
+        engine: None,
+    };
+    let dp = Dataplane::start(vec![setup], Some(published)).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while inside.0.lock().unwrap().rx_pending() > 0 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    std::thread::sleep(Duration::from_millis(50));
+    let stats = dp.stop();
+    let t = Totals::of(stats.iter().map(|s| &**s));
+    let sent = outside.0.lock().unwrap().take_sent().len() as u64;
+    assert_eq!(sent, 8);
+    assert_eq!(t.dataplane.dropped(dataplane::Drop::TxRingFull), 56);
+    assert_eq!(t.dataplane.tx[1], 8);
+    assert_eq!(t.engine.tx_packets[1], 64, "the engine forwarded all; the port refused 56, counted");
+}
