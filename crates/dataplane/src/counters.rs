@@ -54,6 +54,9 @@ pub struct DataplaneCounters {
     pub icmp_generated: u64,
     /// Neighbour resolutions asked of the kernel.
     pub resolutions: u64,
+    /// Loops that did not receive from the ports because a handoff ring to
+    /// another worker had no room for a batch (back-pressure).
+    pub backpressure: u64,
     /// Receive calls that failed (the device's own counters say why).
     pub rx_errors: u64,
     /// Loop iterations that found nothing to do.
@@ -112,6 +115,7 @@ impl DataplaneCounters {
         self.resolutions += o.resolutions;
         self.idle_loops += o.idle_loops;
         self.rx_errors += o.rx_errors;
+        self.backpressure += o.backpressure;
         self.loops += o.loops;
         for (a, b) in self.drops.iter_mut().zip(&o.drops) {
             *a += b;

@@ -22,11 +22,18 @@
 use io::{Batch, PacketBuf};
 use rtrb::{Consumer, Producer, RingBuffer};
 
+/// Most frames moved through a ring in one chunk (one pair of index updates).
+const CHUNK: usize = 256;
+
 /// One worker's end of the rings to another worker.
 #[derive(Debug)]
 pub struct Outbox {
     frames: Producer<PacketBuf>,
     free: Consumer<PacketBuf>,
+    /// Filled frames waiting for [`Outbox::flush`] (one ring update per batch).
+    stage: Vec<PacketBuf>,
+    /// Free buffers taken from the ring in one chunk, for the next sends.
+    spares: Vec<PacketBuf>,
 }
 
 /// One worker's end of the rings from another worker.
@@ -34,6 +41,8 @@ pub struct Outbox {
 pub struct Inbox {
     frames: Consumer<PacketBuf>,
     free: Producer<PacketBuf>,
+    /// Displaced buffers going back, in one chunk.
+    returns: Vec<PacketBuf>,
 }
 
 /// A worker's handoff ends: an outbox per other worker (indexed by worker,
@@ -61,25 +70,57 @@ pub fn mesh(workers: usize, depth: usize, frame_capacity: usize) -> Vec<Handoff>
                 // Cannot fail: the ring was just made `depth` deep.
                 let _ = free_tx.push(PacketBuf::with_capacity(frame_capacity));
             }
-            ends[a].outboxes[b] = Some(Outbox { frames: frames_tx, free: free_rx });
-            ends[b].inboxes.push(Inbox { frames: frames_rx, free: free_tx });
+            let chunk = CHUNK.min(depth);
+            ends[a].outboxes[b] = Some(Outbox {
+                frames: frames_tx,
+                free: free_rx,
+                stage: Vec::with_capacity(depth),
+                spares: Vec::with_capacity(chunk),
+            });
+            ends[b].inboxes.push(Inbox { frames: frames_rx, free: free_tx, returns: Vec::with_capacity(chunk) });
         }
     }
     ends
 }
 
 impl Outbox {
-    /// Hands the frame in `frame` over; `frame` gets an empty buffer in
-    /// exchange. Returns false (and changes nothing) if the ring is full.
+    /// Hands the frame in `frame` over (at the next [`Outbox::flush`]);
+    /// `frame` gets an empty buffer in exchange. Returns false (and changes
+    /// nothing) if no free buffer is left: the ring is full.
     #[inline]
     pub fn send(&mut self, frame: &mut PacketBuf) -> bool {
-        let Ok(mut spare) = self.free.pop() else {
+        if self.spares.is_empty() {
+            let n = self.free.slots().min(self.spares.capacity());
+            if let Ok(chunk) = self.free.read_chunk(n) {
+                self.spares.extend(chunk);
+            }
+        }
+        let Some(mut spare) = self.spares.pop() else {
             return false;
         };
         std::mem::swap(frame, &mut spare);
-        // Cannot fail: the pair owns `depth` buffers and one was free.
-        let _ = self.frames.push(spare);
+        self.stage.push(spare);
         true
+    }
+
+    /// Publishes the staged frames to the receiving worker in one chunk.
+    #[inline]
+    pub fn flush(&mut self) {
+        let n = self.stage.len();
+        if n == 0 {
+            return;
+        }
+        // Cannot fail: the pair owns `depth` buffers, so the frames ring
+        // (`depth` deep) has room for every buffer this side holds.
+        if let Ok(chunk) = self.frames.write_chunk_uninit(n) {
+            chunk.fill_from_iter(self.stage.drain(..));
+        }
+    }
+
+    /// Free buffers: how many frames can be handed over now.
+    #[inline]
+    pub fn room(&self) -> usize {
+        self.free.slots() + self.spares.len()
     }
 
     /// True when the receiving worker has stopped (dropped its end).
@@ -92,15 +133,19 @@ impl Inbox {
     /// Moves waiting frames into `batch` (as many as fit); returns how many.
     #[inline]
     pub fn recv_into(&mut self, batch: &mut Batch) -> usize {
-        let mut n = 0;
-        while !batch.is_full() {
-            let Ok(mut frame) = self.frames.pop() else {
-                break;
-            };
+        let n = self.frames.slots().min(batch.free()).min(self.returns.capacity());
+        if n == 0 {
+            return 0;
+        }
+        let Ok(chunk) = self.frames.read_chunk(n) else { return 0 };
+        for mut frame in chunk {
             // Cannot fail: the batch has room. `frame` now holds the spare.
             let _ = batch.push_swap(&mut frame);
-            let _ = self.free.push(frame);
-            n += 1;
+            self.returns.push(frame);
+        }
+        // Cannot fail: the free ring has room for every buffer of the pair.
+        if let Ok(chunk) = self.free.write_chunk_uninit(self.returns.len()) {
+            chunk.fill_from_iter(self.returns.drain(..));
         }
         n
     }
@@ -132,6 +177,9 @@ mod tests {
         assert!(f.copy_from(&[7; 10]));
         assert!(!out.send(&mut f), "ring full");
         assert_eq!(f.as_slice(), &[7; 10], "a refused frame stays with the sender");
+        let mut early = Batch::new(4, 64);
+        assert_eq!(b.inboxes[0].recv_into(&mut early), 0, "nothing is visible before the flush");
+        out.flush();
 
         let mut batch = Batch::new(4, 64);
         assert_eq!(b.inboxes[0].recv_into(&mut batch), 2);

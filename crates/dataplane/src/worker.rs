@@ -142,13 +142,22 @@ impl Worker {
             let stopping = self.shared.stop.load(Ordering::Relaxed);
             self.pick_up_policy();
             self.egress.begin_batch();
-            let mut work = 0;
-            if !stopping {
+            // Frames other workers handed over first: they already cost a
+            // parse and a ring slot, and their senders wait for the room.
+            let mut work = self.receive_handed(now);
+            // Back-pressure: receive from the ports only while every ring
+            // to another worker has room for a batch. Otherwise the frames
+            // wait in the port's receive ring (a NIC drops there, cheaply
+            // and counted by the kernel) instead of being parsed here only
+            // to find the ring full.
+            let room = self.handoff.outboxes.iter().flatten().map(|o| o.room()).min().unwrap_or(usize::MAX);
+            if !stopping && room >= self.cfg.batch * self.ports.len() {
                 for p in 0..self.ports.len() {
                     work += self.receive(now, p);
                 }
+            } else if !stopping {
+                self.counters.backpressure += 1;
             }
-            work += self.receive_handed(now);
             work += self.reinject(now);
             // Timers first: they let the shapers release what is due, which
             // `release_held` then sends in this same loop.
@@ -246,6 +255,9 @@ impl Worker {
                 }
             }
         });
+        for o in self.handoff.outboxes.iter_mut().flatten() {
+            o.flush();
+        }
         let Worker { rx, engine, verdicts, egress, tx, counters, .. } = self;
         process(now, engine, side, rx, verdicts, egress, tx, counters);
         n

@@ -89,6 +89,8 @@ pub struct CoreResult {
     /// Frames handed to another worker, and frames processed where they arrived (dataplane mode).
     pub handed_off: u64,
     pub same_core: u64,
+    /// Frames the dataplane dropped (handoff ring full, tx): dataplane mode.
+    pub dataplane_drops: u64,
     #[serde(skip)]
     pub counters: Counters,
 }
@@ -354,6 +356,7 @@ impl Worker<'_> {
             reloads_picked_up: picked_up,
             handed_off: 0,
             same_core: packets,
+            dataplane_drops: 0,
             counters,
         }
     }
@@ -678,6 +681,7 @@ fn run_dataplane(
                 reloads_picked_up: 0,
                 handed_off: s.dataplane.handed_off,
                 same_core: s.dataplane.same_core,
+                dataplane_drops: s.dataplane.total_drops(),
                 counters,
             }
         })
@@ -697,8 +701,9 @@ pub fn print(r: &Report) {
         r.fast_path_share * 100.0
     );
     if let Some(h) = r.handoff_share {
+        let drops: u64 = r.per_core.iter().map(|c| c.dataplane_drops).sum();
         println!(
-            "dataplane      workers over generator ports: {:.1} % of frames handed to the owning worker",
+            "dataplane      workers over generator ports: {:.1} % of frames handed to the owning worker, {drops} dropped by the dataplane",
             h * 100.0
         );
     }
