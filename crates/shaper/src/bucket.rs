@@ -91,6 +91,11 @@ impl Bucket {
         u64::try_from(wait).map_or(u64::MAX, |w| self.last_ns.saturating_add(w))
     }
 
+    /// As [`Bucket::conforming_at`], were the rate `rate_bps` from the last refill on.
+    pub fn conforming_at_rate(&self, rate_bps: u64) -> u64 {
+        Bucket { rate_bps, ..*self }.conforming_at()
+    }
+
     /// The current rate.
     pub fn rate_bps(&self) -> u64 {
         self.rate_bps

@@ -24,20 +24,22 @@
 //! numbers per core every few hundred microseconds ([`uplink`]).
 //!
 //! # How (one paragraph per module)
-//! - [`fair`]: the water-filling solver. Given claims `clamp(offset + weight
-//!   × level, lo, hi)` and a target, it finds the highest *fair level* whose
-//!   allocations fit. Used twice: across cores (on every core, from the same
-//!   published figures, so that every core computes the same split) and
-//!   across the backlogged members of a core.
+//! - [`fair`]: the water-filling solvers. Given claims `clamp(offset + weight
+//!   × level, lo, hi)` and a target, they find the highest *fair level* whose
+//!   allocations fit. [`fair::divide`] scans the claims, and divides the uplink
+//!   across cores (on every core, from the same published figures, so that
+//!   every core computes the same split); [`fair::Breakpoints`] keeps a core's
+//!   backlogged members' claims aggregated, so the division among them costs
+//!   O(log bins) per period whatever their number.
 //! - [`bucket`]: token buckets counted in nanobits (bits × 10⁹), so that a
 //!   refill is `rate_bps × elapsed_ns` exactly, with no rounding drift.
 //! - [`codel`] and [`queue`]: a fixed-capacity packet pool per core and, per
 //!   member, a few flow queues served by deficit round robin with new
 //!   (sparse) flows first, each with CoDel (RFC 8289) at dequeue, as fq_codel
 //!   (RFC 8290) does.
-//! - [`wheel`]: Carousel's timing wheel, keyed by each backlogged member's
-//!   next departure time; releasing costs O(released + slots advanced),
-//!   whatever the number of members.
+//! - [`wheel`]: Carousel's timing wheel (two levels), keyed by each
+//!   backlogged member's next departure time; releasing costs O(released +
+//!   slots advanced), whatever the number of members.
 //! - [`uplink`]: the cross-core exchange and the per-epoch division of the
 //!   capacity, with the overshoot bound and its proof.
 //! - [`shaper`]: ties it together; documents the calling order.

@@ -24,12 +24,51 @@
 //! # Rates, per epoch
 //! At the first call of each epoch the shaper takes its share of the uplink
 //! ([`crate::uplink`]), subtracts what its light (not backlogged) members
-//! sent lately, and water-fills the rest over its backlogged members
-//! ([`crate::fair`]) — O(backlogged members) per period, nothing per packet.
-//! The result is one *fair level* `λ`; a member's rate is
-//! `clamp(weight × λ, rate, ceil)`, computed in O(1) whenever the member is
-//! touched, so light members need no per-period work at all. Backlogged
-//! members are re-timed on the wheel in the same pass.
+//! sent lately, and water-fills the rest over its backlogged members. The
+//! result is one *fair level* `λ`; a member's rate is `clamp(weight × λ,
+//! rate, ceil)`, computed in O(1) whenever the member is touched, so light
+//! members need no per-period work at all.
+//!
+//! # Work per packet does not depend on the number of backlogged members
+//! Under overload every member of a core may be backlogged (240,000 of
+//! them), while a period holds only ~1,000 packets (4 Mpps, 250 µs). So the
+//! per-period work must not be a pass over the backlogged members, and it
+//! is not:
+//! - **The division** is [`crate::fair::Breakpoints`]: the backlogged
+//!   members' claims are aggregated (log-binned breakpoints in Fenwick trees)
+//!   when a member enters or leaves the backlog or its plan changes, O(log
+//!   bins) each, and the period's solve is one descent, O(log bins) ≈ 12
+//!   nodes. The level it finds is exact unless a breakpoint of some plan lies
+//!   within 1/64 of it; then it is low by less than 1/64 (each member gets
+//!   more than 63/64 of its exact fair rate), and never high (the sum of
+//!   allocations stays within the share). The figures for the cross-core
+//!   exchange (`guaranteed`, `cap`, `offset + weight × λ`) come from the same
+//!   sums, so that exchange is unchanged: lock-free, with its overshoot
+//!   bound (the core bucket, not the members' rates, enforces it).
+//! - **Re-timing is lazy.** Nobody is re-timed when `λ` changes. A member
+//!   takes the new level when next touched: at enqueue, when it comes due
+//!   (it is then checked at the new rate and, if not yet conforming, timed
+//!   again: a due miss) and at each release, which times its next wait at the
+//!   rate of that moment. The lag this introduces: a member waiting in the
+//!   wheel when `λ` changes leaves at the time its previous rate gave, so a
+//!   change reaches it at most one packet gap (at that rate) late — a rate
+//!   increase applies from its next release, and after a decrease it may send
+//!   one packet early (at most one packet per member and change, within the
+//!   core bucket, so the uplink bound is untouched). In steady overload `λ`
+//!   is steady and lazy timing is exact. A dip (e.g. a period in which the
+//!   exchange left the core only its floor) must not stall the members timed
+//!   during it for a whole gap at the dipped rate: a wait is therefore capped
+//!   at the wait at the most generous level of the last [`REF_PERIODS`]
+//!   periods (2 ms) when that rate is more than 1/8 higher; if the dip
+//!   persists the member is just timed again when it comes due.
+//! - **The wheel** looks at a member at most twice per wait (a cascade from
+//!   its coarse level, a sweep to the due list), once for waits within its
+//!   fine horizon of ~1 s ([`crate::wheel`]).
+//!
+//! `tests/scale.rs` counts the work (wheel members looked at, due misses,
+//! division nodes) per released packet with 1,000, 24,000 and 240,000
+//! members all backlogged: ~1.04 each (before this design: 10.6, 231 and
+//! 2,305 — the division's passes and the re-timing walk).
 //!
 //! Why a periodic fair level instead of per-packet virtual time (WF²Q):
 //! enforcement stays a token bucket per member plus a timing wheel (O(1)
@@ -42,7 +81,7 @@ use std::sync::Arc;
 
 use crate::bucket::Bucket;
 use crate::codel::CodelParams;
-use crate::fair::{divide, scale, Claim, Level};
+use crate::fair::{scale, Breakpoints, Claim, Level};
 use crate::queue::{flow_of, Flow, MemberQueue, Pool, QueueParams, MAX_FLOWS_PER_MEMBER, NIL};
 use crate::stats::{CoreStats, MemberStats, RateMeter, ReasonCounters};
 use crate::uplink::{divide_capacity, CoreFigures, UplinkExchange, PUBLISH_DEADLINE_EIGHTHS};
@@ -60,6 +99,13 @@ const SOJOURN_LIMIT_MIN_QUANTA: u64 = 4;
 const LIGHT_HEADROOM_SHIFT: u32 = 2;
 /// Weight of a new period in the light-rate average (as a shift: ⅛).
 const LIGHT_GAIN_SHIFT: u32 = 3;
+/// Periods over which the most generous fair level is remembered (2 ms by default):
+/// the reference that caps the wait of a member timed during a dip.
+const REF_PERIODS: usize = 8;
+/// A member's wait is capped by the reference only if the reference rate exceeds
+/// its own by more than this fraction (as a shift: ⅛), so jitter of the level does
+/// not wake members early.
+const REF_MARGIN_SHIFT: u32 = 3;
 
 /// A core shaper's parameters (the uplink's are in [`crate::UplinkConfig`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -83,7 +129,8 @@ pub struct Config {
     pub pool_packets: u32,
     /// Wheel tick (Carousel slot granularity).
     pub tick_ns: u64,
-    /// Newton steps per period for the division among members.
+    /// Unused: the division among members is no longer iterative (see
+    /// [`crate::fair::Breakpoints`]); kept so that configurations still build.
     pub fair_steps: u32,
     /// Member slots are below this.
     pub max_members: u32,
@@ -162,6 +209,14 @@ pub struct Shaper<H> {
     wheel: Wheel,
     /// Members with packets queued.
     backlogged: Vec<u32>,
+    /// The claims of the backlogged members, aggregated for the division.
+    division: Breakpoints,
+    /// Bytes queued over all members.
+    backlog_bytes: u64,
+    /// The fair levels of the last [`REF_PERIODS`] periods (a ring by epoch).
+    recent_levels: [Level; REF_PERIODS],
+    /// The most generous of `recent_levels`.
+    ref_level: Level,
     now: u64,
     epoch: u64,
     level: Level,
@@ -210,6 +265,10 @@ impl<H: Copy> Shaper<H> {
             pool: Pool::new(config.pool_packets),
             wheel: Wheel::new(config.tick_ns, now),
             backlogged: Vec::new(),
+            division: Breakpoints::new(),
+            backlog_bytes: 0,
+            recent_levels: [Level::Unlimited { spare: 0 }; REF_PERIODS],
+            ref_level: Level::Unlimited { spare: 0 },
             now,
             epoch: now / period,
             level: Level::Unlimited { spare: 0 },
@@ -256,11 +315,18 @@ impl<H: Copy> Shaper<H> {
             *m = Member { plan: Some(plan), backlog_pos: NIL, ..Member::default() };
             m.bucket = Bucket::full(allowed, u64::from(plan.burst_bytes), now);
         } else {
-            m.plan = Some(plan);
+            let old = m.plan.replace(plan);
             m.bucket.set_rate(now, allowed);
             m.bucket.set_depth(u64::from(plan.burst_bytes));
+            if m.backlog_pos != NIL {
+                if let Some(old) = old {
+                    remove_claim(&mut self.division, &old);
+                }
+                add_claim(&mut self.division, &plan);
+            }
             if self.wheel.is_waiting(slot) {
-                self.wheel.schedule(slot, m.bucket.conforming_at());
+                let at = wake_at(&m.bucket, &plan, &self.ref_level, self.wheel.tick_end(now));
+                self.wheel.schedule(slot, at);
             }
         }
         Ok(())
@@ -304,14 +370,16 @@ impl<H: Copy> Shaper<H> {
             self.counters.reasons.count(reason);
             return Verdict::Dropped(handle, reason);
         }
+        self.backlog_bytes += u64::from(len);
         if m.backlog_pos == NIL {
             m.backlog_pos = self.backlogged.len() as u32;
             self.backlogged.push(slot);
+            add_claim(&mut self.division, &plan);
             let tick_end = self.wheel.tick_end(now);
             if m.bucket.conforms_at(tick_end) {
                 self.wheel.push_due(slot);
             } else {
-                self.wheel.schedule(slot, m.bucket.conforming_at());
+                self.wheel.schedule(slot, wake_at(&m.bucket, &plan, &self.ref_level, tick_end));
             }
         }
         Verdict::Queued
@@ -335,9 +403,10 @@ impl<H: Copy> Shaper<H> {
             m.bucket.set_rate(now, allowed_bps(&plan, &self.level));
             if !m.bucket.conforms_at(tick_end) {
                 self.counters.due_misses += 1;
-                self.wheel.schedule(slot, m.bucket.conforming_at());
+                self.wheel.schedule(slot, wake_at(&m.bucket, &plan, &self.ref_level, tick_end));
                 continue;
             }
+            let bytes_before = m.queue.bytes;
             let limit = sojourn_limit_ns(&self.config, m.bucket.rate_bps());
             let mut reasons = ReasonCounters::default();
             let mut drops = 0;
@@ -354,6 +423,7 @@ impl<H: Copy> Shaper<H> {
                 },
             );
             emitted += drops;
+            self.backlog_bytes = self.backlog_bytes.saturating_sub(bytes_before - m.queue.bytes.min(bytes_before));
             for r in Reason::ALL {
                 m.reasons.0[r.index()] += reasons.get(r);
                 self.counters.reasons.0[r.index()] += reasons.get(r);
@@ -378,11 +448,12 @@ impl<H: Copy> Shaper<H> {
             if m.queue.packets == 0 {
                 let pos = m.backlog_pos;
                 m.backlog_pos = NIL;
+                remove_claim(&mut self.division, &plan);
                 self.unlist_backlogged(pos);
             } else if m.bucket.conforms_at(tick_end) {
                 self.wheel.push_due(slot);
             } else {
-                self.wheel.schedule(slot, m.bucket.conforming_at());
+                self.wheel.schedule(slot, wake_at(&m.bucket, &plan, &self.ref_level, tick_end));
             }
         }
         emitted
@@ -426,7 +497,7 @@ impl<H: Copy> Shaper<H> {
         CoreStats {
             backlogged_members: self.backlogged.len() as u32,
             backlog_packets: self.pool.used(),
-            backlog_bytes: self.backlogged.iter().map(|&s| self.members[s as usize].queue.bytes).sum(),
+            backlog_bytes: self.backlog_bytes,
             share_bps: self.share_bps,
             rate_bps: rate,
             load_ppm: scale(u128::from(rate), 1_000_000, u128::from(self.share_bps.max(1))) as u64,
@@ -439,6 +510,7 @@ impl<H: Copy> Shaper<H> {
             epoch: self.epoch,
             slots_swept: work.slots_swept,
             members_swept: work.members_swept,
+            division_work: self.division.work(),
             ..self.counters
         }
     }
@@ -490,7 +562,7 @@ impl<H: Copy> Shaper<H> {
         self.core_bucket.set_depth(self.core_depth_bytes(share));
         self.share_bps = share;
         self.epoch = epoch;
-        let figures = self.divide_among_members(now);
+        let figures = self.divide_among_members();
         let deadline = u64::try_from(u128::from(period) * u128::from(PUBLISH_DEADLINE_EIGHTHS) / 8).unwrap_or(period);
         if now - start < deadline {
             self.uplink.publish(self.core, epoch, &figures);
@@ -500,53 +572,26 @@ impl<H: Copy> Shaper<H> {
     }
 
     /// Water-fills the core's share (less light traffic) over the backlogged
-    /// members, re-times them, and returns the figures to publish.
-    fn divide_among_members(&mut self, now: u64) -> CoreFigures {
-        let members = &self.members;
-        let backlogged = &self.backlogged;
-        let claim = |i: usize| -> Claim {
-            let plan = backlogged.get(i).and_then(|&s| members.get(s as usize)).and_then(|m| m.plan);
-            plan.map_or(Claim { offset: 0, weight: 0, lo: 0, hi: 0 }, |p| member_claim(&p))
-        };
+    /// members and returns the figures to publish. O(log bins), whatever the
+    /// number of backlogged members: their claims are aggregated as they
+    /// enter and leave the backlog, and nobody is re-timed here (each member
+    /// takes the new level when next touched; see the module documentation).
+    fn divide_among_members(&mut self) -> CoreFigures {
         let target = u128::from(self.share_bps.saturating_sub(self.light_bps));
-        let start = match self.level {
-            Level::Finite(l) => l,
-            _ => 0,
-        };
-        self.level = divide(backlogged.len(), claim, target, start, self.config.fair_steps);
+        let solution = self.division.solve(target);
+        self.level = solution.level;
+        self.recent_levels[(self.epoch % REF_PERIODS as u64) as usize] = solution.level;
+        self.ref_level = self.recent_levels.iter().copied().fold(solution.level, most_generous);
 
         let light = u128::from(self.light_bps);
-        let mut guaranteed = light;
-        let mut offset = light;
-        let mut weight: u128 = 0;
-        let mut cap = light + (light >> LIGHT_HEADROOM_SHIFT);
-        for &slot in &self.backlogged {
-            let m = &mut self.members[slot as usize];
-            let Some(plan) = m.plan else { continue };
-            let c = member_claim(&plan);
-            guaranteed += c.lo;
-            cap += c.hi;
-            match self.level {
-                Level::Finite(l) if !c.unclamped_at(l) => offset += c.at(l),
-                _ => weight += u128::from(c.weight),
-            }
-            let allowed = allowed_bps(&plan, &self.level);
-            if allowed != m.bucket.rate_bps() {
-                m.bucket.set_rate(now, allowed);
-                if self.wheel.is_waiting(slot) {
-                    self.wheel.schedule(slot, m.bucket.conforming_at());
-                }
-            }
-        }
-        if let Level::Scaled { .. } = self.level {
-            offset = guaranteed;
-        }
+        let guaranteed = light + self.division.rate_sum();
+        let cap = light + (light >> LIGHT_HEADROOM_SHIFT) + self.division.ceil_sum();
         let clip = |v: u128| u64::try_from(v).unwrap_or(u64::MAX);
         CoreFigures {
             light_bps: clip(light),
             guaranteed_bps: clip(guaranteed),
-            offset_bps: clip(offset),
-            weight: clip(weight),
+            offset_bps: clip(light + solution.offset),
+            weight: clip(solution.slope),
             cap_bps: clip(cap),
         }
     }
@@ -577,12 +622,18 @@ impl<H: Copy> Shaper<H> {
             return;
         }
         let mut drained = 0u64;
+        self.backlog_bytes = self.backlog_bytes.saturating_sub(m.queue.bytes);
         m.queue.drain(&mut self.flows[s * f..(s + 1) * f], &mut self.pool, &mut |handle| {
             out.extend(Some(Departure::Dropped { handle, member: slot, reason: Reason::MemberRemoved }));
             drained += 1;
         });
         self.counters.reasons.0[Reason::MemberRemoved.index()] += drained;
         let pos = m.backlog_pos;
+        if pos != NIL {
+            if let Some(plan) = m.plan {
+                remove_claim(&mut self.division, &plan);
+            }
+        }
         *m = Member { backlog_pos: NIL, ..Member::default() };
         self.counters.members = self.counters.members.saturating_sub(1);
         self.wheel.remove(slot);
@@ -607,6 +658,50 @@ impl<H: Copy> Shaper<H> {
 /// A member's claim in the division: its rate, its ceiling, its weight.
 fn member_claim(plan: &Plan) -> Claim {
     Claim { offset: 0, weight: u64::from(plan.weight), lo: u128::from(plan.rate_bps), hi: u128::from(plan.ceil_bps) }
+}
+
+/// Adds a backlogged member's claim to the division.
+fn add_claim(division: &mut Breakpoints, plan: &Plan) {
+    division.add(plan.rate_bps, plan.ceil_bps, u64::from(plan.weight));
+}
+
+/// Removes a member's claim (added with the same plan) from the division.
+fn remove_claim(division: &mut Breakpoints, plan: &Plan) {
+    division.remove(plan.rate_bps, plan.ceil_bps, u64::from(plan.weight));
+}
+
+/// When a member whose bucket does not conform should be looked at again:
+/// when it conforms at its current rate, or earlier if the most generous
+/// level of the last [`REF_PERIODS`] periods would give it a rate more than
+/// 1/8 higher (it was timed during a dip; see the module documentation).
+/// Never before `not_before` (the end of the current tick, where a member that
+/// does not conform there is looked at again; earlier would put it straight
+/// back on the due list).
+fn wake_at(bucket: &Bucket, plan: &Plan, ref_level: &Level, not_before: u64) -> u64 {
+    let at = bucket.conforming_at();
+    let rate = bucket.rate_bps();
+    let ref_rate = allowed_bps(plan, ref_level);
+    if ref_rate > rate.saturating_add(rate >> REF_MARGIN_SHIFT) {
+        at.min(bucket.conforming_at_rate(ref_rate).max(not_before))
+    } else {
+        at
+    }
+}
+
+/// The more generous of two levels: every member's allocation under it is at
+/// least its allocation under the other (Scaled < Finite < Unlimited).
+fn most_generous(a: Level, b: Level) -> Level {
+    let rank = |l: &Level| match *l {
+        Level::Scaled { num, den } => (0u8, if den == 0 { 0.0 } else { num as f64 / den as f64 }),
+        Level::Finite(x) => (1, x as f64),
+        Level::Unlimited { .. } => (2, 0.0),
+    };
+    let (ra, rb) = (rank(&a), rank(&b));
+    if (rb.0, rb.1) > (ra.0, ra.1) {
+        b
+    } else {
+        a
+    }
 }
 
 /// What a member may send under the core's current fair level.

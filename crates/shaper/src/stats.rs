@@ -137,4 +137,7 @@ pub struct CoreStats {
     pub members_swept: u64,
     /// Members served from the due list without a packet (bucket said "later").
     pub due_misses: u64,
+    /// Work of the division among members: nodes of its aggregate visited,
+    /// by backlog changes and by the per-period solve (cost accounting).
+    pub division_work: u64,
 }

@@ -28,6 +28,12 @@
 //! is light plus the allocations of backlogged members pinned at their rate
 //! or ceiling, `weight` the sum of the weights of the others, and `cap`
 //! light (+¼ headroom so it can grow) plus the backlogged members' ceilings.
+//! A core reads these off its aggregated claims ([`crate::fair::Breakpoints`])
+//! in O(log bins), not by a pass over its members; when a plan's breakpoint
+//! lies in the bin of the level, `offset + weight·λ` is the steepest line
+//! through the bin's lower edge, an upper bound of the core's demand there
+//! (the division then errs towards that core by less than a bin, and the
+//! shares still sum to at most the capacity, so the bound below holds).
 //! The capacity is then water-filled over cores exactly as a core
 //! water-fills over its members, so a member's fair level is the same on
 //! every core: max-min fairness across the box, not just within a core. The
