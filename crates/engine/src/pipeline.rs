@@ -35,6 +35,9 @@ use wire::FrameBuf;
 /// Frames processed per pass; longer batches are taken in chunks of this.
 pub const MAX_BATCH: usize = 256;
 
+/// How many packets ahead pass 3 prefetches the shaper's member state.
+const SHAPER_PREFETCH_AHEAD: usize = 4;
+
 /// What an engine is built with.
 #[derive(Clone, Debug)]
 pub struct Config {
@@ -253,6 +256,15 @@ impl Engine {
         // of `self` for the pass (a pointer swap), not copied per packet.
         let metas = core::mem::take(&mut self.metas);
         for i in 0..n {
+            // The shaper's state of a member a few packets ahead: with tens of
+            // thousands of members it is not in cache (the flow, prefetched in
+            // pass 2, says whose it is).
+            if let (Some(sh), Some(Some(h))) = (&self.shaping, self.hits.get(i + SHAPER_PREFETCH_AHEAD)) {
+                let member = self.ct.flow(h.flow).member;
+                if member != NO_MEMBER {
+                    sh.prefetch(member);
+                }
+            }
             if !self.parsed[i] {
                 continue;
             }

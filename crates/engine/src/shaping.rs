@@ -28,6 +28,8 @@ use std::sync::Arc;
 
 /// Bytes per pool frame: a full Ethernet frame with tags.
 const FRAME: usize = 2048;
+/// `Shaping::flags`: the slot's plan was looked up.
+const SEEN: u8 = 0x80;
 /// Departures handled per direction and call of `poll`.
 const POLL_BUDGET: usize = 256;
 
@@ -71,8 +73,10 @@ pub(crate) struct Shaping {
     dirs: [Shaper<u32>; 2],
     /// Plan installed per account slot and direction (to install only changes).
     plans: Vec<[Option<Plan>; 2]>,
-    /// Whether a slot's plan was looked up (an unshaped member is looked up once).
-    seen: Vec<bool>,
+    /// Per slot: bit 0 shaped up, bit 1 shaped down, bit 7 looked up (an
+    /// unshaped member is looked up once). One byte per member: the packet
+    /// path reads this, not the plans.
+    flags: Vec<u8>,
     data: Box<[u8]>,
     lens: Vec<u16>,
     to: Vec<Side>,
@@ -92,7 +96,7 @@ impl Shaping {
                 Shaper::new(sc, Arc::clone(&cfg.uplink[1]), cfg.core, now)?,
             ],
             plans: Vec::new(),
-            seen: Vec::new(),
+            flags: Vec::new(),
             data: vec![0; n as usize * FRAME].into_boxed_slice(),
             lens: vec![0; n as usize],
             to: vec![Side::Inside; n as usize],
@@ -102,16 +106,25 @@ impl Shaping {
         })
     }
 
+    /// Brings the shaper state of account slot `slot` (both directions) into cache.
+    #[inline]
+    pub(crate) fn prefetch(&self, slot: u32) {
+        if self.flags.get(slot as usize).is_some_and(|f| f & 3 != 0) {
+            self.dirs[0].prefetch_member(slot);
+            self.dirs[1].prefetch_member(slot);
+        }
+    }
+
     /// Whether the plan of account slot `slot` was looked up yet.
     #[inline]
     pub(crate) fn known(&self, slot: u32) -> bool {
-        self.seen.get(slot as usize).copied().unwrap_or(false)
+        self.flags.get(slot as usize).is_some_and(|f| f & SEEN != 0)
     }
 
     /// Whether account slot `slot` is shaped in direction `dir`.
     #[inline]
     pub(crate) fn shaped(&self, slot: u32, dir: usize) -> bool {
-        self.plans.get(slot as usize).is_some_and(|p| p[dir].is_some())
+        self.flags.get(slot as usize).is_some_and(|f| f & (1 << dir) != 0)
     }
 
     /// Installs the plan of the member in `slot` (`member_id`) from `policy`;
@@ -122,15 +135,20 @@ impl Shaping {
         let s = slot as usize;
         if self.plans.len() <= s {
             self.plans.resize(s + 1, [None, None]);
-            self.seen.resize(s + 1, false);
+            self.flags.resize(s + 1, 0);
         }
-        self.seen[s] = true;
+        self.flags[s] |= SEEN;
         for dir in 0..2 {
             let plan = info.and_then(|m| plan_of(m, dir));
             if self.plans[s][dir] == plan {
                 continue;
             }
             self.plans[s][dir] = plan;
+            if plan.is_some() {
+                self.flags[s] |= 1 << dir;
+            } else {
+                self.flags[s] &= !(1 << dir);
+            }
             let Shaping { dirs, departures, .. } = self;
             departures.clear();
             // Cannot fail: slots are dense and far below the shaper's limit.

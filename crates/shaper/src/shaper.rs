@@ -178,19 +178,24 @@ impl std::fmt::Display for ConfigError {
 
 impl std::error::Error for ConfigError {}
 
-/// One member's shaping state.
+/// One member's shaping state. Laid out for the pass path (a member with
+/// tokens and nothing queued): everything it touches (plan, bucket, queue
+/// length, meter, the pass counter) sits in the first two cache lines, the
+/// rest after; with tens of thousands of members the state is not in cache
+/// and each line is a miss.
 #[derive(Clone, Copy, Debug, Default)]
+#[repr(C, align(64))]
 struct Member {
-    plan: Option<Plan>,
     bucket: Bucket,
+    plan: Option<Plan>,
     queue: MemberQueue,
+    meter: RateMeter,
+    passed_packets: u64,
     /// Index in the backlogged list, `NIL` when nothing is queued.
     backlog_pos: u32,
-    meter: RateMeter,
     last_sojourn_ns: u64,
     released_packets: u64,
     released_bytes: u64,
-    passed_packets: u64,
     reasons: ReasonCounters,
 }
 
@@ -333,6 +338,26 @@ impl<H: Copy> Shaper<H> {
     }
 
     /// Offers a packet of member `slot` at `now`.
+    /// A hint that `slot` will be enqueued soon: brings its state into cache
+    /// (the first two lines: what the pass path reads). Never faults.
+    #[inline]
+    pub fn prefetch_member(&self, slot: u32) {
+        if let Some(m) = self.members.get(slot as usize) {
+            let p = (m as *const Member).cast::<i8>();
+            #[cfg(target_arch = "x86_64")]
+            // SAFETY: PREFETCHT0 is a hint; it does not dereference in the
+            // language sense and cannot fault. `p` and `p + 64` lie within `m`
+            // (a 64-byte-aligned struct of at least 128 bytes).
+            unsafe {
+                use core::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
+                _mm_prefetch(p, _MM_HINT_T0);
+                _mm_prefetch(p.wrapping_add(64), _MM_HINT_T0);
+            }
+            #[cfg(not(target_arch = "x86_64"))]
+            let _ = p;
+        }
+    }
+
     pub fn enqueue(&mut self, now: u64, slot: u32, packet: Packet<H>) -> Verdict<H> {
         let now = self.advance(now);
         let Packet { handle, len, flow_hash, ect } = packet;
