@@ -664,25 +664,17 @@ pub fn preflight(verbose: bool) -> Result<(), String> {
     }
     let mut args = vec!["install", "-y", "-q"];
     args.extend(&pkgs);
-    let status = std::process::Command::new("apt-get")
-        .args(&args)
-        .env("DEBIAN_FRONTEND", "noninteractive")
-        .stdout(std::process::Stdio::null())
-        .status()
-        .map_err(|e| format!("cannot run apt-get: {e}"))?;
-    if !status.success() {
-        // The package lists may be stale on a fresh machine.
-        let _ =
-            std::process::Command::new("apt-get").args(["update", "-q"]).stdout(std::process::Stdio::null()).status();
-        let status = std::process::Command::new("apt-get")
-            .args(&args)
+    let apt = |args: &[&str]| {
+        std::process::Command::new("apt-get")
+            .args(args)
             .env("DEBIAN_FRONTEND", "noninteractive")
             .stdout(std::process::Stdio::null())
             .status()
-            .map_err(|e| format!("cannot run apt-get: {e}"))?;
-        if !status.success() {
-            return Err(format!("apt-get install {} failed", pkgs.join(" ")));
-        }
+            .map_err(|e| format!("cannot run apt-get: {e}"))
+    };
+    // On a fresh machine the package lists may be stale: update once and retry.
+    if !apt(&args)?.success() && (!apt(&["update", "-q"])?.success() || !apt(&args)?.success()) {
+        return Err(format!("apt-get install {} failed", pkgs.join(" ")));
     }
     Ok(())
 }
