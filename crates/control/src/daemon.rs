@@ -167,10 +167,13 @@ pub fn run_config(config: Config, checked: Checked) -> Result<(), Failure> {
                 for (w, q) in queues.iter_mut().enumerate() {
                     let cfg = io::XdpConfig { queue: w as u32, ..Default::default() };
                     let sock = io::XdpPort::open(&p.interface, &cfg).map_err(|e| {
-                        port_failure(e).with_hint(&format!(
-                            "worker {w} uses queue {w} of {}: does it have {workers} queues? (ethtool -l {})",
-                            p.interface, p.interface
-                        ))
+                        with_hint(
+                            port_failure(e),
+                            &format!(
+                                "worker {w} uses queue {w} of {}: does it have {workers} queues? (ethtool -l {})",
+                                p.interface, p.interface
+                            ),
+                        )
                     })?;
                     prog.register_socket(w as u32, &sock).map_err(port_failure)?;
                     q.push(PortQueue { name: p.interface.clone(), side, io: Box::new(sock) });
@@ -293,16 +296,11 @@ pub fn run_config(config: Config, checked: Checked) -> Result<(), Failure> {
     Ok(())
 }
 
-trait Hint {
-    fn with_hint(self, hint: &str) -> Failure;
-}
-
-impl Hint for Failure {
-    fn with_hint(self, hint: &str) -> Failure {
-        match self {
-            Failure::Port(m) => Failure::Port(format!("{m} ({hint})")),
-            other => other,
-        }
+/// Adds a hint to a port failure's message.
+fn with_hint(f: Failure, hint: &str) -> Failure {
+    match f {
+        Failure::Port(m) => Failure::Port(format!("{m} ({hint})")),
+        other => other,
     }
 }
 

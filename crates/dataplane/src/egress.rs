@@ -16,7 +16,6 @@ use engine::{Side, Time};
 use io::{Batch, PacketBuf};
 use router::{Decision, FragmentSink, Icmp, Resolver, RouteTables, Router, RouterConfig};
 use std::sync::Arc;
-use wire::classify::Meta;
 
 /// Egress counters that are not the dataplane's own drops.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -134,7 +133,6 @@ impl Egress {
         now: Time,
         port: usize,
         frame: &mut PacketBuf,
-        _meta: &Meta,
         tx: &mut [Batch],
     ) -> Result<(), Drop> {
         let Mode::Routed(r) = &mut self.mode else { return Ok(()) };

@@ -231,13 +231,15 @@ impl Worker {
         let Worker { rx, meta, handoff, counters, egress, tx, cfg, .. } = self;
         rx.retain_mut(|frame| {
             frame.port = io::PortId(p as u8);
-            if classify_into(frame.as_slice(), meta).is_err() {
-                counters.same_core += 1;
-                return true; // the engine counts it as malformed
-            }
-            if let Err(drop) = egress.check_arrival(now, p, frame, meta, tx) {
+            if let Err(drop) = egress.check_arrival(now, p, frame, tx) {
                 counters.drop(drop);
                 return false;
+            }
+            // Steering needs the parse only when there is another worker to
+            // hand to; the engine parses every frame anyway.
+            if cfg.workers <= 1 || classify_into(frame.as_slice(), meta).is_err() {
+                counters.same_core += 1;
+                return true; // a malformed frame: the engine counts it
             }
             match steer::owner(policy, cfg.workers, side, meta) {
                 Some(w) if w != cfg.index => {

@@ -259,10 +259,12 @@ impl Engine {
             // The shaper's state of a member a few packets ahead: with tens of
             // thousands of members it is not in cache (the flow, prefetched in
             // pass 2, says whose it is).
-            if let (Some(sh), Some(Some(h))) = (&self.shaping, self.hits.get(i + SHAPER_PREFETCH_AHEAD)) {
-                let member = self.ct.flow(h.flow).member;
-                if member != NO_MEMBER {
-                    sh.prefetch(member);
+            if let Some(sh) = &self.shaping {
+                if let Some(Some(h)) = self.hits.get(i + SHAPER_PREFETCH_AHEAD) {
+                    let member = self.ct.flow(h.flow).member;
+                    if member != NO_MEMBER {
+                        sh.prefetch(member);
+                    }
                 }
             }
             if !self.parsed[i] {

@@ -509,8 +509,7 @@ pub fn run(opts: &Options) -> Report {
         }),
         shaped: opts.shaping.map(|_| {
             let all = (total.shaper_passed + total.shaper_queued + total.shaper_dropped).max(1) as f64;
-            let q = total.shaper_queued.saturating_sub(0);
-            [total.shaper_passed as f64 / all, q as f64 / all, total.shaper_dropped as f64 / all]
+            [total.shaper_passed as f64 / all, total.shaper_queued as f64 / all, total.shaper_dropped as f64 / all]
         }),
         per_core: results,
     }
