@@ -145,7 +145,7 @@ pub fn run_config(config: Config, checked: Checked) -> Result<(), Failure> {
     let workers = checked.workers;
     let idle = match config.workers.idle {
         IdleMode::Busy => Idle::Busy,
-        IdleMode::Sleep => Idle::Sleep { spins: 64, sleep: Duration::from_micros(50) },
+        IdleMode::Sleep => Idle::Sleep { spins: 16, sleep: Duration::from_millis(1) },
     };
     let mut programs = Vec::new();
     let mut queues: Vec<Vec<PortQueue>> = (0..workers).map(|_| Vec::new()).collect();
@@ -416,7 +416,7 @@ fn write_stats(config: &Config, published: &Published, stats: &[Arc<WorkerStats>
                 "worker": s.worker, "generation": s.generation, "flows": s.flows, "nat_bindings": s.nat_bindings,
                 "rx": s.dataplane.rx, "tx": s.dataplane.tx, "same_core": s.dataplane.same_core,
                 "handed_off": s.dataplane.handed_off, "handed_in": s.dataplane.handed_in,
-                "loops": s.dataplane.loops, "idle_loops": s.dataplane.idle_loops,
+                "loops": s.dataplane.loops, "idle_loops": s.dataplane.idle_loops, "waits": s.dataplane.waits,
             })
         })
         .collect();

@@ -61,6 +61,8 @@ pub struct DataplaneCounters {
     pub rx_errors: u64,
     /// Loop iterations that found nothing to do.
     pub idle_loops: u64,
+    /// Times an idle worker waited (slept on its ports' descriptors).
+    pub waits: u64,
     pub loops: u64,
     drops: [u64; Drop::ALL.len()],
 }
@@ -114,6 +116,7 @@ impl DataplaneCounters {
         self.icmp_generated += o.icmp_generated;
         self.resolutions += o.resolutions;
         self.idle_loops += o.idle_loops;
+        self.waits += o.waits;
         self.rx_errors += o.rx_errors;
         self.backpressure += o.backpressure;
         self.loops += o.loops;

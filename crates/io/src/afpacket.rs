@@ -261,6 +261,10 @@ impl PacketPort {
 }
 
 impl PacketIo for PacketPort {
+    fn ready_fd(&self) -> Option<RawFd> {
+        Some(self.fd.as_raw_fd())
+    }
+
     fn recv(&mut self, batch: &mut Batch) -> Result<usize, IoError> {
         let n = batch.free().min(self.max_batch);
         if n == 0 {

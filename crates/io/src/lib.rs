@@ -97,6 +97,13 @@ pub trait PacketIo {
 
     /// The device's name for logs and errors (interface name or file path).
     fn name(&self) -> &str;
+
+    /// A descriptor that polls readable (`POLLIN`) when `recv` has frames,
+    /// for an idle worker to sleep on; `None` for devices without one
+    /// (files, memory), which the worker then polls on a timer.
+    fn ready_fd(&self) -> Option<std::os::fd::RawFd> {
+        None
+    }
 }
 
 /// A source whose frames carry timestamps in nondecreasing order and can be
@@ -123,6 +130,9 @@ impl<T: PacketIo + ?Sized> PacketIo for Box<T> {
     fn name(&self) -> &str {
         (**self).name()
     }
+    fn ready_fd(&self) -> Option<std::os::fd::RawFd> {
+        (**self).ready_fd()
+    }
 }
 
 impl<T: PacketIo + ?Sized> PacketIo for &mut T {
@@ -137,6 +147,9 @@ impl<T: PacketIo + ?Sized> PacketIo for &mut T {
     }
     fn name(&self) -> &str {
         (**self).name()
+    }
+    fn ready_fd(&self) -> Option<std::os::fd::RawFd> {
+        (**self).ready_fd()
     }
 }
 

@@ -79,6 +79,10 @@ impl<I: PacketIo, W: Write> PacketIo for Tap<I, W> {
     fn name(&self) -> &str {
         self.inner.name()
     }
+
+    fn ready_fd(&self) -> Option<std::os::fd::RawFd> {
+        self.inner.ready_fd()
+    }
 }
 
 /// Probabilities (each in 0.0..=1.0) that a received frame is damaged.
@@ -196,6 +200,10 @@ impl<I: PacketIo> PacketIo for Faults<I> {
     fn name(&self) -> &str {
         self.inner.name()
     }
+
+    fn ready_fd(&self) -> Option<std::os::fd::RawFd> {
+        self.inner.ready_fd()
+    }
 }
 
 /// xorshift64* (Vigna, "An experimental exploration of Marsaglia's xorshift
@@ -268,6 +276,10 @@ impl<Rx: PacketIo, Tx: PacketIo> PacketIo for Duplex<Rx, Tx> {
 
     fn name(&self) -> &str {
         &self.name
+    }
+
+    fn ready_fd(&self) -> Option<std::os::fd::RawFd> {
+        self.rx.ready_fd()
     }
 }
 

@@ -497,6 +497,10 @@ fn now_ns() -> u64 {
 }
 
 impl PacketIo for XdpPort {
+    fn ready_fd(&self) -> Option<RawFd> {
+        Some(self.fd)
+    }
+
     fn recv(&mut self, batch: &mut Batch) -> Result<usize, IoError> {
         let want = u32::try_from(batch.free()).unwrap_or(u32::MAX);
         if want == 0 {
