@@ -19,6 +19,7 @@
 //! shared addresses can therefore end on a core that never saw their first
 //! fragment and are then dropped as orphans (counted).
 
+use core::net::{IpAddr, Ipv4Addr};
 use engine::Side;
 use policy::Policy;
 use wire::classify::Meta;
@@ -28,21 +29,64 @@ use wire::flow::Family;
 /// `side`; `None` when no worker owns it (process it where it is).
 #[inline]
 pub fn owner(policy: Option<&Policy>, workers: usize, side: Side, meta: &Meta) -> Option<usize> {
+    owner_of(policy, workers, &key(policy.is_some(), workers, side, meta))
+}
+
+/// What steering looks up for a frame: taken from the parse in a first
+/// pass over the batch (which prefetches it, [`prefetch`]) and resolved to
+/// a worker in a second ([`owner_of`]), so that the lookups of a batch
+/// overlap their cache misses instead of waiting for each in turn.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Key {
+    /// Stays where it arrived (one worker, or a frame that did not parse).
+    Here,
+    /// No member policy: a symmetric hash of the address pair.
+    Hash(u64),
+    /// From the inside: the source address.
+    Inside(IpAddr),
+    /// From the outside, IPv4: the public destination and its port.
+    Public(Ipv4Addr, u16),
+}
+
+/// The steering key of a parsed frame.
+#[inline]
+pub fn key(has_policy: bool, workers: usize, side: Side, meta: &Meta) -> Key {
     if workers <= 1 {
-        return None;
+        return Key::Here;
     }
-    let key = &meta.key;
-    let Some(policy) = policy else {
-        return Some(symmetric_hash(&key.src, &key.dst) as usize % workers);
-    };
-    let member = match side {
-        Side::Inside => policy.member_of_inside(key.src_ip()),
-        Side::Outside => match key.family {
-            Family::V4 => policy.member_of_public(key.dst_v4(), key.dst_port),
-            Family::V6 => policy.member_of_inside(key.dst_ip()),
-        },
+    let k = &meta.key;
+    if !has_policy {
+        return Key::Hash(symmetric_hash(&k.src, &k.dst));
+    }
+    match (side, k.family) {
+        (Side::Inside, _) => Key::Inside(k.src_ip()),
+        (Side::Outside, Family::V4) => Key::Public(k.dst_v4(), k.dst_port),
+        (Side::Outside, Family::V6) => Key::Inside(k.dst_ip()),
+    }
+}
+
+/// Starts loading what [`owner_of`] will read for `key`.
+#[inline]
+pub fn prefetch(policy: Option<&Policy>, key: &Key) {
+    match (policy, key) {
+        (Some(p), Key::Inside(IpAddr::V4(a))) => p.prefetch_inside_v4(*a),
+        (Some(p), Key::Public(a, _)) => p.prefetch_public(*a),
+        _ => {}
+    }
+}
+
+/// The worker that owns a frame with steering key `key`; `None`: here.
+#[inline]
+pub fn owner_of(policy: Option<&Policy>, workers: usize, key: &Key) -> Option<usize> {
+    let member = match (policy, *key) {
+        (_, Key::Here) => return None,
+        (_, Key::Hash(h)) => return Some(h as usize % workers.max(1)),
+        (None, _) => return None,
+        (Some(p), Key::Inside(addr)) => p.member_of_inside(addr),
+        (Some(p), Key::Public(addr, port)) => p.member_of_public(addr, port),
     }?;
-    Some(policy::owner(policy.member(member).id, workers))
+    let policy = policy?;
+    Some(policy::owner(policy.member_id(member), workers))
 }
 
 /// A hash of an address pair that does not depend on the pair's order.

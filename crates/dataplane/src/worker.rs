@@ -93,6 +93,8 @@ pub(crate) struct Worker {
     /// The egress's reinjected ICMP errors, swapped out while they are processed.
     reinjected: Batch,
     meta: Meta,
+    /// Steering keys of the frames of the batch being received (pass 1).
+    steer_keys: Vec<steer::Key>,
     last_stats: Time,
     /// The ports' readiness descriptors, for the idle wait; empty if a port
     /// has none (the wait is then a plain sleep).
@@ -139,6 +141,7 @@ impl Worker {
             counters,
             tx,
             meta: Meta::EMPTY,
+            steer_keys: Vec::with_capacity(n),
             last_stats: now,
             pollfds: Vec::new(),
         }
@@ -271,20 +274,31 @@ impl Worker {
         self.counters.rx[p] += n as u64;
         let side = self.sides[p];
         let policy = self.generation.as_ref().map(|g| &*g.policy);
-        let Worker { rx, meta, handoff, counters, egress, tx, cfg, .. } = self;
+        // Steering needs the parse only when there is another worker to
+        // hand to; the engine parses every frame anyway. Pass 1 takes each
+        // frame's steering key and prefetches its lookup, pass 2 resolves
+        // the keys and hands frames over.
+        let Worker { rx, meta, handoff, counters, egress, tx, cfg, steer_keys, .. } = self;
+        steer_keys.clear();
+        if cfg.workers > 1 {
+            for frame in rx.frames() {
+                let key = match classify_into(frame.as_slice(), meta) {
+                    Ok(()) => steer::key(policy.is_some(), cfg.workers, side, meta),
+                    Err(_) => steer::Key::Here, // a malformed frame: the engine counts it
+                };
+                steer::prefetch(policy, &key);
+                steer_keys.push(key);
+            }
+        }
+        let mut keys = steer_keys.iter();
         rx.retain_mut(|frame| {
+            let key = keys.next().copied().unwrap_or(steer::Key::Here);
             frame.port = io::PortId(p as u8);
             if let Err(drop) = egress.check_arrival(now, p, frame, tx) {
                 counters.drop(drop);
                 return false;
             }
-            // Steering needs the parse only when there is another worker to
-            // hand to; the engine parses every frame anyway.
-            if cfg.workers <= 1 || classify_into(frame.as_slice(), meta).is_err() {
-                counters.same_core += 1;
-                return true; // a malformed frame: the engine counts it
-            }
-            match steer::owner(policy, cfg.workers, side, meta) {
+            match steer::owner_of(policy, cfg.workers, &key) {
                 Some(w) if w != cfg.index => {
                     let sent = handoff.outboxes[w].as_mut().is_some_and(|o| o.send(frame));
                     if sent {

@@ -23,6 +23,7 @@ use core::net::{IpAddr, Ipv4Addr};
 use std::collections::HashMap;
 use std::hash::BuildHasher;
 
+use crate::table::AddrTable;
 use ahash::RandomState;
 
 use crate::error::{PolicyError, Problem, Rule, Table};
@@ -146,14 +147,31 @@ pub fn compile_with_key(db: &MemberDb, generation: u64, key: [u64; 4]) -> Result
     let v4 = cx.sweep(v4, &members);
     let v6 = cx.sweep(v6, &members);
 
-    let mut hosts_v4 = HashMap::with_capacity_and_hasher(v4.len(), hasher.clone());
-    for e in v4.iter().filter(|e| e.start == e.end) {
-        hosts_v4.insert(e.start, e.member);
-    }
+    let hosts: Vec<(u32, u32)> =
+        v4.iter().filter(|e| e.start == e.end).map(|e| (e.start, e.member.index() as u32)).collect();
+    let hosts_v4 = AddrTable::build(hosts.into_iter(), hasher.clone());
     let same = |a: &MemberRef, b: &MemberRef| a == b;
     let inside_v4 =
         Intervals::from_sorted(v4.iter().filter(|e| e.start != e.end).map(|e| (e.start, e.end, e.member)), same);
     let inside_v6 = Intervals::from_sorted(v6.iter().map(|e| (e.start, e.end, e.member)), same);
+    // Per prefix length up to /64 (the usual member prefixes), an exact
+    // table of the upper 64 bits, longest first: prefixes of different
+    // members never overlap (`sweep` refuses it), so any hit is the owner.
+    let mut lens: Vec<u8> = v6.iter().filter_map(|e| v6_len(e.prefix)).filter(|&l| l <= 64).collect();
+    lens.sort_unstable_by(|a, b| b.cmp(a));
+    lens.dedup();
+    let v6_tables: Vec<(u8, AddrTable<u64>)> = lens
+        .iter()
+        .map(|&len| {
+            let rows: Vec<(u64, u32)> = v6
+                .iter()
+                .filter(|e| v6_len(e.prefix) == Some(len))
+                .map(|e| ((e.start >> 64) as u64, e.member.index() as u32))
+                .collect();
+            (len, AddrTable::build(rows.into_iter(), hasher.clone()))
+        })
+        .collect();
+    let v6_long = v6.iter().any(|e| v6_len(e.prefix).is_some_and(|l| l > 64));
 
     let by_member: Vec<(MemberRef, IpPrefix)> =
         v4.iter().map(|e| (e.member, e.prefix)).chain(v6.iter().map(|e| (e.member, e.prefix))).collect();
@@ -172,8 +190,18 @@ pub fn compile_with_key(db: &MemberDb, generation: u64, key: [u64; 4]) -> Result
             Some(PublicRange { address: p.address, first_port: p.first, last_port: p.last });
     }
 
+    // The first range of each public address (ranges are sorted by address, then port).
+    let firsts: Vec<(u32, u32)> = public_keys
+        .iter()
+        .enumerate()
+        .filter(|&(i, &k)| i == 0 || public_keys[i - 1] >> 16 != k >> 16)
+        .map(|(i, &k)| ((k >> 16) as u32, i as u32))
+        .collect();
+    let public_index = AddrTable::build(firsts.into_iter(), hasher.clone());
+
     let mut policy = Policy {
         generation,
+        ids: member_ids.clone(),
         members: infos,
         addresses,
         forward_rules: Vec::new(),
@@ -181,6 +209,9 @@ pub fn compile_with_key(db: &MemberDb, generation: u64, key: [u64; 4]) -> Result
         hosts_v4,
         inside_v4,
         inside_v6,
+        v6_tables,
+        v6_long,
+        public_index,
         public_keys,
         public_last,
         public_member,
@@ -568,5 +599,13 @@ impl Cx {
         at_fault.sort_unstable();
         kept.retain(|e| at_fault.binary_search(&e.row).is_err());
         kept
+    }
+}
+
+/// The length of an IPv6 prefix; `None` for IPv4.
+fn v6_len(p: IpPrefix) -> Option<u8> {
+    match p {
+        IpPrefix::V6(p) => Some(p.prefix_len()),
+        IpPrefix::V4(_) => None,
     }
 }

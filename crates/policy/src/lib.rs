@@ -33,6 +33,7 @@ pub mod model;
 pub mod policy;
 pub mod prefix;
 pub mod sample;
+mod table;
 
 pub use compile::{compile, compile_with_key, MIN_BURST_BYTES};
 pub use diff::{diff, Changes, Diff, MemberChange};

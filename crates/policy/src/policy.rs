@@ -28,6 +28,7 @@
 use core::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::collections::HashMap;
 
+use crate::table::AddrTable;
 use ahash::RandomState;
 
 use crate::interval::Intervals;
@@ -157,14 +158,24 @@ pub struct Policy {
     pub(crate) generation: u64,
     /// Sorted by `id`; index = `MemberRef`.
     pub(crate) members: Vec<MemberInfo>,
+    /// `members[i].id`, densely: what steering reads per packet (4 bytes a
+    /// member stay in cache where the 96-byte records do not).
+    pub(crate) ids: Vec<u32>,
     pub(crate) addresses: Vec<IpPrefix>,
     pub(crate) forward_rules: Vec<ForwardRule>,
     pub(crate) openings: Vec<Opening>,
     /// Device addresses (/32), the common case of an inside source.
-    pub(crate) hosts_v4: HashMap<u32, MemberRef, RandomState>,
+    pub(crate) hosts_v4: AddrTable,
     /// Shorter IPv4 prefixes, merged per member.
     pub(crate) inside_v4: Intervals<u32, MemberRef>,
     pub(crate) inside_v6: Intervals<u128, MemberRef>,
+    /// Member IPv6 prefixes up to /64 by length, longest first: upper 64
+    /// bits → member index (the per-packet form of `inside_v6`).
+    pub(crate) v6_tables: Vec<(u8, AddrTable<u64>)>,
+    /// Some member prefix is longer than /64 (then `inside_v6` answers).
+    pub(crate) v6_long: bool,
+    /// Public address → index of its first range in `public_keys`.
+    pub(crate) public_index: AddrTable,
     /// Keys `address << 16 | first_port`, sorted; parallel last ports and owners.
     pub(crate) public_keys: Vec<u64>,
     pub(crate) public_last: Vec<u16>,
@@ -179,6 +190,16 @@ pub struct Policy {
     /// The global rows, sorted, for `diff`.
     pub(crate) networks: Vec<(IpPrefix, NetworkKind)>,
     pub(crate) blocks: Vec<(IpPrefix, BlockDirection)>,
+}
+
+/// The mask of the first `len` (0 to 64) bits of the upper half of an IPv6 address.
+#[inline]
+const fn top_mask(len: u8) -> u64 {
+    if len == 0 {
+        0
+    } else {
+        u64::MAX << (64 - len as u32)
+    }
 }
 
 pub(crate) const fn forward_key(public: Ipv4Addr, proto: u8, port: u16) -> u64 {
@@ -206,6 +227,13 @@ impl Policy {
         &self.members[m.index()]
     }
 
+    /// The database id of `m` (the same as `member(m).id`, from a dense
+    /// array: the per-packet form).
+    #[inline]
+    pub fn member_id(&self, m: MemberRef) -> u32 {
+        self.ids[m.index()]
+    }
+
     /// All members in id order.
     pub fn members(&self) -> impl ExactSizeIterator<Item = (MemberRef, &MemberInfo)> + '_ {
         self.members.iter().enumerate().map(|(i, m)| (MemberRef(i as u32), m))
@@ -223,22 +251,56 @@ impl Policy {
         match addr {
             IpAddr::V4(a) => {
                 let bits = u32::from(a);
-                if let Some(&m) = self.hosts_v4.get(&bits) {
-                    return Some(m);
+                if let Some(m) = self.hosts_v4.get(bits) {
+                    return Some(MemberRef::from_index(m));
                 }
                 self.inside_v4.find(bits).map(|(_, _, m)| m)
             }
-            IpAddr::V6(a) => self.inside_v6.find(u128::from(a)).map(|(_, _, m)| m),
+            IpAddr::V6(a) => self.member_of_v6(a),
         }
+    }
+
+    /// The member whose IPv6 prefix holds `a`.
+    #[inline]
+    fn member_of_v6(&self, a: Ipv6Addr) -> Option<MemberRef> {
+        let bits = u128::from(a);
+        if !self.v6_long {
+            let top = (bits >> 64) as u64;
+            for (len, table) in &self.v6_tables {
+                if let Some(m) = table.get(top & top_mask(*len)) {
+                    return Some(MemberRef::from_index(m));
+                }
+            }
+            return None;
+        }
+        self.inside_v6.find(bits).map(|(_, _, m)| m)
     }
 
     /// The member whose public address is `addr` and whose port range holds `port`.
     #[inline]
     pub fn member_of_public(&self, addr: Ipv4Addr, port: u16) -> Option<MemberRef> {
+        let first = self.public_index.get(addr.to_bits())? as usize;
+        // The address's ranges: from `first` while the address is the same
+        // (one range for an address of its own; a few when members share).
+        let run = &self.public_keys[first..];
+        let len = run.iter().take_while(|&&k| k >> 16 == u64::from(addr.to_bits())).count();
         let key = u64::from(addr.to_bits()) << 16 | u64::from(port);
-        let i = self.public_keys.partition_point(|&k| k <= key).checked_sub(1)?;
-        let same_address = self.public_keys[i] >> 16 == u64::from(addr.to_bits());
-        (same_address && port <= self.public_last[i]).then(|| self.public_member[i])
+        let i = first + run[..len].partition_point(|&k| k <= key).checked_sub(1)?;
+        (port <= self.public_last[i]).then(|| self.public_member[i])
+    }
+
+    /// Hints the CPU to load what [`member_of_inside`](Self::member_of_inside)
+    /// reads first for an IPv4 address, so a batch can ask for the next
+    /// frames' members while it works on this one's.
+    #[inline]
+    pub fn prefetch_inside_v4(&self, addr: Ipv4Addr) {
+        self.hosts_v4.prefetch(addr.to_bits());
+    }
+
+    /// The same for [`member_of_public`](Self::member_of_public).
+    #[inline]
+    pub fn prefetch_public(&self, addr: Ipv4Addr) {
+        self.public_index.prefetch(addr.to_bits());
     }
 
     /// The member's public address and port range `(address, first, last)`.

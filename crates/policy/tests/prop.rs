@@ -39,6 +39,18 @@ fn rows() -> impl Strategy<Value = Vec<(IpPrefix, u32)>> {
     proptest::collection::vec((prefix(), 1u32..=6), 0..40)
 }
 
+/// An IPv6 prefix of the usual member lengths (/40 to /64) in
+/// 2001:db8::/32, so that the lookup answers from its per-length tables
+/// (a layout with a prefix longer than /64 takes the interval search).
+fn short_v6() -> impl Strategy<Value = IpPrefix> {
+    (any::<u32>(), 40u8..=64).prop_map(|(mid, len)| {
+        let base = u128::from(Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 0));
+        let bits = base | u128::from(mid & 0xffff) << 80 | u128::from(mid >> 16) << 64;
+        let mask = u128::MAX << (128 - len);
+        IpPrefix::V6(Ipv6Prefix::new(Ipv6Addr::from(bits & mask), len).unwrap())
+    })
+}
+
 fn db_of(rows: &[(IpPrefix, u32)]) -> MemberDb {
     let mut db = base();
     for m in 1..=6 {
@@ -81,18 +93,31 @@ fn probes(rows: &[(IpPrefix, u32)], extra: &[IpPrefix]) -> Vec<IpAddr> {
     out
 }
 
+/// `member_of_inside` of the compiled `layout` against a scan of it, at its edges.
+fn agrees_with_a_linear_scan(layout: Vec<(IpPrefix, u32)>, extra: &[IpPrefix]) -> Result<(), TestCaseError> {
+    let p = compile(&db_of(&layout), 1).unwrap();
+    for a in probes(&layout, extra) {
+        let naive = layout.iter().find(|(q, _)| q.contains(a)).map(|&(_, m)| m);
+        let got = p.member_of_inside(a).map(|r| p.member(r).id);
+        prop_assert_eq!(got, naive, "address {}", a);
+    }
+    Ok(())
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
 
     #[test]
     fn member_of_inside_agrees_with_a_linear_scan(raw in rows(), extra in proptest::collection::vec(prefix(), 0..8)) {
-        let layout = valid_layout(raw);
-        let p = compile(&db_of(&layout), 1).unwrap();
-        for a in probes(&layout, &extra) {
-            let naive = layout.iter().find(|(q, _)| q.contains(a)).map(|&(_, m)| m);
-            let got = p.member_of_inside(a).map(|r| p.member(r).id);
-            prop_assert_eq!(got, naive, "address {}", a);
-        }
+        agrees_with_a_linear_scan(valid_layout(raw), &extra)?;
+    }
+
+    #[test]
+    fn member_of_inside_by_prefix_tables_agrees_with_a_linear_scan(
+        raw in proptest::collection::vec((short_v6(), 1u32..=6), 0..40),
+        extra in proptest::collection::vec(short_v6(), 0..8),
+    ) {
+        agrees_with_a_linear_scan(valid_layout(raw), &extra)?;
     }
 
     #[test]
