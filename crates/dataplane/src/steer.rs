@@ -70,6 +70,7 @@ pub fn key(has_policy: bool, workers: usize, side: Side, meta: &Meta) -> Key {
 pub fn prefetch(policy: Option<&Policy>, key: &Key) {
     match (policy, key) {
         (Some(p), Key::Inside(IpAddr::V4(a))) => p.prefetch_inside_v4(*a),
+        (Some(p), Key::Inside(IpAddr::V6(a))) => p.prefetch_inside_v6(*a),
         (Some(p), Key::Public(a, _)) => p.prefetch_public(*a),
         _ => {}
     }

@@ -297,6 +297,15 @@ impl Policy {
         self.hosts_v4.prefetch(addr.to_bits());
     }
 
+    /// The same for an IPv6 address (the table of the longest member
+    /// prefixes, which most lookups end in).
+    #[inline]
+    pub fn prefetch_inside_v6(&self, addr: Ipv6Addr) {
+        if let Some((len, table)) = self.v6_tables.first() {
+            table.prefetch((u128::from(addr) >> 64) as u64 & top_mask(*len));
+        }
+    }
+
     /// The same for [`member_of_public`](Self::member_of_public).
     #[inline]
     pub fn prefetch_public(&self, addr: Ipv4Addr) {
