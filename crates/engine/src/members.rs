@@ -73,6 +73,15 @@ impl Accounts {
         self.last = Some((slot, dir as u8));
     }
 
+    /// Brings the account of `slot` into cache (pass 3 asks a few packets
+    /// ahead: every packet of a member reads and adds to it).
+    #[inline]
+    pub(crate) fn prefetch(&self, slot: u32) {
+        if let Some(a) = self.slots.get(slot as usize) {
+            crate::prefetch(a);
+        }
+    }
+
     #[inline]
     pub(crate) fn ended_epoch(&self, slot: u32) -> u32 {
         self.slots[slot as usize].ended_epoch

@@ -35,8 +35,8 @@ use wire::FrameBuf;
 /// Frames processed per pass; longer batches are taken in chunks of this.
 pub const MAX_BATCH: usize = 256;
 
-/// How many packets ahead pass 3 prefetches the shaper's member state.
-const SHAPER_PREFETCH_AHEAD: usize = 4;
+/// How many packets ahead pass 3 prefetches the member's account and shaper state.
+const MEMBER_PREFETCH_AHEAD: usize = 4;
 
 /// How many frames ahead pass 1 prefetches the headers it parses next: a
 /// frame handed over by another core, or written by a NIC, is not in this
@@ -267,15 +267,20 @@ impl Engine {
         // Pass 3: decide. The parsed headers are read in place: moved out
         // of `self` for the pass (a pointer swap), not copied per packet.
         let metas = core::mem::take(&mut self.metas);
+        // Frames from the inside are their members' uploads (a hairpinned
+        // frame is both, and its upload is shaped first).
+        let dir = if from == Side::Inside { UP } else { DOWN };
         for i in 0..n {
-            // The shaper's state of a member a few packets ahead: with tens of
-            // thousands of members it is not in cache (the flow, prefetched in
-            // pass 2, says whose it is).
-            if let Some(sh) = &self.shaping {
-                if let Some(Some(h)) = self.hits.get(i + SHAPER_PREFETCH_AHEAD) {
-                    let member = self.ct.flow(h.flow).member;
-                    if member != NO_MEMBER {
-                        sh.prefetch(member);
+            // The per-member state of a packet a few ahead (its account and,
+            // when shaping, its shaper state): with tens of thousands of
+            // members it is not in cache (the flow, prefetched in pass 2,
+            // says whose it is).
+            if let Some(Some(h)) = self.hits.get(i + MEMBER_PREFETCH_AHEAD) {
+                let member = self.ct.flow(h.flow).member;
+                if member != NO_MEMBER {
+                    self.accounts.prefetch(member);
+                    if let Some(sh) = &self.shaping {
+                        sh.prefetch(member, dir);
                     }
                 }
             }

@@ -106,12 +106,17 @@ impl Shaping {
         })
     }
 
-    /// Brings the shaper state of account slot `slot` (both directions) into cache.
+    /// Brings the shaper state of account slot `slot` in direction `dir`
+    /// ([`crate::members::UP`] or `DOWN`) into cache.
     #[inline]
-    pub(crate) fn prefetch(&self, slot: u32) {
-        if self.flags.get(slot as usize).is_some_and(|f| f & 3 != 0) {
-            self.dirs[0].prefetch_member(slot);
-            self.dirs[1].prefetch_member(slot);
+    pub(crate) fn prefetch(&self, slot: u32, dir: usize) {
+        // Unconditionally: reading the member's flag byte first to decide
+        // would itself be the cache miss this is meant to hide.
+        if let Some(f) = self.flags.get(slot as usize) {
+            crate::prefetch(f);
+        }
+        if let Some(d) = self.dirs.get(dir) {
+            d.prefetch_member(slot);
         }
     }
 
