@@ -44,7 +44,7 @@ pub enum Idle {
     /// Spin: lowest latency, one core busy at all times (production).
     Busy,
     /// After `spins` empty loops, wait until a port has frames, or at most
-    /// `sleep` (50 µs while frames are held or other workers may hand
+    /// `sleep` (200 µs while frames are held or other workers may hand
     /// some over, which no descriptor announces): for a lab or a box that
     /// shares its cores. Costs nothing while idle and one wake-up per burst
     /// at low load, where spinning would take the core from the kernel's
@@ -54,7 +54,8 @@ pub enum Idle {
 
 /// The longest an idle worker waits while something only a timer or
 /// another worker announces may be due (held frames, handed-in frames).
-const SHORT_WAIT: Duration = Duration::from_micros(50);
+/// (Measured: see docs/architecture.md, "Idle".)
+const SHORT_WAIT: Duration = Duration::from_micros(200);
 
 /// What one worker is told at start.
 #[derive(Clone, Debug)]
