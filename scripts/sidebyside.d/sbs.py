@@ -166,6 +166,8 @@ LABEL = {
     "nft-est": "kernel: nftables maps, replied (EST)",
     "tw-xdp-sleep": "torwart AF_XDP, idle=sleep",
     "tw-xdp-busy": "torwart AF_XDP, idle=busy",
+    "tw-xdpg-sleep": "torwart AF_XDP, generic XDP, idle=sleep",
+    "tw-xdpg-busy": "torwart AF_XDP, generic XDP, idle=busy",
     "tw-afp-sleep": "torwart AF_PACKET, idle=sleep",
     "tw-afp-busy": "torwart AF_PACKET, idle=busy",
 }
