@@ -3,7 +3,10 @@
 //!
 //! A member's packets are spread by flow hash over `flows_per_member` flow
 //! queues (8 by default: a member has few simultaneous heavy flows, and the
-//! state must stay small for 240,000 members). Dequeueing follows RFC 8290
+//! state must stay small for 240,000 members), set-associatively
+//! ([`pick_flow`]): a flow takes a queue of its own while one is idle, so a
+//! member's call does not share a queue with its own bulk transfer by hash
+//! accident. Dequeueing follows RFC 8290
 //! section 4.2: flows that just became active are on the *new* list and are
 //! served before the *old* list, so a sparse flow (a game, a call, DNS, TCP
 //! ACKs) waits for at most the packet in flight of the member's other flows,
@@ -109,6 +112,12 @@ pub struct Flow {
     list: FlowList,
     /// Next flow on the same member list.
     next: u8,
+    /// The flow hash of the packets this queue holds (meaningful while it
+    /// is not idle): how [`pick_flow`] finds a flow's queue again.
+    tag: u32,
+    /// Packets of other flows than `tag`'s were put here too (every queue
+    /// was busy): those flows must keep coming here until it drains.
+    mixed: bool,
     codel: Codel,
 }
 
@@ -121,6 +130,8 @@ impl Default for Flow {
             deficit: 0,
             list: FlowList::Idle,
             next: NO_FLOW,
+            tag: 0,
+            mixed: false,
             codel: Codel::default(),
         }
     }
@@ -332,4 +343,48 @@ fn quantum(params: &QueueParams) -> i32 {
 /// The flow queue a hash picks, out of `flows` (uses the hash's high bits).
 pub fn flow_of(hash: u32, flows: u32) -> usize {
     ((u64::from(hash) * u64::from(flows)) >> 32) as usize
+}
+
+/// The queue for a packet of flow hash `hash` among a member's `flows`:
+/// set-associative, as CAKE does it, so that a member's few flows do not
+/// share a queue by hash accident (with plain hashing, a call next to three
+/// bulk transfers lands in one of their queues a third of the time and
+/// waits behind it). In order:
+///
+/// 1. the queue that holds this flow (its tag);
+/// 2. its home queue ([`flow_of`]) if that is marked mixed: the flow may
+///    have packets there from step 4;
+/// 3. its home queue if idle, else any idle queue (tagged for this flow);
+/// 4. (none idle) the home queue, shared, and marked mixed.
+///
+/// A flow's packets are therefore only ever in one queue, so nothing is
+/// reordered. A member has at most [`MAX_FLOWS_PER_MEMBER`] queues, so the
+/// scan is short, and it runs only for packets that queue (a member under
+/// its rate passes without it).
+pub fn pick_flow(flows: &mut [Flow], hash: u32) -> usize {
+    let home = flow_of(hash, flows.len() as u32);
+    let busy = |f: &Flow| f.list != FlowList::Idle;
+    let Some(h) = flows.get(home) else { return home };
+    if busy(h) && h.tag == hash {
+        return home;
+    }
+    if let Some(i) = flows.iter().position(|f| busy(f) && f.tag == hash) {
+        return i;
+    }
+    if busy(h) && h.mixed {
+        return home;
+    }
+    let idle = if busy(h) { flows.iter().position(|f| !busy(f)) } else { Some(home) };
+    match idle {
+        Some(i) => {
+            let f = &mut flows[i];
+            f.tag = hash;
+            f.mixed = false;
+            i
+        }
+        None => {
+            flows[home].mixed = true;
+            home
+        }
+    }
 }

@@ -82,7 +82,7 @@ use std::sync::Arc;
 use crate::bucket::Bucket;
 use crate::codel::CodelParams;
 use crate::fair::{scale, Breakpoints, Claim, Level};
-use crate::queue::{flow_of, Flow, MemberQueue, Pool, QueueParams, MAX_FLOWS_PER_MEMBER, NIL};
+use crate::queue::{pick_flow, Flow, MemberQueue, Pool, QueueParams, MAX_FLOWS_PER_MEMBER, NIL};
 use crate::stats::{CoreStats, MemberStats, RateMeter, ReasonCounters};
 use crate::uplink::{divide_capacity, CoreFigures, UplinkExchange, PUBLISH_DEADLINE_EIGHTHS};
 use crate::wheel::Wheel;
@@ -389,7 +389,7 @@ impl<H: Copy> Shaper<H> {
         }
         let f = self.config.flows_per_member as usize;
         let flows = &mut self.flows[s * f..(s + 1) * f];
-        let flow = flow_of(flow_hash, self.config.flows_per_member);
+        let flow = pick_flow(flows, flow_hash);
         if let Err(reason) = m.queue.enqueue(flows, &mut self.pool, &self.queue_params, flow, handle, len, ect, now) {
             m.reasons.count(reason);
             self.counters.reasons.count(reason);

@@ -69,6 +69,52 @@ fn a_sparse_flow_next_to_a_bulk_flow_sees_no_queue() {
 }
 
 #[test]
+fn a_sparse_flow_whose_hash_meets_a_bulk_flows_queue_gets_its_own() {
+    // The game's hash has the same home queue as the bulk upload's (both
+    // 0 of 8): with plain hashing it would wait behind the bulk queue.
+    let config = Config::default();
+    assert_eq!(config.flows_per_member, 8);
+    let mut sim = Sim::new(UplinkConfig::new(1_000 * MBIT, 1), config);
+    sim.member(0, 4, plan(10 * MBIT, 10 * MBIT, 1));
+    sim.add(Source::new(0, 4, 0x0000_0001, 1_500, Pace::Open { rate_bps: 30 * MBIT }));
+    sim.add(Source::new(0, 4, 0x0200_0000, 1_500, Pace::Window { cwnd_milli: 20_000, rtt_ns: 30 * MS }));
+    let game = sim.add(Source::new(0, 4, 0x0100_0000, 120, Pace::Open { rate_bps: 48_000 }));
+    sim.run(3 * SEC);
+    let sojourns = sim.sojourns(game, SEC, 3 * SEC);
+    let max = *sojourns.last().unwrap();
+    println!("sparse flow sharing a home queue with bulk: {} packets, max {:.3} ms", sojourns.len(), max as f64 / 1e6);
+    assert!(sojourns.len() >= 95);
+    assert!(max <= TARGET, "sparse flow waited {max} ns");
+    let stats = sim.shapers[0].member_stats(4, sim.now).unwrap();
+    assert!(stats.backlog_packets > 0, "the bulk flows must keep a queue for this test to mean anything");
+}
+
+#[test]
+fn more_flows_than_queues_share_queues_without_reordering() {
+    // 20 window-paced flows of one member over its 8 queues: queues are
+    // shared and drain and refill all the time; no flow's packets may come
+    // out of order.
+    let mut sim = Sim::new(UplinkConfig::new(1_000 * MBIT, 1), Config::default());
+    sim.member(0, 2, plan(20 * MBIT, 20 * MBIT, 1));
+    let flows: Vec<usize> = (0..20u32)
+        .map(|f| {
+            let hash = f.wrapping_mul(0x9e37_79b9);
+            sim.add(Source::new(0, 2, hash, 1_200, Pace::Window { cwnd_milli: 6_000, rtt_ns: 20 * MS }))
+        })
+        .collect();
+    sim.run(4 * SEC);
+    let mut released = 0;
+    for &f in &flows {
+        let seqs: Vec<u64> = sim.fates.iter().filter(|x| x.source == f && x.released).map(|x| x.out_seq).collect();
+        assert!(seqs.windows(2).all(|w| w[0] < w[1]), "flow {f} was reordered");
+        released += seqs.len();
+    }
+    let got = sim.released_bytes(0, 2, SEC, 4 * SEC) as f64 * 8.0 / 3.0;
+    println!("20 flows over 8 queues: {released} packets in order, {:.2} Mbit/s", got / 1e6);
+    assert!(got > 0.95 * 20e6, "throughput {got}");
+}
+
+#[test]
 fn an_unresponsive_flood_is_bounded_by_the_sojourn_limit() {
     let config = Config::default();
     let mut sim = Sim::new(UplinkConfig::new(1_000 * MBIT, 1), config);

@@ -128,6 +128,8 @@ pub struct Fate {
     pub out_ns: Option<u64>,
     pub released: bool,
     pub marked: bool,
+    /// Order of coming out (release or drop) over the whole run.
+    pub out_seq: u64,
 }
 
 pub struct Sim {
@@ -139,6 +141,7 @@ pub struct Sim {
     pub step_ns: u64,
     pub budget: usize,
     out: Vec<Departure<u64>>,
+    settled: u64,
 }
 
 impl Sim {
@@ -154,6 +157,7 @@ impl Sim {
             step_ns: 10 * US,
             budget: 256,
             out: Vec::with_capacity(1024),
+            settled: 0,
         }
     }
 
@@ -232,6 +236,8 @@ impl Sim {
         let f = &mut self.fates[handle as usize];
         assert!(f.out_ns.is_none(), "handle {handle} came out twice");
         f.out_ns = Some(at);
+        self.settled += 1;
+        f.out_seq = self.settled;
         f.released = released;
         f.marked = marked;
         let source = f.source;
