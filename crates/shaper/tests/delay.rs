@@ -44,49 +44,39 @@ fn responsive_flows_under_persistent_overload_stay_near_target() {
     assert!(got > 0.98 * 20e6, "throughput {got}");
 }
 
-#[test]
-fn a_sparse_flow_next_to_a_bulk_flow_sees_no_queue() {
+/// Member `slot` with an open-loop bulk upload (hash `bulk`), a windowed
+/// one (`window`) and a game (`game`: 120-byte packets every 20 ms, 48
+/// kbit/s): the game must never wait beyond the target, while the bulk
+/// flows keep a queue (or the test would mean nothing).
+fn sparse_next_to_bulk(what: &str, slot: u32, bulk: u32, window: u32, game: u32) {
     let mut sim = Sim::new(UplinkConfig::new(1_000 * MBIT, 1), Config::default());
-    sim.member(0, 9, plan(10 * MBIT, 10 * MBIT, 1));
-    sim.add(Source::new(0, 9, 0, 1_500, Pace::Open { rate_bps: 30 * MBIT }));
-    sim.add(Source::new(0, 9, 0x1000_0000, 1_500, Pace::Window { cwnd_milli: 20_000, rtt_ns: 30 * MS }));
-    // A game: 120-byte packets every 20 ms (48 kbit/s), in its own flow queue.
-    let game = sim.add(Source::new(0, 9, 0xC000_0000, 120, Pace::Open { rate_bps: 48_000 }));
+    sim.member(0, slot, plan(10 * MBIT, 10 * MBIT, 1));
+    sim.add(Source::new(0, slot, bulk, 1_500, Pace::Open { rate_bps: 30 * MBIT }));
+    sim.add(Source::new(0, slot, window, 1_500, Pace::Window { cwnd_milli: 20_000, rtt_ns: 30 * MS }));
+    let game = sim.add(Source::new(0, slot, game, 120, Pace::Open { rate_bps: 48_000 }));
     sim.run(3 * SEC);
     let sojourns = sim.sojourns(game, SEC, 3 * SEC);
     let max = *sojourns.last().unwrap();
     let p99 = percentile(&sojourns, 0.99);
-    println!(
-        "sparse flow next to bulk: {} packets, p99 {:.3} ms, max {:.3} ms",
-        sojourns.len(),
-        p99 as f64 / 1e6,
-        max as f64 / 1e6
-    );
+    println!("{what}: {} packets, p99 {:.3} ms, max {:.3} ms", sojourns.len(), p99 as f64 / 1e6, max as f64 / 1e6);
     assert!(sojourns.len() >= 95);
     assert!(max <= TARGET, "sparse flow waited {max} ns");
-    let stats = sim.shapers[0].member_stats(9, sim.now).unwrap();
-    assert!(stats.backlog_packets > 0, "the bulk flow must keep a queue for this test to mean anything");
+    let stats = sim.shapers[0].member_stats(slot, sim.now).unwrap();
+    assert!(stats.backlog_packets > 0, "the bulk flows must keep a queue for this test to mean anything");
+}
+
+#[test]
+fn a_sparse_flow_next_to_a_bulk_flow_sees_no_queue() {
+    // Three different home queues (0, 0 and 6 of 8).
+    sparse_next_to_bulk("sparse flow next to bulk", 9, 0, 0x1000_0000, 0xC000_0000);
 }
 
 #[test]
 fn a_sparse_flow_whose_hash_meets_a_bulk_flows_queue_gets_its_own() {
     // The game's hash has the same home queue as the bulk upload's (both
     // 0 of 8): with plain hashing it would wait behind the bulk queue.
-    let config = Config::default();
-    assert_eq!(config.flows_per_member, 8);
-    let mut sim = Sim::new(UplinkConfig::new(1_000 * MBIT, 1), config);
-    sim.member(0, 4, plan(10 * MBIT, 10 * MBIT, 1));
-    sim.add(Source::new(0, 4, 0x0000_0001, 1_500, Pace::Open { rate_bps: 30 * MBIT }));
-    sim.add(Source::new(0, 4, 0x0200_0000, 1_500, Pace::Window { cwnd_milli: 20_000, rtt_ns: 30 * MS }));
-    let game = sim.add(Source::new(0, 4, 0x0100_0000, 120, Pace::Open { rate_bps: 48_000 }));
-    sim.run(3 * SEC);
-    let sojourns = sim.sojourns(game, SEC, 3 * SEC);
-    let max = *sojourns.last().unwrap();
-    println!("sparse flow sharing a home queue with bulk: {} packets, max {:.3} ms", sojourns.len(), max as f64 / 1e6);
-    assert!(sojourns.len() >= 95);
-    assert!(max <= TARGET, "sparse flow waited {max} ns");
-    let stats = sim.shapers[0].member_stats(4, sim.now).unwrap();
-    assert!(stats.backlog_packets > 0, "the bulk flows must keep a queue for this test to mean anything");
+    assert_eq!(Config::default().flows_per_member, 8);
+    sparse_next_to_bulk("sparse flow sharing a home queue with bulk", 4, 0x0000_0001, 0x0200_0000, 0x0100_0000);
 }
 
 #[test]
