@@ -180,7 +180,8 @@ impl Worker {
             // and counted by the kernel) instead of being parsed here only
             // to find the ring full.
             let room = self.handoff.outboxes.iter().flatten().map(|o| o.room()).min().unwrap_or(usize::MAX);
-            if !stopping && room >= self.cfg.batch * self.ports.len() {
+            let receiving = !stopping && room >= self.cfg.batch * self.ports.len();
+            if receiving {
                 for p in 0..self.ports.len() {
                     work += self.receive(now, p);
                 }
@@ -205,7 +206,7 @@ impl Worker {
                 empty_loops = empty_loops.saturating_add(1);
                 if let Idle::Sleep { spins, sleep } = self.cfg.idle {
                     if empty_loops > spins {
-                        self.wait(sleep);
+                        self.wait(sleep, receiving);
                     }
                 }
             } else {
@@ -221,11 +222,14 @@ impl Worker {
     }
 
     /// Waits until a port has frames or the timeout passes (see [`Idle::Sleep`]).
-    fn wait(&mut self, sleep: Duration) {
+    /// `receiving`: the ports were read in this loop. If they were not
+    /// (back-pressure, stopping), their descriptors may well be readable,
+    /// and waiting on them would return at once: sleep instead.
+    fn wait(&mut self, sleep: Duration, receiving: bool) {
         let held = self.engine.shaper_held() > 0 || self.engine.datagrams() > 0;
         let timeout = if held || self.cfg.workers > 1 { sleep.min(SHORT_WAIT) } else { sleep };
         self.counters.waits += 1;
-        if self.pollfds.is_empty() {
+        if self.pollfds.is_empty() || !receiving {
             std::thread::sleep(timeout);
             return;
         }

@@ -280,11 +280,13 @@ impl Policy {
     #[inline]
     pub fn member_of_public(&self, addr: Ipv4Addr, port: u16) -> Option<MemberRef> {
         let first = self.public_index.get(addr.to_bits())? as usize;
-        // The address's ranges: from `first` while the address is the same
-        // (one range for an address of its own; a few when members share).
+        // The address's ranges start at `first`: one for an address of its
+        // own (the common case, one comparison), else found by binary search
+        // (an address shared by many members in small port blocks).
+        let a = u64::from(addr.to_bits());
         let run = &self.public_keys[first..];
-        let len = run.iter().take_while(|&&k| k >> 16 == u64::from(addr.to_bits())).count();
-        let key = u64::from(addr.to_bits()) << 16 | u64::from(port);
+        let len = if run.get(1).is_some_and(|&k| k >> 16 == a) { run.partition_point(|&k| k >> 16 <= a) } else { 1 };
+        let key = a << 16 | u64::from(port);
         let i = first + run[..len].partition_point(|&k| k <= key).checked_sub(1)?;
         (port <= self.public_last[i]).then(|| self.public_member[i])
     }

@@ -104,6 +104,21 @@ fn agrees_with_a_linear_scan(layout: Vec<(IpPrefix, u32)>, extra: &[IpPrefix]) -
     Ok(())
 }
 
+/// Random public ranges: (member, address 198.51.100.1-3, first, last),
+/// one per member, overlapping ones dropped (the compiler refuses them).
+fn public_layout() -> impl Strategy<Value = Vec<(u32, u8, u16, u16)>> {
+    proptest::collection::vec((1u8..=3, any::<u16>(), 0u16..4096), 0..30).prop_map(|rows| {
+        let mut kept: Vec<(u32, u8, u16, u16)> = Vec::new();
+        for (i, (a, first, span)) in rows.into_iter().enumerate() {
+            let last = first.saturating_add(span);
+            if !kept.iter().any(|&(_, b, f, l)| b == a && first <= l && f <= last) {
+                kept.push((i as u32 + 1, a, first, last));
+            }
+        }
+        kept
+    })
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
 
@@ -144,6 +159,28 @@ proptest! {
                         }
                     }
                 }
+            }
+        }
+    }
+
+    #[test]
+    fn member_of_public_agrees_with_a_linear_scan(layout in public_layout(), extra in proptest::collection::vec(any::<u16>(), 0..16)) {
+        let mut db = base();
+        for (i, &(m, a, first, last)) in layout.iter().enumerate() {
+            member(&mut db, m);
+            public(&mut db, i as i64 + 1, m, &format!("198.51.100.{a}"), first, last);
+        }
+        let p = compile(&db, 1).unwrap();
+        let mut ports: Vec<u16> = extra;
+        for &(_, _, first, last) in &layout {
+            ports.extend([first.wrapping_sub(1), first, last, last.wrapping_add(1)]);
+        }
+        for a in 0u8..=4 {
+            let addr = Ipv4Addr::new(198, 51, 100, a);
+            for &port in &ports {
+                let naive = layout.iter().find(|&&(_, b, f, l)| b == a && f <= port && port <= l).map(|r| r.0);
+                let got = p.member_of_public(addr, port).map(|r| p.member(r).id);
+                prop_assert_eq!(got, naive, "{}:{}", addr, port);
             }
         }
     }
