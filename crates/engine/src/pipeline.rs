@@ -275,7 +275,8 @@ impl Engine {
             // when shaping, its shaper state): with tens of thousands of
             // members it is not in cache (the flow, prefetched in pass 2,
             // says whose it is).
-            if let Some(Some(h)) = self.hits.get(i + MEMBER_PREFETCH_AHEAD) {
+            // (Only within this chunk: `hits` beyond `n` are an earlier chunk's.)
+            if let Some(Some(h)) = self.hits[..n].get(i + MEMBER_PREFETCH_AHEAD) {
                 let member = self.ct.flow(h.flow).member;
                 if member != NO_MEMBER {
                     self.accounts.prefetch(member);
