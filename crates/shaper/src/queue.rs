@@ -368,13 +368,19 @@ pub fn pick_flow(flows: &mut [Flow], hash: u32) -> usize {
     if busy(h) && h.tag == hash {
         return home;
     }
-    if let Some(i) = flows.iter().position(|f| busy(f) && f.tag == hash) {
-        return i;
+    // One pass: this flow's queue if it has one, else the first idle queue.
+    let mut first_idle = None;
+    for (i, f) in flows.iter().enumerate() {
+        if !busy(f) {
+            first_idle = first_idle.or(Some(i));
+        } else if f.tag == hash {
+            return i;
+        }
     }
     if busy(h) && h.mixed {
         return home;
     }
-    let idle = if busy(h) { flows.iter().position(|f| !busy(f)) } else { Some(home) };
+    let idle = if busy(h) { first_idle } else { Some(home) };
     match idle {
         Some(i) => {
             let f = &mut flows[i];
