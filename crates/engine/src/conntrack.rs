@@ -140,6 +140,9 @@ pub struct Flow {
     pub bytes: [u64; 2],
 }
 
+/// [`Conntrack::guess`] found no entry.
+pub const NO_GUESS: u32 = crate::table::EMPTY_VALUE;
+
 /// [`Flow::member`] of a flow that belongs to no member (infrastructure).
 pub const NO_MEMBER: u32 = u32::MAX;
 /// [`Flow::binding`] of a flow without NAT.
@@ -295,12 +298,40 @@ impl Conntrack {
         self.index.prefetch(hash);
     }
 
+    /// The index entry [`Conntrack::lookup`] would check first for `hash`
+    /// (flow and direction, as the index stores them), read from the bucket
+    /// alone; [`NO_GUESS`] if there is none. Prefetch it with
+    /// [`Conntrack::prefetch_guess`], confirm it with [`Conntrack::lookup_guessed`].
     #[inline]
-    pub fn prefetch_flow(&self, flow: u32) {
-        let f = &self.flows[flow as usize];
-        crate::prefetch(f);
-        crate::prefetch((f as *const Flow as *const u8).wrapping_add(64));
-        crate::prefetch((f as *const Flow as *const u8).wrapping_add(128));
+    pub fn guess(&self, hash: u64) -> u32 {
+        self.index.guess(hash)
+    }
+
+    /// Fetches the flow of a guess (all three lines: the key that confirms
+    /// it, then what the packet path reads).
+    #[inline]
+    pub fn prefetch_guess(&self, guess: u32) {
+        if let Some(f) = self.flows.get((guess >> 1) as usize) {
+            let p = (f as *const Flow).cast::<u8>();
+            crate::prefetch(f);
+            crate::prefetch(p.wrapping_add(64));
+            crate::prefetch(p.wrapping_add(128));
+        }
+    }
+
+    /// [`Conntrack::lookup`], given the [`Conntrack::guess`] taken for the same
+    /// hash with the table unchanged since: the guess is the entry the lookup
+    /// checks first, so when its key matches it is the answer.
+    #[inline]
+    pub fn lookup_guessed(&self, hash: u64, key: &FlowKey, guess: u32) -> Option<Hit> {
+        if guess != NO_GUESS {
+            if let Some(f) = self.flows.get((guess >> 1) as usize) {
+                if f.keys[(guess & 1) as usize] == *key {
+                    return Some(Hit { flow: guess >> 1, dir: (guess & 1) as u8 });
+                }
+            }
+        }
+        self.lookup(hash, key)
     }
 
     /// Finds the flow one of whose keys is `key` (hashed as `hash`).
@@ -491,6 +522,47 @@ impl Conntrack {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_guessed_lookup_answers_as_the_lookup() {
+        use core::net::Ipv4Addr;
+        let now = Time(0);
+        let mut ct = Conntrack::new(4096, [1, 2, 3, 4], Timeouts::default(), now);
+        let key = |i: u16| FlowKey::v4(Ipv4Addr::new(10, 0, 0, 1), Ipv4Addr::new(192, 0, 2, 1), proto::UDP, i, 53);
+        for i in 0..2000u16 {
+            let k = key(i);
+            let new = NewFlow {
+                keys: [k, k.reversed()],
+                state: ProtoState::Udp,
+                orig_side: Side::Inside,
+                reply_side: Side::Outside,
+                member: NO_MEMBER,
+                binding: NO_BINDING,
+                epoch: 0,
+            };
+            ct.insert(&new, now).unwrap();
+        }
+        // Stored keys (both directions), keys never stored, and guesses that
+        // are wrong: the answer is always the plain lookup's.
+        let (mut right, mut stored) = (0, 0);
+        let probes = (0..2000u16).flat_map(|i| [key(i), key(i).reversed()]).chain((2000..3000).map(key));
+        for (n, k) in probes.enumerate() {
+            let h = ct.hash(&k);
+            let want = ct.lookup(h, &k);
+            let g = ct.guess(h);
+            assert_eq!(ct.lookup_guessed(h, &k, g), want, "{k:?}");
+            assert_eq!(ct.lookup_guessed(h, &k, NO_GUESS), want);
+            let wrong = (n as u32 * 7) % 4000;
+            assert_eq!(ct.lookup_guessed(h, &k, wrong), want);
+            if let Some(hit) = want {
+                right += usize::from(g == hit.flow << 1 | u32::from(hit.dir));
+                stored += 1;
+            }
+        }
+        // The guess is what makes the lookup cheap: nearly always the entry.
+        assert_eq!(stored, 4000);
+        assert!(right * 100 >= stored * 99, "{right} of {stored} guesses right");
+    }
 
     #[test]
     fn a_flow_is_three_cache_lines() {

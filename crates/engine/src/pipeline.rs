@@ -4,7 +4,12 @@
 //! (VPP's dual-loop idea, by pass rather than by pair):
 //! 1. parse every frame ([`wire::classify::classify`]), hash its flow key and
 //!    prefetch the hash bucket;
-//! 2. look every key up in the flow index and prefetch the flow;
+//! 2. look every key up in the flow index, in two stages a few packets
+//!    apart: guess the entry from the bucket's signatures and prefetch its
+//!    flow, then confirm the guess against the key and prefetch the state
+//!    pass 3 will read about the flow's member (account, shaper state), so
+//!    that the dependent misses of a packet (bucket, flow, member) overlap
+//!    with other packets' instead of following each other;
 //! 3. decide: a known flow takes the fast path (state update, deadline,
 //!    counters); the rest take the slow path (policy, new state).
 //!
@@ -13,7 +18,7 @@
 //! is. ICMP errors pass as related to the flow they quote and never create
 //! state. Fragments get their first fragment's verdict ([`crate::frag`]).
 
-use crate::conntrack::{Conntrack, Hit, NewFlow, ProtoState, Timeouts, EXPIRE_BUDGET, NO_BINDING, NO_MEMBER};
+use crate::conntrack::{Conntrack, Hit, NewFlow, ProtoState, Timeouts, EXPIRE_BUDGET, NO_BINDING, NO_GUESS, NO_MEMBER};
 use crate::counters::{Counters, DropReason, Reason};
 use crate::frag::{datagram_key, FlowRef, Fragments, Outcome, Piece};
 use crate::members::{Accounts, DOWN, UP};
@@ -35,8 +40,9 @@ use wire::FrameBuf;
 /// Frames processed per pass; longer batches are taken in chunks of this.
 pub const MAX_BATCH: usize = 256;
 
-/// How many packets ahead pass 3 prefetches the member's account and shaper state.
-const MEMBER_PREFETCH_AHEAD: usize = 4;
+/// How many packets apart pass 2 guesses a lookup's entry (and fetches its
+/// flow) and confirms it (and fetches the member's state).
+const LOOKUP_AHEAD: usize = 8;
 
 /// How many frames ahead pass 1 prefetches the headers it parses next: a
 /// frame handed over by another core, or written by a NIC, is not in this
@@ -94,6 +100,8 @@ pub struct Engine {
     parsed: Box<[bool]>,
     hashes: Box<[u64]>,
     hits: Box<[Option<Hit>]>,
+    /// Pass 2's guesses of `hits` ([`Conntrack::guess`]).
+    guesses: Box<[u32]>,
     /// The flow table's generation when `hits` were looked up.
     hits_generation: u64,
     /// The member policy; without one, the classic stateful policy applies
@@ -120,6 +128,7 @@ impl Engine {
             parsed: vec![false; MAX_BATCH].into(),
             hashes: vec![0; MAX_BATCH].into(),
             hits: vec![None; MAX_BATCH].into(),
+            guesses: vec![NO_GUESS; MAX_BATCH].into(),
             hits_generation: 0,
             policy: None,
             nat: Nat::new(cfg.max_flows, cfg.nat_quota, cfg.hash_key),
@@ -221,7 +230,7 @@ impl Engine {
         let side = from.index();
         // Pass 1: parse, hash, prefetch the bucket. The batch arrays are
         // walked with iterators (no bounds check per packet).
-        let Engine { metas, parsed, hashes, hits, ct, counters, .. } = self;
+        let Engine { metas, parsed, hashes, ct, counters, .. } = self;
         for f in frames.iter().take(FRAME_PREFETCH_AHEAD) {
             prefetch_headers(f.bytes());
         }
@@ -251,40 +260,47 @@ impl Engine {
                 }
             }
         }
-        // Pass 2: look up, prefetch the flow.
-        let lanes = metas.iter().zip(parsed.iter()).zip(hashes.iter());
-        for (hit, ((meta, ok), hash)) in hits.iter_mut().take(n).zip(lanes) {
-            *hit = None;
-            if *ok && lookup_first(meta) {
-                let found = ct.lookup(*hash, &meta.key);
-                if let Some(h) = found {
-                    ct.prefetch_flow(h.flow);
+        // Pass 2: look up, in two stages LOOKUP_AHEAD packets apart, so that
+        // the lookups of a batch wait for memory together: (a) guess the
+        // entry from its bucket (prefetched in pass 1) and fetch its flow;
+        // (b) confirm the guess against the key (or look up in full), then
+        // fetch what pass 3 reads about the flow's member (its account and,
+        // when shaping, its shaper state in this direction). With many
+        // flows and members none of it is in cache, and each of these was a
+        // miss that the packet waited for.
+        // Frames from the inside are their members' uploads (a hairpinned
+        // frame is both, and its upload is shaped first).
+        let dir = if from == Side::Inside { UP } else { DOWN };
+        let Engine { metas, parsed, hashes, hits, guesses, ct, accounts, shaping, .. } = self;
+        let wanted = |j: usize| parsed[j] && lookup_first(&metas[j]);
+        for i in 0..n + LOOKUP_AHEAD {
+            if i < n {
+                guesses[i] = if wanted(i) { ct.guess(hashes[i]) } else { NO_GUESS };
+                if guesses[i] != NO_GUESS {
+                    ct.prefetch_guess(guesses[i]);
                 }
-                *hit = found;
+            }
+            let Some(j) = i.checked_sub(LOOKUP_AHEAD) else { continue };
+            hits[j] = None;
+            if wanted(j) {
+                let found = ct.lookup_guessed(hashes[j], &metas[j].key, guesses[j]);
+                if let Some(h) = found {
+                    let member = ct.flow(h.flow).member;
+                    if member != NO_MEMBER {
+                        accounts.prefetch(member);
+                        if let Some(sh) = shaping {
+                            sh.prefetch(member, dir);
+                        }
+                    }
+                }
+                hits[j] = found;
             }
         }
         self.hits_generation = self.ct.generation();
         // Pass 3: decide. The parsed headers are read in place: moved out
         // of `self` for the pass (a pointer swap), not copied per packet.
         let metas = core::mem::take(&mut self.metas);
-        // Frames from the inside are their members' uploads (a hairpinned
-        // frame is both, and its upload is shaped first).
-        let dir = if from == Side::Inside { UP } else { DOWN };
         for i in 0..n {
-            // The per-member state of a packet a few ahead (its account and,
-            // when shaping, its shaper state): with tens of thousands of
-            // members it is not in cache (the flow, prefetched in pass 2,
-            // says whose it is).
-            // (Only within this chunk: `hits` beyond `n` are an earlier chunk's.)
-            if let Some(Some(h)) = self.hits[..n].get(i + MEMBER_PREFETCH_AHEAD) {
-                let member = self.ct.flow(h.flow).member;
-                if member != NO_MEMBER {
-                    self.accounts.prefetch(member);
-                    if let Some(sh) = &self.shaping {
-                        sh.prefetch(member, dir);
-                    }
-                }
-            }
             if !self.parsed[i] {
                 continue;
             }

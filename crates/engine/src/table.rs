@@ -33,6 +33,8 @@ use wire::FlowKey;
 pub const MAX_PROBE: usize = 4;
 const SLOTS: usize = 8;
 const EMPTY: u32 = u32::MAX;
+/// No value ([`FlowIndex::guess`] found none).
+pub const EMPTY_VALUE: u32 = EMPTY;
 
 /// The keyed hash for flow keys (one per engine).
 #[derive(Clone, Debug)]
@@ -120,6 +122,23 @@ impl FlowIndex {
     #[inline]
     pub fn prefetch(&self, hash: u64) {
         crate::prefetch(&self.buckets[self.home(hash)]);
+    }
+
+    /// The first value in the home bucket of `hash` whose signature
+    /// matches: what [`FlowIndex::find`] checks first, read from the bucket
+    /// alone, so that a caller can fetch that entry's key before it checks
+    /// it (a batch's lookups then wait for their keys together, not one
+    /// after the other). [`EMPTY_VALUE`] if no signature matches there.
+    #[inline]
+    pub fn guess(&self, hash: u64) -> u32 {
+        let sig = Self::sig(hash);
+        let bucket = &self.buckets[self.home(hash)];
+        for i in 0..SLOTS {
+            if bucket.sig[i] == sig && bucket.val[i] != EMPTY {
+                return bucket.val[i];
+            }
+        }
+        EMPTY
     }
 
     /// Finds the value whose key `eq` accepts among the entries with this hash.
