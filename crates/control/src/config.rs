@@ -86,7 +86,7 @@ pub enum IdleMode {
     Sleep,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Deserialize, Default)]
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct WorkersConfig {
     /// CPUs to pin one worker each to. Empty: `count` unpinned workers.
@@ -94,6 +94,15 @@ pub struct WorkersConfig {
     /// Workers when `cpus` is empty (default 1).
     pub count: Option<usize>,
     pub idle: IdleMode,
+    /// With `idle = "sleep"`: interrupt moderation while traffic flows, e.g.
+    /// "100us" (a nap of this long instead of a wake-up per frame); "0s": none.
+    pub coalesce: String,
+}
+
+impl Default for WorkersConfig {
+    fn default() -> Self {
+        WorkersConfig { cpus: Vec::new(), count: None, idle: IdleMode::default(), coalesce: "100us".into() }
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
@@ -234,6 +243,8 @@ pub struct Checked {
     pub stats_interval: Duration,
     pub log_interval: Duration,
     pub workers: usize,
+    /// `workers.coalesce`.
+    pub coalesce: Duration,
     pub codel_target: Duration,
     pub codel_interval: Duration,
     pub sojourn_limit: Duration,
@@ -299,6 +310,24 @@ impl Config {
         if self.engine.nat_quota == 0 {
             return Err("engine.nat_quota = 0: a member could open no connection".into());
         }
+        let coalesce = dur("workers.coalesce", &self.workers.coalesce)?;
+        if coalesce > Duration::from_millis(1) {
+            return Err(format!(
+                "workers.coalesce = \"{}\": at most 1ms (it delays every packet by up to this much)",
+                self.workers.coalesce
+            ));
+        }
+        // A shaper's core bucket holds one re-division period of its share:
+        // a worker that wakes less often than that loses capacity.
+        let period = Duration::from_nanos(shaper::UplinkConfig::new(0, 1).period_ns);
+        if self.shaping.enabled && coalesce > period / 2 {
+            return Err(format!(
+                "workers.coalesce = \"{}\": at most {}us with shaping on (half the shaper's re-division period: a worker \
+                 that naps longer releases less than the uplink's capacity)",
+                self.workers.coalesce,
+                (period / 2).as_micros()
+            ));
+        }
         let established_timeout = dur("engine.established_timeout", &self.engine.established_timeout)?;
         let flush_interval = dur("accounting.flush_interval", &self.accounting.flush_interval)?;
         if flush_interval < Duration::from_secs(1) {
@@ -324,6 +353,7 @@ impl Config {
             stats_interval,
             log_interval,
             workers,
+            coalesce,
             codel_target,
             codel_interval,
             sojourn_limit,
@@ -351,6 +381,7 @@ mod tests {
         assert_eq!(c.io.backend, Backend::Xdp);
         assert_eq!(k.workers, 1);
         assert_eq!(k.established_timeout, Duration::from_secs(12 * 3600));
+        assert_eq!(k.coalesce, Duration::from_micros(100));
     }
 
     #[test]
@@ -370,11 +401,21 @@ mod tests {
             (format!("{GOOD}\n[engine]\nestablished_timeout = \"12 parsecs\""), "engine.established_timeout"),
             (format!("{GOOD}\n[engine]\nmax_flow = 5"), "unknown field `max_flow`"),
             (format!("{GOOD}\n[workers]\ncount = 0"), "1 to 256"),
+            (format!("{GOOD}\n[workers]\ncoalesce = \"2ms\""), "workers.coalesce = \"2ms\": at most 1ms"),
+            (format!("{GOOD}\n[workers]\ncoalesce = \"200us\""), "at most 125us with shaping on"),
+            (format!("{GOOD}\n[workers]\ncoalesce = \"soon\""), "workers.coalesce"),
             (GOOD.replace("database = \"torwart.db\"", ""), "missing field `database`"),
         ];
         for (text, want) in cases {
             let err = Config::parse(&text).unwrap_err();
             assert!(err.contains(want), "{err:?} should say {want:?}");
         }
+    }
+
+    #[test]
+    fn a_longer_nap_is_allowed_without_shaping() {
+        let text = format!("{GOOD}\n[workers]\ncoalesce = \"500us\"\n[shaping]\nenabled = false");
+        let (_, k) = Config::parse(&text).unwrap();
+        assert_eq!(k.coalesce, Duration::from_micros(500));
     }
 }

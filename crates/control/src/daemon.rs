@@ -145,7 +145,7 @@ pub fn run_config(config: Config, checked: Checked) -> Result<(), Failure> {
     let workers = checked.workers;
     let idle = match config.workers.idle {
         IdleMode::Busy => Idle::Busy,
-        IdleMode::Sleep => Idle::Sleep { spins: 16, sleep: Duration::from_millis(1) },
+        IdleMode::Sleep => Idle::Sleep { spins: 16, sleep: Duration::from_millis(1), coalesce: checked.coalesce },
     };
     let mut programs = Vec::new();
     let mut queues: Vec<Vec<PortQueue>> = (0..workers).map(|_| Vec::new()).collect();

@@ -63,6 +63,9 @@ pub struct DataplaneCounters {
     pub idle_loops: u64,
     /// Times an idle worker waited (slept on its ports' descriptors).
     pub waits: u64,
+    /// Naps of an idle worker while traffic flows (interrupt moderation:
+    /// `Idle::Sleep`'s `coalesce`).
+    pub naps: u64,
     pub loops: u64,
     drops: [u64; Drop::ALL.len()],
 }
@@ -117,6 +120,7 @@ impl DataplaneCounters {
         self.resolutions += o.resolutions;
         self.idle_loops += o.idle_loops;
         self.waits += o.waits;
+        self.naps += o.naps;
         self.rx_errors += o.rx_errors;
         self.backpressure += o.backpressure;
         self.loops += o.loops;

@@ -49,7 +49,14 @@ pub enum Idle {
     /// shares its cores. Costs nothing while idle and one wake-up per burst
     /// at low load, where spinning would take the core from the kernel's
     /// receive path on the same core.
-    Sleep { spins: u32, sleep: Duration },
+    ///
+    /// `coalesce` is interrupt moderation, as a NIC's `rx-usecs`: while
+    /// traffic flows (the last wake-up found work), the worker does not
+    /// wake for every arriving frame but naps `coalesce` on a timer and then
+    /// takes everything that arrived meanwhile in one pass, and sends it in
+    /// one kick per port. A nap that finds nothing returns the worker to
+    /// waiting on its ports. Zero: wake for every frame (no moderation).
+    Sleep { spins: u32, sleep: Duration, coalesce: Duration },
 }
 
 /// The longest an idle worker waits while something only a timer or
@@ -166,6 +173,9 @@ impl Worker {
             unsafe { libc::prctl(libc::PR_SET_TIMERSLACK, 5_000 as libc::c_ulong, 0, 0, 0) };
         }
         let mut empty_loops = 0u32;
+        // The last wake-up (or loop) found work: the next wait is a nap of
+        // `coalesce`, not a wait for the next frame.
+        let mut flowing = false;
         loop {
             let now = monotonic_now();
             let stopping = self.shared.stop.load(Ordering::Relaxed);
@@ -204,13 +214,18 @@ impl Worker {
             if work == 0 {
                 self.counters.idle_loops += 1;
                 empty_loops = empty_loops.saturating_add(1);
-                if let Idle::Sleep { spins, sleep } = self.cfg.idle {
-                    if empty_loops > spins {
+                if let Idle::Sleep { spins, sleep, coalesce } = self.cfg.idle {
+                    if flowing && !coalesce.is_zero() {
+                        flowing = false;
+                        self.counters.naps += 1;
+                        std::thread::sleep(coalesce);
+                    } else if empty_loops > spins {
                         self.wait(sleep, receiving);
                     }
                 }
             } else {
                 empty_loops = 0;
+                flowing = true;
             }
         }
         for (p, q) in self.ports.iter_mut().enumerate() {

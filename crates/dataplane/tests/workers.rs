@@ -56,7 +56,7 @@ fn frames_reach_their_owner_and_nothing_is_lost() {
                 cpu: None,
                 engine,
                 batch: 32,
-                idle: Idle::Sleep { spins: 16, sleep: Duration::from_micros(100) },
+                idle: Idle::Sleep { spins: 16, sleep: Duration::from_micros(100), coalesce: Duration::ZERO },
                 stats_every: Duration::from_millis(20),
             },
             ports: vec![
@@ -145,7 +145,7 @@ fn a_full_transmit_ring_drops_and_counts() {
             cpu: None,
             engine: Config { max_flows: 4096, ..Default::default() },
             batch: 64,
-            idle: Idle::Sleep { spins: 16, sleep: Duration::from_micros(100) },
+            idle: Idle::Sleep { spins: 16, sleep: Duration::from_micros(100), coalesce: Duration::ZERO },
             stats_every: Duration::from_millis(20),
         },
         ports: vec![
@@ -168,4 +168,69 @@ fn a_full_transmit_ring_drops_and_counts() {
     assert_eq!(t.dataplane.dropped(dataplane::Drop::TxRingFull), 56);
     assert_eq!(t.dataplane.tx[1], 8);
     assert_eq!(t.engine.tx_packets[1], 64, "the engine forwarded all; the port refused 56, counted");
+}
+
+/// Interrupt moderation: while traffic flows the worker naps instead of
+/// waiting for the next frame, still forwards everything, and goes back
+/// to waiting on its ports once a nap finds nothing.
+#[test]
+fn a_coalescing_worker_naps_while_traffic_flows_and_loses_nothing() {
+    let members = policy::sample::campus(8);
+    let compiled = policy::compile_with_key(&members, 1, [1, 2, 3, 4]).expect("sample compiles");
+    let published = Arc::new(ArcSwap::from_pointee(Generation::first(Arc::new(compiled))));
+    let (inside, outside) = (port("inside", 0), port("outside", 1));
+    let setup = WorkerSetup {
+        config: WorkerConfig {
+            index: 0,
+            workers: 1,
+            cpu: None,
+            engine: Config { max_flows: 4096, ..Default::default() },
+            batch: 32,
+            idle: Idle::Sleep { spins: 4, sleep: Duration::from_millis(1), coalesce: Duration::from_micros(100) },
+            stats_every: Duration::from_millis(5),
+        },
+        ports: vec![
+            PortQueue { name: "inside".into(), side: Side::Inside, io: Box::new(inside.clone()) },
+            PortQueue { name: "outside".into(), side: Side::Outside, io: Box::new(outside.clone()) },
+        ],
+        egress: Egress::fixed(0, 1),
+        engine: None,
+    };
+    let dp = Dataplane::start(vec![setup], Some(Arc::clone(&published))).unwrap();
+    let eth = Eth { src: MacAddr([2, 0, 0, 0, 0, 1]), dst: MacAddr([2, 0, 0, 0, 0, 2]), vlan: None };
+    let device = IpAddr::V4(Ipv4Addr::from(policy::sample::campus_block(0).first() + 1));
+    let server = IpAddr::V4(Ipv4Addr::new(203, 0, 113, 1));
+    let mut buf = [0u8; 256];
+    let mut sent = 0;
+    let mut out = 0;
+    // A trickle: a few frames every 50 µs or so for some 40 ms.
+    for i in 0..1600u16 {
+        let n = build::udp(&mut buf, &eth, device, server, 1000 + i % 16, 53, 16).unwrap();
+        inside.0.lock().unwrap().inject(&buf[..n], 0);
+        sent += 1;
+        if i % 4 == 3 {
+            std::thread::sleep(Duration::from_micros(50));
+        }
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while out < sent && Instant::now() < deadline {
+        out += outside.0.lock().unwrap().take_sent().len();
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    // Quiet for a while: the worker must go back to waiting on its ports.
+    std::thread::sleep(Duration::from_millis(30));
+    let stats = dp.stop();
+    let totals = Totals::of(stats.iter().map(|s| &**s));
+    assert_eq!(out, sent, "every frame forwarded");
+    assert_eq!(totals.dataplane.total_drops() + totals.engine.total_drops(), 0);
+    assert!(totals.dataplane.naps > 0, "naps while the trickle flowed");
+    assert!(totals.dataplane.waits > 0, "waits on the ports once it stopped");
+    // Without moderation a worker wakes about once per burst; with it, at
+    // most once per nap (100 µs) while bursts come every 50 µs or more.
+    assert!(
+        totals.dataplane.naps + totals.dataplane.waits < sent as u64 / 2,
+        "{} naps and {} waits for {sent} frames",
+        totals.dataplane.naps,
+        totals.dataplane.waits
+    );
 }
