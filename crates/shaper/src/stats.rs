@@ -35,32 +35,96 @@ impl RateMeter {
         copy.rate_bps
     }
 
+    /// Closes the windows that ended by `now`. Constant time, no division:
+    /// a member seen again after a quiet spell (with 240,000 members, each
+    /// one's packets are tens of milliseconds apart, so this is most packets
+    /// of the pass path) folds its last window and decays over the quiet
+    /// ones in one step.
     fn roll(&mut self, now: u64) {
         let elapsed = now.saturating_sub(self.window_start_ns);
         if elapsed < RATE_WINDOW_NS {
             return;
         }
         let windows = elapsed / RATE_WINDOW_NS;
-        let sample = u128::from(self.window_bytes) * 8 * u128::from(NS_PER_SEC) / u128::from(RATE_WINDOW_NS);
-        let sample = u64::try_from(sample).unwrap_or(u64::MAX);
+        let sample = self.window_bytes.saturating_mul(BITS_PER_WINDOW_BYTE);
         self.rate_bps = ewma(self.rate_bps, sample);
         // Quiet windows after the first count as zero samples.
-        if windows > RATE_FORGET_WINDOWS {
-            self.rate_bps = 0;
-        } else {
-            for _ in 1..windows {
-                self.rate_bps = ewma(self.rate_bps, 0);
-            }
-        }
+        self.rate_bps = decay(self.rate_bps, windows - 1);
         self.window_bytes = 0;
         self.window_start_ns = self.window_start_ns.saturating_add(windows * RATE_WINDOW_NS);
     }
 }
 
+/// A window's bytes in bit/s: bytes × 8 × 10⁹ / window (exact: the window divides 8 × 10⁹ ns).
+const BITS_PER_WINDOW_BYTE: u64 = 8 * NS_PER_SEC / RATE_WINDOW_NS;
+const _: () = assert!(BITS_PER_WINDOW_BYTE * RATE_WINDOW_NS == 8 * NS_PER_SEC);
+
 fn ewma(old: u64, sample: u64) -> u64 {
     let old = u128::from(old);
     let new = old - (old >> RATE_GAIN_SHIFT) + (u128::from(sample) >> RATE_GAIN_SHIFT);
     u64::try_from(new).unwrap_or(u64::MAX)
+}
+
+/// `rate` after `k` zero samples: × (1 − 2^-gain)^k, from a table of
+/// 62-bit fixed-point factors; zero after [`RATE_FORGET_WINDOWS`].
+fn decay(rate: u64, k: u64) -> u64 {
+    match usize::try_from(k) {
+        Ok(0) => rate,
+        Ok(k) if k < DECAY.len() => ((u128::from(rate) * u128::from(DECAY[k])) >> 62) as u64,
+        _ => 0,
+    }
+}
+
+/// `DECAY[k]` = (1 − 2^-gain)^k × 2⁶², k ≤ [`RATE_FORGET_WINDOWS`].
+const DECAY: [u64; RATE_FORGET_WINDOWS as usize + 1] = {
+    let mut t = [0u64; RATE_FORGET_WINDOWS as usize + 1];
+    let mut f: u64 = 1 << 62;
+    let mut k = 0;
+    while k < t.len() {
+        t[k] = f;
+        f -= f >> RATE_GAIN_SHIFT;
+        k += 1;
+    }
+    t
+};
+
+#[cfg(test)]
+mod meter_tests {
+    use super::*;
+
+    /// The closed form against the windows one by one.
+    fn stepwise(rate: u64, k: u64) -> u64 {
+        let mut r = rate;
+        for _ in 0..k {
+            r = ewma(r, 0);
+        }
+        r
+    }
+
+    #[test]
+    fn decay_matches_zero_samples_one_by_one() {
+        for rate in [0, 1, 999, 12_500_000, 10_000_000_000, u64::MAX / 3] {
+            for k in 0..=RATE_FORGET_WINDOWS {
+                let (a, b) = (decay(rate, k), stepwise(rate, k));
+                // Truncation differs by a few bit/s per step at most.
+                assert!(a.abs_diff(b) <= k + 1 + b / 1_000_000, "rate {rate} k {k}: {a} vs {b}");
+            }
+        }
+        assert_eq!(decay(12_500_000, RATE_FORGET_WINDOWS + 1), 0);
+    }
+
+    #[test]
+    fn a_steady_sender_is_measured_at_its_rate() {
+        let mut m = RateMeter::default();
+        // 12.5 Mbit/s: 1,562,500 bytes per second, 1,000-byte packets every 640 µs.
+        for i in 0..3_000u64 {
+            m.add(i * 640_000, 1000);
+        }
+        let r = m.rate_bps(3_000 * 640_000);
+        assert!(r.abs_diff(12_500_000) < 12_500_000 / 50, "{r}");
+        // Quiet for a second: forgotten.
+        assert_eq!(m.rate_bps(3_000 * 640_000 + NS_PER_SEC), 0);
+    }
 }
 
 /// Drops and marks by [`Reason`].
