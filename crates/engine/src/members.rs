@@ -32,6 +32,10 @@ pub struct Account {
     /// (blocked, deleted, renumbered), 0 if none: flows made before it end
     /// when met, flows made after it live.
     pub(crate) ended_epoch: u32,
+    /// How the member is shaped on this core ([`crate::shaping`]'s flags):
+    /// here, not in the shaper, because the packet path has this line in
+    /// cache already and asks this of every packet.
+    pub(crate) shaping: u8,
 }
 
 pub const UP: usize = 0;
@@ -95,6 +99,18 @@ impl Accounts {
 
     pub fn member_id(&self, slot: u32) -> u32 {
         self.slots[slot as usize].member_id
+    }
+
+    /// The shaping flags of `slot` (0 for a slot not made yet).
+    #[inline]
+    pub(crate) fn shaping(&self, slot: u32) -> u8 {
+        self.slots.get(slot as usize).map_or(0, |a| a.shaping)
+    }
+
+    pub(crate) fn set_shaping(&mut self, slot: u32, flags: u8) {
+        if let Some(a) = self.slots.get_mut(slot as usize) {
+            a.shaping = flags;
+        }
     }
 
     pub(crate) fn set_ended(&mut self, slot: u32, epoch: u32) {

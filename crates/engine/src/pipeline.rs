@@ -187,7 +187,8 @@ impl Engine {
         // Plans may have changed: queues stay, rates follow.
         if let Some(sh) = &mut self.shaping {
             for slot in 0..self.accounts.len() as u32 {
-                sh.refresh(self.last_now.0, slot, self.accounts.member_id(slot), &new, &mut self.counters);
+                let flags = sh.refresh(self.last_now.0, slot, self.accounts.member_id(slot), &new, &mut self.counters);
+                self.accounts.set_shaping(slot, flags);
             }
         }
         self.policy = Some(new);
@@ -315,13 +316,15 @@ impl Engine {
                 self.track(now, from, m, i, frames[i].bytes_mut()).0
             };
             if let (Verdict::Forward(to), Some(sh), Some((slot, dir))) = (v, &mut self.shaping, self.accounts.last) {
-                if !sh.known(slot) {
+                let mut flags = self.accounts.shaping(slot);
+                if !Shaping::known(flags) {
                     if let Some(p) = &self.policy {
-                        sh.refresh(now.0, slot, self.accounts.member_id(slot), p, &mut self.counters);
+                        flags = sh.refresh(now.0, slot, self.accounts.member_id(slot), p, &mut self.counters);
+                        self.accounts.set_shaping(slot, flags);
                     }
                 }
                 let dir = usize::from(dir);
-                if sh.shaped(slot, dir) {
+                if Shaping::shaped(flags, dir) {
                     let c = &mut self.counters;
                     match sh.offer(now.0, slot, dir, to, frames[i].bytes(), self.hashes[i], m.ecn, c) {
                         None => {}

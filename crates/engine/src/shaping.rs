@@ -28,7 +28,9 @@ use std::sync::Arc;
 
 /// Bytes per pool frame: a full Ethernet frame with tags.
 const FRAME: usize = 2048;
-/// `Shaping::flags`: the slot's plan was looked up.
+/// A member's shaping flags (kept in its account, [`crate::members::Account`]):
+/// bit 0 shaped up, bit 1 shaped down, and this: its plan was looked up (an
+/// unshaped member is looked up once).
 const SEEN: u8 = 0x80;
 /// Departures handled per direction and call of `poll`.
 const POLL_BUDGET: usize = 256;
@@ -73,10 +75,6 @@ pub(crate) struct Shaping {
     dirs: [Shaper<u32>; 2],
     /// Plan installed per account slot and direction (to install only changes).
     plans: Vec<[Option<Plan>; 2]>,
-    /// Per slot: bit 0 shaped up, bit 1 shaped down, bit 7 looked up (an
-    /// unshaped member is looked up once). One byte per member: the packet
-    /// path reads this, not the plans.
-    flags: Vec<u8>,
     data: Box<[u8]>,
     lens: Vec<u16>,
     to: Vec<Side>,
@@ -96,7 +94,6 @@ impl Shaping {
                 Shaper::new(sc, Arc::clone(&cfg.uplink[1]), cfg.core, now)?,
             ],
             plans: Vec::new(),
-            flags: Vec::new(),
             data: vec![0; n as usize * FRAME].into_boxed_slice(),
             lens: vec![0; n as usize],
             to: vec![Side::Inside; n as usize],
@@ -107,59 +104,55 @@ impl Shaping {
     }
 
     /// Brings the shaper state of account slot `slot` in direction `dir`
-    /// ([`crate::members::UP`] or `DOWN`) into cache.
+    /// ([`crate::members::UP`] or `DOWN`) into cache. Unconditionally:
+    /// reading the member's flags first to decide would wait for the very
+    /// line this is meant to bring early.
     #[inline]
     pub(crate) fn prefetch(&self, slot: u32, dir: usize) {
-        // Unconditionally: reading the member's flag byte first to decide
-        // would itself be the cache miss this is meant to hide.
-        if let Some(f) = self.flags.get(slot as usize) {
-            crate::prefetch(f);
-        }
         if let Some(d) = self.dirs.get(dir) {
             d.prefetch_member(slot);
         }
     }
 
-    /// Whether the plan of account slot `slot` was looked up yet.
+    /// Whether a slot with shaping flags `flags` had its plan looked up yet.
     #[inline]
-    pub(crate) fn known(&self, slot: u32) -> bool {
-        self.flags.get(slot as usize).is_some_and(|f| f & SEEN != 0)
+    pub(crate) fn known(flags: u8) -> bool {
+        flags & SEEN != 0
     }
 
-    /// Whether account slot `slot` is shaped in direction `dir`.
+    /// Whether a slot with shaping flags `flags` is shaped in direction `dir`.
     #[inline]
-    pub(crate) fn shaped(&self, slot: u32, dir: usize) -> bool {
-        self.flags.get(slot as usize).is_some_and(|f| f & (1 << dir) != 0)
+    pub(crate) fn shaped(flags: u8, dir: usize) -> bool {
+        flags & (1 << dir) != 0
     }
 
-    /// Installs the plan of the member in `slot` (`member_id`) from `policy`;
-    /// a member gone from the policy, or without a plan, is unshaped and its
-    /// queued frames are dropped (counted).
-    pub(crate) fn refresh(&mut self, now: u64, slot: u32, member_id: u32, policy: &Policy, c: &mut Counters) {
+    /// Installs the plan of the member in `slot` (`member_id`) from `policy`
+    /// and returns the slot's new shaping flags (for its account); a member
+    /// gone from the policy, or without a plan, is unshaped and its queued
+    /// frames are dropped (counted).
+    pub(crate) fn refresh(&mut self, now: u64, slot: u32, member_id: u32, policy: &Policy, c: &mut Counters) -> u8 {
         let info = policy.by_id(member_id).map(|m| policy.member(m));
         let s = slot as usize;
         if self.plans.len() <= s {
             self.plans.resize(s + 1, [None, None]);
-            self.flags.resize(s + 1, 0);
         }
-        self.flags[s] |= SEEN;
+        let mut flags = SEEN;
         for dir in 0..2 {
             let plan = info.and_then(|m| plan_of(m, dir));
+            if plan.is_some() {
+                flags |= 1 << dir;
+            }
             if self.plans[s][dir] == plan {
                 continue;
             }
             self.plans[s][dir] = plan;
-            if plan.is_some() {
-                self.flags[s] |= 1 << dir;
-            } else {
-                self.flags[s] &= !(1 << dir);
-            }
             let Shaping { dirs, departures, .. } = self;
             departures.clear();
             // Cannot fail: slots are dense and far below the shaper's limit.
             let _ = dirs[dir].set_member(now, slot, plan, departures);
             self.settle(c);
         }
+        flags
     }
 
     /// Offers a forwarded frame of account slot `slot` going `to` in
