@@ -59,6 +59,13 @@ impl Accounts {
         }
     }
 
+    /// Makes room for `members` accounts, so that making one on a member's
+    /// first packet does not reallocate (call on the control path).
+    pub fn reserve(&mut self, members: usize) {
+        self.slots.reserve(members.saturating_sub(self.slots.len()));
+        self.by_id.reserve(members.saturating_sub(self.by_id.len()));
+    }
+
     /// The slot of `member_id`, made on first sight (slow path only).
     pub fn slot(&mut self, member_id: u32) -> u32 {
         if let Some(&s) = self.by_id.get(&member_id) {

@@ -184,6 +184,14 @@ impl Engine {
         for (public, proto, port) in new.forwarded_ports() {
             self.nat.reserve(public, proto, port);
         }
+        // A member's first packet makes its account and shaper state: room
+        // for every member of the policy is made here, off the packet path,
+        // so that never reallocates (capacity only: the memory is touched as
+        // members come).
+        self.accounts.reserve(new.len());
+        if let Some(sh) = &mut self.shaping {
+            sh.reserve(new.len());
+        }
         // Plans may have changed: queues stay, rates follow.
         if let Some(sh) = &mut self.shaping {
             for slot in 0..self.accounts.len() as u32 {

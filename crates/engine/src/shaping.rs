@@ -114,6 +114,14 @@ impl Shaping {
         }
     }
 
+    /// Makes room for `members` slots (see [`shaper::Shaper::reserve`]).
+    pub(crate) fn reserve(&mut self, members: usize) {
+        for d in &mut self.dirs {
+            d.reserve(members);
+        }
+        self.plans.reserve(members.saturating_sub(self.plans.len()));
+    }
+
     /// Whether a slot with shaping flags `flags` had its plan looked up yet.
     #[inline]
     pub(crate) fn known(flags: u8) -> bool {

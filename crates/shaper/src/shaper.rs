@@ -628,6 +628,19 @@ impl<H: Copy> Shaper<H> {
         u64::try_from(per_period).unwrap_or(u64::MAX).max(u64::from(c.core_burst_floor_bytes))
     }
 
+    /// Makes room for member slots below `members` (at most the configured
+    /// limit) without creating them: call it on the control path with the
+    /// number of members a policy has, so that a member's first packet, on
+    /// the packet path, never reallocates the member tables.
+    pub fn reserve(&mut self, members: usize) {
+        let members = members.min(self.config.max_members as usize);
+        let more = members.saturating_sub(self.members.len());
+        self.members.reserve(more);
+        self.flows.reserve(more * self.config.flows_per_member as usize);
+        self.wheel.reserve(members);
+        self.backlogged.reserve(members.saturating_sub(self.backlogged.len()));
+    }
+
     fn grow(&mut self, members: usize) {
         if members <= self.members.len() {
             return;
@@ -740,4 +753,26 @@ fn sojourn_limit_ns(config: &Config, rate_bps: u64) -> u64 {
     let quanta_bits = u128::from(SOJOURN_LIMIT_MIN_QUANTA * u64::from(config.quantum_bytes) * BITS_PER_BYTE);
     let drain_ns = quanta_bits * u128::from(NS_PER_SEC) / u128::from(rate_bps.max(1));
     config.sojourn_limit_ns.max(u64::try_from(drain_ns).unwrap_or(u64::MAX))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::UplinkConfig;
+
+    #[test]
+    fn reserved_members_are_made_without_reallocating() {
+        let uplink = Arc::new(UplinkExchange::new(UplinkConfig::new(1_000_000_000, 1)));
+        let mut s: Shaper<u32> = Shaper::new(Config::default(), uplink, 0, 0).unwrap();
+        s.reserve(5_000);
+        let (members, flows) = (s.members.as_ptr(), s.flows.as_ptr());
+        let plan = Plan { rate_bps: 2_000_000, ceil_bps: 4_000_000, burst_bytes: 3_000, weight: 1 };
+        let mut out = Vec::new();
+        // In the order a core meets members: any slot, first packet first.
+        for slot in (0..5_000).rev().step_by(7).chain(0..5_000) {
+            s.set_member(0, slot, Some(plan), &mut out).unwrap();
+        }
+        assert_eq!(s.members.len(), 5_000);
+        assert_eq!((s.members.as_ptr(), s.flows.as_ptr()), (members, flows), "no reallocation");
+    }
 }

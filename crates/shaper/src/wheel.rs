@@ -95,6 +95,16 @@ impl Wheel {
     }
 
     /// Makes room for members `0..members` (control path).
+    /// Makes room for `members` member slots without growing yet (so that
+    /// [`Wheel::grow`] up to there does not reallocate).
+    pub fn reserve(&mut self, members: usize) {
+        let more = members.saturating_sub(self.list.len());
+        self.next.reserve(more);
+        self.prev.reserve(more);
+        self.list.reserve(more);
+        self.due_tick.reserve(more);
+    }
+
     pub fn grow(&mut self, members: usize) {
         if members > self.list.len() {
             self.next.resize(members, NIL);
