@@ -3,8 +3,11 @@
 //! Tokens are counted in bits × 10⁹ ("nanobits"), so refilling
 //! at `rate` bit/s for `elapsed` ns adds exactly `rate × elapsed` tokens and
 //! a packet of `len` bytes costs `len × 8 × 10⁹`: no division on the refill
-//! path, no rounding, no drift over a long run. Tokens are `i128`, which
-//! holds a 2⁶⁴ bit/s rate for 2⁶⁴ ns without overflow.
+//! path, no rounding, no drift over a long run. Tokens are kept in an `i64`
+//! (the bucket is 32 bytes: it sits in the one cache line a member's pass
+//! path reads), which holds ±1.15 GB: depths are capped at
+//! [`MAX_DEPTH_BYTES`] (1 GiB), and a refill is computed in `i128` and then
+//! capped at the depth, so no rate or idle time overflows it.
 //!
 //! Semantics are HTB's: a packet may leave while the bucket holds *any*
 //! tokens, and its cost may take the bucket below zero (by at most one
@@ -16,20 +19,28 @@ use crate::{BITS_PER_BYTE, NS_PER_SEC};
 
 /// Tokens per byte.
 pub const NANOBITS_PER_BYTE: i128 = (BITS_PER_BYTE as i128) * (NS_PER_SEC as i128);
+/// The deepest bucket, bytes (deeper ones are made this deep): 1 GiB, a
+/// burst no plan needs, and far inside what the `i64` tokens hold.
+pub const MAX_DEPTH_BYTES: u64 = 1 << 30;
 
 /// A token bucket refilled lazily at a rate that may change.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Bucket {
-    tokens: i128,
-    depth: i128,
+    tokens: i64,
+    depth: i64,
     rate_bps: u64,
     last_ns: u64,
+}
+
+/// `bytes` (at most [`MAX_DEPTH_BYTES`]) in tokens.
+fn nanobits(bytes: u64) -> i64 {
+    (i128::from(bytes.min(MAX_DEPTH_BYTES)) * NANOBITS_PER_BYTE) as i64
 }
 
 impl Bucket {
     /// A bucket at `rate_bps` holding at most `depth_bytes`, full at `now`.
     pub fn full(rate_bps: u64, depth_bytes: u64, now: u64) -> Bucket {
-        let depth = i128::from(depth_bytes) * NANOBITS_PER_BYTE;
+        let depth = nanobits(depth_bytes);
         Bucket { tokens: depth, depth, rate_bps, last_ns: now }
     }
 
@@ -43,8 +54,9 @@ impl Bucket {
         if now <= self.last_ns {
             return;
         }
-        let earned = i128::from(self.rate_bps) * i128::from(now - self.last_ns);
-        self.tokens = self.tokens.saturating_add(earned).min(self.depth);
+        let earned = i128::from(self.rate_bps).saturating_mul(i128::from(now - self.last_ns));
+        // Back within the i64: the sum is capped at the depth.
+        self.tokens = i128::from(self.tokens).saturating_add(earned).min(i128::from(self.depth)) as i64;
         self.last_ns = now;
     }
 
@@ -56,7 +68,7 @@ impl Bucket {
 
     /// Changes the depth; tokens above it are lost.
     pub fn set_depth(&mut self, depth_bytes: u64) {
-        self.depth = i128::from(depth_bytes) * NANOBITS_PER_BYTE;
+        self.depth = nanobits(depth_bytes);
         self.tokens = self.tokens.min(self.depth);
     }
 
@@ -67,13 +79,14 @@ impl Bucket {
 
     /// Whether a packet may leave at `at` ≥ the last refill, if nothing else is charged before.
     pub fn conforms_at(&self, at: u64) -> bool {
-        let ahead = i128::from(self.rate_bps) * i128::from(at.saturating_sub(self.last_ns));
-        self.tokens.saturating_add(ahead).min(self.depth) > 0
+        let ahead = i128::from(self.rate_bps).saturating_mul(i128::from(at.saturating_sub(self.last_ns)));
+        i128::from(self.tokens).saturating_add(ahead).min(i128::from(self.depth)) > 0
     }
 
     /// Takes `len` bytes' worth of tokens (may go below zero).
     pub fn charge(&mut self, len: u32) {
-        self.tokens = self.tokens.saturating_sub(i128::from(len) * NANOBITS_PER_BYTE);
+        // At most one packet below zero (HTB's rule), far from i64's end.
+        self.tokens = self.tokens.saturating_sub((i128::from(len) * NANOBITS_PER_BYTE) as i64);
     }
 
     /// The earliest time (≥ last refill) at which the bucket conforms again; `u64::MAX` at rate 0.
@@ -85,7 +98,7 @@ impl Bucket {
             return u64::MAX;
         }
         // The first instant with tokens > 0: (-tokens) / rate + 1, rounded up.
-        let missing = (-self.tokens) as u128 + 1;
+        let missing = u128::from(self.tokens.unsigned_abs()) + 1;
         let rate = u128::from(self.rate_bps);
         let wait = missing.div_ceil(rate);
         u64::try_from(wait).map_or(u64::MAX, |w| self.last_ns.saturating_add(w))
@@ -103,7 +116,7 @@ impl Bucket {
 
     /// Tokens in bytes (negative when in debt), for statistics and tests.
     pub fn tokens_bytes(&self) -> i64 {
-        i64::try_from(self.tokens / NANOBITS_PER_BYTE).unwrap_or(if self.tokens < 0 { i64::MIN } else { i64::MAX })
+        (i128::from(self.tokens) / NANOBITS_PER_BYTE) as i64
     }
 }
 
@@ -125,6 +138,20 @@ mod tests {
         assert_eq!(b.tokens_bytes(), 5);
         b.refill(1_000_000_000);
         assert_eq!(b.tokens_bytes(), 10);
+    }
+
+    #[test]
+    fn the_deepest_bucket_and_the_longest_idle_time_do_not_overflow() {
+        let mut b = Bucket::full(u64::MAX, u64::MAX, 0);
+        assert_eq!(b.tokens_bytes(), MAX_DEPTH_BYTES as i64);
+        b.charge(u32::MAX);
+        b.refill(u64::MAX);
+        assert_eq!(b.tokens_bytes(), MAX_DEPTH_BYTES as i64);
+        assert!(b.conforms_at(u64::MAX));
+        let mut slow = Bucket::empty(1, 1500, 0);
+        slow.charge(9216);
+        assert!(!slow.conforms_at(1_000_000_000));
+        assert!(slow.conforming_at() > 1_000_000_000);
     }
 
     #[test]

@@ -179,25 +179,36 @@ impl std::fmt::Display for ConfigError {
 impl std::error::Error for ConfigError {}
 
 /// One member's shaping state. Laid out for the pass path (a member with
-/// tokens and nothing queued): everything it touches (plan, bucket, queue
-/// length, meter, the pass counter) sits in the first two cache lines, the
-/// rest after; with tens of thousands of members the state is not in cache
-/// and each line is a miss.
+/// tokens and nothing queued): everything it touches sits in the first
+/// cache line, the rest after. With tens of thousands of members the state
+/// is not in cache and each line is a miss, so the pass path does not read
+/// the plan: the bucket's rate is the plan's allowance under the fair level
+/// of `rate_stamp`, and only when the level has changed since (or the plan
+/// has: stamp 0) is the plan read to compute it again.
 #[derive(Clone, Copy, Debug, Default)]
 #[repr(C, align(64))]
 struct Member {
+    // The first line: the pass path.
     bucket: Bucket,
+    /// The [`Shaper::level_stamp`] the bucket's rate was computed at; 0: never
+    /// (no plan, or a new one).
+    rate_stamp: u32,
+    /// Index in the backlogged list, `NIL` when nothing is queued (the
+    /// queue is empty exactly when the member is not in the list).
+    backlog_pos: u32,
+    passed_packets: u64,
+    meter: RateMeter,
+    // The rest: the queue path, the control path, statistics.
     plan: Option<Plan>,
     queue: MemberQueue,
-    meter: RateMeter,
-    passed_packets: u64,
-    /// Index in the backlogged list, `NIL` when nothing is queued.
-    backlog_pos: u32,
     last_sojourn_ns: u64,
     released_packets: u64,
     released_bytes: u64,
     reasons: ReasonCounters,
 }
+
+// The pass path's fields fill the first line, the rest begins on the second.
+const _: () = assert!(core::mem::offset_of!(Member, plan) == 64);
 
 /// One core's shaper for one direction. See the module documentation for the calling order.
 #[derive(Debug)]
@@ -222,6 +233,9 @@ pub struct Shaper<H> {
     recent_levels: [Level; REF_PERIODS],
     /// The most generous of `recent_levels`.
     ref_level: Level,
+    /// Changes (never to 0) whenever `level` changes what some member is
+    /// allowed: a member whose `rate_stamp` is this has its rate already.
+    level_stamp: u32,
     now: u64,
     epoch: u64,
     level: Level,
@@ -274,6 +288,7 @@ impl<H: Copy> Shaper<H> {
             backlog_bytes: 0,
             recent_levels: [Level::Unlimited { spare: 0 }; REF_PERIODS],
             ref_level: Level::Unlimited { spare: 0 },
+            level_stamp: 1,
             now,
             epoch: now / period,
             level: Level::Unlimited { spare: 0 },
@@ -317,11 +332,12 @@ impl<H: Copy> Shaper<H> {
         let m = &mut self.members[s];
         if m.plan.is_none() {
             self.counters.members += 1;
-            *m = Member { plan: Some(plan), backlog_pos: NIL, ..Member::default() };
+            *m = Member { plan: Some(plan), backlog_pos: NIL, rate_stamp: self.level_stamp, ..Member::default() };
             m.bucket = Bucket::full(allowed, u64::from(plan.burst_bytes), now);
         } else {
             let old = m.plan.replace(plan);
             m.bucket.set_rate(now, allowed);
+            m.rate_stamp = self.level_stamp;
             m.bucket.set_depth(u64::from(plan.burst_bytes));
             if m.backlog_pos != NIL {
                 if let Some(old) = old {
@@ -339,19 +355,18 @@ impl<H: Copy> Shaper<H> {
 
     /// Offers a packet of member `slot` at `now`.
     /// A hint that `slot` will be enqueued soon: brings its state into cache
-    /// (the first two lines: what the pass path reads). Never faults.
+    /// (the first line: what the pass path reads). Never faults.
     #[inline]
     pub fn prefetch_member(&self, slot: u32) {
         if let Some(m) = self.members.get(slot as usize) {
             let p = (m as *const Member).cast::<i8>();
             #[cfg(target_arch = "x86_64")]
             // SAFETY: PREFETCHT0 is a hint; it does not dereference in the
-            // language sense and cannot fault. `p` and `p + 64` lie within `m`
-            // (a 64-byte-aligned struct of at least 128 bytes).
+            // language sense and cannot fault. `p` is the start of `m` (a
+            // 64-byte-aligned struct: its first line).
             unsafe {
                 use core::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
                 _mm_prefetch(p, _MM_HINT_T0);
-                _mm_prefetch(p.wrapping_add(64), _MM_HINT_T0);
             }
             #[cfg(not(target_arch = "x86_64"))]
             let _ = p;
@@ -362,18 +377,28 @@ impl<H: Copy> Shaper<H> {
         let now = self.advance(now);
         let Packet { handle, len, flow_hash, ect } = packet;
         let s = slot as usize;
-        let Some(plan) = self.members.get(s).and_then(|m| m.plan) else {
+        let level_stamp = self.level_stamp;
+        let Some(m) = self.members.get_mut(s) else {
             self.counters.reasons.count(Reason::NoPlan);
             return Verdict::Dropped(handle, Reason::NoPlan);
         };
-        let m = &mut self.members[s];
+        if m.rate_stamp == level_stamp {
+            m.bucket.refill(now);
+        } else {
+            // The fair level (or the plan) changed since the rate was set.
+            let Some(plan) = m.plan else {
+                self.counters.reasons.count(Reason::NoPlan);
+                return Verdict::Dropped(handle, Reason::NoPlan);
+            };
+            m.bucket.set_rate(now, allowed_bps(&plan, &self.level));
+            m.rate_stamp = level_stamp;
+        }
         if len > self.uplink.config().max_packet_bytes {
             m.reasons.count(Reason::TooLong);
             self.counters.reasons.count(Reason::TooLong);
             return Verdict::Dropped(handle, Reason::TooLong);
         }
-        m.bucket.set_rate(now, allowed_bps(&plan, &self.level));
-        if m.queue.packets == 0 {
+        if m.backlog_pos == NIL {
             self.core_bucket.refill(now);
             if m.bucket.conforms() && self.core_bucket.conforms() {
                 m.bucket.charge(len);
@@ -387,6 +412,11 @@ impl<H: Copy> Shaper<H> {
                 return Verdict::Pass(handle);
             }
         }
+        // A member with a rate has a plan (its stamp is 0 otherwise).
+        let Some(plan) = m.plan else {
+            self.counters.reasons.count(Reason::NoPlan);
+            return Verdict::Dropped(handle, Reason::NoPlan);
+        };
         let f = self.config.flows_per_member as usize;
         let flows = &mut self.flows[s * f..(s + 1) * f];
         let flow = pick_flow(flows, flow_hash);
@@ -426,6 +456,7 @@ impl<H: Copy> Shaper<H> {
             let Some(m) = self.members.get_mut(s) else { continue };
             let Some(plan) = m.plan else { continue };
             m.bucket.set_rate(now, allowed_bps(&plan, &self.level));
+            m.rate_stamp = self.level_stamp;
             if !m.bucket.conforms_at(tick_end) {
                 self.counters.due_misses += 1;
                 self.wheel.schedule(slot, wake_at(&m.bucket, &plan, &self.ref_level, tick_end));
@@ -604,6 +635,9 @@ impl<H: Copy> Shaper<H> {
     fn divide_among_members(&mut self) -> CoreFigures {
         let target = u128::from(self.share_bps.saturating_sub(self.light_bps));
         let solution = self.division.solve(target);
+        if !same_allocations(&self.level, &solution.level) {
+            self.level_stamp = self.level_stamp.wrapping_add(1).max(1);
+        }
         self.level = solution.level;
         self.recent_levels[(self.epoch % REF_PERIODS as u64) as usize] = solution.level;
         self.ref_level = self.recent_levels.iter().copied().fold(solution.level, most_generous);
@@ -724,6 +758,12 @@ fn wake_at(bucket: &Bucket, plan: &Plan, ref_level: &Level, not_before: u64) -> 
     } else {
         at
     }
+}
+
+/// Whether every member is allowed the same under `a` as under `b`
+/// (unconstrained levels differ only in their spare, which nobody is given).
+fn same_allocations(a: &Level, b: &Level) -> bool {
+    matches!((a, b), (Level::Unlimited { .. }, Level::Unlimited { .. })) || a == b
 }
 
 /// The more generous of two levels: every member's allocation under it is at
