@@ -416,7 +416,7 @@ fn write_stats(config: &Config, published: &Published, stats: &[Arc<WorkerStats>
                 "worker": s.worker, "generation": s.generation, "flows": s.flows, "nat_bindings": s.nat_bindings,
                 "rx": s.dataplane.rx, "tx": s.dataplane.tx, "same_core": s.dataplane.same_core,
                 "handed_off": s.dataplane.handed_off, "handed_in": s.dataplane.handed_in,
-                "loops": s.dataplane.loops, "idle_loops": s.dataplane.idle_loops, "waits": s.dataplane.waits,
+                "loops": s.dataplane.loops, "idle_loops": s.dataplane.idle_loops, "waits": s.dataplane.waits, "naps": s.dataplane.naps,
             })
         })
         .collect();

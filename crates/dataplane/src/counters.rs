@@ -25,6 +25,8 @@ reasons! {
     HandoffRingFull => "handoff_ring_full",
     /// The port's transmit ring did not take the frame.
     TxRingFull => "tx_ring_full",
+    /// More frames for one port in one loop than its transmit batch holds.
+    TxBatchFull => "tx_batch_full",
     /// The router did not forward it: the router's counters say why (no route, TTL, too big, neighbour missing, ...).
     Routing => "routing",
     /// The route leaves by an interface that is not one of torwart's ports.

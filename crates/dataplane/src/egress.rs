@@ -246,7 +246,7 @@ fn queue(tx: &mut [Batch], p: usize, frame: &mut PacketBuf, counters: &mut Datap
     match tx.get_mut(p) {
         Some(batch) => {
             if !batch.push_swap(frame) {
-                counters.drop(Drop::TxRingFull)
+                counters.drop(Drop::TxBatchFull)
             }
         }
         None => counters.drop(Drop::NotViaPort),
