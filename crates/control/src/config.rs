@@ -320,7 +320,7 @@ impl Config {
         // A shaper's core bucket holds one re-division period of its share:
         // a worker that wakes less often than that loses capacity.
         let period = Duration::from_nanos(shaper::UplinkConfig::new(0, 1).period_ns);
-        if self.shaping.enabled && coalesce > period / 2 {
+        if self.workers.idle == IdleMode::Sleep && self.shaping.enabled && coalesce > period / 2 {
             return Err(format!(
                 "workers.coalesce = \"{}\": at most {}us with shaping on (half the shaper's re-division period: a worker \
                  that naps longer releases less than the uplink's capacity)",
@@ -402,7 +402,7 @@ mod tests {
             (format!("{GOOD}\n[engine]\nmax_flow = 5"), "unknown field `max_flow`"),
             (format!("{GOOD}\n[workers]\ncount = 0"), "1 to 256"),
             (format!("{GOOD}\n[workers]\ncoalesce = \"2ms\""), "workers.coalesce = \"2ms\": at most 1ms"),
-            (format!("{GOOD}\n[workers]\ncoalesce = \"200us\""), "at most 125us with shaping on"),
+            (format!("{GOOD}\n[workers]\nidle = \"sleep\"\ncoalesce = \"200us\""), "at most 125us with shaping on"),
             (format!("{GOOD}\n[workers]\ncoalesce = \"soon\""), "workers.coalesce"),
             (GOOD.replace("database = \"torwart.db\"", ""), "missing field `database`"),
         ];
@@ -414,8 +414,10 @@ mod tests {
 
     #[test]
     fn a_longer_nap_is_allowed_without_shaping() {
-        let text = format!("{GOOD}\n[workers]\ncoalesce = \"500us\"\n[shaping]\nenabled = false");
+        let text = format!("{GOOD}\n[workers]\nidle = \"sleep\"\ncoalesce = \"500us\"\n[shaping]\nenabled = false");
         let (_, k) = Config::parse(&text).unwrap();
         assert_eq!(k.coalesce, Duration::from_micros(500));
+        // A busy worker does not nap: the limit is not for it.
+        assert!(Config::parse(&format!("{GOOD}\n[workers]\nidle = \"busy\"\ncoalesce = \"500us\"")).is_ok());
     }
 }

@@ -59,11 +59,13 @@ impl Accounts {
         }
     }
 
-    /// Makes room for `members` accounts, so that making one on a member's
-    /// first packet does not reallocate (call on the control path).
-    pub fn reserve(&mut self, members: usize) {
-        self.slots.reserve(members.saturating_sub(self.slots.len()));
-        self.by_id.reserve(members.saturating_sub(self.by_id.len()));
+    /// Makes room for `more` accounts beyond those made, so that making one
+    /// on a member's first packet does not reallocate (call on the control
+    /// path with the number of members of the policy: at most that many can
+    /// still be new).
+    pub fn reserve(&mut self, more: usize) {
+        self.slots.reserve(more);
+        self.by_id.reserve(more);
     }
 
     /// The slot of `member_id`, made on first sight (slow path only).

@@ -114,12 +114,12 @@ impl Shaping {
         }
     }
 
-    /// Makes room for `members` slots (see [`shaper::Shaper::reserve`]).
-    pub(crate) fn reserve(&mut self, members: usize) {
+    /// Makes room for `more` slots (see [`shaper::Shaper::reserve`]).
+    pub(crate) fn reserve(&mut self, more: usize) {
         for d in &mut self.dirs {
-            d.reserve(members);
+            d.reserve(more);
         }
-        self.plans.reserve(members.saturating_sub(self.plans.len()));
+        self.plans.reserve(more);
     }
 
     /// Whether a slot with shaping flags `flags` had its plan looked up yet.

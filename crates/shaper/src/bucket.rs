@@ -85,8 +85,10 @@ impl Bucket {
 
     /// Takes `len` bytes' worth of tokens (may go below zero).
     pub fn charge(&mut self, len: u32) {
-        // At most one packet below zero (HTB's rule), far from i64's end.
-        self.tokens = self.tokens.saturating_sub((i128::from(len) * NANOBITS_PER_BYTE) as i64);
+        // At most one packet below zero (HTB's rule), far from i64's end;
+        // an absurd length costs everything rather than wrapping.
+        let cost = i64::try_from(i128::from(len) * NANOBITS_PER_BYTE).unwrap_or(i64::MAX);
+        self.tokens = self.tokens.saturating_sub(cost);
     }
 
     /// The earliest time (≥ last refill) at which the bucket conforms again; `u64::MAX` at rate 0.
@@ -145,6 +147,7 @@ mod tests {
         let mut b = Bucket::full(u64::MAX, u64::MAX, 0);
         assert_eq!(b.tokens_bytes(), MAX_DEPTH_BYTES as i64);
         b.charge(u32::MAX);
+        assert!(b.tokens_bytes() < 0, "a charge never adds tokens");
         b.refill(u64::MAX);
         assert_eq!(b.tokens_bytes(), MAX_DEPTH_BYTES as i64);
         assert!(b.conforms_at(u64::MAX));

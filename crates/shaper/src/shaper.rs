@@ -355,18 +355,25 @@ impl<H: Copy> Shaper<H> {
 
     /// Offers a packet of member `slot` at `now`.
     /// A hint that `slot` will be enqueued soon: brings its state into cache
-    /// (the first line: what the pass path reads). Never faults.
+    /// (the first line: what the pass path reads; the second too while the
+    /// uplink is contended, when the pass path needs the plan). Never faults.
     #[inline]
     pub fn prefetch_member(&self, slot: u32) {
         if let Some(m) = self.members.get(slot as usize) {
             let p = (m as *const Member).cast::<i8>();
             #[cfg(target_arch = "x86_64")]
+            // While the uplink is contended the fair level moves every
+            // period, so the pass path reads the plan (second line) too.
+            let contended = !matches!(self.level, Level::Unlimited { .. });
             // SAFETY: PREFETCHT0 is a hint; it does not dereference in the
-            // language sense and cannot fault. `p` is the start of `m` (a
-            // 64-byte-aligned struct: its first line).
+            // language sense and cannot fault. `p` and `p + 64` lie within `m`
+            // (a 64-byte-aligned struct of at least 128 bytes).
             unsafe {
                 use core::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
                 _mm_prefetch(p, _MM_HINT_T0);
+                if contended {
+                    _mm_prefetch(p.wrapping_add(64), _MM_HINT_T0);
+                }
             }
             #[cfg(not(target_arch = "x86_64"))]
             let _ = p;
@@ -662,13 +669,14 @@ impl<H: Copy> Shaper<H> {
         u64::try_from(per_period).unwrap_or(u64::MAX).max(u64::from(c.core_burst_floor_bytes))
     }
 
-    /// Makes room for member slots below `members` (at most the configured
-    /// limit) without creating them: call it on the control path with the
-    /// number of members a policy has, so that a member's first packet, on
+    /// Makes room for `more` member slots beyond those made (at most up to
+    /// the configured limit) without creating them: call it on the control
+    /// path with the number of members a policy has (an upper bound of the
+    /// members this core may yet meet), so that a member's first packet, on
     /// the packet path, never reallocates the member tables.
-    pub fn reserve(&mut self, members: usize) {
-        let members = members.min(self.config.max_members as usize);
-        let more = members.saturating_sub(self.members.len());
+    pub fn reserve(&mut self, more: usize) {
+        let members = self.members.len().saturating_add(more).min(self.config.max_members as usize);
+        let more = members - self.members.len().min(members);
         self.members.reserve(more);
         self.flows.reserve(more * self.config.flows_per_member as usize);
         self.wheel.reserve(members);

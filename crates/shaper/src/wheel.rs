@@ -94,7 +94,6 @@ impl Wheel {
         }
     }
 
-    /// Makes room for members `0..members` (control path).
     /// Makes room for `members` member slots without growing yet (so that
     /// [`Wheel::grow`] up to there does not reallocate).
     pub fn reserve(&mut self, members: usize) {
@@ -105,6 +104,7 @@ impl Wheel {
         self.due_tick.reserve(more);
     }
 
+    /// Makes room for members `0..members` (control path).
     pub fn grow(&mut self, members: usize) {
         if members > self.list.len() {
             self.next.resize(members, NIL);
