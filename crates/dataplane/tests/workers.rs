@@ -33,6 +33,33 @@ fn port(name: &str, id: u8) -> SharedPort {
     SharedPort(Arc::new(Mutex::new(MemoryIo::new(name, PortId(id)))))
 }
 
+/// A single worker between an inside and an outside port.
+fn one_worker(
+    inside: &SharedPort,
+    outside: &SharedPort,
+    batch: usize,
+    idle: Idle,
+    stats_every: Duration,
+) -> WorkerSetup {
+    WorkerSetup {
+        config: WorkerConfig {
+            index: 0,
+            workers: 1,
+            cpu: None,
+            engine: Config { max_flows: 4096, ..Default::default() },
+            batch,
+            idle,
+            stats_every,
+        },
+        ports: vec![
+            PortQueue { name: "inside".into(), side: Side::Inside, io: Box::new(inside.clone()) },
+            PortQueue { name: "outside".into(), side: Side::Outside, io: Box::new(outside.clone()) },
+        ],
+        egress: Egress::fixed(0, 1),
+        engine: None,
+    }
+}
+
 #[test]
 fn frames_reach_their_owner_and_nothing_is_lost() {
     const WORKERS: usize = 2;
@@ -138,23 +165,8 @@ fn a_full_transmit_ring_drops_and_counts() {
             build::udp(&mut buf, &eth, device, IpAddr::V4(Ipv4Addr::new(203, 0, 113, 1)), 1000 + i, 53, 16).unwrap();
         inside.0.lock().unwrap().inject(&buf[..n], 0);
     }
-    let setup = WorkerSetup {
-        config: WorkerConfig {
-            index: 0,
-            workers: 1,
-            cpu: None,
-            engine: Config { max_flows: 4096, ..Default::default() },
-            batch: 64,
-            idle: Idle::Sleep { spins: 16, sleep: Duration::from_micros(100), coalesce: Duration::ZERO },
-            stats_every: Duration::from_millis(20),
-        },
-        ports: vec![
-            PortQueue { name: "inside".into(), side: Side::Inside, io: Box::new(inside.clone()) },
-            PortQueue { name: "outside".into(), side: Side::Outside, io: Box::new(outside.clone()) },
-        ],
-        egress: Egress::fixed(0, 1),
-        engine: None,
-    };
+    let idle = Idle::Sleep { spins: 16, sleep: Duration::from_micros(100), coalesce: Duration::ZERO };
+    let setup = one_worker(&inside, &outside, 64, idle, Duration::from_millis(20));
     let dp = Dataplane::start(vec![setup], Some(published)).unwrap();
     let deadline = Instant::now() + Duration::from_secs(5);
     while inside.0.lock().unwrap().rx_pending() > 0 && Instant::now() < deadline {
@@ -179,23 +191,8 @@ fn a_coalescing_worker_naps_while_traffic_flows_and_loses_nothing() {
     let compiled = policy::compile_with_key(&members, 1, [1, 2, 3, 4]).expect("sample compiles");
     let published = Arc::new(ArcSwap::from_pointee(Generation::first(Arc::new(compiled))));
     let (inside, outside) = (port("inside", 0), port("outside", 1));
-    let setup = WorkerSetup {
-        config: WorkerConfig {
-            index: 0,
-            workers: 1,
-            cpu: None,
-            engine: Config { max_flows: 4096, ..Default::default() },
-            batch: 32,
-            idle: Idle::Sleep { spins: 4, sleep: Duration::from_millis(1), coalesce: Duration::from_micros(100) },
-            stats_every: Duration::from_millis(5),
-        },
-        ports: vec![
-            PortQueue { name: "inside".into(), side: Side::Inside, io: Box::new(inside.clone()) },
-            PortQueue { name: "outside".into(), side: Side::Outside, io: Box::new(outside.clone()) },
-        ],
-        egress: Egress::fixed(0, 1),
-        engine: None,
-    };
+    let idle = Idle::Sleep { spins: 4, sleep: Duration::from_millis(1), coalesce: Duration::from_micros(100) };
+    let setup = one_worker(&inside, &outside, 32, idle, Duration::from_millis(5));
     let dp = Dataplane::start(vec![setup], Some(Arc::clone(&published))).unwrap();
     let eth = Eth { src: MacAddr([2, 0, 0, 0, 0, 1]), dst: MacAddr([2, 0, 0, 0, 0, 2]), vlan: None };
     let device = IpAddr::V4(Ipv4Addr::from(policy::sample::campus_block(0).first() + 1));
