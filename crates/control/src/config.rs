@@ -95,13 +95,13 @@ pub struct WorkersConfig {
     pub count: Option<usize>,
     pub idle: IdleMode,
     /// With `idle = "sleep"`: interrupt moderation while traffic flows, e.g.
-    /// "100us" (a nap of this long instead of a wake-up per frame); "0s": none.
+    /// "200us" (a nap of this long instead of a wake-up per frame); "0s": none.
     pub coalesce: String,
 }
 
 impl Default for WorkersConfig {
     fn default() -> Self {
-        WorkersConfig { cpus: Vec::new(), count: None, idle: IdleMode::default(), coalesce: "100us".into() }
+        WorkersConfig { cpus: Vec::new(), count: None, idle: IdleMode::default(), coalesce: "200us".into() }
     }
 }
 
@@ -317,17 +317,6 @@ impl Config {
                 self.workers.coalesce
             ));
         }
-        // A shaper's core bucket holds one re-division period of its share:
-        // a worker that wakes less often than that loses capacity.
-        let period = Duration::from_nanos(shaper::UplinkConfig::new(0, 1).period_ns);
-        if self.workers.idle == IdleMode::Sleep && self.shaping.enabled && coalesce > period / 2 {
-            return Err(format!(
-                "workers.coalesce = \"{}\": at most {}us with shaping on (half the shaper's re-division period: a worker \
-                 that naps longer releases less than the uplink's capacity)",
-                self.workers.coalesce,
-                (period / 2).as_micros()
-            ));
-        }
         let established_timeout = dur("engine.established_timeout", &self.engine.established_timeout)?;
         let flush_interval = dur("accounting.flush_interval", &self.accounting.flush_interval)?;
         if flush_interval < Duration::from_secs(1) {
@@ -381,7 +370,7 @@ mod tests {
         assert_eq!(c.io.backend, Backend::Xdp);
         assert_eq!(k.workers, 1);
         assert_eq!(k.established_timeout, Duration::from_secs(12 * 3600));
-        assert_eq!(k.coalesce, Duration::from_micros(100));
+        assert_eq!(k.coalesce, Duration::from_micros(200));
     }
 
     #[test]
@@ -402,7 +391,6 @@ mod tests {
             (format!("{GOOD}\n[engine]\nmax_flow = 5"), "unknown field `max_flow`"),
             (format!("{GOOD}\n[workers]\ncount = 0"), "1 to 256"),
             (format!("{GOOD}\n[workers]\ncoalesce = \"2ms\""), "workers.coalesce = \"2ms\": at most 1ms"),
-            (format!("{GOOD}\n[workers]\nidle = \"sleep\"\ncoalesce = \"200us\""), "at most 125us with shaping on"),
             (format!("{GOOD}\n[workers]\ncoalesce = \"soon\""), "workers.coalesce"),
             (GOOD.replace("database = \"torwart.db\"", ""), "missing field `database`"),
         ];
@@ -413,11 +401,11 @@ mod tests {
     }
 
     #[test]
-    fn a_longer_nap_is_allowed_without_shaping() {
-        let text = format!("{GOOD}\n[workers]\nidle = \"sleep\"\ncoalesce = \"500us\"\n[shaping]\nenabled = false");
+    fn naps_up_to_a_millisecond_are_allowed() {
+        let text = format!("{GOOD}\n[workers]\nidle = \"sleep\"\ncoalesce = \"1ms\"");
         let (_, k) = Config::parse(&text).unwrap();
-        assert_eq!(k.coalesce, Duration::from_micros(500));
-        // A busy worker does not nap: the limit is not for it.
-        assert!(Config::parse(&format!("{GOOD}\n[workers]\nidle = \"busy\"\ncoalesce = \"500us\"")).is_ok());
+        assert_eq!(k.coalesce, Duration::from_millis(1));
+        let (_, k) = Config::parse(&format!("{GOOD}\n[workers]\ncoalesce = \"0s\"")).unwrap();
+        assert!(k.coalesce.is_zero());
     }
 }

@@ -202,10 +202,17 @@ pub fn run_config(config: Config, checked: Checked) -> Result<(), Failure> {
     let shaping = config.shaping.enabled.then(|| {
         // 0 means "no uplink limit": plans alone shape.
         let bps = |mbit: u64| if mbit == 0 { u64::MAX / 4 } else { mbit.saturating_mul(1_000_000) };
+        // A napping worker polls its shapers every `coalesce` and then some
+        // (timer slack, the loop's own work): their core buckets must hold that.
+        let poll_gap = match config.workers.idle {
+            IdleMode::Sleep if !checked.coalesce.is_zero() => checked.coalesce + Duration::from_micros(50),
+            _ => Duration::ZERO,
+        };
         let mut s = engine::ShapingConfig::new(
             [bps(config.shaping.uplink_up_mbit), bps(config.shaping.uplink_down_mbit)],
             workers,
             0,
+            poll_gap.as_nanos() as u64,
         );
         s.pool_frames = config.shaping.pool_frames;
         s.shaper.codel_target_ns = checked.codel_target.as_nanos() as u64;

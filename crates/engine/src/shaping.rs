@@ -48,9 +48,18 @@ pub struct ShapingConfig {
 }
 
 impl ShapingConfig {
-    /// One core of `cores`, with per-direction capacities in bit/s (upload, download).
-    pub fn new(capacity_bps: [u64; 2], cores: usize, core: usize) -> ShapingConfig {
-        let x = |c| Arc::new(UplinkExchange::new(shaper::UplinkConfig::new(c, cores)));
+    /// One core of `cores`, with per-direction capacities in bit/s (upload,
+    /// download), for a worker that may leave up to `poll_gap_ns` between
+    /// two polls (0 for one that never naps). A shaper must be polled at
+    /// least every half period, or it misses whole epochs and is held to the
+    /// idle floor for them: the period is therefore at least twice the gap
+    /// (the default 250 µs otherwise).
+    pub fn new(capacity_bps: [u64; 2], cores: usize, core: usize, poll_gap_ns: u64) -> ShapingConfig {
+        let uplink = |c| {
+            let defaults = shaper::UplinkConfig::new(c, cores);
+            shaper::UplinkConfig { period_ns: defaults.period_ns.max(poll_gap_ns.saturating_mul(2)), ..defaults }
+        };
+        let x = |c| Arc::new(UplinkExchange::new(uplink(c)));
         let pool_frames = 16_384;
         let shaper = shaper::Config { pool_packets: pool_frames, ..Default::default() };
         ShapingConfig { uplink: [x(capacity_bps[0]), x(capacity_bps[1])], core, shaper, pool_frames }

@@ -32,7 +32,7 @@ struct Run {
 impl Run {
     fn new(uplink_bps: u64) -> Run {
         let now = 1_000 * 1_000 * MS;
-        let cfg = Config { shaping: Some(ShapingConfig::new([uplink_bps, uplink_bps], 1, 0)), ..Config::default() };
+        let cfg = Config { shaping: Some(ShapingConfig::new([uplink_bps, uplink_bps], 1, 0, 0)), ..Config::default() };
         let mut e = Engine::new(cfg, Time(now));
         e.set_policy(Arc::new(policy::compile(&sample::example(), 1).unwrap()), &[]);
         Run { e, now, out: Vec::new(), marked: 0, pending: 0 }

@@ -69,3 +69,46 @@ fn two_cores_never_exceed_capacity_by_more_than_the_bound() {
         assert_eq!(s.stats().late_epochs, 0);
     }
 }
+
+/// The share of the uplink one core releases when its caller takes arrivals
+/// and polls only every `gap_ns` (a napping worker), with a re-division
+/// period of `period_ns`; and the worst excess over the capacity in any
+/// window, with its bound.
+fn polled_every(gap_ns: u64, period_ns: u64) -> (f64, f64, u64) {
+    let capacity = 200 * MBIT;
+    let uplink = UplinkConfig { period_ns, ..UplinkConfig::new(capacity, 1) };
+    let mut sim = Sim::new(uplink, Config::default());
+    sim.step_ns = gap_ns;
+    sim.arrivals_at_step = true;
+    for i in 0..8u32 {
+        let plan = shaper::Plan { rate_bps: MBIT, ceil_bps: 100 * MBIT, burst_bytes: 64_000, weight: 1 };
+        sim.member(0, i, plan);
+        sim.add(Source::new(0, i, i << 28, 1_500, Pace::Open { rate_bps: 60 * MBIT }));
+    }
+    sim.run(1_000 * MS);
+    let mut departures: Vec<(u64, u64)> =
+        sim.fates.iter().filter(|f| f.released).filter_map(|f| f.out_ns.map(|t| (t, u64::from(f.len)))).collect();
+    departures.sort_unstable();
+    let sent: u64 = departures.iter().filter(|d| d.0 > 200 * MS).map(|d| d.1).sum();
+    let utilisation = sent as f64 * 8.0 / (capacity as f64 * 0.8);
+    (utilisation, max_excess(&departures, capacity), sim.exchange.overshoot_bound_bytes())
+}
+
+/// A shaper polled less often than every half period misses epochs and is
+/// held to the idle floor for them; with a period of at least twice the
+/// gap (what `engine::ShapingConfig` sets for a napping worker) it keeps
+/// the uplink full, within the bound.
+#[test]
+fn a_core_polled_every_300_us_needs_a_period_of_twice_that() {
+    let gap = 300 * US;
+    let (lost, _, _) = polled_every(gap, 250 * US);
+    let (kept, worst, bound) = polled_every(gap, 2 * gap);
+    println!(
+        "polled every 300 us: {:.1} % of the uplink with a 250 us period, {:.1} % with 600 us; excess {worst:.0} of {bound} bytes",
+        lost * 100.0,
+        kept * 100.0
+    );
+    assert!(lost < 0.9, "epochs missed, the floor for them: {lost}");
+    assert!(kept > 0.98, "the uplink stays full: {kept}");
+    assert!(worst <= bound as f64, "excess {worst} above the bound {bound}");
+}

@@ -366,7 +366,7 @@ impl Worker<'_> {
 pub fn run(opts: &Options) -> Report {
     let p = &opts.scenario;
     let cores = opts.cores.max(1);
-    let shaping = opts.shaping.map(|bps| engine::ShapingConfig::new([bps, bps], cores, 0));
+    let shaping = opts.shaping.map(|bps| engine::ShapingConfig::new([bps, bps], cores, 0, 0));
     let flows_total = ((f64::from(p.flows) * opts.flow_scale) as usize).max(cores);
     let cpus = core_affinity::get_core_ids().unwrap_or_default();
 

@@ -140,6 +140,9 @@ pub struct Sim {
     pub now: u64,
     pub step_ns: u64,
     pub budget: usize,
+    /// Offer packets at the step they become due rather than at their own
+    /// time (as a worker does, which takes a batch per loop).
+    pub arrivals_at_step: bool,
     out: Vec<Departure<u64>>,
     settled: u64,
 }
@@ -156,6 +159,7 @@ impl Sim {
             now: 0,
             step_ns: 10 * US,
             budget: 256,
+            arrivals_at_step: false,
             out: Vec::with_capacity(1024),
             settled: 0,
         }
@@ -194,7 +198,8 @@ impl Sim {
                         ..Fate::default()
                     });
                     let packet = Packet { handle, len: s.len, flow_hash: s.flow_hash, ect: s.ect };
-                    let verdict = self.shapers[s.core].enqueue(at, s.member, packet);
+                    let offered_at = if self.arrivals_at_step { now } else { at };
+                    let verdict = self.shapers[s.core].enqueue(offered_at, s.member, packet);
                     let interval = match s.pace {
                         Pace::Window { cwnd_milli, .. } => {
                             let inflight = s.inflight + 1;
