@@ -157,7 +157,7 @@ fuzz_target!(|data: &[u8]| {
         nat_quota: NAT_QUOTA,
         // With the member policy, bit 2 shapes every member, on a small
         // uplink (1 Mbit/s each way) so that frames are queued and dropped.
-        shaping: (conf & 6 == 6).then(|| ShapingConfig::new([1_000_000, 1_000_000], 1, 0)),
+        shaping: (conf & 6 == 6).then(|| ShapingConfig::new([1_000_000, 1_000_000], 1, 0, 0)),
         ..Config::default()
     };
     let members = conf & 2 != 0;

@@ -202,11 +202,11 @@ pub fn run_config(config: Config, checked: Checked) -> Result<(), Failure> {
     let shaping = config.shaping.enabled.then(|| {
         // 0 means "no uplink limit": plans alone shape.
         let bps = |mbit: u64| if mbit == 0 { u64::MAX / 4 } else { mbit.saturating_mul(1_000_000) };
-        // A napping worker polls its shapers every `coalesce` and then some
-        // (timer slack, the loop's own work): their core buckets must hold that.
-        let poll_gap = match config.workers.idle {
-            IdleMode::Sleep if !checked.coalesce.is_zero() => checked.coalesce + Duration::from_micros(50),
-            _ => Duration::ZERO,
+        // A sleeping worker polls its shapers only after a nap or a wait,
+        // plus the loop's own work (a margin): the shapers are built for that.
+        let poll_gap = match idle {
+            Idle::Busy => Duration::ZERO,
+            Idle::Sleep { .. } => idle.poll_gap() + Duration::from_micros(50),
         };
         let mut s = engine::ShapingConfig::new(
             [bps(config.shaping.uplink_up_mbit), bps(config.shaping.uplink_down_mbit)],

@@ -64,6 +64,19 @@ pub enum Idle {
 /// (Measured: see docs/architecture.md, "Idle".)
 const SHORT_WAIT: Duration = Duration::from_micros(200);
 
+impl Idle {
+    /// The longest a worker waiting this way may leave between two polls of
+    /// its timers while it holds frames (a nap, or the short wait): what a
+    /// shaper it polls must be built for (`engine::ShapingConfig::new`),
+    /// before the time the loop's own work takes. Zero for a busy worker.
+    pub fn poll_gap(&self) -> Duration {
+        match *self {
+            Idle::Busy => Duration::ZERO,
+            Idle::Sleep { sleep, coalesce, .. } => coalesce.max(sleep.min(SHORT_WAIT)),
+        }
+    }
+}
+
 /// What one worker is told at start.
 #[derive(Clone, Debug)]
 pub struct WorkerConfig {

@@ -50,16 +50,17 @@ pub struct ShapingConfig {
 impl ShapingConfig {
     /// One core of `cores`, with per-direction capacities in bit/s (upload,
     /// download), for a worker that may leave up to `poll_gap_ns` between
-    /// two polls (0 for one that never naps). A shaper must be polled at
-    /// least every half period, or it misses whole epochs and is held to the
-    /// idle floor for them: the period is therefore at least twice the gap
-    /// (the default 250 µs otherwise).
+    /// two polls (0 for one that never sleeps). A shaper polled less often
+    /// than its re-division period skips epochs (and is held to the idle
+    /// floor for them), polled later than 7/8 of it has its figures withheld,
+    /// and its core bucket holds one period of its share: so the period is
+    /// twice the gap, as a margin, or the default 250 µs if that is more.
     pub fn new(capacity_bps: [u64; 2], cores: usize, core: usize, poll_gap_ns: u64) -> ShapingConfig {
-        let uplink = |c| {
+        let x = |c| {
             let defaults = shaper::UplinkConfig::new(c, cores);
-            shaper::UplinkConfig { period_ns: defaults.period_ns.max(poll_gap_ns.saturating_mul(2)), ..defaults }
+            let period_ns = defaults.period_ns.max(poll_gap_ns.saturating_mul(2));
+            Arc::new(UplinkExchange::new(shaper::UplinkConfig { period_ns, ..defaults }))
         };
-        let x = |c| Arc::new(UplinkExchange::new(uplink(c)));
         let pool_frames = 16_384;
         let shaper = shaper::Config { pool_packets: pool_frames, ..Default::default() };
         ShapingConfig { uplink: [x(capacity_bps[0]), x(capacity_bps[1])], core, shaper, pool_frames }

@@ -59,7 +59,7 @@
 //!   exchange left the core only its floor) must not stall the members timed
 //!   during it for a whole gap at the dipped rate: a wait is therefore capped
 //!   at the wait at the most generous level of the last [`REF_PERIODS`]
-//!   periods (2 ms) when that rate is more than 1/8 higher; if the dip
+//!   periods (2 ms at 250 µs) when that rate is more than 1/8 higher; if the dip
 //!   persists the member is just timed again when it comes due.
 //! - **The wheel** looks at a member at most twice per wait (a cascade from
 //!   its coarse level, a sweep to the due list), once for waits within its
@@ -73,9 +73,10 @@
 //! Why a periodic fair level instead of per-packet virtual time (WF²Q):
 //! enforcement stays a token bucket per member plus a timing wheel (O(1)
 //! per packet, no sorted structure over members), the same water-filling
-//! serves the cross-core division, and a period of 250 µs is far below the
-//! timescale of TCP's reaction, so the lag costs no fairness measurable over
-//! an RTT.
+//! serves the cross-core division, and a period of 250 µs (500 µs for a
+//! worker that naps 200 µs; it is twice the caller's longest poll gap) is
+//! far below the timescale of TCP's reaction, so the lag costs no fairness
+//! measurable over an RTT.
 
 use std::sync::Arc;
 
@@ -99,7 +100,7 @@ const SOJOURN_LIMIT_MIN_QUANTA: u64 = 4;
 const LIGHT_HEADROOM_SHIFT: u32 = 2;
 /// Weight of a new period in the light-rate average (as a shift: ⅛).
 const LIGHT_GAIN_SHIFT: u32 = 3;
-/// Periods over which the most generous fair level is remembered (2 ms by default):
+/// Periods over which the most generous fair level is remembered (2 ms at the default 250 µs period):
 /// the reference that caps the wait of a member timed during a dip.
 const REF_PERIODS: usize = 8;
 /// A member's wait is capped by the reference only if the reference rate exceeds

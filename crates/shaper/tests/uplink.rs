@@ -94,12 +94,13 @@ fn polled_every(gap_ns: u64, period_ns: u64) -> (f64, f64, u64) {
     (utilisation, max_excess(&departures, capacity), sim.exchange.overshoot_bound_bytes())
 }
 
-/// A shaper polled less often than every half period misses epochs and is
-/// held to the idle floor for them; with a period of at least twice the
-/// gap (what `engine::ShapingConfig` sets for a napping worker) it keeps
-/// the uplink full, within the bound.
+/// A shaper polled less often than its period skips epochs (held to the
+/// idle floor for them) and its core bucket, one period deep, overflows
+/// between polls; with a period of twice the gap (what
+/// `engine::ShapingConfig` sets for a sleeping worker) it keeps the uplink
+/// full, within the bound.
 #[test]
-fn a_core_polled_every_300_us_needs_a_period_of_twice_that() {
+fn a_core_polled_every_300_us_keeps_the_uplink_with_a_period_of_twice_that() {
     let gap = 300 * US;
     let (lost, _, _) = polled_every(gap, 250 * US);
     let (kept, worst, bound) = polled_every(gap, 2 * gap);
