@@ -191,9 +191,7 @@ impl Engine {
         self.accounts.reserve(new.len());
         if let Some(sh) = &mut self.shaping {
             sh.reserve(new.len());
-        }
-        // Plans may have changed: queues stay, rates follow.
-        if let Some(sh) = &mut self.shaping {
+            // Plans may have changed: queues stay, rates follow.
             for slot in 0..self.accounts.len() as u32 {
                 let flags = sh.refresh(self.last_now.0, slot, self.accounts.member_id(slot), &new, &mut self.counters);
                 self.accounts.set_shaping(slot, flags);
