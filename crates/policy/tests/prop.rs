@@ -105,9 +105,10 @@ fn agrees_with_a_linear_scan(layout: Vec<(IpPrefix, u32)>, extra: &[IpPrefix]) -
 }
 
 /// Random public ranges: (member, address 198.51.100.1-3, first, last),
+/// never from port 0 (the compiler refuses that, as it never carries traffic),
 /// one per member, overlapping ones dropped (the compiler refuses them).
 fn public_layout() -> impl Strategy<Value = Vec<(u32, u8, u16, u16)>> {
-    proptest::collection::vec((1u8..=3, any::<u16>(), 0u16..4096), 0..30).prop_map(|rows| {
+    proptest::collection::vec((1u8..=3, 1u16..=u16::MAX, 0u16..4096), 0..30).prop_map(|rows| {
         let mut kept: Vec<(u32, u8, u16, u16)> = Vec::new();
         for (i, (a, first, span)) in rows.into_iter().enumerate() {
             let last = first.saturating_add(span);
