@@ -354,7 +354,6 @@ impl<H: Copy> Shaper<H> {
         Ok(())
     }
 
-    /// Offers a packet of member `slot` at `now`.
     /// A hint that `slot` will be enqueued soon: brings its state into cache
     /// (the first line: what the pass path reads; the second too while the
     /// uplink is contended, when the pass path needs the plan). Never faults.
@@ -362,10 +361,10 @@ impl<H: Copy> Shaper<H> {
     pub fn prefetch_member(&self, slot: u32) {
         if let Some(m) = self.members.get(slot as usize) {
             let p = (m as *const Member).cast::<i8>();
-            #[cfg(target_arch = "x86_64")]
             // While the uplink is contended the fair level moves every
             // period, so the pass path reads the plan (second line) too.
             let contended = !matches!(self.level, Level::Unlimited { .. });
+            #[cfg(target_arch = "x86_64")]
             // SAFETY: PREFETCHT0 is a hint; it does not dereference in the
             // language sense and cannot fault. `p` and `p + 64` lie within `m`
             // (a 64-byte-aligned struct of at least 128 bytes).
@@ -377,10 +376,11 @@ impl<H: Copy> Shaper<H> {
                 }
             }
             #[cfg(not(target_arch = "x86_64"))]
-            let _ = p;
+            let _ = (p, contended);
         }
     }
 
+    /// Offers a packet of member `slot` at `now`.
     pub fn enqueue(&mut self, now: u64, slot: u32, packet: Packet<H>) -> Verdict<H> {
         let now = self.advance(now);
         let Packet { handle, len, flow_hash, ect } = packet;
