@@ -129,11 +129,15 @@ impl Default for EngineConfig {
 pub struct AccountingConfig {
     /// How often usage is written to the database, e.g. "60s". Also written at stop.
     pub flush_interval: String,
+    /// Where usage the database would not take at a stop is kept until the
+    /// next start. Default: next to an SQLite database file
+    /// (`<file>.usage-spool`), else `/var/lib/torwart/usage.spool`.
+    pub spool: Option<PathBuf>,
 }
 
 impl Default for AccountingConfig {
     fn default() -> Self {
-        AccountingConfig { flush_interval: "60s".into() }
+        AccountingConfig { flush_interval: "60s".into(), spool: None }
     }
 }
 
@@ -297,16 +301,11 @@ impl Config {
         if self.workers.count.is_some() && !self.workers.cpus.is_empty() && self.workers.count != Some(workers) {
             return Err("workers: count and cpus disagree; give one of them".into());
         }
-        let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
-        if let Some(&c) = self.workers.cpus.iter().find(|&&c| c >= 1024) {
-            return Err(format!("workers.cpus: CPU {c} does not exist (this machine has {cpus})"));
-        }
+        check_cpus(&self.workers.cpus, &allowed_cpus())?;
         if !(1..=1024).contains(&self.io.batch) {
             return Err(format!("io.batch = {}: give 1 to 1024", self.io.batch));
         }
-        if self.engine.max_flows < 1024 {
-            return Err(format!("engine.max_flows = {}: at least 1024", self.engine.max_flows));
-        }
+        check_max_flows(self.engine.max_flows, workers, memory_total())?;
         if self.engine.nat_quota == 0 {
             return Err("engine.nat_quota = 0: a member could open no connection".into());
         }
@@ -348,6 +347,69 @@ impl Config {
             sojourn_limit,
         })
     }
+}
+
+/// The CPUs this process may run on (its affinity mask), ascending; empty
+/// if the kernel does not say.
+pub fn allowed_cpus() -> Vec<usize> {
+    // SAFETY: cpu_set_t is plain data; sched_getaffinity writes at most
+    // size_of::<cpu_set_t>() bytes into it, and CPU_ISSET reads within it.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        if libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) != 0 {
+            return Vec::new();
+        }
+        (0..libc::CPU_SETSIZE as usize).filter(|&c| libc::CPU_ISSET(c, &set)).collect()
+    }
+}
+
+/// `workers.cpus`: each CPU once, and one the process may run on.
+fn check_cpus(cpus: &[usize], allowed: &[usize]) -> Result<(), String> {
+    for (i, &c) in cpus.iter().enumerate() {
+        if cpus[..i].contains(&c) {
+            return Err(format!("workers.cpus: CPU {c} is listed twice (one worker per CPU)"));
+        }
+        if !allowed.is_empty() && !allowed.contains(&c) {
+            return Err(format!("workers.cpus: CPU {c} is not one this process may run on (allowed: {allowed:?})"));
+        }
+    }
+    Ok(())
+}
+
+/// The machine's memory in bytes (`MemTotal` of /proc/meminfo), if known.
+fn memory_total() -> Option<u64> {
+    let text = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = text.lines().find(|l| l.starts_with("MemTotal:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
+}
+
+/// `engine.max_flows`: at least 1024, at most [`engine::MAX_FLOWS`], and
+/// the tables of all workers must fit in the machine's memory; the message
+/// says what the figure would take.
+pub fn check_max_flows(max_flows: u32, workers: usize, memory: Option<u64>) -> Result<(), String> {
+    let gib = |b: u64| b as f64 / f64::from(1u32 << 30);
+    let per_worker = engine::Config::flow_memory(max_flows);
+    let total = per_worker.saturating_mul(workers as u64);
+    if max_flows < 1024 {
+        return Err(format!("engine.max_flows = {max_flows}: at least 1024"));
+    }
+    if max_flows > engine::MAX_FLOWS {
+        return Err(format!(
+            "engine.max_flows = {max_flows}: at most {} per worker (this figure would take {:.1} GiB per worker)",
+            engine::MAX_FLOWS,
+            gib(per_worker)
+        ));
+    }
+    if let Some(memory) = memory.filter(|&m| total > m / 2) {
+        return Err(format!(
+            "engine.max_flows = {max_flows}: {workers} worker(s) would take {:.1} GiB for their flow tables, \
+             more than half of this machine's {:.1} GiB",
+            gib(total),
+            gib(memory)
+        ));
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -393,11 +455,24 @@ mod tests {
             (format!("{GOOD}\n[workers]\ncoalesce = \"2ms\""), "workers.coalesce = \"2ms\": at most 1ms"),
             (format!("{GOOD}\n[workers]\ncoalesce = \"soon\""), "workers.coalesce"),
             (GOOD.replace("database = \"torwart.db\"", ""), "missing field `database`"),
+            (format!("{GOOD}\n[engine]\nmax_flows = 4294967295"), "GiB per worker"),
+            (format!("{GOOD}\n[engine]\nmax_flows = 100"), "at least 1024"),
+            (format!("{GOOD}\n[workers]\ncpus = [1000]"), "CPU 1000 is not one this process may run on"),
+            (format!("{GOOD}\n[workers]\ncpus = [0, 0, 0]"), "CPU 0 is listed twice"),
         ];
         for (text, want) in cases {
             let err = Config::parse(&text).unwrap_err();
             assert!(err.contains(want), "{err:?} should say {want:?}");
         }
+    }
+
+    #[test]
+    fn flow_tables_must_fit_in_memory() {
+        let gib = 1u64 << 30;
+        assert!(check_max_flows(262_144, 2, Some(24 * gib)).is_ok());
+        let err = check_max_flows(engine::MAX_FLOWS, 8, Some(8 * gib)).unwrap_err();
+        assert!(err.contains("8 worker(s) would take") && err.contains("8.0 GiB"), "{err}");
+        assert!(check_max_flows(engine::MAX_FLOWS, 1, None).is_ok());
     }
 
     #[test]

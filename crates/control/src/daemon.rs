@@ -3,35 +3,53 @@
 //! Start, in order, each step failing with a message that names what is
 //! wrong and an exit code per kind of failure ([`Failure`]):
 //! 1. the configuration (file, fields);
-//! 2. the ports (interfaces exist; XDP attaches, or AF_PACKET with the
-//!    kernel's forwarding off);
-//! 3. the member database (reachable, valid): the first policy;
-//! 4. the route mirror (rtnetlink), whose tables the workers read;
-//! 5. the workers.
+//! 2. the signals: SIGTERM/SIGINT stop, a second one forces the exit;
+//! 3. the ports: interfaces exist, we are root, the kernel does not forward
+//!    (it would carry what torwart's policy refused past it);
+//! 4. the member database (reachable, valid): the first policy; a usage
+//!    spool left by an earlier stop is written to it;
+//! 5. the route mirror (rtnetlink), whose tables the workers read;
+//! 6. the ports' XDP programs and sockets (or AF_PACKET), and the workers.
 //!
 //! Then, until SIGTERM or SIGINT: reload on database change (and on
 //! SIGHUP); an unreachable database or an invalid change keeps the running
 //! policy, is logged, and the watch is retried; the box's own addresses are
 //! kept in the XDP programs' pass-to-kernel map as the kernel's change;
 //! usage is written to the database every `accounting.flush_interval`; a
-//! stats file and a log line are written every so often.
+//! port whose interface disappears is logged and counted, and when it is
+//! back the workers start again on it, with their engines (flows, NAT,
+//! accounts) kept; a stats file and a log line are written every so often.
 //!
 //! Stop: the workers stop receiving, drain and publish their final
-//! counters; the usage is written one last time; exit 0.
+//! counters; the usage is written one last time, retried until
+//! [`STOP_FLUSH_DEADLINE`], else spooled ([`crate::spool`]) and the exit is
+//! non-zero; the database is closed; exit 0.
+//!
+//! Log lines are `unix-time LEVEL message`, one line per event: control
+//! characters in a message (a member's name with a newline or an escape
+//! sequence) are escaped, so no input can forge a line or drive a terminal.
 
 use crate::config::{Backend, Checked, Config, IdleMode, PortSide, XdpMode};
 use crate::db::{Database, MemberTraffic, WatchOptions};
+use crate::files;
 use crate::ledger::{Ledger, Periods};
 use crate::reload::{Published, Reloader};
-use dataplane::{Dataplane, Egress, Idle, PortQueue, Totals, WorkerConfig, WorkerSetup, WorkerStats};
+use crate::spool::Spool;
+use dataplane::{
+    Dataplane, DataplaneCounters, Egress, Idle, PortQueue, Totals, WorkerConfig, WorkerSetup, WorkerStats,
+};
 use engine::Side;
 use serde_json::json;
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::net::IpAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+/// How long the last usage flush at a stop is retried before the usage is spooled.
+pub const STOP_FLUSH_DEADLINE: Duration = Duration::from_secs(10);
 
 /// Why the daemon could not start or had to stop; the exit code tells the kind.
 #[derive(Debug, thiserror::Error)]
@@ -61,12 +79,41 @@ impl Failure {
     }
 }
 
-/// Logs a line with a level and key=value pairs: one line per event, parseable.
+/// `text` with every control character (and the Unicode line separators and
+/// bidirectional overrides) written as an escape such as `\n` or
+/// `\u{1b}`: safe to put in a log line or on a terminal.
+pub fn escape_controls(text: &str) -> Cow<'_, str> {
+    let unsafe_char = |c: char| {
+        c.is_control() || matches!(c, '\u{2028}' | '\u{2029}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+    };
+    if !text.chars().any(unsafe_char) {
+        return Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len() + 8);
+    for c in text.chars() {
+        if unsafe_char(c) {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    Cow::Owned(out)
+}
+
+/// Logs a line with a level and key=value pairs: one line per event,
+/// parseable; control characters in the message are escaped.
 #[macro_export]
 macro_rules! log {
     ($level:literal, $($arg:tt)*) => {{
         let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
-        eprintln!("{}.{:03} {:5} {}", now.as_secs(), now.subsec_millis(), $level, format_args!($($arg)*));
+        let message = format!($($arg)*);
+        eprintln!(
+            "{}.{:03} {:5} {}",
+            now.as_secs(),
+            now.subsec_millis(),
+            $level,
+            $crate::daemon::escape_controls(&message)
+        );
     }};
 }
 
@@ -77,22 +124,160 @@ pub fn run(path: &Path) -> Result<(), Failure> {
 }
 
 pub fn run_config(config: Config, checked: Checked) -> Result<(), Failure> {
+    warn_unserved_settings(&config);
+    let signals = Signals::install()?;
+    let mut ports = find_ports(&config)?;
+    require_root()?;
+    check_kernel_forwarding(&config)?;
+    let control = Control::start(&config)?;
+    replay_spool(&control, "at start");
+    let mirror = router::Mirror::start(router::MirrorConfig {
+        ports: config.ports.iter().map(|p| p.interface.clone()).collect(),
+        ..Default::default()
+    })
+    .map_err(|e| Failure::System(format!("cannot mirror the kernel's routes: {e}")))?;
+    let plan = WorkerPlan::new(&config, &checked);
+    let first = Running::start(&config, &plan, &mirror, &control.published, &ports, Vec::new());
+    let mut running = Some(first.map_err(|(e, _)| e)?);
+    log!("INFO", "running: {} worker(s), {} port(s)", plan.workers, config.ports.len());
+
+    let mut ledger = Ledger::new();
+    let mut spare_engines = Vec::new();
+    let mut carried = DataplaneCounters::default();
+    let mut restarts = 0u64;
+    let mut last_flush = Instant::now();
+    let mut last_stats = Instant::now();
+    let mut last_log = Instant::now();
+    let mut last_restart_try = Instant::now();
+    let mut routes_generation = mirror.load().generation();
+    while !signals.terminate.load(Ordering::Relaxed) {
+        std::thread::sleep(Duration::from_millis(50));
+        if signals.hangup.swap(false, Ordering::Relaxed) {
+            log!("INFO", "SIGHUP: reloading the member database");
+            control.reload_now.notify_one();
+        }
+        let tables = mirror.load();
+        if tables.generation() != routes_generation {
+            routes_generation = tables.generation();
+            if let Some(r) = &running {
+                r.set_local_addresses(&local_addresses(&tables));
+            }
+        }
+        // A port that went away, or came back.
+        let changed = ports.poll();
+        if running.is_none() || (changed && ports.all_present()) {
+            if let Some(r) = running.take() {
+                log!("INFO", "restarting the workers on the ports as they are now (flows, NAT and usage kept)");
+                let (stats, engines) = r.stop();
+                carried.add(&Totals::of(stats.iter().map(|s| &**s)).dataplane);
+                flush_usage(&control, &mut ledger, &stats);
+                spare_engines = engines;
+                last_restart_try = Instant::now() - Duration::from_secs(1);
+            }
+            if ports.all_present() && last_restart_try.elapsed() >= Duration::from_secs(1) {
+                last_restart_try = Instant::now();
+                let engines = std::mem::take(&mut spare_engines);
+                match Running::start(&config, &plan, &mirror, &control.published, &ports, engines) {
+                    Ok(r) => {
+                        restarts += 1;
+                        log!("INFO", "running again: {} worker(s), {} port(s)", plan.workers, config.ports.len());
+                        running = Some(r);
+                    }
+                    Err((e, engines)) => {
+                        log!("ERROR", "cannot start the workers again (retrying every second): {e}");
+                        spare_engines = engines;
+                    }
+                }
+            }
+        }
+        let stats = running.as_ref().map(|r| r.dp.stats()).unwrap_or_default();
+        if running.as_ref().is_some_and(|r| !r.dp.running()) {
+            log!("ERROR", "a worker stopped unexpectedly; stopping");
+            signals.terminate.store(true, Ordering::Relaxed);
+        }
+        if last_flush.elapsed() >= checked.flush_interval {
+            last_flush = Instant::now();
+            if control.spool.exists() {
+                replay_spool(&control, "before the flush");
+            }
+            flush_usage(&control, &mut ledger, &stats);
+        }
+        let status = Status { ports: &ports, running: running.as_ref(), carried: &carried, restarts };
+        if config.stats.file.is_some() && last_stats.elapsed() >= checked.stats_interval {
+            last_stats = Instant::now();
+            write_stats(&config, &control.published, &stats, &mirror, &status);
+        }
+        if !checked.log_interval.is_zero() && last_log.elapsed() >= checked.log_interval {
+            last_log = Instant::now();
+            log_summary(&stats, &status);
+        }
+    }
+    log!("INFO", "stopping: draining the workers");
+    let last = running.take().map(|r| r.stop().0).unwrap_or_default();
+    let flushed = final_flush(&control, &mut ledger, &last);
+    let status = Status { ports: &ports, running: None, carried: &carried, restarts };
+    write_stats(&config, &control.published, &last, &mirror, &status);
+    log_summary(&last, &status);
+    mirror.stop();
+    control.stop();
+    match &flushed {
+        Ok(()) => log!("INFO", "stopped"),
+        Err(e) => log!("ERROR", "stopped: {e}"),
+    }
+    flushed
+}
+
+/// Settings that are read but not served yet.
+fn warn_unserved_settings(config: &Config) {
     if config.api.is_some() {
         log!("WARN", "api: the HTTP API is not served yet; the setting is ignored");
     }
     if config.sync.peer.is_some() {
         log!("WARN", "sync.peer: state synchronisation is not implemented yet; the setting is ignored");
     }
-    let terminate = Arc::new(AtomicBool::new(false));
-    let hangup = Arc::new(AtomicBool::new(false));
-    for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
-        signal_hook::flag::register(sig, Arc::clone(&terminate)).map_err(|e| Failure::System(e.to_string()))?;
-    }
-    signal_hook::flag::register(signal_hook::consts::SIGHUP, Arc::clone(&hangup))
-        .map_err(|e| Failure::System(e.to_string()))?;
+}
 
-    // 2. Ports: check they exist before anything else touches the system.
-    let mut ifindexes = Vec::new();
+/// The signal flags. SIGTERM and SIGINT set `terminate`; a second one while
+/// it is set ends the process at once (exit 1), for a stop that hangs.
+struct Signals {
+    terminate: Arc<AtomicBool>,
+    hangup: Arc<AtomicBool>,
+}
+
+impl Signals {
+    fn install() -> Result<Signals, Failure> {
+        let terminate = Arc::new(AtomicBool::new(false));
+        let hangup = Arc::new(AtomicBool::new(false));
+        let failed = |e: std::io::Error| Failure::System(format!("cannot install the signal handlers: {e}"));
+        for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
+            // The order matters: the exit is checked before the flag is set.
+            signal_hook::flag::register_conditional_shutdown(sig, 1, Arc::clone(&terminate)).map_err(failed)?;
+            signal_hook::flag::register(sig, Arc::clone(&terminate)).map_err(failed)?;
+        }
+        signal_hook::flag::register(signal_hook::consts::SIGHUP, Arc::clone(&hangup)).map_err(failed)?;
+        Ok(Signals { terminate, hangup })
+    }
+}
+
+/// The configured ports and whether their interfaces exist now.
+#[derive(Debug)]
+struct Ports {
+    ports: Vec<PortWatch>,
+}
+
+#[derive(Debug)]
+struct PortWatch {
+    name: String,
+    side: Side,
+    /// The interface's index while it exists.
+    ifindex: Option<u32>,
+    /// Times the interface disappeared (deleted, or replaced by another).
+    lost: u64,
+}
+
+/// Step 3: every port's interface exists.
+fn find_ports(config: &Config) -> Result<Ports, Failure> {
+    let mut ports = Vec::new();
     for p in &config.ports {
         let idx = ifindex(&p.interface).ok_or_else(|| {
             Failure::Port(format!(
@@ -100,8 +285,54 @@ pub fn run_config(config: Config, checked: Checked) -> Result<(), Failure> {
                 p.interface
             ))
         })?;
-        ifindexes.push(idx);
+        let side = if p.side == PortSide::Inside { Side::Inside } else { Side::Outside };
+        ports.push(PortWatch { name: p.interface.clone(), side, ifindex: Some(idx), lost: 0 });
     }
+    Ok(Ports { ports })
+}
+
+impl Ports {
+    /// Looks at the interfaces again; logs and counts one that went away
+    /// and one that came back. True if any changed.
+    fn poll(&mut self) -> bool {
+        let mut changed = false;
+        for p in &mut self.ports {
+            let now = ifindex(&p.name);
+            if now == p.ifindex {
+                continue;
+            }
+            changed = true;
+            if p.ifindex.is_some() {
+                p.lost += 1;
+                log!(
+                    "ERROR",
+                    "port {}: the interface is gone (deleted or replaced); nothing crosses it until it is back",
+                    p.name
+                );
+            }
+            if let Some(i) = now {
+                log!("INFO", "port {}: the interface is back (index {i})", p.name);
+            }
+            p.ifindex = now;
+        }
+        changed
+    }
+
+    fn all_present(&self) -> bool {
+        self.ports.iter().all(|p| p.ifindex.is_some())
+    }
+
+    fn lost(&self) -> u64 {
+        self.ports.iter().map(|p| p.lost).sum()
+    }
+
+    /// `(ifindex, side)` by port index, for the router.
+    fn map(&self) -> Vec<(u32, Side)> {
+        self.ports.iter().map(|p| (p.ifindex.unwrap_or(0), p.side)).collect()
+    }
+}
+
+fn require_root() -> Result<(), Failure> {
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } != 0 {
         return Err(Failure::Permission(
@@ -110,50 +341,244 @@ pub fn run_config(config: Config, checked: Checked) -> Result<(), Failure> {
                 .into(),
         ));
     }
+    Ok(())
+}
 
-    // 3. The database and the first policy (in a runtime thread that stays for reloads and accounting).
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .thread_name("torwart-control")
-        .build()
-        .map_err(|e| Failure::System(format!("cannot start the control runtime: {e}")))?;
-    let db = runtime
-        .block_on(Database::open(&config.database))
-        .map_err(|e| Failure::Database(format!("member database: {e}")))?;
-    let key = random_key();
-    let reloader = runtime.block_on(Reloader::start(db.clone(), key)).map_err(|e| Failure::Database(e.to_string()))?;
-    let published = reloader.published();
-    log!(
-        "INFO",
-        "policy generation={} members={} database={}",
-        published.load().number(),
-        published.load().policy.len(),
-        config.database
-    );
-    let reload_now = Arc::new(tokio::sync::Notify::new());
-    runtime.spawn(reload_loop(db.clone(), reloader, Arc::clone(&reload_now)));
+/// Step 3: the kernel must not forward. With AF_PACKET it sees every frame
+/// too; with XDP it sees what the program passes to it (ARP, multicast,
+/// frames to the box, VLAN-tagged frames). Either way a forwarding kernel
+/// could carry past torwart what torwart's policy refuses.
+fn check_kernel_forwarding(config: &Config) -> Result<(), Failure> {
+    let mut paths =
+        vec!["/proc/sys/net/ipv4/ip_forward".to_owned(), "/proc/sys/net/ipv6/conf/all/forwarding".to_owned()];
+    paths.extend(config.ports.iter().map(|p| format!("/proc/sys/net/ipv6/conf/{}/forwarding", p.interface)));
+    for path in paths {
+        if std::fs::read_to_string(&path).is_ok_and(|v| v.trim() != "0") {
+            return Err(Failure::Config(format!(
+                "the kernel forwards ({path} is not 0): it would carry frames past torwart's policy; \
+                 set it to 0 (torwart does the forwarding)"
+            )));
+        }
+    }
+    Ok(())
+}
 
-    // 4. Routes and neighbours from the kernel.
-    let mirror = router::Mirror::start(router::MirrorConfig {
-        ports: config.ports.iter().map(|p| p.interface.clone()).collect(),
-        ..Default::default()
-    })
-    .map_err(|e| Failure::System(format!("cannot mirror the kernel's routes: {e}")))?;
+/// Step 4: the control runtime, the database, the first policy and the reload task.
+struct Control {
+    runtime: tokio::runtime::Runtime,
+    db: Database,
+    published: Arc<Published>,
+    reload_now: Arc<tokio::sync::Notify>,
+    reload_task: tokio::task::JoinHandle<()>,
+    spool: Spool,
+}
 
-    // 5. Ports' queues and workers.
-    let workers = checked.workers;
-    let idle = match config.workers.idle {
-        IdleMode::Busy => Idle::Busy,
-        IdleMode::Sleep => Idle::Sleep { spins: 16, sleep: Duration::from_millis(1), coalesce: checked.coalesce },
-    };
+impl Control {
+    fn start(config: &Config) -> Result<Control, Failure> {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .thread_name("torwart-control")
+            .build()
+            .map_err(|e| Failure::System(format!("cannot start the control runtime: {e}")))?;
+        let db = runtime
+            .block_on(Database::open(&config.database))
+            .map_err(|e| Failure::Database(format!("member database: {e}")))?;
+        let reloader = runtime
+            .block_on(Reloader::start(db.clone(), random_key()))
+            .map_err(|e| Failure::Database(e.to_string()))?;
+        let published = reloader.published();
+        log!(
+            "INFO",
+            "policy generation={} members={} database={}",
+            published.load().number(),
+            published.load().policy.len(),
+            db.url()
+        );
+        let reload_now = Arc::new(tokio::sync::Notify::new());
+        let reload_task = runtime.spawn(reload_loop(db.clone(), reloader, Arc::clone(&reload_now)));
+        let spool = Spool::new(spool_path(config));
+        Ok(Control { runtime, db, published, reload_now, reload_task, spool })
+    }
+
+    /// Ends the reload task (it holds a connection: a PostgreSQL LISTEN),
+    /// then closes the pool, which waits for its connections to come back.
+    fn stop(self) {
+        self.reload_task.abort();
+        let closed = self.runtime.block_on(async {
+            let _ = self.reload_task.await;
+            tokio::time::timeout(Duration::from_secs(5), self.db.close()).await
+        });
+        if closed.is_err() {
+            log!("WARN", "the member database did not close within 5 s; leaving it");
+        }
+        self.runtime.shutdown_timeout(Duration::from_secs(2));
+    }
+}
+
+/// Where usage the database would not take at a stop is kept:
+/// `accounting.spool`, else next to an SQLite database file, else
+/// `/var/lib/torwart/usage.spool`.
+fn spool_path(config: &Config) -> PathBuf {
+    if let Some(p) = &config.accounting.spool {
+        return p.clone();
+    }
+    let db = config.database.strip_prefix("sqlite://").unwrap_or(&config.database);
+    if !db.contains("://") {
+        let path = db.split('?').next().unwrap_or(db);
+        return PathBuf::from(format!("{path}.usage-spool"));
+    }
+    PathBuf::from("/var/lib/torwart/usage.spool")
+}
+
+/// Writes a spool left by an earlier stop to the database; on failure the
+/// spool stays for the next try.
+fn replay_spool(control: &Control, when: &str) {
+    if !control.spool.exists() {
+        return;
+    }
+    match control.runtime.block_on(control.spool.replay(&control.db)) {
+        Ok(n) => log!("INFO", "usage spool {} written {when}: {n} record(s)", control.spool.path().display()),
+        Err(e) => log!("WARN", "{e}; kept for the next flush"),
+    }
+}
+
+/// How workers are built, the same at every (re)start.
+struct WorkerPlan {
+    workers: usize,
+    idle: Idle,
+    shaping: Option<engine::ShapingConfig>,
+    established_timeout: Duration,
+}
+
+impl WorkerPlan {
+    fn new(config: &Config, checked: &Checked) -> WorkerPlan {
+        let workers = checked.workers;
+        let idle = match config.workers.idle {
+            IdleMode::Busy => Idle::Busy,
+            IdleMode::Sleep => Idle::Sleep { spins: 16, sleep: Duration::from_millis(1), coalesce: checked.coalesce },
+        };
+        let shaping = config.shaping.enabled.then(|| {
+            // 0 means "no uplink limit": plans alone shape.
+            let bps = |mbit: u64| if mbit == 0 { u64::MAX / 4 } else { mbit.saturating_mul(1_000_000) };
+            // A sleeping worker polls its shapers only after a nap or a wait,
+            // plus the loop's own work (a margin): the shapers are built for that.
+            let poll_gap = match idle {
+                Idle::Busy => Duration::ZERO,
+                Idle::Sleep { .. } => idle.poll_gap() + Duration::from_micros(50),
+            };
+            let mut s = engine::ShapingConfig::new(
+                [bps(config.shaping.uplink_up_mbit), bps(config.shaping.uplink_down_mbit)],
+                workers,
+                0,
+                poll_gap.as_nanos() as u64,
+            );
+            s.pool_frames = config.shaping.pool_frames;
+            s.shaper.codel_target_ns = checked.codel_target.as_nanos() as u64;
+            s.shaper.codel_interval_ns = checked.codel_interval.as_nanos() as u64;
+            s.shaper.sojourn_limit_ns = checked.sojourn_limit.as_nanos() as u64;
+            s
+        });
+        WorkerPlan { workers, idle, shaping, established_timeout: checked.established_timeout }
+    }
+
+    fn engine_config(&self, config: &Config, worker: usize) -> engine::Config {
+        let mut engine = engine::Config { max_flows: config.engine.max_flows, ..Default::default() };
+        engine.hash_key = random_key();
+        engine.timeouts.tcp_established = self.established_timeout;
+        engine.tcp_loose = config.engine.tcp_loose;
+        engine.nat_quota = config.engine.nat_quota;
+        engine.shaping = self.shaping.as_ref().map(|s| s.for_core(worker));
+        engine
+    }
+}
+
+/// The ports' XDP programs and the workers on the ports' queues.
+struct Running {
+    programs: Vec<io::XdpProgram>,
+    dp: Dataplane,
+}
+
+impl Running {
+    /// Step 6: opens the ports and starts the workers, with `engines` from
+    /// workers stopped before (by worker index) where there are some. On
+    /// failure the engines are handed back.
+    #[allow(clippy::result_large_err)]
+    fn start(
+        config: &Config,
+        plan: &WorkerPlan,
+        mirror: &router::Mirror,
+        published: &Arc<Published>,
+        ports: &Ports,
+        mut engines: Vec<Option<engine::Engine>>,
+    ) -> Result<Running, (Failure, Vec<Option<engine::Engine>>)> {
+        let (programs, queues) = match open_ports(config, plan.workers, mirror) {
+            Ok(opened) => opened,
+            Err(e) => return Err((e, engines)),
+        };
+        engines.resize_with(plan.workers, || None);
+        let router_cfg = router::RouterConfig {
+            icmp_rate: config.router.icmp_errors_per_second,
+            icmp_burst: config.router.icmp_errors_per_second.clamp(1, 50),
+        };
+        let setups = queues
+            .into_iter()
+            .zip(engines)
+            .enumerate()
+            .map(|(w, (ports_of_worker, engine))| WorkerSetup {
+                config: WorkerConfig {
+                    index: w,
+                    workers: plan.workers,
+                    cpu: config.workers.cpus.get(w).copied(),
+                    engine: plan.engine_config(config, w),
+                    batch: config.io.batch,
+                    idle: plan.idle,
+                    stats_every: Duration::from_millis(250),
+                },
+                ports: ports_of_worker,
+                egress: Egress::routed(mirror.tables(), mirror.resolver(), ports.map(), router_cfg.clone()),
+                engine,
+            })
+            .collect();
+        // Engines given to a dataplane that cannot start are gone; a new
+        // start begins with fresh ones (the usage was flushed before).
+        let dp = Dataplane::start(setups, Some(Arc::clone(published)))
+            .map_err(|e| (Failure::System(format!("cannot start the workers: {e}")), Vec::new()))?;
+        Ok(Running { programs, dp })
+    }
+
+    fn set_local_addresses(&self, local: &[IpAddr]) {
+        for prog in &self.programs {
+            if let Err(e) = prog.set_local_addresses(local) {
+                log!("WARN", "port {}: cannot update the box's addresses: {e}", prog.ifname());
+            }
+        }
+    }
+
+    /// Transit frames the XDP programs dropped for want of a socket on their queue.
+    fn unserved(&self) -> u64 {
+        self.programs.iter().filter_map(|p| p.unserved().ok()).sum()
+    }
+
+    /// Stops the workers, then detaches the programs.
+    fn stop(self) -> (Vec<Arc<WorkerStats>>, Vec<Option<engine::Engine>>) {
+        let out = self.dp.stop_keeping_engines();
+        drop(self.programs);
+        out
+    }
+}
+
+/// Attaches the XDP programs and opens one socket per port and worker
+/// (queue `w` for worker `w`), or the AF_PACKET sockets.
+fn open_ports(
+    config: &Config,
+    workers: usize,
+    mirror: &router::Mirror,
+) -> Result<(Vec<io::XdpProgram>, Vec<Vec<PortQueue>>), Failure> {
     let mut programs = Vec::new();
     let mut queues: Vec<Vec<PortQueue>> = (0..workers).map(|_| Vec::new()).collect();
     for p in &config.ports {
-        let side = match p.side {
-            PortSide::Inside => Side::Inside,
-            PortSide::Outside => Side::Outside,
-        };
+        let side = if p.side == PortSide::Inside { Side::Inside } else { Side::Outside };
         match config.io.backend {
             Backend::Xdp => {
                 let mode = match config.io.xdp_mode {
@@ -163,6 +588,18 @@ pub fn run_config(config: Config, checked: Checked) -> Result<(), Failure> {
                 };
                 let prog = io::XdpProgram::attach(&p.interface, mode).map_err(port_failure)?;
                 log!("INFO", "port {} side={} xdp={} workers={workers}", p.interface, side.name(), prog.mode());
+                let rx_queues = io::xdp::rx_queue_count(&p.interface) as usize;
+                if rx_queues > workers {
+                    log!(
+                        "ERROR",
+                        "port {}: {rx_queues} receive queues but {workers} worker(s): transit frames arriving on \
+                         queues {workers} to {} are dropped and counted (xdp_unserved); set workers.count = \
+                         {rx_queues}, or `ethtool -L {} combined {workers}`",
+                        p.interface,
+                        rx_queues - 1,
+                        p.interface
+                    );
+                }
                 prog.set_local_addresses(&local_addresses(&mirror.load())).map_err(port_failure)?;
                 for (w, q) in queues.iter_mut().enumerate() {
                     let cfg = io::XdpConfig { queue: w as u32, ..Default::default() };
@@ -181,7 +618,6 @@ pub fn run_config(config: Config, checked: Checked) -> Result<(), Failure> {
                 programs.push(prog);
             }
             Backend::AfPacket => {
-                check_forwarding_off(&p.interface)?;
                 if workers > 1 {
                     return Err(Failure::Config(
                         "io.backend = \"af_packet\" runs one worker (workers.count = 1); use xdp for more".into(),
@@ -193,114 +629,7 @@ pub fn run_config(config: Config, checked: Checked) -> Result<(), Failure> {
             }
         }
     }
-    let port_map: Vec<(u32, Side)> = config
-        .ports
-        .iter()
-        .zip(&ifindexes)
-        .map(|(p, &i)| (i, if p.side == PortSide::Inside { Side::Inside } else { Side::Outside }))
-        .collect();
-    let shaping = config.shaping.enabled.then(|| {
-        // 0 means "no uplink limit": plans alone shape.
-        let bps = |mbit: u64| if mbit == 0 { u64::MAX / 4 } else { mbit.saturating_mul(1_000_000) };
-        // A sleeping worker polls its shapers only after a nap or a wait,
-        // plus the loop's own work (a margin): the shapers are built for that.
-        let poll_gap = match idle {
-            Idle::Busy => Duration::ZERO,
-            Idle::Sleep { .. } => idle.poll_gap() + Duration::from_micros(50),
-        };
-        let mut s = engine::ShapingConfig::new(
-            [bps(config.shaping.uplink_up_mbit), bps(config.shaping.uplink_down_mbit)],
-            workers,
-            0,
-            poll_gap.as_nanos() as u64,
-        );
-        s.pool_frames = config.shaping.pool_frames;
-        s.shaper.codel_target_ns = checked.codel_target.as_nanos() as u64;
-        s.shaper.codel_interval_ns = checked.codel_interval.as_nanos() as u64;
-        s.shaper.sojourn_limit_ns = checked.sojourn_limit.as_nanos() as u64;
-        s
-    });
-    let mut setups = Vec::new();
-    for (w, ports) in queues.into_iter().enumerate() {
-        let mut engine = engine::Config { max_flows: config.engine.max_flows, ..Default::default() };
-        engine.hash_key = random_key();
-        engine.timeouts.tcp_established = checked.established_timeout;
-        engine.tcp_loose = config.engine.tcp_loose;
-        engine.nat_quota = config.engine.nat_quota;
-        engine.shaping = shaping.as_ref().map(|s| s.for_core(w));
-        let router_cfg = router::RouterConfig {
-            icmp_rate: config.router.icmp_errors_per_second,
-            icmp_burst: config.router.icmp_errors_per_second.clamp(1, 50),
-        };
-        setups.push(WorkerSetup {
-            config: WorkerConfig {
-                index: w,
-                workers,
-                cpu: config.workers.cpus.get(w).copied(),
-                engine,
-                batch: config.io.batch,
-                idle,
-                stats_every: Duration::from_millis(250),
-            },
-            ports,
-            egress: Egress::routed(mirror.tables(), mirror.resolver(), port_map.clone(), router_cfg),
-            engine: None,
-        });
-    }
-    let dp = Dataplane::start(setups, Some(Arc::clone(&published)))
-        .map_err(|e| Failure::System(format!("cannot start the workers: {e}")))?;
-    log!("INFO", "running: {workers} worker(s), {} port(s)", config.ports.len());
-
-    // The main loop: signals, addresses, accounting, stats.
-    let mut ledger = Ledger::new();
-    let mut last_flush = Instant::now();
-    let mut last_stats = Instant::now();
-    let mut last_log = Instant::now();
-    let mut routes_generation = mirror.load().generation();
-    while !terminate.load(Ordering::Relaxed) {
-        std::thread::sleep(Duration::from_millis(50));
-        if hangup.swap(false, Ordering::Relaxed) {
-            log!("INFO", "SIGHUP: reloading the member database");
-            reload_now.notify_one();
-        }
-        let tables = mirror.load();
-        if tables.generation() != routes_generation {
-            routes_generation = tables.generation();
-            let local = local_addresses(&tables);
-            for prog in &programs {
-                if let Err(e) = prog.set_local_addresses(&local) {
-                    log!("WARN", "port {}: cannot update the box's addresses: {e}", prog.ifname());
-                }
-            }
-        }
-        if !dp.running() {
-            log!("ERROR", "a worker stopped unexpectedly; stopping");
-            terminate.store(true, Ordering::Relaxed);
-        }
-        if last_flush.elapsed() >= checked.flush_interval {
-            last_flush = Instant::now();
-            flush_usage(&runtime, &db, &mut ledger, &dp.stats());
-        }
-        if config.stats.file.is_some() && last_stats.elapsed() >= checked.stats_interval {
-            last_stats = Instant::now();
-            write_stats(&config, &published, &dp.stats(), &mirror);
-        }
-        if !checked.log_interval.is_zero() && last_log.elapsed() >= checked.log_interval {
-            last_log = Instant::now();
-            log_summary(&dp.stats());
-        }
-    }
-    log!("INFO", "stopping: draining the workers");
-    let last = dp.stop();
-    flush_usage(&runtime, &db, &mut ledger, &last);
-    write_stats(&config, &published, &last, &mirror);
-    log_summary(&last);
-    drop(programs);
-    mirror.stop();
-    runtime.block_on(db.close());
-    runtime.shutdown_timeout(Duration::from_secs(2));
-    log!("INFO", "stopped");
-    Ok(())
+    Ok((programs, queues))
 }
 
 /// Adds a hint to a port failure's message.
@@ -364,8 +693,9 @@ async fn reload_loop(db: Database, mut reloader: Reloader, now: Arc<tokio::sync:
     }
 }
 
-fn flush_usage(runtime: &tokio::runtime::Runtime, db: &Database, ledger: &mut Ledger, stats: &[Arc<WorkerStats>]) {
-    let totals: Vec<MemberTraffic> = stats
+/// The member totals of all workers, as the ledger takes them.
+fn member_totals(stats: &[Arc<WorkerStats>]) -> Vec<MemberTraffic> {
+    stats
         .iter()
         .flat_map(|w| w.accounts.iter())
         .map(|a| MemberTraffic {
@@ -375,19 +705,93 @@ fn flush_usage(runtime: &tokio::runtime::Runtime, db: &Database, ledger: &mut Le
             up_packets: a.packets[0],
             down_packets: a.packets[1],
         })
-        .collect();
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64);
-    match runtime.block_on(ledger.flush(db, Periods::HOURLY, now, &totals)) {
+        .collect()
+}
+
+fn unix_now() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64)
+}
+
+/// A periodic flush: what fails stays in the ledger for the next one.
+fn flush_usage(control: &Control, ledger: &mut Ledger, stats: &[Arc<WorkerStats>]) {
+    if stats.is_empty() {
+        return;
+    }
+    let totals = member_totals(stats);
+    match control.runtime.block_on(ledger.flush(&control.db, Periods::HOURLY, unix_now(), &totals)) {
         Ok(0) => {}
         Ok(n) => log!("INFO", "usage written members={n}"),
         Err(e) => log!("WARN", "usage not written (kept for the next flush): {e}"),
     }
 }
 
-/// The stats file: counters, usage per member, per-worker figures.
-fn write_stats(config: &Config, published: &Published, stats: &[Arc<WorkerStats>], mirror: &router::Mirror) {
+/// The flush at a stop: retried until [`STOP_FLUSH_DEADLINE`]; then the
+/// usage goes to the spool and the stop is an error, so that nothing is
+/// lost silently.
+fn final_flush(control: &Control, ledger: &mut Ledger, stats: &[Arc<WorkerStats>]) -> Result<(), Failure> {
+    let totals = member_totals(stats);
+    let deadline = Instant::now() + STOP_FLUSH_DEADLINE;
+    let error = loop {
+        let left = deadline.saturating_duration_since(Instant::now()).max(Duration::from_millis(100));
+        let attempt = control.runtime.block_on(async {
+            tokio::time::timeout(left, ledger.flush(&control.db, Periods::HOURLY, unix_now(), &totals)).await
+        });
+        let e = match attempt {
+            Ok(Ok(0)) => return Ok(()),
+            Ok(Ok(n)) => {
+                log!("INFO", "usage written members={n}");
+                return Ok(());
+            }
+            Ok(Err(e)) => e.to_string(),
+            Err(_) => format!("no answer within {} s", STOP_FLUSH_DEADLINE.as_secs()),
+        };
+        if Instant::now() + Duration::from_millis(500) >= deadline {
+            break e;
+        }
+        log!("WARN", "usage not written ({e}); retrying until the deadline");
+        std::thread::sleep(Duration::from_millis(500));
+    };
+    let pending = ledger.pending(&totals);
+    let spool = &control.spool;
+    match spool.append(Periods::HOURLY.start(unix_now()), &pending) {
+        Ok(()) => Err(Failure::Database(format!(
+            "usage of {} member(s) not written to the database ({error}); kept in {}, written at the next start",
+            pending.len(),
+            spool.path().display()
+        ))),
+        Err(spool_error) => Err(Failure::Database(format!(
+            "usage of {} member(s) LOST: not written to the database ({error}), nor to the spool ({spool_error})",
+            pending.len()
+        ))),
+    }
+}
+
+/// What the stats file and the log line say about the ports and restarts.
+struct Status<'a> {
+    ports: &'a Ports,
+    running: Option<&'a Running>,
+    /// Dataplane counters of workers that were stopped for a restart.
+    carried: &'a DataplaneCounters,
+    restarts: u64,
+}
+
+impl Status<'_> {
+    fn unserved(&self) -> u64 {
+        self.running.map_or(0, Running::unserved)
+    }
+}
+
+/// The stats file: counters, usage per member, per-worker figures, ports.
+fn write_stats(
+    config: &Config,
+    published: &Published,
+    stats: &[Arc<WorkerStats>],
+    mirror: &router::Mirror,
+    status: &Status,
+) {
     let Some(path) = &config.stats.file else { return };
-    let totals = Totals::of(stats.iter().map(|s| &**s));
+    let mut totals = Totals::of(stats.iter().map(|s| &**s));
+    totals.dataplane.add(status.carried);
     let mut counters = BTreeMap::new();
     for (name, v) in totals.engine.entries() {
         counters.insert(name.to_owned(), v);
@@ -397,6 +801,9 @@ fn write_stats(config: &Config, published: &Published, stats: &[Arc<WorkerStats>
     }
     counters.insert("handoff_same_core".into(), totals.dataplane.same_core);
     counters.insert("handoff_handed_off".into(), totals.dataplane.handed_off);
+    counters.insert("xdp_unserved".into(), status.unserved());
+    counters.insert("port_lost".into(), status.ports.lost());
+    counters.insert("workers_restarted".into(), status.restarts);
     for s in stats {
         for (name, v) in s.egress.router.iter() {
             *counters.entry(format!("router_{name}")).or_insert(0) += v;
@@ -455,11 +862,19 @@ fn write_stats(config: &Config, published: &Published, stats: &[Arc<WorkerStats>
             }))
         })
         .collect();
+    let ports: Vec<_> = status
+        .ports
+        .ports
+        .iter()
+        .map(|p| json!({"interface": p.name, "side": p.side.name(), "present": p.ifindex.is_some(), "lost": p.lost}))
+        .collect();
     let generation = stats.iter().map(|s| s.generation).min().unwrap_or(0);
     let doc = json!({
         "generation": generation,
         "published_generation": published.load().number(),
         "routes_generation": mirror.load().generation(),
+        "forwarding": status.running.is_some(),
+        "ports": ports,
         "flows": totals.flows,
         "nat_bindings": totals.nat_bindings,
         "counters": counters,
@@ -468,28 +883,29 @@ fn write_stats(config: &Config, published: &Published, stats: &[Arc<WorkerStats>
         "shaping": shaping,
         "shaper_load": shaper_load,
     });
-    let tmp = path.with_extension("tmp");
     let written = serde_json::to_vec_pretty(&doc)
         .map_err(std::io::Error::other)
-        .and_then(|b| std::fs::write(&tmp, b))
-        .and_then(|()| std::fs::rename(&tmp, path));
+        .and_then(|b| files::write_private(path, &b, files::STATS_MODE, false));
     if let Err(e) = written {
         log!("WARN", "cannot write the stats file {}: {e}", path.display());
     }
 }
 
-fn log_summary(stats: &[Arc<WorkerStats>]) {
+fn log_summary(stats: &[Arc<WorkerStats>], status: &Status) {
     let t = Totals::of(stats.iter().map(|s| &**s));
     let rx: u64 = t.dataplane.rx.iter().sum();
     let tx: u64 = t.dataplane.tx.iter().sum();
     log!(
         "INFO",
-        "stats rx={rx} tx={tx} engine_drops={} dataplane_drops={} flows={} nat_bindings={} handed_off={}",
+        "stats rx={rx} tx={tx} engine_drops={} dataplane_drops={} xdp_unserved={} flows={} nat_bindings={} \
+         handed_off={} ports_missing={}",
         t.engine.total_drops(),
         t.dataplane.total_drops(),
+        status.unserved(),
         t.flows,
         t.nat_bindings,
-        t.dataplane.handed_off
+        t.dataplane.handed_off,
+        status.ports.ports.iter().filter(|p| p.ifindex.is_none()).count()
     );
 }
 
@@ -509,19 +925,6 @@ fn ifindex(name: &str) -> Option<u32> {
     (i != 0).then_some(i)
 }
 
-/// With AF_PACKET the kernel sees every frame too: its own forwarding must be off.
-fn check_forwarding_off(interface: &str) -> Result<(), Failure> {
-    for path in ["/proc/sys/net/ipv4/ip_forward".to_owned(), format!("/proc/sys/net/ipv6/conf/{interface}/forwarding")]
-    {
-        if std::fs::read_to_string(&path).is_ok_and(|v| v.trim() != "0") {
-            return Err(Failure::Config(format!(
-                "io.backend = \"af_packet\": the kernel would forward the same frames too; set {path} to 0"
-            )));
-        }
-    }
-    Ok(())
-}
-
 fn random_key() -> [u64; 4] {
     let mut k = [0u8; 32];
     let ok = std::fs::File::open("/dev/urandom").and_then(|mut f| std::io::Read::read_exact(&mut f, &mut k)).is_ok();
@@ -534,4 +937,18 @@ fn random_key() -> [u64; 4] {
     }
     let w = |i: usize| u64::from_le_bytes(k[i * 8..i * 8 + 8].try_into().unwrap_or_default());
     [w(0), w(1), w(2), w(3)]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn control_characters_are_escaped() {
+        let name = "eve\n1764000000.000 INFO  policy reloaded\u{1b}[2J\u{202e}";
+        let out = escape_controls(name);
+        assert!(!out.contains('\n') && !out.contains('\u{1b}') && !out.contains('\u{202e}'), "{out}");
+        assert!(out.contains("eve\\n1764000000.000 INFO") && out.contains("\\u{1b}[2J"), "{out}");
+        assert!(matches!(escape_controls("plain name äö"), Cow::Borrowed(_)));
+    }
 }

@@ -19,5 +19,7 @@
 pub mod config;
 pub mod daemon;
 pub mod db;
+pub mod files;
 pub mod ledger;
 pub mod reload;
+pub mod spool;

@@ -73,7 +73,7 @@ pub struct WorkerSetup {
 #[derive(Debug)]
 pub struct Dataplane {
     shared: Arc<Shared>,
-    threads: Vec<JoinHandle<()>>,
+    threads: Vec<JoinHandle<Option<engine::Engine>>>,
 }
 
 /// Frames per direction and pair of workers in the handoff rings.
@@ -90,20 +90,49 @@ impl Dataplane {
         });
         let mut threads = Vec::with_capacity(n);
         let rings = handoff::mesh(n, HANDOFF_DEPTH, io::DEFAULT_FRAME_CAPACITY);
+        // Each worker pins itself first and says how that went; a worker
+        // that cannot be pinned where the operator asked stops them all.
+        let (pinned_tx, pinned_rx) = std::sync::mpsc::channel();
+        let stop_all = |threads: Vec<JoinHandle<Option<engine::Engine>>>| {
+            shared.stop.store(true, Ordering::Relaxed);
+            for t in threads {
+                let _ = t.join();
+            }
+        };
         for (setup, ends) in setups.into_iter().zip(rings) {
             let shared2 = Arc::clone(&shared);
+            let pinned_tx = pinned_tx.clone();
             let name = format!("torwart-w{}", setup.config.index);
             let spawned = std::thread::Builder::new().name(name).spawn(move || {
-                worker::Worker::new(setup.config, setup.ports, ends, setup.egress, shared2, setup.engine).run()
+                let (index, cpu) = (setup.config.index, setup.config.cpu);
+                let pinned = cpu.map_or(Ok(()), worker::pin_to).map_err(|e| {
+                    std::io::Error::new(e.kind(), format!("worker {index}: cannot pin it to CPU {cpu:?}: {e}"))
+                });
+                let ok = pinned.is_ok();
+                let _ = pinned_tx.send(pinned);
+                ok.then(|| {
+                    worker::Worker::new(setup.config, setup.ports, ends, setup.egress, shared2, setup.engine).run()
+                })
             });
             match spawned {
                 Ok(t) => threads.push(t),
                 Err(e) => {
-                    shared.stop.store(true, Ordering::Relaxed);
-                    for t in threads {
-                        let _ = t.join();
-                    }
+                    stop_all(threads);
                     return Err(e);
+                }
+            }
+        }
+        drop(pinned_tx);
+        for _ in 0..n {
+            match pinned_rx.recv() {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => {
+                    stop_all(threads);
+                    return Err(e);
+                }
+                Err(_) => {
+                    stop_all(threads);
+                    return Err(std::io::Error::other("a worker ended before it started"));
                 }
             }
         }
@@ -123,10 +152,16 @@ impl Dataplane {
     /// Stops the workers: they stop receiving, drain the handoff rings,
     /// transmit, publish final stats and return. Returns those stats.
     pub fn stop(self) -> Vec<Arc<WorkerStats>> {
+        self.stop_keeping_engines().0
+    }
+
+    /// Stops the workers as [`stop`](Self::stop) does and also returns
+    /// their engines (by worker index; a worker that panicked has none), so
+    /// that workers started anew (on ports opened again) keep every flow,
+    /// binding and account.
+    pub fn stop_keeping_engines(self) -> (Vec<Arc<WorkerStats>>, Vec<Option<engine::Engine>>) {
         self.shared.stop.store(true, Ordering::Relaxed);
-        for t in self.threads {
-            let _ = t.join();
-        }
-        self.shared.stats.iter().map(|s| s.load_full()).collect()
+        let engines = self.threads.into_iter().map(|t| t.join().ok().flatten()).collect();
+        (self.shared.stats.iter().map(|s| s.load_full()).collect(), engines)
     }
 }

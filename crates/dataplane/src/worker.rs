@@ -168,10 +168,9 @@ impl Worker {
         }
     }
 
-    pub(crate) fn run(mut self) {
-        if let Some(cpu) = self.cfg.cpu {
-            pin_to(cpu);
-        }
+    /// Runs until the dataplane stops; returns the engine, with its flows,
+    /// NAT bindings and accounts, for workers started after this one.
+    pub(crate) fn run(mut self) -> Engine {
         let fds: Option<Vec<_>> = self.ports.iter().map(|p| p.io.ready_fd()).collect();
         self.pollfds = fds
             .unwrap_or_default()
@@ -247,6 +246,7 @@ impl Worker {
             }
         }
         self.publish(monotonic_now());
+        self.engine
     }
 
     /// Waits until a port has frames or the timeout passes (see [`Idle::Sleep`]).
@@ -278,10 +278,10 @@ impl Worker {
             return;
         }
         let next = arc_swap::Guard::into_inner(current);
-        let ended = match &self.generation {
-            None => Some(Vec::new()),
-            Some(running) => next.ended_since(running.number()),
-        };
+        // A fresh worker (no generation yet) may run an engine that served
+        // before (a restart on new ports): the fallback below ends the flows
+        // of its members the policy no longer has; a new engine has none.
+        let ended = self.generation.as_ref().and_then(|running| next.ended_since(running.number()));
         let ended = ended.unwrap_or_else(|| {
             // Skipped more generations than the window holds: end the flows
             // of every member the new policy does not admit as it was.
@@ -498,16 +498,24 @@ fn process(
     }
 }
 
-/// Pins the calling thread to `cpu` (best effort: a refusal is logged by the caller's stats, not fatal).
-fn pin_to(cpu: usize) {
-    // SAFETY: cpu_set_t is plain data; CPU_ZERO/CPU_SET write within it, and
-    // sched_setaffinity reads exactly size_of::<cpu_set_t>() bytes of it.
-    unsafe {
+/// Pins the calling thread to `cpu`; the error is the kernel's refusal
+/// (a CPU outside the process's cpuset, or offline).
+pub(crate) fn pin_to(cpu: usize) -> std::io::Result<()> {
+    if cpu >= libc::CPU_SETSIZE as usize {
+        return Err(std::io::Error::from_raw_os_error(libc::EINVAL));
+    }
+    // SAFETY: cpu_set_t is plain data; CPU_ZERO/CPU_SET write within it (cpu
+    // is below CPU_SETSIZE), and sched_setaffinity reads exactly
+    // size_of::<cpu_set_t>() bytes of it.
+    let rc = unsafe {
         let mut set: libc::cpu_set_t = std::mem::zeroed();
         libc::CPU_ZERO(&mut set);
-        if cpu < libc::CPU_SETSIZE as usize {
-            libc::CPU_SET(cpu, &mut set);
-            libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set);
-        }
+        libc::CPU_SET(cpu, &mut set);
+        libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set)
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
     }
 }

@@ -283,6 +283,12 @@ impl Conntrack {
         self.flows.len()
     }
 
+    /// Bytes a table allocates per flow of its capacity (slab, free list,
+    /// wheel, and the index at its load of two slots per flow), rounded up.
+    pub fn memory_per_flow() -> usize {
+        core::mem::size_of::<Flow>() + core::mem::size_of::<Cold>() + 4 + 16 + FlowIndex::memory_per_entry() * 2
+    }
+
     /// Bytes of memory the table holds (slab, index, wheel).
     pub fn memory(&self) -> usize {
         self.flows.len() * (core::mem::size_of::<Flow>() + core::mem::size_of::<Cold>() + 16) + self.index.memory()

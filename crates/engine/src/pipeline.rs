@@ -71,6 +71,25 @@ pub struct Config {
     pub shaping: Option<ShapingConfig>,
 }
 
+/// The most flows one engine may be configured for: 16 Mi flows, some
+/// 4 GiB per worker, far above a campus's peak (~200,000 connections). A
+/// larger figure is a typo, and would fail as an allocation after start-up.
+pub const MAX_FLOWS: u32 = 1 << 24;
+
+impl Config {
+    /// Bytes an engine with `max_flows` allocates up front for its flow
+    /// table and NAT (slab, index, timer wheel, bindings and their maps):
+    /// what `max_flows` costs, for configuration checks and messages.
+    pub fn flow_memory(max_flows: u32) -> u64 {
+        let n = u64::from(max_flows.max(1));
+        let flows = crate::conntrack::Conntrack::memory_per_flow() as u64;
+        // A binding, its free-list slot and its entries in two hash maps
+        // (key, value and control byte, at hashbrown's 7/8 load).
+        let nat = core::mem::size_of::<crate::nat::Binding>() as u64 + 4 + 2 * (16 + 4 + 1) * 8 / 7;
+        n.saturating_mul(flows + nat)
+    }
+}
+
 impl Default for Config {
     fn default() -> Self {
         Config {

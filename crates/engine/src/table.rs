@@ -108,6 +108,12 @@ impl FlowIndex {
         self.buckets.len() * core::mem::size_of::<Bucket>()
     }
 
+    /// Bytes per entry of [`with_capacity`](Self::with_capacity)'s sizing
+    /// at its worst (the bucket count rounded up to a power of two doubles it).
+    pub fn memory_per_entry() -> usize {
+        (2 * 2 * core::mem::size_of::<Bucket>()).div_ceil(SLOTS)
+    }
+
     #[inline]
     fn home(&self, hash: u64) -> usize {
         hash as usize & self.mask

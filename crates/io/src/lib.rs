@@ -115,6 +115,11 @@ pub trait TimedSource {
 
     /// Reads the next frame into `slot`; `false` when there is none.
     fn read_next(&mut self, slot: &mut PacketBuf) -> Result<bool, IoError>;
+
+    /// Frames skipped so far because they were larger than a slot.
+    fn oversized(&self) -> u64 {
+        0
+    }
 }
 
 impl<T: PacketIo + ?Sized> PacketIo for Box<T> {
@@ -159,6 +164,9 @@ impl<T: TimedSource + ?Sized> TimedSource for Box<T> {
     }
     fn read_next(&mut self, slot: &mut PacketBuf) -> Result<bool, IoError> {
         (**self).read_next(slot)
+    }
+    fn oversized(&self) -> u64 {
+        (**self).oversized()
     }
 }
 

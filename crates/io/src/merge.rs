@@ -160,6 +160,10 @@ impl<A: TimedSource, B: TimedSource> TimedSource for Merged<A, B> {
         let next = self.choose()?;
         self.read(next, slot)
     }
+
+    fn oversized(&self) -> u64 {
+        self.a.src.oversized() + self.b.src.oversized()
+    }
 }
 
 impl<A: TimedSource, B: TimedSource> PacketIo for Merged<A, B> {

@@ -312,6 +312,17 @@ fn xdp_roundtrip(mode: XdpMode) {
         assert_eq!(v(&ipv6("febf::1")), XdpVerdict::Pass, "fe80::/10 upper end");
         assert_eq!(v(&ipv6("fec0::1")), XdpVerdict::Redirect, "fec0:: is outside fe80::/10");
         assert_eq!(v(&ipv6("2001:db8::1")[..50]), XdpVerdict::Pass, "truncated IPv6");
+        // A queue without a socket: transit is dropped and counted, never
+        // passed to the kernel (which could forward it past the policy).
+        // (The test run refuses a queue index the device does not have, so
+        // queue 0 is left without its socket for this.)
+        prog.unregister_socket(0).expect("unregister");
+        let before = prog.unserved().expect("unserved counter");
+        assert_eq!(v(&transit), XdpVerdict::Drop, "transit, unserved queue");
+        assert_eq!(v(&ipv6("2001:db8::1")), XdpVerdict::Drop, "IPv6, unserved queue");
+        assert_eq!(v(&udp4(IP_A, IP_B, 1, 2, b"x")), XdpVerdict::Pass, "local, unserved queue");
+        assert_eq!(prog.unserved().expect("unserved counter"), before + 2);
+        prog.register_socket(0, &port).expect("register again");
         // The local map is what keeps B's own traffic in the kernel.
         prog.set_local_addresses(&[]).unwrap();
         assert_eq!(v(&udp4(IP_A, IP_B, 1, 2, b"x")), XdpVerdict::Redirect, "no longer local");

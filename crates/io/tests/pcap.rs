@@ -379,16 +379,19 @@ fn truncated_record_names_record_and_sizes() {
 }
 
 #[test]
-fn oversize_frame_is_an_error() {
+fn oversize_frames_are_skipped_and_counted() {
+    // A jumbo frame and a 64 KiB GRO super-packet between ordinary frames.
     let p = Pcap::new(false, false, 1, 65535)
         .record(1, 0, &[0; 60], 60)
-        .record(2, 0, &[0; 60], 60)
-        .record(3, 0, &[0; 3000], 3000);
+        .record(2, 0, &[0; 9000], 9000)
+        .record(3, 0, &[0; 60], 60)
+        .record(4, 0, &vec![0; 65535], 65535)
+        .record(5, 0, &[0; 60], 60);
     let mut r = reader(&p.bytes);
-    let mut batch = Batch::new(8, 2048);
-    let err = r.recv(&mut batch).unwrap_err();
-    assert_eq!(batch.len(), 2);
-    assert_eq!(err.to_string(), "frame of 3000 bytes does not fit the 2048-byte buffer (record 3 of \"test.pcap\")");
+    let got = read_all(&mut r).unwrap();
+    assert_eq!(got.iter().map(|f| f.1 / 1_000_000_000).collect::<Vec<_>>(), [1, 3, 5]);
+    assert_eq!(r.stats().oversized, 2);
+    assert_eq!(r.stats().records, 3);
 
     // A corrupt length is refused before we try to buffer it.
     let mut bytes = Pcap::new(false, false, 1, 65535).record(1, 0, &[0; 60], 60).bytes;

@@ -165,11 +165,18 @@ enum DbCommand {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if matches!(cli.command, Command::Run { .. } | Command::Db { .. }) {
+        // The database, its journal, the stats file and the usage spool
+        // hold member usage: nothing the daemon or `db` creates is
+        // readable by others.
+        // SAFETY: umask only sets the process's file mode mask.
+        unsafe { libc::umask(0o027) };
+    }
     if let Command::Run { config } = &cli.command {
         return match control::daemon::run(config) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
-                eprintln!("torwart: {e}");
+                eprintln!("torwart: {}", printable(&e.to_string()));
                 ExitCode::from(e.exit_code())
             }
         };
@@ -177,10 +184,16 @@ fn main() -> ExitCode {
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("torwart: {e}");
+            eprintln!("torwart: {}", printable(&e.to_string()));
             ExitCode::FAILURE
         }
     }
+}
+
+/// A message for the terminal: its lines as they are, every other control
+/// character (an escape sequence in a member's name) escaped.
+fn printable(message: &str) -> String {
+    message.split('\n').map(|line| control::daemon::escape_controls(line).into_owned()).collect::<Vec<_>>().join("\n")
 }
 
 fn run(cli: Cli) -> Result<(), Error> {
@@ -240,8 +253,12 @@ fn run(cli: Cli) -> Result<(), Error> {
                 opts.inside = Input::Bytes("demo/inside.pcap", replay::DEMO_INSIDE);
                 opts.outside = Input::Bytes("demo/outside.pcap", replay::DEMO_OUTSIDE);
             }
-            if max_flows == 0 {
-                return Err(Error::Usage("--max-flows must be at least 1".into()));
+            if max_flows == 0 || max_flows > engine::MAX_FLOWS {
+                let gib = engine::Config::flow_memory(max_flows) as f64 / f64::from(1u32 << 30);
+                return Err(Error::Usage(format!(
+                    "--max-flows {max_flows}: give 1 to {} (this figure would take {gib:.1} GiB)",
+                    engine::MAX_FLOWS
+                )));
             }
             opts.engine.max_flows = max_flows;
             opts.engine.timeouts.tcp_established = established_timeout;

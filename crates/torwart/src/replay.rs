@@ -70,6 +70,9 @@ pub struct Report {
     pub frames_in: [u64; 2],
     pub frames_out: [u64; 2],
     pub flows_live: usize,
+    /// Frames of the captures larger than a frame buffer (jumbo or GRO
+    /// super-packets), dropped before the engine.
+    pub oversized: u64,
     /// Every non-zero counter, in a stable order.
     pub counters: BTreeMap<&'static str, u64>,
     #[serde(skip)]
@@ -184,6 +187,7 @@ pub fn run(opts: &Options) -> Result<Report, Error> {
         frames_in,
         frames_out,
         flows_live: engine.as_ref().map_or(0, |e| e.conntrack().len()),
+        oversized: merged.oversized(),
         counters: raw.entries().into_iter().filter(|(_, v)| *v != 0).collect(),
         raw,
         to_inside: paths[0].clone(),
@@ -237,6 +241,9 @@ pub fn print(r: &Report) {
                 id, u.up_bytes, u.up_packets, u.down_bytes, u.down_packets
             );
         }
+    }
+    if r.oversized > 0 {
+        println!("oversized {} frames larger than a frame buffer, dropped before the engine", r.oversized);
     }
     let drops: Vec<_> = engine::DropReason::all().filter(|d| c.dropped(*d) > 0).collect();
     if drops.is_empty() {

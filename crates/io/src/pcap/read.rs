@@ -72,6 +72,10 @@ pub struct PcapStats {
     /// pcapng blocks that carry no packet (interface statistics, name
     /// resolution, custom...), skipped.
     pub skipped_blocks: u64,
+    /// Packet records larger than the frame buffer (jumbo frames, GRO
+    /// super-packets captured before segmentation), skipped: a gateway on
+    /// a 1500-byte link would never receive them whole.
+    pub oversized: u64,
 }
 
 /// A pcap or pcapng file as a finite source of Ethernet frames.
@@ -121,6 +125,9 @@ enum Step {
     /// A packet record of `used` bytes with this timestamp (delivered into
     /// the slot if one was given).
     Packet { used: usize, ts_ns: u64 },
+    /// A packet record of `used` bytes too large for the slot: counted in
+    /// [`PcapStats::oversized`] and skipped.
+    Oversized(usize),
 }
 
 /// Why a record failed, before we add the file and record number.
@@ -229,6 +236,10 @@ impl<R: Read> PcapReader<R> {
             };
             match step.map_err(|e| self.record_error(e, slot.as_deref()))? {
                 Step::Skip(used) => self.input.start += used,
+                Step::Oversized(used) => {
+                    self.input.start += used;
+                    self.consumed += 1;
+                }
                 Step::Packet { used, ts_ns } => {
                     if let Some(slot) = slot {
                         self.input.start += used;
@@ -374,10 +385,13 @@ fn pcap_step(
     };
     let frac_ns = if nanos { u64::from(raw.ts_frac) } else { u64::from(raw.ts_frac) * 1000 };
     let ts_ns = u64::from(raw.ts_sec) * NANOS_PER_SEC + frac_ns;
+    let used = avail.len() - rem.len();
     if let Some(slot) = slot {
-        deliver(link, &raw.data, u64::from(raw.orig_len), slot, stats)?;
+        if !deliver(link, &raw.data, u64::from(raw.orig_len), slot, stats)? {
+            return Ok(Step::Oversized(used));
+        }
     }
-    Ok(Step::Packet { used: avail.len() - rem.len(), ts_ns })
+    Ok(Step::Packet { used, ts_ns })
 }
 
 /// Parses one pcapng block at the front of `avail`.
@@ -435,20 +449,30 @@ fn pcapng_step(
             }
             data = &data[..cap.min(data.len())];
         }
-        deliver(link, data, u64::from(orig_len), slot, stats)?;
+        if !deliver(link, data, u64::from(orig_len), slot, stats)? {
+            return Ok(Step::Oversized(used));
+        }
     }
     Ok(Step::Packet { used, ts_ns })
 }
 
-/// Converts a record into the slot and counts it.
+/// Converts a record into the slot and counts it; `false` (and counted as
+/// oversized) if the frame does not fit the slot.
 fn deliver(
     link: LinkType,
     data: &[u8],
     orig_len: u64,
     slot: &mut PacketBuf,
     stats: &mut PcapStats,
-) -> Result<(), RecordError> {
-    let outcome = link.to_ethernet(data, slot).map_err(RecordError::Convert)?;
+) -> Result<bool, RecordError> {
+    let outcome = match link.to_ethernet(data, slot) {
+        Ok(outcome) => outcome,
+        Err(ConvertError::TooLarge(_)) => {
+            stats.oversized += 1;
+            return Ok(false);
+        }
+        Err(e) => return Err(RecordError::Convert(e)),
+    };
     if outcome == Converted::UnknownIpVersion {
         stats.unknown_ip_version += 1;
     }
@@ -457,7 +481,7 @@ fn deliver(
     }
     stats.records += 1;
     stats.bytes += slot.len() as u64;
-    Ok(())
+    Ok(true)
 }
 
 impl Iface {
@@ -600,6 +624,10 @@ impl<R: Read> TimedSource for PcapReader<R> {
 
     fn read_next(&mut self, slot: &mut PacketBuf) -> Result<bool, IoError> {
         PcapReader::read_next(self, slot)
+    }
+
+    fn oversized(&self) -> u64 {
+        self.stats.oversized
     }
 }
 

@@ -27,5 +27,5 @@ pub mod program;
 pub mod socket;
 mod sys;
 
-pub use program::{XdpMode, XdpProgram, XdpVerdict, MAX_LOCAL_ADDRESSES};
+pub use program::{rx_queue_count, XdpMode, XdpProgram, XdpVerdict, MAX_LOCAL_ADDRESSES};
 pub use socket::{XdpConfig, XdpPort, XdpPortStats, XskCopyMode, XskKernelStats};

@@ -8,9 +8,11 @@
 //! - IPv6 whose destination is multicast (ff00::/8), link-local (fe80::/10,
 //!   which covers NDP) or one of the box's own addresses → `XDP_PASS`;
 //! - any other IPv4/IPv6 frame (transit traffic) → `bpf_redirect_map(xsks,
-//!   rx_queue_index, XDP_PASS)`: to the AF_XDP socket of the queue it arrived
-//!   on, or to the kernel if no socket is registered for that queue (the low
-//!   bits of the flags are the fallback action);
+//!   rx_queue_index, XDP_DROP)`: to the AF_XDP socket of the queue it arrived
+//!   on. A queue without a socket (more queues than workers, or a worker
+//!   gone) drops the frame and counts it in the "unserved" per-CPU counter
+//!   ([`XdpProgram::unserved`]): transit traffic never reaches the kernel,
+//!   so it cannot cross the box past torwart's policy;
 //! - every other ethertype (ARP, VLAN-tagged, LLDP, ...) and any frame too
 //!   short for the header it claims → `XDP_PASS`.
 //!
@@ -35,7 +37,8 @@
 //!   program misbehave).
 //! - Registers: r6 holds the context across helper calls (r1-r5 are
 //!   clobbered by calls); r2 = data, r3 = data_end until the lookup; the
-//!   lookup key is built at fp-16..fp-1, all 16 bytes written before use.
+//!   lookup key is built at fp-16..fp-1, all 16 bytes written before use;
+//!   the counter's key (0) at fp-24..fp-21.
 //! - Loads see network-order bytes in native order, so every constant a
 //!   loaded value is compared with is built with `from_ne_bytes` from the
 //!   bytes as they are on the wire (correct on either endianness).
@@ -111,7 +114,9 @@ impl From<u32> for XdpVerdict {
 pub const MAX_LOCAL_ADDRESSES: usize = 1024;
 
 const KEY_LEN: usize = 16;
+const XDP_DROP: i32 = 1;
 const XDP_PASS: i32 = 2;
+const XDP_REDIRECT: i32 = 4;
 const HELPER_MAP_LOOKUP_ELEM: i32 = 1;
 const HELPER_REDIRECT_MAP: i32 = 51;
 
@@ -188,6 +193,8 @@ mod asm {
         Copy6,
         Lookup,
         Pass,
+        Unserved,
+        Drop,
     }
 
     #[derive(Default)]
@@ -271,7 +278,7 @@ mod asm {
 }
 
 /// Emits the program for the given map descriptors.
-pub(crate) fn emit(xsk_map_fd: i32, local_map_fd: i32) -> Option<Vec<Insn>> {
+pub(crate) fn emit(xsk_map_fd: i32, local_map_fd: i32, unserved_map_fd: i32) -> Option<Vec<Insn>> {
     use asm::{Label::*, Size::*, *};
     let mut a = Asm::default();
 
@@ -326,8 +333,24 @@ pub(crate) fn emit(xsk_map_fd: i32, local_map_fd: i32) -> Option<Vec<Insn>> {
     a.jne_imm(R0, 0, Pass);
     a.load(W, R2, R6, field::MD_RX_QUEUE_INDEX);
     a.load_map_fd(R1, xsk_map_fd);
-    a.mov_imm(R3, XDP_PASS);
+    a.mov_imm(R3, XDP_DROP);
     a.call(HELPER_REDIRECT_MAP);
+    a.jne_imm(R0, XDP_REDIRECT, Unserved);
+    a.exit();
+
+    // No socket on this queue: count (per CPU, no atomics) and drop.
+    a.label(Unserved);
+    a.store_imm(W, FP, -24, 0);
+    a.load_map_fd(R1, unserved_map_fd);
+    a.mov_reg(R2, FP);
+    a.add_imm(R2, -24);
+    a.call(HELPER_MAP_LOOKUP_ELEM);
+    a.jeq_imm(R0, 0, Drop);
+    a.load(Dw, R1, R0, 0);
+    a.add_imm(R1, 1);
+    a.store_reg(Dw, R0, 0, R1);
+    a.label(Drop);
+    a.mov_imm(R0, XDP_DROP);
     a.exit();
 
     a.label(Pass);
@@ -363,6 +386,18 @@ pub struct XdpProgram {
     prog: OwnedFd,
     xsk_map: OwnedFd,
     local_map: OwnedFd,
+    /// Transit frames dropped for want of a socket on their queue (one
+    /// `u64` per possible CPU).
+    unserved_map: OwnedFd,
+}
+
+/// The number of possible CPUs (`/sys/devices/system/cpu/possible`, e.g.
+/// "0-7"): a per-CPU map's value as user space reads it has one slot each.
+fn possible_cpus() -> usize {
+    std::fs::read_to_string("/sys/devices/system/cpu/possible")
+        .ok()
+        .and_then(|t| t.trim().rsplit([',', '-']).next().and_then(|last| last.parse::<usize>().ok()))
+        .map_or(libc::CPU_SETSIZE as usize, |last| last + 1)
 }
 
 /// The interface index of `ifname` in the calling thread's network namespace.
@@ -380,9 +415,10 @@ pub(crate) fn ifindex(ifname: &str) -> Result<u32, IoError> {
     Ok(index)
 }
 
-/// The number of rx queues of `ifname` (from sysfs; 1 if unknown), which
-/// sizes the XSKMAP: the program indexes it by `rx_queue_index`.
-fn rx_queue_count(ifname: &str) -> u32 {
+/// The number of rx queues of `ifname` (from sysfs of the namespace sysfs
+/// was mounted in; 1 if unknown), which sizes the XSKMAP: the program
+/// indexes it by `rx_queue_index`.
+pub fn rx_queue_count(ifname: &str) -> u32 {
     std::fs::read_dir(format!("/sys/class/net/{ifname}/queues"))
         .map(|d| d.filter_map(Result::ok).filter(|e| e.file_name().to_string_lossy().starts_with("rx-")).count())
         .ok()
@@ -407,10 +443,14 @@ impl XdpProgram {
             .map_err(|e| IoError::interface(ifname, "create the XSKMAP", e))?;
         let local_map = sys::map_create(sys::MAP_TYPE_HASH, KEY_LEN as u32, 1, MAX_LOCAL_ADDRESSES as u32, "tw_local")
             .map_err(|e| IoError::interface(ifname, "create the local-address map", e))?;
-        let insns = emit(xsk_map.as_raw_fd(), local_map.as_raw_fd()).ok_or_else(|| IoError::VerifierRejected {
-            ifname: ifname.to_owned(),
-            source: std::io::Error::from_raw_os_error(libc::EINVAL),
-            log: "jump label unresolved in the emitted program (bug)".to_owned(),
+        let unserved_map = sys::map_create(sys::MAP_TYPE_PERCPU_ARRAY, 4, 8, 1, "tw_unserved")
+            .map_err(|e| IoError::interface(ifname, "create the unserved-frames counter", e))?;
+        let insns = emit(xsk_map.as_raw_fd(), local_map.as_raw_fd(), unserved_map.as_raw_fd()).ok_or_else(|| {
+            IoError::VerifierRejected {
+                ifname: ifname.to_owned(),
+                source: std::io::Error::from_raw_os_error(libc::EINVAL),
+                log: "jump label unresolved in the emitted program (bug)".to_owned(),
+            }
         })?;
         let prog = load(ifname, &insns)?;
         let (link, mode) = match mode {
@@ -422,7 +462,17 @@ impl XdpProgram {
                 Err(e) => return Err(e),
             },
         };
-        Ok(XdpProgram { ifname: ifname.to_owned(), ifindex, mode, queues, _link: link, prog, xsk_map, local_map })
+        Ok(XdpProgram {
+            ifname: ifname.to_owned(),
+            ifindex,
+            mode,
+            queues,
+            _link: link,
+            prog,
+            xsk_map,
+            local_map,
+            unserved_map,
+        })
     }
 
     /// The interface it is attached to.
@@ -454,7 +504,16 @@ impl XdpProgram {
             .map_err(|e| IoError::interface(&self.ifname, "register the AF_XDP socket in the XSKMAP", e))
     }
 
-    /// Sends the frames of `queue` back to the kernel.
+    /// Transit frames the program dropped because no socket was registered
+    /// for the queue they arrived on, summed over CPUs, since attachment.
+    pub fn unserved(&self) -> Result<u64, IoError> {
+        let mut values = vec![0u8; 8 * possible_cpus()];
+        sys::map_lookup(&self.unserved_map, &0u32.to_ne_bytes(), &mut values)
+            .map_err(|e| IoError::interface(&self.ifname, "read the unserved-frames counter", e))?;
+        Ok(values.chunks_exact(8).map(|c| u64::from_ne_bytes(c.try_into().unwrap_or_default())).sum())
+    }
+
+    /// Drops the transit frames of `queue` (counted as unserved) from now on.
     pub fn unregister_socket(&self, queue: u32) -> Result<(), IoError> {
         sys::map_delete(&self.xsk_map, &queue.to_ne_bytes())
             .map_err(|e| IoError::interface(&self.ifname, "remove an AF_XDP socket from the XSKMAP", e))
@@ -566,7 +625,7 @@ mod tests {
 
     #[test]
     fn program_assembles_and_jumps_forward() {
-        let insns = emit(3, 4).expect("labels resolve");
+        let insns = emit(3, 4, 5).expect("labels resolve");
         assert!(insns.len() < 64, "{} instructions", insns.len());
         // Jumps: every offset lands inside the program.
         for (i, insn) in insns.iter().enumerate() {

@@ -23,6 +23,8 @@ const BPF_LINK_CREATE: libc::c_int = 28;
 
 /// `BPF_MAP_TYPE_HASH`.
 pub(crate) const MAP_TYPE_HASH: u32 = 1;
+/// `BPF_MAP_TYPE_PERCPU_ARRAY`.
+pub(crate) const MAP_TYPE_PERCPU_ARRAY: u32 = 6;
 /// `BPF_MAP_TYPE_XSKMAP`.
 pub(crate) const MAP_TYPE_XSKMAP: u32 = 17;
 /// `BPF_PROG_TYPE_XDP`.

@@ -551,6 +551,14 @@ fn drive(
     let ping_args = ["-c", "100", "-i", "0.02", "-W", "1", WEB4];
     let idle = rtts(&ns.output(&devices[0].ns, "ping", &ping_args, secs(10))?);
     let log = opts.dir.join("iperf-bob.json");
+    // iperf3 appends to its --logfile: a previous run's report would make
+    // this one's unparseable.
+    match std::fs::remove_file(&log) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            return Err(format!("cannot remove the previous {}: {e}", log.display()))
+        }
+        _ => {}
+    }
     let long = (opts.iperf_seconds + 4).to_string();
     ns.spawn(
         "iperf-bob",

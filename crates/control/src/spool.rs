@@ -1,0 +1,187 @@
+//! The usage spool: member usage the database would not take when the
+//! daemon stopped, kept on disk until it does.
+//!
+//! At a stop the daemon writes the usage counted since the last flush; if
+//! the database refuses until a deadline (locked, moved, unreachable), the
+//! usage goes to the spool file instead, and the daemon exits non-zero. At
+//! the next start (and before every flush while a spool exists) the spool
+//! is written to the database, period by period, and each period is taken
+//! out of the file only once the database has it. So usage is never lost
+//! silently: it is in the database, in the spool, or in the error.
+//!
+//! The file is JSON lines, one [`Record`] each, written whole with
+//! [`files::write_private`] (owner-only, no link followed, synced before
+//! it replaces the old one). A line that does not parse stops the replay
+//! with an error naming the line; the file is then kept as it is for the
+//! operator. It is read only up to [`MAX_BYTES`].
+//!
+//! Known window: a crash between the database's commit of a period and the
+//! rewrite of the spool would write that period twice at the next start.
+
+use crate::db::{Database, DbError, MemberTraffic};
+use crate::files;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+/// The largest spool read back (a day of hourly periods for a million members is far below).
+pub const MAX_BYTES: u64 = 256 << 20;
+
+/// One member's usage in one period, as spooled.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Record {
+    /// Start of the accounting period, Unix seconds (UTC).
+    pub period_start: i64,
+    pub member_id: u32,
+    pub up_bytes: u64,
+    pub down_bytes: u64,
+    pub up_packets: u64,
+    pub down_packets: u64,
+}
+
+/// Why the spool could not be read, written or replayed.
+#[derive(Debug, thiserror::Error)]
+pub enum SpoolError {
+    #[error("usage spool {path}: {source}")]
+    Io { path: PathBuf, source: std::io::Error },
+    #[error("usage spool {path} line {line}: {message} (the file is kept; fix or remove it)")]
+    Parse { path: PathBuf, line: usize, message: String },
+    #[error("usage spool {path}: larger than {MAX_BYTES} bytes (the file is kept; fix or remove it)")]
+    TooLarge { path: PathBuf },
+    #[error("usage spool {path}: the database did not take it: {source}")]
+    Database { path: PathBuf, source: DbError },
+}
+
+/// The spool at one path.
+#[derive(Clone, Debug)]
+pub struct Spool {
+    path: PathBuf,
+}
+
+impl Spool {
+    pub fn new(path: impl Into<PathBuf>) -> Spool {
+        Spool { path: path.into() }
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// True if a spool file exists (there is usage to replay).
+    pub fn exists(&self) -> bool {
+        self.path.symlink_metadata().is_ok()
+    }
+
+    /// The records in the file, in file order (none if there is no file).
+    pub fn read(&self) -> Result<Vec<Record>, SpoolError> {
+        let io = |source| SpoolError::Io { path: self.path.clone(), source };
+        let file = match std::fs::File::open(&self.path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(io(e)),
+        };
+        if file.metadata().map_err(io)?.len() > MAX_BYTES {
+            return Err(SpoolError::TooLarge { path: self.path.clone() });
+        }
+        let mut text = String::new();
+        std::io::Read::read_to_string(&mut std::io::Read::take(file, MAX_BYTES), &mut text).map_err(io)?;
+        let mut out = Vec::new();
+        for (i, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
+            let record = serde_json::from_str(line).map_err(|e| SpoolError::Parse {
+                path: self.path.clone(),
+                line: i + 1,
+                message: e.to_string(),
+            })?;
+            out.push(record);
+        }
+        Ok(out)
+    }
+
+    /// Adds `traffic` of the period starting at `period_start` to the file
+    /// (after what it holds already).
+    pub fn append(&self, period_start: i64, traffic: &[MemberTraffic]) -> Result<(), SpoolError> {
+        let mut records = self.read()?;
+        records.extend(traffic.iter().map(|t| Record {
+            period_start,
+            member_id: t.member_id,
+            up_bytes: t.up_bytes,
+            down_bytes: t.down_bytes,
+            up_packets: t.up_packets,
+            down_packets: t.down_packets,
+        }));
+        self.write(&records)
+    }
+
+    fn write(&self, records: &[Record]) -> Result<(), SpoolError> {
+        let io = |source| SpoolError::Io { path: self.path.clone(), source };
+        if records.is_empty() {
+            return match std::fs::remove_file(&self.path) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(io(e)),
+                _ => Ok(()),
+            };
+        }
+        let mut text = String::new();
+        for r in records {
+            text.push_str(&serde_json::to_string(r).map_err(|e| io(std::io::Error::other(e)))?);
+            text.push('\n');
+        }
+        files::write_private(&self.path, text.as_bytes(), files::SPOOL_MODE, true).map_err(io)
+    }
+
+    /// Writes the spooled usage to `db`, one period per transaction, taking
+    /// each period out of the file once written; the file is gone when all
+    /// are. Returns the records written.
+    pub async fn replay(&self, db: &Database) -> Result<usize, SpoolError> {
+        let records = self.read()?;
+        let mut periods: BTreeMap<i64, Vec<MemberTraffic>> = BTreeMap::new();
+        for r in &records {
+            periods.entry(r.period_start).or_default().push(MemberTraffic {
+                member_id: r.member_id,
+                up_bytes: r.up_bytes,
+                down_bytes: r.down_bytes,
+                up_packets: r.up_packets,
+                down_packets: r.down_packets,
+            });
+        }
+        let mut written = 0;
+        for (start, traffic) in &periods {
+            db.write_accounting(*start, traffic)
+                .await
+                .map_err(|source| SpoolError::Database { path: self.path.clone(), source })?;
+            written += traffic.len();
+            let rest: Vec<Record> = records.iter().filter(|r| r.period_start > *start).copied().collect();
+            self.write(&rest)?;
+        }
+        Ok(written)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn t(id: u32, up: u64) -> MemberTraffic {
+        MemberTraffic { member_id: id, up_bytes: up, up_packets: 1, ..Default::default() }
+    }
+
+    #[test]
+    fn appends_read_back_in_order_and_a_bad_line_is_named() {
+        let d = std::env::temp_dir().join(format!("torwart-spool-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).unwrap();
+        let s = Spool::new(d.join("usage.spool"));
+        assert!(s.read().unwrap().is_empty());
+        s.append(3600, &[t(1, 10), t(2, 20)]).unwrap();
+        s.append(7200, &[t(1, 5)]).unwrap();
+        let r = s.read().unwrap();
+        assert_eq!(r.len(), 3);
+        assert_eq!((r[2].period_start, r[2].member_id, r[2].up_bytes), (7200, 1, 5));
+        let mut text = std::fs::read_to_string(s.path()).unwrap();
+        text.push_str("{\"period_start\": 1}\n");
+        std::fs::write(s.path(), text).unwrap();
+        let e = s.read().unwrap_err().to_string();
+        assert!(e.contains("line 4") && e.contains("missing field"), "{e}");
+        let _ = std::fs::remove_dir_all(&d);
+    }
+}
