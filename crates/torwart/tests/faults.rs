@@ -98,7 +98,7 @@ impl Lab {
         Command::new(env!("CARGO_BIN_EXE_torwart")).args(args).output().unwrap()
     }
 
-    /// A database with one member, and a configuration using it.
+    /// An SQLite database with one member, and a configuration using it.
     fn configure(&self) -> PathBuf {
         let db = self.dir.join("t.db");
         let json = self.dir.join("members.json");
@@ -110,6 +110,11 @@ impl Lab {
             let out = self.torwart(&args);
             assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
         }
+        self.configure_with(db.to_str().unwrap())
+    }
+
+    /// A configuration using the database at `db` (a path or URL).
+    fn configure_with(&self, db: &str) -> PathBuf {
         let config = self.dir.join("torwart.toml");
         std::fs::write(
             &config,
@@ -117,7 +122,7 @@ impl Lab {
                 "database = \"{}\"\n[[ports]]\ninterface = \"p0\"\nside = \"inside\"\n[[ports]]\ninterface = \"p1\"\n\
                  side = \"outside\"\n[workers]\ncount = 1\nidle = \"sleep\"\n[accounting]\nflush_interval = \"60s\"\n\
                  [stats]\nfile = \"{}\"\ninterval = \"100ms\"\n",
-                db.display(),
+                db,
                 self.stats_path().display()
             ),
         )
@@ -349,5 +354,43 @@ fn usage_the_database_refuses_at_a_stop_is_spooled_and_written_at_the_next_start
     });
     let written: u64 = periods.iter().map(|p| p.up_bytes).sum();
     assert_eq!(written, up_bytes, "{periods:?}");
+    let _ = std::fs::remove_dir_all(&lab.dir);
+}
+
+#[test]
+fn on_postgresql_the_password_is_never_logged_and_sigterm_ends_the_daemon() {
+    let Some(base) = std::env::var("TORWART_TEST_POSTGRES").ok().filter(|_| root()) else {
+        println!("skipped: needs root and TORWART_TEST_POSTGRES");
+        return;
+    };
+    let mut lab = Lab::new("p");
+    let schema = format!("torwart_faults_{}", std::process::id());
+    let psql = |sql: &str| {
+        let out = Command::new("psql").args([&base, "-v", "ON_ERROR_STOP=1", "-qc", sql]).output().expect("psql");
+        assert!(out.status.success(), "{sql}: {}", String::from_utf8_lossy(&out.stderr));
+    };
+    psql(&format!("CREATE SCHEMA {schema}"));
+    let sep = if base.contains('?') { '&' } else { '?' };
+    let url = format!("{base}{sep}options=-c%20search_path%3D{schema}");
+    let password = url.split("://").nth(1).and_then(|r| r.split('@').next()).and_then(|u| u.split(':').nth(1));
+    let json = lab.dir.join("members.json");
+    std::fs::write(&json, MEMBERS).unwrap();
+    for args in [vec!["db", "init", "--db", &url], vec!["db", "import", json.to_str().unwrap(), "--db", &url]] {
+        let out = lab.torwart(&args);
+        assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    let config = lab.configure_with(&url);
+    lab.start(&config);
+    let started = Instant::now();
+    let code = lab.stop();
+    let took = started.elapsed();
+    psql(&format!("DROP SCHEMA {schema} CASCADE"));
+    let log = lab.log();
+    assert_eq!(code, Some(0), "{log}");
+    assert!(took < Duration::from_secs(10), "the stop took {took:?}:\n{log}");
+    if let Some(p) = password.filter(|p| !p.is_empty()) {
+        assert!(!log.contains(&format!(":{p}@")), "the password is in the log:\n{log}");
+    }
+    assert!(log.contains("database=postgres://"), "{log}");
     let _ = std::fs::remove_dir_all(&lab.dir);
 }
