@@ -82,16 +82,18 @@ async fn an_invalid_import_writes_nothing_and_names_files_and_lines() {
     let Err(DbError::Import(e)) = db.import(&json).await else { panic!("refused") };
     let text = e.to_string();
     let f = json.display();
+    // Bad values and the compiler's problems with the rows that could be read, in one run.
     let expected = format!(
-        "nothing imported: the result has 3 problems
+        "nothing imported: the result has 4 problems
 {f}:7: members row 2: column status: unknown status \"paused\" (expected active, blocked or test)
 {f}:8: members row 3: column plan: not a column of members (its columns are id, name, status, plan_id)
+{f}:12, {f}:11: member_addresses row 2: 10.0.3.4/30 of member 3 overlaps member_addresses row 1 (10.0.3.0/29 of member 1)
 {f}:13: member_addresses row 3: column network: 10.0.3.1/24 has host bits set (the network is 10.0.3.0/24)"
     );
     assert_eq!(text, expected);
     assert_eq!(db.load().await.expect("load"), policy::MemberDb::default(), "nothing written");
 
-    // Values fixed, the compiler's problems come with their lines too.
+    // Values fixed, the overlap is still there, with its lines.
     let fixed = std::fs::read_to_string(&json)
         .expect("read")
         .replace(r#""status": "paused""#, r#""status": "active""#)

@@ -16,11 +16,21 @@
 //!
 //! What a member may overlap: its own addresses (a device /32 inside the
 //! member's /29 is the usual layout, and the lookup then answers from the
-//! device hash first); never another member's, never the box's.
+//! device hash first); never another member's, never the box's. Neither a
+//! member address nor a public address may be special-purpose (loopback,
+//! multicast, ...; see `special.rs`), and a public address is never the
+//! box's own.
+//!
+//! One problem, one report: a row refused for its own fault is remembered
+//! (a member's refused addresses, members whose public address was
+//! refused), and the rows that depend on it (a forward to that address, an
+//! opening inside it, a forward from that public address) are left out
+//! without a second, misleading report ("not an address of member 7" when
+//! the address is there but was refused for overlapping the box).
 
 use core::fmt::Write as _;
 use core::net::{IpAddr, Ipv4Addr};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::hash::BuildHasher;
 
 use crate::table::AddrTable;
@@ -33,6 +43,7 @@ use crate::policy::{
     forward_key, Forward, ForwardRule, MemberInfo, MemberRef, Opening, PlanInfo, Policy, PublicRange, RangeSet,
 };
 use crate::prefix::IpPrefix;
+use crate::special::{special, Described};
 
 /// The smallest burst a plan may have: one full-size Ethernet payload, or
 /// a token bucket could never release a 1500-byte packet.
@@ -52,7 +63,7 @@ pub fn compile(db: &MemberDb, generation: u64) -> Result<Policy, PolicyError> {
 /// secret (as the engine does for its flow table). The key changes no
 /// answer, only which entries share hash buckets.
 pub fn compile_with_key(db: &MemberDb, generation: u64, key: [u64; 4]) -> Result<Policy, PolicyError> {
-    let mut cx = Cx { problems: Vec::new() };
+    let mut cx = Cx { problems: Vec::new(), refused_addresses: HashMap::new(), refused_public: HashSet::new() };
     let hasher = RandomState::with_seeds(key[0], key[1], key[2], key[3]);
 
     let plans = cx.unique(Table::Plans, &db.plans, |p| i64::from(p.id));
@@ -81,7 +92,7 @@ pub fn compile_with_key(db: &MemberDb, generation: u64, key: [u64; 4]) -> Result
         });
         if m.status == Status::Test && m.plan_id.is_none() {
             let msg =
-                format!("member {} ({}) is a test account without a plan; test accounts must have one", m.id, m.name);
+                format!("member {} ({:?}) is a test account without a plan; test accounts must have one", m.id, m.name);
             cx.report(Table::Members, [m.id.into()], vec![], Rule::TestWithoutPlan, msg);
         }
         infos.push(MemberInfo {
@@ -123,6 +134,17 @@ pub fn compile_with_key(db: &MemberDb, generation: u64, key: [u64; 4]) -> Result
         if !internal_only.covers(a.network) {
             let msg = format!("{} of member {} is outside every internal network", a.network, a.member_id);
             cx.report(Table::MemberAddresses, [a.id], vec![], Rule::OutsideInternal, msg);
+            cx.refuse_address(a.member_id, a.network);
+            continue;
+        }
+        if let Some(s) = special(a.network) {
+            let what = format!("{} of member {}", a.network, a.member_id);
+            let msg = format!(
+                "{}; no device sends from such an address",
+                Described { what: &what, prefix: a.network, special: s }
+            );
+            cx.report(Table::MemberAddresses, [a.id], vec![], Rule::SpecialAddress, msg);
+            cx.refuse_address(a.member_id, a.network);
             continue;
         }
         let on_box = match a.network {
@@ -133,6 +155,7 @@ pub fn compile_with_key(db: &MemberDb, generation: u64, key: [u64; 4]) -> Result
             let msg =
                 format!("{} of member {} overlaps the box's own {prefix} (networks row {row})", a.network, a.member_id);
             cx.report(Table::MemberAddresses, [a.id], vec![(Table::Networks, row)], Rule::BoxAddress, msg);
+            cx.refuse_address(a.member_id, a.network);
             continue;
         }
         match a.network {
@@ -178,7 +201,7 @@ pub fn compile_with_key(db: &MemberDb, generation: u64, key: [u64; 4]) -> Result
     let addresses = spans(&mut infos, by_member, |i, s| i.addresses = s);
 
     // Public addresses: at most one per member, shared ones with disjoint port ranges.
-    let shared = cx.public_ranges(&db.public_addresses, &member_ref);
+    let shared = cx.public_ranges(&db.public_addresses, &member_ref, &box_v4);
     let mut public_keys = Vec::with_capacity(shared.len());
     let mut public_last = Vec::with_capacity(shared.len());
     let mut public_member = Vec::with_capacity(shared.len());
@@ -275,8 +298,11 @@ pub fn compile_with_key(db: &MemberDb, generation: u64, key: [u64; 4]) -> Result
         let d = o.destination;
         let inside = policy.inside_v6.find(d.first()).is_some_and(|(_, end, owner)| owner == m && d.last() <= end);
         if !inside {
-            let msg = format!("{d} is not inside an IPv6 prefix of member {}", o.member_id);
-            cx.report(Table::Ipv6Openings, [o.id], vec![], Rule::OpeningOutsidePrefix, msg);
+            // Inside a prefix of the member's that was refused: that row's problem says it all.
+            if !cx.in_refused_address(o.member_id, IpPrefix::V6(d)) {
+                let msg = format!("{d} is not inside an IPv6 prefix of member {}", o.member_id);
+                cx.report(Table::Ipv6Openings, [o.id], vec![], Rule::OpeningOutsidePrefix, msg);
+            }
         } else if ports_ok {
             let opening =
                 Opening { destination: d, protocol: o.protocol, first_port: o.first_port, last_port: o.last_port };
@@ -364,6 +390,11 @@ struct Public {
 
 struct Cx {
     problems: Vec<Problem>,
+    /// Member addresses refused so far, by member id: rows that refer to
+    /// them are left out without a report of their own.
+    refused_addresses: HashMap<u32, Vec<IpPrefix>>,
+    /// Members whose public address row was refused.
+    refused_public: HashSet<u32>,
 }
 
 impl Cx {
@@ -376,6 +407,21 @@ impl Cx {
         message: String,
     ) {
         self.problems.push(Problem { table, rows: rows.into(), related, rule, message });
+    }
+
+    fn refuse_address(&mut self, member: u32, prefix: IpPrefix) {
+        self.refused_addresses.entry(member).or_default().push(prefix);
+    }
+
+    /// True if `prefix` lies in one of `member`'s refused addresses.
+    fn in_refused_address(&self, member: u32, prefix: IpPrefix) -> bool {
+        self.refused_addresses.get(&member).is_some_and(|refused| {
+            refused.iter().any(|r| match (*r, prefix) {
+                (IpPrefix::V4(r), IpPrefix::V4(p)) => r.covers(p),
+                (IpPrefix::V6(r), IpPrefix::V6(p)) => r.covers(p),
+                _ => false,
+            })
+        })
     }
 
     fn unknown_member(&mut self, table: Table, row: i64, member: u32) {
@@ -411,7 +457,7 @@ impl Cx {
                 [i64::from(p.id)],
                 vec![],
                 Rule::InvalidRates,
-                format!("plan \"{}\": {msg}", p.name),
+                format!("plan {:?}: {msg}", p.name),
             );
         };
         for (dir, rate, ceil) in [("down", r.down_rate_kbit, r.down_ceil_kbit), ("up", r.up_rate_kbit, r.up_ceil_kbit)]
@@ -430,9 +476,15 @@ impl Cx {
         }
     }
 
-    /// The public address rows that survive: one per member, those sharing
-    /// an address with disjoint port ranges; sorted by address and port.
-    fn public_ranges(&mut self, rows: &[PublicAddress], member_ref: &impl Fn(u32) -> Option<MemberRef>) -> Vec<Public> {
+    /// The public address rows that survive: one per member, not
+    /// special-purpose and not the box's own (`boxes`), those sharing an
+    /// address with disjoint port ranges; sorted by address and port.
+    fn public_ranges(
+        &mut self,
+        rows: &[PublicAddress],
+        member_ref: &impl Fn(u32) -> Option<MemberRef>,
+        boxes: &Intervals<u32, (i64, IpPrefix)>,
+    ) -> Vec<Public> {
         let rows = self.unique(Table::PublicAddresses, rows, |p| p.id);
         let mut public = Vec::new();
         for p in rows {
@@ -440,31 +492,54 @@ impl Cx {
                 self.unknown_member(Table::PublicAddresses, p.id, p.member_id);
                 continue;
             };
-            if self.check_ports(Table::PublicAddresses, p.id, p.first_port, p.last_port) {
-                public.push(Public {
-                    member: m,
-                    id: p.member_id,
-                    row: p.id,
-                    address: p.address,
-                    first: p.first_port,
-                    last: p.last_port,
-                });
+            let mut usable = true;
+            let host = IpPrefix::host(IpAddr::V4(p.address));
+            if let Some(s) = special(host) {
+                let what = format!("{} of member {}", p.address, p.member_id);
+                let msg = format!(
+                    "{}; a public address must be one the internet can reach the box at",
+                    Described { what: &what, prefix: host, special: s }
+                );
+                self.report(Table::PublicAddresses, [p.id], vec![], Rule::SpecialAddress, msg);
+                usable = false;
+            } else if let Some((_, _, (row, prefix))) = boxes.find(p.address.to_bits()) {
+                let msg = format!(
+                    "{} of member {} is the box's own address ({prefix}, networks row {row}); \
+                     members' connections cannot leave with it",
+                    p.address, p.member_id
+                );
+                self.report(Table::PublicAddresses, [p.id], vec![(Table::Networks, row)], Rule::BoxAddress, msg);
+                usable = false;
             }
+            usable &= self.check_ports(Table::PublicAddresses, p.id, p.first_port, p.last_port);
+            if !usable {
+                self.refused_public.insert(p.member_id);
+            }
+            // Refused rows still count for "at most one per member", so one run names that too.
+            let public_row = Public {
+                member: m,
+                id: p.member_id,
+                row: p.id,
+                address: p.address,
+                first: p.first_port,
+                last: p.last_port,
+            };
+            public.push((public_row, usable));
         }
-        public.sort_by_key(|p| (p.member, p.row));
+        public.sort_by_key(|(p, _)| (p.member, p.row));
         let mut one_each: Vec<Public> = Vec::with_capacity(public.len());
-        for group in public.chunk_by(|a, b| a.member == b.member) {
+        for group in public.chunk_by(|a, b| a.0.member == b.0.member) {
             if let [_, _, ..] = group {
-                let mut msg = format!("member {} has {} public addresses (", group[0].id, group.len());
-                for (i, p) in group.iter().enumerate() {
+                let mut msg = format!("member {} has {} public addresses (", group[0].0.id, group.len());
+                for (i, (p, _)) in group.iter().enumerate() {
                     let sep = if i == 0 { "" } else { ", " };
                     let _ = write!(msg, "{sep}{} ports {}-{}", p.address, p.first, p.last);
                 }
                 msg.push_str("); a member has at most one");
-                let rows = group.iter().map(|p| p.row).collect::<Vec<_>>();
+                let rows = group.iter().map(|(p, _)| p.row).collect::<Vec<_>>();
                 self.report(Table::PublicAddresses, rows, vec![], Rule::SeveralPublicAddresses, msg);
             }
-            one_each.push(group[0]);
+            one_each.extend(group.iter().find(|(_, usable)| *usable).map(|(p, _)| *p));
         }
         one_each.sort_by_key(|p| (p.address, p.first, p.last, p.row));
         let mut shared: Vec<Public> = Vec::with_capacity(one_each.len());
@@ -476,6 +551,7 @@ impl Cx {
                     a.id, b.id, a.address, a.first, a.last, b.first, b.last
                 );
                 self.report(Table::PublicAddresses, [a.row, b.row], vec![], Rule::PortRangeOverlap, msg);
+                self.refused_public.insert(p.id);
                 continue;
             }
             shared.push(p);
@@ -496,6 +572,8 @@ impl Cx {
             ok = false;
         }
         match policy.members[m.index()].public {
+            // A public address that was refused has its own problem.
+            None if self.refused_public.contains(&f.member_id) => ok = false,
             None => {
                 let msg = format!("member {} has no public address to forward from", f.member_id);
                 self.report(Table::PortForwards, [f.id], vec![], Rule::NoPublicAddress, msg);
@@ -512,7 +590,11 @@ impl Cx {
             Some(_) => {}
         }
         let owner = policy.member_of_inside(IpAddr::V4(f.internal_address));
-        if owner != Some(m) {
+        let target = IpPrefix::host(IpAddr::V4(f.internal_address));
+        if owner != Some(m) && self.in_refused_address(f.member_id, target) {
+            // The member's address is there but was refused: its row says why.
+            ok = false;
+        } else if owner != Some(m) {
             let mut msg =
                 format!("internal address {} is not an address of member {}", f.internal_address, f.member_id);
             if let Some(o) = owner {
@@ -597,7 +679,17 @@ impl Cx {
             self.report(Table::MemberAddresses, [e.row], related, Rule::AddressOverlap, msg);
         }
         at_fault.sort_unstable();
-        kept.retain(|e| at_fault.binary_search(&e.row).is_err());
+        let mut refused = Vec::new();
+        kept.retain(|e| {
+            let keep = at_fault.binary_search(&e.row).is_err();
+            if !keep {
+                refused.push((id(e), e.prefix));
+            }
+            keep
+        });
+        for (member, prefix) in refused {
+            self.refuse_address(member, prefix);
+        }
         kept
     }
 }
@@ -607,5 +699,106 @@ fn v6_len(p: IpPrefix) -> Option<u8> {
     match p {
         IpPrefix::V6(p) => Some(p.prefix_len()),
         IpPrefix::V4(_) => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{MemberAddress, Network, NetworkKind};
+    use crate::sample;
+
+    fn problems(db: &MemberDb) -> Vec<String> {
+        match compile(db, 0) {
+            Ok(_) => Vec::new(),
+            Err(e) => e.problems().iter().map(ToString::to_string).collect(),
+        }
+    }
+
+    #[test]
+    fn public_addresses_are_never_special_or_the_boxs() {
+        let mut db = sample::example();
+        db.public_addresses[0].address = Ipv4Addr::new(127, 0, 0, 1);
+        db.public_addresses[1].address = Ipv4Addr::BROADCAST;
+        db.public_addresses[2].address = Ipv4Addr::UNSPECIFIED;
+        db.public_addresses[3].address = Ipv4Addr::new(224, 0, 0, 1);
+        db.public_addresses[4].address = Ipv4Addr::new(10, 255, 0, 1);
+        assert_eq!(
+            problems(&db),
+            [
+                "public_addresses row 1: 127.0.0.1 of member 101 is a loopback address (127.0.0.0/8); \
+                 a public address must be one the internet can reach the box at",
+                "public_addresses row 2: 255.255.255.255 of member 102 is the broadcast address \
+                 (255.255.255.255/32); a public address must be one the internet can reach the box at",
+                "public_addresses row 3: 0.0.0.0 of member 103 is an unspecified (\"this network\") address \
+                 (0.0.0.0/8); a public address must be one the internet can reach the box at",
+                "public_addresses row 4: 224.0.0.1 of member 104 is a multicast address (224.0.0.0/4); \
+                 a public address must be one the internet can reach the box at",
+                "public_addresses row 5: 10.255.0.1 of member 105 is the box's own address \
+                 (10.255.0.1/32, networks row 4); members' connections cannot leave with it",
+            ],
+            "and member 101's forward, which has no public address now, is not reported again"
+        );
+        // Private addresses are fine as public ones (labs, carrier NAT).
+        let mut db = sample::example();
+        db.public_addresses[0].address = Ipv4Addr::new(192, 168, 1, 1);
+        db.public_addresses[1].address = Ipv4Addr::new(100, 64, 0, 1);
+        assert_eq!(problems(&db), Vec::<String>::new());
+    }
+
+    #[test]
+    fn member_prefixes_are_never_special() {
+        let mut db = sample::example();
+        db.networks.push(Network { id: 6, prefix: "::/0".parse().unwrap(), kind: NetworkKind::Internal });
+        let address =
+            |id, network: &str| MemberAddress { id, member_id: 104, network: network.parse().unwrap(), device: None };
+        db.member_addresses.push(address(8, "::1/128"));
+        db.member_addresses.push(address(9, "ff02::/16"));
+        assert_eq!(
+            problems(&db),
+            [
+                "member_addresses row 8: ::1/128 of member 104 is the loopback address (::1/128); \
+                 no device sends from such an address",
+                "member_addresses row 9: ff02::/16 of member 104 is a multicast address (ff00::/8); \
+                 no device sends from such an address",
+            ]
+        );
+    }
+
+    #[test]
+    fn an_opening_in_a_refused_prefix_is_not_reported_again() {
+        let mut db = sample::example();
+        db.networks.push(Network { id: 6, prefix: "2001:db8:0:101::1/128".parse().unwrap(), kind: NetworkKind::Box });
+        assert_eq!(
+            problems(&db),
+            ["member_addresses row 3: 2001:db8:0:101::/64 of member 101 overlaps the box's own \
+              2001:db8:0:101::1/128 (networks row 6)"]
+        );
+    }
+
+    #[test]
+    fn a_box_network_over_a_forward_target_is_one_problem() {
+        let mut db = sample::example();
+        db.networks.push(Network { id: 6, prefix: "10.0.1.2/32".parse().unwrap(), kind: NetworkKind::Box });
+        assert_eq!(
+            problems(&db),
+            ["member_addresses row 2: 10.0.1.2/32 of member 101 overlaps the box's own 10.0.1.2/32 (networks row 6)"]
+        );
+    }
+
+    #[test]
+    fn several_public_addresses_are_named_even_when_one_is_refused() {
+        let mut db = sample::example();
+        db.public_addresses.push(PublicAddress {
+            id: 6,
+            member_id: 101,
+            address: Ipv4Addr::LOCALHOST,
+            first_port: 1,
+            last_port: 65535,
+        });
+        let p = problems(&db);
+        assert_eq!(p.len(), 2, "{p:?}");
+        assert!(p[0].starts_with("public_addresses rows 1 and 6: member 101 has 2 public addresses"), "{p:?}");
+        assert!(p[1].starts_with("public_addresses row 6: 127.0.0.1 of member 101 is a loopback address"), "{p:?}");
     }
 }

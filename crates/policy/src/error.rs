@@ -70,8 +70,12 @@ pub enum Rule {
     TestWithoutPlan,
     /// A member address is outside every `internal` network.
     OutsideInternal,
-    /// A member address overlaps the box's own addresses.
+    /// A member address overlaps the box's own addresses, or a public
+    /// address is one of them.
     BoxAddress,
+    /// A member or public address is in a special-purpose range (loopback,
+    /// multicast, unspecified, broadcast, link-local, reserved).
+    SpecialAddress,
     /// Two members claim overlapping addresses.
     AddressOverlap,
     /// The same address is listed twice for one member.

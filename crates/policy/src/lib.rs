@@ -33,6 +33,7 @@ pub mod model;
 pub mod policy;
 pub mod prefix;
 pub mod sample;
+mod special;
 mod table;
 
 pub use compile::{compile, compile_with_key, MIN_BURST_BYTES};

@@ -70,6 +70,11 @@ impl Ipv4Prefix {
         Ok(Ipv4Prefix { addr, len })
     }
 
+    /// `addr/len` with the host bits cleared, for constant tables (`len` at most 32).
+    pub(crate) const fn canonical(addr: Ipv4Addr, len: u8) -> Ipv4Prefix {
+        Ipv4Prefix { addr: Ipv4Addr::from_bits(addr.to_bits() & mask32(len)), len }
+    }
+
     /// The single address `addr/32`.
     pub const fn host(addr: Ipv4Addr) -> Ipv4Prefix {
         Ipv4Prefix { addr, len: 32 }
@@ -120,6 +125,11 @@ impl Ipv6Prefix {
             return Err(ParseError::HostBits { value: format!("{addr}/{len}"), network: format!("{network}/{len}") });
         }
         Ok(Ipv6Prefix { addr, len })
+    }
+
+    /// `addr/len` with the host bits cleared, for constant tables (`len` at most 128).
+    pub(crate) const fn canonical(addr: Ipv6Addr, len: u8) -> Ipv6Prefix {
+        Ipv6Prefix { addr: Ipv6Addr::from_bits(addr.to_bits() & mask128(len)), len }
     }
 
     /// The single address `addr/128`.

@@ -11,13 +11,20 @@
 //! over an integer as `INT2`, `INT8` or, in SQLite, as text. A value of the
 //! wrong kind is an error message for a [`Problem`](policy::Problem)
 //! naming the row, never a panic and never a silent `0`.
+//!
+//! Opening says the real cause. A pool retries a failing connect until its
+//! acquire timeout and then reports only "timed out", so a closed port
+//! took ten seconds to say nothing useful; one plain connection first
+//! fails at once with the driver's own error ("connection refused").
+//! SQLite's "unable to open database file" does not say why either;
+//! opening the file first does ("permission denied"), with the path.
 
 use core::str::FromStr;
 use core::time::Duration;
 
-use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
+use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions, PgRow};
 use sqlx::sqlite::{SqliteConnectOptions, SqlitePool, SqlitePoolOptions, SqliteRow};
-use sqlx::{AssertSqlSafe, Decode, Row, TypeInfo, ValueRef};
+use sqlx::{AssertSqlSafe, Connection, Decode, Row, TypeInfo, ValueRef};
 
 use super::error::DbError;
 
@@ -132,8 +139,16 @@ impl Pool {
             Target::Sqlite(options) => {
                 let file = options.get_filename();
                 let in_memory = file.as_os_str() == ":memory:";
-                if !create && !in_memory && !file.exists() {
-                    return Err(open_error("no such file; create it with `torwart db init`".into()));
+                if !in_memory {
+                    match std::fs::File::open(file) {
+                        Ok(_) => {}
+                        Err(e) if e.kind() == std::io::ErrorKind::NotFound && create => {}
+                        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                            return Err(open_error("no such file; create it with `torwart db init`".into()));
+                        }
+                        // Not "no such file" when a directory on the way may not be searched.
+                        Err(e) => return Err(open_error(format!("cannot read {}: {}", file.display(), io_cause(&e)))),
+                    }
                 }
                 let options = Box::new((*options).create_if_missing(create));
                 let pool = SqlitePoolOptions::new()
@@ -145,6 +160,16 @@ impl Pool {
                 Ok(Pool::Sqlite { pool, options })
             }
             Target::Postgres(options) => {
+                match tokio::time::timeout(CONNECT_TIMEOUT, PgConnection::connect_with(&options)).await {
+                    Ok(Ok(first)) => {
+                        let _ = first.close().await;
+                    }
+                    Ok(Err(e)) => return Err(open_error(cause(&e))),
+                    Err(_) => {
+                        let waited = CONNECT_TIMEOUT.as_secs();
+                        return Err(open_error(format!("no answer within {waited} s (is the host reachable?)")));
+                    }
+                }
                 let pool = PgPoolOptions::new()
                     .max_connections(4)
                     .acquire_timeout(CONNECT_TIMEOUT)
@@ -197,9 +222,20 @@ impl Pool {
 pub(crate) fn cause(e: &sqlx::Error) -> String {
     match e {
         sqlx::Error::Database(d) => d.message().to_owned(),
-        sqlx::Error::Io(io) => io.to_string(),
+        sqlx::Error::Io(io) => io_cause(io),
         sqlx::Error::PoolTimedOut => "timed out waiting for a connection".into(),
         other => other.to_string(),
+    }
+}
+
+/// An I/O error in lower case ("connection refused (os error 111)"), as
+/// it reads after "cannot open database ...: ".
+fn io_cause(e: &std::io::Error) -> String {
+    let text = e.to_string();
+    let mut chars = text.chars();
+    match chars.next() {
+        Some(first) => first.to_lowercase().chain(chars).collect(),
+        None => text,
     }
 }
 

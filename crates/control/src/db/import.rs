@@ -7,38 +7,51 @@
 //!   objects: `{"members": [{"id": 101, "name": "room-a101", "status":
 //!   "active", "plan_id": 1}], "plans": [...]}`. Integers are numbers (or
 //!   strings of digits), text is strings, `null` is SQL `NULL`; a key left
-//!   out is `NULL` too.
+//!   out is `NULL` too. A key given twice (a table, or a column in one
+//!   row) is refused with its line: JSON parsers disagree about which one
+//!   counts (serde_json's maps keep the last), and a blocked member must
+//!   not be imported as active because of it. A UTF-8 byte-order mark at
+//!   the start is skipped. Numbers are kept as written, so `1e400` or `2.5`
+//!   is named as it stands in the file.
 //! * **CSV**: a directory with one `<table>.csv` per table
 //!   (`members.csv`, `member_addresses.csv`, ...), or one such file, or any
 //!   file for a named table ([`Database::import_table`]). The first line
 //!   names the columns, in any order; fields are trimmed; an empty field is
-//!   `NULL`; lines starting with `#` are comments. Columns with a default
-//!   or that may be `NULL` (`plans.weight`, `members.status`,
-//!   `members.plan_id`, `member_addresses.device`, `public_addresses.
-//!   first_port`/`last_port`, `global_blocks.direction`/`comment`) may be
-//!   left out.
+//!   `NULL`. There are no comments, and a line that starts with `#` is
+//!   refused with its line number: `#2 phone,8,101,10.0.1.3/32` may be a
+//!   row commented out or a device called "#2 phone", and guessing either
+//!   way imports something the operator did not mean (a value that starts
+//!   with `#` is written in quotes). A quote left open is named with the
+//!   line it opens on.
+//!   Columns with a default or that may be `NULL` (`plans.weight`,
+//!   `members.status`, `members.plan_id`, `member_addresses.device`,
+//!   `public_addresses.first_port`/`last_port`,
+//!   `global_blocks.direction`/`comment`) may be left out.
 //!
 //! An import **replaces the tables it provides**, row for row, and leaves
-//! the others alone; `accounting` cannot be imported. Nothing is written
-//! unless the result, the provided tables together with the database's
-//! other tables, compiles: every problem is reported at once, each with
-//! the file and line of the rows it names (`members.csv:7: members row 44:
-//! plan 9 does not exist`). The write is one transaction: members and plans
-//! are updated in place (rows of other tables refer to them), the other
-//! provided tables are emptied and filled, then members and plans that are
-//! gone are deleted.
+//! the others alone; `accounting` cannot be imported. A file that provides
+//! no table, or an import that would delete every member, is refused (the
+//! second is a `DELETE FROM members` in SQL when it is meant). Nothing is
+//! written unless the result, the provided tables together with the
+//! database's other tables, compiles: every problem is reported at once,
+//! each with the file and line of the rows it names (`members.csv:7:
+//! members row 44: plan 9 does not exist`). The write is one transaction:
+//! members and plans are updated in place (rows of other tables refer to
+//! them), the other provided tables are emptied and filled, then members
+//! and plans that are gone are deleted.
 
 use core::fmt;
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
 use std::fs;
 use std::path::{Path, PathBuf};
 
 use policy::{MemberDb, Problem, Table};
+use serde::de::{Deserialize, Deserializer, MapAccess, Visitor};
 use serde_json::value::RawValue;
 
 use super::backend::{int_from_text, Cells, Stmt, Tx, Value};
-use super::check::Summary;
-use super::read::{columns, read_row, table_named, value_problem, TABLES};
+use super::check::{judge, Summary};
+use super::read::{columns, read_row, table_named, unreadable, value_problem, TABLES};
 use super::{Database, DbError, ImportError, Location};
 
 /// Columns a CSV file may leave out (they have a default or may be `NULL`).
@@ -79,7 +92,9 @@ impl fmt::Display for ImportReport {
 #[derive(Clone, Debug)]
 enum FileCell {
     Null,
-    Number(serde_json::Number),
+    /// A JSON number as written: parsing it is the column's business, so
+    /// that `1e400` is "not an integer" in its row, not a broken file.
+    Number(String),
     Text(String),
     /// Something no column holds (a JSON `true`, an array).
     Other(String),
@@ -90,6 +105,9 @@ enum FileCell {
 struct FileRow {
     cells: Vec<(String, FileCell)>,
     location: Location,
+    /// Columns given more than once in the row (JSON): the column and the
+    /// lines of its first and of a later value.
+    twice: Vec<(String, u64, u64)>,
 }
 
 impl FileRow {
@@ -102,7 +120,12 @@ impl Cells for FileRow {
     fn int(&self, column: &str) -> Result<Option<i64>, String> {
         match self.cell(column) {
             FileCell::Null => Ok(None),
-            FileCell::Number(n) => n.as_i64().map(Some).ok_or_else(|| format!("{n} is not an integer")),
+            FileCell::Number(n) => n.parse::<i64>().map(Some).map_err(|e| match e.kind() {
+                core::num::IntErrorKind::PosOverflow | core::num::IntErrorKind::NegOverflow => {
+                    format!("{n} is out of range (beyond 64 bits)")
+                }
+                _ => format!("{n} is not an integer"),
+            }),
             FileCell::Text(s) => int_from_text(s).map(Some),
             FileCell::Other(s) => Err(format!("{s} is not an integer")),
         }
@@ -111,7 +134,7 @@ impl Cells for FileRow {
     fn text(&self, column: &str) -> Result<Option<String>, String> {
         match self.cell(column) {
             FileCell::Null => Ok(None),
-            FileCell::Number(n) => Ok(Some(n.to_string())),
+            FileCell::Number(n) => Ok(Some(n.clone())),
             FileCell::Text(s) => Ok(Some(s.clone())),
             FileCell::Other(s) => Err(format!("{s} is not text")),
         }
@@ -129,52 +152,162 @@ fn table_list() -> String {
     TABLES.iter().map(|(t, _)| t.name()).collect::<Vec<_>>().join(", ")
 }
 
+/// A JSON object's entries in the order written, every one: serde_json's
+/// maps keep the last of a key given twice, and an import must refuse it.
+struct Entries<'a>(Vec<(String, &'a RawValue)>);
+
+impl<'a> Deserialize<'a> for Entries<'a> {
+    fn deserialize<D: Deserializer<'a>>(d: D) -> Result<Entries<'a>, D::Error> {
+        struct Each;
+        impl<'a> Visitor<'a> for Each {
+            type Value = Entries<'a>;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("an object")
+            }
+
+            fn visit_map<M: MapAccess<'a>>(self, mut map: M) -> Result<Entries<'a>, M::Error> {
+                let mut entries = Vec::new();
+                while let Some(key) = map.next_key::<String>()? {
+                    entries.push((key, map.next_value::<&'a RawValue>()?));
+                }
+                Ok(Entries(entries))
+            }
+        }
+        d.deserialize_map(Each)
+    }
+}
+
+/// The UTF-8 byte-order mark some editors (and spreadsheet exports) put first.
+const BOM: &str = "\u{feff}";
+
+/// A file's text; a byte-order mark at the start is skipped.
+fn read_text(path: &Path) -> Result<String, DbError> {
+    let bytes = fs::read(path).map_err(|e| file_error(path, e))?;
+    let mut text = String::from_utf8(bytes).map_err(|e| {
+        let at = e.utf8_error().valid_up_to();
+        let line = e.as_bytes()[..at].iter().filter(|&&b| b == b'\n').count() + 1;
+        file_error(path, format!("line {line}: not UTF-8 text (byte {at} of the file)"))
+    })?;
+    if text.starts_with(BOM) {
+        text.drain(..BOM.len());
+    }
+    Ok(text)
+}
+
 /// Reads a JSON import file.
 fn read_json(path: &Path) -> Result<FileTables, DbError> {
-    let text = fs::read_to_string(path).map_err(|e| file_error(path, e))?;
-    let top: BTreeMap<String, Vec<&RawValue>> = serde_json::from_str(&text)
+    let text = read_text(path)?;
+    let top: Entries<'_> = serde_json::from_str(&text)
         .map_err(|e| file_error(path, format!("{e} (expected one object with an array of row objects per table)")))?;
     let line_starts: Vec<usize> = core::iter::once(0).chain(text.match_indices('\n').map(|(i, _)| i + 1)).collect();
+    // Every value borrows from `text`, so its place in the file is its address.
     let line_of = |raw: &RawValue| {
         let offset = raw.get().as_ptr().addr().saturating_sub(text.as_ptr().addr());
         line_starts.partition_point(|&s| s <= offset) as u64
     };
     let mut tables = Vec::new();
-    for (name, rows) in top {
-        let table = table_named(&name)
-            .ok_or_else(|| file_error(path, format!("unknown table \"{name}\" (the tables are {})", table_list())))?;
+    let mut seen: HashMap<&str, u64> = HashMap::new();
+    for (name, rows) in &top.0 {
+        let line = line_of(rows);
+        if let Some(first) = seen.insert(name, line) {
+            return Err(file_error(
+                path,
+                format!("line {line}: table \"{name}\" is given twice (first on line {first}); which one is meant?"),
+            ));
+        }
+        let table = table_named(name).ok_or_else(|| {
+            file_error(path, format!("line {line}: unknown table \"{name}\" (the tables are {})", table_list()))
+        })?;
+        let rows: Vec<&RawValue> = serde_json::from_str(rows.get())
+            .map_err(|_| file_error(path, format!("line {line}: {name} is not an array of row objects")))?;
         let mut read = Vec::with_capacity(rows.len());
         for raw in rows {
             let location = Location { file: path.to_owned(), line: line_of(raw) };
-            let object: serde_json::Map<String, serde_json::Value> = serde_json::from_str(raw.get())
+            let object: Entries<'_> = serde_json::from_str(raw.get())
                 .map_err(|_| file_error(path, format!("line {}: a row of {name} is not an object", location.line)))?;
-            let cells = object
-                .into_iter()
-                .map(|(column, v)| {
-                    let cell = match v {
-                        serde_json::Value::Null => FileCell::Null,
-                        serde_json::Value::Number(n) => FileCell::Number(n),
-                        serde_json::Value::String(s) => FileCell::Text(s),
-                        other => FileCell::Other(other.to_string()),
-                    };
-                    (column, cell)
-                })
-                .collect();
-            read.push(FileRow { cells, location });
+            let mut cells: Vec<(String, FileCell)> = Vec::with_capacity(object.0.len());
+            let mut lines: Vec<u64> = Vec::with_capacity(object.0.len());
+            let mut twice = Vec::new();
+            for (column, value) in object.0 {
+                let line = line_of(value);
+                if let Some(i) = cells.iter().position(|(c, _)| *c == column) {
+                    twice.push((column, lines[i], line));
+                    continue;
+                }
+                cells.push((column, file_cell(value)));
+                lines.push(line);
+            }
+            read.push(FileRow { cells, location, twice });
         }
         tables.push((table, read));
     }
     Ok(tables)
 }
 
+/// A JSON value as a cell; numbers stay as written.
+fn file_cell(value: &RawValue) -> FileCell {
+    let text = value.get();
+    match text.as_bytes().first() {
+        Some(b'"') => serde_json::from_str(text).map_or_else(|_| FileCell::Other(text.to_owned()), FileCell::Text),
+        Some(b'-' | b'0'..=b'9') => FileCell::Number(text.to_owned()),
+        _ if text == "null" => FileCell::Null,
+        _ => FileCell::Other(text.to_owned()),
+    }
+}
+
+/// The line a quote opens on that no quote closes, following the CSV
+/// reader's rules (RFC 4180): a quote opens a field only at its start,
+/// `""` inside a quoted field is a quote. The reader would take the rest of
+/// the file as that field and complain about the number of fields instead.
+fn open_quote(bytes: &[u8]) -> Option<u64> {
+    enum At {
+        FieldStart,
+        Field,
+        Quoted,
+        QuoteInQuoted,
+    }
+    let (mut at, mut line, mut opened) = (At::FieldStart, 1u64, 0u64);
+    for &b in bytes {
+        at = match (at, b) {
+            (At::FieldStart, b'"') => {
+                opened = line;
+                At::Quoted
+            }
+            (At::Quoted, b'"') => At::QuoteInQuoted,
+            (At::Quoted, _) => At::Quoted,
+            (At::QuoteInQuoted, b'"') => At::Quoted,
+            (_, b',' | b'\n') => At::FieldStart,
+            (_, _) => At::Field,
+        };
+        if b == b'\n' {
+            line += 1;
+        }
+    }
+    matches!(at, At::Quoted).then_some(opened)
+}
+
+/// A CSV reader's error, with its line.
+fn csv_error(path: &Path, e: &csv::Error) -> DbError {
+    let cause = match e.kind() {
+        csv::ErrorKind::Utf8 { pos: Some(pos), .. } => format!("line {}: not UTF-8 text", pos.line()),
+        _ => e.to_string(),
+    };
+    file_error(path, cause)
+}
+
 /// Reads one CSV file holding `table`.
 fn read_csv(table: Table, path: &Path) -> Result<Vec<FileRow>, DbError> {
-    let mut reader = csv::ReaderBuilder::new()
-        .trim(csv::Trim::All)
-        .comment(Some(b'#'))
-        .from_path(path)
-        .map_err(|e| file_error(path, e))?;
-    let header: Vec<String> = reader.headers().map_err(|e| file_error(path, e))?.iter().map(str::to_owned).collect();
+    let mut bytes = fs::read(path).map_err(|e| file_error(path, e))?;
+    if bytes.starts_with(BOM.as_bytes()) {
+        bytes.drain(..BOM.len());
+    }
+    if let Some(line) = open_quote(&bytes) {
+        return Err(file_error(path, format!("line {line}: a quote opens a field and is never closed")));
+    }
+    // Flexible: the number of fields is checked below, after the lines that start with #.
+    let mut reader = csv::ReaderBuilder::new().trim(csv::Trim::All).flexible(true).from_reader(bytes.as_slice());
+    let header: Vec<String> = reader.headers().map_err(|e| csv_error(path, &e))?.iter().map(str::to_owned).collect();
     let known = columns(table);
     let expected = || format!("the columns of {table} are {}", known.join(", "));
     for (i, column) in header.iter().enumerate() {
@@ -191,15 +324,43 @@ fn read_csv(table: Table, path: &Path) -> Result<Vec<FileRow>, DbError> {
         return Err(file_error(path, format!("line 1: column {} missing ({})", missing.join(", "), expected())));
     }
     let mut rows = Vec::new();
+    let mut hashed = Vec::new();
     for record in reader.records() {
-        let record = record.map_err(|e| file_error(path, e))?;
-        let line = record.position().map_or(0, csv::Position::line);
+        let record = record.map_err(|e| csv_error(path, &e))?;
+        let (line, start) = record.position().map_or((0, 0), |p| (p.line(), p.byte() as usize));
+        // A commented-out row or a value that starts with #? Nobody can tell, so neither is guessed.
+        if bytes.get(start..).unwrap_or_default().trim_ascii_start().starts_with(b"#") {
+            hashed.push(line);
+            continue;
+        }
+        if record.len() != header.len() {
+            let (n, m) = (record.len(), header.len());
+            let cause = format!(
+                "line {line}: {n} field{} where the header names {m} column{}",
+                if n == 1 { "" } else { "s" },
+                if m == 1 { "" } else { "s" }
+            );
+            return Err(file_error(path, cause));
+        }
         let cells = header
             .iter()
             .zip(record.iter())
             .map(|(c, v)| (c.clone(), if v.is_empty() { FileCell::Null } else { FileCell::Text(v.to_owned()) }))
             .collect();
-        rows.push(FileRow { cells, location: Location { file: path.to_owned(), line } });
+        rows.push(FileRow { cells, location: Location { file: path.to_owned(), line }, twice: Vec::new() });
+    }
+    if let Some((last, init)) = hashed.split_last() {
+        let lines = match init {
+            [] => format!("line {last} starts"),
+            _ => format!("lines {} and {last} start", init.iter().map(u64::to_string).collect::<Vec<_>>().join(", ")),
+        };
+        return Err(file_error(
+            path,
+            format!(
+                "{lines} with #, but CSV files have no comments: remove the line, or quote a value that \
+                 starts with # (\"#2 phone\")"
+            ),
+        ));
     }
     Ok(rows)
 }
@@ -250,23 +411,32 @@ impl Database {
                 _ => return Err(file_error(path, "expected a .json file, a .csv file or a directory of .csv files")),
             }
         };
-        self.import_tables(tables).await
+        self.import_tables(path, tables).await
     }
 
     /// Imports one CSV file (any name) as `table`.
     pub async fn import_table(&self, table: Table, path: &Path) -> Result<ImportReport, DbError> {
         let rows = read_csv(table, path)?;
-        self.import_tables(vec![(table, rows)]).await
+        self.import_tables(path, vec![(table, rows)]).await
     }
 
-    async fn import_tables(&self, files: FileTables) -> Result<ImportReport, DbError> {
+    async fn import_tables(&self, source: &Path, files: FileTables) -> Result<ImportReport, DbError> {
+        if files.is_empty() {
+            let why = format!(
+                "the file provides no table, so there is nothing to import (a JSON import is an object with an \
+                 array of rows per table: {})",
+                table_list()
+            );
+            return Err(file_error(source, why));
+        }
         let mut problems: Vec<(Problem, Vec<Location>)> = Vec::new();
+        let mut unread = Vec::new();
         let mut seen: HashSet<Table> = HashSet::new();
         let mut imported = MemberDb::default();
         let mut places: HashMap<(Table, i64), Vec<Location>> = HashMap::new();
         for (table, rows) in &files {
             if !seen.insert(*table) {
-                let path = rows.first().map(|r| r.location.file.clone()).unwrap_or_default();
+                let path = rows.first().map_or_else(|| source.to_owned(), |r| r.location.file.clone());
                 return Err(file_error(&path, format!("table {table} is provided twice")));
             }
             let known = columns(*table);
@@ -281,8 +451,21 @@ impl Database {
                         problems.push((value_problem(*table, id, column, &why), vec![row.location.clone()]));
                     }
                 }
-                if let Err(ps) = read_row(*table, row, i + 1, &mut imported) {
-                    problems.extend(ps.into_iter().map(|p| (p, vec![row.location.clone()])));
+                for (column, first, again) in &row.twice {
+                    let why = format!("given twice in one row (lines {first} and {again}); which value is meant?");
+                    let at = Location { file: row.location.file.clone(), line: *again };
+                    problems.push((value_problem(*table, id, column, &why), vec![at]));
+                }
+                // A row with a column given twice is not used, whatever its values.
+                let mut scratch = MemberDb::default();
+                let into = if row.twice.is_empty() { &mut imported } else { &mut scratch };
+                match read_row(*table, row, i + 1, into) {
+                    Err(mut u) => {
+                        problems.extend(u.problems.drain(..).map(|p| (p, vec![row.location.clone()])));
+                        unread.push(u);
+                    }
+                    Ok(()) if !row.twice.is_empty() => unread.push(unreadable(*table, row, Vec::new())),
+                    Ok(()) => {}
                 }
             }
         }
@@ -290,25 +473,38 @@ impl Database {
         let kept: Vec<Table> = TABLES.iter().map(|(t, _)| *t).filter(|t| !seen.contains(t)).collect();
 
         let mut tx = self.pool.begin_write().await.map_err(|e| self.sql("cannot start the import", e))?;
-        let (current, current_problems) = self.read_tables(&mut tx, &kept).await?;
-        problems.extend(current_problems.into_iter().map(|p| (p, Vec::new())));
-        if !problems.is_empty() {
-            // In table order, as the compiler reports (the files were read in name order).
-            problems.sort_by_key(|(p, _)| (p.table, p.rows.first().copied()));
-            return Err(DbError::Import(ImportError { problems }));
+        // Before judging: with the members gone, every row that refers to
+        // them is a problem too, and this is the one to read.
+        let no_members = imported.members.is_empty() && !unread.iter().any(|u| u.table == Table::Members);
+        if provided.contains(&Table::Members) && no_members {
+            let count = Stmt::new("SELECT COUNT(*) AS n FROM members", vec![]);
+            let rows = tx.fetch(count).await.map_err(|e| self.sql("cannot count the members", e))?;
+            let n = rows.get(0).and_then(|r| r.int("n").ok().flatten()).unwrap_or_default();
+            if n > 0 {
+                let why = format!(
+                    "it would delete every member (the database has {n}, the import none); nothing imported \
+                     (to remove every member on purpose: DELETE FROM members)"
+                );
+                return Err(file_error(source, why));
+            }
+        }
+        let (current, current_unread) = self.read_tables(&mut tx, &kept).await?;
+        for mut u in current_unread {
+            problems.extend(u.problems.drain(..).map(|p| (p, Vec::new())));
+            unread.push(u);
         }
         let merged = merge(imported, current);
-        if let Err(e) = policy::compile(&merged, 0) {
-            let problems = e
-                .into_problems()
-                .into_iter()
-                .map(|p| {
-                    let rows = p.rows.iter().map(|&r| (p.table, r)).chain(p.related.iter().copied());
-                    let mut at: Vec<Location> = rows.filter_map(|k| places.get(&k)).flatten().cloned().collect();
-                    at.dedup();
-                    (p, at)
-                })
-                .collect();
+        // Value problems and the compiler's, in one run.
+        for p in judge(&merged, &unread) {
+            let rows = p.rows.iter().map(|&r| (p.table, r)).chain(p.related.iter().copied());
+            let mut at: Vec<Location> = rows.filter_map(|k| places.get(&k)).flatten().cloned().collect();
+            at.dedup();
+            problems.push((p, at));
+        }
+        if !problems.is_empty() {
+            // In table order, as the compiler reports (the files were read in name order);
+            // stable, so a row's value problems come before the compiler's.
+            problems.sort_by_key(|(p, _)| (p.table, p.rows.first().copied()));
             return Err(DbError::Import(ImportError { problems }));
         }
         self.write_tables(&mut tx, &provided, &merged).await?;

@@ -17,7 +17,8 @@
 //! * imports JSON or CSV files ([`Database::import`]), compiled before
 //!   anything is written and written in one transaction;
 //! * checks the database ([`Database::check`]): load plus
-//!   [`policy::compile()`], every problem or a summary;
+//!   [`policy::compile()`], every problem (value and compiler problems in
+//!   one run) or a summary;
 //! * adds traffic counters to the `accounting` table
 //!   ([`Database::write_accounting`]), the only table torwart writes
 //!   during operation;
@@ -26,6 +27,10 @@
 //!
 //! Everything is async (sqlx on tokio). Nothing here is on the packet
 //! path: the daemon loads, compiles and swaps policies off it.
+//!
+//! No secrets in messages: a database is shown by its URL with the
+//! password replaced by `***` ([`redacted`]), in every error and in
+//! [`Database`]'s `Display`.
 
 mod accounting;
 mod backend;
@@ -36,6 +41,8 @@ mod read;
 mod schema;
 mod watch;
 
+use core::fmt;
+
 use policy::{MemberDb, PolicyError};
 
 pub use accounting::{AccountingPeriod, MemberTraffic};
@@ -45,7 +52,7 @@ pub use import::ImportReport;
 pub use watch::{ChangeStream, WatchMode, WatchOptions, CHANNEL as NOTIFY_CHANNEL};
 
 use backend::{Pool, Stmt, Tx};
-use read::{read_row, select, TABLES};
+use read::{read_row, select, Unreadable, TABLES};
 
 /// An open member database: a small connection pool to SQLite or PostgreSQL.
 #[derive(Clone, Debug)]
@@ -73,13 +80,13 @@ impl Database {
     }
 
     async fn connect(url: &str, create: bool) -> Result<Database, DbError> {
-        let shown = redact(url);
+        let shown = redacted(url);
         let target = backend::target(url, &shown)?;
         let pool = Pool::connect(target, &shown, create).await?;
         Ok(Database { url: shown, pool })
     }
 
-    /// The database's URL without its password, for messages.
+    /// The database's URL with its password redacted, for messages.
     pub fn url(&self) -> &str {
         &self.url
     }
@@ -100,14 +107,20 @@ impl Database {
     /// column; whether the rows fit together is [`policy::compile()`]'s
     /// business (see [`Database::check`]).
     pub async fn load(&self) -> Result<MemberDb, DbError> {
-        let mut tx = self.begin_read().await?;
-        let (db, problems) = self.read_tables(&mut tx, &TABLES.map(|(t, _)| t)).await?;
-        tx.rollback().await.map_err(|e| self.sql("cannot finish reading", e))?;
-        if problems.is_empty() {
+        let (db, unreadable) = self.read_all().await?;
+        if unreadable.is_empty() {
             Ok(db)
         } else {
-            Err(DbError::Invalid(PolicyError::new(problems)))
+            Err(DbError::Invalid(PolicyError::new(unreadable.into_iter().flat_map(|u| u.problems).collect())))
         }
+    }
+
+    /// Every table from one snapshot: the rows that could be read, and those that could not.
+    async fn read_all(&self) -> Result<(MemberDb, Vec<Unreadable>), DbError> {
+        let mut tx = self.begin_read().await?;
+        let read = self.read_tables(&mut tx, &TABLES.map(|(t, _)| t)).await?;
+        tx.rollback().await.map_err(|e| self.sql("cannot finish reading", e))?;
+        Ok(read)
     }
 
     /// A read-only transaction that sees one snapshot of the database.
@@ -121,14 +134,10 @@ impl Database {
         Ok(tx)
     }
 
-    /// Reads `tables` into a model; bad values become problems.
-    async fn read_tables(
-        &self,
-        tx: &mut Tx,
-        tables: &[policy::Table],
-    ) -> Result<(MemberDb, Vec<policy::Problem>), DbError> {
+    /// Reads `tables` into a model; rows with bad values are set aside with their problems.
+    async fn read_tables(&self, tx: &mut Tx, tables: &[policy::Table]) -> Result<(MemberDb, Vec<Unreadable>), DbError> {
         let mut db = MemberDb::default();
-        let mut problems = Vec::new();
+        let mut unreadable = Vec::new();
         for &table in tables {
             let rows = tx
                 .fetch(Stmt::new(select(table), vec![]))
@@ -136,13 +145,13 @@ impl Database {
                 .map_err(|e| self.sql(format!("cannot read table {table}"), e))?;
             for i in 0..rows.len() {
                 if let Some(cells) = rows.get(i) {
-                    if let Err(p) = read_row(table, cells, i + 1, &mut db) {
-                        problems.extend(p);
+                    if let Err(u) = read_row(table, cells, i + 1, &mut db) {
+                        unreadable.push(u);
                     }
                 }
             }
         }
-        Ok((db, problems))
+        Ok((db, unreadable))
     }
 
     fn sql(&self, doing: impl Into<String>, source: sqlx::Error) -> DbError {
@@ -150,29 +159,48 @@ impl Database {
     }
 }
 
-/// `url` without its password: `postgres://torwart:secret@host/db`
-/// becomes `postgres://torwart@host/db`; a `password=` parameter goes too.
-fn redact(url: &str) -> String {
+impl fmt::Display for Database {
+    /// The URL with the password redacted.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.url)
+    }
+}
+
+/// `url` with its password replaced by `***`, for messages and logs:
+/// `postgres://torwart:secret@host/db` becomes
+/// `postgres://torwart:***@host/db`, a `password=` parameter becomes
+/// `password=***`; a URL without a password, or a file path, is unchanged.
+///
+/// The user info ends at the last `@` before the path, as in a URL. A
+/// password with an unescaped `/`, `?` or `#` makes no URL (the database
+/// driver refuses it), but is still hidden: then everything between `://`
+/// and the last `@` is.
+pub fn redacted(url: &str) -> String {
     let Some((scheme, rest)) = url.split_once("://") else {
         return url.to_owned();
     };
-    let (authority, tail) = rest.split_at(rest.find(['/', '?']).unwrap_or(rest.len()));
-    let authority = match authority.rsplit_once('@') {
-        Some((userinfo, host)) => {
-            let user = userinfo.split(':').next().unwrap_or_default();
-            format!("{user}@{host}")
-        }
-        None => authority.to_owned(),
+    let (authority, tail) = rest.split_at(rest.find(['/', '?', '#']).unwrap_or(rest.len()));
+    let (authority, tail) = match authority.rsplit_once('@') {
+        Some((userinfo, host)) => match userinfo.split_once(':') {
+            Some((user, _)) => (format!("{user}:***@{host}"), tail),
+            None => (authority.to_owned(), tail),
+        },
+        None => match rest.rsplit_once('@') {
+            // Not a URL's user info: hide all of it.
+            Some((_, after)) => (format!("***@{after}"), ""),
+            None => (authority.to_owned(), tail),
+        },
     };
     let tail = match tail.split_once('?') {
         Some((path, query)) => {
-            let kept: Vec<&str> =
-                query.split('&').filter(|kv| !kv.to_ascii_lowercase().starts_with("password=")).collect();
-            if kept.is_empty() {
-                path.to_owned()
-            } else {
-                format!("{path}?{}", kept.join("&"))
-            }
+            let params: Vec<String> = query
+                .split('&')
+                .map(|kv| match kv.split_once('=') {
+                    Some((k, _)) if k.eq_ignore_ascii_case("password") => format!("{k}=***"),
+                    _ => kv.to_owned(),
+                })
+                .collect();
+            format!("{path}?{}", params.join("&"))
         }
         None => tail.to_owned(),
     };
@@ -185,10 +213,15 @@ mod tests {
 
     #[test]
     fn passwords_are_not_shown() {
-        assert_eq!(redact("postgres://torwart:secret@127.0.0.1:5432/db"), "postgres://torwart@127.0.0.1:5432/db");
-        assert_eq!(redact("postgres://u:p@ss@h/db?password=x&sslmode=disable"), "postgres://u@h/db?sslmode=disable");
-        assert_eq!(redact("postgres://h/db?password=x"), "postgres://h/db");
-        assert_eq!(redact("sqlite:///var/lib/torwart/members.db"), "sqlite:///var/lib/torwart/members.db");
-        assert_eq!(redact("members.db"), "members.db");
+        assert_eq!(redacted("postgres://torwart:secret@127.0.0.1:5432/db"), "postgres://torwart:***@127.0.0.1:5432/db");
+        assert_eq!(
+            redacted("postgres://u:p@ss@h/db?password=x&sslmode=disable"),
+            "postgres://u:***@h/db?password=***&sslmode=disable"
+        );
+        assert_eq!(redacted("postgres://h/db?PASSWORD=x"), "postgres://h/db?PASSWORD=***");
+        assert_eq!(redacted("postgres://torwart@h/db"), "postgres://torwart@h/db");
+        assert_eq!(redacted("postgres://u:se/cr?et@h/db"), "postgres://***@h/db");
+        assert_eq!(redacted("sqlite:///var/lib/torwart/members.db"), "sqlite:///var/lib/torwart/members.db");
+        assert_eq!(redacted("members.db"), "members.db");
     }
 }

@@ -13,6 +13,13 @@
 //! a default (`status` is `active`, `weight` is 1, ports 1-65535, comment
 //! empty), a `NULL` takes it (in an import file, an absent or empty
 //! value). A view must still have every column, by name.
+//!
+//! Integers are held to what the schema's `INTEGER` columns hold in
+//! PostgreSQL, 32 bits signed, on both databases: SQLite would store a
+//! member id of 3,000,000,000, PostgreSQL refuses it halfway through an
+//! import with "integer out of range". Checking the range here, the same
+//! way for a file, SQLite and PostgreSQL, names the row and column instead,
+//! before anything is written.
 
 use core::str::FromStr;
 
@@ -89,7 +96,7 @@ impl<'a> Fields<'a> {
 
     /// An integer column converted to `T`; `default` for `NULL`
     /// (`None`: the column is required). `None` when the value is bad.
-    fn num<T: TryFrom<i64> + Copy>(&mut self, column: &'static str, default: Option<T>, range: &str) -> Option<T> {
+    fn num<T: TryFrom<i64> + Copy>(&mut self, column: &'static str, default: Option<T>, range: Range) -> Option<T> {
         match self.opt_num(column, range)? {
             Some(v) => Some(v),
             None => match default {
@@ -100,12 +107,12 @@ impl<'a> Fields<'a> {
     }
 
     /// A nullable integer column: `Some(None)` for `NULL`, `None` when bad.
-    fn opt_num<T: TryFrom<i64>>(&mut self, column: &'static str, range: &str) -> Option<Option<T>> {
+    fn opt_num<T: TryFrom<i64>>(&mut self, column: &'static str, range: Range) -> Option<Option<T>> {
         match self.cells.int(column) {
             Ok(None) => Some(None),
             Ok(Some(v)) => match T::try_from(v) {
-                Ok(t) => Some(Some(t)),
-                Err(_) => self.fail(column, format!("{v} is out of range ({range})")),
+                Ok(t) if (range.low..=range.high).contains(&v) => Some(Some(t)),
+                _ => self.fail(column, format!("{v} is out of range ({})", range.what)),
             },
             Err(why) => self.fail(column, why),
         }
@@ -170,17 +177,49 @@ pub(crate) fn value_problem(table: Table, id: Option<i64>, column: &str, why: &s
     }
 }
 
-const U32: &str = "0 to 4294967295";
-const PORT: &str = "a port is 0 to 65535";
+/// The values an integer column may hold, and how to say so.
+#[derive(Clone, Copy)]
+struct Range {
+    low: i64,
+    high: i64,
+    what: &'static str,
+}
+
+/// Ids of plans and members, references to them, rates, burst, weight:
+/// non-negative 32-bit `INTEGER`s (the model holds them as `u32`).
+const COUNT: Range = Range { low: 0, high: i32::MAX as i64, what: "0 to 2147483647, a 32-bit INTEGER" };
+/// Ids of the other tables: any 32-bit `INTEGER`.
+const KEY: Range =
+    Range { low: i32::MIN as i64, high: i32::MAX as i64, what: "-2147483648 to 2147483647, a 32-bit INTEGER" };
+const PORT: Range = Range { low: 0, high: 65535, what: "a port is 0 to 65535" };
+
+/// A row that could not be read into the model: its problems, and what
+/// could be made out of it anyway, so that the compiler's judgement of the
+/// other rows does not report its absence as more problems
+/// ([`super::check::judge`]).
+#[derive(Clone, Debug)]
+pub(crate) struct Unreadable {
+    pub table: Table,
+    /// Its id, if that much could be read.
+    pub id: Option<i64>,
+    /// Its member, if it has a `member_id` and that could be read.
+    pub member_id: Option<i64>,
+    pub problems: Vec<Problem>,
+}
 
 /// Reads one row of `table` into `db`, or says what is wrong with it.
 /// `position` (1-based) names the row when its id cannot be read.
-pub(crate) fn read_row(
-    table: Table,
-    cells: &dyn Cells,
-    position: usize,
-    db: &mut MemberDb,
-) -> Result<(), Vec<Problem>> {
+pub(crate) fn read_row(table: Table, cells: &dyn Cells, position: usize, db: &mut MemberDb) -> Result<(), Unreadable> {
+    read_row_values(table, cells, position, db).map_err(|problems| unreadable(table, cells, problems))
+}
+
+/// A row of `table` set aside with `problems`, with what can be made out of it.
+pub(crate) fn unreadable(table: Table, cells: &dyn Cells, problems: Vec<Problem>) -> Unreadable {
+    let member_id = if columns(table).contains(&"member_id") { cells.int("member_id").ok().flatten() } else { None };
+    Unreadable { table, id: cells.int("id").ok().flatten(), member_id, problems }
+}
+
+fn read_row_values(table: Table, cells: &dyn Cells, position: usize, db: &mut MemberDb) -> Result<(), Vec<Problem>> {
     let mut f = Fields::new(cells);
     // The id names the row in every problem, so it is read first and as
     // loosely as possible; its type is judged below with the rest.
@@ -210,14 +249,14 @@ pub(crate) fn read_row(
 }
 
 fn read_plan(f: &mut Fields<'_>) -> Option<Plan> {
-    let id = f.num::<u32>("id", None, U32);
+    let id = f.num::<u32>("id", None, COUNT);
     let name = f.text("name", None);
-    let down_rate_kbit = f.num("down_rate_kbit", None, U32);
-    let down_ceil_kbit = f.num("down_ceil_kbit", None, U32);
-    let up_rate_kbit = f.num("up_rate_kbit", None, U32);
-    let up_ceil_kbit = f.num("up_ceil_kbit", None, U32);
-    let burst_bytes = f.num("burst_bytes", None, U32);
-    let weight = f.num("weight", Some(1), U32);
+    let down_rate_kbit = f.num("down_rate_kbit", None, COUNT);
+    let down_ceil_kbit = f.num("down_ceil_kbit", None, COUNT);
+    let up_rate_kbit = f.num("up_rate_kbit", None, COUNT);
+    let up_ceil_kbit = f.num("up_ceil_kbit", None, COUNT);
+    let burst_bytes = f.num("burst_bytes", None, COUNT);
+    let weight = f.num("weight", Some(1), COUNT);
     Some(Plan {
         id: id?,
         name: name?,
@@ -233,24 +272,24 @@ fn read_plan(f: &mut Fields<'_>) -> Option<Plan> {
 }
 
 fn read_member(f: &mut Fields<'_>) -> Option<Member> {
-    let id = f.num::<u32>("id", None, U32);
+    let id = f.num::<u32>("id", None, COUNT);
     let name = f.text("name", None);
     let status = f.parse::<Status>("status", Some("active"));
-    let plan_id = f.opt_num::<u32>("plan_id", U32);
+    let plan_id = f.opt_num::<u32>("plan_id", COUNT);
     Some(Member { id: id?, name: name?, status: status?, plan_id: plan_id? })
 }
 
 fn read_member_address(f: &mut Fields<'_>) -> Option<MemberAddress> {
-    let id = f.num::<i64>("id", None, "");
-    let member_id = f.num::<u32>("member_id", None, U32);
+    let id = f.num::<i64>("id", None, KEY);
+    let member_id = f.num::<u32>("member_id", None, COUNT);
     let network = f.parse("network", None);
     let device = f.opt_text("device");
     Some(MemberAddress { id: id?, member_id: member_id?, network: network?, device: device? })
 }
 
 fn read_public_address(f: &mut Fields<'_>) -> Option<PublicAddress> {
-    let id = f.num::<i64>("id", None, "");
-    let member_id = f.num::<u32>("member_id", None, U32);
+    let id = f.num::<i64>("id", None, KEY);
+    let member_id = f.num::<u32>("member_id", None, COUNT);
     let address = f.ipv4("address");
     let first_port = f.num::<u16>("first_port", Some(1), PORT);
     let last_port = f.num::<u16>("last_port", Some(65535), PORT);
@@ -264,8 +303,8 @@ fn read_public_address(f: &mut Fields<'_>) -> Option<PublicAddress> {
 }
 
 fn read_port_forward(f: &mut Fields<'_>) -> Option<PortForward> {
-    let id = f.num::<i64>("id", None, "");
-    let member_id = f.num::<u32>("member_id", None, U32);
+    let id = f.num::<i64>("id", None, KEY);
+    let member_id = f.num::<u32>("member_id", None, COUNT);
     let protocol = f.parse::<Protocol>("protocol", None);
     let public_port = f.num::<u16>("public_port", None, PORT);
     let internal_address = f.ipv4("internal_address");
@@ -281,8 +320,8 @@ fn read_port_forward(f: &mut Fields<'_>) -> Option<PortForward> {
 }
 
 fn read_ipv6_opening(f: &mut Fields<'_>) -> Option<Ipv6Opening> {
-    let id = f.num::<i64>("id", None, "");
-    let member_id = f.num::<u32>("member_id", None, U32);
+    let id = f.num::<i64>("id", None, KEY);
+    let member_id = f.num::<u32>("member_id", None, COUNT);
     let destination = f.parse("destination", None);
     let protocol = f.parse::<Protocol>("protocol", None);
     let first_port = f.num::<u16>("first_port", None, PORT);
@@ -298,14 +337,14 @@ fn read_ipv6_opening(f: &mut Fields<'_>) -> Option<Ipv6Opening> {
 }
 
 fn read_network(f: &mut Fields<'_>) -> Option<Network> {
-    let id = f.num::<i64>("id", None, "");
+    let id = f.num::<i64>("id", None, KEY);
     let prefix = f.parse("prefix", None);
     let kind = f.parse::<NetworkKind>("kind", None);
     Some(Network { id: id?, prefix: prefix?, kind: kind? })
 }
 
 fn read_global_block(f: &mut Fields<'_>) -> Option<GlobalBlock> {
-    let id = f.num::<i64>("id", None, "");
+    let id = f.num::<i64>("id", None, KEY);
     let prefix = f.parse("prefix", None);
     let direction = f.parse::<BlockDirection>("direction", Some("both"));
     let comment = f.text("comment", Some(""));
