@@ -262,14 +262,20 @@ impl Config {
         Config::parse(&text).map_err(|message| ConfigError::Invalid { path: path.to_owned(), message })
     }
 
-    /// Parses and checks `text`; the error names the field.
+    /// Parses and checks `text` for this machine (its CPUs and memory);
+    /// the error names the field.
     pub fn parse(text: &str) -> Result<(Config, Checked), String> {
+        Config::parse_for(text, &Machine { cpus: allowed_cpus(), memory: memory_total() })
+    }
+
+    /// Parses and checks `text` for `machine`.
+    pub fn parse_for(text: &str, machine: &Machine) -> Result<(Config, Checked), String> {
         let c: Config = toml::from_str(text).map_err(|e| e.to_string().trim_end().to_owned())?;
-        let checked = c.check()?;
+        let checked = c.check(machine)?;
         Ok((c, checked))
     }
 
-    fn check(&self) -> Result<Checked, String> {
+    fn check(&self, machine: &Machine) -> Result<Checked, String> {
         let dur = |field: &str, v: &str| {
             humantime::parse_duration(v).map_err(|e| format!("{field} = \"{v}\": {e} (write e.g. \"60s\", \"12h\")"))
         };
@@ -301,11 +307,11 @@ impl Config {
         if self.workers.count.is_some() && !self.workers.cpus.is_empty() && self.workers.count != Some(workers) {
             return Err("workers: count and cpus disagree; give one of them".into());
         }
-        check_cpus(&self.workers.cpus, &allowed_cpus())?;
+        check_cpus(&self.workers.cpus, &machine.cpus)?;
         if !(1..=1024).contains(&self.io.batch) {
             return Err(format!("io.batch = {}: give 1 to 1024", self.io.batch));
         }
-        check_max_flows(self.engine.max_flows, workers, memory_total())?;
+        check_max_flows(self.engine.max_flows, workers, machine.memory)?;
         if self.engine.nat_quota == 0 {
             return Err("engine.nat_quota = 0: a member could open no connection".into());
         }
@@ -347,6 +353,15 @@ impl Config {
             sojourn_limit,
         })
     }
+}
+
+/// What the configuration is checked against.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Machine {
+    /// CPUs the daemon may run on (empty: unknown, not checked).
+    pub cpus: Vec<usize>,
+    /// Bytes of memory (None: unknown, not checked).
+    pub memory: Option<u64>,
 }
 
 /// The CPUs this process may run on (its affinity mask), ascending; empty
@@ -438,7 +453,9 @@ mod tests {
     #[test]
     fn the_example_in_the_docs_is_valid() {
         let text = include_str!("../../../docs/torwart.example.toml");
-        let (c, k) = Config::parse(text).unwrap();
+        // On the machine it was written for: CPUs 2 and 3 exist.
+        let machine = Machine { cpus: (0..8).collect(), memory: Some(32 << 30) };
+        let (c, k) = Config::parse_for(text, &machine).unwrap();
         assert_eq!(c.ports.len(), 2);
         assert_eq!(k.workers, 2);
     }

@@ -536,7 +536,7 @@ impl Running {
                     stats_every: Duration::from_millis(250),
                 },
                 ports: ports_of_worker,
-                egress: Egress::routed(mirror.tables(), mirror.resolver(), ports.map(), router_cfg.clone()),
+                egress: Egress::routed(mirror.tables(), mirror.resolver(), ports.map(), router_cfg),
                 engine,
             })
             .collect();

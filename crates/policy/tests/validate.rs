@@ -83,7 +83,7 @@ fn plan_rates_are_checked() {
 fn test_accounts_need_a_plan_others_do_not() {
     let mut db = base();
     db.members.push(Member { id: 5, name: "lab".into(), status: Status::Test, plan_id: None });
-    refused(&db, "members row 5: member 5 (lab) is a test account without a plan; test accounts must have one");
+    refused(&db, "members row 5: member 5 (\"lab\") is a test account without a plan; test accounts must have one");
     db.members[0].status = Status::Active;
     accepted(&db);
     db.members[0].status = Status::Blocked;
@@ -371,4 +371,14 @@ fn a_wide_overlap_is_one_problem_per_later_row() {
         p[0],
         "member_addresses row 1: 10.0.0.1/32 of member 1 overlaps member_addresses row 0 (10.0.0.0/24 of member 6)"
     );
+}
+
+#[test]
+fn names_in_messages_are_escaped() {
+    let mut db = base();
+    let name = "eve\n1764000000.000 INFO  policy reloaded\u{1b}[2J";
+    db.members.push(Member { id: 5, name: name.into(), status: Status::Test, plan_id: None });
+    let err = policy::compile(&db, 1).unwrap_err().to_string();
+    assert!(err.contains(r#"member 5 ("eve\n1764000000.000 INFO  policy reloaded\u{1b}[2J")"#), "{err}");
+    assert!(!err.contains('\u{1b}') && !err.lines().any(|l| l.starts_with("1764")), "{err}");
 }

@@ -318,25 +318,15 @@ fn usage_the_database_refuses_at_a_stop_is_spooled_and_written_at_the_next_start
 
     // Another program holds the database locked through the stop.
     let db = lab.dir.join("t.db");
-    let mut locker = Command::new("python3")
-        .args([
-            "-c",
-            "import sqlite3, sys, time\nc = sqlite3.connect(sys.argv[1], isolation_level=None)\n\
-             c.execute('BEGIN EXCLUSIVE')\nprint('locked', flush=True)\ntime.sleep(60)",
-        ])
-        .arg(&db)
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("python3");
-    let mut line = String::new();
-    std::io::BufRead::read_line(&mut std::io::BufReader::new(locker.stdout.take().unwrap()), &mut line).unwrap();
-    assert_eq!(line.trim(), "locked");
+    let mut locker = lock(&db);
     let code = lab.stop();
     let _ = locker.kill();
     let _ = locker.wait();
     let log = lab.log();
     assert_eq!(code, Some(5), "{log}");
     assert!(log.contains("kept in") && log.contains("usage-spool"), "{log}");
+    let db_mode = std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&db).unwrap().permissions());
+    assert_eq!(db_mode & 0o007, 0, "the database is world-readable: {db_mode:o}");
     let spool = lab.dir.join("t.db.usage-spool");
     let mode = std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&spool).unwrap().permissions());
     assert_eq!(mode & 0o077, 0, "the spool is readable by others: {mode:o}");
@@ -355,6 +345,54 @@ fn usage_the_database_refuses_at_a_stop_is_spooled_and_written_at_the_next_start
     let written: u64 = periods.iter().map(|p| p.up_bytes).sum();
     assert_eq!(written, up_bytes, "{periods:?}");
     let _ = std::fs::remove_dir_all(&lab.dir);
+}
+
+#[test]
+fn a_second_sigterm_ends_a_stop_that_waits() {
+    if !root() {
+        println!("skipped: needs root");
+        return;
+    }
+    let mut lab = Lab::new("t");
+    let config = lab.configure();
+    lab.start(&config);
+    send_udp(&lab.i, OUTSIDE_HOST, 6000, 5);
+    lab.wait_for("the member's usage", |l| {
+        l.stats().is_some_and(|s| s["members"][0]["up_packets"].as_u64().unwrap_or(0) >= 1)
+    });
+    let mut locker = lock(&lab.dir.join("t.db"));
+    let pid = lab.ns.pid("torwart").unwrap() as libc::pid_t;
+    // SAFETY: kill with the pid of our own child and a valid signal.
+    unsafe { libc::kill(pid, libc::SIGTERM) };
+    lab.wait_for("the stop to wait for the database", |l| l.log().contains("retrying until the deadline"));
+    let second = Instant::now();
+    // SAFETY: as above.
+    unsafe { libc::kill(pid, libc::SIGTERM) };
+    let code = lab.stop();
+    let _ = locker.kill();
+    let _ = locker.wait();
+    assert_eq!(code, Some(1), "{}", lab.log());
+    assert!(second.elapsed() < Duration::from_secs(3), "{:?}", second.elapsed());
+    let _ = std::fs::remove_dir_all(&lab.dir);
+}
+
+/// Another program holding the SQLite database at `db` locked (BEGIN
+/// EXCLUSIVE) for a minute, or until killed; returns once it holds it.
+fn lock(db: &Path) -> std::process::Child {
+    let mut locker = Command::new("python3")
+        .args([
+            "-c",
+            "import sqlite3, sys, time\nc = sqlite3.connect(sys.argv[1], isolation_level=None)\n\
+             c.execute('BEGIN EXCLUSIVE')\nprint('locked', flush=True)\ntime.sleep(60)",
+        ])
+        .arg(db)
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("python3");
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut std::io::BufReader::new(locker.stdout.take().unwrap()), &mut line).unwrap();
+    assert_eq!(line.trim(), "locked");
+    locker
 }
 
 #[test]

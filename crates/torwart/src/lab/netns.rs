@@ -107,6 +107,11 @@ impl Namespaces {
         None
     }
 
+    /// The process id of the process started as `what`.
+    pub fn pid(&self, what: &str) -> Option<u32> {
+        self.children.iter().find(|(w, _)| w == what).map(|(_, c)| c.id())
+    }
+
     /// True while the process started as `what` runs.
     pub fn alive(&mut self, what: &str) -> bool {
         self.children.iter_mut().find(|(w, _)| w == what).is_some_and(|(_, c)| matches!(c.try_wait(), Ok(None)))
