@@ -384,6 +384,8 @@ fn check_cpus(cpus: &[usize], allowed: &[usize]) -> Result<(), String> {
         if cpus[..i].contains(&c) {
             return Err(format!("workers.cpus: CPU {c} is listed twice (one worker per CPU)"));
         }
+    }
+    for &c in cpus {
         if !allowed.is_empty() && !allowed.contains(&c) {
             return Err(format!("workers.cpus: CPU {c} is not one this process may run on (allowed: {allowed:?})"));
         }

@@ -126,7 +126,7 @@ pub fn run(path: &Path) -> Result<(), Failure> {
 pub fn run_config(config: Config, checked: Checked) -> Result<(), Failure> {
     warn_unserved_settings(&config);
     let signals = Signals::install()?;
-    let mut ports = find_ports(&config)?;
+    let ports = find_ports(&config)?;
     require_root()?;
     check_kernel_forwarding(&config)?;
     let control = Control::start(&config)?;
@@ -138,93 +138,197 @@ pub fn run_config(config: Config, checked: Checked) -> Result<(), Failure> {
     .map_err(|e| Failure::System(format!("cannot mirror the kernel's routes: {e}")))?;
     let plan = WorkerPlan::new(&config, &checked);
     let first = Running::start(&config, &plan, &mirror, &control.published, &ports, Vec::new());
-    let mut running = Some(first.map_err(|(e, _)| e)?);
+    let running = first.map_err(|(e, _)| e)?;
     log!("INFO", "running: {} worker(s), {} port(s)", plan.workers, config.ports.len());
+    let mut daemon = Daemon {
+        config,
+        checked,
+        plan,
+        control,
+        mirror,
+        ports,
+        running: Some(running),
+        ledger: Ledger::new(),
+        parked: Vec::new(),
+        spare: Vec::new(),
+        carried: DataplaneCounters::default(),
+        carried_unserved: 0,
+        restarts: 0,
+        last_restart_try: Instant::now(),
+    };
+    daemon.serve(&signals);
+    daemon.stop()
+}
 
-    let mut ledger = Ledger::new();
-    let mut spare_engines = Vec::new();
-    let mut carried = DataplaneCounters::default();
-    let mut restarts = 0u64;
-    let mut last_flush = Instant::now();
-    let mut last_stats = Instant::now();
-    let mut last_log = Instant::now();
-    let mut last_restart_try = Instant::now();
-    let mut routes_generation = mirror.load().generation();
-    while !signals.terminate.load(Ordering::Relaxed) {
-        std::thread::sleep(Duration::from_millis(50));
-        if signals.hangup.swap(false, Ordering::Relaxed) {
-            log!("INFO", "SIGHUP: reloading the member database");
-            control.reload_now.notify_one();
-        }
-        let tables = mirror.load();
-        if tables.generation() != routes_generation {
-            routes_generation = tables.generation();
-            if let Some(r) = &running {
-                r.set_local_addresses(&local_addresses(&tables));
+/// The running daemon: what the main loop keeps between its rounds.
+struct Daemon {
+    config: Config,
+    checked: Checked,
+    plan: WorkerPlan,
+    control: Control,
+    mirror: router::Mirror,
+    ports: Ports,
+    /// The workers, unless they are stopped for a restart.
+    running: Option<Running>,
+    ledger: Ledger,
+    /// The last stats of stopped workers, while none run: their usage is
+    /// still to be flushed.
+    parked: Vec<Arc<WorkerStats>>,
+    /// Stopped workers' engines and generations, for the next start.
+    spare: Vec<Option<dataplane::Kept>>,
+    /// Dataplane counters of workers stopped for a restart.
+    carried: DataplaneCounters,
+    /// Frames the XDP programs of earlier starts dropped as unserved.
+    carried_unserved: u64,
+    restarts: u64,
+    last_restart_try: Instant,
+}
+
+impl Daemon {
+    /// Until SIGTERM or SIGINT (or a worker's death): reloads on SIGHUP,
+    /// follows the box's addresses and the ports, flushes usage, writes
+    /// the stats file and the log line.
+    fn serve(&mut self, signals: &Signals) {
+        let mut last_flush = Instant::now();
+        let mut last_stats = Instant::now();
+        let mut last_log = Instant::now();
+        let mut routes_generation = self.mirror.load().generation();
+        while !signals.terminate.load(Ordering::Relaxed) {
+            std::thread::sleep(Duration::from_millis(50));
+            if signals.hangup.swap(false, Ordering::Relaxed) {
+                log!("INFO", "SIGHUP: reloading the member database");
+                self.control.reload_now.notify_one();
             }
-        }
-        // A port that went away, or came back.
-        let changed = ports.poll();
-        if running.is_none() || (changed && ports.all_present()) {
-            if let Some(r) = running.take() {
-                log!("INFO", "restarting the workers on the ports as they are now (flows, NAT and usage kept)");
-                let (stats, engines) = r.stop();
-                carried.add(&Totals::of(stats.iter().map(|s| &**s)).dataplane);
-                flush_usage(&control, &mut ledger, &stats);
-                spare_engines = engines;
-                last_restart_try = Instant::now() - Duration::from_secs(1);
-            }
-            if ports.all_present() && last_restart_try.elapsed() >= Duration::from_secs(1) {
-                last_restart_try = Instant::now();
-                let engines = std::mem::take(&mut spare_engines);
-                match Running::start(&config, &plan, &mirror, &control.published, &ports, engines) {
-                    Ok(r) => {
-                        restarts += 1;
-                        log!("INFO", "running again: {} worker(s), {} port(s)", plan.workers, config.ports.len());
-                        running = Some(r);
-                    }
-                    Err((e, engines)) => {
-                        log!("ERROR", "cannot start the workers again (retrying every second): {e}");
-                        spare_engines = engines;
-                    }
+            let tables = self.mirror.load();
+            if tables.generation() != routes_generation {
+                routes_generation = tables.generation();
+                if let Some(r) = &self.running {
+                    r.set_local_addresses(&local_addresses(&tables));
                 }
             }
-        }
-        let stats = running.as_ref().map(|r| r.dp.stats()).unwrap_or_default();
-        if running.as_ref().is_some_and(|r| !r.dp.running()) {
-            log!("ERROR", "a worker stopped unexpectedly; stopping");
-            signals.terminate.store(true, Ordering::Relaxed);
-        }
-        if last_flush.elapsed() >= checked.flush_interval {
-            last_flush = Instant::now();
-            if control.spool.exists() {
-                replay_spool(&control, "before the flush");
+            // A port that came back: the workers start again on the ports as they are.
+            if self.ports.poll() && self.ports.all_present() {
+                self.stop_workers();
             }
-            flush_usage(&control, &mut ledger, &stats);
-        }
-        let status = Status { ports: &ports, running: running.as_ref(), carried: &carried, restarts };
-        if config.stats.file.is_some() && last_stats.elapsed() >= checked.stats_interval {
-            last_stats = Instant::now();
-            write_stats(&config, &control.published, &stats, &mirror, &status);
-        }
-        if !checked.log_interval.is_zero() && last_log.elapsed() >= checked.log_interval {
-            last_log = Instant::now();
-            log_summary(&stats, &status);
+            if self.running.is_none() {
+                self.try_restart();
+            }
+            if self.running.as_ref().is_some_and(|r| !r.dp.running()) {
+                log!("ERROR", "a worker stopped unexpectedly; stopping");
+                return;
+            }
+            let stats = self.stats();
+            if last_flush.elapsed() >= self.checked.flush_interval {
+                last_flush = Instant::now();
+                if self.control.spool.exists() {
+                    replay_spool(&self.control, "before the flush");
+                }
+                flush_usage(&self.control, &mut self.ledger, &stats);
+            }
+            if self.config.stats.file.is_some() && last_stats.elapsed() >= self.checked.stats_interval {
+                last_stats = Instant::now();
+                write_stats(&self.config, &self.control.published, &stats, &self.mirror, &self.status());
+            }
+            if !self.checked.log_interval.is_zero() && last_log.elapsed() >= self.checked.log_interval {
+                last_log = Instant::now();
+                log_summary(&stats, &self.status());
+            }
         }
     }
-    log!("INFO", "stopping: draining the workers");
-    let last = running.take().map(|r| r.stop().0).unwrap_or_default();
-    let flushed = final_flush(&control, &mut ledger, &last);
-    let status = Status { ports: &ports, running: None, carried: &carried, restarts };
-    write_stats(&config, &control.published, &last, &mirror, &status);
-    log_summary(&last, &status);
-    mirror.stop();
-    control.stop();
-    match &flushed {
-        Ok(()) => log!("INFO", "stopped"),
-        Err(e) => log!("ERROR", "stopped: {e}"),
+
+    /// The workers' latest stats, or the last of the stopped ones.
+    fn stats(&self) -> Vec<Arc<WorkerStats>> {
+        self.running.as_ref().map_or_else(|| self.parked.clone(), |r| r.dp.stats())
     }
-    flushed
+
+    fn status(&self) -> Status<'_> {
+        Status {
+            ports: &self.ports,
+            forwarding: self.running.is_some(),
+            unserved: self.carried_unserved + self.running.as_ref().map_or(0, Running::unserved),
+            carried: &self.carried,
+            restarts: self.restarts,
+        }
+    }
+
+    /// Stops the workers for a restart, keeping their engines.
+    fn stop_workers(&mut self) {
+        let Some(r) = self.running.take() else { return };
+        log!("INFO", "restarting the workers on the ports as they are now (flows, NAT and usage kept)");
+        let (stats, kept, unserved) = r.stop();
+        self.carried.add(&Totals::of(stats.iter().map(|s| &**s)).dataplane);
+        self.carried_unserved += unserved;
+        self.parked = stats;
+        self.spare = kept;
+        self.settle_if_lost();
+        self.last_restart_try = Instant::now() - Duration::from_secs(1);
+    }
+
+    /// Starts the workers again, at most once a second, once every port is
+    /// there and the kernel does not forward.
+    fn try_restart(&mut self) {
+        if !self.ports.all_present() || self.last_restart_try.elapsed() < Duration::from_secs(1) {
+            return;
+        }
+        self.last_restart_try = Instant::now();
+        if let Err(e) = check_kernel_forwarding(&self.config) {
+            log!("ERROR", "{e}; the workers start again once it is off");
+            return;
+        }
+        let kept = std::mem::take(&mut self.spare);
+        match Running::start(&self.config, &self.plan, &self.mirror, &self.control.published, &self.ports, kept) {
+            Ok(r) => {
+                self.restarts += 1;
+                self.parked.clear();
+                self.running = Some(r);
+                log!("INFO", "running again: {} worker(s), {} port(s)", self.plan.workers, self.config.ports.len());
+            }
+            Err((e, kept)) => {
+                log!("ERROR", "cannot start the workers again (retrying every second): {e}");
+                self.spare = kept;
+                self.settle_if_lost();
+            }
+        }
+    }
+
+    /// If a worker's engine is gone (a worker died, or could not start),
+    /// its counters are too: the usage counted so far is spooled (written
+    /// at the next flush), and all workers start afresh, so that the ledger
+    /// can count from zero again without writing anything twice.
+    fn settle_if_lost(&mut self) {
+        if self.spare.len() == self.plan.workers && self.spare.iter().all(Option::is_some) {
+            return;
+        }
+        log!("WARN", "a worker's state is lost: the workers start afresh (flows and NAT bindings end)");
+        let pending = self.ledger.pending(&member_totals(&self.parked));
+        if let Err(e) = self.control.spool.append(Periods::HOURLY.start(unix_now()), &pending) {
+            log!("ERROR", "usage of {} member(s) LOST: {e}", pending.len());
+        }
+        self.ledger = Ledger::new();
+        self.spare.clear();
+        self.parked.clear();
+    }
+
+    /// Stops the workers, writes the usage one last time (or spools it),
+    /// the stats and the log line; closes the database.
+    fn stop(mut self) -> Result<(), Failure> {
+        log!("INFO", "stopping: draining the workers");
+        if let Some(r) = self.running.take() {
+            let (stats, _, unserved) = r.stop();
+            self.carried_unserved += unserved;
+            self.parked = stats;
+        }
+        let flushed = final_flush(&self.control, &mut self.ledger, &self.parked);
+        write_stats(&self.config, &self.control.published, &self.parked, &self.mirror, &self.status());
+        log_summary(&self.parked, &self.status());
+        self.mirror.stop();
+        self.control.stop();
+        match &flushed {
+            Ok(()) => log!("INFO", "stopped"),
+            Err(e) => log!("ERROR", "stopped: {e}"),
+        }
+        flushed
+    }
 }
 
 /// Settings that are read but not served yet.
@@ -351,7 +455,11 @@ fn require_root() -> Result<(), Failure> {
 fn check_kernel_forwarding(config: &Config) -> Result<(), Failure> {
     let mut paths =
         vec!["/proc/sys/net/ipv4/ip_forward".to_owned(), "/proc/sys/net/ipv6/conf/all/forwarding".to_owned()];
-    paths.extend(config.ports.iter().map(|p| format!("/proc/sys/net/ipv6/conf/{}/forwarding", p.interface)));
+    for p in &config.ports {
+        // IPv4 forwarding is decided by the receiving interface's own setting.
+        paths.push(format!("/proc/sys/net/ipv4/conf/{}/forwarding", p.interface));
+        paths.push(format!("/proc/sys/net/ipv6/conf/{}/forwarding", p.interface));
+    }
     for path in paths {
         if std::fs::read_to_string(&path).is_ok_and(|v| v.trim() != "0") {
             return Err(Failure::Config(format!(
@@ -510,22 +618,22 @@ impl Running {
         mirror: &router::Mirror,
         published: &Arc<Published>,
         ports: &Ports,
-        mut engines: Vec<Option<engine::Engine>>,
-    ) -> Result<Running, (Failure, Vec<Option<engine::Engine>>)> {
+        mut kept: Vec<Option<dataplane::Kept>>,
+    ) -> Result<Running, (Failure, Vec<Option<dataplane::Kept>>)> {
         let (programs, queues) = match open_ports(config, plan.workers, mirror) {
             Ok(opened) => opened,
-            Err(e) => return Err((e, engines)),
+            Err(e) => return Err((e, kept)),
         };
-        engines.resize_with(plan.workers, || None);
+        kept.resize_with(plan.workers, || None);
         let router_cfg = router::RouterConfig {
             icmp_rate: config.router.icmp_errors_per_second,
             icmp_burst: config.router.icmp_errors_per_second.clamp(1, 50),
         };
         let setups = queues
             .into_iter()
-            .zip(engines)
+            .zip(kept)
             .enumerate()
-            .map(|(w, (ports_of_worker, engine))| WorkerSetup {
+            .map(|(w, (ports_of_worker, kept))| WorkerSetup {
                 config: WorkerConfig {
                     index: w,
                     workers: plan.workers,
@@ -537,13 +645,12 @@ impl Running {
                 },
                 ports: ports_of_worker,
                 egress: Egress::routed(mirror.tables(), mirror.resolver(), ports.map(), router_cfg),
-                engine,
+                generation: kept.as_ref().and_then(|k| k.generation.clone()),
+                engine: kept.map(|k| k.engine),
             })
             .collect();
-        // Engines given to a dataplane that cannot start are gone; a new
-        // start begins with fresh ones (the usage was flushed before).
-        let dp = Dataplane::start(setups, Some(Arc::clone(published)))
-            .map_err(|e| (Failure::System(format!("cannot start the workers: {e}")), Vec::new()))?;
+        let dp = Dataplane::try_start(setups, Some(Arc::clone(published)))
+            .map_err(|e| (Failure::System(format!("cannot start the workers: {}", e.error)), e.kept))?;
         Ok(Running { programs, dp })
     }
 
@@ -560,11 +667,14 @@ impl Running {
         self.programs.iter().filter_map(|p| p.unserved().ok()).sum()
     }
 
-    /// Stops the workers, then detaches the programs.
-    fn stop(self) -> (Vec<Arc<WorkerStats>>, Vec<Option<engine::Engine>>) {
-        let out = self.dp.stop_keeping_engines();
+    /// Stops the workers, then detaches the programs; returns the
+    /// workers' last stats and state, and the frames the programs dropped
+    /// as unserved.
+    fn stop(self) -> (Vec<Arc<WorkerStats>>, Vec<Option<dataplane::Kept>>, u64) {
+        let (stats, kept) = self.dp.stop_keeping_engines();
+        let unserved = self.programs.iter().filter_map(|p| p.unserved().ok()).sum();
         drop(self.programs);
-        out
+        (stats, kept, unserved)
     }
 }
 
@@ -769,16 +879,13 @@ fn final_flush(control: &Control, ledger: &mut Ledger, stats: &[Arc<WorkerStats>
 /// What the stats file and the log line say about the ports and restarts.
 struct Status<'a> {
     ports: &'a Ports,
-    running: Option<&'a Running>,
+    /// Workers run (they do not while stopped for a restart).
+    forwarding: bool,
+    /// Frames the XDP programs dropped for want of a socket, all starts.
+    unserved: u64,
     /// Dataplane counters of workers that were stopped for a restart.
     carried: &'a DataplaneCounters,
     restarts: u64,
-}
-
-impl Status<'_> {
-    fn unserved(&self) -> u64 {
-        self.running.map_or(0, Running::unserved)
-    }
 }
 
 /// The stats file: counters, usage per member, per-worker figures, ports.
@@ -801,7 +908,7 @@ fn write_stats(
     }
     counters.insert("handoff_same_core".into(), totals.dataplane.same_core);
     counters.insert("handoff_handed_off".into(), totals.dataplane.handed_off);
-    counters.insert("xdp_unserved".into(), status.unserved());
+    counters.insert("xdp_unserved".into(), status.unserved);
     counters.insert("port_lost".into(), status.ports.lost());
     counters.insert("workers_restarted".into(), status.restarts);
     for s in stats {
@@ -873,7 +980,7 @@ fn write_stats(
         "generation": generation,
         "published_generation": published.load().number(),
         "routes_generation": mirror.load().generation(),
-        "forwarding": status.running.is_some(),
+        "forwarding": status.forwarding,
         "ports": ports,
         "flows": totals.flows,
         "nat_bindings": totals.nat_bindings,
@@ -892,7 +999,8 @@ fn write_stats(
 }
 
 fn log_summary(stats: &[Arc<WorkerStats>], status: &Status) {
-    let t = Totals::of(stats.iter().map(|s| &**s));
+    let mut t = Totals::of(stats.iter().map(|s| &**s));
+    t.dataplane.add(status.carried);
     let rx: u64 = t.dataplane.rx.iter().sum();
     let tx: u64 = t.dataplane.tx.iter().sum();
     log!(
@@ -901,7 +1009,7 @@ fn log_summary(stats: &[Arc<WorkerStats>], status: &Status) {
          handed_off={} ports_missing={}",
         t.engine.total_drops(),
         t.dataplane.total_drops(),
-        status.unserved(),
+        status.unserved,
         t.flows,
         t.nat_bindings,
         t.dataplane.handed_off,

@@ -7,9 +7,10 @@
 //! that name is removed first, never followed, and if one reappears the
 //! write fails instead of following it) at the given mode, then renamed
 //! over `path`. Readers see the old file or the new one, never half of one.
+//! A missing directory is created, for its owner only.
 
 use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 /// Mode of the stats file: the owner reads and writes, its group (an
@@ -29,6 +30,13 @@ pub fn temporary(path: &Path) -> PathBuf {
 /// `durable`, the data is on disk before the rename.
 pub fn write_private(path: &Path, bytes: &[u8], mode: u32, durable: bool) -> std::io::Result<()> {
     let tmp = temporary(path);
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    if !dir.exists() {
+        std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir)?;
+    }
     match std::fs::remove_file(&tmp) {
         Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
         _ => {}
@@ -44,7 +52,12 @@ pub fn write_private(path: &Path, bytes: &[u8], mode: u32, durable: bool) -> std
         let _ = std::fs::remove_file(&tmp);
         return Err(e);
     }
-    std::fs::rename(&tmp, path)
+    std::fs::rename(&tmp, path)?;
+    if durable {
+        // The rename itself on disk too.
+        std::fs::File::open(dir)?.sync_all()?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]

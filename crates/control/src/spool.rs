@@ -22,6 +22,7 @@ use crate::db::{Database, DbError, MemberTraffic};
 use crate::files;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 /// The largest spool read back (a day of hourly periods for a million members is far below).
@@ -76,12 +77,29 @@ impl Spool {
     /// The records in the file, in file order (none if there is no file).
     pub fn read(&self) -> Result<Vec<Record>, SpoolError> {
         let io = |source| SpoolError::Io { path: self.path.clone(), source };
-        let file = match std::fs::File::open(&self.path) {
+        let opened =
+            std::fs::OpenOptions::new().read(true).custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC).open(&self.path);
+        let file = match opened {
             Ok(f) => f,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
             Err(e) => return Err(io(e)),
         };
-        if file.metadata().map_err(io)?.len() > MAX_BYTES {
+        let meta = file.metadata().map_err(io)?;
+        // Usage records are trusted only from a file nobody else could have written.
+        // SAFETY: geteuid has no preconditions.
+        let euid = unsafe { libc::geteuid() };
+        if meta.uid() != euid || meta.mode() & 0o022 != 0 {
+            return Err(SpoolError::Parse {
+                path: self.path.clone(),
+                line: 0,
+                message: format!(
+                    "not owned by uid {euid} alone (owner {}, mode {:o})",
+                    meta.uid(),
+                    meta.mode() & 0o777
+                ),
+            });
+        }
+        if meta.len() > MAX_BYTES {
             return Err(SpoolError::TooLarge { path: self.path.clone() });
         }
         let mut text = String::new();
@@ -179,7 +197,7 @@ mod tests {
         assert_eq!((r[2].period_start, r[2].member_id, r[2].up_bytes), (7200, 1, 5));
         let mut text = std::fs::read_to_string(s.path()).unwrap();
         text.push_str("{\"period_start\": 1}\n");
-        std::fs::write(s.path(), text).unwrap();
+        files::write_private(s.path(), text.as_bytes(), files::SPOOL_MODE, false).unwrap();
         let e = s.read().unwrap_err().to_string();
         assert!(e.contains("line 4") && e.contains("missing field"), "{e}");
         let _ = std::fs::remove_dir_all(&d);

@@ -64,16 +64,37 @@ pub struct WorkerSetup {
     pub config: WorkerConfig,
     pub ports: Vec<PortQueue>,
     pub egress: Egress,
-    /// An engine prepared beforehand (a benchmark's warm flow table); `None`
-    /// makes a fresh one from `config.engine`.
+    /// An engine prepared beforehand (a benchmark's warm flow table, or a
+    /// stopped worker's [`Kept`] state); `None` makes a fresh one from
+    /// `config.engine`.
     pub engine: Option<engine::Engine>,
+    /// The policy generation `engine` runs, if it ran one: a new policy is
+    /// then installed as a change from it (flows of members it ended or
+    /// changed end), not as a first policy.
+    pub generation: Option<Arc<Generation>>,
+}
+
+/// What a stopped worker leaves for the one started after it: its engine
+/// (flows, NAT bindings, accounts) and the policy generation it ran.
+#[derive(Debug)]
+pub struct Kept {
+    pub engine: engine::Engine,
+    pub generation: Option<Arc<Generation>>,
+}
+
+/// Why [`Dataplane::try_start`] failed, with the state of every worker
+/// (by index) handed back, so that nothing they counted is lost.
+#[derive(Debug)]
+pub struct StartError {
+    pub error: std::io::Error,
+    pub kept: Vec<Option<Kept>>,
 }
 
 /// Running workers.
 #[derive(Debug)]
 pub struct Dataplane {
     shared: Arc<Shared>,
-    threads: Vec<JoinHandle<Option<engine::Engine>>>,
+    threads: Vec<JoinHandle<Option<Kept>>>,
 }
 
 /// Frames per direction and pair of workers in the handoff rings.
@@ -82,6 +103,15 @@ pub const HANDOFF_DEPTH: usize = 1024;
 impl Dataplane {
     /// Starts the workers (one thread each, named `torwart-w<i>`).
     pub fn start(setups: Vec<WorkerSetup>, policy: Option<Arc<ArcSwap<Generation>>>) -> std::io::Result<Dataplane> {
+        Dataplane::try_start(setups, policy).map_err(|e| e.error)
+    }
+
+    /// As [`start`](Self::start), and on failure hands back every worker's
+    /// engine (those given in the setups and those that ran).
+    pub fn try_start(
+        setups: Vec<WorkerSetup>,
+        policy: Option<Arc<ArcSwap<Generation>>>,
+    ) -> Result<Dataplane, StartError> {
         let n = setups.len();
         let shared = Arc::new(Shared {
             policy,
@@ -93,13 +123,14 @@ impl Dataplane {
         // Each worker pins itself first and says how that went; a worker
         // that cannot be pinned where the operator asked stops them all.
         let (pinned_tx, pinned_rx) = std::sync::mpsc::channel();
-        let stop_all = |threads: Vec<JoinHandle<Option<engine::Engine>>>| {
+        let stop_all = |threads: Vec<JoinHandle<Option<Kept>>>, rest: Vec<Option<Kept>>, error| {
             shared.stop.store(true, Ordering::Relaxed);
-            for t in threads {
-                let _ = t.join();
-            }
+            let mut kept: Vec<Option<Kept>> = threads.into_iter().map(|t| t.join().ok().flatten()).collect();
+            kept.extend(rest);
+            StartError { error, kept }
         };
-        for (setup, ends) in setups.into_iter().zip(rings) {
+        let mut setups = setups.into_iter().zip(rings);
+        while let Some((setup, ends)) = setups.next() {
             let shared2 = Arc::clone(&shared);
             let pinned_tx = pinned_tx.clone();
             let name = format!("torwart-w{}", setup.config.index);
@@ -110,31 +141,32 @@ impl Dataplane {
                 });
                 let ok = pinned.is_ok();
                 let _ = pinned_tx.send(pinned);
-                ok.then(|| {
-                    worker::Worker::new(setup.config, setup.ports, ends, setup.egress, shared2, setup.engine).run()
-                })
+                drop(pinned_tx);
+                if !ok {
+                    return setup.engine.map(|engine| Kept { engine, generation: setup.generation });
+                }
+                let w = worker::Worker::new(setup.config, setup.ports, ends, setup.egress, shared2, setup.engine);
+                Some(w.with_generation(setup.generation).run())
             });
             match spawned {
                 Ok(t) => threads.push(t),
                 Err(e) => {
-                    stop_all(threads);
-                    return Err(e);
+                    // The setup moved into the closure that failed to
+                    // spawn is gone with it; the others are handed back.
+                    let rest =
+                        setups.map(|(s, _)| s.engine.map(|engine| Kept { engine, generation: s.generation })).collect();
+                    return Err(stop_all(threads, rest, e));
                 }
             }
         }
         drop(pinned_tx);
         for _ in 0..n {
-            match pinned_rx.recv() {
-                Ok(Ok(())) => {}
-                Ok(Err(e)) => {
-                    stop_all(threads);
-                    return Err(e);
-                }
-                Err(_) => {
-                    stop_all(threads);
-                    return Err(std::io::Error::other("a worker ended before it started"));
-                }
-            }
+            let error = match pinned_rx.recv() {
+                Ok(Ok(())) => continue,
+                Ok(Err(e)) => e,
+                Err(_) => std::io::Error::other("a worker ended before it started"),
+            };
+            return Err(stop_all(threads, Vec::new(), error));
         }
         Ok(Dataplane { shared, threads })
     }
@@ -159,9 +191,9 @@ impl Dataplane {
     /// their engines (by worker index; a worker that panicked has none), so
     /// that workers started anew (on ports opened again) keep every flow,
     /// binding and account.
-    pub fn stop_keeping_engines(self) -> (Vec<Arc<WorkerStats>>, Vec<Option<engine::Engine>>) {
+    pub fn stop_keeping_engines(self) -> (Vec<Arc<WorkerStats>>, Vec<Option<Kept>>) {
         self.shared.stop.store(true, Ordering::Relaxed);
-        let engines = self.threads.into_iter().map(|t| t.join().ok().flatten()).collect();
-        (self.shared.stats.iter().map(|s| s.load_full()).collect(), engines)
+        let kept = self.threads.into_iter().map(|t| t.join().ok().flatten()).collect();
+        (self.shared.stats.iter().map(|s| s.load_full()).collect(), kept)
     }
 }

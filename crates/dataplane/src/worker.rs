@@ -168,9 +168,16 @@ impl Worker {
         }
     }
 
+    /// Starts from `generation`, the policy generation a kept engine ran.
+    pub(crate) fn with_generation(mut self, generation: Option<Arc<Generation>>) -> Self {
+        self.generation = generation;
+        self
+    }
+
     /// Runs until the dataplane stops; returns the engine, with its flows,
-    /// NAT bindings and accounts, for workers started after this one.
-    pub(crate) fn run(mut self) -> Engine {
+    /// NAT bindings and accounts, and its policy generation, for workers
+    /// started after this one.
+    pub(crate) fn run(mut self) -> crate::Kept {
         let fds: Option<Vec<_>> = self.ports.iter().map(|p| p.io.ready_fd()).collect();
         self.pollfds = fds
             .unwrap_or_default()
@@ -246,7 +253,7 @@ impl Worker {
             }
         }
         self.publish(monotonic_now());
-        self.engine
+        crate::Kept { engine: self.engine, generation: self.generation }
     }
 
     /// Waits until a port has frames or the timeout passes (see [`Idle::Sleep`]).
@@ -278,10 +285,10 @@ impl Worker {
             return;
         }
         let next = arc_swap::Guard::into_inner(current);
-        // A fresh worker (no generation yet) may run an engine that served
-        // before (a restart on new ports): the fallback below ends the flows
-        // of its members the policy no longer has; a new engine has none.
-        let ended = self.generation.as_ref().and_then(|running| next.ended_since(running.number()));
+        let ended = match &self.generation {
+            None => Some(Vec::new()),
+            Some(running) => next.ended_since(running.number()),
+        };
         let ended = ended.unwrap_or_else(|| {
             // Skipped more generations than the window holds: end the flows
             // of every member the new policy does not admit as it was.

@@ -57,6 +57,7 @@ fn one_worker(
         ],
         egress: Egress::fixed(0, 1),
         engine: None,
+        generation: None,
     }
 }
 
@@ -92,6 +93,7 @@ fn frames_reach_their_owner_and_nothing_is_lost() {
             ],
             egress: Egress::fixed(0, 1),
             engine: None,
+            generation: None,
         });
     }
 

@@ -647,6 +647,7 @@ fn run_dataplane(
                 ],
                 egress: dataplane::Egress::fixed(0, 1),
                 engine: Some(engine),
+                generation: None,
             }
         })
         .collect();

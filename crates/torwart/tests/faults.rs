@@ -245,26 +245,34 @@ fn unserved_queues_kernel_forwarding_and_a_deleted_port() {
     // Kernel forwarding on: refused, since the kernel would carry past
     // torwart what its policy refuses.
     lab.sh(&lab.b, "sysctl -qw net.ipv4.ip_forward=1");
-    let out = Command::new("ip")
-        .args(["netns", "exec", &lab.b, env!("CARGO_BIN_EXE_torwart"), "run", "--config"])
-        .arg(&config)
-        .stdin(Stdio::null())
-        .output()
+    let _ = std::fs::remove_file(lab.stats_path());
+    let log = std::fs::File::create(lab.log_path()).unwrap();
+    let b = lab.b.clone();
+    lab.ns
+        .spawn("torwart", &b, env!("CARGO_BIN_EXE_torwart"), &["run", "--config", config.to_str().unwrap()], Some(log))
         .unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(2), "{err}");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while lab.ns.alive("torwart") && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let code = lab.stop();
+    let err = lab.log();
+    assert_eq!(code, Some(2), "{err}");
     assert!(err.contains("the kernel forwards") && err.contains("ip_forward"), "{err}");
     lab.sh(&lab.b, "sysctl -qw net.ipv4.ip_forward=0");
 
     // One worker, four receive queues: unsolicited datagrams from outside
-    // to the member. None may arrive; each was taken by torwart (and
+    // to the member, with the kernel's forwarding switched on behind
+    // torwart's back. None may arrive; each was taken by torwart (and
     // dropped by the firewall) or dropped and counted by the XDP program.
     lab.start(&config);
     assert!(lab.log().contains("4 receive queues but 1 worker(s)"), "{}", lab.log());
+    lab.sh(&lab.b, "sysctl -qw net.ipv4.ip_forward=1");
     let received = count_udp(&lab.i, 5000, Duration::from_secs(3));
     std::thread::sleep(Duration::from_millis(300));
     send_udp(&lab.o, MEMBER, 5000, 40);
     assert_eq!(received.join().unwrap(), 0, "unsolicited datagrams reached the member");
+    lab.sh(&lab.b, "sysctl -qw net.ipv4.ip_forward=0");
     lab.wait_for("the counters", |l| l.rx() + l.counter("xdp_unserved") >= 40);
     let unserved = lab.counter("xdp_unserved");
     eprintln!("rx {} xdp_unserved {unserved}", lab.rx());
@@ -410,6 +418,12 @@ fn on_postgresql_the_password_is_never_logged_and_sigterm_ends_the_daemon() {
     psql(&format!("CREATE SCHEMA {schema}"));
     let sep = if base.contains('?') { '&' } else { '?' };
     let url = format!("{base}{sep}options=-c%20search_path%3D{schema}");
+    // The daemon runs in the box's namespace, whose loopback is its own:
+    // it reaches the server through a relay listening there.
+    let (authority, _) = url.split_once("://").unwrap().1.split_once('/').unwrap();
+    let server = authority.rsplit('@').next().unwrap().to_owned();
+    let relay = relay(&lab.b, &server);
+    let boxed_url = url.replacen(&server, &format!("127.0.0.1:{relay}"), 1);
     let password = url.split("://").nth(1).and_then(|r| r.split('@').next()).and_then(|u| u.split(':').nth(1));
     let json = lab.dir.join("members.json");
     std::fs::write(&json, MEMBERS).unwrap();
@@ -417,8 +431,13 @@ fn on_postgresql_the_password_is_never_logged_and_sigterm_ends_the_daemon() {
         let out = lab.torwart(&args);
         assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
     }
-    let config = lab.configure_with(&url);
+    let config = lab.configure_with(&boxed_url);
     lab.start(&config);
+    // Usage to write at the stop (the hang came after "usage written").
+    send_udp(&lab.i, OUTSIDE_HOST, 6000, 5);
+    lab.wait_for("the member's usage", |l| {
+        l.stats().is_some_and(|s| s["members"][0]["up_packets"].as_u64().unwrap_or(0) >= 1)
+    });
     let started = Instant::now();
     let code = lab.stop();
     let took = started.elapsed();
@@ -429,6 +448,34 @@ fn on_postgresql_the_password_is_never_logged_and_sigterm_ends_the_daemon() {
     if let Some(p) = password.filter(|p| !p.is_empty()) {
         assert!(!log.contains(&format!(":{p}@")), "the password is in the log:\n{log}");
     }
-    assert!(log.contains("database=postgres://"), "{log}");
+    assert!(log.contains("database=postgres://") && log.contains("usage written"), "{log}");
+    // The pool closed because its connections came back, not by the timeout.
+    assert!(!log.contains("did not close"), "{log}");
     let _ = std::fs::remove_dir_all(&lab.dir);
+}
+
+/// A TCP relay: listens on 127.0.0.1 in namespace `ns` (on the port it
+/// returns) and connects each client to `server` from this namespace.
+fn relay(ns: &str, server: &str) -> u16 {
+    let listener = in_ns(ns, || {
+        netns::ip(&["link", "set", "lo", "up"]).ok();
+        std::net::TcpListener::bind("127.0.0.1:0").unwrap()
+    })
+    .join()
+    .unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let server = server.to_owned();
+    std::thread::spawn(move || {
+        for client in listener.incoming().flatten() {
+            let Ok(upstream) = std::net::TcpStream::connect(&server) else { continue };
+            for (mut from, mut to) in [(client.try_clone().unwrap(), upstream.try_clone().unwrap()), (upstream, client)]
+            {
+                std::thread::spawn(move || {
+                    let _ = std::io::copy(&mut from, &mut to);
+                    let _ = to.shutdown(std::net::Shutdown::Write);
+                });
+            }
+        }
+    });
+    port
 }

@@ -95,6 +95,8 @@ fn the_daemon_refuses_what_is_wrong_with_a_clear_message() {
     for i in ["p0", "p1"] {
         ns.exec(&ns_name, "ip", &["link", "set", i, "up"]).unwrap();
     }
+    // (A new namespace may inherit forwarding from the host; the daemon refuses that first.)
+    ns.exec(&ns_name, "sysctl", &["-qw", "net.ipv4.ip_forward=0", "net.ipv6.conf.all.forwarding=0"]).unwrap();
     let ports = "[[ports]]\ninterface = \"p0\"\nside = \"inside\"\n[[ports]]\ninterface = \"p1\"\nside = \"outside\"\n";
 
     let (code, err) = daemon(&ns_name, &format!("database = \"x.db\"\n{ports}[engine]\nmax_flow = 5\n"));
