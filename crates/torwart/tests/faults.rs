@@ -186,10 +186,23 @@ impl Lab {
         })
     }
 
+    /// The member sends `n` datagrams out; returns once its usage counts them.
+    fn member_traffic(&mut self, port: u16, n: u64) {
+        send_udp(&self.i, OUTSIDE_HOST, port, n as usize);
+        self.wait_for("the member's usage", |l| {
+            l.stats().is_some_and(|s| s["members"][0]["up_packets"].as_u64().unwrap_or(0) >= n)
+        });
+    }
+
     /// Stops torwart with SIGTERM; its exit code.
     fn stop(&mut self) -> Option<i32> {
         self.ns.stop("torwart", Duration::from_secs(30)).and_then(|s| s.code())
     }
+}
+
+/// The permission bits of the file at `path`.
+fn mode(path: impl AsRef<Path>) -> u32 {
+    std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(path).unwrap().permissions()) & 0o7777
 }
 
 /// Runs `f` in a thread inside namespace `ns`.
@@ -301,7 +314,7 @@ fn unserved_queues_kernel_forwarding_and_a_deleted_port() {
     assert!(answered.join().unwrap() > 0, "nothing crossed after the port came back:\n{}", lab.log());
 
     assert_eq!(lab.stop(), Some(0), "{}", lab.log());
-    let mode = std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(lab.stats_path()).unwrap().permissions());
+    let mode = mode(lab.stats_path());
     assert_eq!(mode & 0o007, 0, "the stats file is world-readable: {mode:o}");
     let _ = std::fs::remove_dir_all(&lab.dir);
 }
@@ -315,13 +328,7 @@ fn usage_the_database_refuses_at_a_stop_is_spooled_and_written_at_the_next_start
     let mut lab = Lab::new("s");
     let config = lab.configure();
     lab.start(&config);
-    let arrived = count_udp(&lab.o, 6000, Duration::from_secs(2));
-    std::thread::sleep(Duration::from_millis(300));
-    send_udp(&lab.i, OUTSIDE_HOST, 6000, 10);
-    assert!(arrived.join().unwrap() > 0, "{}", lab.log());
-    lab.wait_for("the member's usage", |l| {
-        l.stats().is_some_and(|s| s["members"][0]["up_packets"].as_u64().unwrap_or(0) >= 10)
-    });
+    lab.member_traffic(6000, 10);
     let up_bytes = lab.stats().unwrap()["members"][0]["up_bytes"].as_u64().unwrap();
 
     // Another program holds the database locked through the stop.
@@ -333,10 +340,10 @@ fn usage_the_database_refuses_at_a_stop_is_spooled_and_written_at_the_next_start
     let log = lab.log();
     assert_eq!(code, Some(5), "{log}");
     assert!(log.contains("kept in") && log.contains("usage-spool"), "{log}");
-    let db_mode = std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&db).unwrap().permissions());
+    let db_mode = mode(&db);
     assert_eq!(db_mode & 0o007, 0, "the database is world-readable: {db_mode:o}");
     let spool = lab.dir.join("t.db.usage-spool");
-    let mode = std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&spool).unwrap().permissions());
+    let mode = mode(&spool);
     assert_eq!(mode & 0o077, 0, "the spool is readable by others: {mode:o}");
 
     // The next start writes it, and removes the spool.
@@ -364,10 +371,7 @@ fn a_second_sigterm_ends_a_stop_that_waits() {
     let mut lab = Lab::new("t");
     let config = lab.configure();
     lab.start(&config);
-    send_udp(&lab.i, OUTSIDE_HOST, 6000, 5);
-    lab.wait_for("the member's usage", |l| {
-        l.stats().is_some_and(|s| s["members"][0]["up_packets"].as_u64().unwrap_or(0) >= 1)
-    });
+    lab.member_traffic(6000, 5);
     let mut locker = lock(&lab.dir.join("t.db"));
     let pid = lab.ns.pid("torwart").unwrap() as libc::pid_t;
     // SAFETY: kill with the pid of our own child and a valid signal.
@@ -434,10 +438,7 @@ fn on_postgresql_the_password_is_never_logged_and_sigterm_ends_the_daemon() {
     let config = lab.configure_with(&boxed_url);
     lab.start(&config);
     // Usage to write at the stop (the hang came after "usage written").
-    send_udp(&lab.i, OUTSIDE_HOST, 6000, 5);
-    lab.wait_for("the member's usage", |l| {
-        l.stats().is_some_and(|s| s["members"][0]["up_packets"].as_u64().unwrap_or(0) >= 1)
-    });
+    lab.member_traffic(6000, 5);
     let started = Instant::now();
     let code = lab.stop();
     let took = started.elapsed();
