@@ -11,18 +11,25 @@
 //! Member ownership: member `m` belongs to worker `policy::owner(m, n)`
 //! (its stable id modulo the worker count), so it stays where it is across
 //! reloads and members spread evenly. [`steer`] finds a frame's member.
+//!
+//! The loop is written once ([`worker::Worker::step`], driven by a clock
+//! reading it is given): the live threads read the real clock, and
+//! [`Lockstep`] runs the same workers in the caller's thread on the
+//! caller's clock, for replay and tests.
 
 pub mod counters;
 pub mod egress;
 pub mod handoff;
+pub mod lockstep;
 pub mod stats;
 pub mod steer;
 pub mod worker;
 
 pub use counters::{DataplaneCounters, Drop};
 pub use egress::Egress;
+pub use lockstep::Lockstep;
 pub use stats::{Totals, WorkerStats};
-pub use worker::{monotonic_now, Idle, WorkerConfig};
+pub use worker::{monotonic_now, Idle, Pacer, Pause, Step, WorkerConfig};
 
 use arc_swap::ArcSwap;
 use engine::Side;
@@ -145,7 +152,8 @@ impl Dataplane {
                 if !ok {
                     return setup.engine.map(|engine| Kept { engine, generation: setup.generation });
                 }
-                let w = worker::Worker::new(setup.config, setup.ports, ends, setup.egress, shared2, setup.engine);
+                let now = worker::monotonic_now();
+                let w = worker::Worker::new(setup.config, setup.ports, ends, setup.egress, shared2, setup.engine, now);
                 Some(w.with_generation(setup.generation).run())
             });
             match spawned {

@@ -8,6 +8,13 @@
 //! identifier, which the classifier puts in the destination port), or the
 //! member's IPv6 prefix.
 //!
+//! Hairpinning (a member's device reaching another member through that
+//! member's public address) joins two members in one flow, whose frames
+//! come from the inside in both directions with a different source member
+//! each: such a frame goes to the worker of the lower member id of the
+//! two, so both directions meet there (the flow's accounting for the other
+//! member is counted on that worker too; totals are summed over workers).
+//!
 //! Frames that belong to no member stay on the core they arrived on: they
 //! are dropped there (unsolicited, spoofed) or, without a member policy
 //! (connection tracking only), steered by a symmetric hash of the address
@@ -44,6 +51,9 @@ pub enum Key {
     Hash(u64),
     /// From the inside: the source address.
     Inside(IpAddr),
+    /// From the inside, IPv4: the source, and the destination and its port
+    /// (which may be another member's public address: hairpinning).
+    InsideV4(Ipv4Addr, Ipv4Addr, u16),
     /// From the outside, IPv4: the public destination and its port.
     Public(Ipv4Addr, u16),
 }
@@ -59,7 +69,8 @@ pub fn key(has_policy: bool, workers: usize, side: Side, meta: &Meta) -> Key {
         return Key::Hash(symmetric_hash(&k.src, &k.dst));
     }
     match (side, k.family) {
-        (Side::Inside, _) => Key::Inside(k.src_ip()),
+        (Side::Inside, Family::V4) => Key::InsideV4(k.src_v4(), k.dst_v4(), k.dst_port),
+        (Side::Inside, Family::V6) => Key::Inside(k.src_ip()),
         (Side::Outside, Family::V4) => Key::Public(k.dst_v4(), k.dst_port),
         (Side::Outside, Family::V6) => Key::Inside(k.dst_ip()),
     }
@@ -69,7 +80,7 @@ pub fn key(has_policy: bool, workers: usize, side: Side, meta: &Meta) -> Key {
 #[inline]
 pub fn prefetch(policy: Option<&Policy>, key: &Key) {
     match (policy, key) {
-        (Some(p), Key::Inside(IpAddr::V4(a))) => p.prefetch_inside_v4(*a),
+        (Some(p), Key::Inside(IpAddr::V4(a)) | Key::InsideV4(a, ..)) => p.prefetch_inside_v4(*a),
         (Some(p), Key::Inside(IpAddr::V6(a))) => p.prefetch_inside_v6(*a),
         (Some(p), Key::Public(a, _)) => p.prefetch_public(*a),
         _ => {}
@@ -84,6 +95,12 @@ pub fn owner_of(policy: Option<&Policy>, workers: usize, key: &Key) -> Option<us
         (_, Key::Hash(h)) => return Some(h as usize % workers.max(1)),
         (None, _) => return None,
         (Some(p), Key::Inside(addr)) => p.member_of_inside(addr),
+        (Some(p), Key::InsideV4(src, dst, port)) => {
+            let id = p.member_id(p.member_of_inside(IpAddr::V4(src))?);
+            let hairpin = p.may_be_public(dst).then(|| p.member_of_public(dst, port)).flatten();
+            let id = hairpin.map_or(id, |other| id.min(p.member_id(other)));
+            return Some(policy::owner(id, workers));
+        }
         (Some(p), Key::Public(addr, port)) => p.member_of_public(addr, port),
     }?;
     let policy = policy?;

@@ -122,6 +122,60 @@ pub(crate) struct Worker {
     pollfds: Vec<libc::pollfd>,
 }
 
+/// What one [`Worker::step`] did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Step {
+    /// Frames handled: received, handed in, reinjected, released.
+    pub work: usize,
+    /// The ports were read (not stopping, no back-pressure).
+    pub receiving: bool,
+    /// Stopping, and nothing is left to do: the worker may end.
+    pub done: bool,
+}
+
+/// How the live loop pauses after a step.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Pause {
+    /// Straight on.
+    None,
+    /// Sleep this long on a timer (interrupt moderation).
+    Nap(Duration),
+    /// Wait this long at most for a port to have frames.
+    Wait(Duration),
+}
+
+/// The live loop's pacing: after each step, whether to go on, nap or wait
+/// ([`Idle`]). Pure, so that it is tested without a clock.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Pacer {
+    /// Empty steps in a row.
+    empty: u32,
+    /// The last wake-up (or step) found work: the next pause is a nap of
+    /// `coalesce`, not a wait for the next frame.
+    flowing: bool,
+}
+
+impl Pacer {
+    /// The pause after `step` for a worker that waits as `idle` says.
+    pub fn after(&mut self, step: &Step, idle: Idle) -> Pause {
+        if step.work > 0 {
+            self.empty = 0;
+            self.flowing = true;
+            return Pause::None;
+        }
+        self.empty = self.empty.saturating_add(1);
+        let Idle::Sleep { spins, sleep, coalesce } = idle else { return Pause::None };
+        if self.flowing && !coalesce.is_zero() {
+            self.flowing = false;
+            Pause::Nap(coalesce)
+        } else if self.empty > spins {
+            Pause::Wait(sleep)
+        } else {
+            Pause::None
+        }
+    }
+}
+
 /// The monotonic clock in nanoseconds: the loop reads it once per iteration.
 pub fn monotonic_now() -> Time {
     let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
@@ -138,8 +192,8 @@ impl Worker {
         egress: Egress,
         shared: Arc<Shared>,
         engine: Option<Engine>,
+        now: Time,
     ) -> Self {
-        let now = monotonic_now();
         let n = cfg.batch.max(1);
         let sides = ports.iter().map(|p| p.side).collect();
         let tx = ports.iter().map(|_| Batch::new(4 * n, io::DEFAULT_FRAME_CAPACITY)).collect();
@@ -176,7 +230,7 @@ impl Worker {
 
     /// Runs until the dataplane stops; returns the engine, with its flows,
     /// NAT bindings and accounts, and its policy generation, for workers
-    /// started after this one.
+    /// started after this one. The only place the loop reads the clock.
     pub(crate) fn run(mut self) -> crate::Kept {
         let fds: Option<Vec<_>> = self.ports.iter().map(|p| p.io.ready_fd()).collect();
         self.pollfds = fds
@@ -191,69 +245,91 @@ impl Worker {
             // touches only the calling thread's scheduling attributes.
             unsafe { libc::prctl(libc::PR_SET_TIMERSLACK, 5_000 as libc::c_ulong, 0, 0, 0) };
         }
-        let mut empty_loops = 0u32;
-        // The last wake-up (or loop) found work: the next wait is a nap of
-        // `coalesce`, not a wait for the next frame.
-        let mut flowing = false;
+        let mut pacer = Pacer::default();
         loop {
-            let now = monotonic_now();
-            let stopping = self.shared.stop.load(Ordering::Relaxed);
-            self.pick_up_policy();
-            self.egress.begin_batch();
-            // Frames other workers handed over first: they already cost a
-            // parse and a ring slot, and their senders wait for the room.
-            let mut work = self.receive_handed(now);
-            // Back-pressure: receive from the ports only while every ring
-            // to another worker has room for a batch. Otherwise the frames
-            // wait in the port's receive ring (a NIC drops there, cheaply
-            // and counted by the kernel) instead of being parsed here only
-            // to find the ring full.
-            let room = self.handoff.outboxes.iter().flatten().map(|o| o.room()).min().unwrap_or(usize::MAX);
-            let receiving = !stopping && room >= self.cfg.batch * self.ports.len();
-            if receiving {
-                for p in 0..self.ports.len() {
-                    work += self.receive(now, p);
-                }
-            } else if !stopping {
-                self.counters.backpressure += 1;
-            }
-            work += self.reinject(now);
-            // Timers first: they let the shapers release what is due, which
-            // `release_held` then sends in this same loop.
-            self.engine.poll_timers(now);
-            work += self.release_held(now);
-            self.transmit();
-            self.counters.loops += 1;
-            if now.0.saturating_sub(self.last_stats.0) >= self.cfg.stats_every.as_nanos() as u64 {
-                self.publish(now);
-            }
-            if stopping && work == 0 && self.handoff.inboxes.iter().all(|i| i.waiting() == 0) {
+            let step = self.step(monotonic_now());
+            if step.done {
                 break;
             }
-            if work == 0 {
-                self.counters.idle_loops += 1;
-                empty_loops = empty_loops.saturating_add(1);
-                if let Idle::Sleep { spins, sleep, coalesce } = self.cfg.idle {
-                    if flowing && !coalesce.is_zero() {
-                        flowing = false;
-                        self.counters.naps += 1;
-                        std::thread::sleep(coalesce);
-                    } else if empty_loops > spins {
-                        self.wait(sleep, receiving);
-                    }
+            match pacer.after(&step, self.cfg.idle) {
+                Pause::None => {}
+                Pause::Nap(d) => {
+                    self.counters.naps += 1;
+                    std::thread::sleep(d);
                 }
-            } else {
-                empty_loops = 0;
-                flowing = true;
+                Pause::Wait(d) => self.wait(d, step.receiving),
+            }
+            if step.work == 0 {
+                self.counters.idle_loops += 1;
             }
         }
+        self.finish(monotonic_now())
+    }
+
+    /// One turn of the loop at `now`: picks up a new policy and routes,
+    /// takes handed-in frames, receives from the ports (unless a ring to
+    /// another worker is short of room), runs the engine and the egress,
+    /// releases what the timers let go, transmits, publishes stats when due.
+    pub(crate) fn step(&mut self, now: Time) -> Step {
+        let stopping = self.shared.stop.load(Ordering::Relaxed);
+        self.pick_up_policy();
+        self.egress.begin_batch();
+        // Frames other workers handed over first: they already cost a
+        // parse and a ring slot, and their senders wait for the room.
+        let mut work = self.receive_handed(now);
+        // Back-pressure: receive from the ports only while every ring
+        // to another worker has room for a batch. Otherwise the frames
+        // wait in the port's receive ring (a NIC drops there, cheaply
+        // and counted by the kernel) instead of being parsed here only
+        // to find the ring full.
+        let room = self.handoff.outboxes.iter().flatten().map(|o| o.room()).min().unwrap_or(usize::MAX);
+        let receiving = !stopping && room >= self.cfg.batch * self.ports.len();
+        if receiving {
+            for p in 0..self.ports.len() {
+                work += self.receive(now, p);
+            }
+        } else if !stopping {
+            self.counters.backpressure += 1;
+        }
+        work += self.reinject(now);
+        // Timers first: they let the shapers release what is due, which
+        // `release_held` then sends in this same step.
+        self.engine.poll_timers(now);
+        work += self.release_held(now);
+        self.transmit();
+        self.counters.loops += 1;
+        if now.0.saturating_sub(self.last_stats.0) >= self.cfg.stats_every.as_nanos() as u64 {
+            self.publish(now);
+        }
+        let done = stopping && work == 0 && self.handoff.inboxes.iter().all(|i| i.waiting() == 0);
+        Step { work, receiving, done }
+    }
+
+    /// Frames other workers handed to this one and it has not taken yet.
+    pub(crate) fn handed_waiting(&self) -> usize {
+        self.handoff.inboxes.iter().map(|i| i.waiting()).sum()
+    }
+
+    /// Frames the engine holds (shaper queues, fragments waiting for the rest).
+    pub(crate) fn holding(&self) -> usize {
+        self.engine.shaper_held() + self.engine.datagrams()
+    }
+
+    /// The end: pushes out what the ports still hold, publishes the final
+    /// stats at `now` and hands the state over.
+    pub(crate) fn finish(mut self, now: Time) -> crate::Kept {
         for (p, q) in self.ports.iter_mut().enumerate() {
             if q.io.flush().is_err() {
                 self.counters.drop_n(Drop::TxRingFull, self.tx[p].len() as u64);
             }
         }
-        self.publish(monotonic_now());
+        self.publish(now);
         crate::Kept { engine: self.engine, generation: self.generation }
+    }
+
+    /// Publishes a stats snapshot now.
+    pub(crate) fn publish_now(&mut self, now: Time) {
+        self.publish(now);
     }
 
     /// Waits until a port has frames or the timeout passes (see [`Idle::Sleep`]).

@@ -1,55 +1,39 @@
-//! The real worker loop on in-memory ports: two workers, member traffic
-//! arriving on the wrong core is handed to the owning one, translated there,
-//! and every frame is accounted for (forwarded, or dropped with a reason).
+//! The worker loop on in-memory ports, stepped on a virtual clock
+//! ([`Lockstep`]): two workers, member traffic arriving on the wrong core
+//! is handed to the owning one, translated there, and every frame is
+//! accounted for (forwarded, or dropped with a reason). Nothing here
+//! sleeps: the loop is the live one, its clock is the test's.
 
 use arc_swap::ArcSwap;
 use core::net::{IpAddr, Ipv4Addr};
-use dataplane::{Dataplane, Egress, Idle, PortQueue, Totals, WorkerConfig, WorkerSetup};
-use engine::{Config, Side};
-use io::{Batch, IoError, MemoryIo, PacketBuf, PacketIo, PortId};
+use dataplane::{Egress, Idle, Lockstep, Pacer, Pause, PortQueue, Step, Totals, WorkerConfig, WorkerSetup};
+use engine::{Config, Side, Time};
+use io::{MemoryIo, PortId, SharedMemoryIo};
 use policy::Generation;
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Duration;
 use wire::build::{self, Eth};
 use wire::MacAddr;
 
-/// A memory port the test and a worker share.
-#[derive(Clone)]
-struct SharedPort(Arc<Mutex<MemoryIo>>);
+const T0: Time = Time(1_000_000_000);
+const ETH: Eth = Eth { src: MacAddr([2, 0, 0, 0, 0, 1]), dst: MacAddr([2, 0, 0, 0, 0, 2]), vlan: None };
 
-impl PacketIo for SharedPort {
-    fn recv(&mut self, batch: &mut Batch) -> Result<usize, IoError> {
-        self.0.lock().unwrap().recv(batch)
-    }
-    fn send(&mut self, frames: &[PacketBuf]) -> Result<usize, IoError> {
-        self.0.lock().unwrap().send(frames)
-    }
-    fn name(&self) -> &str {
-        "shared-memory"
-    }
+fn port(name: &str, id: u8) -> SharedMemoryIo {
+    SharedMemoryIo::new(MemoryIo::new(name, PortId(id)))
 }
 
-fn port(name: &str, id: u8) -> SharedPort {
-    SharedPort(Arc::new(Mutex::new(MemoryIo::new(name, PortId(id)))))
-}
-
-/// A single worker between an inside and an outside port.
-fn one_worker(
-    inside: &SharedPort,
-    outside: &SharedPort,
-    batch: usize,
-    idle: Idle,
-    stats_every: Duration,
-) -> WorkerSetup {
+/// Worker `index` of `workers` between an inside and an outside port.
+fn worker(index: usize, workers: usize, inside: &SharedMemoryIo, outside: &SharedMemoryIo) -> WorkerSetup {
+    let engine = Config { max_flows: 4096, hash_key: [index as u64 + 7, 2, 3, 4], ..Default::default() };
     WorkerSetup {
         config: WorkerConfig {
-            index: 0,
-            workers: 1,
+            index,
+            workers,
             cpu: None,
-            engine: Config { max_flows: 4096, ..Default::default() },
-            batch,
-            idle,
-            stats_every,
+            engine,
+            batch: 32,
+            idle: Idle::Busy,
+            stats_every: Duration::from_millis(20),
         },
         ports: vec![
             PortQueue { name: "inside".into(), side: Side::Inside, io: Box::new(inside.clone()) },
@@ -61,73 +45,47 @@ fn one_worker(
     }
 }
 
+fn published(members: u32) -> Arc<ArcSwap<Generation>> {
+    let members = policy::sample::campus(members);
+    let compiled = policy::compile_with_key(&members, 1, [1, 2, 3, 4]).expect("sample compiles");
+    Arc::new(ArcSwap::from_pointee(Generation::first(Arc::new(compiled))))
+}
+
+/// A UDP frame from member `m`'s first device.
+fn from_member(m: u32, sport: u16) -> Vec<u8> {
+    let device = IpAddr::V4(Ipv4Addr::from(policy::sample::campus_block(m).first() + 1));
+    let server = IpAddr::V4(Ipv4Addr::new(203, 0, 113, 10));
+    let mut buf = [0u8; 256];
+    let n = build::udp(&mut buf, &ETH, device, server, sport, 53, 32).unwrap();
+    buf[..n].to_vec()
+}
+
 #[test]
 fn frames_reach_their_owner_and_nothing_is_lost() {
     const WORKERS: usize = 2;
-    let members = policy::sample::campus(64);
-    let compiled = policy::compile_with_key(&members, 1, [1, 2, 3, 4]).expect("sample compiles");
-    let published = Arc::new(ArcSwap::from_pointee(Generation::first(Arc::new(compiled))));
+    let published = published(64);
     let policy = Arc::clone(&published.load().policy);
-
-    let mut inside = Vec::new();
-    let mut outside = Vec::new();
-    let mut setups = Vec::new();
-    for w in 0..WORKERS {
-        let (i, o) = (port("inside", 0), port("outside", 1));
-        inside.push(i.clone());
-        outside.push(o.clone());
-        let engine = Config { max_flows: 4096, hash_key: [w as u64 + 7, 2, 3, 4], ..Default::default() };
-        setups.push(WorkerSetup {
-            config: WorkerConfig {
-                index: w,
-                workers: WORKERS,
-                cpu: None,
-                engine,
-                batch: 32,
-                idle: Idle::Sleep { spins: 16, sleep: Duration::from_micros(100), coalesce: Duration::ZERO },
-                stats_every: Duration::from_millis(20),
-            },
-            ports: vec![
-                PortQueue { name: "inside".into(), side: Side::Inside, io: Box::new(i) },
-                PortQueue { name: "outside".into(), side: Side::Outside, io: Box::new(o) },
-            ],
-            egress: Egress::fixed(0, 1),
-            engine: None,
-            generation: None,
-        });
-    }
+    let ports: Vec<_> = (0..WORKERS).map(|_| (port("inside", 0), port("outside", 1))).collect();
+    let setups = ports.iter().enumerate().map(|(w, (i, o))| worker(w, WORKERS, i, o)).collect();
+    let mut workers = Lockstep::new(setups, Some(published), T0);
 
     // One UDP flow per member device, each injected on worker `m % 3 % 2`:
     // about half arrive on a worker that does not own their member.
-    let eth = Eth { src: MacAddr([2, 0, 0, 0, 0, 1]), dst: MacAddr([2, 0, 0, 0, 0, 2]), vlan: None };
-    let server = IpAddr::V4(Ipv4Addr::new(203, 0, 113, 10));
-    let mut buf = [0u8; 256];
     let mut sent = 0u64;
     let mut expected_owner = [0u64; WORKERS];
     for m in 0..64u32 {
         let device = IpAddr::V4(Ipv4Addr::from(policy::sample::campus_block(m).first() + 1));
-        let owner = policy::owner(m + 1, WORKERS);
         assert_eq!(policy.member(policy.member_of_inside(device).expect("a member's device")).id, m + 1);
-        let n = build::udp(&mut buf, &eth, device, server, 40000 + m as u16, 53, 32).unwrap();
+        let frame = from_member(m, 40000 + m as u16);
         for _ in 0..3 {
-            inside[(m % 3 % 2) as usize].0.lock().unwrap().inject(&buf[..n], 0);
+            ports[(m % 3 % 2) as usize].0.inject(&frame, T0.0);
             sent += 1;
-            expected_owner[owner] += 1;
+            expected_owner[policy::owner(m + 1, WORKERS)] += 1;
         }
     }
-    let dp = Dataplane::start(setups, Some(Arc::clone(&published))).unwrap();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let mut out = Vec::new();
-    loop {
-        for o in &outside {
-            out.extend(o.0.lock().unwrap().take_sent());
-        }
-        if out.len() as u64 == sent || Instant::now() > deadline {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    let stats = dp.stop();
+    workers.settle(T0);
+    let out: Vec<_> = ports.iter().flat_map(|(_, o)| o.take_sent()).collect();
+    let (stats, _) = workers.finish(T0);
     let totals = Totals::of(stats.iter().map(|s| &**s));
     assert_eq!(totals.engine.total_drops(), 0, "{:?}", totals.engine.entries());
     assert_eq!(totals.dataplane.total_drops(), 0);
@@ -142,94 +100,106 @@ fn frames_reach_their_owner_and_nothing_is_lost() {
         assert!(s.accounts.iter().all(|a| policy::owner(a.member_id, WORKERS) == w));
     }
     assert_eq!(out.len() as u64, sent);
-    {
-        for f in &out {
-            let meta = wire::classify(&f.data).unwrap();
-            let src = meta.key.src_v4();
-            assert_eq!(src.octets()[..3], [198, 18, 0], "translated to a public address: {src}");
-        }
+    for f in &out {
+        let src = wire::classify(&f.data).unwrap().key.src_v4();
+        assert_eq!(src.octets()[..3], [198, 18, 0], "translated to a public address: {src}");
     }
 }
 
 #[test]
 fn a_full_transmit_ring_drops_and_counts() {
-    let members = policy::sample::campus(8);
-    let compiled = policy::compile_with_key(&members, 1, [1, 2, 3, 4]).expect("sample compiles");
-    let published = Arc::new(ArcSwap::from_pointee(Generation::first(Arc::new(compiled))));
     let inside = port("inside", 0);
     // The outside port takes 8 frames and then refuses more until drained.
-    let outside = SharedPort(Arc::new(Mutex::new(MemoryIo::new("outside", PortId(1)).with_tx_ring(8))));
-    let eth = Eth { src: MacAddr([2, 0, 0, 0, 0, 1]), dst: MacAddr([2, 0, 0, 0, 0, 2]), vlan: None };
-    let device = IpAddr::V4(Ipv4Addr::from(policy::sample::campus_block(0).first() + 1));
-    let mut buf = [0u8; 256];
+    let outside = SharedMemoryIo::new(MemoryIo::new("outside", PortId(1)).with_tx_ring(8));
     for i in 0..64u16 {
-        let n =
-            build::udp(&mut buf, &eth, device, IpAddr::V4(Ipv4Addr::new(203, 0, 113, 1)), 1000 + i, 53, 16).unwrap();
-        inside.0.lock().unwrap().inject(&buf[..n], 0);
+        inside.inject(&from_member(0, 1000 + i), T0.0);
     }
-    let idle = Idle::Sleep { spins: 16, sleep: Duration::from_micros(100), coalesce: Duration::ZERO };
-    let setup = one_worker(&inside, &outside, 64, idle, Duration::from_millis(20));
-    let dp = Dataplane::start(vec![setup], Some(published)).unwrap();
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while inside.0.lock().unwrap().rx_pending() > 0 && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    std::thread::sleep(Duration::from_millis(50));
-    let stats = dp.stop();
+    let mut setup = worker(0, 1, &inside, &outside);
+    setup.config.batch = 64;
+    let mut workers = Lockstep::new(vec![setup], Some(published(8)), T0);
+    workers.settle(T0);
+    let (stats, _) = workers.finish(T0);
     let t = Totals::of(stats.iter().map(|s| &**s));
-    let sent = outside.0.lock().unwrap().take_sent().len() as u64;
-    assert_eq!(sent, 8);
+    assert_eq!(outside.take_sent().len(), 8);
     assert_eq!(t.dataplane.dropped(dataplane::Drop::TxRingFull), 56);
     assert_eq!(t.dataplane.tx[1], 8);
     assert_eq!(t.engine.tx_packets[1], 64, "the engine forwarded all; the port refused 56, counted");
 }
 
-/// Interrupt moderation: while traffic flows the worker naps instead of
-/// waiting for the next frame, still forwards everything, and goes back
-/// to waiting on its ports once a nap finds nothing.
+/// The live loop's pacing, step by step: straight on while there is work,
+/// one nap of `coalesce` after work (interrupt moderation), then `spins`
+/// empty steps, then waits on the ports.
 #[test]
-fn a_coalescing_worker_naps_while_traffic_flows_and_loses_nothing() {
-    let members = policy::sample::campus(8);
+fn the_pacer_naps_after_work_then_spins_then_waits() {
+    let idle = Idle::Sleep { spins: 2, sleep: Duration::from_millis(1), coalesce: Duration::from_micros(100) };
+    let busy = Step { work: 5, receiving: true, done: false };
+    let empty = Step { work: 0, receiving: true, done: false };
+    let mut p = Pacer::default();
+    assert_eq!(p.after(&busy, idle), Pause::None);
+    assert_eq!(p.after(&empty, idle), Pause::Nap(Duration::from_micros(100)));
+    assert_eq!(p.after(&empty, idle), Pause::None);
+    assert_eq!(p.after(&empty, idle), Pause::Wait(Duration::from_millis(1)));
+    assert_eq!(p.after(&empty, idle), Pause::Wait(Duration::from_millis(1)));
+    // Traffic again: on, then a nap, not a wait.
+    assert_eq!(p.after(&busy, idle), Pause::None);
+    assert_eq!(p.after(&empty, idle), Pause::Nap(Duration::from_micros(100)));
+    // No moderation: a wait after the spins; a busy worker never pauses.
+    let plain = Idle::Sleep { spins: 1, sleep: Duration::from_millis(1), coalesce: Duration::ZERO };
+    let mut p = Pacer::default();
+    assert_eq!(p.after(&busy, plain), Pause::None);
+    assert_eq!(p.after(&empty, plain), Pause::None);
+    assert_eq!(p.after(&empty, plain), Pause::Wait(Duration::from_millis(1)));
+    let mut p = Pacer::default();
+    for _ in 0..100 {
+        assert_eq!(p.after(&empty, Idle::Busy), Pause::None);
+    }
+}
+
+/// Shaping in the loop, on the virtual clock: a member whose plan allows
+/// 1 Mbit/s up sends a burst of 200 frames (14,800 bytes) at once; the
+/// shaper lets its 3000-byte burst pass and holds the rest, releasing it
+/// as virtual time passes, the last frame after some 94 ms.
+#[test]
+fn the_shaper_releases_held_frames_as_virtual_time_passes() {
+    let mut members = policy::sample::campus(1);
+    let plan_id = members.members[0].plan_id.expect("the sample member has a plan");
+    let plan = members.plans.iter_mut().find(|p| p.id == plan_id).expect("its plan");
+    plan.rates.up_rate_kbit = 1000;
+    plan.rates.up_ceil_kbit = 1000;
+    plan.rates.burst_bytes = 3000;
     let compiled = policy::compile_with_key(&members, 1, [1, 2, 3, 4]).expect("sample compiles");
     let published = Arc::new(ArcSwap::from_pointee(Generation::first(Arc::new(compiled))));
     let (inside, outside) = (port("inside", 0), port("outside", 1));
-    let idle = Idle::Sleep { spins: 4, sleep: Duration::from_millis(1), coalesce: Duration::from_micros(100) };
-    let setup = one_worker(&inside, &outside, 32, idle, Duration::from_millis(5));
-    let dp = Dataplane::start(vec![setup], Some(Arc::clone(&published))).unwrap();
-    let eth = Eth { src: MacAddr([2, 0, 0, 0, 0, 1]), dst: MacAddr([2, 0, 0, 0, 0, 2]), vlan: None };
-    let device = IpAddr::V4(Ipv4Addr::from(policy::sample::campus_block(0).first() + 1));
-    let server = IpAddr::V4(Ipv4Addr::new(203, 0, 113, 1));
-    let mut buf = [0u8; 256];
-    let mut sent = 0;
-    let mut out = 0;
-    // A trickle: a few frames every 50 µs or so for some 40 ms.
-    for i in 0..1600u16 {
-        let n = build::udp(&mut buf, &eth, device, server, 1000 + i % 16, 53, 16).unwrap();
-        inside.0.lock().unwrap().inject(&buf[..n], 0);
-        sent += 1;
-        if i % 4 == 3 {
-            std::thread::sleep(Duration::from_micros(50));
+    let mut setup = worker(0, 1, &inside, &outside);
+    let mut shaping = engine::ShapingConfig::new([u64::MAX / 4, u64::MAX / 4], 1, 0, 0);
+    shaping.pool_frames = 1024;
+    shaping.shaper.sojourn_limit_ns = u64::MAX / 4;
+    shaping.shaper.codel_target_ns = 1_000_000_000;
+    shaping.shaper.codel_interval_ns = 10_000_000_000;
+    setup.config.engine.shaping = Some(shaping.for_core(0));
+    let mut workers = Lockstep::new(vec![setup], Some(published), T0);
+    for i in 0..200u16 {
+        inside.inject(&from_member(0, 1000 + i % 8), T0.0);
+    }
+    workers.settle(T0);
+    let at_once: usize = outside.take_sent().iter().map(|f| f.data.len()).sum();
+    assert!(at_once <= 3000 + 74, "{at_once} bytes passed at once with a 3000-byte burst");
+    assert!(workers.holding() > 150, "held: {}", workers.holding());
+    let (mut out, mut last) = (at_once / 74, T0);
+    let mut now = T0;
+    while workers.holding() > 0 && now.0 < T0.0 + 1_000_000_000 {
+        now = Time(now.0 + 1_000_000);
+        workers.settle(now);
+        let n = outside.take_sent().len();
+        if n > 0 {
+            (out, last) = (out + n, now);
         }
     }
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while out < sent && Instant::now() < deadline {
-        out += outside.0.lock().unwrap().take_sent().len();
-        std::thread::sleep(Duration::from_millis(5));
-    }
-    // Quiet for a while: the worker must go back to waiting on its ports.
-    std::thread::sleep(Duration::from_millis(30));
-    let stats = dp.stop();
-    let totals = Totals::of(stats.iter().map(|s| &**s));
-    assert_eq!(out, sent, "every frame forwarded");
-    assert_eq!(totals.dataplane.total_drops() + totals.engine.total_drops(), 0);
-    assert!(totals.dataplane.naps > 0, "naps while the trickle flowed");
-    assert!(totals.dataplane.waits > 0, "waits on the ports once it stopped");
-    // Without moderation a worker wakes about once per burst; with it, at
-    // most once per nap (100 µs) while bursts come every 50 µs or more.
-    assert!(
-        totals.dataplane.naps + totals.dataplane.waits < sent as u64 / 2,
-        "{} naps and {} waits for {sent} frames",
-        totals.dataplane.naps,
-        totals.dataplane.waits
-    );
+    let (stats, _) = workers.finish(now);
+    let t = Totals::of(stats.iter().map(|s| &**s));
+    assert_eq!(out, 200, "every frame released: {:?}", t.engine.entries());
+    assert_eq!(t.engine.total_drops() + t.dataplane.total_drops(), 0);
+    // (14,800 - 3000) bytes at 1 Mbit/s take 94.4 ms.
+    let took_ms = (last.0 - T0.0) / 1_000_000;
+    assert!((90..=110).contains(&took_ms), "the last frame left after {took_ms} ms");
 }

@@ -41,7 +41,7 @@ pub mod xdp;
 pub use afpacket::{PacketConfig, PacketPort, PacketPortStats};
 pub use buf::{Batch, PacketBuf, DEFAULT_FRAME_CAPACITY};
 pub use error::IoError;
-pub use memory::MemoryIo;
+pub use memory::{MemoryIo, SharedMemoryIo};
 pub use merge::Merged;
 pub use pcap::{PcapReader, PcapWriter};
 pub use wrap::{Duplex, FaultRates, Faults, Tap};

@@ -197,3 +197,43 @@ mod tests {
         assert_eq!(err.to_string(), "frame of 100 bytes does not fit the 64-byte buffer (record 2 of \"mem\")");
     }
 }
+
+/// A [`MemoryIo`] shared between the worker that owns it as a port and the
+/// test or replay that fills and drains it (through a mutex: for tests and
+/// replay, never a production backend).
+#[derive(Clone, Debug)]
+pub struct SharedMemoryIo(std::sync::Arc<std::sync::Mutex<MemoryIo>>);
+
+impl SharedMemoryIo {
+    pub fn new(io: MemoryIo) -> Self {
+        SharedMemoryIo(std::sync::Arc::new(std::sync::Mutex::new(io)))
+    }
+
+    /// Runs `f` on the device.
+    pub fn with<R>(&self, f: impl FnOnce(&mut MemoryIo) -> R) -> R {
+        let mut io = self.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        f(&mut io)
+    }
+
+    pub fn inject(&self, frame: &[u8], ts_ns: u64) {
+        self.with(|io| io.inject(frame, ts_ns));
+    }
+
+    pub fn take_sent(&self) -> Vec<Frame> {
+        self.with(MemoryIo::take_sent)
+    }
+}
+
+impl PacketIo for SharedMemoryIo {
+    fn recv(&mut self, batch: &mut Batch) -> Result<usize, IoError> {
+        self.with(|io| io.recv(batch))
+    }
+
+    fn send(&mut self, frames: &[PacketBuf]) -> Result<usize, IoError> {
+        self.with(|io| io.send(frames))
+    }
+
+    fn name(&self) -> &str {
+        "shared memory"
+    }
+}

@@ -50,6 +50,13 @@ enum Command {
         /// Seed of the (fixed, for reproducibility) flow hash key.
         #[arg(long, default_value_t = 0)]
         seed: u64,
+        /// Workers (1 to 64): frames are spread over their queues by a hash,
+        /// as a NIC does, and handed to the worker that owns their member.
+        #[arg(long, default_value_t = 1)]
+        workers: usize,
+        /// With --db: shape members by their plans (uplink unlimited).
+        #[arg(long, requires = "db")]
+        shaping: bool,
         /// Member database (path or URL): apply the member policy (NAT,
         /// forwards, anti-spoofing, blocks) and print usage per member.
         #[arg(long)]
@@ -242,6 +249,8 @@ fn run(cli: Cli) -> Result<(), Error> {
             established_timeout,
             strict_tcp,
             seed,
+            workers,
+            shaping,
             db,
             record_usage,
         } => {
@@ -259,6 +268,13 @@ fn run(cli: Cli) -> Result<(), Error> {
                     "--max-flows {max_flows}: give 1 to {} (this figure would take {gib:.1} GiB)",
                     engine::MAX_FLOWS
                 )));
+            }
+            if !(1..=64).contains(&workers) {
+                return Err(Error::Usage(format!("--workers {workers}: give 1 to 64")));
+            }
+            opts.workers = workers;
+            if shaping {
+                opts.shaping = Some(replay::shaping(workers));
             }
             opts.engine.max_flows = max_flows;
             opts.engine.timeouts.tcp_established = established_timeout;

@@ -16,10 +16,12 @@
 //! the command shows what it does on a fresh machine.
 
 use crate::Error;
+use arc_swap::ArcSwap;
+use dataplane::{Egress, Lockstep, PortQueue, Totals, WorkerConfig, WorkerSetup};
 use engine::members::{DOWN, UP};
-use engine::{Config, Counters, Engine, Side, Time, Verdict};
-use io::{Batch, IoError, PacketBuf, PcapReader, PcapWriter, PortId, TimedSource};
-use policy::Policy;
+use engine::{Config, Counters, Side, Time};
+use io::{Batch, IoError, MemoryIo, PacketBuf, PcapReader, PcapWriter, PortId, SharedMemoryIo, TimedSource};
+use policy::{Generation, Policy};
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -51,6 +53,25 @@ pub struct Options {
     pub engine: Config,
     /// The member policy; without one the classic stateful policy applies.
     pub policy: Option<Arc<Policy>>,
+    /// Workers, each with its own queue of both ports (frames are spread
+    /// over them by a hash, as a NIC does, and steered to their owner).
+    pub workers: usize,
+    /// Shape members by their plans ([`shaping`]).
+    pub shaping: Option<engine::ShapingConfig>,
+}
+
+/// How often replay time moves while the shapers hold frames (and the
+/// poll gap their uplink re-division is built for).
+pub const SHAPER_TICK_NS: u64 = 1_000_000;
+
+/// The most replay time runs on after the captures end, for the shapers
+/// to release what they hold.
+pub const SHAPER_DRAIN_NS: u64 = 10_000_000_000;
+
+/// Shaping for a replay with `workers` workers: every member by plan, the
+/// uplink unlimited.
+pub fn shaping(workers: usize) -> engine::ShapingConfig {
+    engine::ShapingConfig::new([u64::MAX / 4, u64::MAX / 4], workers.max(1), 0, SHAPER_TICK_NS)
 }
 
 /// One member's traffic as the replay counted it.
@@ -117,7 +138,104 @@ fn side_of(port: PortId) -> Side {
     }
 }
 
+/// One worker's two ports, shared with the replay that fills and drains them.
+struct WorkerPorts {
+    /// By port index: inside, outside.
+    ports: [SharedMemoryIo; 2],
+}
+
+/// The workers of a replay: the live loop stepped on capture time.
+fn workers(opts: &Options, now: Time) -> (Lockstep, Vec<WorkerPorts>) {
+    let n = opts.workers.max(1);
+    let ports: Vec<WorkerPorts> = (0..n)
+        .map(|_| WorkerPorts {
+            ports: [
+                SharedMemoryIo::new(MemoryIo::new("inside", INSIDE)),
+                SharedMemoryIo::new(MemoryIo::new("outside", OUTSIDE)),
+            ],
+        })
+        .collect();
+    let setups = ports
+        .iter()
+        .enumerate()
+        .map(|(w, p)| WorkerSetup {
+            config: WorkerConfig {
+                index: w,
+                workers: n,
+                cpu: None,
+                engine: engine::Config { shaping: opts.shaping.as_ref().map(|s| s.for_core(w)), ..opts.engine.clone() },
+                batch: BATCH,
+                idle: dataplane::Idle::Busy,
+                stats_every: std::time::Duration::from_secs(3600),
+            },
+            ports: vec![
+                PortQueue { name: "inside".into(), side: Side::Inside, io: Box::new(p.ports[0].clone()) },
+                PortQueue { name: "outside".into(), side: Side::Outside, io: Box::new(p.ports[1].clone()) },
+            ],
+            egress: Egress::fixed(INSIDE.0.into(), OUTSIDE.0.into()),
+            engine: None,
+            generation: None,
+        })
+        .collect();
+    let policy = opts.policy.as_ref().map(|p| Arc::new(ArcSwap::from_pointee(Generation::first(Arc::clone(p)))));
+    (Lockstep::new(setups, policy, now), ports)
+}
+
+/// The worker whose queue a frame arrives on, as a NIC's receive-side
+/// scaling would pick it: by a hash of its addresses and ports, so that a
+/// flow's frames in one direction stay on one queue.
+fn queue_of(frame: &[u8], workers: usize) -> usize {
+    if workers < 2 {
+        return 0;
+    }
+    let Ok(meta) = wire::classify(frame) else { return 0 };
+    let k = &meta.key;
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in k.src.iter().chain(&k.dst).chain(&k.src_port.to_be_bytes()).chain(&k.dst_port.to_be_bytes()) {
+        h = (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3);
+    }
+    (h % workers as u64) as usize
+}
+
+/// Writes what the workers' ports sent to the output captures.
+fn drain(ports: &[WorkerPorts], out: &mut [PcapWriter; 2], frames_out: &mut [u64; 2]) -> Result<(), Error> {
+    for w in ports {
+        for (side, port) in w.ports.iter().enumerate() {
+            for f in port.take_sent() {
+                out[side].write_frame(&f.data, f.ts_ns)?;
+                frames_out[side] += 1;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Moves replay time from `from` towards `to` in [`SHAPER_TICK_NS`] steps
+/// while the shapers hold frames, writing out what they release; returns
+/// the time reached.
+fn release_until(
+    lockstep: &mut Lockstep,
+    ports: &[WorkerPorts],
+    from: u64,
+    to: u64,
+    out: &mut [PcapWriter; 2],
+    frames_out: &mut [u64; 2],
+) -> Result<u64, Error> {
+    let mut t = from;
+    while lockstep.holding() > 0 && t + SHAPER_TICK_NS < to {
+        t += SHAPER_TICK_NS;
+        lockstep.settle(Time(t));
+        drain(ports, out, frames_out)?;
+    }
+    Ok(t)
+}
+
 /// Runs the replay and writes the output captures.
+///
+/// The captures' frames are handed to the workers' port queues in batches
+/// of consecutive frames from one side, each batch at its first frame's
+/// time: timers run to that time first, then the workers step until they
+/// have nothing left to do, and what their ports sent is written out.
 pub fn run(opts: &Options) -> Result<Report, Error> {
     let (inside_name, inside) = open(&opts.inside)?;
     let (outside_name, outside) = open(&opts.outside)?;
@@ -131,12 +249,11 @@ pub fn run(opts: &Options) -> Result<Report, Error> {
 
     let mut merged = io::Merged::new(inside, INSIDE, outside, OUTSIDE);
     let mut batch = Batch::new(BATCH, io::DEFAULT_FRAME_CAPACITY);
-    let mut verdicts = [Verdict::Held; BATCH];
-    let mut engine: Option<Engine> = None;
+    let mut running: Option<(Lockstep, Vec<WorkerPorts>)> = None;
     let mut frames_in = [0u64; 2];
     let mut frames_out = [0u64; 2];
-    let mut last_ts = 0u64;
-    let mut first_ts = u64::MAX;
+    let (mut first_ts, mut last_ts) = (u64::MAX, 0u64);
+    let mut clock = 0u64;
     loop {
         batch.clear();
         match merged.recv_same_port(&mut batch) {
@@ -146,71 +263,69 @@ pub fn run(opts: &Options) -> Result<Report, Error> {
         }
         let Some(first) = batch.frames().first() else { continue };
         let now = Time(first.ts_ns);
-        last_ts = last_ts.max(batch.frames().last().map_or(0, |f| f.ts_ns));
         first_ts = first_ts.min(first.ts_ns);
+        last_ts = last_ts.max(batch.frames().last().map_or(0, |f| f.ts_ns));
         let side = side_of(first.port);
-        let engine = engine.get_or_insert_with(|| {
-            let mut e = Engine::new(opts.engine.clone(), now);
-            if let Some(p) = &opts.policy {
-                e.set_policy(Arc::clone(p), &[]);
-            }
-            e
-        });
-        engine.poll_timers(now);
-        let n = batch.len();
-        frames_in[side.index()] += n as u64;
-        engine.process(now, side, batch.frames_mut(), &mut verdicts[..n]);
-        for (f, v) in batch.frames().iter().zip(&verdicts[..n]) {
-            if let Verdict::Forward(to) = v {
-                out[to.index()].write_frame(f.as_slice(), f.ts_ns)?;
-                frames_out[to.index()] += 1;
-            }
+        let (lockstep, ports) = running.get_or_insert_with(|| workers(opts, now));
+        // What the shapers let go before these frames, in time.
+        release_until(lockstep, ports, clock.max(first_ts), now.0, &mut out, &mut frames_out)?;
+        // Timers up to now first (what expired before these frames is gone).
+        lockstep.step(now);
+        for f in batch.frames() {
+            ports[queue_of(f.as_slice(), ports.len())].ports[side.index()].inject(f.as_slice(), f.ts_ns);
         }
-        let mut err = None;
-        engine.poll_released(|to, bytes| {
-            if let Err(e) = out[to.index()].write_frame(bytes, now.0) {
-                err.get_or_insert(e);
-            }
-            frames_out[to.index()] += 1;
-        });
-        if let Some(e) = err {
-            return Err(e.into());
-        }
+        frames_in[side.index()] += batch.len() as u64;
+        lockstep.settle(now);
+        drain(ports, &mut out, &mut frames_out)?;
+        clock = now.0;
     }
+    let stats = match running {
+        Some((mut lockstep, ports)) => {
+            let end =
+                release_until(&mut lockstep, &ports, clock, last_ts + SHAPER_DRAIN_NS, &mut out, &mut frames_out)?;
+            let (stats, _) = lockstep.finish(Time(end.max(last_ts)));
+            drain(&ports, &mut out, &mut frames_out)?;
+            stats
+        }
+        None => Vec::new(),
+    };
     for w in out {
         w.finish()?;
     }
-    let raw = engine.as_ref().map(|e| e.counters().clone()).unwrap_or_default();
+    let totals = Totals::of(stats.iter().map(|s| &**s));
+    let raw = totals.engine.clone();
+    let mut counters: BTreeMap<&'static str, u64> = raw.entries().into_iter().filter(|(_, v)| *v != 0).collect();
+    counters.extend(totals.dataplane.drops().filter(|(_, v)| *v != 0).map(|(d, v)| (d.name(), v)));
+    if totals.dataplane.handed_off > 0 {
+        counters.insert("handoff_handed_off", totals.dataplane.handed_off);
+    }
+    let mut members: BTreeMap<u32, MemberUsage> = BTreeMap::new();
+    for a in stats.iter().flat_map(|s| s.accounts.iter()) {
+        let u = members.entry(a.member_id).or_insert(MemberUsage {
+            up_bytes: 0,
+            down_bytes: 0,
+            up_packets: 0,
+            down_packets: 0,
+        });
+        u.up_bytes += a.bytes[UP];
+        u.down_bytes += a.bytes[DOWN];
+        u.up_packets += a.packets[UP];
+        u.down_packets += a.packets[DOWN];
+    }
     Ok(Report {
         inside: inside_name,
         outside: outside_name,
         frames_in,
         frames_out,
-        flows_live: engine.as_ref().map_or(0, |e| e.conntrack().len()),
+        flows_live: totals.flows,
         oversized: merged.oversized(),
-        counters: raw.entries().into_iter().filter(|(_, v)| *v != 0).collect(),
+        counters,
         raw,
         to_inside: paths[0].clone(),
         to_outside: paths[1].clone(),
         first_ts_ns: if first_ts == u64::MAX { 0 } else { first_ts },
         last_ts_ns: last_ts,
-        members: engine
-            .as_ref()
-            .map(|e| {
-                e.accounts()
-                    .iter()
-                    .map(|a| {
-                        let u = MemberUsage {
-                            up_bytes: a.bytes[UP],
-                            down_bytes: a.bytes[DOWN],
-                            up_packets: a.packets[UP],
-                            down_packets: a.packets[DOWN],
-                        };
-                        (a.member_id, u)
-                    })
-                    .collect()
-            })
-            .unwrap_or_default(),
+        members,
     })
 }
 
@@ -266,6 +381,8 @@ pub fn options(inside: Option<&Path>, outside: Option<&Path>, out_dir: &Path, se
         out_dir: out_dir.to_path_buf(),
         engine: config(seed),
         policy: None,
+        workers: 1,
+        shaping: None,
     }
 }
 

@@ -259,18 +259,42 @@ fn members() -> Script {
     s
 }
 
+/// The test account (member 102, plan "test": 2 Mbit/s up, a 16,000-byte
+/// burst) uploads 1042-byte frames every 2 ms (4.2 Mbit/s) for 100 ms while
+/// the laptop of member 101 (20 Mbit/s) sends a few: the burst passes, then
+/// the test account's frames leave at its rate, later than they came, and
+/// what waits too long is dropped by name; the laptop's frames pass at once.
+fn shaping() -> Script {
+    let mut s = Script::default();
+    let test_box = v4(10, 0, 9, 1);
+    let laptop = v4(10, 0, 1, 1);
+    let sink = v4(198, 19, 0, 9);
+    for i in 0..50u64 {
+        s.at(2 * i, true, udp(true, test_box, sink, 9000, 9, 1000));
+        if i % 10 == 0 {
+            s.at(2 * i + 1, true, udp(true, laptop, sink, 9001, 9, 100));
+        }
+    }
+    s
+}
+
 struct Case {
     name: &'static str,
     script: fn() -> Script,
     max_flows: u32,
     /// Replay with the example member database.
     members: bool,
+    workers: usize,
+    /// Shape members by plan.
+    shaping: bool,
 }
 
 const CASES: &[Case] = &[
-    Case { name: "demo", script: demo, max_flows: 262_144, members: false },
-    Case { name: "table-full", script: table_full, max_flows: 16, members: false },
-    Case { name: "members", script: members, max_flows: 262_144, members: true },
+    Case { name: "demo", script: demo, max_flows: 262_144, members: false, workers: 1, shaping: false },
+    Case { name: "table-full", script: table_full, max_flows: 16, members: false, workers: 1, shaping: false },
+    Case { name: "members", script: members, max_flows: 262_144, members: true, workers: 1, shaping: false },
+    Case { name: "members-2-workers", script: members, max_flows: 262_144, members: true, workers: 2, shaping: false },
+    Case { name: "shaping", script: shaping, max_flows: 262_144, members: true, workers: 1, shaping: true },
 ];
 
 fn run_case(case: &Case) {
@@ -283,6 +307,10 @@ fn run_case(case: &Case) {
     opts.engine.max_flows = case.max_flows;
     if case.members {
         opts.policy = Some(std::sync::Arc::new(policy::compile(&policy::sample::example(), 1).unwrap()));
+    }
+    opts.workers = case.workers;
+    if case.shaping {
+        opts.shaping = Some(replay::shaping(case.workers));
     }
     let report = replay::run(&opts).unwrap_or_else(|e| panic!("{}: {e}", case.name));
     let counters = serde_json::to_string_pretty(&serde_json::json!({
@@ -327,6 +355,43 @@ fn golden_table_full() {
 #[test]
 fn golden_members() {
     run_case(&CASES[2]);
+}
+
+/// Two workers, frames spread over their queues by hash: what is forwarded
+/// (and counted) is what one worker forwards, frames handed to their
+/// member's worker where they arrive on the other.
+#[test]
+fn golden_members_on_two_workers() {
+    run_case(&CASES[3]);
+    let frames = |case: &str, file: &str| {
+        let mut r = io::PcapReader::open(dir().join(case).join(file)).unwrap();
+        let mut all = Vec::new();
+        let mut slot = io::PacketBuf::default();
+        while r.read_next(&mut slot).unwrap() {
+            all.push((slot.ts_ns, slot.as_slice().to_vec()));
+        }
+        all.sort();
+        all
+    };
+    for file in ["to-inside.pcap", "to-outside.pcap"] {
+        assert_eq!(frames("members", file), frames("members-2-workers", file), "{file}");
+    }
+    let counters = std::fs::read_to_string(dir().join("members-2-workers/counters.json")).unwrap();
+    assert!(counters.contains("handoff_handed_off"), "{counters}");
+}
+
+/// Shaping in replay time: see [`shaping`].
+#[test]
+fn golden_shaping() {
+    run_case(&CASES[4]);
+    let mut r = io::PcapReader::open(dir().join("shaping/to-outside.pcap")).unwrap();
+    let mut slot = io::PacketBuf::default();
+    let mut late = 0;
+    while r.read_next(&mut slot).unwrap() {
+        // Frames leave at whole milliseconds when released; they came at even ones.
+        late += usize::from(slot.ts_ns % 2_000_000 != 0);
+    }
+    assert!(late > 0, "some frames left later than they came");
 }
 
 /// The scripted inputs are what is committed (or the script changed
