@@ -1,11 +1,13 @@
 //! `torwart replay`: what would the gateway do with this traffic?
 //!
 //! Reads a capture taken on the inside port and one taken on the outside
-//! port, merges them by timestamp, and runs them through one engine in
-//! batches of consecutive frames from the same side, with capture time as
-//! the engine's clock. Frames forwarded towards each side are written to
-//! `to-inside.pcap` and `to-outside.pcap` with their original timestamps;
-//! the counters say what was dropped and why.
+//! port, merges them by timestamp, and hands them in batches of consecutive
+//! frames from the same side to the gateway's own workers
+//! ([`dataplane::Lockstep`]: the live loop, stepped on capture time), with
+//! steering and handoff between workers, the engine, egress and shaping.
+//! Frames forwarded towards each side are written to `to-inside.pcap` and
+//! `to-outside.pcap` with their original timestamps (or the time a shaper
+//! released them); the counters say what was dropped and why.
 //!
 //! Replay is deterministic: the flow hash key is fixed (derived from
 //! `--seed`), so eviction choices and so every output byte are the same on
