@@ -392,6 +392,14 @@ fn oversize_frames_are_skipped_and_counted() {
     assert_eq!(got.iter().map(|f| f.1 / 1_000_000_000).collect::<Vec<_>>(), [1, 3, 5]);
     assert_eq!(r.stats().oversized, 2);
     assert_eq!(r.stats().records, 3);
+    // A peek skips them too: its timestamp is the next read's.
+    let mut r = reader(&p.bytes);
+    let mut slot = PacketBuf::default();
+    assert!(r.read_next(&mut slot).unwrap());
+    assert_eq!(r.peek_ts().unwrap(), Some(3_000_000_000));
+    assert!(r.read_next(&mut slot).unwrap());
+    assert_eq!(slot.ts_ns, 3_000_000_000);
+    assert_eq!(r.stats().oversized, 1, "counted once, though peeked and read");
 
     // A corrupt length is refused before we try to buffer it.
     let mut bytes = Pcap::new(false, false, 1, 65535).record(1, 0, &[0; 60], 60).bytes;

@@ -90,6 +90,17 @@ impl LinkType {
 
     /// Writes `record` into `slot` as an Ethernet frame. On error `slot`'s
     /// length is unspecified (the caller does not commit it).
+    /// The length of the Ethernet frame [`to_ethernet`](Self::to_ethernet)
+    /// makes of a record of `record_len` bytes (without converting it).
+    pub(crate) fn ethernet_len(self, record_len: usize) -> usize {
+        match self {
+            LinkType::Ethernet => record_len,
+            LinkType::LinuxSll => field::ETH_HEADER_LEN + record_len.saturating_sub(field::SLL_HEADER_LEN),
+            LinkType::LinuxSll2 => field::ETH_HEADER_LEN + record_len.saturating_sub(field::SLL2_HEADER_LEN),
+            LinkType::RawIp | LinkType::Ipv4 | LinkType::Ipv6 => field::ETH_HEADER_LEN + record_len,
+        }
+    }
+
     pub(crate) fn to_ethernet(self, record: &[u8], slot: &mut PacketBuf) -> Result<Converted, ConvertError> {
         let (ethertype, payload, outcome) = match self {
             LinkType::Ethernet => {

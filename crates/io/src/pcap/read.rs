@@ -56,6 +56,12 @@ mod field {
     pub const TSRESOL_BASE2: u8 = 0x80;
 }
 
+/// The largest frame a reader delivers: the frame buffers' capacity. A
+/// record that would make a larger frame (a jumbo frame, a GRO super-packet
+/// captured before segmentation) is skipped and counted as oversized: a
+/// gateway on these links would never receive it whole.
+pub const MAX_FRAME: usize = crate::DEFAULT_FRAME_CAPACITY;
+
 /// What the reader has seen so far.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct PcapStats {
@@ -125,8 +131,9 @@ enum Step {
     /// A packet record of `used` bytes with this timestamp (delivered into
     /// the slot if one was given).
     Packet { used: usize, ts_ns: u64 },
-    /// A packet record of `used` bytes too large for the slot: counted in
-    /// [`PcapStats::oversized`] and skipped.
+    /// A packet record of `used` bytes whose frame would be larger than
+    /// [`MAX_FRAME`]: counted in [`PcapStats::oversized`] and skipped, by a
+    /// peek as by a read, so a peek's timestamp is the next read's.
     Oversized(usize),
 }
 
@@ -199,6 +206,12 @@ impl<R: Read> PcapReader<R> {
         self
     }
 
+    /// The largest frame a reader delivers: the frame buffers' capacity. A
+    /// record that would make a larger frame (a jumbo frame, a GRO super-packet
+    /// captured before segmentation) is skipped and counted as oversized: a
+    /// gateway on these links would never receive it whole.
+    pub const MAX_FRAME: usize = crate::DEFAULT_FRAME_CAPACITY;
+
     /// What the reader has seen so far.
     pub fn stats(&self) -> &PcapStats {
         &self.stats
@@ -236,6 +249,7 @@ impl<R: Read> PcapReader<R> {
             };
             match step.map_err(|e| self.record_error(e, slot.as_deref()))? {
                 Step::Skip(used) => self.input.start += used,
+                // Skipped by a peek as by a read (counted once: it is consumed).
                 Step::Oversized(used) => {
                     self.input.start += used;
                     self.consumed += 1;
@@ -386,10 +400,12 @@ fn pcap_step(
     let frac_ns = if nanos { u64::from(raw.ts_frac) } else { u64::from(raw.ts_frac) * 1000 };
     let ts_ns = u64::from(raw.ts_sec) * NANOS_PER_SEC + frac_ns;
     let used = avail.len() - rem.len();
+    if link.ethernet_len(raw.data.len()) > MAX_FRAME {
+        stats.oversized += 1;
+        return Ok(Step::Oversized(used));
+    }
     if let Some(slot) = slot {
-        if !deliver(link, &raw.data, u64::from(raw.orig_len), slot, stats)? {
-            return Ok(Step::Oversized(used));
-        }
+        deliver(link, &raw.data, u64::from(raw.orig_len), slot, stats)?;
     }
     Ok(Step::Packet { used, ts_ns })
 }
@@ -437,42 +453,36 @@ fn pcapng_step(
     })?;
     let link = iface.link.map_err(RecordError::UnsupportedLink)?;
     let ts_ns = raw_ts.map_or(last_ts, |units| iface.to_ns(units));
+    let mut data: &[u8] = &data;
+    if raw_ts.is_none() {
+        // A simple packet block's body is the packet padded to 32 bits,
+        // cut at the snaplen: its length is implied (RFC draft
+        // pcapng 4.4).
+        let mut cap = orig_len as usize;
+        if iface.snaplen != 0 {
+            cap = cap.min(iface.snaplen as usize);
+        }
+        data = &data[..cap.min(data.len())];
+    }
+    if link.ethernet_len(data.len()) > MAX_FRAME {
+        stats.oversized += 1;
+        return Ok(Step::Oversized(used));
+    }
     if let Some(slot) = slot {
-        let mut data: &[u8] = &data;
-        if raw_ts.is_none() {
-            // A simple packet block's body is the packet padded to 32 bits,
-            // cut at the snaplen: its length is implied (RFC draft
-            // pcapng 4.4).
-            let mut cap = orig_len as usize;
-            if iface.snaplen != 0 {
-                cap = cap.min(iface.snaplen as usize);
-            }
-            data = &data[..cap.min(data.len())];
-        }
-        if !deliver(link, data, u64::from(orig_len), slot, stats)? {
-            return Ok(Step::Oversized(used));
-        }
+        deliver(link, data, u64::from(orig_len), slot, stats)?;
     }
     Ok(Step::Packet { used, ts_ns })
 }
 
-/// Converts a record into the slot and counts it; `false` (and counted as
-/// oversized) if the frame does not fit the slot.
+/// Converts a record into the slot and counts it.
 fn deliver(
     link: LinkType,
     data: &[u8],
     orig_len: u64,
     slot: &mut PacketBuf,
     stats: &mut PcapStats,
-) -> Result<bool, RecordError> {
-    let outcome = match link.to_ethernet(data, slot) {
-        Ok(outcome) => outcome,
-        Err(ConvertError::TooLarge(_)) => {
-            stats.oversized += 1;
-            return Ok(false);
-        }
-        Err(e) => return Err(RecordError::Convert(e)),
-    };
+) -> Result<(), RecordError> {
+    let outcome = link.to_ethernet(data, slot).map_err(RecordError::Convert)?;
     if outcome == Converted::UnknownIpVersion {
         stats.unknown_ip_version += 1;
     }
@@ -481,7 +491,7 @@ fn deliver(
     }
     stats.records += 1;
     stats.bytes += slot.len() as u64;
-    Ok(true)
+    Ok(())
 }
 
 impl Iface {
