@@ -30,18 +30,17 @@
 //! sequence) are escaped, so no input can forge a line or drive a terminal.
 
 use crate::config::{Backend, Checked, Config, IdleMode, PortSide, XdpMode};
-use crate::db::{Database, MemberTraffic, WatchOptions};
+use crate::db::{Database, WatchOptions};
 use crate::files;
 use crate::ledger::{Ledger, Periods};
 use crate::reload::{Published, Reloader};
 use crate::spool::Spool;
+use crate::stats::Stats;
 use dataplane::{
     Dataplane, DataplaneCounters, Egress, Idle, PortQueue, Totals, WorkerConfig, WorkerSetup, WorkerStats,
 };
 use engine::Side;
-use serde_json::json;
 use std::borrow::Cow;
-use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -227,11 +226,11 @@ impl Daemon {
             }
             if self.config.stats.file.is_some() && last_stats.elapsed() >= self.checked.stats_interval {
                 last_stats = Instant::now();
-                write_stats(&self.config, &self.control.published, &stats, &self.mirror, &self.status());
+                write_stats(&self.config, &Stats::collect(&stats, &self.context()));
             }
             if !self.checked.log_interval.is_zero() && last_log.elapsed() >= self.checked.log_interval {
                 last_log = Instant::now();
-                log_summary(&stats, &self.status());
+                log_summary(&Stats::collect(&stats, &self.context()));
             }
         }
     }
@@ -241,12 +240,15 @@ impl Daemon {
         self.running.as_ref().map_or_else(|| self.parked.clone(), |r| r.dp.stats())
     }
 
-    fn status(&self) -> Status<'_> {
-        Status {
-            ports: &self.ports,
+    /// What the daemon adds to the workers' figures in the stats.
+    fn context(&self) -> crate::stats::Context {
+        crate::stats::Context {
+            published_generation: self.control.published.load().number(),
+            routes_generation: self.mirror.load().generation(),
             forwarding: self.running.is_some(),
+            ports: self.ports.status(),
+            carried: self.carried.clone(),
             unserved: self.carried_unserved + self.running.as_ref().map_or(0, Running::unserved),
-            carried: &self.carried,
             restarts: self.restarts,
         }
     }
@@ -300,7 +302,7 @@ impl Daemon {
             return;
         }
         log!("WARN", "a worker's state is lost: the workers start afresh (flows and NAT bindings end)");
-        let pending = self.ledger.pending(&member_totals(&self.parked));
+        let pending = self.ledger.pending(&crate::stats::usage(&self.parked));
         if let Err(e) = self.control.spool.append(Periods::HOURLY.start(unix_now()), &pending) {
             log!("ERROR", "usage of {} member(s) LOST: {e}", pending.len());
         }
@@ -319,8 +321,9 @@ impl Daemon {
             self.parked = stats;
         }
         let flushed = final_flush(&self.control, &mut self.ledger, &self.parked);
-        write_stats(&self.config, &self.control.published, &self.parked, &self.mirror, &self.status());
-        log_summary(&self.parked, &self.status());
+        let last = Stats::collect(&self.parked, &self.context());
+        write_stats(&self.config, &last);
+        log_summary(&last);
         self.mirror.stop();
         self.control.stop();
         match &flushed {
@@ -422,12 +425,20 @@ impl Ports {
         changed
     }
 
-    fn all_present(&self) -> bool {
-        self.ports.iter().all(|p| p.ifindex.is_some())
+    fn status(&self) -> Vec<crate::stats::PortStatus> {
+        self.ports
+            .iter()
+            .map(|p| crate::stats::PortStatus {
+                interface: p.name.clone(),
+                side: p.side.name().to_owned(),
+                present: p.ifindex.is_some(),
+                lost: p.lost,
+            })
+            .collect()
     }
 
-    fn lost(&self) -> u64 {
-        self.ports.iter().map(|p| p.lost).sum()
+    fn all_present(&self) -> bool {
+        self.ports.iter().all(|p| p.ifindex.is_some())
     }
 
     /// `(ifindex, side)` by port index, for the router.
@@ -803,21 +814,6 @@ async fn reload_loop(db: Database, mut reloader: Reloader, now: Arc<tokio::sync:
     }
 }
 
-/// The member totals of all workers, as the ledger takes them.
-fn member_totals(stats: &[Arc<WorkerStats>]) -> Vec<MemberTraffic> {
-    stats
-        .iter()
-        .flat_map(|w| w.accounts.iter())
-        .map(|a| MemberTraffic {
-            member_id: a.member_id,
-            up_bytes: a.bytes[0],
-            down_bytes: a.bytes[1],
-            up_packets: a.packets[0],
-            down_packets: a.packets[1],
-        })
-        .collect()
-}
-
 fn unix_now() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64)
 }
@@ -827,7 +823,7 @@ fn flush_usage(control: &Control, ledger: &mut Ledger, stats: &[Arc<WorkerStats>
     if stats.is_empty() {
         return;
     }
-    let totals = member_totals(stats);
+    let totals = crate::stats::usage(stats);
     match control.runtime.block_on(ledger.flush(&control.db, Periods::HOURLY, unix_now(), &totals)) {
         Ok(0) => {}
         Ok(n) => log!("INFO", "usage written members={n}"),
@@ -839,7 +835,7 @@ fn flush_usage(control: &Control, ledger: &mut Ledger, stats: &[Arc<WorkerStats>
 /// usage goes to the spool and the stop is an error, so that nothing is
 /// lost silently.
 fn final_flush(control: &Control, ledger: &mut Ledger, stats: &[Arc<WorkerStats>]) -> Result<(), Failure> {
-    let totals = member_totals(stats);
+    let totals = crate::stats::usage(stats);
     let deadline = Instant::now() + STOP_FLUSH_DEADLINE;
     let error = loop {
         let left = deadline.saturating_duration_since(Instant::now()).max(Duration::from_millis(100));
@@ -876,121 +872,10 @@ fn final_flush(control: &Control, ledger: &mut Ledger, stats: &[Arc<WorkerStats>
     }
 }
 
-/// What the stats file and the log line say about the ports and restarts.
-struct Status<'a> {
-    ports: &'a Ports,
-    /// Workers run (they do not while stopped for a restart).
-    forwarding: bool,
-    /// Frames the XDP programs dropped for want of a socket, all starts.
-    unserved: u64,
-    /// Dataplane counters of workers that were stopped for a restart.
-    carried: &'a DataplaneCounters,
-    restarts: u64,
-}
-
-/// The stats file: counters, usage per member, per-worker figures, ports.
-fn write_stats(
-    config: &Config,
-    published: &Published,
-    stats: &[Arc<WorkerStats>],
-    mirror: &router::Mirror,
-    status: &Status,
-) {
+/// The stats file (`stats.file`): the [`Stats`] document.
+fn write_stats(config: &Config, stats: &Stats) {
     let Some(path) = &config.stats.file else { return };
-    let mut totals = Totals::of(stats.iter().map(|s| &**s));
-    totals.dataplane.add(status.carried);
-    let mut counters = BTreeMap::new();
-    for (name, v) in totals.engine.entries() {
-        counters.insert(name.to_owned(), v);
-    }
-    for (d, v) in totals.dataplane.drops() {
-        counters.insert(d.name().to_owned(), v);
-    }
-    counters.insert("handoff_same_core".into(), totals.dataplane.same_core);
-    counters.insert("handoff_handed_off".into(), totals.dataplane.handed_off);
-    counters.insert("xdp_unserved".into(), status.unserved);
-    counters.insert("port_lost".into(), status.ports.lost());
-    counters.insert("workers_restarted".into(), status.restarts);
-    for s in stats {
-        for (name, v) in s.egress.router.iter() {
-            *counters.entry(format!("router_{name}")).or_insert(0) += v;
-        }
-    }
-    let mut members: BTreeMap<u32, [u64; 4]> = BTreeMap::new();
-    for a in stats.iter().flat_map(|s| s.accounts.iter()) {
-        let m = members.entry(a.member_id).or_default();
-        m[0] += a.bytes[0];
-        m[1] += a.packets[0];
-        m[2] += a.bytes[1];
-        m[3] += a.packets[1];
-    }
-    let members: Vec<_> = members
-        .iter()
-        .map(|(id, m)| {
-            json!({"member_id": id, "up_bytes": m[0], "up_packets": m[1], "down_bytes": m[2], "down_packets": m[3]})
-        })
-        .collect();
-    let workers: Vec<_> = stats
-        .iter()
-        .map(|s| {
-            json!({
-                "worker": s.worker, "generation": s.generation, "flows": s.flows, "nat_bindings": s.nat_bindings,
-                "rx": s.dataplane.rx, "tx": s.dataplane.tx, "same_core": s.dataplane.same_core,
-                "handed_off": s.dataplane.handed_off, "handed_in": s.dataplane.handed_in,
-                "loops": s.dataplane.loops, "idle_loops": s.dataplane.idle_loops, "waits": s.dataplane.waits, "naps": s.dataplane.naps,
-            })
-        })
-        .collect();
-    let dir = |m: &Option<shaper::MemberStats>| {
-        m.as_ref().map(|m| {
-            let reasons: BTreeMap<&str, u64> =
-                shaper::Reason::ALL.iter().map(|r| (r.name(), m.reasons.get(*r))).filter(|(_, v)| *v > 0).collect();
-            json!({
-                "rate_bps": m.rate_bps, "allowed_bps": m.allowed_bps, "plan_rate_bps": m.plan.rate_bps,
-                "plan_ceil_bps": m.plan.ceil_bps, "backlog_packets": m.backlog_packets,
-                "backlog_bytes": m.backlog_bytes, "queue_delay_us": m.last_sojourn_ns / 1000,
-                "released_packets": m.released_packets, "passed_packets": m.passed_packets, "drops": reasons,
-            })
-        })
-    };
-    let shaping: Vec<_> = stats
-        .iter()
-        .flat_map(|s| s.shaped.iter())
-        .map(|(id, m)| json!({"member_id": id, "up": dir(&m[0]), "down": dir(&m[1])}))
-        .collect();
-    let shaper_load: Vec<_> = stats
-        .iter()
-        .filter_map(|s| {
-            let [up, down] = s.shaper.as_ref()?;
-            Some(json!({
-                "worker": s.worker, "held_frames": s.shaper_held,
-                "up": {"members": up.members, "backlogged": up.backlogged_members, "backlog_bytes": up.backlog_bytes, "share_bps": up.share_bps},
-                "down": {"members": down.members, "backlogged": down.backlogged_members, "backlog_bytes": down.backlog_bytes, "share_bps": down.share_bps},
-            }))
-        })
-        .collect();
-    let ports: Vec<_> = status
-        .ports
-        .ports
-        .iter()
-        .map(|p| json!({"interface": p.name, "side": p.side.name(), "present": p.ifindex.is_some(), "lost": p.lost}))
-        .collect();
-    let generation = stats.iter().map(|s| s.generation).min().unwrap_or(0);
-    let doc = json!({
-        "generation": generation,
-        "published_generation": published.load().number(),
-        "routes_generation": mirror.load().generation(),
-        "forwarding": status.forwarding,
-        "ports": ports,
-        "flows": totals.flows,
-        "nat_bindings": totals.nat_bindings,
-        "counters": counters,
-        "members": members,
-        "workers": workers,
-        "shaping": shaping,
-        "shaper_load": shaper_load,
-    });
-    let written = serde_json::to_vec_pretty(&doc)
+    let written = serde_json::to_vec_pretty(stats)
         .map_err(std::io::Error::other)
         .and_then(|b| files::write_private(path, &b, files::STATS_MODE, false));
     if let Err(e) = written {
@@ -998,22 +883,22 @@ fn write_stats(
     }
 }
 
-fn log_summary(stats: &[Arc<WorkerStats>], status: &Status) {
-    let mut t = Totals::of(stats.iter().map(|s| &**s));
-    t.dataplane.add(status.carried);
-    let rx: u64 = t.dataplane.rx.iter().sum();
-    let tx: u64 = t.dataplane.tx.iter().sum();
+/// The periodic log line: traffic, drops, table sizes.
+fn log_summary(stats: &Stats) {
+    let tx: u64 = stats.workers.iter().flat_map(|w| &w.tx).sum();
+    let drops = |names: &mut dyn Iterator<Item = &'static str>| names.map(|n| stats.counter(n)).sum::<u64>();
     log!(
         "INFO",
-        "stats rx={rx} tx={tx} engine_drops={} dataplane_drops={} xdp_unserved={} flows={} nat_bindings={} \
+        "stats rx={} tx={tx} engine_drops={} dataplane_drops={} xdp_unserved={} flows={} nat_bindings={} \
          handed_off={} ports_missing={}",
-        t.engine.total_drops(),
-        t.dataplane.total_drops(),
-        status.unserved,
-        t.flows,
-        t.nat_bindings,
-        t.dataplane.handed_off,
-        status.ports.ports.iter().filter(|p| p.ifindex.is_none()).count()
+        stats.rx(),
+        drops(&mut engine::DropReason::all().map(|d| d.name())),
+        drops(&mut dataplane::Drop::ALL.iter().map(|d| d.name())),
+        stats.counter("xdp_unserved"),
+        stats.flows,
+        stats.nat_bindings,
+        stats.counter("handoff_handed_off"),
+        stats.ports.iter().filter(|p| !p.present).count()
     );
 }
 

@@ -23,3 +23,4 @@ pub mod files;
 pub mod ledger;
 pub mod reload;
 pub mod spool;
+pub mod stats;

@@ -10,6 +10,7 @@
 //! p0/x0 ─ `i` (a member's device 10.0.1.2). Needs root; elsewhere each
 //! test says "skipped".
 
+use control::stats::Stats;
 use std::net::{Ipv4Addr, SocketAddrV4, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -171,27 +172,27 @@ impl Lab {
         panic!("timed out waiting for {what}:\n{}", self.log());
     }
 
-    fn stats(&self) -> Option<serde_json::Value> {
-        serde_json::from_str(&std::fs::read_to_string(self.stats_path()).ok()?).ok()
+    fn stats(&self) -> Option<Stats> {
+        Stats::read(&self.stats_path()).ok()
     }
 
     fn counter(&self, name: &str) -> u64 {
-        self.stats().and_then(|s| s["counters"][name].as_u64()).unwrap_or(0)
+        self.stats().map_or(0, |s| s.counter(name))
     }
 
     fn rx(&self) -> u64 {
-        let s = self.stats().unwrap_or_default();
-        s["workers"].as_array().map_or(0, |w| {
-            w.iter().flat_map(|w| w["rx"].as_array().cloned().unwrap_or_default()).filter_map(|v| v.as_u64()).sum()
-        })
+        self.stats().map_or(0, |s| s.rx())
+    }
+
+    /// The member's usage as torwart counts it (member 1, alice).
+    fn usage(&self) -> Option<control::db::MemberTraffic> {
+        self.stats()?.member(1).copied()
     }
 
     /// The member sends `n` datagrams out; returns once its usage counts them.
     fn member_traffic(&mut self, port: u16, n: u64) {
         send_udp(&self.i, OUTSIDE_HOST, port, n as usize);
-        self.wait_for("the member's usage", |l| {
-            l.stats().is_some_and(|s| s["members"][0]["up_packets"].as_u64().unwrap_or(0) >= n)
-        });
+        self.wait_for("the member's usage", |l| l.usage().is_some_and(|u| u.up_packets >= n));
     }
 
     /// Stops torwart with SIGTERM; its exit code.
@@ -301,13 +302,11 @@ fn unserved_queues_kernel_forwarding_and_a_deleted_port() {
     // The inside port deleted: logged, counted, visible; created again:
     // the workers start again on it, and frames are taken again.
     lab.sh(&lab.b, "ip link del p0");
-    lab.wait_for("the lost port", |l| {
-        l.counter("port_lost") == 1 && l.stats().is_some_and(|s| s["ports"][0]["present"] == false)
-    });
+    lab.wait_for("the lost port", |l| l.counter("port_lost") == 1 && l.stats().is_some_and(|s| !s.ports[0].present));
     assert!(lab.log().contains("port p0: the interface is gone"), "{}", lab.log());
     lab.add_inside_link();
     lab.wait_for("the workers on the port again", |l| l.counter("workers_restarted") == 1);
-    assert!(lab.stats().is_some_and(|s| s["ports"][0]["present"] == true && s["forwarding"] == true));
+    assert!(lab.stats().is_some_and(|s| s.ports[0].present && s.forwarding));
     let answered = count_udp(&lab.o, 6001, Duration::from_secs(2));
     std::thread::sleep(Duration::from_millis(300));
     send_udp(&lab.i, OUTSIDE_HOST, 6001, 10);
@@ -329,7 +328,7 @@ fn usage_the_database_refuses_at_a_stop_is_spooled_and_written_at_the_next_start
     let config = lab.configure();
     lab.start(&config);
     lab.member_traffic(6000, 10);
-    let up_bytes = lab.stats().unwrap()["members"][0]["up_bytes"].as_u64().unwrap();
+    let up_bytes = lab.usage().unwrap().up_bytes;
 
     // Another program holds the database locked through the stop.
     let db = lab.dir.join("t.db");

@@ -18,8 +18,8 @@ use std::collections::BTreeMap;
 use super::backend::{Stmt, Value};
 use super::{Database, DbError};
 
-/// One member's traffic in a flush, as the cores counted it.
-#[derive(Clone, Copy, Default, PartialEq, Eq, Debug)]
+/// One member's traffic (in a flush, in the stats file), as the cores counted it.
+#[derive(Clone, Copy, Default, PartialEq, Eq, Debug, serde::Serialize, serde::Deserialize)]
 pub struct MemberTraffic {
     pub member_id: u32,
     /// From the member (`outbound`).

@@ -69,7 +69,7 @@ pub struct Check {
 pub struct Report {
     pub checks: Vec<Check>,
     /// torwart's final stats (its `stats.file` at stop).
-    pub stats: serde_json::Value,
+    pub stats: control::stats::Stats,
     /// Usage rows the database holds after the stop, per member: (member, up bytes, down bytes).
     pub accounting: Vec<(u32, u64, u64)>,
     pub torwart_exit: Option<i32>,
@@ -87,7 +87,7 @@ impl Report {
 
     /// A counter from torwart's final stats (engine drops, dataplane counters), 0 if absent.
     pub fn counter(&self, name: &str) -> u64 {
-        self.stats.get("counters").and_then(|c| c.get(name)).and_then(|v| v.as_u64()).unwrap_or(0)
+        self.stats.counter(name)
     }
 }
 
@@ -190,10 +190,7 @@ pub fn run(opts: &Options, interrupted: &AtomicBool) -> Result<Report, String> {
     let exit = ns.stop("torwart", Duration::from_secs(15)).map(|s| s.code().unwrap_or(-1));
     let torwart_log = std::fs::read_to_string(&log_path).unwrap_or_default();
     result?;
-    let stats: serde_json::Value = std::fs::read(&stats_file)
-        .ok()
-        .and_then(|b| serde_json::from_slice(&b).ok())
-        .unwrap_or(serde_json::Value::Null);
+    let stats = control::stats::Stats::read(&stats_file).unwrap_or_default();
     let accounting = crate::block_on(async {
         let d = control::db::Database::open(&db_url).await?;
         let mut out = Vec::new();
@@ -357,11 +354,7 @@ fn wait_ready(ns: &mut Namespaces, stats: &Path, log: &Path) -> Result<(), Strin
             let text = std::fs::read_to_string(log).unwrap_or_default();
             return Err(format!("torwart exited at start:\n{}", text.trim_end()));
         }
-        let ready = std::fs::read(stats)
-            .ok()
-            .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
-            .and_then(|v| v.get("generation").and_then(|g| g.as_u64()))
-            .is_some_and(|g| g >= 1);
+        let ready = control::stats::Stats::read(stats).is_ok_and(|s| s.generation >= 1);
         if ready {
             return Ok(());
         }
@@ -606,30 +599,21 @@ pub fn print(r: &Report) {
     for c in &r.checks {
         println!("  [{}] {}: {}", if c.passed { "ok" } else { "FAILED" }, c.name, c.detail);
     }
-    if let Some(m) = r.stats.get("members").and_then(|m| m.as_array()) {
+    if !r.stats.members.is_empty() {
         println!();
         println!("usage per member (torwart's counters):");
         println!("  {:>6} {:>14} {:>10} {:>14} {:>10}", "member", "bytes up", "pkts up", "bytes down", "pkts down");
-        for a in m {
-            let g = |k: &str| a.get(k).and_then(|v| v.as_u64()).unwrap_or(0);
+        for m in &r.stats.members {
             println!(
                 "  {:>6} {:>14} {:>10} {:>14} {:>10}",
-                g("member_id"),
-                g("up_bytes"),
-                g("up_packets"),
-                g("down_bytes"),
-                g("down_packets")
+                m.member_id, m.up_bytes, m.up_packets, m.down_bytes, m.down_packets
             );
         }
     }
-    if let Some(c) = r.stats.get("counters").and_then(|c| c.as_object()) {
-        println!();
-        println!("counters (non-zero):");
-        for (k, v) in c {
-            if v.as_u64().unwrap_or(0) > 0 {
-                println!("  {k:<32} {v}");
-            }
-        }
+    println!();
+    println!("counters (non-zero):");
+    for (k, v) in r.stats.counters.iter().filter(|(_, v)| **v > 0) {
+        println!("  {k:<32} {v}");
     }
     println!();
     let failed = r.checks.iter().filter(|c| !c.passed).count();
