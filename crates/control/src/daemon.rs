@@ -25,9 +25,8 @@
 //! [`STOP_FLUSH_DEADLINE`], else spooled ([`crate::spool`]) and the exit is
 //! non-zero; the database is closed; exit 0.
 //!
-//! Log lines are `unix-time LEVEL message`, one line per event: control
-//! characters in a message (a member's name with a newline or an escape
-//! sequence) are escaped, so no input can forge a line or drive a terminal.
+//! Everything is logged through `tracing` ([`crate::logging`]: one line per
+//! event, control characters escaped).
 
 use crate::config::{Backend, Checked, Config, IdleMode, PortSide, XdpMode};
 use crate::db::{Database, WatchOptions};
@@ -40,7 +39,6 @@ use dataplane::{
     Dataplane, DataplaneCounters, Egress, Idle, PortQueue, Totals, WorkerConfig, WorkerSetup, WorkerStats,
 };
 use engine::Side;
-use std::borrow::Cow;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -78,44 +76,6 @@ impl Failure {
     }
 }
 
-/// `text` with every control character (and the Unicode line separators and
-/// bidirectional overrides) written as an escape such as `\n` or
-/// `\u{1b}`: safe to put in a log line or on a terminal.
-pub fn escape_controls(text: &str) -> Cow<'_, str> {
-    let unsafe_char = |c: char| {
-        c.is_control() || matches!(c, '\u{2028}' | '\u{2029}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
-    };
-    if !text.chars().any(unsafe_char) {
-        return Cow::Borrowed(text);
-    }
-    let mut out = String::with_capacity(text.len() + 8);
-    for c in text.chars() {
-        if unsafe_char(c) {
-            out.extend(c.escape_default());
-        } else {
-            out.push(c);
-        }
-    }
-    Cow::Owned(out)
-}
-
-/// Logs a line with a level and key=value pairs: one line per event,
-/// parseable; control characters in the message are escaped.
-#[macro_export]
-macro_rules! log {
-    ($level:literal, $($arg:tt)*) => {{
-        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
-        let message = format!($($arg)*);
-        eprintln!(
-            "{}.{:03} {:5} {}",
-            now.as_secs(),
-            now.subsec_millis(),
-            $level,
-            $crate::daemon::escape_controls(&message)
-        );
-    }};
-}
-
 /// Runs the daemon with the configuration at `path` until SIGTERM/SIGINT.
 pub fn run(path: &Path) -> Result<(), Failure> {
     let (config, checked) = Config::load(path).map_err(|e| Failure::Config(e.to_string()))?;
@@ -138,7 +98,7 @@ pub fn run_config(config: Config, checked: Checked) -> Result<(), Failure> {
     let plan = WorkerPlan::new(&config, &checked);
     let first = Running::start(&config, &plan, &mirror, &control.published, &ports, Vec::new());
     let running = first.map_err(|(e, _)| e)?;
-    log!("INFO", "running: {} worker(s), {} port(s)", plan.workers, config.ports.len());
+    tracing::info!("running: {} worker(s), {} port(s)", plan.workers, config.ports.len());
     let mut daemon = Daemon {
         config,
         checked,
@@ -195,7 +155,7 @@ impl Daemon {
         while !signals.terminate.load(Ordering::Relaxed) {
             std::thread::sleep(Duration::from_millis(50));
             if signals.hangup.swap(false, Ordering::Relaxed) {
-                log!("INFO", "SIGHUP: reloading the member database");
+                tracing::info!("SIGHUP: reloading the member database");
                 self.control.reload_now.notify_one();
             }
             let tables = self.mirror.load();
@@ -213,7 +173,7 @@ impl Daemon {
                 self.try_restart();
             }
             if self.running.as_ref().is_some_and(|r| !r.dp.running()) {
-                log!("ERROR", "a worker stopped unexpectedly; stopping");
+                tracing::error!("a worker stopped unexpectedly; stopping");
                 return;
             }
             let stats = self.stats();
@@ -256,7 +216,7 @@ impl Daemon {
     /// Stops the workers for a restart, keeping their engines.
     fn stop_workers(&mut self) {
         let Some(r) = self.running.take() else { return };
-        log!("INFO", "restarting the workers on the ports as they are now (flows, NAT and usage kept)");
+        tracing::info!("restarting the workers on the ports as they are now (flows, NAT and usage kept)");
         let (stats, kept, unserved) = r.stop();
         self.carried.add(&Totals::of(stats.iter().map(|s| &**s)).dataplane);
         self.carried_unserved += unserved;
@@ -274,7 +234,7 @@ impl Daemon {
         }
         self.last_restart_try = Instant::now();
         if let Err(e) = check_kernel_forwarding(&self.config) {
-            log!("ERROR", "{e}; the workers start again once it is off");
+            tracing::error!("{e}; the workers start again once it is off");
             return;
         }
         let kept = std::mem::take(&mut self.spare);
@@ -283,10 +243,10 @@ impl Daemon {
                 self.restarts += 1;
                 self.parked.clear();
                 self.running = Some(r);
-                log!("INFO", "running again: {} worker(s), {} port(s)", self.plan.workers, self.config.ports.len());
+                tracing::info!("running again: {} worker(s), {} port(s)", self.plan.workers, self.config.ports.len());
             }
             Err((e, kept)) => {
-                log!("ERROR", "cannot start the workers again (retrying every second): {e}");
+                tracing::error!("cannot start the workers again (retrying every second): {e}");
                 self.spare = kept;
                 self.settle_if_lost();
             }
@@ -301,10 +261,10 @@ impl Daemon {
         if self.spare.len() == self.plan.workers && self.spare.iter().all(Option::is_some) {
             return;
         }
-        log!("WARN", "a worker's state is lost: the workers start afresh (flows and NAT bindings end)");
+        tracing::warn!("a worker's state is lost: the workers start afresh (flows and NAT bindings end)");
         let pending = self.ledger.pending(&crate::stats::usage(&self.parked));
         if let Err(e) = self.control.spool.append(Periods::HOURLY.start(unix_now()), &pending) {
-            log!("ERROR", "usage of {} member(s) LOST: {e}", pending.len());
+            tracing::error!("usage of {} member(s) LOST: {e}", pending.len());
         }
         self.ledger = Ledger::new();
         self.spare.clear();
@@ -314,7 +274,7 @@ impl Daemon {
     /// Stops the workers, writes the usage one last time (or spools it),
     /// the stats and the log line; closes the database.
     fn stop(mut self) -> Result<(), Failure> {
-        log!("INFO", "stopping: draining the workers");
+        tracing::info!("stopping: draining the workers");
         if let Some(r) = self.running.take() {
             let (stats, _, unserved) = r.stop();
             self.carried_unserved += unserved;
@@ -327,8 +287,8 @@ impl Daemon {
         self.mirror.stop();
         self.control.stop();
         match &flushed {
-            Ok(()) => log!("INFO", "stopped"),
-            Err(e) => log!("ERROR", "stopped: {e}"),
+            Ok(()) => tracing::info!("stopped"),
+            Err(e) => tracing::error!("stopped: {e}"),
         }
         flushed
     }
@@ -337,10 +297,10 @@ impl Daemon {
 /// Settings that are read but not served yet.
 fn warn_unserved_settings(config: &Config) {
     if config.api.is_some() {
-        log!("WARN", "api: the HTTP API is not served yet; the setting is ignored");
+        tracing::warn!("api: the HTTP API is not served yet; the setting is ignored");
     }
     if config.sync.peer.is_some() {
-        log!("WARN", "sync.peer: state synchronisation is not implemented yet; the setting is ignored");
+        tracing::warn!("sync.peer: state synchronisation is not implemented yet; the setting is ignored");
     }
 }
 
@@ -411,14 +371,13 @@ impl Ports {
             changed = true;
             if p.ifindex.is_some() {
                 p.lost += 1;
-                log!(
-                    "ERROR",
+                tracing::error!(
                     "port {}: the interface is gone (deleted or replaced); nothing crosses it until it is back",
                     p.name
                 );
             }
             if let Some(i) = now {
-                log!("INFO", "port {}: the interface is back (index {i})", p.name);
+                tracing::info!("port {}: the interface is back (index {i})", p.name);
             }
             p.ifindex = now;
         }
@@ -507,8 +466,7 @@ impl Control {
             .block_on(Reloader::start(db.clone(), random_key()))
             .map_err(|e| Failure::Database(e.to_string()))?;
         let published = reloader.published();
-        log!(
-            "INFO",
+        tracing::info!(
             "policy generation={} members={} database={}",
             published.load().number(),
             published.load().policy.len(),
@@ -529,7 +487,7 @@ impl Control {
             tokio::time::timeout(Duration::from_secs(5), self.db.close()).await
         });
         if closed.is_err() {
-            log!("WARN", "the member database did not close within 5 s; leaving it");
+            tracing::warn!("the member database did not close within 5 s; leaving it");
         }
         self.runtime.shutdown_timeout(Duration::from_secs(2));
     }
@@ -557,8 +515,8 @@ fn replay_spool(control: &Control, when: &str) {
         return;
     }
     match control.runtime.block_on(control.spool.replay(&control.db)) {
-        Ok(n) => log!("INFO", "usage spool {} written {when}: {n} record(s)", control.spool.path().display()),
-        Err(e) => log!("WARN", "{e}; kept for the next flush"),
+        Ok(n) => tracing::info!("usage spool {} written {when}: {n} record(s)", control.spool.path().display()),
+        Err(e) => tracing::warn!("{e}; kept for the next flush"),
     }
 }
 
@@ -668,7 +626,7 @@ impl Running {
     fn set_local_addresses(&self, local: &[IpAddr]) {
         for prog in &self.programs {
             if let Err(e) = prog.set_local_addresses(local) {
-                log!("WARN", "port {}: cannot update the box's addresses: {e}", prog.ifname());
+                tracing::warn!("port {}: cannot update the box's addresses: {e}", prog.ifname());
             }
         }
     }
@@ -708,11 +666,10 @@ fn open_ports(
                     XdpMode::Generic => io::XdpMode::Generic,
                 };
                 let prog = io::XdpProgram::attach(&p.interface, mode).map_err(port_failure)?;
-                log!("INFO", "port {} side={} xdp={} workers={workers}", p.interface, side.name(), prog.mode());
+                tracing::info!("port {} side={} xdp={} workers={workers}", p.interface, side.name(), prog.mode());
                 let rx_queues = io::xdp::rx_queue_count(&p.interface) as usize;
                 if rx_queues > workers {
-                    log!(
-                        "ERROR",
+                    tracing::error!(
                         "port {}: {rx_queues} receive queues but {workers} worker(s): transit frames arriving on \
                          queues {workers} to {} are dropped and counted (xdp_unserved); set workers.count = \
                          {rx_queues}, or `ethtool -L {} combined {workers}`",
@@ -745,7 +702,7 @@ fn open_ports(
                     ));
                 }
                 let sock = io::PacketPort::open(&p.interface, &io::PacketConfig::default()).map_err(port_failure)?;
-                log!("INFO", "port {} side={} af_packet", p.interface, side.name());
+                tracing::info!("port {} side={} af_packet", p.interface, side.name());
                 queues[0].push(PortQueue { name: p.interface.clone(), side, io: Box::new(sock) });
             }
         }
@@ -774,21 +731,20 @@ fn port_failure(e: io::IoError) -> Failure {
 /// keeps the running policy, and a broken watch is re-established.
 async fn reload_loop(db: Database, mut reloader: Reloader, now: Arc<tokio::sync::Notify>) {
     let report = |r: Result<crate::reload::Reloaded, crate::db::DbError>| match r {
-        Ok(r) => log!(
-            "INFO",
+        Ok(r) => tracing::info!(
             "policy reloaded generation={} changes=\"{}\" flows_ended_members={} compile_ms={:.1}",
             r.generation,
             r.changes,
             r.ended,
             r.compile.as_secs_f64() * 1e3
         ),
-        Err(e) => log!("WARN", "reload refused, the running policy stays: {e}"),
+        Err(e) => tracing::warn!("reload refused, the running policy stays: {e}"),
     };
     loop {
         let mut watch = match db.watch(WatchOptions::default()).await {
             Ok(w) => w,
             Err(e) => {
-                log!("WARN", "cannot watch the member database (retrying in 5 s): {e}");
+                tracing::warn!("cannot watch the member database (retrying in 5 s): {e}");
                 tokio::select! {
                     _ = tokio::time::sleep(Duration::from_secs(5)) => {}
                     _ = now.notified() => report(reloader.reload().await),
@@ -801,7 +757,7 @@ async fn reload_loop(db: Database, mut reloader: Reloader, now: Arc<tokio::sync:
                 changed = watch.changed() => match changed {
                     Ok(()) => report(reloader.reload().await),
                     Err(e) => {
-                        log!("WARN", "member database watch: {e}");
+                        tracing::warn!("member database watch: {e}");
                         if watch.is_closed() {
                             break;
                         }
@@ -826,8 +782,8 @@ fn flush_usage(control: &Control, ledger: &mut Ledger, stats: &[Arc<WorkerStats>
     let totals = crate::stats::usage(stats);
     match control.runtime.block_on(ledger.flush(&control.db, Periods::HOURLY, unix_now(), &totals)) {
         Ok(0) => {}
-        Ok(n) => log!("INFO", "usage written members={n}"),
-        Err(e) => log!("WARN", "usage not written (kept for the next flush): {e}"),
+        Ok(n) => tracing::info!("usage written members={n}"),
+        Err(e) => tracing::warn!("usage not written (kept for the next flush): {e}"),
     }
 }
 
@@ -845,7 +801,7 @@ fn final_flush(control: &Control, ledger: &mut Ledger, stats: &[Arc<WorkerStats>
         let e = match attempt {
             Ok(Ok(0)) => return Ok(()),
             Ok(Ok(n)) => {
-                log!("INFO", "usage written members={n}");
+                tracing::info!("usage written members={n}");
                 return Ok(());
             }
             Ok(Err(e)) => e.to_string(),
@@ -854,7 +810,7 @@ fn final_flush(control: &Control, ledger: &mut Ledger, stats: &[Arc<WorkerStats>
         if Instant::now() + Duration::from_millis(500) >= deadline {
             break e;
         }
-        log!("WARN", "usage not written ({e}); retrying until the deadline");
+        tracing::warn!("usage not written ({e}); retrying until the deadline");
         std::thread::sleep(Duration::from_millis(500));
     };
     let pending = ledger.pending(&totals);
@@ -879,7 +835,7 @@ fn write_stats(config: &Config, stats: &Stats) {
         .map_err(std::io::Error::other)
         .and_then(|b| files::write_private(path, &b, files::STATS_MODE, false));
     if let Err(e) = written {
-        log!("WARN", "cannot write the stats file {}: {e}", path.display());
+        tracing::warn!("cannot write the stats file {}: {e}", path.display());
     }
 }
 
@@ -887,8 +843,7 @@ fn write_stats(config: &Config, stats: &Stats) {
 fn log_summary(stats: &Stats) {
     let tx: u64 = stats.workers.iter().flat_map(|w| &w.tx).sum();
     let drops = |names: &mut dyn Iterator<Item = &'static str>| names.map(|n| stats.counter(n)).sum::<u64>();
-    log!(
-        "INFO",
+    tracing::info!(
         "stats rx={} tx={tx} engine_drops={} dataplane_drops={} xdp_unserved={} flows={} nat_bindings={} \
          handed_off={} ports_missing={}",
         stats.rx(),
@@ -930,18 +885,4 @@ fn random_key() -> [u64; 4] {
     }
     let w = |i: usize| u64::from_le_bytes(k[i * 8..i * 8 + 8].try_into().unwrap_or_default());
     [w(0), w(1), w(2), w(3)]
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn control_characters_are_escaped() {
-        let name = "eve\n1764000000.000 INFO  policy reloaded\u{1b}[2J\u{202e}";
-        let out = escape_controls(name);
-        assert!(!out.contains('\n') && !out.contains('\u{1b}') && !out.contains('\u{202e}'), "{out}");
-        assert!(out.contains("eve\\n1764000000.000 INFO") && out.contains("\\u{1b}[2J"), "{out}");
-        assert!(matches!(escape_controls("plain name äö"), Cow::Borrowed(_)));
-    }
 }

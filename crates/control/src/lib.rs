@@ -21,6 +21,7 @@ pub mod daemon;
 pub mod db;
 pub mod files;
 pub mod ledger;
+pub mod logging;
 pub mod reload;
 pub mod spool;
 pub mod stats;

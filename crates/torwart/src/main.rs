@@ -180,6 +180,7 @@ fn main() -> ExitCode {
         unsafe { libc::umask(0o027) };
     }
     if let Command::Run { config } = &cli.command {
+        control::logging::init();
         return match control::daemon::run(config) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
@@ -200,7 +201,7 @@ fn main() -> ExitCode {
 /// A message for the terminal: its lines as they are, every other control
 /// character (an escape sequence in a member's name) escaped.
 fn printable(message: &str) -> String {
-    message.split('\n').map(|line| control::daemon::escape_controls(line).into_owned()).collect::<Vec<_>>().join("\n")
+    message.split('\n').map(|line| control::logging::escape_controls(line).into_owned()).collect::<Vec<_>>().join("\n")
 }
 
 fn run(cli: Cli) -> Result<(), Error> {
