@@ -90,7 +90,7 @@ pub fn run_config(config: Config, checked: Checked) -> Result<(), Failure> {
     check_kernel_forwarding(&config)?;
     let control = Control::start(&config)?;
     replay_spool(&control, "at start");
-    let mirror = router::Mirror::start(router::MirrorConfig {
+    let mirror = crate::mirror::Mirror::start(crate::mirror::MirrorConfig {
         ports: config.ports.iter().map(|p| p.interface.clone()).collect(),
         ..Default::default()
     })
@@ -125,7 +125,7 @@ struct Daemon {
     checked: Checked,
     plan: WorkerPlan,
     control: Control,
-    mirror: router::Mirror,
+    mirror: crate::mirror::Mirror,
     ports: Ports,
     /// The workers, unless they are stopped for a restart.
     running: Option<Running>,
@@ -584,7 +584,7 @@ impl Running {
     fn start(
         config: &Config,
         plan: &WorkerPlan,
-        mirror: &router::Mirror,
+        mirror: &crate::mirror::Mirror,
         published: &Arc<Published>,
         ports: &Ports,
         mut kept: Vec<Option<dataplane::Kept>>,
@@ -652,7 +652,7 @@ impl Running {
 fn open_ports(
     config: &Config,
     workers: usize,
-    mirror: &router::Mirror,
+    mirror: &crate::mirror::Mirror,
 ) -> Result<(Vec<io::XdpProgram>, Vec<Vec<PortQueue>>), Failure> {
     let mut programs = Vec::new();
     let mut queues: Vec<Vec<PortQueue>> = (0..workers).map(|_| Vec::new()).collect();

@@ -22,6 +22,7 @@ pub mod db;
 pub mod files;
 pub mod ledger;
 pub mod logging;
+pub mod mirror;
 pub mod reload;
 pub mod spool;
 pub mod stats;

@@ -118,7 +118,10 @@ mod tests {
         });
         let text = String::from_utf8(buffer.0.lock().unwrap().clone()).unwrap();
         assert_eq!(text.lines().count(), 1, "{text}");
-        assert!(text.contains(" WARN  reload refused: member \"eve\\n1764000000.000 INFO  forged\" and eve\\n1764"), "{text}");
+        assert!(
+            text.contains(" WARN  reload refused: member \"eve\\n1764000000.000 INFO  forged\" and eve\\n1764"),
+            "{text}"
+        );
         assert!(text.trim_end().ends_with("error=bad\\u{1b}[2J"), "{text}");
     }
 

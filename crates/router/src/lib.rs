@@ -1,5 +1,7 @@
-//! torwart's routed mode: the kernel's FIB and neighbours mirrored into an
-//! immutable snapshot, and the per-packet forwarding decision.
+//! torwart's routed mode: the kernel's FIB and neighbours as an immutable
+//! snapshot, and the per-packet forwarding decision. Pure: no sockets, no
+//! threads; the control plane's route mirror (`control::mirror`) fills the
+//! snapshot from the kernel and resolves neighbours for the workers.
 //!
 //! Linux is the control plane (DESIGN.md): the kernel owns addresses,
 //! routes and neighbour tables; torwart forwards with a copy. The crate has
@@ -13,9 +15,8 @@
 //!   (route, neighbour, MTU, TTL, MAC rewrite; ICMP errors per RFC 1812 and
 //!   RFC 4443, rate-limited; IPv4 fragmentation). Pure logic: time is an
 //!   argument, no syscalls. The calling order is documented there.
-//! - [`mirror`]: [`Mirror`], the background thread that keeps the snapshot
-//!   in step with the kernel over rtnetlink and asks the kernel to resolve
-//!   neighbours on the workers' behalf ([`Resolver`]).
+//! - [`resolve`]: [`Resolver`], how a worker asks for a neighbour's
+//!   resolution without blocking (a bounded channel to the mirror).
 //!
 //! Frames are untrusted: every header is read through `wire`'s checked
 //! views, and no frame content can make this crate panic.
@@ -24,31 +25,17 @@ mod flat;
 pub mod forward;
 mod fragment;
 mod icmp;
-pub mod mirror;
 mod ratelimit;
 mod reason;
+pub mod resolve;
 pub mod tables;
 
 pub use forward::{Counters, Decision, Icmp, Router, RouterConfig};
 pub use fragment::{FragmentBufs, FragmentSink, NoFragments};
-pub use mirror::{Mirror, MirrorConfig, MirrorStats, Resolver};
 pub use ratelimit::TokenBucket;
 pub use reason::{IcmpSuppressed, Reason};
+pub use resolve::{Resolver, ResolverCounters};
 pub use tables::{IfAddr, Link, LocalKind, Route, RouteKind, RouteTables, TablesBuilder};
-
-/// The crate's errors: all from talking to the kernel.
-#[derive(Debug, thiserror::Error)]
-pub enum Error {
-    /// Opening, configuring or using an rtnetlink socket failed.
-    #[error("rtnetlink socket: {0}")]
-    Socket(#[source] std::io::Error),
-    /// The kernel refused a request.
-    #[error("rtnetlink request refused: {0}")]
-    Request(#[source] std::io::Error),
-    /// The mirror thread could not be started.
-    #[error("spawning the mirror thread: {0}")]
-    Spawn(#[source] std::io::Error),
-}
 
 #[cfg(test)]
 mod tests;

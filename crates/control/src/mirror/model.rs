@@ -19,7 +19,7 @@ use std::net::IpAddr;
 
 use wire::MacAddr;
 
-use crate::tables::{IfAddr, Link, Route, RouteTables, TablesBuilder};
+use router::tables::{IfAddr, Link, Route, RouteTables, TablesBuilder};
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) struct LinkState {

@@ -43,7 +43,7 @@ mod netlink;
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
+use std::sync::mpsc::Receiver;
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -52,8 +52,22 @@ use arc_swap::ArcSwap;
 
 use self::model::Model;
 use self::netlink::{Change, Netlink};
-use crate::tables::RouteTables;
-use crate::Error;
+pub use router::Resolver;
+use router::RouteTables;
+
+/// The mirror's errors: all from talking to the kernel.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// Opening, configuring or using an rtnetlink socket failed.
+    #[error("rtnetlink socket: {0}")]
+    Socket(#[source] std::io::Error),
+    /// The kernel refused a request.
+    #[error("rtnetlink request refused: {0}")]
+    Request(#[source] std::io::Error),
+    /// The mirror thread could not be started.
+    #[error("spawning the mirror thread: {0}")]
+    Spawn(#[source] std::io::Error),
+}
 
 /// How the mirror runs.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -96,8 +110,6 @@ struct Stats {
     notifications: AtomicU64,
     redumps: AtomicU64,
     decode_errors: AtomicU64,
-    resolve_requested: AtomicU64,
-    resolve_queue_full: AtomicU64,
     resolve_deduplicated: AtomicU64,
     resolve_sent: AtomicU64,
     resolve_failed: AtomicU64,
@@ -130,15 +142,15 @@ pub struct MirrorStats {
 }
 
 impl Stats {
-    fn snapshot(&self) -> MirrorStats {
+    fn snapshot(&self, resolver: &Resolver) -> MirrorStats {
         let l = |a: &AtomicU64| a.load(Ordering::Relaxed);
         MirrorStats {
             published: l(&self.published),
             notifications: l(&self.notifications),
             redumps: l(&self.redumps),
             decode_errors: l(&self.decode_errors),
-            resolve_requested: l(&self.resolve_requested),
-            resolve_queue_full: l(&self.resolve_queue_full),
+            resolve_requested: l(&resolver.counters().requested),
+            resolve_queue_full: l(&resolver.counters().queue_full),
             resolve_deduplicated: l(&self.resolve_deduplicated),
             resolve_pending_full: l(&self.resolve_pending_full),
             resolve_sent: l(&self.resolve_sent),
@@ -149,29 +161,6 @@ impl Stats {
 
 fn bump(a: &AtomicU64, n: u64) {
     a.fetch_add(n, Ordering::Relaxed);
-}
-
-/// A worker's handle for neighbour resolution: cheap to clone, never blocks.
-#[derive(Clone, Debug)]
-pub struct Resolver {
-    tx: SyncSender<(u32, IpAddr)>,
-    stats: Arc<Stats>,
-}
-
-impl Resolver {
-    /// Ask the kernel (through the mirror thread) to resolve `ip` on
-    /// `ifindex`. Returns `false` if the request was dropped because the
-    /// channel is full or the mirror has stopped.
-    pub fn resolve(&self, ifindex: u32, ip: IpAddr) -> bool {
-        bump(&self.stats.resolve_requested, 1);
-        match self.tx.try_send((ifindex, ip)) {
-            Ok(()) => true,
-            Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => {
-                bump(&self.stats.resolve_queue_full, 1);
-                false
-            }
-        }
-    }
 }
 
 /// The running mirror. Dropping it stops and joins the thread.
@@ -195,7 +184,7 @@ impl Mirror {
         full_dump(&mut requests, &mut model, &stats)?;
         let tables = Arc::new(ArcSwap::from_pointee(model.build(&config.ports, 1)));
         bump(&stats.published, 1);
-        let (tx, rx) = mpsc::sync_channel(config.resolve_queue.max(1));
+        let (resolver, rx) = Resolver::channel(config.resolve_queue);
         let stop = Arc::new(AtomicBool::new(false));
         let mut worker = Worker {
             config,
@@ -211,7 +200,7 @@ impl Mirror {
         };
         let thread =
             std::thread::Builder::new().name("twrt-mirror".into()).spawn(move || worker.run()).map_err(Error::Spawn)?;
-        Ok(Mirror { tables, resolver: Resolver { tx, stats: Arc::clone(&stats) }, stats, stop, thread: Some(thread) })
+        Ok(Mirror { tables, resolver, stats, stop, thread: Some(thread) })
     }
 
     /// The shared snapshot: hand a clone to every worker, which `load()`s it
@@ -236,7 +225,7 @@ impl Mirror {
     }
 
     pub fn stats(&self) -> MirrorStats {
-        self.stats.snapshot()
+        self.stats.snapshot(&self.resolver)
     }
 
     /// Stop the thread and wait for it.

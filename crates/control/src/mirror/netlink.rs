@@ -31,8 +31,8 @@ use netlink_sys::{Socket, SocketAddr};
 use wire::MacAddr;
 
 use super::model::{LinkState, Model, RouteKey};
-use crate::tables::{Route, RouteKind};
-use crate::Error;
+use super::Error;
+use router::tables::{Route, RouteKind};
 
 /// Receive buffer: larger than any datagram the kernel sends (dump skbs are
 /// at most 32 KiB; notifications are small).

@@ -20,7 +20,8 @@ use std::os::fd::AsRawFd;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use router::{Mirror, MirrorConfig, RouteTables};
+use control::mirror::{Mirror, MirrorConfig};
+use router::RouteTables;
 
 /// Deletes the namespaces when dropped, also when a test panics.
 struct Namespaces {
