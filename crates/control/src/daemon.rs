@@ -407,8 +407,7 @@ impl Ports {
 }
 
 fn require_root() -> Result<(), Failure> {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
+    if !crate::sys::is_root() {
         return Err(Failure::Permission(
             "torwart run needs root (or CAP_NET_ADMIN, CAP_NET_RAW, CAP_BPF and CAP_SYS_ADMIN) to attach XDP \
              programs and open packet sockets"
@@ -719,11 +718,10 @@ fn with_hint(f: Failure, hint: &str) -> Failure {
 }
 
 fn port_failure(e: io::IoError) -> Failure {
-    let m = e.to_string();
-    if m.contains("permission") || m.contains("Permission") || m.contains("EPERM") {
-        Failure::Permission(m)
+    if e.is_permission_denied() {
+        Failure::Permission(e.to_string())
     } else {
-        Failure::Port(m)
+        Failure::Port(e.to_string())
     }
 }
 

@@ -26,3 +26,4 @@ pub mod mirror;
 pub mod reload;
 pub mod spool;
 pub mod stats;
+pub mod sys;

@@ -86,8 +86,7 @@ impl Spool {
         };
         let meta = file.metadata().map_err(io)?;
         // Usage records are trusted only from a file nobody else could have written.
-        // SAFETY: geteuid has no preconditions.
-        let euid = unsafe { libc::geteuid() };
+        let euid = crate::sys::euid();
         if meta.uid() != euid || meta.mode() & 0o022 != 0 {
             return Err(SpoolError::Parse {
                 path: self.path.clone(),

@@ -205,4 +205,21 @@ impl IoError {
     pub fn is_eof(&self) -> bool {
         matches!(self, IoError::Eof)
     }
+
+    /// True if the operating system refused for want of a privilege
+    /// (`EPERM`, `EACCES`), anywhere in the error's chain of sources.
+    pub fn is_permission_denied(&self) -> bool {
+        let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(self);
+        while let Some(e) = cur {
+            if let Some(io) = e.downcast_ref::<std::io::Error>() {
+                if io.kind() == std::io::ErrorKind::PermissionDenied
+                    || matches!(io.raw_os_error(), Some(libc::EPERM) | Some(libc::EACCES))
+                {
+                    return true;
+                }
+            }
+            cur = e.source();
+        }
+        false
+    }
 }

@@ -119,8 +119,7 @@ const TEST_PLAN_MBIT: (f64, f64) = (2.0, 4.0);
 
 /// Runs the lab: build, start, check, stop, report. The namespaces are gone when it returns.
 pub fn run(opts: &Options, interrupted: &AtomicBool) -> Result<Report, String> {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
+    if !control::sys::is_root() {
         return Err("the lab needs root: it makes network namespaces and attaches XDP programs".into());
     }
     std::fs::create_dir_all(&opts.dir).map_err(|e| format!("cannot create {}: {e}", opts.dir.display()))?;
@@ -642,8 +641,7 @@ pub fn preflight(verbose: bool) -> Result<(), String> {
         return Ok(());
     }
     let pkgs: Vec<&str> = missing.iter().map(|(_, p)| *p).collect();
-    // SAFETY: geteuid has no preconditions.
-    let root = unsafe { libc::geteuid() } == 0;
+    let root = control::sys::is_root();
     if !root || !on_path("apt-get") {
         return Err(format!(
             "the lab needs {} (Debian packages: {})",
