@@ -22,50 +22,10 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
-    /// Runs captured traffic through the engine and writes what it would forward.
+    /// Runs captured traffic through the gateway's workers and writes what they would forward.
     ///
     /// Without --inside/--outside, replays an embedded demonstration capture.
-    Replay {
-        /// Capture taken on the inside port (towards the members): pcap or pcapng.
-        #[arg(long)]
-        inside: Option<PathBuf>,
-        /// Capture taken on the outside port (towards the internet).
-        #[arg(long)]
-        outside: Option<PathBuf>,
-        /// Where to write to-inside.pcap and to-outside.pcap.
-        #[arg(long, default_value = "replay-out")]
-        out_dir: PathBuf,
-        /// Print the report as JSON.
-        #[arg(long)]
-        json: bool,
-        /// Most flows tracked at once.
-        #[arg(long, default_value_t = 262_144)]
-        max_flows: u32,
-        /// Idle timeout of established TCP connections (e.g. 12h, 5d).
-        #[arg(long, default_value = "12h", value_parser = humantime::parse_duration)]
-        established_timeout: std::time::Duration,
-        /// Do not take over TCP connections seen mid-stream.
-        #[arg(long)]
-        strict_tcp: bool,
-        /// Seed of the (fixed, for reproducibility) flow hash key.
-        #[arg(long, default_value_t = 0)]
-        seed: u64,
-        /// Workers (1 to 64): frames are spread over their queues by a hash,
-        /// as a NIC does, and handed to the worker that owns their member.
-        #[arg(long, default_value_t = 1)]
-        workers: usize,
-        /// With --db: shape members by their plans (uplink unlimited).
-        #[arg(long, requires = "db")]
-        shaping: bool,
-        /// Member database (path or URL): apply the member policy (NAT,
-        /// forwards, anti-spoofing, blocks) and print usage per member.
-        #[arg(long)]
-        db: Option<String>,
-        /// With --db: add the usage per member to the database's accounting
-        /// table (hourly periods, by the capture's time), as the daemon does.
-        #[arg(long, requires = "db")]
-        record_usage: bool,
-    },
+    Replay(ReplayArgs),
     /// Runs the gateway on real interfaces (the daemon): see docs/torwart.example.toml.
     Run {
         /// The configuration file.
@@ -76,77 +36,126 @@ enum Command {
     /// drives real traffic (ping, curl, traceroute, iperf3) and reports.
     ///
     /// Needs root. Installs missing tools with apt-get if it can.
-    Lab {
-        /// "xdp" (AF_XDP, the default) or "af_packet".
-        #[arg(long, default_value = "xdp")]
-        backend: String,
-        /// Where the database, configuration, log and stats go.
-        #[arg(long, default_value = "lab-out")]
-        dir: PathBuf,
-        /// Seconds of each iperf3 run.
-        #[arg(long, default_value_t = 3)]
-        iperf_seconds: u32,
-        /// Print the report as JSON.
-        #[arg(long)]
-        json: bool,
-        /// How torwart's worker waits when idle: sleep (shares the machine) or busy (spins).
-        #[arg(long, default_value = "sleep")]
-        idle: String,
-    },
+    Lab(LabArgs),
     /// The member database: create, import, check.
     Db {
         #[command(subcommand)]
         command: DbCommand,
     },
     /// Measures the engine on a named scenario with generated traffic.
-    Bench {
-        /// campus-2018, campus-10x or synflood.
-        #[arg(long, default_value = "campus-2018")]
-        scenario: String,
-        #[arg(long, default_value_t = 1)]
-        seed: u64,
-        /// Worker cores, one engine each.
-        #[arg(long, default_value_t = 1)]
-        cores: usize,
-        /// Measured seconds per core.
-        #[arg(long, default_value_t = 5.0)]
-        seconds: f64,
-        /// Frames per batch.
-        #[arg(long, default_value_t = 32)]
-        batch: usize,
-        /// Offered load per core in Mpps: the rate at which virtual time passes.
-        #[arg(long, default_value_t = 1.0)]
-        offered_mpps: f64,
-        /// Scales the scenario's flow count (for quick runs).
-        #[arg(long, default_value_t = 1.0)]
-        flow_scale: f64,
-        /// Print the report as JSON (progress still goes to stderr).
-        #[arg(long)]
-        json: bool,
-        /// Connection tracking alone: no member policy, NAT or accounting.
-        #[arg(long)]
-        no_members: bool,
-        /// Policy generations to recompile and publish during the run.
-        #[arg(long, default_value_t = 0)]
-        reloads: u32,
-        /// Members of the scenario (default: the scenario's own count).
-        #[arg(long)]
-        members: Option<u32>,
-        /// Shape every member by its plan (the scenario's plans).
-        #[arg(long)]
-        shaping: bool,
-        /// With --shaping: the uplink's capacity per direction in Mbit/s (0: unlimited).
-        #[arg(long, default_value_t = 0)]
-        uplink_mbit: u64,
-        /// Run through the live dataplane's workers: frames arrive spread over
-        /// the workers regardless of member and are handed to the owner.
-        #[arg(long)]
-        dataplane: bool,
-    },
+    Bench(BenchArgs),
 }
 
 /// Where the member database is: a path (SQLite) or a URL (sqlite://, postgres://).
 const DEFAULT_DB: &str = "torwart.db";
+
+#[derive(clap::Args, Debug)]
+struct ReplayArgs {
+    /// Capture taken on the inside port (towards the members): pcap or pcapng.
+    #[arg(long)]
+    inside: Option<PathBuf>,
+    /// Capture taken on the outside port (towards the internet).
+    #[arg(long)]
+    outside: Option<PathBuf>,
+    /// Where to write to-inside.pcap and to-outside.pcap.
+    #[arg(long, default_value = "replay-out")]
+    out_dir: PathBuf,
+    /// Print the report as JSON.
+    #[arg(long)]
+    json: bool,
+    /// Most flows tracked at once.
+    #[arg(long, default_value_t = 262_144)]
+    max_flows: u32,
+    /// Idle timeout of established TCP connections (e.g. 12h, 5d).
+    #[arg(long, default_value = "12h", value_parser = humantime::parse_duration)]
+    established_timeout: std::time::Duration,
+    /// Do not take over TCP connections seen mid-stream.
+    #[arg(long)]
+    strict_tcp: bool,
+    /// Seed of the (fixed, for reproducibility) flow hash key.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Workers (1 to 64): frames are spread over their queues by a hash,
+    /// as a NIC does, and handed to the worker that owns their member.
+    #[arg(long, default_value_t = 1)]
+    workers: usize,
+    /// With --db: shape members by their plans (uplink unlimited).
+    #[arg(long, requires = "db")]
+    shaping: bool,
+    /// Member database (path or URL): apply the member policy (NAT,
+    /// forwards, anti-spoofing, blocks) and print usage per member.
+    #[arg(long)]
+    db: Option<String>,
+    /// With --db: add the usage per member to the database's accounting
+    /// table (hourly periods, by the capture's time), as the daemon does.
+    #[arg(long, requires = "db")]
+    record_usage: bool,
+}
+
+#[derive(clap::Args, Debug)]
+struct LabArgs {
+    /// "xdp" (AF_XDP, the default) or "af_packet".
+    #[arg(long, default_value = "xdp")]
+    backend: String,
+    /// Where the database, configuration, log and stats go.
+    #[arg(long, default_value = "lab-out")]
+    dir: PathBuf,
+    /// Seconds of each iperf3 run.
+    #[arg(long, default_value_t = 3)]
+    iperf_seconds: u32,
+    /// Print the report as JSON.
+    #[arg(long)]
+    json: bool,
+    /// How torwart's worker waits when idle: sleep (shares the machine) or busy (spins).
+    #[arg(long, default_value = "sleep")]
+    idle: String,
+}
+
+#[derive(clap::Args, Debug)]
+struct BenchArgs {
+    /// campus-2018, campus-10x or synflood.
+    #[arg(long, default_value = "campus-2018")]
+    scenario: String,
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Worker cores, one engine each.
+    #[arg(long, default_value_t = 1)]
+    cores: usize,
+    /// Measured seconds per core.
+    #[arg(long, default_value_t = 5.0)]
+    seconds: f64,
+    /// Frames per batch.
+    #[arg(long, default_value_t = 32)]
+    batch: usize,
+    /// Offered load per core in Mpps: the rate at which virtual time passes.
+    #[arg(long, default_value_t = 1.0)]
+    offered_mpps: f64,
+    /// Scales the scenario's flow count (for quick runs).
+    #[arg(long, default_value_t = 1.0)]
+    flow_scale: f64,
+    /// Print the report as JSON (progress still goes to stderr).
+    #[arg(long)]
+    json: bool,
+    /// Connection tracking alone: no member policy, NAT or accounting.
+    #[arg(long)]
+    no_members: bool,
+    /// Policy generations to recompile and publish during the run.
+    #[arg(long, default_value_t = 0)]
+    reloads: u32,
+    /// Members of the scenario (default: the scenario's own count).
+    #[arg(long)]
+    members: Option<u32>,
+    /// Shape every member by its plan (the scenario's plans).
+    #[arg(long)]
+    shaping: bool,
+    /// With --shaping: the uplink's capacity per direction in Mbit/s (0: unlimited).
+    #[arg(long, default_value_t = 0)]
+    uplink_mbit: u64,
+    /// Run through the live dataplane's workers: frames arrive spread over
+    /// the workers regardless of member and are handed to the owner.
+    #[arg(long)]
+    dataplane: bool,
+}
 
 #[derive(Subcommand, Debug)]
 enum DbCommand {
@@ -207,221 +216,212 @@ fn printable(message: &str) -> String {
 fn run(cli: Cli) -> Result<(), Error> {
     match cli.command {
         Command::Run { .. } => unreachable!("handled in main"),
-        Command::Lab { backend, dir, iperf_seconds, json, idle } => {
-            if !["sleep", "busy"].contains(&idle.as_str()) {
-                return Err(Error::Usage(format!("--idle {idle}: give sleep or busy")));
-            }
-            if !["xdp", "af_packet"].contains(&backend.as_str()) {
-                return Err(Error::Usage(format!("--backend {backend}: give xdp or af_packet")));
-            }
-            torwart::lab::preflight(!json).map_err(Error::Usage)?;
-            let interrupted = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-            for sig in [libc::SIGINT, libc::SIGTERM] {
-                let _ = signal_hook::flag::register(sig, std::sync::Arc::clone(&interrupted));
-            }
-            let torwart = std::env::current_exe().map_err(|e| Error::Usage(e.to_string()))?;
-            let dir = std::path::absolute(&dir).unwrap_or(dir);
-            let opts = torwart::lab::Options {
-                torwart,
-                prefix: "twl-".into(),
-                dir,
-                backend,
-                iperf_seconds,
-                idle,
-                verbose: !json,
-            };
-            let report = torwart::lab::run(&opts, &interrupted).map_err(|e| Error::Usage(format!("lab: {e}")))?;
-            if json {
-                println!("{}", serde_json::to_string_pretty(&report).unwrap_or_default());
-            } else {
-                torwart::lab::print(&report);
-            }
-            if !report.passed() {
-                return Err(Error::Usage("lab: some checks failed".into()));
-            }
-            Ok(())
-        }
-        Command::Replay {
-            inside,
-            outside,
-            out_dir,
-            json,
-            max_flows,
-            established_timeout,
-            strict_tcp,
-            seed,
-            workers,
-            shaping,
-            db,
-            record_usage,
-        } => {
-            let mut opts = replay::options(inside.as_deref(), outside.as_deref(), &out_dir, seed);
-            if inside.is_none() && outside.is_none() {
-                if !json {
-                    println!("no --inside/--outside given: replaying the embedded demonstration capture");
-                }
-                opts.inside = Input::Bytes("demo/inside.pcap", replay::DEMO_INSIDE);
-                opts.outside = Input::Bytes("demo/outside.pcap", replay::DEMO_OUTSIDE);
-            }
-            if max_flows == 0 || max_flows > engine::MAX_FLOWS {
-                let gib = engine::Config::flow_memory(max_flows) as f64 / f64::from(1u32 << 30);
-                return Err(Error::Usage(format!(
-                    "--max-flows {max_flows}: give 1 to {} (this figure would take {gib:.1} GiB)",
-                    engine::MAX_FLOWS
-                )));
-            }
-            if !(1..=64).contains(&workers) {
-                return Err(Error::Usage(format!("--workers {workers}: give 1 to 64")));
-            }
-            opts.workers = workers;
-            if shaping {
-                opts.shaping = Some(replay::shaping(workers));
-            }
-            opts.engine.max_flows = max_flows;
-            opts.engine.timeouts.tcp_established = established_timeout;
-            opts.engine.tcp_loose = !strict_tcp;
-            if let Some(url) = &db {
-                let members = torwart::block_on(async {
-                    let d = control::db::Database::open(url).await?;
-                    let m = d.load().await;
-                    d.close().await;
-                    m
-                })?;
-                let compiled = policy::compile(&members, 1)
-                    .map_err(|e| Error::Usage(format!("the member database {url} is not valid:\n{e}")))?;
-                opts.policy = Some(std::sync::Arc::new(compiled));
-            }
-            let report = replay::run(&opts)?;
-            if record_usage && inside.is_none() && outside.is_none() {
-                return Err(Error::Usage(
-                    "--record-usage needs real captures (--inside/--outside): the demonstration is not anyone's usage"
-                        .into(),
-                ));
-            }
-            if let (true, Some(url)) = (record_usage, &db) {
-                let hour = control::ledger::Periods::HOURLY;
-                let first = (report.first_ts_ns / 1_000_000_000) as i64;
-                let last = (report.last_ts_ns / 1_000_000_000) as i64;
-                if hour.start(first) != hour.start(last) {
-                    return Err(Error::Usage(format!(
-                        "--record-usage books a capture into one hourly period, and this one spans {first}..{last} \
-                         (Unix seconds): split it by hour"
-                    )));
-                }
-                let totals: Vec<control::db::MemberTraffic> = report
-                    .members
-                    .iter()
-                    .map(|(id, u)| control::db::MemberTraffic {
-                        member_id: *id,
-                        up_bytes: u.up_bytes,
-                        down_bytes: u.down_bytes,
-                        up_packets: u.up_packets,
-                        down_packets: u.down_packets,
-                    })
-                    .collect();
-                let when = (report.last_ts_ns / 1_000_000_000) as i64;
-                let n = torwart::block_on(async {
-                    let d = control::db::Database::open(url).await?;
-                    let mut ledger = control::ledger::Ledger::new();
-                    let n = ledger.flush(&d, control::ledger::Periods::HOURLY, when, &totals).await;
-                    d.close().await;
-                    n
-                })?;
-                if !json {
-                    println!("recorded usage of {n} members in {url}");
-                }
-            }
-            if json {
-                println!("{}", serde_json::to_string_pretty(&report).expect("report serialises"));
-            } else {
-                replay::print(&report);
-            }
-            Ok(())
-        }
+        Command::Lab(args) => lab(args),
+        Command::Replay(args) => replay_command(args),
         Command::Db { command } => db(command),
-        Command::Bench {
-            scenario,
-            seed,
-            cores,
-            seconds,
-            batch,
-            offered_mpps,
-            flow_scale,
-            json,
-            no_members,
-            reloads,
-            members,
-            shaping,
-            uplink_mbit,
-            dataplane,
-        } => {
-            let Some(p) = scenario::by_name(&scenario) else {
-                let names: Vec<_> = scenario::SCENARIOS.iter().map(|s| s.name).collect();
-                return Err(Error::Usage(format!("unknown scenario {scenario:?} (known: {})", names.join(", "))));
-            };
-            if !(1..=engine::MAX_BATCH).contains(&batch) {
-                return Err(Error::Usage(format!("--batch must be 1 to {}", engine::MAX_BATCH)));
-            }
-            let bounded = |x: f64, lo: f64, hi: f64| x.is_finite() && x >= lo && x <= hi;
-            if !bounded(seconds, 0.01, 86_400.0) {
-                return Err(Error::Usage("--seconds must be between 0.01 and 86400".into()));
-            }
-            if !bounded(offered_mpps, 0.001, 1000.0) {
-                return Err(Error::Usage("--offered-mpps must be between 0.001 and 1000".into()));
-            }
-            if !bounded(flow_scale, 0.000_01, 10.0) {
-                return Err(Error::Usage("--flow-scale must be between 0.00001 and 10".into()));
-            }
-            let mut p = p.clone();
-            if let Some(m) = members {
-                if !(1..=2_000_000).contains(&m) {
-                    return Err(Error::Usage("--members must be between 1 and 2000000".into()));
-                }
-                p.members = m;
-            }
-            if shaping && no_members {
-                return Err(Error::Usage(
-                    "--shaping shapes members: it needs the member pipeline (drop --no-members)".into(),
-                ));
-            }
-            if cores == 0 || cores > 1024 || cores as u32 > p.members {
-                return Err(Error::Usage(format!(
-                    "--cores must be between 1 and {} (at least one member per core)",
-                    p.members.min(1024)
-                )));
-            }
-            if reloads > 10_000 {
-                return Err(Error::Usage("--reloads must be at most 10000".into()));
-            }
-            let opts = bench::Options {
-                scenario: p,
-                seed,
-                cores,
-                seconds,
-                batch,
-                offered_mpps,
-                flow_scale,
-                progress: true,
-                members: !no_members,
-                reloads,
-                shaping: shaping.then(|| {
-                    if uplink_mbit == 0 {
-                        u64::MAX / 4
-                    } else {
-                        uplink_mbit.saturating_mul(1_000_000)
-                    }
-                }),
-                dataplane,
-            };
-            let report = bench::run(&opts);
-            if json {
-                println!("{}", serde_json::to_string_pretty(&report).expect("report serialises"));
-            } else {
-                bench::print(&report);
-            }
-            Ok(())
-        }
+        Command::Bench(args) => bench_command(args),
     }
+}
+
+fn lab(LabArgs { backend, dir, iperf_seconds, json, idle }: LabArgs) -> Result<(), Error> {
+    if !["sleep", "busy"].contains(&idle.as_str()) {
+        return Err(Error::Usage(format!("--idle {idle}: give sleep or busy")));
+    }
+    if !["xdp", "af_packet"].contains(&backend.as_str()) {
+        return Err(Error::Usage(format!("--backend {backend}: give xdp or af_packet")));
+    }
+    torwart::lab::preflight(!json).map_err(Error::Usage)?;
+    let interrupted = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    for sig in [libc::SIGINT, libc::SIGTERM] {
+        let _ = signal_hook::flag::register(sig, std::sync::Arc::clone(&interrupted));
+    }
+    let torwart = std::env::current_exe().map_err(|e| Error::Usage(e.to_string()))?;
+    let dir = std::path::absolute(&dir).unwrap_or(dir);
+    let opts =
+        torwart::lab::Options { torwart, prefix: "twl-".into(), dir, backend, iperf_seconds, idle, verbose: !json };
+    let report = torwart::lab::run(&opts, &interrupted).map_err(|e| Error::Usage(format!("lab: {e}")))?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&report).unwrap_or_default());
+    } else {
+        torwart::lab::print(&report);
+    }
+    if !report.passed() {
+        return Err(Error::Usage("lab: some checks failed".into()));
+    }
+    Ok(())
+}
+
+fn replay_command(
+    ReplayArgs {
+        inside,
+        outside,
+        out_dir,
+        json,
+        max_flows,
+        established_timeout,
+        strict_tcp,
+        seed,
+        workers,
+        shaping,
+        db,
+        record_usage,
+    }: ReplayArgs,
+) -> Result<(), Error> {
+    let mut opts = replay::options(inside.as_deref(), outside.as_deref(), &out_dir, seed);
+    if inside.is_none() && outside.is_none() {
+        if !json {
+            println!("no --inside/--outside given: replaying the embedded demonstration capture");
+        }
+        opts.inside = Input::Bytes("demo/inside.pcap", replay::DEMO_INSIDE);
+        opts.outside = Input::Bytes("demo/outside.pcap", replay::DEMO_OUTSIDE);
+    }
+    if max_flows == 0 || max_flows > engine::MAX_FLOWS {
+        let gib = engine::Config::flow_memory(max_flows) as f64 / f64::from(1u32 << 30);
+        return Err(Error::Usage(format!(
+            "--max-flows {max_flows}: give 1 to {} (this figure would take {gib:.1} GiB)",
+            engine::MAX_FLOWS
+        )));
+    }
+    if !(1..=64).contains(&workers) {
+        return Err(Error::Usage(format!("--workers {workers}: give 1 to 64")));
+    }
+    opts.workers = workers;
+    if shaping {
+        opts.shaping = Some(replay::shaping(workers));
+    }
+    opts.engine.max_flows = max_flows;
+    opts.engine.timeouts.tcp_established = established_timeout;
+    opts.engine.tcp_loose = !strict_tcp;
+    if let Some(url) = &db {
+        let members = torwart::block_on(async {
+            let d = control::db::Database::open(url).await?;
+            let m = d.load().await;
+            d.close().await;
+            m
+        })?;
+        let compiled = policy::compile(&members, 1)
+            .map_err(|e| Error::Usage(format!("the member database {url} is not valid:\n{e}")))?;
+        opts.policy = Some(std::sync::Arc::new(compiled));
+    }
+    let report = replay::run(&opts)?;
+    if record_usage && inside.is_none() && outside.is_none() {
+        return Err(Error::Usage(
+            "--record-usage needs real captures (--inside/--outside): the demonstration is not anyone's usage".into(),
+        ));
+    }
+    if let (true, Some(url)) = (record_usage, &db) {
+        record_usage_of(&report, url, json)?;
+    }
+    if json {
+        println!("{}", serde_json::to_string_pretty(&report).expect("report serialises"));
+    } else {
+        replay::print(&report);
+    }
+    Ok(())
+}
+
+/// `replay --record-usage`: books the replay's usage per member into the
+/// database's hourly period of the capture, as the daemon would.
+fn record_usage_of(report: &replay::Report, url: &str, json: bool) -> Result<(), Error> {
+    let hour = control::ledger::Periods::HOURLY;
+    let first = (report.first_ts_ns / 1_000_000_000) as i64;
+    let last = (report.last_ts_ns / 1_000_000_000) as i64;
+    if hour.start(first) != hour.start(last) {
+        return Err(Error::Usage(format!(
+            "--record-usage books a capture into one hourly period, and this one spans {first}..{last} \
+             (Unix seconds): split it by hour"
+        )));
+    }
+    let totals = &report.members;
+    let when = (report.last_ts_ns / 1_000_000_000) as i64;
+    let n = torwart::block_on(async {
+        let d = control::db::Database::open(url).await?;
+        let mut ledger = control::ledger::Ledger::new();
+        let n = ledger.flush(&d, control::ledger::Periods::HOURLY, when, totals).await;
+        d.close().await;
+        n
+    })?;
+    if !json {
+        println!("recorded usage of {n} members in {url}");
+    }
+    Ok(())
+}
+
+fn bench_command(
+    BenchArgs {
+        scenario,
+        seed,
+        cores,
+        seconds,
+        batch,
+        offered_mpps,
+        flow_scale,
+        json,
+        no_members,
+        reloads,
+        members,
+        shaping,
+        uplink_mbit,
+        dataplane,
+    }: BenchArgs,
+) -> Result<(), Error> {
+    let Some(p) = scenario::by_name(&scenario) else {
+        let names: Vec<_> = scenario::SCENARIOS.iter().map(|s| s.name).collect();
+        return Err(Error::Usage(format!("unknown scenario {scenario:?} (known: {})", names.join(", "))));
+    };
+    if !(1..=engine::MAX_BATCH).contains(&batch) {
+        return Err(Error::Usage(format!("--batch must be 1 to {}", engine::MAX_BATCH)));
+    }
+    let bounded = |x: f64, lo: f64, hi: f64| x.is_finite() && x >= lo && x <= hi;
+    if !bounded(seconds, 0.01, 86_400.0) {
+        return Err(Error::Usage("--seconds must be between 0.01 and 86400".into()));
+    }
+    if !bounded(offered_mpps, 0.001, 1000.0) {
+        return Err(Error::Usage("--offered-mpps must be between 0.001 and 1000".into()));
+    }
+    if !bounded(flow_scale, 0.000_01, 10.0) {
+        return Err(Error::Usage("--flow-scale must be between 0.00001 and 10".into()));
+    }
+    let mut p = p.clone();
+    if let Some(m) = members {
+        if !(1..=2_000_000).contains(&m) {
+            return Err(Error::Usage("--members must be between 1 and 2000000".into()));
+        }
+        p.members = m;
+    }
+    if shaping && no_members {
+        return Err(Error::Usage("--shaping shapes members: it needs the member pipeline (drop --no-members)".into()));
+    }
+    if cores == 0 || cores > 1024 || cores as u32 > p.members {
+        return Err(Error::Usage(format!(
+            "--cores must be between 1 and {} (at least one member per core)",
+            p.members.min(1024)
+        )));
+    }
+    if reloads > 10_000 {
+        return Err(Error::Usage("--reloads must be at most 10000".into()));
+    }
+    let opts = bench::Options {
+        scenario: p,
+        seed,
+        cores,
+        seconds,
+        batch,
+        offered_mpps,
+        flow_scale,
+        progress: true,
+        members: !no_members,
+        reloads,
+        shaping: shaping.then(|| if uplink_mbit == 0 { u64::MAX / 4 } else { uplink_mbit.saturating_mul(1_000_000) }),
+        dataplane,
+    };
+    let report = bench::run(&opts);
+    if json {
+        println!("{}", serde_json::to_string_pretty(&report).expect("report serialises"));
+    } else {
+        bench::print(&report);
+    }
+    Ok(())
 }
 
 fn db(command: DbCommand) -> Result<(), Error> {

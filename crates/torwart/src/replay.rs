@@ -19,8 +19,8 @@
 
 use crate::Error;
 use arc_swap::ArcSwap;
+use control::db::MemberTraffic;
 use dataplane::{Egress, Lockstep, PortQueue, Totals, WorkerConfig, WorkerSetup};
-use engine::members::{DOWN, UP};
 use engine::{Config, Counters, Side, Time};
 use io::{Batch, IoError, MemoryIo, PacketBuf, PcapReader, PcapWriter, PortId, SharedMemoryIo, TimedSource};
 use policy::{Generation, Policy};
@@ -76,15 +76,6 @@ pub fn shaping(workers: usize) -> engine::ShapingConfig {
     engine::ShapingConfig::new([u64::MAX / 4, u64::MAX / 4], workers.max(1), 0, SHAPER_TICK_NS)
 }
 
-/// One member's traffic as the replay counted it.
-#[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq)]
-pub struct MemberUsage {
-    pub up_bytes: u64,
-    pub down_bytes: u64,
-    pub up_packets: u64,
-    pub down_packets: u64,
-}
-
 /// What a replay did.
 #[derive(Debug, Clone, Serialize)]
 pub struct Report {
@@ -107,9 +98,10 @@ pub struct Report {
     pub first_ts_ns: u64,
     #[serde(skip)]
     pub last_ts_ns: u64,
-    /// Traffic per member (by member id), when a member policy was used.
-    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
-    pub members: BTreeMap<u32, MemberUsage>,
+    /// Traffic per member (by member id), when a member policy was used:
+    /// the shape of the daemon's stats and of its accounting.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub members: Vec<MemberTraffic>,
 }
 
 /// A source with no frames, for a side without a capture.
@@ -301,19 +293,7 @@ pub fn run(opts: &Options) -> Result<Report, Error> {
     if totals.dataplane.handed_off > 0 {
         counters.insert("handoff_handed_off", totals.dataplane.handed_off);
     }
-    let mut members: BTreeMap<u32, MemberUsage> = BTreeMap::new();
-    for a in stats.iter().flat_map(|s| s.accounts.iter()) {
-        let u = members.entry(a.member_id).or_insert(MemberUsage {
-            up_bytes: 0,
-            down_bytes: 0,
-            up_packets: 0,
-            down_packets: 0,
-        });
-        u.up_bytes += a.bytes[UP];
-        u.down_bytes += a.bytes[DOWN];
-        u.up_packets += a.packets[UP];
-        u.down_packets += a.packets[DOWN];
-    }
+    let members = control::stats::usage(&stats);
     Ok(Report {
         inside: inside_name,
         outside: outside_name,
@@ -352,10 +332,10 @@ pub fn print(r: &Report) {
     println!("path     {} fast, {} slow, {} ICMP errors related to a flow", c.fast_path, c.slow_path, c.icmp_related);
     if !r.members.is_empty() {
         println!("members  {:>8} {:>12} {:>10} {:>12} {:>10}", "id", "up bytes", "up pkts", "down bytes", "down pkts");
-        for (id, u) in &r.members {
+        for u in &r.members {
             println!(
                 "         {:>8} {:>12} {:>10} {:>12} {:>10}",
-                id, u.up_bytes, u.up_packets, u.down_bytes, u.down_packets
+                u.member_id, u.up_bytes, u.up_packets, u.down_bytes, u.down_packets
             );
         }
     }
