@@ -839,12 +839,12 @@ fn write_stats(config: &Config, stats: &Stats) {
 
 /// The periodic log line: traffic, drops, table sizes.
 fn log_summary(stats: &Stats) {
-    let tx: u64 = stats.workers.iter().flat_map(|w| &w.tx).sum();
     let drops = |names: &mut dyn Iterator<Item = &'static str>| names.map(|n| stats.counter(n)).sum::<u64>();
     tracing::info!(
-        "stats rx={} tx={tx} engine_drops={} dataplane_drops={} xdp_unserved={} flows={} nat_bindings={} \
+        "stats rx={} tx={} engine_drops={} dataplane_drops={} xdp_unserved={} flows={} nat_bindings={} \
          handed_off={} ports_missing={}",
-        stats.rx(),
+        stats.counter("rx_frames"),
+        stats.counter("tx_frames"),
         drops(&mut engine::DropReason::all().map(|d| d.name())),
         drops(&mut dataplane::Drop::ALL.iter().map(|d| d.name())),
         stats.counter("xdp_unserved"),

@@ -24,8 +24,11 @@ pub fn init() {
 /// bidirectional overrides) written as an escape such as `\n` or
 /// `\u{1b}`: safe to put in a log line or on a terminal.
 pub fn escape_controls(text: &str) -> Cow<'_, str> {
+    // A backslash too, so that an escape in the output is never one that
+    // was in the input.
     let unsafe_char = |c: char| {
-        c.is_control() || matches!(c, '\u{2028}' | '\u{2029}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+        c.is_control()
+            || matches!(c, '\\' | '\u{2028}' | '\u{2029}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
     };
     if !text.chars().any(unsafe_char) {
         return Cow::Borrowed(text);
@@ -76,7 +79,7 @@ impl Visit for Fields {
         if field.name() == "message" {
             let _ = write!(self.message, "{value:?}");
         } else {
-            let _ = write!(self.rest, " {}={value:?}", field.name());
+            self.field(field.name(), &format!("{value:?}"));
         }
     }
 
@@ -84,7 +87,20 @@ impl Visit for Fields {
         if field.name() == "message" {
             self.message.push_str(value);
         } else {
-            let _ = write!(self.rest, " {}={value}", field.name());
+            self.field(field.name(), value);
+        }
+    }
+}
+
+impl Fields {
+    /// ` name=value`, the value quoted (as a Rust string) when it holds
+    /// anything that could pass for another field or end the line.
+    fn field(&mut self, name: &str, value: &str) {
+        let plain = !value.is_empty() && !value.chars().any(|c| c.is_whitespace() || matches!(c, '=' | '"' | '\\'));
+        if plain {
+            let _ = write!(self.rest, " {name}={value}");
+        } else {
+            let _ = write!(self.rest, " {name}={value:?}");
         }
     }
 }
@@ -114,15 +130,12 @@ mod tests {
         let subscriber = tracing_subscriber::fmt().event_format(Line).with_writer(move || writer.clone()).finish();
         tracing::subscriber::with_default(subscriber, || {
             let name = "eve\n1764000000.000 INFO  forged";
-            tracing::warn!(error = "bad\u{1b}[2J", "reload refused: member {name:?} and {}", name);
+            tracing::warn!(error = "bad\u{1b}[2J", path = "a b=c", "reload refused: member {name:?} and {}", name);
         });
         let text = String::from_utf8(buffer.0.lock().unwrap().clone()).unwrap();
         assert_eq!(text.lines().count(), 1, "{text}");
-        assert!(
-            text.contains(" WARN  reload refused: member \"eve\\n1764000000.000 INFO  forged\" and eve\\n1764"),
-            "{text}"
-        );
-        assert!(text.trim_end().ends_with("error=bad\\u{1b}[2J"), "{text}");
+        let want = r#" WARN  reload refused: member "eve\\n1764000000.000 INFO  forged" and eve\n1764000000.000 INFO  forged error=bad\u{1b}[2J path="a b=c""#;
+        assert!(text.trim_end().ends_with(want), "{text}");
     }
 
     #[test]

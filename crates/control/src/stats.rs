@@ -15,6 +15,7 @@ use std::sync::Arc;
 
 /// The whole document.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct Stats {
     /// The oldest policy generation a worker runs (0: none yet).
     pub generation: u64,
@@ -27,7 +28,8 @@ pub struct Stats {
     pub flows: usize,
     pub nat_bindings: usize,
     /// Every counter by its stable name: the engine's (drops by reason
-    /// among them), the dataplane's drops, handoff, the router's
+    /// among them), frames received and sent (`rx_frames`, `tx_frames`,
+    /// all starts of the workers), the dataplane's drops, handoff, the router's
     /// (`router_*`), `xdp_unserved`, `port_lost`, `workers_restarted`.
     pub counters: BTreeMap<String, u64>,
     /// Usage per member since the workers started, by member id.
@@ -41,6 +43,7 @@ pub struct Stats {
 
 /// A configured port.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct PortStatus {
     pub interface: String,
     /// "inside" or "outside".
@@ -53,6 +56,7 @@ pub struct PortStatus {
 
 /// One worker's own figures.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct Worker {
     pub worker: usize,
     pub generation: u64,
@@ -73,6 +77,7 @@ pub struct Worker {
 
 /// One member's shaping in both directions (`None`: not shaped that way).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct MemberShaping {
     pub member_id: u32,
     pub up: Option<Direction>,
@@ -81,6 +86,7 @@ pub struct MemberShaping {
 
 /// One member's shaping in one direction.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct Direction {
     /// What it sent lately.
     pub rate_bps: u64,
@@ -100,6 +106,7 @@ pub struct Direction {
 
 /// One worker's shapers.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct ShaperLoad {
     pub worker: usize,
     pub held_frames: usize,
@@ -109,6 +116,7 @@ pub struct ShaperLoad {
 
 /// One worker's shaper in one direction.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct CoreLoad {
     pub members: u32,
     pub backlogged: u32,
@@ -189,6 +197,8 @@ fn counters(stats: &[Arc<WorkerStats>], totals: &Totals, cx: &Context) -> BTreeM
     for (d, v) in totals.dataplane.drops() {
         counters.insert(d.name().to_owned(), v);
     }
+    counters.insert("rx_frames".into(), totals.dataplane.rx.iter().sum());
+    counters.insert("tx_frames".into(), totals.dataplane.tx.iter().sum());
     counters.insert("handoff_same_core".into(), totals.dataplane.same_core);
     counters.insert("handoff_handed_off".into(), totals.dataplane.handed_off);
     counters.insert("xdp_unserved".into(), cx.unserved);

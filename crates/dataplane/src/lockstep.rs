@@ -85,6 +85,11 @@ impl Lockstep {
         self.workers.iter().map(Worker::holding).sum()
     }
 
+    /// Frames the shapers hold (they come out as time passes).
+    pub fn shaper_held(&self) -> usize {
+        self.workers.iter().map(Worker::shaper_held).sum()
+    }
+
     /// Every worker's stats as of `now`.
     pub fn stats(&mut self, now: Time) -> Vec<Arc<WorkerStats>> {
         for w in &mut self.workers {

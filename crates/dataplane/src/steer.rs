@@ -20,16 +20,22 @@
 //! (connection tracking only), steered by a symmetric hash of the address
 //! pair, so both directions of a flow meet on one core.
 //!
-//! Known gap: a later fragment has no ports; towards an address that several
-//! members share it is steered by the address alone (port 0), which picks
-//! the member holding the lowest ports. Fragments of inbound datagrams to
-//! shared addresses can therefore end on a core that never saw their first
-//! fragment and are then dropped as orphans (counted).
+//! An ICMP error is steered by the packet it quotes (the flow it is about):
+//! from the outside by the quoted sender, which is a member's public
+//! address and port; from the inside by the quoted sender too, so an error
+//! about a hairpinned flow meets the flow.
+//!
+//! A frame without ports (a later fragment, another protocol) to a public
+//! address goes to the address's member when the address has only one.
+//! Known gap: towards an address that several members share it has no
+//! owner and stays where it arrived, so later fragments of inbound
+//! datagrams to shared addresses can end on a core that never saw their
+//! first fragment, and are then dropped as orphans (counted).
 
 use core::net::{IpAddr, Ipv4Addr};
 use engine::Side;
 use policy::Policy;
-use wire::classify::Meta;
+use wire::classify::{Meta, L4};
 use wire::flow::Family;
 
 /// The worker that owns the frame described by `meta`, arriving from
@@ -69,9 +75,15 @@ pub fn key(has_policy: bool, workers: usize, side: Side, meta: &Meta) -> Key {
         return Key::Hash(symmetric_hash(&k.src, &k.dst));
     }
     match (side, k.family) {
-        (Side::Inside, Family::V4) => Key::InsideV4(k.src_v4(), k.dst_v4(), k.dst_port),
+        (Side::Inside, Family::V4) => match &meta.l4 {
+            L4::IcmpError { inner, .. } => Key::InsideV4(k.src_v4(), inner.src_v4(), inner.src_port),
+            _ => Key::InsideV4(k.src_v4(), k.dst_v4(), k.dst_port),
+        },
         (Side::Inside, Family::V6) => Key::Inside(k.src_ip()),
-        (Side::Outside, Family::V4) => Key::Public(k.dst_v4(), k.dst_port),
+        (Side::Outside, Family::V4) => match &meta.l4 {
+            L4::IcmpError { inner, .. } if inner.family == Family::V4 => Key::Public(inner.src_v4(), inner.src_port),
+            _ => Key::Public(k.dst_v4(), k.dst_port),
+        },
         (Side::Outside, Family::V6) => Key::Inside(k.dst_ip()),
     }
 }
@@ -97,14 +109,24 @@ pub fn owner_of(policy: Option<&Policy>, workers: usize, key: &Key) -> Option<us
         (Some(p), Key::Inside(addr)) => p.member_of_inside(addr),
         (Some(p), Key::InsideV4(src, dst, port)) => {
             let id = p.member_id(p.member_of_inside(IpAddr::V4(src))?);
-            let hairpin = p.may_be_public(dst).then(|| p.member_of_public(dst, port)).flatten();
+            let hairpin = p.may_be_public(dst).then(|| public_member(p, dst, port)).flatten();
             let id = hairpin.map_or(id, |other| id.min(p.member_id(other)));
             return Some(policy::owner(id, workers));
         }
-        (Some(p), Key::Public(addr, port)) => p.member_of_public(addr, port),
+        (Some(p), Key::Public(addr, port)) => public_member(p, addr, port),
     }?;
     let policy = policy?;
     Some(policy::owner(policy.member_id(member), workers))
+}
+
+/// The member of public `addr` and `port`; for a frame without ports
+/// (port 0: later fragments, other protocols), the address's sole member.
+#[inline]
+fn public_member(p: &Policy, addr: Ipv4Addr, port: u16) -> Option<policy::MemberRef> {
+    match p.member_of_public(addr, port) {
+        None if port == 0 => p.sole_member_of_public(addr),
+        found => found,
+    }
 }
 
 /// A hash of an address pair that does not depend on the pair's order.
@@ -125,6 +147,47 @@ mod tests {
     use super::*;
     use core::net::Ipv4Addr;
     use wire::FlowKey;
+
+    /// The member id whose worker (of 1000, so the id shows) owns a frame.
+    fn owner_id(p: &Policy, side: Side, key: FlowKey, l4: L4) -> Option<usize> {
+        let mut meta = Meta::EMPTY;
+        (meta.key, meta.l4) = (key, l4);
+        owner(Some(p), 1000, side, &meta)
+    }
+
+    fn icmp_error(inner: FlowKey) -> L4 {
+        L4::IcmpError { msg_type: 3, code: 4, inner, inner_l3_offset: 42 }
+    }
+
+    #[test]
+    fn hairpinned_flows_fragments_and_icmp_errors_meet_their_flow() {
+        // Member 101: 10.0.1.1-2, public 198.51.100.10 alone; forward :8080 -> 10.0.1.2:80.
+        // Members 104 (10.0.3.0/29) and 105 share 198.51.100.20: ports 1024-32767 and 32768-65535.
+        let p = policy::compile(&policy::sample::example(), 1).unwrap();
+        let ip = |s: &str| s.parse::<Ipv4Addr>().unwrap();
+        let (pub101, pub104, web) = (ip("198.51.100.10"), ip("198.51.100.20"), ip("198.19.0.80"));
+        let syn = FlowKey::v4(ip("10.0.3.1"), pub101, 6, 6000, 8080);
+        let answer = FlowKey::v4(ip("10.0.1.2"), pub104, 6, 80, 6000);
+        assert_eq!(owner_id(&p, Side::Inside, syn, L4::Udp), Some(101), "the lower member's worker");
+        assert_eq!(owner_id(&p, Side::Inside, answer, L4::Udp), Some(101));
+        // The NAS's ICMP error about the hairpinned flow quotes pub104:6000 -> nas:80.
+        let quoted = FlowKey::v4(pub104, ip("10.0.1.2"), 6, 6000, 80);
+        let err = FlowKey::v4(ip("10.0.1.2"), pub104, 1, 0, 0);
+        assert_eq!(owner_id(&p, Side::Inside, err, icmp_error(quoted)), Some(101));
+        // An ordinary flow is its member's.
+        let out = FlowKey::v4(ip("10.0.3.1"), web, 17, 5000, 53);
+        assert_eq!(owner_id(&p, Side::Inside, out, L4::Udp), Some(104));
+        // From the outside: a later fragment (no ports) to an address of one
+        // member is that member's; to a shared address, nobody's.
+        let frag = |dst| FlowKey::v4(web, dst, 17, 0, 0);
+        assert_eq!(owner_id(&p, Side::Outside, frag(pub101), L4::Fragment), Some(101));
+        assert_eq!(owner_id(&p, Side::Outside, frag(pub104), L4::Fragment), None);
+        // An ICMP error (fragmentation needed) about member 105's upload
+        // quotes pub104:40000 -> web:443: member 105's port range.
+        let quoted = FlowKey::v4(pub104, web, 6, 40000, 443);
+        let err = FlowKey::v4(ip("198.19.0.1"), pub104, 1, 0, 0);
+        assert_eq!(owner_id(&p, Side::Outside, err, icmp_error(quoted)), Some(105));
+    }
 
     #[test]
     fn both_directions_meet_without_a_policy() {

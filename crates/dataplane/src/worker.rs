@@ -310,6 +310,11 @@ impl Worker {
         self.handoff.inboxes.iter().map(|i| i.waiting()).sum()
     }
 
+    /// Frames the shapers hold.
+    pub(crate) fn shaper_held(&self) -> usize {
+        self.engine.shaper_held()
+    }
+
     /// Frames the engine holds (shaper queues, fragments waiting for the rest).
     pub(crate) fn holding(&self) -> usize {
         self.engine.shaper_held() + self.engine.datagrams()

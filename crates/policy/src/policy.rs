@@ -303,6 +303,17 @@ impl Policy {
         (port <= self.public_last[i]).then(|| self.public_member[i])
     }
 
+    /// The member of public address `addr` when it is the address's only
+    /// member (its ports not shared out): what a frame without ports (a
+    /// later fragment, another protocol) to that address belongs to.
+    #[inline]
+    pub fn sole_member_of_public(&self, addr: Ipv4Addr) -> Option<MemberRef> {
+        let first = self.public_index.get(addr.to_bits())? as usize;
+        let a = u64::from(addr.to_bits());
+        let shared = self.public_keys.get(first + 1).is_some_and(|&k| k >> 16 == a);
+        (!shared).then(|| self.public_member[first])
+    }
+
     /// Hints the CPU to load what [`member_of_inside`](Self::member_of_inside)
     /// reads first for an IPv4 address, so a batch can ask for the next
     /// frames' members while it works on this one's.

@@ -204,9 +204,14 @@ fn drain(ports: &[WorkerPorts], out: &mut [PcapWriter; 2], frames_out: &mut [u64
     Ok(())
 }
 
+/// Ticks in a row that may release nothing before replay time jumps to
+/// the next frame (a member held at rate 0, say): a second of replay time.
+const IDLE_TICKS: u32 = 1000;
+
 /// Moves replay time from `from` towards `to` in [`SHAPER_TICK_NS`] steps
 /// while the shapers hold frames, writing out what they release; returns
-/// the time reached.
+/// the time reached. Stops early after [`IDLE_TICKS`] ticks without a
+/// release, so a gap in a capture costs at most that many steps.
 fn release_until(
     lockstep: &mut Lockstep,
     ports: &[WorkerPorts],
@@ -216,10 +221,13 @@ fn release_until(
     frames_out: &mut [u64; 2],
 ) -> Result<u64, Error> {
     let mut t = from;
-    while lockstep.holding() > 0 && t + SHAPER_TICK_NS < to {
+    let mut idle = 0;
+    while lockstep.shaper_held() > 0 && t.saturating_add(SHAPER_TICK_NS) < to && idle < IDLE_TICKS {
         t += SHAPER_TICK_NS;
+        let before = frames_out[0] + frames_out[1];
         lockstep.settle(Time(t));
         drain(ports, out, frames_out)?;
+        idle = if frames_out[0] + frames_out[1] > before { 0 } else { idle + 1 };
     }
     Ok(t)
 }
@@ -275,8 +283,14 @@ pub fn run(opts: &Options) -> Result<Report, Error> {
     }
     let stats = match running {
         Some((mut lockstep, ports)) => {
-            let end =
-                release_until(&mut lockstep, &ports, clock, last_ts + SHAPER_DRAIN_NS, &mut out, &mut frames_out)?;
+            let end = release_until(
+                &mut lockstep,
+                &ports,
+                clock,
+                last_ts.saturating_add(SHAPER_DRAIN_NS),
+                &mut out,
+                &mut frames_out,
+            )?;
             let (stats, _) = lockstep.finish(Time(end.max(last_ts)));
             drain(&ports, &mut out, &mut frames_out)?;
             stats

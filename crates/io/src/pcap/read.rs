@@ -206,12 +206,6 @@ impl<R: Read> PcapReader<R> {
         self
     }
 
-    /// The largest frame a reader delivers: the frame buffers' capacity. A
-    /// record that would make a larger frame (a jumbo frame, a GRO super-packet
-    /// captured before segmentation) is skipped and counted as oversized: a
-    /// gateway on these links would never receive it whole.
-    pub const MAX_FRAME: usize = crate::DEFAULT_FRAME_CAPACITY;
-
     /// What the reader has seen so far.
     pub fn stats(&self) -> &PcapStats {
         &self.stats
