@@ -103,16 +103,7 @@ impl Spool {
         }
         let mut text = String::new();
         std::io::Read::read_to_string(&mut std::io::Read::take(file, MAX_BYTES), &mut text).map_err(io)?;
-        let mut out = Vec::new();
-        for (i, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
-            let record = serde_json::from_str(line).map_err(|e| SpoolError::Parse {
-                path: self.path.clone(),
-                line: i + 1,
-                message: e.to_string(),
-            })?;
-            out.push(record);
-        }
-        Ok(out)
+        parse(&self.path, &text)
     }
 
     /// Adds `traffic` of the period starting at `period_start` to the file
@@ -172,6 +163,21 @@ impl Spool {
         }
         Ok(written)
     }
+}
+
+/// The records of a spool's text, one JSON object per line (`path` names
+/// it in messages).
+pub fn parse(path: &Path, text: &str) -> Result<Vec<Record>, SpoolError> {
+    let mut out = Vec::new();
+    for (i, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
+        let record = serde_json::from_str(line).map_err(|e| SpoolError::Parse {
+            path: path.to_owned(),
+            line: i + 1,
+            message: e.to_string(),
+        })?;
+        out.push(record);
+    }
+    Ok(out)
 }
 
 #[cfg(test)]

@@ -417,3 +417,16 @@ async fn a_database_shows_without_its_password() {
     let (db, _) = sqlite(&dir).await;
     assert_eq!(db.to_string(), format!("sqlite://{}", dir.path("members.db").display()));
 }
+
+/// A row naming very many columns is refused before its columns are
+/// compared for repeats (which would be quadratic), and the parse of a big
+/// file stays linear.
+#[test]
+fn a_row_with_thousands_of_columns_is_refused_at_once() {
+    let columns: Vec<String> = (0..100_000).map(|i| format!("\"c{i}\": 1")).collect();
+    let json = format!("{{\"plans\": [{{{}}}]}}", columns.join(", "));
+    let started = std::time::Instant::now();
+    let err = control::db::parse_import(std::path::Path::new("big.json"), json.as_bytes()).unwrap_err().to_string();
+    assert!(err.contains("has 100000 columns; rows have at most 64"), "{err}");
+    assert!(started.elapsed() < std::time::Duration::from_secs(5), "{:?}", started.elapsed());
+}

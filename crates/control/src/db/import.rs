@@ -183,7 +183,11 @@ const BOM: &str = "\u{feff}";
 
 /// A file's text; a byte-order mark at the start is skipped.
 fn read_text(path: &Path) -> Result<String, DbError> {
-    let bytes = fs::read(path).map_err(|e| file_error(path, e))?;
+    text_of(path, fs::read(path).map_err(|e| file_error(path, e))?)
+}
+
+/// A file's bytes as text, its byte-order mark dropped.
+fn text_of(path: &Path, bytes: Vec<u8>) -> Result<String, DbError> {
     let mut text = String::from_utf8(bytes).map_err(|e| {
         let at = e.utf8_error().valid_up_to();
         let line = e.as_bytes()[..at].iter().filter(|&&b| b == b'\n').count() + 1;
@@ -197,8 +201,16 @@ fn read_text(path: &Path) -> Result<String, DbError> {
 
 /// Reads a JSON import file.
 fn read_json(path: &Path) -> Result<FileTables, DbError> {
-    let text = read_text(path)?;
-    let top: Entries<'_> = serde_json::from_str(&text)
+    parse_json(path, &read_text(path)?)
+}
+
+/// Most columns one row of an import may name (a table has about ten):
+/// a bound, so that checking a row's columns for repeats stays linear.
+const MAX_COLUMNS: usize = 64;
+
+/// Parses a JSON import (`path` names it in messages).
+fn parse_json(path: &Path, text: &str) -> Result<FileTables, DbError> {
+    let top: Entries<'_> = serde_json::from_str(text)
         .map_err(|e| file_error(path, format!("{e} (expected one object with an array of row objects per table)")))?;
     let line_starts: Vec<usize> = core::iter::once(0).chain(text.match_indices('\n').map(|(i, _)| i + 1)).collect();
     // Every value borrows from `text`, so its place in the file is its address.
@@ -226,6 +238,12 @@ fn read_json(path: &Path) -> Result<FileTables, DbError> {
             let location = Location { file: path.to_owned(), line: line_of(raw) };
             let object: Entries<'_> = serde_json::from_str(raw.get())
                 .map_err(|_| file_error(path, format!("line {}: a row of {name} is not an object", location.line)))?;
+            if object.0.len() > MAX_COLUMNS {
+                let n = object.0.len();
+                let why =
+                    format!("line {}: a row of {name} has {n} columns; rows have at most {MAX_COLUMNS}", location.line);
+                return Err(file_error(path, why));
+            }
             let mut cells: Vec<(String, FileCell)> = Vec::with_capacity(object.0.len());
             let mut lines: Vec<u64> = Vec::with_capacity(object.0.len());
             let mut twice = Vec::new();
@@ -298,7 +316,11 @@ fn csv_error(path: &Path, e: &csv::Error) -> DbError {
 
 /// Reads one CSV file holding `table`.
 fn read_csv(table: Table, path: &Path) -> Result<Vec<FileRow>, DbError> {
-    let mut bytes = fs::read(path).map_err(|e| file_error(path, e))?;
+    parse_csv(table, path, fs::read(path).map_err(|e| file_error(path, e))?)
+}
+
+/// Parses one CSV file holding `table` (`path` names it in messages).
+fn parse_csv(table: Table, path: &Path, mut bytes: Vec<u8>) -> Result<Vec<FileRow>, DbError> {
     if bytes.starts_with(BOM.as_bytes()) {
         bytes.drain(..BOM.len());
     }
@@ -363,6 +385,21 @@ fn read_csv(table: Table, path: &Path) -> Result<Vec<FileRow>, DbError> {
         ));
     }
     Ok(rows)
+}
+
+/// Parses an import file's contents without a database, as `torwart db
+/// import` would read a file named `name` (`*.json`, or `<table>.csv`):
+/// the rows it holds, or what is wrong with it. For checks and fuzzing.
+pub fn parse_import(name: &Path, data: &[u8]) -> Result<usize, DbError> {
+    let ext = name.extension().and_then(|x| x.to_str()).unwrap_or_default();
+    let tables = if ext == "json" {
+        parse_json(name, &text_of(name, data.to_vec())?)?
+    } else {
+        let stem = name.file_stem().and_then(|s| s.to_str()).unwrap_or_default();
+        let table = table_named(stem).ok_or_else(|| file_error(name, "which table?"))?;
+        vec![(table, parse_csv(table, name, data.to_vec())?)]
+    };
+    Ok(tables.iter().map(|(_, rows)| rows.len()).sum())
 }
 
 /// Reads a directory of `<table>.csv` files.

@@ -48,7 +48,7 @@ use policy::{MemberDb, PolicyError};
 pub use accounting::{AccountingPeriod, MemberTraffic};
 pub use check::{CheckReport, Summary};
 pub use error::{DbError, ImportError, Location};
-pub use import::ImportReport;
+pub use import::{parse_import, ImportReport};
 pub use watch::{ChangeStream, WatchMode, WatchOptions, CHANNEL as NOTIFY_CHANNEL};
 
 use backend::{Pool, Stmt, Tx};
