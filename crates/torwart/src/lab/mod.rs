@@ -482,7 +482,10 @@ fn drive(
     let (ok, mbit) = iperf(ns, &devices[2].ns, &[])?;
     add(
         format!("iperf3 upload from bob-desktop stays within the {LAB_UPLINK_MBIT} Mbit/s uplink"),
-        ok && mbit <= LAB_UPLINK_MBIT as f64 * 1.03 && mbit >= LAB_UPLINK_MBIT as f64 * 0.5,
+        // The floor is a third of the uplink, not more: the end-to-end
+        // tests run a debug build, which on a shared 2-core machine moved
+        // 128-218 Mbit/s on one day (a release build about 280).
+        ok && mbit <= LAB_UPLINK_MBIT as f64 * 1.03 && mbit >= LAB_UPLINK_MBIT as f64 / 3.0,
         format!("{mbit:.1} Mbit/s received"),
     );
     for (extra, want, what) in [(&[][..], TEST_PLAN_MBIT.0, "upload"), (&["-R"][..], TEST_PLAN_MBIT.1, "download")] {
