@@ -65,114 +65,341 @@ pub fn compile(db: &MemberDb, generation: u64) -> Result<Policy, PolicyError> {
 pub fn compile_with_key(db: &MemberDb, generation: u64, key: [u64; 4]) -> Result<Policy, PolicyError> {
     let mut cx = Cx { problems: Vec::new(), refused_addresses: HashMap::new(), refused_public: HashSet::new() };
     let hasher = RandomState::with_seeds(key[0], key[1], key[2], key[3]);
-
-    let plans = cx.unique(Table::Plans, &db.plans, |p| i64::from(p.id));
-    for p in &plans {
-        cx.check_rates(p);
-    }
-    let plan_ids: Vec<u32> = plans.iter().map(|p| p.id).collect();
-
-    let members = cx.unique(Table::Members, &db.members, |m| i64::from(m.id));
+    let (members, mut infos) = cx.members_and_plans(db);
     let member_ids: Vec<u32> = members.iter().map(|m| m.id).collect();
-    let mut infos: Vec<MemberInfo> = Vec::with_capacity(members.len());
-    for m in &members {
-        let plan = m.plan_id.and_then(|id| {
-            let found = plan_ids.binary_search(&id).ok().map(|i| PlanInfo { id, rates: plans[i].rates });
-            if found.is_none() {
-                let related = vec![(Table::Plans, i64::from(id))];
-                cx.report(
-                    Table::Members,
-                    [m.id.into()],
-                    related,
-                    Rule::UnknownReference,
-                    format!("plan {id} does not exist"),
-                );
-            }
-            found
-        });
-        if m.status == Status::Test && m.plan_id.is_none() {
-            let msg =
-                format!("member {} ({:?}) is a test account without a plan; test accounts must have one", m.id, m.name);
-            cx.report(Table::Members, [m.id.into()], vec![], Rule::TestWithoutPlan, msg);
-        }
-        infos.push(MemberInfo {
-            id: m.id,
-            name: m.name.clone(),
-            status: m.status,
-            plan,
-            public: None,
-            addresses: (0, 0),
-            forwards: (0, 0),
-            openings: (0, 0),
-        });
-    }
     let member_ref = |id: u32| member_ids.binary_search(&id).ok().map(|i| MemberRef::from_index(i as u32));
+    let nets = cx.networks(db);
+    let inside = cx.member_addresses(db, &member_ref, &nets, &members, &hasher);
+    let addresses = spans(&mut infos, inside.by_member, |i, s| i.addresses = s);
+    let public = cx.public_addresses(db, &member_ref, &nets, &mut infos, &hasher);
+    let mut policy = Policy {
+        generation,
+        ids: member_ids.clone(),
+        members: infos,
+        addresses,
+        forward_rules: Vec::new(),
+        openings: Vec::new(),
+        hosts_v4: inside.hosts_v4,
+        inside_v4: inside.inside_v4,
+        inside_v6: inside.inside_v6,
+        v6_tables: inside.v6_tables,
+        v6_long: inside.v6_long,
+        public_index: public.index,
+        public_keys: public.keys,
+        public_last: public.last,
+        public_member: public.member,
+        forwards: HashMap::with_hasher(hasher),
+        internal: nets.internal,
+        boxes: nets.boxes,
+        blocked_inbound: RangeSet::from_prefixes(blocks(db, BlockDirection::Inbound)),
+        blocked_outbound: RangeSet::from_prefixes(blocks(db, BlockDirection::Outbound)),
+        networks: nets.rows,
+        blocks: Vec::new(),
+    };
+    cx.port_forwards(db, &member_ref, &mut policy);
+    cx.ipv6_openings(db, &member_ref, &mut policy);
+    policy.blocks = cx.global_blocks(db);
+    if cx.problems.is_empty() {
+        Ok(policy)
+    } else {
+        cx.problems.sort_by_key(|p| (p.table, p.rows.first().copied()));
+        Err(PolicyError::new(cx.problems))
+    }
+}
 
-    // Networks: what is internal, what is the box.
-    let networks = cx.unique(Table::Networks, &db.networks, |n| n.id);
-    let internal_only =
-        RangeSet::from_prefixes(networks.iter().filter(|n| n.kind == NetworkKind::Internal).map(|n| n.prefix));
-    let internal = RangeSet::from_prefixes(networks.iter().map(|n| n.prefix));
-    let boxes = RangeSet::from_prefixes(networks.iter().filter(|n| n.kind == NetworkKind::Box).map(|n| n.prefix));
-    let (mut box_v4, mut box_v6) = (Vec::new(), Vec::new());
-    for n in networks.iter().filter(|n| n.kind == NetworkKind::Box) {
-        match n.prefix {
-            IpPrefix::V4(p) => box_v4.push((p.first(), p.last(), (n.id, n.prefix))),
-            IpPrefix::V6(p) => box_v6.push((p.first(), p.last(), (n.id, n.prefix))),
+/// The networks table, as the compiler uses it.
+struct Networks {
+    /// Internal networks alone: where member addresses may be.
+    internal_only: RangeSet,
+    /// Every network (internal and the box's).
+    internal: RangeSet,
+    boxes: RangeSet,
+    /// The box's networks with their rows, for messages.
+    box_v4: Intervals<u32, (i64, IpPrefix)>,
+    box_v6: Intervals<u128, (i64, IpPrefix)>,
+    /// Every (prefix, kind), sorted and deduplicated, kept for diffs.
+    rows: Vec<(IpPrefix, NetworkKind)>,
+}
+
+/// The member addresses, as the lookups of the policy hold them.
+struct Inside {
+    hosts_v4: AddrTable<u32>,
+    inside_v4: Intervals<u32, MemberRef>,
+    inside_v6: Intervals<u128, MemberRef>,
+    v6_tables: Vec<(u8, AddrTable<u64>)>,
+    v6_long: bool,
+    /// Every accepted address with its member, for the members' spans.
+    by_member: Vec<(MemberRef, IpPrefix)>,
+}
+
+/// The public ranges, sorted by address then first port.
+struct PublicTable {
+    index: AddrTable<u32>,
+    keys: Vec<u64>,
+    last: Vec<u16>,
+    member: Vec<MemberRef>,
+}
+
+impl Cx {
+    /// Step 1: plans (their rates checked) and members (their plans found).
+    fn members_and_plans<'a>(&mut self, db: &'a MemberDb) -> (Vec<&'a Member>, Vec<MemberInfo>) {
+        let plans = self.unique(Table::Plans, &db.plans, |p| i64::from(p.id));
+        for p in &plans {
+            self.check_rates(p);
+        }
+        let plan_ids: Vec<u32> = plans.iter().map(|p| p.id).collect();
+        let members = self.unique(Table::Members, &db.members, |m| i64::from(m.id));
+        let mut infos: Vec<MemberInfo> = Vec::with_capacity(members.len());
+        for m in &members {
+            let plan = m.plan_id.and_then(|id| {
+                let found = plan_ids.binary_search(&id).ok().map(|i| PlanInfo { id, rates: plans[i].rates });
+                if found.is_none() {
+                    let related = vec![(Table::Plans, i64::from(id))];
+                    self.report(
+                        Table::Members,
+                        [m.id.into()],
+                        related,
+                        Rule::UnknownReference,
+                        format!("plan {id} does not exist"),
+                    );
+                }
+                found
+            });
+            if m.status == Status::Test && m.plan_id.is_none() {
+                let msg = format!(
+                    "member {} ({:?}) is a test account without a plan; test accounts must have one",
+                    m.id, m.name
+                );
+                self.report(Table::Members, [m.id.into()], vec![], Rule::TestWithoutPlan, msg);
+            }
+            infos.push(MemberInfo {
+                id: m.id,
+                name: m.name.clone(),
+                status: m.status,
+                plan,
+                public: None,
+                addresses: (0, 0),
+                forwards: (0, 0),
+                openings: (0, 0),
+            });
+        }
+        (members, infos)
+    }
+
+    /// Step 2: the networks: what is internal, what is the box.
+    fn networks(&mut self, db: &MemberDb) -> Networks {
+        let networks = self.unique(Table::Networks, &db.networks, |n| n.id);
+        let internal_only =
+            RangeSet::from_prefixes(networks.iter().filter(|n| n.kind == NetworkKind::Internal).map(|n| n.prefix));
+        let internal = RangeSet::from_prefixes(networks.iter().map(|n| n.prefix));
+        let boxes = RangeSet::from_prefixes(networks.iter().filter(|n| n.kind == NetworkKind::Box).map(|n| n.prefix));
+        let (mut box_v4, mut box_v6) = (Vec::new(), Vec::new());
+        for n in networks.iter().filter(|n| n.kind == NetworkKind::Box) {
+            match n.prefix {
+                IpPrefix::V4(p) => box_v4.push((p.first(), p.last(), (n.id, n.prefix))),
+                IpPrefix::V6(p) => box_v6.push((p.first(), p.last(), (n.id, n.prefix))),
+            }
+        }
+        let mut rows: Vec<(IpPrefix, NetworkKind)> = networks.iter().map(|n| (n.prefix, n.kind)).collect();
+        rows.sort_unstable();
+        rows.dedup();
+        Networks {
+            internal_only,
+            internal,
+            boxes,
+            box_v4: Intervals::union(box_v4),
+            box_v6: Intervals::union(box_v6),
+            rows,
         }
     }
-    let (box_v4, box_v6) = (Intervals::union(box_v4), Intervals::union(box_v6));
 
-    // Member addresses.
-    let rows = cx.unique(Table::MemberAddresses, &db.member_addresses, |a| a.id);
-    let (mut v4, mut v6) = (Vec::new(), Vec::new());
-    for a in rows {
-        let Some(m) = member_ref(a.member_id) else {
-            cx.unknown_member(Table::MemberAddresses, a.id, a.member_id);
-            continue;
-        };
-        if !internal_only.covers(a.network) {
-            let msg = format!("{} of member {} is outside every internal network", a.network, a.member_id);
-            cx.report(Table::MemberAddresses, [a.id], vec![], Rule::OutsideInternal, msg);
-            cx.refuse_address(a.member_id, a.network);
-            continue;
+    /// Step 3: member addresses: inside an internal network, not special,
+    /// not the box's, not another member's; then the lookup tables.
+    fn member_addresses(
+        &mut self,
+        db: &MemberDb,
+        member_ref: &impl Fn(u32) -> Option<MemberRef>,
+        nets: &Networks,
+        members: &[&Member],
+        hasher: &RandomState,
+    ) -> Inside {
+        let rows = self.unique(Table::MemberAddresses, &db.member_addresses, |a| a.id);
+        let (mut v4, mut v6) = (Vec::new(), Vec::new());
+        for a in rows {
+            let Some(m) = member_ref(a.member_id) else {
+                self.unknown_member(Table::MemberAddresses, a.id, a.member_id);
+                continue;
+            };
+            if !self.member_address_allowed(a.id, a.member_id, a.network, nets) {
+                continue;
+            }
+            match a.network {
+                IpPrefix::V4(p) => {
+                    v4.push(Entry { start: p.first(), end: p.last(), row: a.id, member: m, prefix: a.network })
+                }
+                IpPrefix::V6(p) => {
+                    v6.push(Entry { start: p.first(), end: p.last(), row: a.id, member: m, prefix: a.network })
+                }
+            }
         }
-        if let Some(s) = special(a.network) {
-            let what = format!("{} of member {}", a.network, a.member_id);
+        let v4 = self.sweep(v4, members);
+        let v6 = self.sweep(v6, members);
+        inside_tables(&v4, &v6, hasher)
+    }
+
+    /// Whether member address row `row` (`network` of `member_id`) may be
+    /// one; reports why not.
+    fn member_address_allowed(&mut self, row: i64, member_id: u32, network: IpPrefix, nets: &Networks) -> bool {
+        if !nets.internal_only.covers(network) {
+            let msg = format!("{network} of member {member_id} is outside every internal network");
+            self.report(Table::MemberAddresses, [row], vec![], Rule::OutsideInternal, msg);
+            self.refuse_address(member_id, network);
+            return false;
+        }
+        if let Some(s) = special(network) {
+            let what = format!("{network} of member {member_id}");
             let msg = format!(
                 "{}; no device sends from such an address",
-                Described { what: &what, prefix: a.network, special: s }
+                Described { what: &what, prefix: network, special: s }
             );
-            cx.report(Table::MemberAddresses, [a.id], vec![], Rule::SpecialAddress, msg);
-            cx.refuse_address(a.member_id, a.network);
-            continue;
+            self.report(Table::MemberAddresses, [row], vec![], Rule::SpecialAddress, msg);
+            self.refuse_address(member_id, network);
+            return false;
         }
-        let on_box = match a.network {
-            IpPrefix::V4(p) => box_v4.overlapping(p.first(), p.last()),
-            IpPrefix::V6(p) => box_v6.overlapping(p.first(), p.last()),
+        let on_box = match network {
+            IpPrefix::V4(p) => nets.box_v4.overlapping(p.first(), p.last()),
+            IpPrefix::V6(p) => nets.box_v6.overlapping(p.first(), p.last()),
         };
-        if let Some((row, prefix)) = on_box {
+        if let Some((box_row, prefix)) = on_box {
             let msg =
-                format!("{} of member {} overlaps the box's own {prefix} (networks row {row})", a.network, a.member_id);
-            cx.report(Table::MemberAddresses, [a.id], vec![(Table::Networks, row)], Rule::BoxAddress, msg);
-            cx.refuse_address(a.member_id, a.network);
-            continue;
+                format!("{network} of member {member_id} overlaps the box's own {prefix} (networks row {box_row})");
+            self.report(Table::MemberAddresses, [row], vec![(Table::Networks, box_row)], Rule::BoxAddress, msg);
+            self.refuse_address(member_id, network);
+            return false;
         }
-        match a.network {
-            IpPrefix::V4(p) => {
-                v4.push(Entry { start: p.first(), end: p.last(), row: a.id, member: m, prefix: a.network })
-            }
-            IpPrefix::V6(p) => {
-                v6.push(Entry { start: p.first(), end: p.last(), row: a.id, member: m, prefix: a.network })
-            }
-        }
+        true
     }
-    let v4 = cx.sweep(v4, &members);
-    let v6 = cx.sweep(v6, &members);
 
+    /// Step 4: public addresses: at most one per member, shared ones with
+    /// disjoint port ranges; each member learns its range.
+    fn public_addresses(
+        &mut self,
+        db: &MemberDb,
+        member_ref: &impl Fn(u32) -> Option<MemberRef>,
+        nets: &Networks,
+        infos: &mut [MemberInfo],
+        hasher: &RandomState,
+    ) -> PublicTable {
+        let shared = self.public_ranges(&db.public_addresses, member_ref, &nets.box_v4);
+        let mut keys = Vec::with_capacity(shared.len());
+        let mut last = Vec::with_capacity(shared.len());
+        let mut member = Vec::with_capacity(shared.len());
+        for p in &shared {
+            keys.push(u64::from(p.address.to_bits()) << 16 | u64::from(p.first));
+            last.push(p.last);
+            member.push(p.member);
+            infos[p.member.index()].public =
+                Some(PublicRange { address: p.address, first_port: p.first, last_port: p.last });
+        }
+        // The first range of each public address (ranges are sorted by address, then port).
+        let firsts: Vec<(u32, u32)> = keys
+            .iter()
+            .enumerate()
+            .filter(|&(i, &k)| i == 0 || keys[i - 1] >> 16 != k >> 16)
+            .map(|(i, &k)| ((k >> 16) as u32, i as u32))
+            .collect();
+        PublicTable { index: AddrTable::build(firsts.into_iter(), hasher.clone()), keys, last, member }
+    }
+
+    /// Step 5: port forwards: a port of the member's own range to one of
+    /// the member's own devices, each public port once.
+    fn port_forwards(&mut self, db: &MemberDb, member_ref: &impl Fn(u32) -> Option<MemberRef>, policy: &mut Policy) {
+        let rows = self.unique(Table::PortForwards, &db.port_forwards, |f| f.id);
+        let mut forwards = Vec::new();
+        for f in rows {
+            let Some(m) = member_ref(f.member_id) else {
+                self.unknown_member(Table::PortForwards, f.id, f.member_id);
+                continue;
+            };
+            let ok = self.check_forward(f, m, policy);
+            if let (true, Some(p)) = (ok, policy.members[m.index()].public) {
+                let rule = ForwardRule {
+                    protocol: f.protocol,
+                    public_port: f.public_port,
+                    internal_address: f.internal_address,
+                    internal_port: f.internal_port,
+                };
+                forwards.push((forward_key(p.address, f.protocol.number(), f.public_port), f.id, m, p.address, rule));
+            }
+        }
+        forwards.sort_by_key(|f| (f.0, f.1));
+        let mut rules = Vec::with_capacity(forwards.len());
+        for group in forwards.chunk_by(|a, b| a.0 == b.0) {
+            let (key, _, m, address, rule) = group[0];
+            if let [_, _, ..] = group {
+                let msg = format!(
+                    "forward the same {} port {} of {} (member {}); a public port reaches one device",
+                    rule.protocol,
+                    rule.public_port,
+                    address,
+                    policy.members[m.index()].id
+                );
+                let rows = group.iter().map(|f| f.1).collect::<Vec<_>>();
+                self.report(Table::PortForwards, rows, vec![], Rule::DuplicateForward, msg);
+            }
+            policy
+                .forwards
+                .insert(key, Forward { member: m, internal: rule.internal_address, port: rule.internal_port });
+            rules.push((m, rule));
+        }
+        policy.forward_rules = spans(&mut policy.members, rules, |i, s| i.forwards = s);
+    }
+
+    /// Step 6: IPv6 openings, inside the member's own prefixes.
+    fn ipv6_openings(&mut self, db: &MemberDb, member_ref: &impl Fn(u32) -> Option<MemberRef>, policy: &mut Policy) {
+        let rows = self.unique(Table::Ipv6Openings, &db.ipv6_openings, |o| o.id);
+        let mut openings = Vec::new();
+        for o in rows {
+            let Some(m) = member_ref(o.member_id) else {
+                self.unknown_member(Table::Ipv6Openings, o.id, o.member_id);
+                continue;
+            };
+            let ports_ok = self.check_ports(Table::Ipv6Openings, o.id, o.first_port, o.last_port);
+            let d = o.destination;
+            let inside = policy.inside_v6.find(d.first()).is_some_and(|(_, end, owner)| owner == m && d.last() <= end);
+            if !inside {
+                // Inside a prefix of the member's that was refused: that row's problem says it all.
+                if !self.in_refused_address(o.member_id, IpPrefix::V6(d)) {
+                    let msg = format!("{d} is not inside an IPv6 prefix of member {}", o.member_id);
+                    self.report(Table::Ipv6Openings, [o.id], vec![], Rule::OpeningOutsidePrefix, msg);
+                }
+            } else if ports_ok {
+                let opening =
+                    Opening { destination: d, protocol: o.protocol, first_port: o.first_port, last_port: o.last_port };
+                openings.push((m, opening));
+            }
+        }
+        policy.openings = spans(&mut policy.members, openings, |i, s| i.openings = s);
+    }
+
+    /// Step 7: the global blocks, sorted and deduplicated, kept for diffs.
+    fn global_blocks(&mut self, db: &MemberDb) -> Vec<(IpPrefix, BlockDirection)> {
+        let mut blocks: Vec<(IpPrefix, BlockDirection)> = self
+            .unique(Table::GlobalBlocks, &db.global_blocks, |b| b.id)
+            .iter()
+            .map(|b| (b.prefix, b.direction))
+            .collect();
+        blocks.sort_unstable();
+        blocks.dedup();
+        blocks
+    }
+}
+
+/// The lookup tables of the accepted member addresses (`sweep`ed: no two
+/// members overlap).
+fn inside_tables(v4: &[Entry<u32>], v6: &[Entry<u128>], hasher: &RandomState) -> Inside {
     let hosts: Vec<(u32, u32)> =
         v4.iter().filter(|e| e.start == e.end).map(|e| (e.start, e.member.index() as u32)).collect();
-    let hosts_v4 = AddrTable::build(hosts.into_iter(), hasher.clone());
     let same = |a: &MemberRef, b: &MemberRef| a == b;
     let inside_v4 =
         Intervals::from_sorted(v4.iter().filter(|e| e.start != e.end).map(|e| (e.start, e.end, e.member)), same);
@@ -183,7 +410,7 @@ pub fn compile_with_key(db: &MemberDb, generation: u64, key: [u64; 4]) -> Result
     let mut lens: Vec<u8> = v6.iter().filter_map(|e| v6_len(e.prefix)).filter(|&l| l <= 64).collect();
     lens.sort_unstable_by(|a, b| b.cmp(a));
     lens.dedup();
-    let v6_tables: Vec<(u8, AddrTable<u64>)> = lens
+    let v6_tables = lens
         .iter()
         .map(|&len| {
             let rows: Vec<(u64, u32)> = v6
@@ -194,139 +421,13 @@ pub fn compile_with_key(db: &MemberDb, generation: u64, key: [u64; 4]) -> Result
             (len, AddrTable::build(rows.into_iter(), hasher.clone()))
         })
         .collect();
-    let v6_long = v6.iter().any(|e| v6_len(e.prefix).is_some_and(|l| l > 64));
-
-    let by_member: Vec<(MemberRef, IpPrefix)> =
-        v4.iter().map(|e| (e.member, e.prefix)).chain(v6.iter().map(|e| (e.member, e.prefix))).collect();
-    let addresses = spans(&mut infos, by_member, |i, s| i.addresses = s);
-
-    // Public addresses: at most one per member, shared ones with disjoint port ranges.
-    let shared = cx.public_ranges(&db.public_addresses, &member_ref, &box_v4);
-    let mut public_keys = Vec::with_capacity(shared.len());
-    let mut public_last = Vec::with_capacity(shared.len());
-    let mut public_member = Vec::with_capacity(shared.len());
-    for p in &shared {
-        public_keys.push(u64::from(p.address.to_bits()) << 16 | u64::from(p.first));
-        public_last.push(p.last);
-        public_member.push(p.member);
-        infos[p.member.index()].public =
-            Some(PublicRange { address: p.address, first_port: p.first, last_port: p.last });
-    }
-
-    // The first range of each public address (ranges are sorted by address, then port).
-    let firsts: Vec<(u32, u32)> = public_keys
-        .iter()
-        .enumerate()
-        .filter(|&(i, &k)| i == 0 || public_keys[i - 1] >> 16 != k >> 16)
-        .map(|(i, &k)| ((k >> 16) as u32, i as u32))
-        .collect();
-    let public_index = AddrTable::build(firsts.into_iter(), hasher.clone());
-
-    let mut policy = Policy {
-        generation,
-        ids: member_ids.clone(),
-        members: infos,
-        addresses,
-        forward_rules: Vec::new(),
-        openings: Vec::new(),
-        hosts_v4,
+    Inside {
+        hosts_v4: AddrTable::build(hosts.into_iter(), hasher.clone()),
         inside_v4,
         inside_v6,
         v6_tables,
-        v6_long,
-        public_index,
-        public_keys,
-        public_last,
-        public_member,
-        forwards: HashMap::with_hasher(hasher),
-        internal,
-        boxes,
-        blocked_inbound: RangeSet::from_prefixes(blocks(db, BlockDirection::Inbound)),
-        blocked_outbound: RangeSet::from_prefixes(blocks(db, BlockDirection::Outbound)),
-        networks: Vec::new(),
-        blocks: Vec::new(),
-    };
-
-    // Port forwards: a port of the member's own range to one of the member's own devices.
-    let rows = cx.unique(Table::PortForwards, &db.port_forwards, |f| f.id);
-    let mut forwards = Vec::new();
-    for f in rows {
-        let Some(m) = member_ref(f.member_id) else {
-            cx.unknown_member(Table::PortForwards, f.id, f.member_id);
-            continue;
-        };
-        let ok = cx.check_forward(f, m, &policy);
-        if let (true, Some(p)) = (ok, policy.members[m.index()].public) {
-            let rule = ForwardRule {
-                protocol: f.protocol,
-                public_port: f.public_port,
-                internal_address: f.internal_address,
-                internal_port: f.internal_port,
-            };
-            forwards.push((forward_key(p.address, f.protocol.number(), f.public_port), f.id, m, p.address, rule));
-        }
-    }
-    forwards.sort_by_key(|f| (f.0, f.1));
-    let mut rules = Vec::with_capacity(forwards.len());
-    for group in forwards.chunk_by(|a, b| a.0 == b.0) {
-        let (key, _, m, address, rule) = group[0];
-        if let [_, _, ..] = group {
-            let msg = format!(
-                "forward the same {} port {} of {} (member {}); a public port reaches one device",
-                rule.protocol,
-                rule.public_port,
-                address,
-                policy.members[m.index()].id
-            );
-            let rows = group.iter().map(|f| f.1).collect::<Vec<_>>();
-            cx.report(Table::PortForwards, rows, vec![], Rule::DuplicateForward, msg);
-        }
-        policy.forwards.insert(key, Forward { member: m, internal: rule.internal_address, port: rule.internal_port });
-        rules.push((m, rule));
-    }
-    policy.forward_rules = spans(&mut policy.members, rules, |i, s| i.forwards = s);
-
-    // IPv6 openings: inside the member's own prefixes.
-    let rows = cx.unique(Table::Ipv6Openings, &db.ipv6_openings, |o| o.id);
-    let mut openings = Vec::new();
-    for o in rows {
-        let Some(m) = member_ref(o.member_id) else {
-            cx.unknown_member(Table::Ipv6Openings, o.id, o.member_id);
-            continue;
-        };
-        let ports_ok = cx.check_ports(Table::Ipv6Openings, o.id, o.first_port, o.last_port);
-        let d = o.destination;
-        let inside = policy.inside_v6.find(d.first()).is_some_and(|(_, end, owner)| owner == m && d.last() <= end);
-        if !inside {
-            // Inside a prefix of the member's that was refused: that row's problem says it all.
-            if !cx.in_refused_address(o.member_id, IpPrefix::V6(d)) {
-                let msg = format!("{d} is not inside an IPv6 prefix of member {}", o.member_id);
-                cx.report(Table::Ipv6Openings, [o.id], vec![], Rule::OpeningOutsidePrefix, msg);
-            }
-        } else if ports_ok {
-            let opening =
-                Opening { destination: d, protocol: o.protocol, first_port: o.first_port, last_port: o.last_port };
-            openings.push((m, opening));
-        }
-    }
-    policy.openings = spans(&mut policy.members, openings, |i, s| i.openings = s);
-
-    // Global rows, kept for diff.
-    let mut nets: Vec<(IpPrefix, NetworkKind)> = networks.iter().map(|n| (n.prefix, n.kind)).collect();
-    nets.sort_unstable();
-    nets.dedup();
-    policy.networks = nets;
-    let mut blocks: Vec<(IpPrefix, BlockDirection)> =
-        cx.unique(Table::GlobalBlocks, &db.global_blocks, |b| b.id).iter().map(|b| (b.prefix, b.direction)).collect();
-    blocks.sort_unstable();
-    blocks.dedup();
-    policy.blocks = blocks;
-
-    if cx.problems.is_empty() {
-        Ok(policy)
-    } else {
-        cx.problems.sort_by_key(|p| (p.table, p.rows.first().copied()));
-        Err(PolicyError::new(cx.problems))
+        v6_long: v6.iter().any(|e| v6_len(e.prefix).is_some_and(|l| l > 64)),
+        by_member: v4.iter().map(|e| (e.member, e.prefix)).chain(v6.iter().map(|e| (e.member, e.prefix))).collect(),
     }
 }
 
