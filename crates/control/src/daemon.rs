@@ -263,8 +263,16 @@ impl Daemon {
         }
         tracing::warn!("a worker's state is lost: the workers start afresh (flows and NAT bindings end)");
         let pending = self.ledger.pending(&crate::stats::usage(&self.parked));
-        if let Err(e) = self.control.spool.append(Periods::HOURLY.start(unix_now()), &pending) {
-            tracing::error!("usage of {} member(s) LOST: {e}", pending.len());
+        match self.control.spool.append(Periods::HOURLY.start(unix_now()), &pending) {
+            Ok(path) if path != self.control.spool.path() => {
+                tracing::error!(
+                    "usage of {} member(s) kept in {} (the spool is unusable)",
+                    pending.len(),
+                    path.display()
+                )
+            }
+            Ok(_) => {}
+            Err(e) => tracing::error!("usage of {} member(s) LOST: {e}", pending.len()),
         }
         self.ledger = Ledger::new();
         self.spare.clear();
@@ -422,22 +430,15 @@ fn require_root() -> Result<(), Failure> {
 /// frames to the box, VLAN-tagged frames). Either way a forwarding kernel
 /// could carry past torwart what torwart's policy refuses.
 fn check_kernel_forwarding(config: &Config) -> Result<(), Failure> {
-    let mut paths =
-        vec!["/proc/sys/net/ipv4/ip_forward".to_owned(), "/proc/sys/net/ipv6/conf/all/forwarding".to_owned()];
-    for p in &config.ports {
-        // IPv4 forwarding is decided by the receiving interface's own setting.
-        paths.push(format!("/proc/sys/net/ipv4/conf/{}/forwarding", p.interface));
-        paths.push(format!("/proc/sys/net/ipv6/conf/{}/forwarding", p.interface));
+    let ports: Vec<&str> = config.ports.iter().map(|p| p.interface.as_str()).collect();
+    match io::afpacket::kernel_forwarding(&ports) {
+        Ok(None) => Ok(()),
+        Ok(Some(path)) => Err(Failure::Config(format!(
+            "the kernel forwards ({path} is not 0): it would carry frames past torwart's policy; \
+             set it to 0 (torwart does the forwarding)"
+        ))),
+        Err(e) => Err(Failure::System(format!("cannot tell whether the kernel forwards: {e}"))),
     }
-    for path in paths {
-        if std::fs::read_to_string(&path).is_ok_and(|v| v.trim() != "0") {
-            return Err(Failure::Config(format!(
-                "the kernel forwards ({path} is not 0): it would carry frames past torwart's policy; \
-                 set it to 0 (torwart does the forwarding)"
-            )));
-        }
-    }
-    Ok(())
 }
 
 /// Step 4: the control runtime, the database, the first policy and the reload task.
@@ -639,9 +640,8 @@ impl Running {
     /// workers' last stats and state, and the frames the programs dropped
     /// as unserved.
     fn stop(self) -> (Vec<Arc<WorkerStats>>, Vec<Option<dataplane::Kept>>, u64) {
+        let unserved = self.unserved();
         let (stats, kept) = self.dp.stop_keeping_engines();
-        let unserved = self.programs.iter().filter_map(|p| p.unserved().ok()).sum();
-        drop(self.programs);
         (stats, kept, unserved)
     }
 }
@@ -814,9 +814,16 @@ fn final_flush(control: &Control, ledger: &mut Ledger, stats: &[Arc<WorkerStats>
     let pending = ledger.pending(&totals);
     let spool = &control.spool;
     match spool.append(Periods::HOURLY.start(unix_now()), &pending) {
-        Ok(()) => Err(Failure::Database(format!(
+        Ok(path) if path == spool.path() => Err(Failure::Database(format!(
             "usage of {} member(s) not written to the database ({error}); kept in {}, written at the next start",
             pending.len(),
+            path.display()
+        ))),
+        Ok(path) => Err(Failure::Database(format!(
+            "usage of {} member(s) not written to the database ({error}); kept in {} because the spool {} is \
+             unusable: write it to the database by hand, or move it to the spool's place",
+            pending.len(),
+            path.display(),
             spool.path().display()
         ))),
         Err(spool_error) => Err(Failure::Database(format!(

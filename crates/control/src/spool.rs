@@ -50,6 +50,8 @@ pub enum SpoolError {
     Parse { path: PathBuf, line: usize, message: String },
     #[error("usage spool {path}: larger than {MAX_BYTES} bytes (the file is kept; fix or remove it)")]
     TooLarge { path: PathBuf },
+    #[error("usage spool {path}: not owned by uid {euid} alone (owner {owner}, mode {mode:o}); kept, not trusted")]
+    NotOurs { path: PathBuf, euid: u32, owner: u32, mode: u32 },
     #[error("usage spool {path}: the database did not take it: {source}")]
     Database { path: PathBuf, source: DbError },
 }
@@ -88,15 +90,8 @@ impl Spool {
         // Usage records are trusted only from a file nobody else could have written.
         let euid = crate::sys::euid();
         if meta.uid() != euid || meta.mode() & 0o022 != 0 {
-            return Err(SpoolError::Parse {
-                path: self.path.clone(),
-                line: 0,
-                message: format!(
-                    "not owned by uid {euid} alone (owner {}, mode {:o})",
-                    meta.uid(),
-                    meta.mode() & 0o777
-                ),
-            });
+            let (owner, mode) = (meta.uid(), meta.mode() & 0o777);
+            return Err(SpoolError::NotOurs { path: self.path.clone(), euid, owner, mode });
         }
         if meta.len() > MAX_BYTES {
             return Err(SpoolError::TooLarge { path: self.path.clone() });
@@ -107,18 +102,32 @@ impl Spool {
     }
 
     /// Adds `traffic` of the period starting at `period_start` to the file
-    /// (after what it holds already).
-    pub fn append(&self, period_start: i64, traffic: &[MemberTraffic]) -> Result<(), SpoolError> {
-        let mut records = self.read()?;
-        records.extend(traffic.iter().map(|t| Record {
+    /// (after what it holds already); returns the file it went to. If the
+    /// file is there but cannot be used (it does not parse, is too large,
+    /// is not ours), it is left as it is and the usage goes to a new file
+    /// beside it, named after the time: the operator's to look at, never
+    /// overwritten.
+    pub fn append(&self, period_start: i64, traffic: &[MemberTraffic]) -> Result<PathBuf, SpoolError> {
+        let new = traffic.iter().map(|t| Record {
             period_start,
             member_id: t.member_id,
             up_bytes: t.up_bytes,
             down_bytes: t.down_bytes,
             up_packets: t.up_packets,
             down_packets: t.down_packets,
-        }));
-        self.write(&records)
+        });
+        match self.read() {
+            Ok(mut records) => {
+                records.extend(new);
+                self.write(&records).map(|()| self.path.clone())
+            }
+            Err(e @ SpoolError::Io { .. }) => Err(e),
+            Err(_) => {
+                let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+                let aside = Spool::new(format!("{}.{}", self.path.display(), now.as_nanos()));
+                aside.write(&new.collect::<Vec<_>>()).map(|()| aside.path)
+            }
+        }
     }
 
     fn write(&self, records: &[Record]) -> Result<(), SpoolError> {
@@ -205,6 +214,11 @@ mod tests {
         files::write_private(s.path(), text.as_bytes(), files::SPOOL_MODE, false).unwrap();
         let e = s.read().unwrap_err().to_string();
         assert!(e.contains("line 4") && e.contains("missing field"), "{e}");
+        // Usage added to a spool that does not parse goes to a file beside it.
+        let aside = s.append(7200, &[t(9, 1)]).unwrap();
+        assert_ne!(aside, s.path());
+        assert_eq!(Spool::new(&aside).read().unwrap().len(), 1);
+        assert_eq!(std::fs::read_to_string(s.path()).unwrap(), text, "the bad spool is left as it was");
         let _ = std::fs::remove_dir_all(&d);
     }
 }

@@ -93,7 +93,7 @@ impl Lockstep {
     /// Every worker's stats as of `now`.
     pub fn stats(&mut self, now: Time) -> Vec<Arc<WorkerStats>> {
         for w in &mut self.workers {
-            w.publish_now(now);
+            w.publish(now);
         }
         self.shared.stats.iter().map(|s| s.load_full()).collect()
     }

@@ -92,7 +92,13 @@ pub fn key(has_policy: bool, workers: usize, side: Side, meta: &Meta) -> Key {
 #[inline]
 pub fn prefetch(policy: Option<&Policy>, key: &Key) {
     match (policy, key) {
-        (Some(p), Key::Inside(IpAddr::V4(a)) | Key::InsideV4(a, ..)) => p.prefetch_inside_v4(*a),
+        (Some(p), Key::Inside(IpAddr::V4(a))) => p.prefetch_inside_v4(*a),
+        (Some(p), Key::InsideV4(src, dst, _)) => {
+            p.prefetch_inside_v4(*src);
+            if p.may_be_public(*dst) {
+                p.prefetch_public(*dst);
+            }
+        }
         (Some(p), Key::Inside(IpAddr::V6(a))) => p.prefetch_inside_v6(*a),
         (Some(p), Key::Public(a, _)) => p.prefetch_public(*a),
         _ => {}

@@ -332,11 +332,6 @@ impl Worker {
         crate::Kept { engine: self.engine, generation: self.generation }
     }
 
-    /// Publishes a stats snapshot now.
-    pub(crate) fn publish_now(&mut self, now: Time) {
-        self.publish(now);
-    }
-
     /// Waits until a port has frames or the timeout passes (see [`Idle::Sleep`]).
     /// `receiving`: the ports were read in this loop. If they were not
     /// (back-pressure, stopping), their descriptors may well be readable,
@@ -530,7 +525,8 @@ impl Worker {
         }
     }
 
-    fn publish(&mut self, now: Time) {
+    /// Publishes a stats snapshot as of `now`.
+    pub(crate) fn publish(&mut self, now: Time) {
         self.last_stats = now;
         let stats = WorkerStats {
             worker: self.cfg.index,

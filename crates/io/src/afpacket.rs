@@ -156,16 +156,31 @@ fn now_ns() -> u64 {
 /// namespace. Running [`PacketPort`]s while this is true forwards every
 /// transit packet twice.
 pub fn kernel_forwarding_enabled() -> std::io::Result<bool> {
-    let mut any = false;
-    for path in ["/proc/sys/net/ipv4/conf/all/forwarding", "/proc/sys/net/ipv6/conf/all/forwarding"] {
-        match std::fs::read_to_string(path) {
-            Ok(s) => any |= s.trim() != "0",
-            // No IPv6 in this kernel: it cannot forward it.
+    Ok(kernel_forwarding(&[])?.is_some())
+}
+
+/// The first forwarding setting that is on, as its `/proc/sys` path: the
+/// namespace-wide ones and, for each of `interfaces`, its own IPv4 and IPv6
+/// settings (IPv4 forwarding is decided by the receiving interface's own
+/// setting). `None` if the kernel forwards nothing on them. A setting that
+/// does not exist (no IPv6, no such interface) forwards nothing; any other
+/// error to read one is returned, so a caller can fail closed.
+pub fn kernel_forwarding(interfaces: &[&str]) -> std::io::Result<Option<String>> {
+    let mut paths =
+        vec!["/proc/sys/net/ipv4/conf/all/forwarding".to_owned(), "/proc/sys/net/ipv6/conf/all/forwarding".to_owned()];
+    for i in interfaces {
+        paths.push(format!("/proc/sys/net/ipv4/conf/{i}/forwarding"));
+        paths.push(format!("/proc/sys/net/ipv6/conf/{i}/forwarding"));
+    }
+    for path in paths {
+        match std::fs::read_to_string(&path) {
+            Ok(s) if s.trim() != "0" => return Ok(Some(path)),
+            Ok(_) => {}
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(e),
+            Err(e) => return Err(std::io::Error::new(e.kind(), format!("{path}: {e}"))),
         }
     }
-    Ok(any)
+    Ok(None)
 }
 
 impl PacketPort {

@@ -347,76 +347,60 @@ fn record_usage_of(report: &replay::Report, url: &str, json: bool) -> Result<(),
     Ok(())
 }
 
-fn bench_command(
-    BenchArgs {
-        scenario,
-        seed,
-        cores,
-        seconds,
-        batch,
-        offered_mpps,
-        flow_scale,
-        json,
-        no_members,
-        reloads,
-        members,
-        shaping,
-        uplink_mbit,
-        dataplane,
-    }: BenchArgs,
-) -> Result<(), Error> {
-    let Some(p) = scenario::by_name(&scenario) else {
+fn bench_command(a: BenchArgs) -> Result<(), Error> {
+    let Some(p) = scenario::by_name(&a.scenario) else {
         let names: Vec<_> = scenario::SCENARIOS.iter().map(|s| s.name).collect();
-        return Err(Error::Usage(format!("unknown scenario {scenario:?} (known: {})", names.join(", "))));
+        return Err(Error::Usage(format!("unknown scenario {:?} (known: {})", a.scenario, names.join(", "))));
     };
-    if !(1..=engine::MAX_BATCH).contains(&batch) {
+    if !(1..=engine::MAX_BATCH).contains(&a.batch) {
         return Err(Error::Usage(format!("--batch must be 1 to {}", engine::MAX_BATCH)));
     }
     let bounded = |x: f64, lo: f64, hi: f64| x.is_finite() && x >= lo && x <= hi;
-    if !bounded(seconds, 0.01, 86_400.0) {
+    if !bounded(a.seconds, 0.01, 86_400.0) {
         return Err(Error::Usage("--seconds must be between 0.01 and 86400".into()));
     }
-    if !bounded(offered_mpps, 0.001, 1000.0) {
+    if !bounded(a.offered_mpps, 0.001, 1000.0) {
         return Err(Error::Usage("--offered-mpps must be between 0.001 and 1000".into()));
     }
-    if !bounded(flow_scale, 0.000_01, 10.0) {
+    if !bounded(a.flow_scale, 0.000_01, 10.0) {
         return Err(Error::Usage("--flow-scale must be between 0.00001 and 10".into()));
     }
     let mut p = p.clone();
-    if let Some(m) = members {
+    if let Some(m) = a.members {
         if !(1..=2_000_000).contains(&m) {
             return Err(Error::Usage("--members must be between 1 and 2000000".into()));
         }
         p.members = m;
     }
-    if shaping && no_members {
+    if a.shaping && a.no_members {
         return Err(Error::Usage("--shaping shapes members: it needs the member pipeline (drop --no-members)".into()));
     }
-    if cores == 0 || cores > 1024 || cores as u32 > p.members {
+    if a.cores == 0 || a.cores > 1024 || a.cores as u32 > p.members {
         return Err(Error::Usage(format!(
             "--cores must be between 1 and {} (at least one member per core)",
             p.members.min(1024)
         )));
     }
-    if reloads > 10_000 {
+    if a.reloads > 10_000 {
         return Err(Error::Usage("--reloads must be at most 10000".into()));
     }
+    let uplink_bps = if a.uplink_mbit == 0 { u64::MAX / 4 } else { a.uplink_mbit.saturating_mul(1_000_000) };
     let opts = bench::Options {
         scenario: p,
-        seed,
-        cores,
-        seconds,
-        batch,
-        offered_mpps,
-        flow_scale,
+        seed: a.seed,
+        cores: a.cores,
+        seconds: a.seconds,
+        batch: a.batch,
+        offered_mpps: a.offered_mpps,
+        flow_scale: a.flow_scale,
         progress: true,
-        members: !no_members,
-        reloads,
-        shaping: shaping.then(|| if uplink_mbit == 0 { u64::MAX / 4 } else { uplink_mbit.saturating_mul(1_000_000) }),
-        dataplane,
+        members: !a.no_members,
+        reloads: a.reloads,
+        shaping: a.shaping.then_some(uplink_bps),
+        dataplane: a.dataplane,
     };
     let report = bench::run(&opts);
-    if json {
+    if a.json {
         println!("{}", serde_json::to_string_pretty(&report).expect("report serialises"));
     } else {
         bench::print(&report);

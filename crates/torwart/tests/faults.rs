@@ -272,7 +272,7 @@ fn unserved_queues_kernel_forwarding_and_a_deleted_port() {
     let code = lab.stop();
     let err = lab.log();
     assert_eq!(code, Some(2), "{err}");
-    assert!(err.contains("the kernel forwards") && err.contains("ip_forward"), "{err}");
+    assert!(err.contains("the kernel forwards") && err.contains("forwarding is not 0"), "{err}");
     lab.sh(&lab.b, "sysctl -qw net.ipv4.ip_forward=0");
 
     // One worker, four receive queues: unsolicited datagrams from outside
