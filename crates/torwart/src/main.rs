@@ -181,13 +181,11 @@ enum DbCommand {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    if matches!(cli.command, Command::Run { .. } | Command::Db { .. }) {
-        // The database, its journal, the stats file and the usage spool
-        // hold member usage: nothing the daemon or `db` creates is
-        // readable by others.
-        // SAFETY: umask only sets the process's file mode mask.
-        unsafe { libc::umask(0o027) };
-    }
+    // The database, its journal, the stats file, the usage spool, the lab's
+    // files and replay's captures hold member traffic and usage: nothing
+    // any command creates is readable by others.
+    // SAFETY: umask only sets the process's file mode mask.
+    unsafe { libc::umask(0o027) };
     if let Command::Run { config } = &cli.command {
         control::logging::init();
         return match control::daemon::run(config) {
