@@ -414,6 +414,78 @@ struct WindowCheck {
     ack_ok: bool,
 }
 
+/// Bytes of a [`TcpTrack::snapshot`].
+pub const SNAPSHOT_LEN: usize = 44;
+
+const PEER_LEN: usize = 19;
+
+impl Peer {
+    fn write(&self, b: &mut [u8]) {
+        for (i, v) in [self.end, self.maxend, self.maxwin, self.fin_end].into_iter().enumerate() {
+            b[i * 4..i * 4 + 4].copy_from_slice(&v.to_be_bytes());
+        }
+        b[16] = self.scale;
+        b[17] = self.offer;
+        b[18] = u8::from(self.seen) | u8::from(self.fin_sent) << 1 | u8::from(self.fin_acked) << 2;
+    }
+
+    fn read(b: &[u8]) -> Option<Peer> {
+        let word = |i: usize| u32::from_be_bytes([b[i * 4], b[i * 4 + 1], b[i * 4 + 2], b[i * 4 + 3]]);
+        let (scale, offer, flags) = (b[16], b[17], b[18]);
+        if scale > 14 || (offer > 14 && offer != NO_SCALE) || flags & !0b111 != 0 {
+            return None;
+        }
+        Some(Peer {
+            end: word(0),
+            maxend: word(1),
+            maxwin: word(2),
+            fin_end: word(3),
+            scale,
+            offer,
+            seen: flags & 1 != 0,
+            fin_sent: flags & 2 != 0,
+            fin_acked: flags & 4 != 0,
+        })
+    }
+}
+
+impl TcpTrack {
+    /// The tracking state as bytes, for a standby box to resume from.
+    pub fn snapshot(&self) -> [u8; SNAPSHOT_LEN] {
+        let mut b = [0u8; SNAPSHOT_LEN];
+        b[0] = self.state as u8;
+        b[1] = u8::from(self.liberal) | u8::from(self.syn_pending) << 1;
+        b[2..6].copy_from_slice(&self.syn_seq.to_be_bytes());
+        self.peer[0].write(&mut b[6..6 + PEER_LEN]);
+        self.peer[1].write(&mut b[6 + PEER_LEN..]);
+        b
+    }
+
+    /// A connection resumed from another box's [`snapshot`](Self::snapshot),
+    /// or `None` if the bytes are not one.
+    ///
+    /// The snapshot is as old as the last state change the other box sent,
+    /// so the sequence numbers in it have moved on since: the connection
+    /// resumes *liberal*, as one picked up mid-stream, and each direction's
+    /// bounds are learnt again from its next segment. What cannot be learnt
+    /// mid-stream, the window scale each side agreed on and the FINs already
+    /// exchanged, carries over.
+    pub fn resume(b: &[u8; SNAPSHOT_LEN]) -> Option<TcpTrack> {
+        let state = *TcpState::ALL.get(usize::from(b[0]))?;
+        if b[1] & !0b11 != 0 {
+            return None;
+        }
+        let relearn = |p: Peer| Peer { seen: false, ..p };
+        Some(TcpTrack {
+            state,
+            liberal: true,
+            syn_pending: false,
+            syn_seq: u32::from_be_bytes([b[2], b[3], b[4], b[5]]),
+            peer: [relearn(Peer::read(&b[6..6 + PEER_LEN])?), relearn(Peer::read(&b[6 + PEER_LEN..])?)],
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -623,5 +695,39 @@ mod tests {
         assert!(!seg("S", 1, 0, 0).bad_flags());
         assert!(!seg("R", 1, 0, 0).bad_flags());
         assert!(!seg("FA", 1, 0, 0).bad_flags());
+    }
+    #[test]
+    fn a_snapshot_resumes_liberal_with_the_agreed_scale() {
+        let mut syn = seg("S", 1000, 0, 0);
+        syn.wscale = Some(7);
+        let mut t = TcpTrack::open(&syn);
+        let mut synack = seg("SA", 5000, 1001, 0);
+        synack.wscale = Some(9);
+        t.handle(1, &synack).unwrap();
+        t.handle(0, &seg("A", 1001, 5001, 0)).unwrap();
+        assert_eq!(t.state, TcpState::Established);
+
+        let r = TcpTrack::resume(&t.snapshot()).unwrap();
+        assert_eq!(r.state, TcpState::Established);
+        assert!(r.is_liberal());
+        assert_eq!([r.peer[0].scale, r.peer[1].scale], [7, 9]);
+        assert!(!r.peer[0].seen && !r.peer[1].seen);
+
+        // Far ahead of the snapshot in both directions: learnt, not refused.
+        let mut r = r;
+        r.handle(0, &seg("A", 90_000_000, 80_000_000, 100)).unwrap();
+        r.handle(1, &seg("A", 80_000_000, 90_000_100, 100)).unwrap();
+        assert_eq!(r.state, TcpState::Established);
+    }
+
+    #[test]
+    fn a_malformed_snapshot_is_refused() {
+        let good = TcpTrack::open(&seg("S", 1, 0, 0)).snapshot();
+        assert!(TcpTrack::resume(&good).is_some());
+        for (at, value) in [(0, 8), (1, 4), (6 + 16, 15), (6 + 17, 20), (6 + 18, 8)] {
+            let mut bad = good;
+            bad[at] = value;
+            assert!(TcpTrack::resume(&bad).is_none(), "byte {at} = {value}");
+        }
     }
 }

@@ -1,0 +1,462 @@
+//! What one box tells the other: records of flows and usage, and their encoding.
+//!
+//! A record is a type byte, a 16-bit length and a body of exactly that
+//! length for the type (big-endian throughout). Decoding reads each byte
+//! once and checks every field it will rely on: families, sides, flags and
+//! the TCP snapshot, so an installed record can never hold a value the
+//! engine itself could not have made.
+//!
+//! * [`Record::Flow`] carries everything needed to forward the flow's
+//!   packets on the other box at once: both keys, the sides, TCP tracking,
+//!   the time left before it expires, the member, the NAT binding's public
+//!   address and port. It is sent when a flow is made and when its state
+//!   changes, and it replaces whatever the receiver held for that flow.
+//! * [`Record::Ended`] names a flow (by its original key) that is gone.
+//! * [`Record::Usage`] is a member's traffic counted since the sender's
+//!   last write to the database, as running totals; [`Record::Flushed`]
+//!   says those totals were written. A box that takes over writes what its
+//!   peer counted and did not write.
+//! * [`Record::ResyncBegin`] opens a full resync: the receiver drops, at
+//!   its end, every flow of the sender's that the resync did not name.
+//!   [`Record::ResyncEnd`] closes it; [`Record::Gap`] says
+//!   records were lost before it (the receiver is incomplete until the
+//!   next resync ends).
+
+use engine::tcp::{TcpTrack, SNAPSHOT_LEN};
+use engine::Side;
+use wire::flow::Family;
+use wire::FlowKey;
+use core::net::Ipv4Addr;
+
+/// The protocol state of a synced flow.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FlowState {
+    /// TCP tracking as [`TcpTrack::snapshot`] wrote it (checked on decode).
+    Tcp([u8; SNAPSHOT_LEN]),
+    Udp,
+    Icmp,
+    Other,
+}
+
+/// A flow as the other box needs it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FlowRecord {
+    /// `[original, reply]` keys as each direction arrives.
+    pub keys: [FlowKey; 2],
+    pub orig_side: Side,
+    pub reply_side: Side,
+    pub translated: bool,
+    pub answered: bool,
+    pub state: FlowState,
+    /// Milliseconds until the flow expires on the sender.
+    pub remaining_ms: u32,
+    /// The member's id ([`engine::conntrack::NO_MEMBER`] for none).
+    pub member: u32,
+    /// The NAT binding's public address and port, if the flow is translated.
+    pub nat: Option<(Ipv4Addr, u16)>,
+    /// The sender's policy generation when it sent this.
+    pub generation: u64,
+    pub packets: [u32; 2],
+    pub bytes: [u64; 2],
+}
+
+/// A member's usage counted and not yet written to the database.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Usage {
+    /// The sender's flush these totals will be written in.
+    pub flush: u64,
+    pub member: u32,
+    /// `[from the member, to the member]`, since the last flush.
+    pub bytes: [u64; 2],
+    pub packets: [u64; 2],
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Record {
+    Flow(FlowRecord),
+    Ended(FlowKey),
+    Usage(Usage),
+    /// The sender wrote its flush `flush` to the database.
+    Flushed { flush: u64 },
+    /// A full resync `id` follows: every flow the sender holds.
+    ResyncBegin { id: u32 },
+    /// The full resync `id` is complete: `flows` flows were in it.
+    ResyncEnd { id: u32, flows: u64 },
+    /// Records were lost before this one (the sender's queue was full).
+    Gap,
+}
+
+/// Why a record could not be read.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Malformed {
+    /// The payload ends inside a record.
+    Truncated,
+    /// A record type this version does not know.
+    UnknownType(u8),
+    /// A known type with the wrong body length.
+    Length { kind: u8, len: usize },
+    /// A field holds a value no sender makes.
+    Field(&'static str),
+}
+
+const FLOW: u8 = 1;
+const ENDED: u8 = 2;
+const USAGE: u8 = 3;
+const FLUSHED: u8 = 4;
+const RESYNC_END: u8 = 5;
+const GAP: u8 = 6;
+const RESYNC_BEGIN: u8 = 7;
+
+const KEY_LEN: usize = 38;
+const FLOW_LEN: usize = 2 * KEY_LEN + 4 + SNAPSHOT_LEN + 4 + 4 + 6 + 8 + 8 + 16;
+const USAGE_LEN: usize = 8 + 4 + 32;
+
+/// Bytes a record takes on the wire, its type and length included.
+pub fn encoded_len(r: &Record) -> usize {
+    3 + match r {
+        Record::Flow(_) => FLOW_LEN,
+        Record::Ended(_) => KEY_LEN,
+        Record::Usage(_) => USAGE_LEN,
+        Record::Flushed { .. } => 8,
+        Record::ResyncBegin { .. } => 4,
+        Record::ResyncEnd { .. } => 12,
+        Record::Gap => 0,
+    }
+}
+
+/// The largest record's encoded length.
+pub const MAX_RECORD_LEN: usize = 3 + FLOW_LEN;
+
+/// Writes `r` at the start of `out`; returns the bytes written, or `None`
+/// if it does not fit.
+pub fn encode(r: &Record, out: &mut [u8]) -> Option<usize> {
+    let n = encoded_len(r);
+    let out = out.get_mut(..n)?;
+    let mut w = Writer { b: out, at: 0 };
+    let (kind, len) = match r {
+        Record::Flow(_) => (FLOW, FLOW_LEN),
+        Record::Ended(_) => (ENDED, KEY_LEN),
+        Record::Usage(_) => (USAGE, USAGE_LEN),
+        Record::Flushed { .. } => (FLUSHED, 8),
+        Record::ResyncBegin { .. } => (RESYNC_BEGIN, 4),
+        Record::ResyncEnd { .. } => (RESYNC_END, 12),
+        Record::Gap => (GAP, 0),
+    };
+    w.u8(kind);
+    w.u16(len as u16);
+    match r {
+        Record::Flow(f) => write_flow(&mut w, f),
+        Record::Ended(k) => write_key(&mut w, k),
+        Record::Usage(u) => {
+            w.u64(u.flush);
+            w.u32(u.member);
+            u.bytes.iter().chain(&u.packets).for_each(|v| w.u64(*v));
+        }
+        Record::Flushed { flush } => w.u64(*flush),
+        Record::ResyncBegin { id } => w.u32(*id),
+        Record::ResyncEnd { id, flows } => {
+            w.u32(*id);
+            w.u64(*flows);
+        }
+        Record::Gap => {}
+    }
+    debug_assert_eq!(w.at, n);
+    Some(n)
+}
+
+/// Reads the records of `payload` in order, calling `each` for every one,
+/// or stops at the first malformed record. Linear in the payload's length.
+pub fn decode(payload: &[u8], mut each: impl FnMut(Record)) -> Result<usize, Malformed> {
+    let mut r = Reader { b: payload, at: 0 };
+    let mut count = 0;
+    while r.at < payload.len() {
+        let kind = r.u8()?;
+        let len = usize::from(r.u16()?);
+        let body = r.take(len)?;
+        let mut b = Reader { b: body, at: 0 };
+        let expect = match kind {
+            FLOW => FLOW_LEN,
+            ENDED => KEY_LEN,
+            USAGE => USAGE_LEN,
+            FLUSHED => 8,
+            RESYNC_BEGIN => 4,
+            RESYNC_END => 12,
+            GAP => 0,
+            other => return Err(Malformed::UnknownType(other)),
+        };
+        if len != expect {
+            return Err(Malformed::Length { kind, len });
+        }
+        let record = match kind {
+            FLOW => Record::Flow(read_flow(&mut b)?),
+            ENDED => Record::Ended(read_key(&mut b)?),
+            USAGE => Record::Usage(Usage {
+                flush: b.u64()?,
+                member: b.u32()?,
+                bytes: [b.u64()?, b.u64()?],
+                packets: [b.u64()?, b.u64()?],
+            }),
+            FLUSHED => Record::Flushed { flush: b.u64()? },
+            RESYNC_BEGIN => Record::ResyncBegin { id: b.u32()? },
+            RESYNC_END => Record::ResyncEnd { id: b.u32()?, flows: b.u64()? },
+            _ => Record::Gap,
+        };
+        each(record);
+        count += 1;
+    }
+    Ok(count)
+}
+
+fn write_key(w: &mut Writer<'_>, k: &FlowKey) {
+    w.bytes(&k.src);
+    w.bytes(&k.dst);
+    w.u16(k.src_port);
+    w.u16(k.dst_port);
+    w.u8(k.proto);
+    w.u8(k.family as u8);
+}
+
+fn read_key(r: &mut Reader<'_>) -> Result<FlowKey, Malformed> {
+    let mut src = [0u8; 16];
+    let mut dst = [0u8; 16];
+    src.copy_from_slice(r.take(16)?);
+    dst.copy_from_slice(r.take(16)?);
+    let (src_port, dst_port, proto) = (r.u16()?, r.u16()?, r.u8()?);
+    let family = match r.u8()? {
+        4 => Family::V4,
+        6 => Family::V6,
+        _ => return Err(Malformed::Field("family")),
+    };
+    // An IPv4 address sits in the first four bytes, the rest zero.
+    if family == Family::V4 && (src[4..] != [0; 12] || dst[4..] != [0; 12]) {
+        return Err(Malformed::Field("IPv4 address"));
+    }
+    Ok(FlowKey { src, dst, src_port, dst_port, proto, family })
+}
+
+fn side(v: u8) -> Result<Side, Malformed> {
+    match v {
+        0 => Ok(Side::Inside),
+        1 => Ok(Side::Outside),
+        _ => Err(Malformed::Field("side")),
+    }
+}
+
+fn write_flow(w: &mut Writer<'_>, f: &FlowRecord) {
+    write_key(w, &f.keys[0]);
+    write_key(w, &f.keys[1]);
+    w.u8(f.orig_side as u8);
+    w.u8(f.reply_side as u8);
+    w.u8(u8::from(f.translated) | u8::from(f.answered) << 1);
+    let (kind, tcp) = match &f.state {
+        FlowState::Tcp(s) => (1, *s),
+        FlowState::Udp => (2, [0; SNAPSHOT_LEN]),
+        FlowState::Icmp => (3, [0; SNAPSHOT_LEN]),
+        FlowState::Other => (4, [0; SNAPSHOT_LEN]),
+    };
+    w.u8(kind);
+    w.bytes(&tcp);
+    w.u32(f.remaining_ms);
+    w.u32(f.member);
+    let (addr, port) = f.nat.unwrap_or((Ipv4Addr::UNSPECIFIED, 0));
+    w.bytes(&addr.octets());
+    w.u16(port);
+    w.u64(f.generation);
+    f.packets.iter().for_each(|v| w.u32(*v));
+    f.bytes.iter().for_each(|v| w.u64(*v));
+}
+
+fn read_flow(r: &mut Reader<'_>) -> Result<FlowRecord, Malformed> {
+    let keys = [read_key(r)?, read_key(r)?];
+    if keys[0].family != keys[1].family || keys[0].proto != keys[1].proto {
+        return Err(Malformed::Field("keys of different families or protocols"));
+    }
+    let orig_side = side(r.u8()?)?;
+    let reply_side = side(r.u8()?)?;
+    let flags = r.u8()?;
+    if flags & !0b11 != 0 {
+        return Err(Malformed::Field("flags"));
+    }
+    let kind = r.u8()?;
+    let mut tcp = [0u8; SNAPSHOT_LEN];
+    tcp.copy_from_slice(r.take(SNAPSHOT_LEN)?);
+    let state = match kind {
+        1 if TcpTrack::resume(&tcp).is_some() => FlowState::Tcp(tcp),
+        1 => return Err(Malformed::Field("TCP tracking")),
+        2..=4 if tcp != [0; SNAPSHOT_LEN] => return Err(Malformed::Field("TCP tracking")),
+        2 => FlowState::Udp,
+        3 => FlowState::Icmp,
+        4 => FlowState::Other,
+        _ => return Err(Malformed::Field("protocol state")),
+    };
+    let remaining_ms = r.u32()?;
+    let member = r.u32()?;
+    let mut addr = [0u8; 4];
+    addr.copy_from_slice(r.take(4)?);
+    let port = r.u16()?;
+    let translated = flags & 1 != 0;
+    let nat = match (Ipv4Addr::from(addr), port) {
+        (a, 0) if a.is_unspecified() => None,
+        (a, p) if !a.is_unspecified() && keys[0].family == Family::V4 => Some((a, p)),
+        _ => return Err(Malformed::Field("NAT binding")),
+    };
+    Ok(FlowRecord {
+        keys,
+        orig_side,
+        reply_side,
+        translated,
+        answered: flags & 2 != 0,
+        state,
+        remaining_ms,
+        member,
+        nat,
+        generation: r.u64()?,
+        packets: [r.u32()?, r.u32()?],
+        bytes: [r.u64()?, r.u64()?],
+    })
+}
+
+struct Writer<'a> {
+    b: &'a mut [u8],
+    at: usize,
+}
+
+impl Writer<'_> {
+    fn bytes(&mut self, v: &[u8]) {
+        self.b[self.at..self.at + v.len()].copy_from_slice(v);
+        self.at += v.len();
+    }
+    fn u8(&mut self, v: u8) {
+        self.bytes(&[v]);
+    }
+    fn u16(&mut self, v: u16) {
+        self.bytes(&v.to_be_bytes());
+    }
+    fn u32(&mut self, v: u32) {
+        self.bytes(&v.to_be_bytes());
+    }
+    fn u64(&mut self, v: u64) {
+        self.bytes(&v.to_be_bytes());
+    }
+}
+
+/// Reads big-endian fields from a byte slice, refusing to read past its end.
+pub(crate) struct Reader<'a> {
+    pub(crate) b: &'a [u8],
+    pub(crate) at: usize,
+}
+
+impl<'a> Reader<'a> {
+    pub(crate) fn take(&mut self, n: usize) -> Result<&'a [u8], Malformed> {
+        let end = self.at.checked_add(n).filter(|&e| e <= self.b.len()).ok_or(Malformed::Truncated)?;
+        let s = &self.b[self.at..end];
+        self.at = end;
+        Ok(s)
+    }
+    pub(crate) fn u8(&mut self) -> Result<u8, Malformed> {
+        Ok(self.take(1)?[0])
+    }
+    pub(crate) fn u16(&mut self) -> Result<u16, Malformed> {
+        let b = self.take(2)?;
+        Ok(u16::from_be_bytes([b[0], b[1]]))
+    }
+    pub(crate) fn u32(&mut self) -> Result<u32, Malformed> {
+        let b = self.take(4)?;
+        Ok(u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
+    }
+    pub(crate) fn u64(&mut self) -> Result<u64, Malformed> {
+        let b = self.take(8)?;
+        let mut a = [0u8; 8];
+        a.copy_from_slice(b);
+        Ok(u64::from_be_bytes(a))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use engine::tcp::Segment;
+
+    pub(crate) fn flow(i: u32) -> FlowRecord {
+        let v4 = |a: [u8; 4]| {
+            let mut b = [0u8; 16];
+            b[..4].copy_from_slice(&a);
+            b
+        };
+        let ip = i.to_be_bytes();
+        let orig = FlowKey {
+            src: v4([10, ip[1], ip[2], ip[3]]),
+            dst: v4([192, 0, 2, 7]),
+            src_port: 40000,
+            dst_port: 443,
+            proto: 6,
+            family: Family::V4,
+        };
+        let reply = FlowKey { src: orig.dst, dst: v4([198, 51, 100, 1]), src_port: 443, dst_port: 2000, ..orig };
+        let syn = Segment { syn: true, seq: i, window: 1000, ..Segment::default() };
+        FlowRecord {
+            keys: [orig, reply],
+            orig_side: Side::Inside,
+            reply_side: Side::Outside,
+            translated: true,
+            answered: false,
+            state: FlowState::Tcp(TcpTrack::open(&syn).snapshot()),
+            remaining_ms: 120_000,
+            member: i,
+            nat: Some((Ipv4Addr::new(198, 51, 100, 1), 2000)),
+            generation: 7,
+            packets: [1, 0],
+            bytes: [60, 0],
+        }
+    }
+
+    fn all() -> Vec<Record> {
+        vec![
+            Record::Flow(flow(1)),
+            Record::Flow(FlowRecord { state: FlowState::Udp, nat: None, translated: false, ..flow(2) }),
+            Record::Ended(flow(3).keys[0]),
+            Record::Usage(Usage { flush: 9, member: 4, bytes: [1, 2], packets: [3, 4] }),
+            Record::Flushed { flush: 9 },
+            Record::ResyncBegin { id: 2 },
+            Record::ResyncEnd { id: 2, flows: 200_000 },
+            Record::Gap,
+        ]
+    }
+
+    #[test]
+    fn records_round_trip() {
+        let mut buf = vec![0u8; 4096];
+        let mut at = 0;
+        for r in all() {
+            at += encode(&r, &mut buf[at..]).unwrap();
+        }
+        let mut back = Vec::new();
+        assert_eq!(decode(&buf[..at], |r| back.push(r)), Ok(all().len()));
+        assert_eq!(back, all());
+        // Every cut inside the payload is refused, never a panic.
+        for cut in 1..at {
+            let _ = decode(&buf[..cut], |_| {});
+        }
+    }
+
+    #[test]
+    fn fields_no_sender_makes_are_refused() {
+        let mut buf = [0u8; MAX_RECORD_LEN];
+        let n = encode(&Record::Flow(flow(1)), &mut buf).unwrap();
+        let cases: [(usize, u8, &str); 5] = [
+            (3 + 37, 5, "family"),
+            (3 + 10, 1, "IPv4 address"),
+            (3 + 2 * KEY_LEN, 2, "side"),
+            (3 + 2 * KEY_LEN + 2, 4, "flags"),
+            (3 + 2 * KEY_LEN + 4, 9, "TCP tracking"),
+        ];
+        for (at, value, what) in cases {
+            let mut bad = buf;
+            bad[at] = value;
+            assert_eq!(decode(&bad[..n], |_| {}), Err(Malformed::Field(what)), "byte {at}");
+        }
+        assert_eq!(decode(&[9, 0, 0], |_| {}), Err(Malformed::UnknownType(9)));
+        assert_eq!(decode(&[GAP, 0, 1, 0], |_| {}), Err(Malformed::Length { kind: GAP, len: 1 }));
+        assert_eq!(decode(&[GAP, 0], |_| {}), Err(Malformed::Truncated));
+    }
+}
