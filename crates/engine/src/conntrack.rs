@@ -131,8 +131,9 @@ pub struct Flow {
     /// translated (NAT) on the way through.
     pub translated: bool,
     live: bool,
-    /// The member the flow is accounted to ([`NO_MEMBER`] if none).
-    pub member: u32,
+    /// The account slot ([`crate::members::Accounts`]) of the member the
+    /// flow is accounted to ([`NO_ACCOUNT`] if none).
+    pub account: u32,
     /// The NAT binding the flow holds ([`NO_BINDING`] if none).
     pub binding: u32,
     /// Packets per direction (wrapping: a statistic, not an account).
@@ -143,8 +144,8 @@ pub struct Flow {
 /// [`Conntrack::guess`] found no entry.
 pub const NO_GUESS: u32 = crate::table::EMPTY_VALUE;
 
-/// [`Flow::member`] of a flow that belongs to no member (infrastructure).
-pub const NO_MEMBER: u32 = u32::MAX;
+/// [`Flow::account`] of a flow that belongs to no member (infrastructure).
+pub const NO_ACCOUNT: u32 = u32::MAX;
 /// [`Flow::binding`] of a flow without NAT.
 pub const NO_BINDING: u32 = u32::MAX;
 
@@ -193,7 +194,8 @@ pub struct NewFlow {
     pub state: ProtoState,
     pub orig_side: Side,
     pub reply_side: Side,
-    pub member: u32,
+    /// The account slot of the flow's member ([`Flow::account`]).
+    pub account: u32,
     pub binding: u32,
     /// The owner's policy epoch now: a reload that ends the member's flows
     /// ends those made before it, not after.
@@ -246,7 +248,7 @@ impl Conntrack {
             reply_side: Side::Outside,
             translated: false,
             live: false,
-            member: NO_MEMBER,
+            account: NO_ACCOUNT,
             binding: NO_BINDING,
             packets: [0; 2],
             bytes: [0; 2],
@@ -401,7 +403,7 @@ impl Conntrack {
             reply_side: new.reply_side,
             translated: keys[1] != keys[0].reversed(),
             live: true,
-            member: new.member,
+            account: new.account,
             binding: new.binding,
             packets: [0; 2],
             bytes: [0; 2],
@@ -451,7 +453,7 @@ impl Conntrack {
         f.live = false;
         self.generation += 1;
         if f.binding != NO_BINDING {
-            self.released.push((f.member, f.binding));
+            self.released.push((f.account, f.binding));
         }
         let keys = f.keys;
         let slots = self.cold[i as usize].slots;
@@ -488,7 +490,7 @@ impl Conntrack {
         n
     }
 
-    /// (member, NAT binding) of every translated flow removed since the last call.
+    /// (account slot, NAT binding) of every translated flow removed since the last call.
     pub fn take_released(&mut self) -> impl Iterator<Item = (u32, u32)> + '_ {
         self.released.drain(..)
     }
@@ -542,7 +544,7 @@ mod tests {
                 state: ProtoState::Udp,
                 orig_side: Side::Inside,
                 reply_side: Side::Outside,
-                member: NO_MEMBER,
+                account: NO_ACCOUNT,
                 binding: NO_BINDING,
                 epoch: 0,
             };

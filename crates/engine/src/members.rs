@@ -45,9 +45,6 @@ pub const DOWN: usize = 1;
 pub struct Accounts {
     slots: Vec<Account>,
     by_id: HashMap<u32, u32, RandomState>,
-    /// The slot and direction of the last [`Accounts::add`]: what the
-    /// shaper needs to know about the packet just decided.
-    pub(crate) last: Option<(u32, u8)>,
 }
 
 impl Accounts {
@@ -55,7 +52,6 @@ impl Accounts {
         Accounts {
             slots: Vec::new(),
             by_id: HashMap::with_hasher(RandomState::with_seeds(key[3], key[2], key[1], key[0] ^ 0x6163_6374)),
-            last: None,
         }
     }
 
@@ -89,7 +85,6 @@ impl Accounts {
         let a = &mut self.slots[slot as usize];
         a.bytes[dir] += len as u64;
         a.packets[dir] += 1;
-        self.last = Some((slot, dir as u8));
     }
 
     /// Brings the account of `slot` into cache (pass 3 asks a few packets

@@ -1,0 +1,200 @@
+//! The three passes over a chunk of a batch (at most
+//! [`MAX_BATCH`](super::MAX_BATCH) frames): parse, look up, decide. Each
+//! pass walks the whole chunk before the next begins, so that what one
+//! packet waits for in memory (its headers, its hash bucket, its flow, its
+//! member's state) is fetched while the others are worked on. The passes
+//! hand each other per-lane arrays that the engine owns and reuses
+//! (`metas`, `parsed`, `hashes`, `guesses`, `hits`):
+//! nothing is allocated per batch.
+//!
+//! Pass 3 sends each packet to its stage (fragment, related ICMP error or
+//! tracking), then, if the stage forwards it on a member's flow, to the
+//! member's shaper with the `Charge` the stage returned.
+
+use super::{Charge, Engine};
+use crate::conntrack::{NO_ACCOUNT, NO_GUESS};
+use crate::counters::DropReason;
+use crate::members::{DOWN, UP};
+use crate::shaping::Shaping;
+use crate::time::Time;
+use crate::{Side, Verdict};
+use wire::classify::{classify_into, Meta, L4};
+use wire::FrameBuf;
+
+/// How many packets apart pass 2 guesses a lookup's entry (and fetches its
+/// flow) and confirms it (and fetches the member's state).
+const LOOKUP_AHEAD: usize = 8;
+
+/// How many frames ahead pass 1 prefetches the headers it parses next: a
+/// frame handed over by another core, or written by a NIC, is not in this
+/// core's cache, and its first read would stall the parse.
+const FRAME_PREFETCH_AHEAD: usize = 4;
+
+impl Engine {
+    /// Decides about a chunk of at most [`MAX_BATCH`](super::MAX_BATCH) frames from `from`.
+    pub(super) fn process_chunk<F: FrameBuf>(
+        &mut self,
+        now: Time,
+        from: Side,
+        frames: &mut [F],
+        verdicts: &mut [Verdict],
+    ) {
+        self.parse(from, frames, verdicts);
+        self.look_up(frames.len(), from);
+        // Pass 3: decide. The parsed headers are read in place: moved out
+        // of `self` for the pass (a pointer swap), not copied per packet.
+        let metas = core::mem::take(&mut self.metas);
+        for i in 0..frames.len() {
+            if !self.parsed[i] {
+                continue;
+            }
+            verdicts[i] = self.decide(now, from, &metas[i], i, &mut frames[i]);
+        }
+        self.metas = metas;
+    }
+
+    /// Pass 1: parse, hash, prefetch the bucket. A frame that does not
+    /// parse gets its verdict here. The lane arrays are walked with
+    /// iterators (no bounds check per packet).
+    #[inline]
+    fn parse<F: FrameBuf>(&mut self, from: Side, frames: &[F], verdicts: &mut [Verdict]) {
+        let side = from.index();
+        let Engine { metas, parsed, hashes, ct, counters, .. } = self;
+        for f in frames.iter().take(FRAME_PREFETCH_AHEAD) {
+            prefetch_headers(f.bytes());
+        }
+        let lanes = metas.iter_mut().zip(parsed.iter_mut()).zip(hashes.iter_mut());
+        let ahead = frames.iter().skip(FRAME_PREFETCH_AHEAD).map(Some).chain(core::iter::repeat(None));
+        for (((frame, v), ((meta, ok), hash)), next) in frames.iter().zip(verdicts.iter_mut()).zip(lanes).zip(ahead) {
+            if let Some(next) = next {
+                prefetch_headers(next.bytes());
+            }
+            let bytes = frame.bytes();
+            counters.rx_packets[side] += 1;
+            counters.rx_bytes[side] += bytes.len() as u64;
+            match classify_into(bytes, meta) {
+                Ok(()) => {
+                    if lookup_first(meta) {
+                        let h = ct.hash(&meta.key);
+                        *hash = h;
+                        ct.prefetch_bucket(h);
+                    }
+                    *ok = true;
+                }
+                Err(e) => {
+                    *ok = false;
+                    let r = DropReason::Malformed(e);
+                    counters.drop(r);
+                    *v = Verdict::Drop(r);
+                }
+            }
+        }
+    }
+
+    /// Pass 2: look the first `n` lanes up, in two stages LOOKUP_AHEAD
+    /// packets apart, so that the lookups of a batch wait for memory
+    /// together: (a) guess the entry from its bucket (prefetched in pass 1)
+    /// and fetch its flow; (b) confirm the guess against the key (or look
+    /// up in full), then fetch what pass 3 reads about the flow's member
+    /// (its account and, when shaping, its shaper state in this direction).
+    /// With many flows and members none of it is in cache, and each would
+    /// be a miss that the packet waits for alone.
+    #[inline]
+    fn look_up(&mut self, n: usize, from: Side) {
+        // Frames from the inside are their members' uploads (a hairpinned
+        // frame is both, and its upload is shaped first).
+        let dir = if from == Side::Inside { UP } else { DOWN };
+        let Engine { metas, parsed, hashes, hits, guesses, ct, accounts, shaping, .. } = self;
+        let wanted = |j: usize| parsed[j] && lookup_first(&metas[j]);
+        for i in 0..n + LOOKUP_AHEAD {
+            if i < n {
+                guesses[i] = if wanted(i) { ct.guess(hashes[i]) } else { NO_GUESS };
+                if guesses[i] != NO_GUESS {
+                    ct.prefetch_guess(guesses[i]);
+                }
+            }
+            let Some(j) = i.checked_sub(LOOKUP_AHEAD) else { continue };
+            hits[j] = None;
+            if wanted(j) {
+                let found = ct.lookup_guessed(hashes[j], &metas[j].key, guesses[j]);
+                if let Some(h) = found {
+                    let account = ct.flow(h.flow).account;
+                    if account != NO_ACCOUNT {
+                        accounts.prefetch(account);
+                        if let Some(sh) = shaping {
+                            sh.prefetch(account, dir);
+                        }
+                    }
+                }
+                hits[j] = found;
+            }
+        }
+        self.hits_generation = self.ct.generation();
+    }
+
+    /// Pass 3 for the parsed frame in lane `i`: its stage's verdict, then
+    /// shaping, then the transmit counters.
+    #[inline]
+    fn decide<F: FrameBuf>(&mut self, now: Time, from: Side, m: &Meta, i: usize, frame: &mut F) -> Verdict {
+        let len = frame.bytes().len();
+        let (v, charge) = if let Some(frag) = m.frag {
+            self.fragment(now, from, m, frag, i, frame.bytes_mut())
+        } else if let L4::IcmpError { inner, .. } = &m.l4 {
+            (self.related(now, from, m, frame.bytes_mut(), inner), None)
+        } else {
+            let (v, _, charge) = self.track(now, from, m, i, frame.bytes_mut());
+            (v, charge)
+        };
+        let v = match (v, charge) {
+            (Verdict::Forward(to), Some(charge)) => self.shape(now, charge, to, frame.bytes(), self.hashes[i], m.ecn),
+            _ => v,
+        };
+        if let Verdict::Forward(to) = v {
+            self.counters.tx_packets[to.index()] += 1;
+            self.counters.tx_bytes[to.index()] += len as u64;
+        }
+        v
+    }
+
+    /// Offers a frame forwarded `to` on a member's flow to the member's
+    /// shaper in the charged direction, if shaping is on and the member is
+    /// shaped that way: the shaper passes it (forward now), holds it or
+    /// drops it. A member's flags are learnt from the policy on its first
+    /// packet.
+    #[inline]
+    fn shape(&mut self, now: Time, charge: Charge, to: Side, frame: &[u8], flow_hash: u64, ecn: u8) -> Verdict {
+        let Some(sh) = &mut self.shaping else { return Verdict::Forward(to) };
+        let Charge { account, dir } = charge;
+        let mut flags = self.accounts.shaping(account);
+        if !Shaping::known(flags) {
+            if let Some(p) = &self.policy {
+                flags = sh.refresh(now.0, account, self.accounts.member_id(account), p, &mut self.counters);
+                self.accounts.set_shaping(account, flags);
+            }
+        }
+        if !Shaping::shaped(flags, dir) {
+            return Verdict::Forward(to);
+        }
+        match sh.offer(now.0, account, dir, to, frame, flow_hash, ecn, &mut self.counters) {
+            None => Verdict::Forward(to),
+            Some(Ok(())) => Verdict::Held,
+            Some(Err(r)) => self.drop(r),
+        }
+    }
+}
+
+/// Brings the first two cache lines of a frame in (Ethernet, IP and
+/// transport headers of every frame the classifier reads in full).
+#[inline(always)]
+fn prefetch_headers(bytes: &[u8]) {
+    let p = bytes.as_ptr();
+    crate::prefetch(p);
+    crate::prefetch(p.wrapping_add(64));
+}
+
+/// Packets whose own key is looked up in pass 2: everything with a
+/// transport key (non-first fragments and ICMP errors are handled apart).
+#[inline]
+fn lookup_first(m: &Meta) -> bool {
+    !matches!(m.l4, L4::IcmpError { .. } | L4::Fragment)
+}

@@ -1,0 +1,50 @@
+//! ICMP errors, passed as related to the flow whose packet they quote
+//! (RFC 792, RFC 4443; translated as RFC 5508 says). They never create
+//! state and are not charged to an account, so they are not shaped either.
+
+use super::{ended, Engine};
+use crate::conntrack::NO_ACCOUNT;
+use crate::counters::Reason;
+use crate::time::Time;
+use crate::{Side, Verdict};
+use wire::classify::Meta;
+use wire::FlowKey;
+
+impl Engine {
+    /// An ICMP error passes if it quotes a packet of a tracked flow, comes
+    /// from the side that packet went to, and is addressed to the packet's
+    /// source; it goes back to the sender, translated into what the sender
+    /// sent if the flow is translated (RFC 5508).
+    pub(super) fn related(&mut self, now: Time, from: Side, m: &Meta, frame: &mut [u8], inner: &FlowKey) -> Verdict {
+        // The quoted packet left the box as the reverse of the other
+        // direction's key: look that key up.
+        let probe = inner.reversed();
+        let Some(h) = self.ct.lookup(self.ct.hash(&probe), &probe) else {
+            return self.drop(Reason::IcmpErrorNoFlow);
+        };
+        let f = self.ct.flow(h.flow);
+        if f.expires <= now {
+            return self.drop(Reason::IcmpErrorNoFlow);
+        }
+        if f.account != NO_ACCOUNT && ended(&self.ct, &self.accounts, h.flow, f.account) {
+            return self.drop(Reason::MemberBlocked);
+        }
+        // The direction of the quoted packet.
+        let d = 1 - h.dir as usize;
+        let (sender_side, went_to) = if d == 0 { (f.orig_side, f.reply_side) } else { (f.reply_side, f.orig_side) };
+        if from != went_to || m.key.dst != inner.src || m.key.family != inner.family {
+            return self.drop(Reason::IcmpErrorWrongDirection);
+        }
+        if f.translated {
+            let sent = f.keys[d];
+            // An error from the far end itself names it as the sender knows it.
+            let far_seen = f.keys[1 - d].src;
+            let outer_src = if m.key.src == far_seen { sent.dst_v4() } else { m.key.src_v4() };
+            if wire::nat::translate_icmp_error_v4(frame, m, (outer_src, sent.src_v4()), &sent).is_err() {
+                return self.drop(Reason::NatUntranslatable);
+            }
+        }
+        self.counters.icmp_related += 1;
+        Verdict::Forward(sender_side)
+    }
+}
