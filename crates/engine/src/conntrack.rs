@@ -131,6 +131,9 @@ pub struct Flow {
     /// translated (NAT) on the way through.
     pub translated: bool,
     live: bool,
+    /// Installed from the other box of a pair and not touched here since:
+    /// its changes and its end are the other box's to report, not ours.
+    pub synced: bool,
     /// The account slot ([`crate::members::Accounts`]) of the member the
     /// flow is accounted to ([`NO_ACCOUNT`] if none).
     pub account: u32,
@@ -158,6 +161,37 @@ struct Cold {
     epoch: u32,
     /// Where the two keys sit in the index, for removal.
     slots: [Slot; 2],
+    /// The other box's resync a synced flow was last named in.
+    resync: u32,
+}
+
+/// A change to report to the other box of a pair ([`Conntrack::log_changes`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Change {
+    /// Flow `i` was made, changed state, or outlived a timeout (its copy
+    /// on the other box must not expire first).
+    Flow(u32),
+    /// A flow ended; its original key and account slot.
+    Ended { key: FlowKey, account: u32 },
+}
+
+/// Changes held between two [`Conntrack::take_changes`]; fixed capacity.
+#[derive(Debug)]
+struct ChangeLog {
+    changes: Vec<Change>,
+    /// Changes that did not fit since the last take.
+    lost: u64,
+}
+
+impl ChangeLog {
+    #[inline]
+    fn push(&mut self, c: Change) {
+        if self.changes.len() < self.changes.capacity() {
+            self.changes.push(c);
+        } else {
+            self.lost += 1;
+        }
+    }
 }
 
 impl Flow {
@@ -200,6 +234,8 @@ pub struct NewFlow {
     /// The owner's policy epoch now: a reload that ends the member's flows
     /// ends those made before it, not after.
     pub epoch: u32,
+    /// Installed from the other box of a pair (not reported back to it).
+    pub synced: bool,
 }
 
 /// A new flow could not be stored.
@@ -231,6 +267,8 @@ pub struct Conntrack {
     /// NAT bindings of flows removed since the owner last looked
     /// ([`Conntrack::take_released`]): the NAT is the engine's, not ours.
     released: Vec<(u32, u32)>,
+    /// What to tell the other box of a pair, if there is one.
+    log: Option<ChangeLog>,
 }
 
 /// How many flows one timer pass may look at.
@@ -248,6 +286,7 @@ impl Conntrack {
             reply_side: Side::Outside,
             translated: false,
             live: false,
+            synced: false,
             account: NO_ACCOUNT,
             binding: NO_BINDING,
             packets: [0; 2],
@@ -255,7 +294,7 @@ impl Conntrack {
         };
         Conntrack {
             flows: vec![blank; n],
-            cold: vec![Cold { created: Time::ZERO, epoch: 0, slots: [FlowIndex::NO_SLOT; 2] }; n],
+            cold: vec![Cold { created: Time::ZERO, epoch: 0, slots: [FlowIndex::NO_SLOT; 2], resync: 0 }; n],
             free: (0..n as u32).rev().collect(),
             index: FlowIndex::with_capacity(2 * n),
             wheel: Wheel::new(n, Duration::from_millis(250), now),
@@ -264,7 +303,52 @@ impl Conntrack {
             expired: Vec::with_capacity(EXPIRE_BUDGET),
             generation: 0,
             released: Vec::with_capacity(EXPIRE_BUDGET + 4 * crate::MAX_BATCH),
+            log: None,
         }
+    }
+
+    /// Starts keeping a log of changes for the other box of a pair, at most
+    /// `capacity` between two [`take_changes`](Self::take_changes).
+    pub fn log_changes(&mut self, capacity: usize) {
+        self.log = Some(ChangeLog { changes: Vec::with_capacity(capacity.max(1)), lost: 0 });
+    }
+
+    #[inline]
+    pub fn logs_changes(&self) -> bool {
+        self.log.is_some()
+    }
+
+    /// Flow `i` changed in a way the other box must hear of (state,
+    /// answered, or the first packet here of a flow installed from it).
+    #[inline]
+    pub fn touched(&mut self, i: u32) {
+        self.flows[i as usize].synced = false;
+        if let Some(log) = &mut self.log {
+            log.push(Change::Flow(i));
+        }
+    }
+
+    /// Swaps the changes since the last call (in order) into `into`, which
+    /// must be empty, and gives the log `into`'s buffer: no allocation if
+    /// both have the log's capacity. Returns how many changes did not fit.
+    pub fn swap_changes(&mut self, into: &mut Vec<Change>) -> u64 {
+        debug_assert!(into.is_empty());
+        match &mut self.log {
+            Some(log) => {
+                core::mem::swap(&mut log.changes, into);
+                core::mem::take(&mut log.lost)
+            }
+            None => 0,
+        }
+    }
+
+    /// The resync flow `i` was last named in ([`Conntrack::name_in_resync`]).
+    pub fn resync_of(&self, i: u32) -> u32 {
+        self.cold[i as usize].resync
+    }
+
+    pub fn name_in_resync(&mut self, i: u32, resync: u32) {
+        self.cold[i as usize].resync = resync;
     }
 
     pub fn len(&self) -> usize {
@@ -403,15 +487,19 @@ impl Conntrack {
             reply_side: new.reply_side,
             translated: keys[1] != keys[0].reversed(),
             live: true,
+            synced: new.synced,
             account: new.account,
             binding: new.binding,
             packets: [0; 2],
             bytes: [0; 2],
         };
-        self.cold[i as usize] = Cold { created: now, epoch: new.epoch, slots: [slot0, slot1] };
+        self.cold[i as usize] = Cold { created: now, epoch: new.epoch, slots: [slot0, slot1], resync: 0 };
         f.expires = now + f.timeout(&self.timeouts);
         self.wheel.insert(i, f.expires);
         self.generation += 1;
+        if let (Some(log), false) = (&mut self.log, new.synced) {
+            log.push(Change::Flow(i));
+        }
         Ok((i, evicted))
     }
 
@@ -452,6 +540,9 @@ impl Conntrack {
         }
         f.live = false;
         self.generation += 1;
+        if let (Some(log), false) = (&mut self.log, f.synced) {
+            log.push(Change::Ended { key: f.keys[0], account: f.account });
+        }
         if f.binding != NO_BINDING {
             self.released.push((f.account, f.binding));
         }
@@ -470,6 +561,7 @@ impl Conntrack {
         let mut gone = core::mem::take(&mut self.expired);
         gone.clear();
         let flows = &self.flows;
+        let log = &mut self.log;
         // The wheel decides; removal from the index happens after, so the
         // closure does not need the whole table mutably.
         self.wheel.advance(now, budget, |i| {
@@ -478,6 +570,10 @@ impl Conntrack {
                 gone.push(i);
                 Due::Expired
             } else {
+                // Alive past a timeout: so must the other box's copy be.
+                if let (Some(log), false) = (log.as_mut(), f.synced) {
+                    log.push(Change::Flow(i));
+                }
                 Due::Later(f.expires)
             }
         });
@@ -547,6 +643,7 @@ mod tests {
                 account: NO_ACCOUNT,
                 binding: NO_BINDING,
                 epoch: 0,
+                synced: false,
             };
             ct.insert(&new, now).unwrap();
         }

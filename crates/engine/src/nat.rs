@@ -59,6 +59,8 @@ pub enum NatRefusal {
     Exhausted,
     /// The box holds `max_bindings` bindings.
     TableFull,
+    /// Another box's binding ([`Nat::adopt`]) disagrees with one held here.
+    Conflict,
 }
 
 type Key = (u32, u8, Ipv4Addr, u16);
@@ -177,6 +179,40 @@ impl Nat {
             Binding { member, proto, private, private_port, public: public.addr, public_port: port, refs: 1 };
         self.by_device.insert(key, b);
         self.by_port.insert((public.addr, proto, port), b);
+        *self.per_member.entry(member).or_insert(0) += 1;
+        Ok(b)
+    }
+
+    /// The binding another box made for a device: exactly `public_port`
+    /// of `public` (a standby taking over keeps the ports its peer gave, so
+    /// the servers see the same source port after a failover). The existing
+    /// binding with one more reference if it is the same; refused if the
+    /// device holds another port here or the port is another's (the two
+    /// boxes disagree; the local binding stays). Not held to the quota:
+    /// the peer enforced it.
+    pub fn adopt(
+        &mut self,
+        member: u32,
+        proto: u8,
+        private: Ipv4Addr,
+        private_port: u16,
+        public: Ipv4Addr,
+        public_port: u16,
+    ) -> Result<u32, NatRefusal> {
+        let key = (member, proto, private, private_port);
+        let port = (public, proto, public_port);
+        match (self.by_device.get(&key), self.by_port.get(&port)) {
+            (Some(&b), Some(&p)) if b == p => {
+                self.bindings[b as usize].refs += 1;
+                return Ok(b);
+            }
+            (None, None) => {}
+            _ => return Err(NatRefusal::Conflict),
+        }
+        let b = self.free.pop().ok_or(NatRefusal::TableFull)?;
+        self.bindings[b as usize] = Binding { member, proto, private, private_port, public, public_port, refs: 1 };
+        self.by_device.insert(key, b);
+        self.by_port.insert(port, b);
         *self.per_member.entry(member).or_insert(0) += 1;
         Ok(b)
     }

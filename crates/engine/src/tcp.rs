@@ -475,14 +475,22 @@ impl TcpTrack {
         if b[1] & !0b11 != 0 {
             return None;
         }
-        let relearn = |p: Peer| Peer { seen: false, ..p };
-        Some(TcpTrack {
+        let t = TcpTrack {
             state,
-            liberal: true,
-            syn_pending: false,
+            liberal: b[1] & 1 != 0,
+            syn_pending: b[1] & 2 != 0,
             syn_seq: u32::from_be_bytes([b[2], b[3], b[4], b[5]]),
-            peer: [relearn(Peer::read(&b[6..6 + PEER_LEN])?), relearn(Peer::read(&b[6 + PEER_LEN..])?)],
-        })
+            peer: [Peer::read(&b[6..6 + PEER_LEN])?, Peer::read(&b[6 + PEER_LEN..])?],
+        };
+        Some(t.resumed())
+    }
+
+    /// This connection as a box that did not see its latest segments takes
+    /// it over: liberal, each direction's bounds learnt again from its next
+    /// segment, the agreed window scale and the FINs kept.
+    pub fn resumed(&self) -> TcpTrack {
+        let relearn = |p: Peer| Peer { seen: false, ..p };
+        TcpTrack { liberal: true, syn_pending: false, peer: [relearn(self.peer[0]), relearn(self.peer[1])], ..*self }
     }
 }
 

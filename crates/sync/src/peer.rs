@@ -355,6 +355,15 @@ impl Peer {
         true
     }
 
+    /// `n` records were lost before they reached [`push`](Self::push) (a
+    /// worker's ring was full): the peer is told, and a resync follows.
+    pub fn lost(&mut self, n: u64) {
+        if n > 0 && self.them.is_some() {
+            self.counters.records_lost += n;
+            self.gap = true;
+        }
+    }
+
     /// The caller pushed the whole resync `id`: `flows` flows.
     pub fn resync_done(&mut self, id: u32, flows: u64) {
         if self.resync == Some(id) {

@@ -11,7 +11,8 @@
 //!   the time left before it expires, the member, the NAT binding's public
 //!   address and port. It is sent when a flow is made and when its state
 //!   changes, and it replaces whatever the receiver held for that flow.
-//! * [`Record::Ended`] names a flow (by its original key) that is gone.
+//! * [`Record::Ended`] names a flow (by its original key and its member)
+//!   that is gone.
 //! * [`Record::Usage`] is a member's traffic counted since the sender's
 //!   last write to the database, as running totals; [`Record::Flushed`]
 //!   says those totals were written. A box that takes over writes what its
@@ -22,8 +23,10 @@
 //!   records were lost before it (the receiver is incomplete until the
 //!   next resync ends).
 
+use core::time::Duration;
+use engine::conntrack::ProtoState;
 use engine::tcp::{TcpTrack, SNAPSHOT_LEN};
-use engine::Side;
+use engine::{Side, Synced};
 use wire::flow::Family;
 use wire::FlowKey;
 use core::net::Ipv4Addr;
@@ -45,19 +48,66 @@ pub struct FlowRecord {
     pub keys: [FlowKey; 2],
     pub orig_side: Side,
     pub reply_side: Side,
-    pub translated: bool,
     pub answered: bool,
     pub state: FlowState,
     /// Milliseconds until the flow expires on the sender.
     pub remaining_ms: u32,
-    /// The member's id ([`engine::conntrack::NO_MEMBER`] for none).
-    pub member: u32,
+    /// The member's id, if it is a member's flow.
+    pub member: Option<u32>,
     /// The NAT binding's public address and port, if the flow is translated.
     pub nat: Option<(Ipv4Addr, u16)>,
     /// The sender's policy generation when it sent this.
     pub generation: u64,
     pub packets: [u32; 2],
     pub bytes: [u64; 2],
+}
+
+impl FlowRecord {
+    /// The record of a flow an engine reports ([`engine::Engine::take_changes`]).
+    pub fn from_synced(s: &Synced, generation: u64) -> FlowRecord {
+        let state = match &s.state {
+            ProtoState::Tcp(t) => FlowState::Tcp(t.snapshot()),
+            ProtoState::Udp => FlowState::Udp,
+            ProtoState::Icmp => FlowState::Icmp,
+            ProtoState::Other => FlowState::Other,
+        };
+        FlowRecord {
+            keys: s.keys,
+            orig_side: s.orig_side,
+            reply_side: s.reply_side,
+            answered: s.answered,
+            state,
+            remaining_ms: u32::try_from(s.remaining.as_millis()).unwrap_or(u32::MAX),
+            member: s.member_id,
+            nat: s.nat,
+            generation,
+            packets: s.packets,
+            bytes: s.bytes,
+        }
+    }
+
+    /// The flow to install ([`engine::Engine::install`]); `None` if its TCP
+    /// snapshot is not one (never for a decoded record).
+    pub fn to_synced(&self) -> Option<Synced> {
+        let state = match &self.state {
+            FlowState::Tcp(b) => ProtoState::Tcp(TcpTrack::resume(b)?),
+            FlowState::Udp => ProtoState::Udp,
+            FlowState::Icmp => ProtoState::Icmp,
+            FlowState::Other => ProtoState::Other,
+        };
+        Some(Synced {
+            keys: self.keys,
+            orig_side: self.orig_side,
+            reply_side: self.reply_side,
+            answered: self.answered,
+            state,
+            remaining: Duration::from_millis(u64::from(self.remaining_ms)),
+            member_id: self.member,
+            nat: self.nat,
+            packets: self.packets,
+            bytes: self.bytes,
+        })
+    }
 }
 
 /// A member's usage counted and not yet written to the database.
@@ -74,7 +124,7 @@ pub struct Usage {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Record {
     Flow(FlowRecord),
-    Ended(FlowKey),
+    Ended { key: FlowKey, member: u32 },
     Usage(Usage),
     /// The sender wrote its flush `flush` to the database.
     Flushed { flush: u64 },
@@ -108,14 +158,17 @@ const GAP: u8 = 6;
 const RESYNC_BEGIN: u8 = 7;
 
 const KEY_LEN: usize = 38;
+/// A flow's member on the wire when it has none.
+const NO_MEMBER: u32 = u32::MAX;
 const FLOW_LEN: usize = 2 * KEY_LEN + 4 + SNAPSHOT_LEN + 4 + 4 + 6 + 8 + 8 + 16;
 const USAGE_LEN: usize = 8 + 4 + 32;
+const ENDED_LEN: usize = KEY_LEN + 4;
 
 /// Bytes a record takes on the wire, its type and length included.
 pub fn encoded_len(r: &Record) -> usize {
     3 + match r {
         Record::Flow(_) => FLOW_LEN,
-        Record::Ended(_) => KEY_LEN,
+        Record::Ended { .. } => ENDED_LEN,
         Record::Usage(_) => USAGE_LEN,
         Record::Flushed { .. } => 8,
         Record::ResyncBegin { .. } => 4,
@@ -135,7 +188,7 @@ pub fn encode(r: &Record, out: &mut [u8]) -> Option<usize> {
     let mut w = Writer { b: out, at: 0 };
     let (kind, len) = match r {
         Record::Flow(_) => (FLOW, FLOW_LEN),
-        Record::Ended(_) => (ENDED, KEY_LEN),
+        Record::Ended { .. } => (ENDED, ENDED_LEN),
         Record::Usage(_) => (USAGE, USAGE_LEN),
         Record::Flushed { .. } => (FLUSHED, 8),
         Record::ResyncBegin { .. } => (RESYNC_BEGIN, 4),
@@ -146,7 +199,10 @@ pub fn encode(r: &Record, out: &mut [u8]) -> Option<usize> {
     w.u16(len as u16);
     match r {
         Record::Flow(f) => write_flow(&mut w, f),
-        Record::Ended(k) => write_key(&mut w, k),
+        Record::Ended { key, member } => {
+            write_key(&mut w, key);
+            w.u32(*member);
+        }
         Record::Usage(u) => {
             w.u64(u.flush);
             w.u32(u.member);
@@ -176,7 +232,7 @@ pub fn decode(payload: &[u8], mut each: impl FnMut(Record)) -> Result<usize, Mal
         let mut b = Reader { b: body, at: 0 };
         let expect = match kind {
             FLOW => FLOW_LEN,
-            ENDED => KEY_LEN,
+            ENDED => ENDED_LEN,
             USAGE => USAGE_LEN,
             FLUSHED => 8,
             RESYNC_BEGIN => 4,
@@ -189,7 +245,7 @@ pub fn decode(payload: &[u8], mut each: impl FnMut(Record)) -> Result<usize, Mal
         }
         let record = match kind {
             FLOW => Record::Flow(read_flow(&mut b)?),
-            ENDED => Record::Ended(read_key(&mut b)?),
+            ENDED => Record::Ended { key: read_key(&mut b)?, member: b.u32()? },
             USAGE => Record::Usage(Usage {
                 flush: b.u64()?,
                 member: b.u32()?,
@@ -247,7 +303,7 @@ fn write_flow(w: &mut Writer<'_>, f: &FlowRecord) {
     write_key(w, &f.keys[1]);
     w.u8(f.orig_side as u8);
     w.u8(f.reply_side as u8);
-    w.u8(u8::from(f.translated) | u8::from(f.answered) << 1);
+    w.u8(u8::from(f.answered));
     let (kind, tcp) = match &f.state {
         FlowState::Tcp(s) => (1, *s),
         FlowState::Udp => (2, [0; SNAPSHOT_LEN]),
@@ -257,7 +313,7 @@ fn write_flow(w: &mut Writer<'_>, f: &FlowRecord) {
     w.u8(kind);
     w.bytes(&tcp);
     w.u32(f.remaining_ms);
-    w.u32(f.member);
+    w.u32(f.member.unwrap_or(NO_MEMBER));
     let (addr, port) = f.nat.unwrap_or((Ipv4Addr::UNSPECIFIED, 0));
     w.bytes(&addr.octets());
     w.u16(port);
@@ -274,7 +330,7 @@ fn read_flow(r: &mut Reader<'_>) -> Result<FlowRecord, Malformed> {
     let orig_side = side(r.u8()?)?;
     let reply_side = side(r.u8()?)?;
     let flags = r.u8()?;
-    if flags & !0b11 != 0 {
+    if flags & !1 != 0 {
         return Err(Malformed::Field("flags"));
     }
     let kind = r.u8()?;
@@ -290,11 +346,10 @@ fn read_flow(r: &mut Reader<'_>) -> Result<FlowRecord, Malformed> {
         _ => return Err(Malformed::Field("protocol state")),
     };
     let remaining_ms = r.u32()?;
-    let member = r.u32()?;
+    let member = Some(r.u32()?).filter(|m| *m != NO_MEMBER);
     let mut addr = [0u8; 4];
     addr.copy_from_slice(r.take(4)?);
     let port = r.u16()?;
-    let translated = flags & 1 != 0;
     let nat = match (Ipv4Addr::from(addr), port) {
         (a, 0) if a.is_unspecified() => None,
         (a, p) if !a.is_unspecified() && keys[0].family == Family::V4 => Some((a, p)),
@@ -304,8 +359,7 @@ fn read_flow(r: &mut Reader<'_>) -> Result<FlowRecord, Malformed> {
         keys,
         orig_side,
         reply_side,
-        translated,
-        answered: flags & 2 != 0,
+        answered: flags & 1 != 0,
         state,
         remaining_ms,
         member,
@@ -398,11 +452,10 @@ mod tests {
             keys: [orig, reply],
             orig_side: Side::Inside,
             reply_side: Side::Outside,
-            translated: true,
             answered: false,
             state: FlowState::Tcp(TcpTrack::open(&syn).snapshot()),
             remaining_ms: 120_000,
-            member: i,
+            member: Some(i),
             nat: Some((Ipv4Addr::new(198, 51, 100, 1), 2000)),
             generation: 7,
             packets: [1, 0],
@@ -413,8 +466,8 @@ mod tests {
     fn all() -> Vec<Record> {
         vec![
             Record::Flow(flow(1)),
-            Record::Flow(FlowRecord { state: FlowState::Udp, nat: None, translated: false, ..flow(2) }),
-            Record::Ended(flow(3).keys[0]),
+            Record::Flow(FlowRecord { state: FlowState::Udp, nat: None, member: None, ..flow(2) }),
+            Record::Ended { key: flow(3).keys[0], member: 3 },
             Record::Usage(Usage { flush: 9, member: 4, bytes: [1, 2], packets: [3, 4] }),
             Record::Flushed { flush: 9 },
             Record::ResyncBegin { id: 2 },
@@ -447,7 +500,7 @@ mod tests {
             (3 + 37, 5, "family"),
             (3 + 10, 1, "IPv4 address"),
             (3 + 2 * KEY_LEN, 2, "side"),
-            (3 + 2 * KEY_LEN + 2, 4, "flags"),
+            (3 + 2 * KEY_LEN + 2, 2, "flags"),
             (3 + 2 * KEY_LEN + 4, 9, "TCP tracking"),
         ];
         for (at, value, what) in cases {

@@ -55,11 +55,10 @@ fn flow(id: u32, version: u64) -> FlowRecord {
         keys: [key(id), key(id).reversed()],
         orig_side: Side::Inside,
         reply_side: Side::Outside,
-        translated: false,
         answered: false,
         state: FlowState::Tcp(TcpTrack::open(&syn).snapshot()),
         remaining_ms: 60_000,
-        member: id % 100,
+        member: Some(id % 100),
         nat: None,
         generation: 1,
         packets: [1, 0],
@@ -101,7 +100,7 @@ impl Node {
     fn end(&mut self, id: u32) {
         if self.own.remove(&id).is_some() {
             self.sent.insert((id, 0, false));
-            self.peer.push(Record::Ended(key(id)));
+            self.peer.push(Record::Ended { key: key(id), member: id % 100 });
         }
     }
 
@@ -139,7 +138,7 @@ impl Node {
                     named.insert(id);
                 }
             }
-            Record::Ended(k) => {
+            Record::Ended { key: k, .. } => {
                 let id = u32::from(k.src_port) | u32::from(k.dst_port) << 16;
                 assert!(from.contains(&(id, 0, false)), "ended a flow never ended: {id}");
                 self.held.remove(&id);

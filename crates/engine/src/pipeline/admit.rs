@@ -65,6 +65,7 @@ impl Engine {
             account,
             binding: admit.binding,
             epoch: self.epoch,
+            synced: false,
         };
         let Ok((idx, evicted)) = self.ct.insert(&new, now) else {
             self.release_binding(admit.binding);
@@ -175,7 +176,7 @@ fn admit_outbound(nat: &mut Nat, p: &Policy, m: &Meta) -> Result<Admit, Reason> 
             let b = nat.acquire(id, range, k.proto, k.src_v4(), k.src_port).map_err(|e| match e {
                 NatRefusal::Quota => Reason::NatQuota,
                 NatRefusal::Exhausted => Reason::NatPortsExhausted,
-                NatRefusal::TableFull => Reason::FlowTableFull,
+                NatRefusal::TableFull | NatRefusal::Conflict => Reason::FlowTableFull,
             })?;
             out.src_port = nat.binding(b).public_port;
             b

@@ -96,10 +96,14 @@ impl Engine {
             return (self.drop(Reason::MemberBlocked), None);
         }
         let (f, timeouts) = self.ct.flow_and_timeouts(h.flow);
+        let state_before = tcp_state(f);
         let timeout_before = match tcp_step(f, timeouts, dir, seg) {
             Ok(t) => t,
             Err(r) => return (self.drop(r), None),
         };
+        // What the other box of a pair must hear of: a new state, the first
+        // answer, or the first packet here of a flow it made.
+        let changed = f.synced || (dir == 1 && !f.answered) || tcp_state(f) != state_before;
         if dir == 1 {
             f.answered = true;
         }
@@ -113,6 +117,9 @@ impl Engine {
         if timeout < timeout_before {
             // The wheel is lazy about later deadlines, not earlier ones.
             self.ct.reschedule(h.flow);
+        }
+        if changed {
+            self.ct.touched(h.flow);
         }
         if let Some(out) = translate {
             if wire::nat::translate_v4(frame, m, &out).is_err() {
@@ -148,6 +155,15 @@ fn segment(m: &Meta) -> Option<Segment> {
         payload_len: if m.frag.is_some() { u16::MAX - 60 } else { payload_len },
         wscale,
     })
+}
+
+/// The flow's TCP state, if it is TCP.
+#[inline]
+fn tcp_state(f: &Flow) -> Option<TcpState> {
+    match &f.state {
+        ProtoState::Tcp(t) => Some(t.state),
+        _ => None,
+    }
 }
 
 /// Moves a TCP flow's connection state by segment `seg` in direction

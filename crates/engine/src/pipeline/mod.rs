@@ -38,6 +38,9 @@ mod fast;
 mod fragments;
 mod related;
 mod release;
+mod standby;
+
+pub use standby::{InstallRefusal, Installed, SyncChange, Synced};
 
 use crate::conntrack::{Conntrack, Hit, Timeouts, NO_GUESS};
 use crate::counters::{Counters, DropReason};
@@ -141,6 +144,8 @@ pub struct Engine {
     /// in, members the epoch that ended their flows.
     epoch: u32,
     shaping: Option<Shaping>,
+    /// The change log's second buffer ([`Engine::take_changes`]).
+    changes: Vec<crate::conntrack::Change>,
 }
 
 impl Engine {
@@ -162,6 +167,7 @@ impl Engine {
             sweep: None,
             epoch: 0,
             shaping: cfg.shaping.as_ref().map(|c| Shaping::new(c, now.0).expect("a valid shaping configuration")),
+            changes: Vec::new(),
             cfg,
         }
     }
