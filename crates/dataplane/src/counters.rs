@@ -1,42 +1,27 @@
 //! The dataplane's own counters: handoff between cores, transmit, and the
 //! drops that happen around the engine (routing, full rings), each with a
-//! named reason like the engine's.
+//! named reason like the engine's ([`wire::named_counters!`]).
 
-macro_rules! reasons {
-    ($( $(#[$doc:meta])* $variant:ident => $name:literal, )*) => {
-        /// Why the dataplane (not the engine) dropped a frame.
-        #[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
-        pub enum Drop {
-            $( $(#[$doc])* $variant, )*
-        }
-
-        impl Drop {
-            pub const ALL: &'static [Drop] = &[ $( Drop::$variant, )* ];
-
-            pub const fn name(self) -> &'static str {
-                match self { $( Drop::$variant => $name, )* }
-            }
-        }
-    };
-}
-
-reasons! {
-    /// The handoff ring to the owning worker was full.
-    HandoffRingFull => "handoff_ring_full",
-    /// The port's transmit ring did not take the frame.
-    TxRingFull => "tx_ring_full",
-    /// More frames for one port in one loop than its transmit batch holds.
-    TxBatchFull => "tx_batch_full",
-    /// The router did not forward it: the router's counters say why (no route, TTL, too big, neighbour missing, ...).
-    Routing => "routing",
-    /// The route leaves by an interface that is not one of torwart's ports.
-    NotViaPort => "route_not_via_port",
-    /// The route leaves on the other side than the firewall decided (inside vs. outside).
-    SideMismatch => "route_side_mismatch",
-    /// More ICMP errors were generated in one loop than wait to go through the engine.
-    ReinjectOverflow => "icmp_reinject_overflow",
-    /// More held frames came free in one loop than the release batch holds.
-    ReleaseOverflow => "release_overflow",
+wire::named_counters! {
+    /// Why the dataplane (not the engine) dropped a frame.
+    pub enum Drop {
+        /// The handoff ring to the owning worker was full.
+        HandoffRingFull => "handoff_ring_full",
+        /// The port's transmit ring did not take the frame.
+        TxRingFull => "tx_ring_full",
+        /// More frames for one port in one loop than its transmit batch holds.
+        TxBatchFull => "tx_batch_full",
+        /// The router did not forward it: the router's counters say why (no route, TTL, too big, neighbour missing, ...).
+        Routing => "routing",
+        /// The route leaves by an interface that is not one of torwart's ports.
+        NotViaPort => "route_not_via_port",
+        /// The route leaves on the other side than the firewall decided (inside vs. outside).
+        SideMismatch => "route_side_mismatch",
+        /// More ICMP errors were generated in one loop than wait to go through the engine.
+        ReinjectOverflow => "icmp_reinject_overflow",
+        /// More held frames came free in one loop than the release batch holds.
+        ReleaseOverflow => "release_overflow",
+    }
 }
 
 /// A worker's dataplane counters (plain integers: one worker owns them).
@@ -69,7 +54,7 @@ pub struct DataplaneCounters {
     /// `Idle::Sleep`'s `coalesce`).
     pub naps: u64,
     pub loops: u64,
-    drops: [u64; Drop::ALL.len()],
+    drops: [u64; Drop::COUNT],
 }
 
 impl DataplaneCounters {
@@ -79,16 +64,16 @@ impl DataplaneCounters {
 
     #[inline]
     pub fn drop(&mut self, r: Drop) {
-        self.drops[r as usize] += 1;
+        self.drops[r.index()] += 1;
     }
 
     #[inline]
     pub fn drop_n(&mut self, r: Drop, n: u64) {
-        self.drops[r as usize] += n;
+        self.drops[r.index()] += n;
     }
 
     pub fn dropped(&self, r: Drop) -> u64 {
-        self.drops[r as usize]
+        self.drops[r.index()]
     }
 
     pub fn total_drops(&self) -> u64 {
@@ -97,7 +82,7 @@ impl DataplaneCounters {
 
     /// Every drop reason with its count, in declaration order.
     pub fn drops(&self) -> impl Iterator<Item = (Drop, u64)> + '_ {
-        Drop::ALL.iter().map(|&r| (r, self.drops[r as usize]))
+        Drop::ALL.iter().map(|&r| (r, self.drops[r.index()]))
     }
 
     /// Adds `o` into `self` (summing workers).

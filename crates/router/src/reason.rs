@@ -1,47 +1,13 @@
 //! Why a packet was not forwarded, and why no ICMP error went back: the
 //! counters of the routing stage.
 //!
-//! Both lists are declared once here. Every variant has a stable snake_case
-//! [`name`](Reason::name) (the counter's and the metric's name) and a dense
-//! `index` into `ALL` (the counter array's slot). Variants carry no packet
-//! data on purpose: a counter array needs a finite list.
+//! Both lists are declared once here, with [`wire::named_counters!`]. Every
+//! variant has a stable snake_case [`name`](Reason::name) (the counter's and
+//! the metric's name) and a dense `index` into `ALL` (the counter array's
+//! slot). Variants carry no packet data on purpose: a counter array needs a
+//! finite list.
 
-macro_rules! named_enum {
-    ($(#[$meta:meta])* $vis:vis enum $ty:ident { $($(#[$doc:meta])* $variant:ident => $name:literal,)* }) => {
-        $(#[$meta])*
-        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-        $vis enum $ty {
-            $($(#[$doc])* $variant,)*
-        }
-
-        impl $ty {
-            /// Every variant, in [`index`](Self::index) order.
-            pub const ALL: &'static [$ty] = &[$($ty::$variant,)*];
-            /// The number of variants: the length of a counter array.
-            pub const COUNT: usize = Self::ALL.len();
-
-            /// Stable snake_case name, used as the counter's name.
-            pub const fn name(&self) -> &'static str {
-                match self {
-                    $($ty::$variant => $name,)*
-                }
-            }
-
-            /// Dense index into [`ALL`](Self::ALL).
-            pub const fn index(self) -> usize {
-                self as usize
-            }
-        }
-
-        impl core::fmt::Display for $ty {
-            fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-                f.write_str(self.name())
-            }
-        }
-    };
-}
-
-named_enum! {
+wire::named_counters! {
     /// Why the routing stage did not forward a packet.
     pub enum Reason {
         /// Addressed to one of the box's own addresses (XDP should have
@@ -86,7 +52,7 @@ named_enum! {
     }
 }
 
-named_enum! {
+wire::named_counters! {
     /// Why an ICMP error that a drop called for was not sent.
     pub enum IcmpSuppressed {
         /// The per-core token bucket was empty.

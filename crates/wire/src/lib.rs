@@ -12,7 +12,9 @@
 //! `vlan`, `arp`, `ipv4`, `ipv6`, `tcp`, `udp`, `icmpv4`, `icmpv6`) hold the
 //! views used to read and rewrite headers; `checksum` holds the Internet
 //! checksum and its incremental update (RFC 1624); `build` crafts valid
-//! frames for tests, benchmarks and fuzz seeds.
+//! frames for tests, benchmarks and fuzz seeds. `named` holds the
+//! [`named_counters!`] macro with which this crate and the ones above it
+//! declare drop reasons and other counted lists once.
 //!
 //! This crate has no dependencies, no `unsafe` and allocates nothing, so it
 //! can be fuzzed and reused anywhere (`no_std` without the `std` feature).
@@ -30,6 +32,7 @@ pub mod icmpv4;
 pub mod icmpv6;
 pub mod ipv4;
 pub mod ipv6;
+pub mod named;
 pub mod nat;
 pub mod tcp;
 pub mod udp;
