@@ -613,7 +613,13 @@ impl Running {
                     stats_every: Duration::from_millis(250),
                 },
                 ports: ports_of_worker,
-                egress: Egress::routed(mirror.tables(), mirror.resolver(), ports.map(), router_cfg),
+                egress: Egress::routed(
+                    mirror.tables(),
+                    mirror.resolver(),
+                    ports.map(),
+                    router_cfg,
+                    dataplane::monotonic_now(),
+                ),
                 generation: kept.as_ref().and_then(|k| k.generation.clone()),
                 engine: kept.map(|k| k.engine),
             })

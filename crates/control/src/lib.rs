@@ -12,6 +12,8 @@
 //!   so that periodic flushes and the last one at a stop lose nothing.
 //! * [`reload`]: load, compile, diff and publish policy generations on
 //!   every change; a database that does not compile changes nothing.
+//! * [`routes`]: a box's routes and neighbours given in a file, for
+//!   replay: the tables the route mirror ([`mirror`]) would take from the kernel.
 //!
 //! Unlike `wire`, `policy` and `engine`, this crate does I/O and runs on
 //! tokio; none of it is on the packet path.
@@ -24,6 +26,7 @@ pub mod ledger;
 pub mod logging;
 pub mod mirror;
 pub mod reload;
+pub mod routes;
 pub mod spool;
 pub mod stats;
 pub mod sys;

@@ -5,10 +5,11 @@
 //! - **Static**: each side has one port and frames leave unchanged by the
 //!   port of the side the engine chose. For in-memory tests and the
 //!   benchmark, where there is no kernel to mirror.
-//! - **Routed** (production): the router's FIB, mirrored from the kernel,
-//!   picks the egress interface and next hop; the frame gets the next hop's
-//!   MAC, its TTL or hop limit is decremented, and what a router must answer
-//!   (time exceeded, unreachable, too big) is answered.
+//! - **Routed** (production): the router's FIB, mirrored from the kernel
+//!   (in replay, given in a file), picks the egress interface and next
+//!   hop; the frame gets the next hop's MAC, its TTL or hop limit is
+//!   decremented, and what a router must answer (time exceeded,
+//!   unreachable, too big) is answered.
 
 use crate::counters::{DataplaneCounters, Drop};
 use arc_swap::ArcSwap;
@@ -88,22 +89,23 @@ impl Egress {
         Egress { mode: Mode::Static { port_of_side: [inside, outside] }, reinject: reinject_batches() }
     }
 
-    /// Routed mode over the mirrored `tables`; `ports` gives each port's
-    /// interface index and side, in port order.
+    /// Routed mode over `tables` (the route mirror's); `ports` gives each
+    /// port's interface index and side, in port order. `now` is the workers'
+    /// clock at start (the ICMP rate limiter's).
     pub fn routed(
         tables: Arc<ArcSwap<RouteTables>>,
         resolver: Resolver,
         ports: Vec<(u32, Side)>,
         config: RouterConfig,
+        now: Time,
     ) -> Egress {
-        let now = crate::worker::monotonic_now().0;
         let loaded = tables.load_full();
         let frags = Fragments { bufs: (0..MAX_FRAGMENTS).map(|_| PacketBuf::default()).collect(), used: 0 };
         Egress {
             mode: Mode::Routed(Box::new(Routed {
                 source: tables,
                 tables: loaded,
-                router: Router::new(config, now),
+                router: Router::new(config, now.0),
                 resolver,
                 ports,
                 icmp: Box::new([0; 2048]),
@@ -127,6 +129,10 @@ impl Egress {
     /// Checks a frame on arrival by port `port`, before the engine (and so
     /// before it can create any state): in routed mode, a TTL that runs out
     /// here is answered with ICMP time exceeded on the ingress port.
+    ///
+    /// An ICMP error the router writes, and the fragments it cuts, carry
+    /// the timestamp of the frame they are about (its arrival), not the
+    /// loop's `now`: a replay writes them beside it.
     #[inline]
     pub(crate) fn check_arrival(
         &mut self,
@@ -142,7 +148,7 @@ impl Egress {
             Some(Decision::Drop { icmp: Icmp::Sent { ifindex, len }, .. }) => {
                 if let Some(p) = r.ports.iter().position(|q| q.0 == ifindex) {
                     if let Some(b) = tx.get_mut(p) {
-                        let _ = b.push_copy(&r.icmp[..len], now.0, io::PortId(p as u8));
+                        let _ = b.push_copy(&r.icmp[..len], frame.ts_ns, io::PortId(p as u8));
                     }
                 }
                 Err(Drop::Routing)
@@ -196,6 +202,8 @@ impl Egress {
                             queue(tx, p, frame, counters);
                         } else {
                             for f in &mut r.frags.bufs[..r.frags.used] {
+                                f.ts_ns = frame.ts_ns;
+                                f.port = frame.port;
                                 queue(tx, p, f, counters);
                             }
                         }
@@ -215,7 +223,8 @@ impl Egress {
                             // translated back (RFC 5508) to the member's device.
                             let side = to.unwrap_or(Side::Outside);
                             counters.icmp_generated += 1;
-                            if !self.reinject[side.index()].push_copy(&r.icmp[..len], now.0, io::PortId(u8::MAX)) {
+                            let reinject = &mut self.reinject[side.index()];
+                            if !reinject.push_copy(&r.icmp[..len], frame.ts_ns, io::PortId(u8::MAX)) {
                                 counters.drop(Drop::ReinjectOverflow);
                             }
                         }

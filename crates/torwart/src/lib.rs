@@ -20,6 +20,8 @@ pub enum Error {
     File { op: &'static str, path: PathBuf, source: std::io::Error },
     #[error(transparent)]
     Db(#[from] control::db::DbError),
+    #[error(transparent)]
+    Routes(#[from] control::routes::RoutesError),
     #[error("{0}")]
     Usage(String),
 }

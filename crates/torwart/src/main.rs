@@ -82,6 +82,11 @@ struct ReplayArgs {
     /// With --db: shape members by their plans (uplink unlimited).
     #[arg(long, requires = "db")]
     shaping: bool,
+    /// Route as the gateway does, with the links, routes and neighbours of
+    /// this file (TOML, see control::routes; one link of each side is a
+    /// port) instead of forwarding frames unchanged by their side's port.
+    #[arg(long)]
+    routes: Option<PathBuf>,
     /// Member database (path or URL): apply the member policy (NAT,
     /// forwards, anti-spoofing, blocks) and print usage per member.
     #[arg(long)]
@@ -261,6 +266,7 @@ fn replay_command(
         seed,
         workers,
         shaping,
+        routes,
         db,
         record_usage,
     }: ReplayArgs,
@@ -284,6 +290,9 @@ fn replay_command(
         return Err(Error::Usage(format!("--workers {workers}: give 1 to 64")));
     }
     opts.workers = workers;
+    if let Some(path) = &routes {
+        opts.routes = Some(control::routes::StaticRoutes::load(path)?);
+    }
     if shaping {
         opts.shaping = Some(replay::shaping(workers));
     }

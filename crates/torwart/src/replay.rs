@@ -9,6 +9,12 @@
 //! `to-outside.pcap` with their original timestamps (or the time a shaper
 //! released them); the counters say what was dropped and why.
 //!
+//! Egress is static (frames leave unchanged by their side's port) unless
+//! routes are given ([`Options::routes`], a file of
+//! [`control::routes::StaticRoutes`]): then the workers route as the daemon
+//! does over the kernel's tables (next hop and MAC rewrite, TTL, ICMP
+//! errors, fragmentation), with the file's tables instead of the kernel's.
+//!
 //! Replay is deterministic: the flow hash key is fixed (derived from
 //! `--seed`), so eviction choices and so every output byte are the same on
 //! every run. That is what makes it the base of the golden tests.
@@ -20,6 +26,7 @@
 use crate::Error;
 use arc_swap::ArcSwap;
 use control::db::MemberTraffic;
+use control::routes::StaticRoutes;
 use dataplane::{Egress, Lockstep, PortQueue, Totals, WorkerConfig, WorkerSetup};
 use engine::{Config, Counters, Side, Time};
 use io::{Batch, IoError, MemoryIo, PacketBuf, PcapReader, PcapWriter, PortId, SharedMemoryIo, TimedSource};
@@ -60,6 +67,9 @@ pub struct Options {
     pub workers: usize,
     /// Shape members by their plans ([`shaping`]).
     pub shaping: Option<engine::ShapingConfig>,
+    /// Route with these tables (one link of each side must be a port: the
+    /// captures' ports); `None`: static egress.
+    pub routes: Option<StaticRoutes>,
 }
 
 /// How often replay time moves while the shapers hold frames (and the
@@ -87,8 +97,9 @@ pub struct Report {
     /// Frames of the captures larger than a frame buffer (jumbo or GRO
     /// super-packets), dropped before the engine.
     pub oversized: u64,
-    /// Every non-zero counter, in a stable order.
-    pub counters: BTreeMap<&'static str, u64>,
+    /// Every non-zero counter, in a stable order (the router's as
+    /// `router_<name>`, as in the daemon's stats).
+    pub counters: BTreeMap<String, u64>,
     #[serde(skip)]
     pub raw: Counters,
     pub to_inside: PathBuf,
@@ -139,7 +150,7 @@ struct WorkerPorts {
 }
 
 /// The workers of a replay: the live loop stepped on capture time.
-fn workers(opts: &Options, now: Time) -> (Lockstep, Vec<WorkerPorts>) {
+fn workers(opts: &Options, egress: &Egresses, now: Time) -> (Lockstep, Vec<WorkerPorts>) {
     let n = opts.workers.max(1);
     let ports: Vec<WorkerPorts> = (0..n)
         .map(|_| WorkerPorts {
@@ -166,13 +177,70 @@ fn workers(opts: &Options, now: Time) -> (Lockstep, Vec<WorkerPorts>) {
                 PortQueue { name: "inside".into(), side: Side::Inside, io: Box::new(p.ports[0].clone()) },
                 PortQueue { name: "outside".into(), side: Side::Outside, io: Box::new(p.ports[1].clone()) },
             ],
-            egress: Egress::fixed(INSIDE.0.into(), OUTSIDE.0.into()),
+            egress: egress.make(now),
             engine: None,
             generation: None,
         })
         .collect();
     let policy = opts.policy.as_ref().map(|p| Arc::new(ArcSwap::from_pointee(Generation::first(Arc::clone(p)))));
     (Lockstep::new(setups, policy, now), ports)
+}
+
+/// How the workers' egresses are made: static, or routed over given tables.
+enum Egresses {
+    Fixed,
+    Routed {
+        tables: Arc<ArcSwap<router::RouteTables>>,
+        /// `(ifindex, side)` of the inside and the outside port.
+        ports: Vec<(u32, Side)>,
+        resolver: router::Resolver,
+        /// Where the workers' neighbour resolutions go: nobody answers
+        /// them (the tables are fixed), but they are sent as in the daemon.
+        _requests: std::sync::mpsc::Receiver<(u32, std::net::IpAddr)>,
+    },
+}
+
+/// Most neighbour resolutions waiting at once (then dropped, as in the daemon).
+const RESOLUTIONS: usize = 64;
+
+impl Egresses {
+    fn new(routes: Option<&StaticRoutes>) -> Result<Egresses, Error> {
+        let Some(routes) = routes else { return Ok(Egresses::Fixed) };
+        let port = |side: Side| {
+            let mut of_side = routes.ports.iter().filter(|p| p.1 == side);
+            match (of_side.next(), of_side.next()) {
+                (Some(&p), None) => Ok(p),
+                _ => Err(Error::Usage(format!(
+                    "the routes give {} {} port(s): replay has one port per side (its captures), so give one link \
+                     with side = \"{}\"",
+                    routes.ports.iter().filter(|p| p.1 == side).count(),
+                    side.name(),
+                    side.name()
+                ))),
+            }
+        };
+        let ports = vec![port(Side::Inside)?, port(Side::Outside)?];
+        let (resolver, requests) = router::Resolver::channel(RESOLUTIONS);
+        Ok(Egresses::Routed {
+            tables: Arc::new(ArcSwap::from_pointee(routes.tables.clone())),
+            ports,
+            resolver,
+            _requests: requests,
+        })
+    }
+
+    fn make(&self, now: Time) -> Egress {
+        match self {
+            Egresses::Fixed => Egress::fixed(INSIDE.0.into(), OUTSIDE.0.into()),
+            Egresses::Routed { tables, ports, resolver, .. } => Egress::routed(
+                Arc::clone(tables),
+                resolver.clone(),
+                ports.clone(),
+                router::RouterConfig::default(),
+                now,
+            ),
+        }
+    }
 }
 
 /// The worker whose queue a frame arrives on, as a NIC's receive-side
@@ -249,6 +317,7 @@ pub fn run(opts: &Options) -> Result<Report, Error> {
     let paths = [opts.out_dir.join("to-inside.pcap"), opts.out_dir.join("to-outside.pcap")];
     let mut out = [PcapWriter::create(&paths[0])?, PcapWriter::create(&paths[1])?];
 
+    let egress = Egresses::new(opts.routes.as_ref())?;
     let mut merged = io::Merged::new(inside, INSIDE, outside, OUTSIDE);
     let mut batch = Batch::new(BATCH, io::DEFAULT_FRAME_CAPACITY);
     let mut running: Option<(Lockstep, Vec<WorkerPorts>)> = None;
@@ -268,7 +337,7 @@ pub fn run(opts: &Options) -> Result<Report, Error> {
         first_ts = first_ts.min(first.ts_ns);
         last_ts = last_ts.max(batch.frames().last().map_or(0, |f| f.ts_ns));
         let side = side_of(first.port);
-        let (lockstep, ports) = running.get_or_insert_with(|| workers(opts, now));
+        let (lockstep, ports) = running.get_or_insert_with(|| workers(opts, &egress, now));
         // What the shapers let go before these frames, in time.
         release_until(lockstep, ports, clock.max(first_ts), now.0, &mut out, &mut frames_out)?;
         // Timers up to now first (what expired before these frames is gone).
@@ -302,11 +371,13 @@ pub fn run(opts: &Options) -> Result<Report, Error> {
     }
     let totals = Totals::of(stats.iter().map(|s| &**s));
     let raw = totals.engine.clone();
-    let mut counters: BTreeMap<&'static str, u64> = raw.entries().into_iter().filter(|(_, v)| *v != 0).collect();
-    counters.extend(totals.dataplane.drops().filter(|(_, v)| *v != 0).map(|(d, v)| (d.name(), v)));
-    if totals.dataplane.handed_off > 0 {
-        counters.insert("handoff_handed_off", totals.dataplane.handed_off);
+    let mut counters: BTreeMap<String, u64> = raw.entries().into_iter().map(|(k, v)| (k.to_owned(), v)).collect();
+    counters.extend(totals.dataplane.drops().map(|(d, v)| (d.name().to_owned(), v)));
+    counters.insert("handoff_handed_off".into(), totals.dataplane.handed_off);
+    for (name, v) in stats.iter().flat_map(|s| s.egress.router.iter()) {
+        *counters.entry(format!("router_{name}")).or_insert(0) += v;
     }
+    counters.retain(|_, v| *v != 0);
     let members = control::stats::usage(&stats);
     Ok(Report {
         inside: inside_name,
@@ -379,6 +450,7 @@ pub fn options(inside: Option<&Path>, outside: Option<&Path>, out_dir: &Path, se
         policy: None,
         workers: 1,
         shaping: None,
+        routes: None,
     }
 }
 

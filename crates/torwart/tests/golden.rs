@@ -3,7 +3,9 @@
 //! Each case is a folder under `tests/golden/` holding `inside.pcap` and
 //! `outside.pcap` (the input), `to-inside.pcap` and `to-outside.pcap` (what
 //! torwart must forward) and `counters.json` (every non-zero counter). The
-//! test replays the inputs and compares bytes and counters exactly.
+//! test replays the inputs and compares bytes and counters exactly. A case
+//! that routes also holds `routes.toml`, the box's links, routes and
+//! neighbours (`control::routes`), written by hand.
 //!
 //! The inputs are written by the scripts below, which spell out each
 //! conversation and what must become of it. After a deliberate change, run
@@ -90,6 +92,15 @@ fn udp(from_inside: bool, src: IpAddr, dst: IpAddr, sp: u16, dp: u16, len: usize
 
 fn v4(a: u8, b: u8, c: u8, d: u8) -> IpAddr {
     IpAddr::V4(Ipv4Addr::new(a, b, c, d))
+}
+
+/// `frame` (IPv4 over Ethernet) with its TTL and Don't Fragment flag set.
+fn ipv4_with(mut frame: Vec<u8>, ttl: u8, dont_frag: bool) -> Vec<u8> {
+    let mut ip = wire::ipv4::Packet::new_checked(&mut frame[14..]).expect("an IPv4 frame");
+    ip.set_ttl(ttl);
+    ip.set_dont_frag(dont_frag);
+    ip.fill_checksum();
+    frame
 }
 
 const S: TcpFlags = TcpFlags::SYN;
@@ -278,6 +289,65 @@ fn shaping() -> Script {
     s
 }
 
+/// The member gateway routing (`tests/golden/routing/routes.toml`): the
+/// members' networks lie behind a distribution router on the inside port
+/// (10.255.0.2, 2001:db8:ffff::2, MAC ..:01); upstream is 192.0.2.2 (..:02),
+/// with a peer 192.0.2.3 (..:03) for 198.19.7.0/24. What must become of
+/// each frame is said beside it.
+fn routing() -> Script {
+    let mut s = Script::default();
+    let laptop = v4(10, 0, 1, 1); // member 101, public 198.51.100.10
+    let nas = v4(10, 0, 1, 2); // member 101, forward 198.51.100.10:8080 -> :80
+    let pub101 = v4(198, 51, 100, 10);
+    let web = v4(198, 19, 0, 80);
+    let peer = v4(198, 19, 7, 7);
+    let peer_eth = Eth { src: MacAddr([2, 0, 0, 0, 0, 3]), ..OUT };
+
+    // The laptop opens HTTPS by the default route: it leaves translated,
+    // from wan0's MAC (..:12) to the upstream's (..:02), TTL 63; the answer
+    // reaches the laptop from lan0's MAC (..:11) to the distribution
+    // router's (..:01), TTL 63.
+    s.at(0, true, tcp(true, laptop, web, 40_000, 443, 1000, 0, S, 0));
+    s.at(10, false, tcp(false, web, pub101, 443, 40_000, 5000, 1001, S | A, 0));
+    s.at(20, true, tcp(true, laptop, web, 40_000, 443, 1001, 5001, A, 0));
+    // To the peer's network: the more specific route, the peer's MAC (..:03);
+    // its answer comes from the peer.
+    s.at(30, true, tcp(true, laptop, peer, 40_001, 443, 7000, 0, S, 0));
+    s.at(40, false, frame(|b| build::tcp(b, &peer_eth, peer, pub101, 443, 40_001, 9000, 7001, S | A, 502, 0)));
+    // Into the port forward from the peer, and the NAS's answer: back by the peer.
+    s.at(50, false, frame(|b| build::tcp(b, &peer_eth, peer, pub101, 50_505, 8080, 70, 0, S, 502, 0)));
+    s.at(60, true, tcp(true, nas, peer, 80, 50_505, 300, 71, S | A, 0));
+
+    // To an unreachable route: dropped, and an ICMP host unreachable from
+    // lan0's 10.255.0.1 to the translated source goes back through the
+    // engine, which translates it back to the laptop.
+    s.at(100, true, udp(true, laptop, v4(100, 64, 0, 9), 5353, 53, 30));
+    // A next hop without a neighbour entry: dropped, its resolution asked for.
+    s.at(110, true, udp(true, laptop, v4(198, 19, 99, 9), 5354, 53, 30));
+    // A route with MTU 1280: 1400 bytes of UDP leave in two fragments; with
+    // Don't Fragment set they are refused with "fragmentation needed"
+    // (MTU 1280), translated back to the laptop.
+    s.at(120, true, udp(true, laptop, v4(198, 19, 6, 6), 5355, 9, 1400));
+    s.at(130, true, ipv4_with(udp(true, laptop, v4(198, 19, 6, 6), 5356, 9, 1400), 64, true));
+
+    // Traceroute: TTL 1 is answered with time exceeded from lan0's address
+    // before the engine (no flow, no binding); TTL 2 leaves with TTL 1.
+    s.at(200, true, ipv4_with(udp(true, laptop, web, 33_000, 33_434, 12), 1, false));
+    s.at(210, true, ipv4_with(udp(true, laptop, web, 33_000, 33_435, 12), 2, false));
+    // From the outside with TTL 1: time exceeded from wan0's 192.0.2.1.
+    s.at(220, false, ipv4_with(tcp(false, peer, pub101, 50_506, 8080, 70, 0, S, 0), 1, false));
+
+    // IPv6 has no route upstream: a device's SYN is refused with ICMPv6
+    // "no route" from lan0's 2001:db8:ffff::1, routed back to the device
+    // by the members' IPv6 route.
+    let dev6 = IpAddr::V6(Ipv6Addr::new(0x2001, 0xdb8, 0, 0x101, 0, 0, 0, 0x10));
+    let far6 = IpAddr::V6(Ipv6Addr::new(0x2001, 0xdb8, 0xaaaa, 0, 0, 0, 0, 1));
+    s.at(300, true, tcp(true, dev6, far6, 50_000, 443, 1, 0, S, 0));
+    // To the box itself: not forwarded.
+    s.at(310, true, frame(|b| build::icmp_echo(b, &IN, laptop, v4(10, 255, 0, 1), true, 5, 1, 56)));
+    s
+}
+
 struct Case {
     name: &'static str,
     script: fn() -> Script,
@@ -287,14 +357,21 @@ struct Case {
     workers: usize,
     /// Shape members by plan.
     shaping: bool,
+    /// Route with the case's `routes.toml`.
+    routes: bool,
 }
 
+/// A case's settings where it says nothing else.
+const PLAIN: Case =
+    Case { name: "", script: demo, max_flows: 262_144, members: false, workers: 1, shaping: false, routes: false };
+
 const CASES: &[Case] = &[
-    Case { name: "demo", script: demo, max_flows: 262_144, members: false, workers: 1, shaping: false },
-    Case { name: "table-full", script: table_full, max_flows: 16, members: false, workers: 1, shaping: false },
-    Case { name: "members", script: members, max_flows: 262_144, members: true, workers: 1, shaping: false },
-    Case { name: "members-2-workers", script: members, max_flows: 262_144, members: true, workers: 2, shaping: false },
-    Case { name: "shaping", script: shaping, max_flows: 262_144, members: true, workers: 1, shaping: true },
+    Case { name: "demo", script: demo, ..PLAIN },
+    Case { name: "table-full", script: table_full, max_flows: 16, ..PLAIN },
+    Case { name: "members", script: members, members: true, ..PLAIN },
+    Case { name: "members-2-workers", script: members, members: true, workers: 2, ..PLAIN },
+    Case { name: "shaping", script: shaping, members: true, shaping: true, ..PLAIN },
+    Case { name: "routing", script: routing, members: true, routes: true, ..PLAIN },
 ];
 
 fn run_case(case: &Case) {
@@ -311,6 +388,10 @@ fn run_case(case: &Case) {
     opts.workers = case.workers;
     if case.shaping {
         opts.shaping = Some(replay::shaping(case.workers));
+    }
+    if case.routes {
+        let routes = control::routes::StaticRoutes::load(&dir.join("routes.toml"));
+        opts.routes = Some(routes.unwrap_or_else(|e| panic!("{}: {e}", case.name)));
     }
     let report = replay::run(&opts).unwrap_or_else(|e| panic!("{}: {e}", case.name));
     let counters = serde_json::to_string_pretty(&serde_json::json!({
@@ -392,6 +473,26 @@ fn golden_shaping() {
         late += usize::from(slot.ts_ns % 2_000_000 != 0);
     }
     assert!(late > 0, "some frames left later than they came");
+}
+
+/// Routing: see [`routing`]. Every outcome the script stages is counted.
+#[test]
+fn golden_routing() {
+    run_case(&CASES[5]);
+    let counters = std::fs::read_to_string(dir().join("routing/counters.json")).unwrap();
+    for name in [
+        "router_forwarded",
+        "router_fragmented",
+        "router_ttl_exceeded",
+        "router_unreachable_route",
+        "router_neighbour_missing",
+        "router_too_big",
+        "router_no_route",
+        "router_local",
+        "icmp_related",
+    ] {
+        assert!(counters.contains(&format!("\"{name}\"")), "{name} not counted: {counters}");
+    }
 }
 
 /// The scripted inputs are what is committed (or the script changed
