@@ -28,12 +28,12 @@
 //! Everything is logged through `tracing` ([`crate::logging`]: one line per
 //! event, control characters escaped).
 
-use crate::config::{Backend, Checked, Config, IdleMode, PortSide, XdpMode};
-use crate::db::{Database, WatchOptions};
+use crate::config::{Backend, Checked, Config, ConfigError, IdleMode, PortSide, XdpMode};
+use crate::db::{Database, DbError, WatchOptions};
 use crate::files;
 use crate::ledger::{Ledger, Periods};
 use crate::reload::{Published, Reloader};
-use crate::spool::Spool;
+use crate::spool::{Spool, SpoolError};
 use crate::stats::Stats;
 use dataplane::{
     Dataplane, DataplaneCounters, Egress, Idle, PortQueue, Totals, WorkerConfig, WorkerSetup, WorkerStats,
@@ -48,37 +48,121 @@ use std::time::{Duration, Instant};
 /// How long the last usage flush at a stop is retried before the usage is spooled.
 pub const STOP_FLUSH_DEADLINE: Duration = Duration::from_secs(10);
 
-/// Why the daemon could not start or had to stop; the exit code tells the kind.
+/// Why the daemon could not start or had to stop. A failure keeps the
+/// error it comes from as its source; the exit code tells the kind.
 #[derive(Debug, thiserror::Error)]
 pub enum Failure {
+    /// The configuration file cannot be read or is not valid.
+    #[error(transparent)]
+    ConfigFile(#[from] ConfigError),
+    /// A setting this system or this build refuses, found at start.
     #[error("{0}")]
     Config(String),
-    #[error("{0}")]
-    Port(String),
-    #[error("{0}")]
-    Permission(String),
-    #[error("{0}")]
-    Database(String),
-    #[error("{0}")]
-    System(String),
+    /// A port's interface does not exist.
+    #[error("port {port}: no such network interface (ports[].interface in the configuration)")]
+    NoInterface { port: String },
+    /// A port cannot be set up (XDP program, socket); `hint` says what to check.
+    #[error("{source}{}", hint.as_ref().map(|h| format!(" ({h})")).unwrap_or_default())]
+    Port {
+        #[source]
+        source: io::IoError,
+        hint: Option<String>,
+    },
+    #[error(
+        "torwart run needs root (or CAP_NET_ADMIN, CAP_NET_RAW, CAP_BPF and CAP_SYS_ADMIN) to attach XDP programs \
+         and open packet sockets"
+    )]
+    NotRoot,
+    /// The member database cannot be opened, read or compiled at start.
+    #[error("member database: {0}")]
+    Database(#[source] Box<DbError>),
+    /// At the stop, usage the database did not take went to the spool.
+    #[error(
+        "usage of {members} member(s) not written to the database ({cause}); kept in {}, written at the next start",
+        path.display()
+    )]
+    UsageSpooled {
+        members: usize,
+        path: PathBuf,
+        #[source]
+        cause: FlushError,
+    },
+    /// As [`UsageSpooled`](Failure::UsageSpooled), to a file beside an unusable spool.
+    #[error(
+        "usage of {members} member(s) not written to the database ({cause}); kept in {} because the spool {} is \
+         unusable: write it to the database by hand, or move it to the spool's place",
+        path.display(),
+        spool.display()
+    )]
+    UsageBesideSpool {
+        members: usize,
+        path: PathBuf,
+        spool: PathBuf,
+        #[source]
+        cause: FlushError,
+    },
+    /// At the stop, usage neither the database nor the spool took.
+    #[error("usage of {members} member(s) LOST: not written to the database ({cause}), nor to the spool ({spool})")]
+    UsageLost {
+        members: usize,
+        #[source]
+        cause: FlushError,
+        spool: Box<SpoolError>,
+    },
+    /// The system refused what the daemon needs: `doing` says what that was.
+    #[error("{doing}: {source}")]
+    System {
+        doing: String,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+}
+
+/// Why the last flush of usage at a stop did not reach the database.
+#[derive(Debug, thiserror::Error)]
+pub enum FlushError {
+    #[error(transparent)]
+    Database(Box<DbError>),
+    #[error("no answer within {} s", STOP_FLUSH_DEADLINE.as_secs())]
+    NoAnswer,
 }
 
 impl Failure {
     /// Exit codes: 2 configuration, 3 port, 4 permission, 5 database, 6 other system error.
     pub fn exit_code(&self) -> u8 {
         match self {
-            Failure::Config(_) => 2,
-            Failure::Port(_) => 3,
-            Failure::Permission(_) => 4,
-            Failure::Database(_) => 5,
-            Failure::System(_) => 6,
+            Failure::ConfigFile(_) | Failure::Config(_) => 2,
+            Failure::Port { source, .. } if source.is_permission_denied() => 4,
+            Failure::NoInterface { .. } | Failure::Port { .. } => 3,
+            Failure::NotRoot => 4,
+            Failure::Database(_)
+            | Failure::UsageSpooled { .. }
+            | Failure::UsageBesideSpool { .. }
+            | Failure::UsageLost { .. } => 5,
+            Failure::System { .. } => 6,
         }
+    }
+
+    /// A [`Failure::System`]: `doing` failed for `source`.
+    pub fn system(doing: impl Into<String>, source: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> Failure {
+        Failure::System { doing: doing.into(), source: source.into() }
+    }
+
+    fn database(source: DbError) -> Failure {
+        Failure::Database(Box::new(source))
+    }
+
+    /// A [`Failure::Port`] from `source`, with `hint` unless the system
+    /// refused for want of a privilege (then the hint is beside the point).
+    fn port(source: io::IoError, hint: Option<String>) -> Failure {
+        let hint = hint.filter(|_| !source.is_permission_denied());
+        Failure::Port { source, hint }
     }
 }
 
 /// Runs the daemon with the configuration at `path` until SIGTERM/SIGINT.
 pub fn run(path: &Path) -> Result<(), Failure> {
-    let (config, checked) = Config::load(path).map_err(|e| Failure::Config(e.to_string()))?;
+    let (config, checked) = Config::load(path)?;
     run_config(config, checked)
 }
 
@@ -94,7 +178,7 @@ pub fn run_config(config: Config, checked: Checked) -> Result<(), Failure> {
         ports: config.ports.iter().map(|p| p.interface.clone()).collect(),
         ..Default::default()
     })
-    .map_err(|e| Failure::System(format!("cannot mirror the kernel's routes: {e}")))?;
+    .map_err(|e| Failure::system("cannot mirror the kernel's routes", e))?;
     let plan = WorkerPlan::new(&config, &checked);
     let first = Running::start(&config, &plan, &mirror, &control.published, &ports, Vec::new());
     let running = first.map_err(|(e, _)| e)?;
@@ -323,7 +407,7 @@ impl Signals {
     fn install() -> Result<Signals, Failure> {
         let terminate = Arc::new(AtomicBool::new(false));
         let hangup = Arc::new(AtomicBool::new(false));
-        let failed = |e: std::io::Error| Failure::System(format!("cannot install the signal handlers: {e}"));
+        let failed = |e: std::io::Error| Failure::system("cannot install the signal handlers", e);
         for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
             // The order matters: the exit is checked before the flag is set.
             signal_hook::flag::register_conditional_shutdown(sig, 1, Arc::clone(&terminate)).map_err(failed)?;
@@ -354,12 +438,7 @@ struct PortWatch {
 fn find_ports(config: &Config) -> Result<Ports, Failure> {
     let mut ports = Vec::new();
     for p in &config.ports {
-        let idx = ifindex(&p.interface).ok_or_else(|| {
-            Failure::Port(format!(
-                "port {}: no such network interface (ports[].interface in the configuration)",
-                p.interface
-            ))
-        })?;
+        let idx = ifindex(&p.interface).ok_or_else(|| Failure::NoInterface { port: p.interface.clone() })?;
         let side = if p.side == PortSide::Inside { Side::Inside } else { Side::Outside };
         ports.push(PortWatch { name: p.interface.clone(), side, ifindex: Some(idx), lost: 0 });
     }
@@ -416,11 +495,7 @@ impl Ports {
 
 fn require_root() -> Result<(), Failure> {
     if !crate::sys::is_root() {
-        return Err(Failure::Permission(
-            "torwart run needs root (or CAP_NET_ADMIN, CAP_NET_RAW, CAP_BPF and CAP_SYS_ADMIN) to attach XDP \
-             programs and open packet sockets"
-                .into(),
-        ));
+        return Err(Failure::NotRoot);
     }
     Ok(())
 }
@@ -437,7 +512,7 @@ fn check_kernel_forwarding(config: &Config) -> Result<(), Failure> {
             "the kernel forwards ({path} is not 0): it would carry frames past torwart's policy; \
              set it to 0 (torwart does the forwarding)"
         ))),
-        Err(e) => Err(Failure::System(format!("cannot tell whether the kernel forwards: {e}"))),
+        Err(e) => Err(Failure::system("cannot tell whether the kernel forwards", e)),
     }
 }
 
@@ -458,13 +533,9 @@ impl Control {
             .enable_all()
             .thread_name("torwart-control")
             .build()
-            .map_err(|e| Failure::System(format!("cannot start the control runtime: {e}")))?;
-        let db = runtime
-            .block_on(Database::open(&config.database))
-            .map_err(|e| Failure::Database(format!("member database: {e}")))?;
-        let reloader = runtime
-            .block_on(Reloader::start(db.clone(), random_key()))
-            .map_err(|e| Failure::Database(e.to_string()))?;
+            .map_err(|e| Failure::system("cannot start the control runtime", e))?;
+        let db = runtime.block_on(Database::open(&config.database)).map_err(Failure::database)?;
+        let reloader = runtime.block_on(Reloader::start(db.clone(), random_key())).map_err(Failure::database)?;
         let published = reloader.published();
         tracing::info!(
             "policy generation={} members={} database={}",
@@ -625,7 +696,7 @@ impl Running {
             })
             .collect();
         let dp = Dataplane::try_start(setups, Some(Arc::clone(published)))
-            .map_err(|e| (Failure::System(format!("cannot start the workers: {}", e.error)), e.kept))?;
+            .map_err(|e| (Failure::system("cannot start the workers", e.error), e.kept))?;
         Ok(Running { programs, dp })
     }
 
@@ -670,7 +741,7 @@ fn open_ports(
                     XdpMode::Native => io::XdpMode::Native,
                     XdpMode::Generic => io::XdpMode::Generic,
                 };
-                let prog = io::XdpProgram::attach(&p.interface, mode).map_err(port_failure)?;
+                let prog = io::XdpProgram::attach(&p.interface, mode).map_err(|e| Failure::port(e, None))?;
                 tracing::info!("port {} side={} xdp={} workers={workers}", p.interface, side.name(), prog.mode());
                 let rx_queues = io::xdp::rx_queue_count(&p.interface) as usize;
                 if rx_queues > workers {
@@ -683,19 +754,17 @@ fn open_ports(
                         p.interface
                     );
                 }
-                prog.set_local_addresses(&local_addresses(&mirror.load())).map_err(port_failure)?;
+                prog.set_local_addresses(&local_addresses(&mirror.load())).map_err(|e| Failure::port(e, None))?;
                 for (w, q) in queues.iter_mut().enumerate() {
                     let cfg = io::XdpConfig { queue: w as u32, ..Default::default() };
                     let sock = io::XdpPort::open(&p.interface, &cfg).map_err(|e| {
-                        with_hint(
-                            port_failure(e),
-                            &format!(
-                                "worker {w} uses queue {w} of {}: does it have {workers} queues? (ethtool -l {})",
-                                p.interface, p.interface
-                            ),
-                        )
+                        let hint = format!(
+                            "worker {w} uses queue {w} of {}: does it have {workers} queues? (ethtool -l {})",
+                            p.interface, p.interface
+                        );
+                        Failure::port(e, Some(hint))
                     })?;
-                    prog.register_socket(w as u32, &sock).map_err(port_failure)?;
+                    prog.register_socket(w as u32, &sock).map_err(|e| Failure::port(e, None))?;
                     q.push(PortQueue { name: p.interface.clone(), side, io: Box::new(sock) });
                 }
                 programs.push(prog);
@@ -706,29 +775,14 @@ fn open_ports(
                         "io.backend = \"af_packet\" runs one worker (workers.count = 1); use xdp for more".into(),
                     ));
                 }
-                let sock = io::PacketPort::open(&p.interface, &io::PacketConfig::default()).map_err(port_failure)?;
+                let sock = io::PacketPort::open(&p.interface, &io::PacketConfig::default())
+                    .map_err(|e| Failure::port(e, None))?;
                 tracing::info!("port {} side={} af_packet", p.interface, side.name());
                 queues[0].push(PortQueue { name: p.interface.clone(), side, io: Box::new(sock) });
             }
         }
     }
     Ok((programs, queues))
-}
-
-/// Adds a hint to a port failure's message.
-fn with_hint(f: Failure, hint: &str) -> Failure {
-    match f {
-        Failure::Port(m) => Failure::Port(format!("{m} ({hint})")),
-        other => other,
-    }
-}
-
-fn port_failure(e: io::IoError) -> Failure {
-    if e.is_permission_denied() {
-        Failure::Permission(e.to_string())
-    } else {
-        Failure::Port(e.to_string())
-    }
 }
 
 /// Reloads on every change the database reports and on SIGHUP; a failure
@@ -797,7 +851,7 @@ fn flush_usage(control: &Control, ledger: &mut Ledger, stats: &[Arc<WorkerStats>
 fn final_flush(control: &Control, ledger: &mut Ledger, stats: &[Arc<WorkerStats>]) -> Result<(), Failure> {
     let totals = crate::stats::usage(stats);
     let deadline = Instant::now() + STOP_FLUSH_DEADLINE;
-    let error = loop {
+    let cause = loop {
         let left = deadline.saturating_duration_since(Instant::now()).max(Duration::from_millis(100));
         let attempt = control.runtime.block_on(async {
             tokio::time::timeout(left, ledger.flush(&control.db, Periods::HOURLY, unix_now(), &totals)).await
@@ -808,8 +862,8 @@ fn final_flush(control: &Control, ledger: &mut Ledger, stats: &[Arc<WorkerStats>
                 tracing::info!("usage written members={n}");
                 return Ok(());
             }
-            Ok(Err(e)) => e.to_string(),
-            Err(_) => format!("no answer within {} s", STOP_FLUSH_DEADLINE.as_secs()),
+            Ok(Err(e)) => FlushError::Database(Box::new(e)),
+            Err(_) => FlushError::NoAnswer,
         };
         if Instant::now() + Duration::from_millis(500) >= deadline {
             break e;
@@ -818,25 +872,12 @@ fn final_flush(control: &Control, ledger: &mut Ledger, stats: &[Arc<WorkerStats>
         std::thread::sleep(Duration::from_millis(500));
     };
     let pending = ledger.pending(&totals);
-    let spool = &control.spool;
-    match spool.append(Periods::HOURLY.start(unix_now()), &pending) {
-        Ok(path) if path == spool.path() => Err(Failure::Database(format!(
-            "usage of {} member(s) not written to the database ({error}); kept in {}, written at the next start",
-            pending.len(),
-            path.display()
-        ))),
-        Ok(path) => Err(Failure::Database(format!(
-            "usage of {} member(s) not written to the database ({error}); kept in {} because the spool {} is \
-             unusable: write it to the database by hand, or move it to the spool's place",
-            pending.len(),
-            path.display(),
-            spool.path().display()
-        ))),
-        Err(spool_error) => Err(Failure::Database(format!(
-            "usage of {} member(s) LOST: not written to the database ({error}), nor to the spool ({spool_error})",
-            pending.len()
-        ))),
-    }
+    let (spool, members) = (&control.spool, pending.len());
+    Err(match spool.append(Periods::HOURLY.start(unix_now()), &pending) {
+        Ok(path) if path == spool.path() => Failure::UsageSpooled { members, path, cause },
+        Ok(path) => Failure::UsageBesideSpool { members, path, spool: spool.path().to_owned(), cause },
+        Err(spool) => Failure::UsageLost { members, cause, spool: Box::new(spool) },
+    })
 }
 
 /// The stats file (`stats.file`): the [`Stats`] document.
@@ -896,4 +937,49 @@ fn random_key() -> [u64; 4] {
     }
     let w = |i: usize| u64::from_le_bytes(k[i * 8..i * 8 + 8].try_into().unwrap_or_default());
     [w(0), w(1), w(2), w(3)]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::error::Error as _;
+
+    fn refused(errno: i32) -> io::IoError {
+        io::IoError::interface("eth1", "attach the XDP program", std::io::Error::from_raw_os_error(errno))
+    }
+
+    #[test]
+    fn a_port_refused_for_want_of_a_privilege_is_a_permission_failure() {
+        let f = Failure::port(refused(libc::EPERM), Some("worker 1 uses queue 1".into()));
+        assert_eq!(f.exit_code(), 4);
+        assert!(!f.to_string().contains("queue 1"), "{f}");
+        let f = Failure::port(refused(libc::ENODEV), Some("worker 1 uses queue 1".into()));
+        assert_eq!(f.exit_code(), 3);
+        assert!(f.to_string().ends_with(" (worker 1 uses queue 1)"), "{f}");
+        // The kernel's refusal stays reachable, typed.
+        let os = f.source().and_then(|s| s.source()).and_then(|s| s.downcast_ref::<std::io::Error>());
+        assert_eq!(os.and_then(|e| e.raw_os_error()), Some(libc::ENODEV));
+    }
+
+    #[test]
+    fn usage_left_at_a_stop_says_where_it_is_and_keeps_why() {
+        let path = PathBuf::from("/var/lib/torwart/t.db.usage-spool");
+        let f = Failure::UsageSpooled { members: 3, path, cause: FlushError::NoAnswer };
+        assert_eq!(f.exit_code(), 5);
+        assert_eq!(
+            f.to_string(),
+            "usage of 3 member(s) not written to the database (no answer within 10 s); kept in \
+             /var/lib/torwart/t.db.usage-spool, written at the next start"
+        );
+        assert!(f.source().is_some_and(|s| s.is::<FlushError>()));
+    }
+
+    #[test]
+    fn system_failures_say_what_failed_and_keep_why() {
+        let f = Failure::system("cannot start the workers", std::io::Error::from_raw_os_error(libc::EAGAIN));
+        assert_eq!(f.exit_code(), 6);
+        assert!(f.to_string().starts_with("cannot start the workers: "), "{f}");
+        let os = f.source().and_then(|s| s.downcast_ref::<std::io::Error>());
+        assert_eq!(os.and_then(|e| e.raw_os_error()), Some(libc::EAGAIN));
+    }
 }

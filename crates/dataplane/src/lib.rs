@@ -143,8 +143,10 @@ impl Dataplane {
             let name = format!("torwart-w{}", setup.config.index);
             let spawned = std::thread::Builder::new().name(name).spawn(move || {
                 let (index, cpu) = (setup.config.index, setup.config.cpu);
-                let pinned = cpu.map_or(Ok(()), worker::pin_to).map_err(|e| {
-                    std::io::Error::new(e.kind(), format!("worker {index}: cannot pin it to CPU {cpu:?}: {e}"))
+                let pinned = cpu.map_or(Ok(()), |cpu| {
+                    worker::pin_to(cpu).map_err(|e| {
+                        std::io::Error::new(e.kind(), format!("worker {index}: cannot pin it to CPU {cpu}: {e}"))
+                    })
                 });
                 let ok = pinned.is_ok();
                 let _ = pinned_tx.send(pinned);
