@@ -190,8 +190,43 @@ impl Default for ShapingConfig {
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize, Default)]
 #[serde(deny_unknown_fields, default)]
 pub struct SyncConfig {
-    /// The standby's address (state synchronisation: not implemented yet).
+    /// This box's address and port on the sync link ("10.99.0.1:7400").
+    pub local: Option<String>,
+    /// The other box's address and port on the sync link.
     pub peer: Option<String>,
+    /// The shared key file (the same on both boxes, mode 600; `torwart sync-key` makes one).
+    pub key_file: Option<PathBuf>,
+    /// Written "0" when this box may take over the other's traffic, "1"
+    /// while it is still receiving the other's state (keepalived's `track_file`).
+    pub ready_file: Option<PathBuf>,
+}
+
+impl SyncConfig {
+    /// The sync link, if one is configured; the error names the field.
+    fn check(&self) -> Result<Option<crate::pair::PairConfig>, String> {
+        let (local, peer, key_file) = match (&self.local, &self.peer, &self.key_file) {
+            (None, None, None) if self.ready_file.is_none() => return Ok(None),
+            (Some(l), Some(p), Some(k)) => (l, p, k),
+            _ => return Err("sync: give local, peer and key_file together (or none of them)".into()),
+        };
+        let addr = |field: &str, v: &str| {
+            v.parse::<std::net::SocketAddr>()
+                .map_err(|_| format!("sync.{field} = \"{v}\": not an address and port (\"10.99.0.1:7400\", \"[fd00::1]:7400\")"))
+        };
+        let (local, peer) = (addr("local", local)?, addr("peer", peer)?);
+        if local.is_ipv4() != peer.is_ipv4() {
+            return Err("sync: local and peer are of different address families".into());
+        }
+        if peer.port() == 0 || peer.ip().is_unspecified() || peer == local {
+            return Err(format!("sync.peer = \"{peer}\": the other box's own address and port"));
+        }
+        Ok(Some(crate::pair::PairConfig {
+            local,
+            peer,
+            key_file: key_file.clone(),
+            ready_file: self.ready_file.clone(),
+        }))
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
@@ -252,6 +287,8 @@ pub struct Checked {
     pub codel_target: Duration,
     pub codel_interval: Duration,
     pub sojourn_limit: Duration,
+    /// The sync link to the other box of a pair (`[sync]`), if any.
+    pub pair: Option<crate::pair::PairConfig>,
 }
 
 impl Config {
@@ -351,6 +388,7 @@ impl Config {
             codel_target,
             codel_interval,
             sojourn_limit,
+            pair: self.sync.check()?,
         })
     }
 }
@@ -478,11 +516,24 @@ mod tests {
             (format!("{GOOD}\n[engine]\nmax_flows = 100"), "at least 1024"),
             (format!("{GOOD}\n[workers]\ncpus = [1000]"), "CPU 1000 is not one this process may run on"),
             (format!("{GOOD}\n[workers]\ncpus = [0, 0, 0]"), "CPU 0 is listed twice"),
+            (format!("{GOOD}\n[sync]\npeer = \"10.99.0.2:7400\""), "give local, peer and key_file together"),
+            (format!("{GOOD}\n[sync]\nlocal = \"10.99.0.1\"\npeer = \"10.99.0.2:7400\"\nkey_file = \"k\""), "sync.local = \"10.99.0.1\": not an address and port"),
+            (format!("{GOOD}\n[sync]\nlocal = \"10.99.0.1:7400\"\npeer = \"[fd00::2]:7400\"\nkey_file = \"k\""), "different address families"),
+            (format!("{GOOD}\n[sync]\nlocal = \"10.99.0.1:7400\"\npeer = \"10.99.0.1:7400\"\nkey_file = \"k\""), "the other box's own address"),
         ];
         for (text, want) in cases {
             let err = Config::parse(&text).unwrap_err();
             assert!(err.contains(want), "{err:?} should say {want:?}");
         }
+    }
+
+    #[test]
+    fn a_sync_link() {
+        let text = format!("{GOOD}\n[sync]\nlocal = \"10.99.0.1:7400\"\npeer = \"10.99.0.2:7400\"\nkey_file = \"/etc/torwart/sync.key\"");
+        let (_, checked) = Config::parse(&text).unwrap();
+        let pair = checked.pair.unwrap();
+        assert_eq!((pair.local.to_string(), pair.peer.to_string()), ("10.99.0.1:7400".into(), "10.99.0.2:7400".into()));
+        assert_eq!(Config::parse(GOOD).unwrap().1.pair, None);
     }
 
     #[test]

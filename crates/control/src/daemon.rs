@@ -180,9 +180,11 @@ pub fn run_config(config: Config, checked: Checked) -> Result<(), Failure> {
     })
     .map_err(|e| Failure::system("cannot mirror the kernel's routes", e))?;
     let plan = WorkerPlan::new(&config, &checked);
-    let first = Running::start(&config, &plan, &mirror, &control.published, &ports, Vec::new());
+    let pair = start_pair(&checked)?;
+    let first = Running::start(&config, &plan, &mirror, &control.published, &ports, pair.as_ref(), Vec::new());
     let running = first.map_err(|(e, _)| e)?;
     tracing::info!("running: {} worker(s), {} port(s)", plan.workers, config.ports.len());
+    let ledger = checked.pair.as_ref().map_or_else(Ledger::new, |p| Ledger::for_pair(p.local.to_string()));
     let mut daemon = Daemon {
         config,
         checked,
@@ -191,7 +193,10 @@ pub fn run_config(config: Config, checked: Checked) -> Result<(), Failure> {
         mirror,
         ports,
         running: Some(running),
-        ledger: Ledger::new(),
+        pair,
+        shared_flush: None,
+        orphans: Vec::new(),
+        ledger,
         parked: Vec::new(),
         spare: Vec::new(),
         carried: DataplaneCounters::default(),
@@ -213,6 +218,12 @@ struct Daemon {
     ports: Ports,
     /// The workers, unless they are stopped for a restart.
     running: Option<Running>,
+    /// The sync thread, if this box is one of a pair.
+    pair: Option<crate::pair::Pair>,
+    /// The last flush the other box was told of.
+    shared_flush: Option<i64>,
+    /// The other box's usage still to be written for it.
+    orphans: Vec<crate::pair::Orphaned>,
     ledger: Ledger,
     /// The last stats of stopped workers, while none run: their usage is
     /// still to be flushed.
@@ -235,6 +246,7 @@ impl Daemon {
         let mut last_flush = Instant::now();
         let mut last_stats = Instant::now();
         let mut last_log = Instant::now();
+        let mut last_share = Instant::now();
         let mut routes_generation = self.mirror.load().generation();
         while !signals.terminate.load(Ordering::Relaxed) {
             std::thread::sleep(Duration::from_millis(50));
@@ -268,6 +280,7 @@ impl Daemon {
                 }
                 flush_usage(&self.control, &mut self.ledger, &stats);
             }
+            self.exchange_usage(&stats, &mut last_share);
             if self.config.stats.file.is_some() && last_stats.elapsed() >= self.checked.stats_interval {
                 last_stats = Instant::now();
                 write_stats(&self.config, &Stats::collect(&stats, &self.context()));
@@ -277,6 +290,35 @@ impl Daemon {
                 log_summary(&Stats::collect(&stats, &self.context()));
             }
         }
+    }
+
+    /// In a pair: tells the other box, twice a second, what this one counted
+    /// and has not written, and when it wrote a flush; writes what the
+    /// other box counted and did not write, if it is gone.
+    fn exchange_usage(&mut self, stats: &[Arc<WorkerStats>], last_share: &mut Instant) {
+        let Some(p) = &self.pair else { return };
+        if let Some(f) = self.ledger.last_flush().filter(|f| self.shared_flush != Some(*f)) {
+            p.flushed(f);
+            self.shared_flush = Some(f);
+        }
+        if last_share.elapsed() >= Duration::from_millis(500) {
+            *last_share = Instant::now();
+            p.share_usage(&self.ledger, &crate::stats::usage(stats));
+        }
+        self.orphans.extend(p.take_orphaned());
+        let period = Periods::HOURLY.start(unix_now());
+        self.orphans.retain(|o| {
+            let write = self.control.db.write_accounting_once(&o.writer, o.flush, period, &o.traffic);
+            match self.control.runtime.block_on(write) {
+                Ok(true) => tracing::info!(box_ = %o.writer, flush = o.flush, members = o.traffic.len(), "wrote the other box's usage"),
+                Ok(false) => tracing::info!(box_ = %o.writer, flush = o.flush, "the other box had written its usage"),
+                Err(e) => {
+                    tracing::warn!("the other box's usage not written (retrying): {e}");
+                    return true;
+                }
+            }
+            false
+        });
     }
 
     /// The workers' latest stats, or the last of the stopped ones.
@@ -294,6 +336,7 @@ impl Daemon {
             carried: self.carried.clone(),
             unserved: self.carried_unserved + self.running.as_ref().map_or(0, Running::unserved),
             restarts: self.restarts,
+            pair: self.pair.as_ref().map(crate::pair::Pair::stats),
         }
     }
 
@@ -322,7 +365,8 @@ impl Daemon {
             return;
         }
         let kept = std::mem::take(&mut self.spare);
-        match Running::start(&self.config, &self.plan, &self.mirror, &self.control.published, &self.ports, kept) {
+        let pair = self.pair.as_ref();
+        match Running::start(&self.config, &self.plan, &self.mirror, &self.control.published, &self.ports, pair, kept) {
             Ok(r) => {
                 self.restarts += 1;
                 self.parked.clear();
@@ -358,7 +402,7 @@ impl Daemon {
             Ok(_) => {}
             Err(e) => tracing::error!("usage of {} member(s) LOST: {e}", pending.len()),
         }
-        self.ledger = Ledger::new();
+        self.ledger = self.ledger.fresh();
         self.spare.clear();
         self.parked.clear();
     }
@@ -373,6 +417,14 @@ impl Daemon {
             self.parked = stats;
         }
         let flushed = final_flush(&self.control, &mut self.ledger, &self.parked);
+        if let Some(p) = self.pair.take() {
+            // The other box must not write what this one just did.
+            if let (Ok(()), Some(f)) = (&flushed, self.ledger.last_flush()) {
+                p.flushed(f);
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            p.stop();
+        }
         let last = Stats::collect(&self.parked, &self.context());
         write_stats(&self.config, &last);
         log_summary(&last);
@@ -391,9 +443,15 @@ fn warn_unserved_settings(config: &Config) {
     if config.api.is_some() {
         tracing::warn!("api: the HTTP API is not served yet; the setting is ignored");
     }
-    if config.sync.peer.is_some() {
-        tracing::warn!("sync.peer: state synchronisation is not implemented yet; the setting is ignored");
-    }
+}
+
+/// Step 5: the sync link to the other box of a pair, if one is configured.
+fn start_pair(checked: &Checked) -> Result<Option<crate::pair::Pair>, Failure> {
+    let Some(cfg) = &checked.pair else { return Ok(None) };
+    let keys = crate::pair::load_keys(&cfg.key_file).map_err(Failure::Config)?;
+    crate::pair::Pair::start(cfg, keys, true)
+        .map(Some)
+        .map_err(|e| Failure::system(format!("sync link {} → {}", cfg.local, cfg.peer), e))
 }
 
 /// The signal flags. SIGTERM and SIGINT set `terminate`; a second one while
@@ -658,6 +716,7 @@ impl Running {
         mirror: &crate::mirror::Mirror,
         published: &Arc<Published>,
         ports: &Ports,
+        pair: Option<&crate::pair::Pair>,
         mut kept: Vec<Option<dataplane::Kept>>,
     ) -> Result<Running, (Failure, Vec<Option<dataplane::Kept>>)> {
         let (programs, queues) = match open_ports(config, plan.workers, mirror) {
@@ -695,8 +754,12 @@ impl Running {
                 engine: kept.map(|k| k.engine),
             })
             .collect();
-        let dp = Dataplane::try_start(setups, Some(Arc::clone(published)))
-            .map_err(|e| (Failure::system("cannot start the workers", e.error), e.kept))?;
+        let policy = Some(Arc::clone(published));
+        let started = match pair {
+            Some(p) => Dataplane::try_start_synced(setups, policy, p.attach(plan.workers)),
+            None => Dataplane::try_start(setups, policy),
+        };
+        let dp = started.map_err(|e| (Failure::system("cannot start the workers", e.error), e.kept))?;
         Ok(Running { programs, dp })
     }
 

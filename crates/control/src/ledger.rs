@@ -8,6 +8,14 @@
 //! writes nothing and forgets nothing: the next flush writes it all. The
 //! daemon flushes every `interval` and once more when it stops, so a clean
 //! stop loses nothing that was counted.
+//!
+//! In a pair ([`Ledger::for_pair`]) every flush is numbered and written once
+//! only ([`Database::write_accounting_once`]): the other box holds what this
+//! one counted and has not written (sent twice a second, [`crate::pair`]), and
+//! writes it under this box's name and number if this one dies. Should this
+//! box come back and find its flush written, it counts it as written: what
+//! it counted in the last half second before the other box took over is lost
+//! (at most that), and nothing is written twice.
 
 use crate::db::{Database, DbError, MemberTraffic};
 use std::collections::HashMap;
@@ -30,11 +38,35 @@ impl Periods {
 #[derive(Debug, Default)]
 pub struct Ledger {
     written: HashMap<u32, MemberTraffic>,
+    /// In a pair: this box's name, and the number of its next flush.
+    pair: Option<(String, i64)>,
+    last_flush: Option<i64>,
 }
 
 impl Ledger {
     pub fn new() -> Ledger {
         Ledger::default()
+    }
+
+    /// A ledger whose flushes are numbered and written once, as box `writer`.
+    pub fn for_pair(writer: String) -> Ledger {
+        Ledger { pair: Some((writer, unix_ms())), ..Ledger::default() }
+    }
+
+    /// A ledger that counts from zero again (the workers start afresh),
+    /// numbering on where this one was.
+    pub fn fresh(&self) -> Ledger {
+        Ledger { pair: self.pair.clone(), ..Ledger::default() }
+    }
+
+    /// The number the next flush will have (in a pair).
+    pub fn next_flush(&self) -> Option<i64> {
+        self.pair.as_ref().map(|p| p.1)
+    }
+
+    /// The number of the last flush written (in a pair).
+    pub fn last_flush(&self) -> Option<i64> {
+        self.last_flush
     }
 
     /// What would be written now: `totals` (summed per member) minus what
@@ -79,12 +111,25 @@ impl Ledger {
         if delta.is_empty() {
             return Ok(0);
         }
-        db.write_accounting(periods.start(now_unix), &delta).await?;
+        match &mut self.pair {
+            None => db.write_accounting(periods.start(now_unix), &delta).await?,
+            Some((writer, flush)) => {
+                if !db.write_accounting_once(writer, *flush, periods.start(now_unix), &delta).await? {
+                    tracing::warn!(flush = *flush, "usage flush already written by the other box of the pair");
+                }
+                self.last_flush = Some(*flush);
+                *flush = (*flush + 1).max(unix_ms());
+            }
+        }
         for (id, t) in summed(totals) {
             self.written.insert(id, t);
         }
         Ok(delta.len())
     }
+}
+
+fn unix_ms() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
 }
 
 /// The totals per member (several entries of one member, e.g. one per core, added).

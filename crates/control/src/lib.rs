@@ -25,6 +25,7 @@ pub mod files;
 pub mod ledger;
 pub mod logging;
 pub mod mirror;
+pub mod pair;
 pub mod reload;
 pub mod routes;
 pub mod spool;

@@ -39,6 +39,30 @@ pub struct Stats {
     pub shaping: Vec<MemberShaping>,
     /// Each worker's shapers.
     pub shaper_load: Vec<ShaperLoad>,
+    /// The pair's state sync, if this box is one of a pair.
+    pub pair: Option<PairStats>,
+}
+
+/// The pair's state sync ([`crate::pair`]).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct PairStats {
+    /// May this box take over the other's traffic ([`sync::Peer::ready`]).
+    pub ready: bool,
+    /// This box holds all of the other box's state.
+    pub complete: bool,
+    pub peer_alive: bool,
+    pub session: String,
+    pub peer_session: Option<String>,
+    /// Records waiting to be sent, datagrams not yet acknowledged.
+    pub queued: usize,
+    pub unacked: usize,
+    /// The full resync this box is sending, if any.
+    pub resync: Option<u32>,
+    /// Records the workers lost (their ring or change log was full).
+    pub workers_lost: u64,
+    /// The protocol's counts, and the workers' (`worker_*`) summed.
+    pub counters: BTreeMap<String, u64>,
 }
 
 /// A configured port.
@@ -136,6 +160,7 @@ pub struct Context {
     pub carried: DataplaneCounters,
     pub unserved: u64,
     pub restarts: u64,
+    pub pair: Option<PairStats>,
 }
 
 impl Stats {
@@ -164,6 +189,7 @@ impl Stats {
                 })
                 .collect(),
             shaper_load: stats.iter().filter_map(|s| shaper_load(s)).collect(),
+            pair: cx.pair.clone(),
         }
     }
 

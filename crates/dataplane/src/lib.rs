@@ -23,6 +23,7 @@ pub mod handoff;
 pub mod lockstep;
 pub mod stats;
 pub mod steer;
+pub mod synclink;
 pub mod worker;
 
 pub use counters::{DataplaneCounters, Drop};
@@ -113,11 +114,30 @@ impl Dataplane {
         Dataplane::try_start(setups, policy).map_err(|e| e.error)
     }
 
+    /// As [`try_start`](Self::try_start), for one box of a pair: worker `i`
+    /// gets `sync[i]`, its rings to the sync thread ([`synclink::links`]).
+    pub fn try_start_synced(
+        setups: Vec<WorkerSetup>,
+        policy: Option<Arc<ArcSwap<Generation>>>,
+        sync: Vec<synclink::WorkerSync>,
+    ) -> Result<Dataplane, StartError> {
+        Dataplane::spawn(setups, policy, sync.into_iter().map(Some).collect())
+    }
+
     /// As [`start`](Self::start), and on failure hands back every worker's
     /// engine (those given in the setups and those that ran).
     pub fn try_start(
         setups: Vec<WorkerSetup>,
         policy: Option<Arc<ArcSwap<Generation>>>,
+    ) -> Result<Dataplane, StartError> {
+        let n = setups.len();
+        Dataplane::spawn(setups, policy, (0..n).map(|_| None).collect())
+    }
+
+    fn spawn(
+        setups: Vec<WorkerSetup>,
+        policy: Option<Arc<ArcSwap<Generation>>>,
+        sync: Vec<Option<synclink::WorkerSync>>,
     ) -> Result<Dataplane, StartError> {
         let n = setups.len();
         let shared = Arc::new(Shared {
@@ -136,8 +156,8 @@ impl Dataplane {
             kept.extend(rest);
             StartError { error, kept }
         };
-        let mut setups = setups.into_iter().zip(rings);
-        while let Some((setup, ends)) = setups.next() {
+        let mut setups = setups.into_iter().zip(rings.into_iter().zip(sync));
+        while let Some((setup, (ends, sync))) = setups.next() {
             let shared2 = Arc::clone(&shared);
             let pinned_tx = pinned_tx.clone();
             let name = format!("torwart-w{}", setup.config.index);
@@ -156,7 +176,7 @@ impl Dataplane {
                 }
                 let now = worker::monotonic_now();
                 let w = worker::Worker::new(setup.config, setup.ports, ends, setup.egress, shared2, setup.engine, now);
-                Some(w.with_generation(setup.generation).run())
+                Some(w.with_generation(setup.generation).with_sync(sync).run())
             });
             match spawned {
                 Ok(t) => threads.push(t),

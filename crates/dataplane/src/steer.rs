@@ -137,6 +137,18 @@ fn public_member(p: &Policy, addr: Ipv4Addr, port: u16) -> Option<policy::Member
 
 /// A hash of an address pair that does not depend on the pair's order.
 #[inline]
+/// The worker that owns a flow the other box of a pair reports: its
+/// member's; without a member policy, where both directions of its packets
+/// are steered. Another flow of no member (the box's own traffic) stays
+/// where its packets arrive, so any worker may hold it: worker 0.
+pub fn owner_of_flow(has_policy: bool, workers: usize, member: Option<u32>, key: &wire::FlowKey) -> usize {
+    match member {
+        Some(m) => policy::owner(m, workers),
+        None if !has_policy => (symmetric_hash(&key.src, &key.dst) % workers.max(1) as u64) as usize,
+        None => 0,
+    }
+}
+
 fn symmetric_hash(a: &[u8; 16], b: &[u8; 16]) -> u64 {
     let fold = |x: &[u8; 16]| {
         let lo = u64::from_le_bytes(x[..8].try_into().unwrap_or_default());

@@ -26,6 +26,7 @@ use crate::egress::Egress;
 use crate::handoff::Handoff;
 use crate::stats::WorkerStats;
 use crate::steer;
+use crate::synclink::WorkerSync;
 use crate::{PortQueue, Shared};
 use engine::{Config as EngineConfig, Engine, Side, Time, Verdict};
 use io::Batch;
@@ -120,6 +121,8 @@ pub(crate) struct Worker {
     /// The ports' readiness descriptors, for the idle wait; empty if a port
     /// has none (the wait is then a plain sleep).
     pollfds: Vec<libc::pollfd>,
+    /// The rings to the sync thread, when the box is one of a pair.
+    sync: Option<WorkerSync>,
 }
 
 /// What one [`Worker::step`] did.
@@ -219,7 +222,18 @@ impl Worker {
             steer_keys: Vec::with_capacity(n),
             last_stats: now,
             pollfds: Vec::new(),
+            sync: None,
         }
+    }
+
+    /// Reports this worker's flows to the other box of a pair, and installs
+    /// what it reports, through `sync`.
+    pub(crate) fn with_sync(mut self, sync: Option<WorkerSync>) -> Self {
+        if let Some(s) = &sync {
+            s.attach(&mut self.engine);
+        }
+        self.sync = sync;
+        self
     }
 
     /// Starts from `generation`, the policy generation a kept engine ran.
@@ -295,6 +309,9 @@ impl Worker {
         // Timers first: they let the shapers release what is due, which
         // `release_held` then sends in this same step.
         self.engine.poll_timers(now);
+        if let Some(s) = &mut self.sync {
+            work += s.step(&mut self.engine, now);
+        }
         work += self.release_held(now);
         self.transmit();
         self.counters.loops += 1;

@@ -41,6 +41,9 @@ use core::time::Duration;
 use engine::Time;
 use std::collections::VecDeque;
 
+/// Data datagrams a receiver takes before it acknowledges at once.
+const ACK_EVERY: u32 = 16;
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Config {
     /// Largest datagram sent (the sync link's MTU less IP and UDP headers).
@@ -66,7 +69,7 @@ impl Default for Config {
     fn default() -> Self {
         Config {
             max_datagram: 1452,
-            send_window: 1024,
+            send_window: 512,
             reorder_window: 1024,
             queue: 32768,
             resend_after: Duration::from_millis(30),
@@ -248,6 +251,8 @@ pub struct Peer {
     early: Vec<Option<usize>>,
     early_bytes: Vec<u8>,
     ack_due: Option<Time>,
+    /// Data datagrams taken since the last acknowledgement was sent.
+    unacked_in: u32,
     complete: bool,
 
     events: VecDeque<Event>,
@@ -293,6 +298,7 @@ impl Peer {
             early: vec![None; cfg.reorder_window],
             early_bytes: vec![0; cfg.reorder_window * payload],
             ack_due: None,
+            unacked_in: 0,
             complete: false,
             events: VecDeque::with_capacity(8),
             counters: Counters::default(),
@@ -519,6 +525,12 @@ impl Peer {
             return;
         }
         self.ack_due.get_or_insert(now + self.cfg.ack_delay);
+        self.unacked_in += 1;
+        if self.unacked_in >= ACK_EVERY {
+            // A stream of data: acknowledge at once every so many, so that
+            // the sender's window moves without waiting for the delay.
+            self.ack_due = Some(now);
+        }
         if ahead > 0 {
             let slot = (seq % self.cfg.reorder_window as u64) as usize;
             if self.early[slot].is_some() {
@@ -702,6 +714,7 @@ impl Peer {
     fn seal(&mut self, kind: Kind, seq: u64, nonce: u64, echo: u64, buf: &mut [u8]) -> usize {
         let (ack, sack) = self.ack_fields();
         self.ack_due = None;
+        self.unacked_in = 0;
         self.number += 1;
         let h = Header {
             sender: self.session,

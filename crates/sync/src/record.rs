@@ -56,15 +56,11 @@ pub struct FlowRecord {
     pub member: Option<u32>,
     /// The NAT binding's public address and port, if the flow is translated.
     pub nat: Option<(Ipv4Addr, u16)>,
-    /// The sender's policy generation when it sent this.
-    pub generation: u64,
-    pub packets: [u32; 2],
-    pub bytes: [u64; 2],
 }
 
 impl FlowRecord {
     /// The record of a flow an engine reports ([`engine::Engine::take_changes`]).
-    pub fn from_synced(s: &Synced, generation: u64) -> FlowRecord {
+    pub fn from_synced(s: &Synced) -> FlowRecord {
         let state = match &s.state {
             ProtoState::Tcp(t) => FlowState::Tcp(t.snapshot()),
             ProtoState::Udp => FlowState::Udp,
@@ -80,9 +76,6 @@ impl FlowRecord {
             remaining_ms: u32::try_from(s.remaining.as_millis()).unwrap_or(u32::MAX),
             member: s.member_id,
             nat: s.nat,
-            generation,
-            packets: s.packets,
-            bytes: s.bytes,
         }
     }
 
@@ -104,8 +97,9 @@ impl FlowRecord {
             remaining: Duration::from_millis(u64::from(self.remaining_ms)),
             member_id: self.member,
             nat: self.nat,
-            packets: self.packets,
-            bytes: self.bytes,
+            // Statistics of the other box, not carried.
+            packets: [0; 2],
+            bytes: [0; 2],
         })
     }
 }
@@ -157,18 +151,38 @@ const RESYNC_END: u8 = 5;
 const GAP: u8 = 6;
 const RESYNC_BEGIN: u8 = 7;
 
+/// The longest key on the wire (IPv6); an IPv4 key takes [`KEY_V4_LEN`].
 const KEY_LEN: usize = 38;
+const KEY_V4_LEN: usize = 14;
 /// A flow's member on the wire when it has none.
 const NO_MEMBER: u32 = u32::MAX;
-const FLOW_LEN: usize = 2 * KEY_LEN + 4 + SNAPSHOT_LEN + 4 + 4 + 6 + 8 + 8 + 16;
+/// The longest flow body: IPv6 keys, TCP, a binding (IPv4 only, so never
+/// with IPv6 keys; the bound is generous).
+const FLOW_LEN: usize = 2 * KEY_LEN + 2 + SNAPSHOT_LEN + 4 + 4 + 6;
 const USAGE_LEN: usize = 8 + 4 + 32;
+/// The longest ended-flow body.
 const ENDED_LEN: usize = KEY_LEN + 4;
 
 /// Bytes a record takes on the wire, its type and length included.
 pub fn encoded_len(r: &Record) -> usize {
-    3 + match r {
-        Record::Flow(_) => FLOW_LEN,
-        Record::Ended { .. } => ENDED_LEN,
+    3 + body_len(r)
+}
+
+fn key_len(k: &FlowKey) -> usize {
+    if k.family == Family::V4 {
+        KEY_V4_LEN
+    } else {
+        KEY_LEN
+    }
+}
+
+fn body_len(r: &Record) -> usize {
+    match r {
+        Record::Flow(f) => {
+            let tcp = if matches!(f.state, FlowState::Tcp(_)) { SNAPSHOT_LEN } else { 0 };
+            2 * key_len(&f.keys[0]) + 2 + tcp + 4 + 4 + if f.nat.is_some() { 6 } else { 0 }
+        }
+        Record::Ended { key, .. } => key_len(key) + 4,
         Record::Usage(_) => USAGE_LEN,
         Record::Flushed { .. } => 8,
         Record::ResyncBegin { .. } => 4,
@@ -186,17 +200,17 @@ pub fn encode(r: &Record, out: &mut [u8]) -> Option<usize> {
     let n = encoded_len(r);
     let out = out.get_mut(..n)?;
     let mut w = Writer { b: out, at: 0 };
-    let (kind, len) = match r {
-        Record::Flow(_) => (FLOW, FLOW_LEN),
-        Record::Ended { .. } => (ENDED, ENDED_LEN),
-        Record::Usage(_) => (USAGE, USAGE_LEN),
-        Record::Flushed { .. } => (FLUSHED, 8),
-        Record::ResyncBegin { .. } => (RESYNC_BEGIN, 4),
-        Record::ResyncEnd { .. } => (RESYNC_END, 12),
-        Record::Gap => (GAP, 0),
+    let kind = match r {
+        Record::Flow(_) => FLOW,
+        Record::Ended { .. } => ENDED,
+        Record::Usage(_) => USAGE,
+        Record::Flushed { .. } => FLUSHED,
+        Record::ResyncBegin { .. } => RESYNC_BEGIN,
+        Record::ResyncEnd { .. } => RESYNC_END,
+        Record::Gap => GAP,
     };
     w.u8(kind);
-    w.u16(len as u16);
+    w.u16(body_len(r) as u16);
     match r {
         Record::Flow(f) => write_flow(&mut w, f),
         Record::Ended { key, member } => {
@@ -230,7 +244,7 @@ pub fn decode(payload: &[u8], mut each: impl FnMut(Record)) -> Result<usize, Mal
         let len = usize::from(r.u16()?);
         let body = r.take(len)?;
         let mut b = Reader { b: body, at: 0 };
-        let expect = match kind {
+        let longest = match kind {
             FLOW => FLOW_LEN,
             ENDED => ENDED_LEN,
             USAGE => USAGE_LEN,
@@ -240,7 +254,7 @@ pub fn decode(payload: &[u8], mut each: impl FnMut(Record)) -> Result<usize, Mal
             GAP => 0,
             other => return Err(Malformed::UnknownType(other)),
         };
-        if len != expect {
+        if len > longest {
             return Err(Malformed::Length { kind, len });
         }
         let record = match kind {
@@ -257,6 +271,10 @@ pub fn decode(payload: &[u8], mut each: impl FnMut(Record)) -> Result<usize, Mal
             RESYNC_END => Record::ResyncEnd { id: b.u32()?, flows: b.u64()? },
             _ => Record::Gap,
         };
+        // The body is exactly what the record's fields take.
+        if b.at != len || body_len(&record) != len {
+            return Err(Malformed::Length { kind, len });
+        }
         each(record);
         count += 1;
     }
@@ -264,29 +282,27 @@ pub fn decode(payload: &[u8], mut each: impl FnMut(Record)) -> Result<usize, Mal
 }
 
 fn write_key(w: &mut Writer<'_>, k: &FlowKey) {
-    w.bytes(&k.src);
-    w.bytes(&k.dst);
+    w.u8(k.family as u8);
+    let n = if k.family == Family::V4 { 4 } else { 16 };
+    w.bytes(&k.src[..n]);
+    w.bytes(&k.dst[..n]);
     w.u16(k.src_port);
     w.u16(k.dst_port);
     w.u8(k.proto);
-    w.u8(k.family as u8);
 }
 
 fn read_key(r: &mut Reader<'_>) -> Result<FlowKey, Malformed> {
-    let mut src = [0u8; 16];
-    let mut dst = [0u8; 16];
-    src.copy_from_slice(r.take(16)?);
-    dst.copy_from_slice(r.take(16)?);
-    let (src_port, dst_port, proto) = (r.u16()?, r.u16()?, r.u8()?);
-    let family = match r.u8()? {
-        4 => Family::V4,
-        6 => Family::V6,
+    let (family, n) = match r.u8()? {
+        4 => (Family::V4, 4),
+        6 => (Family::V6, 16),
         _ => return Err(Malformed::Field("family")),
     };
     // An IPv4 address sits in the first four bytes, the rest zero.
-    if family == Family::V4 && (src[4..] != [0; 12] || dst[4..] != [0; 12]) {
-        return Err(Malformed::Field("IPv4 address"));
-    }
+    let mut src = [0u8; 16];
+    let mut dst = [0u8; 16];
+    src[..n].copy_from_slice(r.take(n)?);
+    dst[..n].copy_from_slice(r.take(n)?);
+    let (src_port, dst_port, proto) = (r.u16()?, r.u16()?, r.u8()?);
     Ok(FlowKey { src, dst, src_port, dst_port, proto, family })
 }
 
@@ -301,25 +317,23 @@ fn side(v: u8) -> Result<Side, Malformed> {
 fn write_flow(w: &mut Writer<'_>, f: &FlowRecord) {
     write_key(w, &f.keys[0]);
     write_key(w, &f.keys[1]);
-    w.u8(f.orig_side as u8);
-    w.u8(f.reply_side as u8);
-    w.u8(u8::from(f.answered));
-    let (kind, tcp) = match &f.state {
-        FlowState::Tcp(s) => (1, *s),
-        FlowState::Udp => (2, [0; SNAPSHOT_LEN]),
-        FlowState::Icmp => (3, [0; SNAPSHOT_LEN]),
-        FlowState::Other => (4, [0; SNAPSHOT_LEN]),
-    };
-    w.u8(kind);
-    w.bytes(&tcp);
+    let flags = f.orig_side as u8 | (f.reply_side as u8) << 1 | u8::from(f.answered) << 2 | u8::from(f.nat.is_some()) << 3;
+    w.u8(flags);
+    match &f.state {
+        FlowState::Tcp(s) => {
+            w.u8(1);
+            w.bytes(s);
+        }
+        FlowState::Udp => w.u8(2),
+        FlowState::Icmp => w.u8(3),
+        FlowState::Other => w.u8(4),
+    }
     w.u32(f.remaining_ms);
     w.u32(f.member.unwrap_or(NO_MEMBER));
-    let (addr, port) = f.nat.unwrap_or((Ipv4Addr::UNSPECIFIED, 0));
-    w.bytes(&addr.octets());
-    w.u16(port);
-    w.u64(f.generation);
-    f.packets.iter().for_each(|v| w.u32(*v));
-    f.bytes.iter().for_each(|v| w.u64(*v));
+    if let Some((addr, port)) = f.nat {
+        w.bytes(&addr.octets());
+        w.u16(port);
+    }
 }
 
 fn read_flow(r: &mut Reader<'_>) -> Result<FlowRecord, Malformed> {
@@ -327,19 +341,19 @@ fn read_flow(r: &mut Reader<'_>) -> Result<FlowRecord, Malformed> {
     if keys[0].family != keys[1].family || keys[0].proto != keys[1].proto {
         return Err(Malformed::Field("keys of different families or protocols"));
     }
-    let orig_side = side(r.u8()?)?;
-    let reply_side = side(r.u8()?)?;
     let flags = r.u8()?;
-    if flags & !1 != 0 {
+    if flags & !0b1111 != 0 {
         return Err(Malformed::Field("flags"));
     }
-    let kind = r.u8()?;
-    let mut tcp = [0u8; SNAPSHOT_LEN];
-    tcp.copy_from_slice(r.take(SNAPSHOT_LEN)?);
-    let state = match kind {
-        1 if TcpTrack::resume(&tcp).is_some() => FlowState::Tcp(tcp),
-        1 => return Err(Malformed::Field("TCP tracking")),
-        2..=4 if tcp != [0; SNAPSHOT_LEN] => return Err(Malformed::Field("TCP tracking")),
+    let state = match r.u8()? {
+        1 => {
+            let mut tcp = [0u8; SNAPSHOT_LEN];
+            tcp.copy_from_slice(r.take(SNAPSHOT_LEN)?);
+            if TcpTrack::resume(&tcp).is_none() {
+                return Err(Malformed::Field("TCP tracking"));
+            }
+            FlowState::Tcp(tcp)
+        }
         2 => FlowState::Udp,
         3 => FlowState::Icmp,
         4 => FlowState::Other,
@@ -347,26 +361,26 @@ fn read_flow(r: &mut Reader<'_>) -> Result<FlowRecord, Malformed> {
     };
     let remaining_ms = r.u32()?;
     let member = Some(r.u32()?).filter(|m| *m != NO_MEMBER);
-    let mut addr = [0u8; 4];
-    addr.copy_from_slice(r.take(4)?);
-    let port = r.u16()?;
-    let nat = match (Ipv4Addr::from(addr), port) {
-        (a, 0) if a.is_unspecified() => None,
-        (a, p) if !a.is_unspecified() && keys[0].family == Family::V4 => Some((a, p)),
-        _ => return Err(Malformed::Field("NAT binding")),
+    let nat = if flags & 8 != 0 {
+        let mut addr = [0u8; 4];
+        addr.copy_from_slice(r.take(4)?);
+        let (addr, port) = (Ipv4Addr::from(addr), r.u16()?);
+        if addr.is_unspecified() || keys[0].family != Family::V4 {
+            return Err(Malformed::Field("NAT binding"));
+        }
+        Some((addr, port))
+    } else {
+        None
     };
     Ok(FlowRecord {
         keys,
-        orig_side,
-        reply_side,
-        answered: flags & 1 != 0,
+        orig_side: side(flags & 1)?,
+        reply_side: side(flags >> 1 & 1)?,
+        answered: flags & 4 != 0,
         state,
         remaining_ms,
         member,
         nat,
-        generation: r.u64()?,
-        packets: [r.u32()?, r.u32()?],
-        bytes: [r.u64()?, r.u64()?],
     })
 }
 
@@ -457,9 +471,6 @@ mod tests {
             remaining_ms: 120_000,
             member: Some(i),
             nat: Some((Ipv4Addr::new(198, 51, 100, 1), 2000)),
-            generation: 7,
-            packets: [1, 0],
-            bytes: [60, 0],
         }
     }
 
@@ -496,12 +507,15 @@ mod tests {
     fn fields_no_sender_makes_are_refused() {
         let mut buf = [0u8; MAX_RECORD_LEN];
         let n = encode(&Record::Flow(flow(1)), &mut buf).unwrap();
+        // An IPv4 TCP flow with a binding: keys at 3 and 17, flags at 31,
+        // the state's kind at 32, the TCP snapshot from 33.
+        assert_eq!(n, 3 + 2 * KEY_V4_LEN + 2 + SNAPSHOT_LEN + 8 + 6);
         let cases: [(usize, u8, &str); 5] = [
-            (3 + 37, 5, "family"),
-            (3 + 10, 1, "IPv4 address"),
-            (3 + 2 * KEY_LEN, 2, "side"),
-            (3 + 2 * KEY_LEN + 2, 2, "flags"),
-            (3 + 2 * KEY_LEN + 4, 9, "TCP tracking"),
+            (3, 5, "family"),
+            (3 + KEY_V4_LEN + 13, 17, "keys of different families or protocols"),
+            (3 + 2 * KEY_V4_LEN, 0x10, "flags"),
+            (3 + 2 * KEY_V4_LEN + 1, 9, "protocol state"),
+            (3 + 2 * KEY_V4_LEN + 2, 9, "TCP tracking"),
         ];
         for (at, value, what) in cases {
             let mut bad = buf;
@@ -511,5 +525,9 @@ mod tests {
         assert_eq!(decode(&[9, 0, 0], |_| {}), Err(Malformed::UnknownType(9)));
         assert_eq!(decode(&[GAP, 0, 1, 0], |_| {}), Err(Malformed::Length { kind: GAP, len: 1 }));
         assert_eq!(decode(&[GAP, 0], |_| {}), Err(Malformed::Truncated));
+        // A binding flag without the binding: the body is too short for it.
+        let mut short = buf;
+        short[3 + 2 * KEY_V4_LEN] &= !8;
+        assert!(matches!(decode(&short[..n], |_| {}), Err(Malformed::Length { .. })));
     }
 }

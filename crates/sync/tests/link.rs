@@ -48,7 +48,7 @@ fn key(id: u32) -> FlowKey {
     }
 }
 
-/// Flow `id` at `version` (kept in the byte counter).
+/// Flow `id` at `version` (kept in the time left).
 fn flow(id: u32, version: u64) -> FlowRecord {
     let syn = Segment { syn: true, seq: id, window: 512, ..Segment::default() };
     FlowRecord {
@@ -57,12 +57,9 @@ fn flow(id: u32, version: u64) -> FlowRecord {
         reply_side: Side::Outside,
         answered: false,
         state: FlowState::Tcp(TcpTrack::open(&syn).snapshot()),
-        remaining_ms: 60_000,
+        remaining_ms: version as u32,
         member: Some(id % 100),
         nat: None,
-        generation: 1,
-        packets: [1, 0],
-        bytes: [version, 0],
     }
 }
 
@@ -132,8 +129,9 @@ impl Node {
         match r {
             Record::Flow(f) => {
                 let id = u32::from(f.keys[0].src_port) | u32::from(f.keys[0].dst_port) << 16;
-                assert!(from.contains(&(id, f.bytes[0], true)), "installed a record never sent: {id} v{}", f.bytes[0]);
-                self.held.insert(id, f.bytes[0]);
+                let v = u64::from(f.remaining_ms);
+                assert!(from.contains(&(id, v, true)), "installed a record never sent: {id} v{v}");
+                self.held.insert(id, v);
                 if let Some(named) = &mut self.named {
                     named.insert(id);
                 }
@@ -285,7 +283,7 @@ impl Sim {
             match self.rng.below(10) {
                 0..=1 => self.nodes[on].end(id),
                 _ => {
-                    let v = self.rng.next() >> 1;
+                    let v = self.rng.next() >> 40;
                     self.nodes[on].upsert(id, v)
                 }
             }

@@ -8,6 +8,7 @@ pub mod bench;
 pub mod lab;
 pub mod replay;
 pub mod scenario;
+pub mod syncbench;
 
 use std::path::PathBuf;
 

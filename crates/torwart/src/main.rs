@@ -44,6 +44,9 @@ enum Command {
     },
     /// Measures the engine on a named scenario with generated traffic.
     Bench(BenchArgs),
+    /// Prints a new key file for the sync link of a pair (`[sync] key_file`):
+    /// the same file on both boxes, mode 600. See docs/pair.md.
+    SyncKey,
 }
 
 /// Where the member database is: a path (SQLite) or a URL (sqlite://, postgres://).
@@ -153,6 +156,15 @@ struct BenchArgs {
     /// Shape every member by its plan (the scenario's plans).
     #[arg(long)]
     shaping: bool,
+    /// Measure the pair's state sync instead: a full resync of the
+    /// scenario's flows to a box that joins, over loopback UDP, and the CPU
+    /// cost per change reported (docs/pair.md).
+    #[arg(long)]
+    sync: bool,
+    /// With --sync: the largest datagram on the sync link, in bytes (1452
+    /// for a 1500-byte MTU; up to 8952 with jumbo frames).
+    #[arg(long, default_value_t = 1452)]
+    sync_datagram: usize,
     /// With --shaping: the uplink's capacity per direction in Mbit/s (0: unlimited).
     #[arg(long, default_value_t = 0)]
     uplink_mbit: u64,
@@ -223,6 +235,11 @@ fn run(cli: Cli) -> Result<(), Error> {
         Command::Replay(args) => replay_command(args),
         Command::Db { command } => db(command),
         Command::Bench(args) => bench_command(args),
+        Command::SyncKey => {
+            let text = control::pair::new_key_file().map_err(|e| Error::Usage(format!("sync-key: {e}")))?;
+            print!("{text}");
+            Ok(())
+        }
     }
 }
 
@@ -378,6 +395,19 @@ fn bench_command(a: BenchArgs) -> Result<(), Error> {
             return Err(Error::Usage("--members must be between 1 and 2000000".into()));
         }
         p.members = m;
+    }
+    if a.sync {
+        let flows = ((f64::from(p.flows) * a.flow_scale) as usize).max(1);
+        if !(256..=sync::message::MAX_LEN).contains(&a.sync_datagram) {
+            return Err(Error::Usage(format!("--sync-datagram must be 256 to {}", sync::message::MAX_LEN)));
+        }
+        let r = torwart::syncbench::run(&p, flows, a.seed, a.sync_datagram).map_err(Error::Usage)?;
+        if a.json {
+            println!("{}", serde_json::to_string_pretty(&r).unwrap_or_default());
+        } else {
+            torwart::syncbench::print(&r);
+        }
+        return Ok(());
     }
     if a.shaping && a.no_members {
         return Err(Error::Usage("--shaping shapes members: it needs the member pipeline (drop --no-members)".into()));

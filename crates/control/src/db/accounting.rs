@@ -15,7 +15,7 @@
 
 use std::collections::BTreeMap;
 
-use super::backend::{Stmt, Value};
+use super::backend::{Stmt, Tx, Value};
 use super::{Database, DbError};
 
 /// One member's traffic (in a flush, in the stats file), as the cores counted it.
@@ -41,6 +41,10 @@ pub struct AccountingPeriod {
     pub down_packets: u64,
 }
 
+fn unix_now() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64)
+}
+
 /// Rows per statement: well below SQLite's and PostgreSQL's parameter limits.
 const BATCH: usize = 200;
 
@@ -51,6 +55,14 @@ impl Database {
     /// Adds `traffic` to the period starting at `period_start_unix`, in one
     /// transaction. Several entries for one member are summed first.
     pub async fn write_accounting(&self, period_start_unix: i64, traffic: &[MemberTraffic]) -> Result<(), DbError> {
+        let err = |e| self.sql("cannot write accounting", e);
+        let mut tx = self.pool.begin().await.map_err(err)?;
+        self.add_rows(&mut tx, period_start_unix, traffic).await?;
+        tx.commit().await.map_err(err)
+    }
+
+    /// The rows of [`write_accounting`](Self::write_accounting), in `tx`.
+    async fn add_rows(&self, tx: &mut Tx, period_start_unix: i64, traffic: &[MemberTraffic]) -> Result<(), DbError> {
         let mut sums: BTreeMap<u32, [u64; 4]> = BTreeMap::new();
         for t in traffic {
             let s = sums.entry(t.member_id).or_default();
@@ -78,7 +90,6 @@ impl Database {
             }
         }
         let err = |e| self.sql("cannot write accounting", e);
-        let mut tx = self.pool.begin().await.map_err(err)?;
         for chunk in rows.chunks(BATCH) {
             let mut sql =
                 String::from("INSERT INTO accounting (member_id, period_start, direction, bytes, packets) VALUES ");
@@ -99,7 +110,35 @@ impl Database {
             sql.push_str(UPSERT_TAIL);
             tx.execute(Stmt::new(sql, params)).await.map_err(err)?;
         }
-        tx.commit().await.map_err(err)
+        Ok(())
+    }
+
+    /// As [`write_accounting`](Self::write_accounting), once only for the
+    /// flush `flush` of box `writer`: the mark goes into
+    /// `torwart_usage_flushes` in the same transaction, so a flush that one
+    /// box of a pair wrote for the other (which died before it said so) is
+    /// not written again. Returns false, writing nothing, if it was written.
+    pub async fn write_accounting_once(
+        &self,
+        writer: &str,
+        flush: i64,
+        period_start_unix: i64,
+        traffic: &[MemberTraffic],
+    ) -> Result<bool, DbError> {
+        let err = |e| self.sql("cannot write accounting", e);
+        let mut tx = self.pool.begin().await.map_err(err)?;
+        tx.execute(Stmt::new(super::schema::USAGE_FLUSHES_TABLE, vec![])).await.map_err(err)?;
+        let mark = Stmt::new(
+            "INSERT INTO torwart_usage_flushes (writer, flush, written_at) VALUES ($1, $2, $3) \
+             ON CONFLICT (writer, flush) DO NOTHING",
+            vec![Value::from(writer), Value::Int(flush), Value::Int(unix_now())],
+        );
+        if tx.execute(mark).await.map_err(err)? == 0 {
+            return Ok(false);
+        }
+        self.add_rows(&mut tx, period_start_unix, traffic).await?;
+        tx.commit().await.map_err(err)?;
+        Ok(true)
     }
 
     /// Every period recorded for `member_id`, oldest first.

@@ -39,6 +39,15 @@ const CHANGES_TABLE: &str = "CREATE TABLE IF NOT EXISTS torwart_changes (
     CHECK (id = 1)
 )";
 
+/// Which flush of which box of a pair was written
+/// ([`Database::write_accounting_once`]).
+pub(crate) const USAGE_FLUSHES_TABLE: &str = "CREATE TABLE IF NOT EXISTS torwart_usage_flushes (
+    writer     TEXT   NOT NULL,
+    flush      BIGINT NOT NULL,
+    written_at BIGINT NOT NULL,
+    PRIMARY KEY (writer, flush)
+)";
+
 const CHANGES_ROW: &str = "INSERT INTO torwart_changes (id, counter) VALUES (1, 0) ON CONFLICT (id) DO NOTHING";
 
 /// The PostgreSQL trigger function. `SET search_path FROM CURRENT` pins
@@ -91,6 +100,7 @@ impl Database {
         }
         tx.execute(Stmt::new(CHANGES_TABLE, vec![])).await.map_err(err)?;
         tx.execute(Stmt::new(CHANGES_ROW, vec![])).await.map_err(err)?;
+        tx.execute(Stmt::new(USAGE_FLUSHES_TABLE, vec![])).await.map_err(err)?;
         if self.pool.is_postgres() {
             tx.execute(Stmt::new(PG_FUNCTION, vec![])).await.map_err(err)?;
         }

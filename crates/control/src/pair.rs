@@ -1,0 +1,495 @@
+//! The sync thread: this box's end of the pair's state sync (DESIGN.md, "Standby").
+//!
+//! One thread moves records between the workers' rings
+//! ([`dataplane::synclink`]) and a [`sync::Peer`], and the peer's datagrams
+//! over a UDP socket on the sync link, connected to the other box's
+//! address (the kernel drops datagrams from anywhere else; the peer drops
+//! anything not signed with the key). It wakes every millisecond at most,
+//! or when a datagram arrives.
+//!
+//! * What arrives goes to the worker that owns the flow's member (as
+//!   steering would send its packets); the markers of a full resync go to
+//!   every worker. The socket is read only while every worker's ring has
+//!   room, so a burst waits in the socket buffer, and what the kernel drops
+//!   there the peer sends again: nothing is lost between peer and workers.
+//! * When the peer asks for a full resync (a new session of the other
+//!   box, or records lost on the way), every worker walks its flow table
+//!   into its ring; when all are through, the resync is closed.
+//! * Usage: twice a second the daemon hands over what this box counted and
+//!   has not written yet ([`Pair::share_usage`]), and says when it wrote a
+//!   flush ([`Pair::flushed`]); the other box does the same, and if it is
+//!   lost (or comes back as a new session) before it said it wrote what it
+//!   sent, its usage is handed to the daemon to write under its name
+//!   ([`Pair::take_orphaned`], [`crate::ledger`]).
+//! * Readiness for a failover script: [`sync::Peer::ready`], written as
+//!   `0` (ready) or `1` to the readiness file whenever it changes, the
+//!   form keepalived's `track_file` reads.
+
+use crate::db::MemberTraffic;
+use crate::files;
+use crate::ledger::Ledger;
+use std::collections::BTreeMap;
+use crate::stats::PairStats;
+use arc_swap::ArcSwap;
+use dataplane::steer;
+use dataplane::synclink::{HubEnd, WorkerSync};
+use dataplane::worker::monotonic_now;
+use engine::Time;
+use std::io::ErrorKind;
+use std::net::{SocketAddr, UdpSocket};
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::Duration;
+use sync::{Event, Keys, Peer, Record};
+
+/// The sync link as configured (`[sync]`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PairConfig {
+    pub local: SocketAddr,
+    pub peer: SocketAddr,
+    pub key_file: PathBuf,
+    pub ready_file: Option<PathBuf>,
+}
+
+/// Reads the key file: the owner's alone (no group or other access), at
+/// most a few lines of hex (see [`sync::key`]).
+pub fn load_keys(path: &Path) -> Result<Keys, String> {
+    let shown = path.display();
+    let meta = std::fs::metadata(path).map_err(|e| format!("sync key file {shown}: {e}"))?;
+    if meta.mode() & 0o077 != 0 {
+        return Err(format!(
+            "sync key file {shown}: mode {:o} lets others read the key; make it the owner's alone (chmod 600)",
+            meta.mode() & 0o777
+        ));
+    }
+    if meta.len() > sync::key::MAX_FILE_LEN as u64 {
+        return Err(format!("sync key file {shown}: {} bytes, not a key file", meta.len()));
+    }
+    let text = std::fs::read_to_string(path).map_err(|e| format!("sync key file {shown}: {e}"))?;
+    Keys::parse(&text).map_err(|e| format!("sync key file {shown}: {e}"))
+}
+
+/// A new key file's text: one key from the kernel's random source.
+pub fn new_key_file() -> std::io::Result<String> {
+    let key = random::<32>()?;
+    let hex: String = key.iter().map(|b| format!("{b:02x}")).collect();
+    Ok(format!("# torwart sync key: the same file on both boxes, mode 600\n{hex}\n"))
+}
+
+fn random<const N: usize>() -> std::io::Result<[u8; N]> {
+    let mut b = [0u8; N];
+    let mut got = 0;
+    while got < N {
+        // SAFETY: getrandom writes at most N - got bytes into the valid buffer at b[got..].
+        let n = unsafe { libc::getrandom(b[got..].as_mut_ptr().cast(), N - got, 0) };
+        if n < 0 {
+            let e = std::io::Error::last_os_error();
+            if e.kind() != ErrorKind::Interrupted {
+                return Err(e);
+            }
+            continue;
+        }
+        got += n as usize;
+    }
+    Ok(b)
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Sets `socket`'s receive buffer to `bytes`: beyond the system's limit
+/// (`net.core.rmem_max`) when the process may (root), else up to it.
+pub fn receive_buffer(socket: &UdpSocket, bytes: libc::c_int) {
+    for option in [libc::SO_RCVBUFFORCE, libc::SO_RCVBUF] {
+        // SAFETY: both options take an int; the pointer and length describe one.
+        let r = unsafe {
+            libc::setsockopt(
+                socket.as_raw_fd(),
+                libc::SOL_SOCKET,
+                option,
+                (&bytes as *const libc::c_int).cast(),
+                core::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        };
+        if r == 0 {
+            return;
+        }
+    }
+}
+
+/// The running sync thread.
+#[derive(Debug)]
+pub struct Pair {
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+    stats: Arc<ArcSwap<PairStats>>,
+    /// The rings of workers started anew, for the thread to take.
+    next_hubs: Arc<Mutex<Option<Vec<HubEnd>>>>,
+    usage: Arc<Mutex<UsageExchange>>,
+}
+
+/// Usage between the daemon and the sync thread.
+#[derive(Debug, Default)]
+struct UsageExchange {
+    /// This box's records for the peer.
+    outgoing: Vec<Record>,
+    /// The peer's usage not yet written, by member: its latest report.
+    peer: BTreeMap<u32, sync::Usage>,
+    /// The peer's usage to write for it (it is gone).
+    orphaned: Vec<Orphaned>,
+    /// What this box last told the peer, and for which flush.
+    shared: BTreeMap<u32, MemberTraffic>,
+    shared_flush: i64,
+}
+
+/// Usage the other box counted and did not write: to be written under its
+/// name and flush number ([`crate::db::Database::write_accounting_once`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Orphaned {
+    pub writer: String,
+    pub flush: i64,
+    pub traffic: Vec<MemberTraffic>,
+}
+
+/// Records a worker's ring must have room for before a datagram is read
+/// (the most a datagram can carry, with a margin).
+const ROOM_PER_DATAGRAM: usize = 64;
+/// The socket's receive buffer: a burst of a resync waits here.
+const RECEIVE_BUFFER: libc::c_int = 8 << 20;
+
+impl Pair {
+    /// Binds the sync link and starts the thread; the workers' rings come
+    /// with [`Pair::attach`].
+    pub fn start(cfg: &PairConfig, keys: Keys, has_policy: bool) -> std::io::Result<Pair> {
+        let socket = UdpSocket::bind(cfg.local)?;
+        socket.connect(cfg.peer)?;
+        socket.set_nonblocking(true)?;
+        receive_buffer(&socket, RECEIVE_BUFFER);
+        let now = monotonic_now();
+        let peer = Peer::new(sync::Config::default(), keys, random::<32>()?, now);
+        let stop = Arc::new(AtomicBool::new(false));
+        let stats = Arc::new(ArcSwap::from_pointee(PairStats::default()));
+        let mut t = Thread {
+            socket,
+            peer,
+            hubs: Vec::new(),
+            next_hubs: Arc::new(Mutex::new(None)),
+            usage: Arc::new(Mutex::new(UsageExchange::default())),
+            peer_name: cfg.peer.to_string(),
+            usage_session: None,
+            has_policy,
+            resync: None,
+            lost_told: 0,
+            ready_file: cfg.ready_file.clone(),
+            written_ready: None,
+            stats: Arc::clone(&stats),
+            last_stats: Time::ZERO,
+            send_errors: 0,
+            receive_errors: 0,
+        };
+        let stop2 = Arc::clone(&stop);
+        let next_hubs = Arc::clone(&t.next_hubs);
+        let usage = Arc::clone(&t.usage);
+        let thread = std::thread::Builder::new().name("torwart-sync".into()).spawn(move || t.run(&stop2))?;
+        tracing::info!(local = %cfg.local, peer = %cfg.peer, "sync link open");
+        Ok(Pair { stop, thread: Some(thread), stats, next_hubs, usage })
+    }
+
+    /// Hands the other box what this one counted and has not written:
+    /// `ledger`'s pending usage for `totals`, under its next flush number
+    /// (of each member, what changed since the last time).
+    pub fn share_usage(&self, ledger: &Ledger, totals: &[MemberTraffic]) {
+        let Some(flush) = ledger.next_flush() else { return };
+        let mut u = lock(&self.usage);
+        if u.shared_flush != flush {
+            u.shared.clear();
+            u.shared_flush = flush;
+        }
+        for t in ledger.pending(totals) {
+            if u.shared.get(&t.member_id) == Some(&t) {
+                continue;
+            }
+            u.shared.insert(t.member_id, t);
+            u.outgoing.push(Record::Usage(sync::Usage {
+                flush: flush as u64,
+                member: t.member_id,
+                bytes: [t.up_bytes, t.down_bytes],
+                packets: [t.up_packets, t.down_packets],
+            }));
+        }
+    }
+
+    /// This box wrote its flush `flush`.
+    pub fn flushed(&self, flush: i64) {
+        lock(&self.usage).outgoing.push(Record::Flushed { flush: flush as u64 });
+    }
+
+    /// The other box's usage to write for it, if it is gone.
+    pub fn take_orphaned(&self) -> Vec<Orphaned> {
+        std::mem::take(&mut lock(&self.usage).orphaned)
+    }
+
+    /// Rings to workers (started, or started anew): `workers` pairs, of
+    /// which the workers get the first. What the old rings held is lost,
+    /// so the peer gets a full resync.
+    pub fn attach(&self, workers: usize) -> Vec<WorkerSync> {
+        let (ends, hubs) = dataplane::synclink::links(workers);
+        *self.next_hubs.lock().unwrap_or_else(|e| e.into_inner()) = Some(hubs);
+        ends
+    }
+
+    /// The latest figures (at most 100 ms old).
+    pub fn stats(&self) -> PairStats {
+        (**self.stats.load()).clone()
+    }
+
+    pub fn stop(mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+struct Thread {
+    socket: UdpSocket,
+    peer: Peer,
+    hubs: Vec<HubEnd>,
+    next_hubs: Arc<Mutex<Option<Vec<HubEnd>>>>,
+    usage: Arc<Mutex<UsageExchange>>,
+    /// The other box's name in the accounting ledger.
+    peer_name: String,
+    /// The other box's session the usage held is from.
+    usage_session: Option<u64>,
+    /// The box has a member policy (else flows of no member are steered by address).
+    has_policy: bool,
+    /// The resync the workers are walking their tables for.
+    resync: Option<u32>,
+    /// Records the workers lost that the peer has been told of.
+    lost_told: u64,
+    ready_file: Option<PathBuf>,
+    written_ready: Option<bool>,
+    stats: Arc<ArcSwap<PairStats>>,
+    last_stats: Time,
+    send_errors: u64,
+    receive_errors: u64,
+}
+
+impl Thread {
+    fn run(&mut self, stop: &AtomicBool) {
+        let mut buf = vec![0u8; sync::message::MAX_LEN];
+        while !stop.load(Ordering::Relaxed) {
+            let now = monotonic_now();
+            self.take_new_hubs();
+            self.receive(now, &mut buf);
+            self.events();
+            self.collect();
+            self.transmit(now, &mut buf);
+            if now.since(self.last_stats) >= Duration::from_millis(100) {
+                self.publish(now);
+            }
+            let wait = self.peer.poll_timeout().0.saturating_sub(monotonic_now().0).min(1_000_000);
+            let mut fd = libc::pollfd { fd: self.socket.as_raw_fd(), events: libc::POLLIN, revents: 0 };
+            // SAFETY: one valid pollfd, for the duration of the call.
+            unsafe { libc::poll(&mut fd, 1, (wait / 1_000_000) as libc::c_int) };
+        }
+        self.publish(monotonic_now());
+    }
+
+    fn take_new_hubs(&mut self) {
+        let new = match self.next_hubs.try_lock() {
+            Ok(mut slot) => slot.take(),
+            Err(_) => None,
+        };
+        if let Some(hubs) = new {
+            let first = self.hubs.is_empty();
+            self.hubs = hubs;
+            self.resync = None;
+            self.lost_told = 0;
+            if !first {
+                self.peer.lost(1);
+            }
+        }
+    }
+
+    fn receive(&mut self, now: Time, buf: &mut [u8]) {
+        let Thread { socket, peer, hubs, has_policy, receive_errors, usage, .. } = self;
+        let (workers, has_policy) = (hubs.len(), *has_policy);
+        let mut usage = lock(usage);
+        for _ in 0..256 {
+            if hubs.iter().any(|h| h.incoming.slots() < ROOM_PER_DATAGRAM) {
+                return;
+            }
+            let n = match socket.recv(buf) {
+                Ok(n) => n,
+                Err(e) if e.kind() == ErrorKind::WouldBlock => return,
+                // The peer's port unreachable (it is down), and the like.
+                Err(_) => {
+                    *receive_errors += 1;
+                    continue;
+                }
+            };
+            peer.handle_datagram(now, &buf[..n], |r| {
+                let to = match r {
+                    Record::Flow(f) => steer::owner_of_flow(has_policy, workers, f.member, &f.keys[0]),
+                    Record::Ended { key, member } => {
+                        let member = Some(*member).filter(|m| *m != u32::MAX);
+                        steer::owner_of_flow(has_policy, workers, member, key)
+                    }
+                    Record::ResyncBegin { .. } | Record::ResyncEnd { .. } => {
+                        for h in hubs.iter_mut() {
+                            let _ = h.incoming.push(*r);
+                        }
+                        return;
+                    }
+                    Record::Usage(u) => {
+                        usage.peer.insert(u.member, *u);
+                        return;
+                    }
+                    Record::Flushed { flush } => {
+                        usage.peer.retain(|_, u| u.flush > *flush);
+                        return;
+                    }
+                    Record::Gap => return,
+                };
+                // Room was checked before the datagram was read.
+                let _ = hubs[to].incoming.push(*r);
+            });
+        }
+    }
+
+    fn events(&mut self) {
+        while let Some(e) = self.peer.poll_event() {
+            match e {
+                Event::PeerUp { session } => {
+                    tracing::info!(session = %format!("{session:016x}"), "sync peer up");
+                    // A new session: what the old one counted and did not write is orphaned.
+                    if self.usage_session.is_some_and(|s| s != session) {
+                        self.orphan_usage();
+                    }
+                    self.usage_session = Some(session);
+                }
+                Event::PeerLost => {
+                    tracing::warn!("sync peer lost: nothing heard from it");
+                    self.orphan_usage();
+                }
+                Event::Complete => tracing::info!("sync complete: this box holds the peer's state"),
+                Event::Resync { id } => {
+                    self.resync = Some(id);
+                    for h in &self.hubs {
+                        h.shared.requested.store(id, Ordering::Release);
+                    }
+                }
+            }
+        }
+        if let Some(id) = self.resync {
+            if self.hubs.iter().all(|h| h.shared.done.load(Ordering::Acquire) == id) {
+                let flows = self.hubs.iter().map(|h| h.shared.done_flows.load(Ordering::Relaxed)).sum();
+                self.peer.resync_done(id, flows);
+                self.resync = None;
+                tracing::info!(flows, "sync: full resync sent");
+            }
+        }
+    }
+
+    /// The peer's unwritten usage, for the daemon to write under its name.
+    fn orphan_usage(&mut self) {
+        let mut u = lock(&self.usage);
+        let peer = std::mem::take(&mut u.peer);
+        let mut by_flush: BTreeMap<u64, Vec<MemberTraffic>> = BTreeMap::new();
+        for (member, x) in peer {
+            by_flush.entry(x.flush).or_default().push(MemberTraffic {
+                member_id: member,
+                up_bytes: x.bytes[0],
+                down_bytes: x.bytes[1],
+                up_packets: x.packets[0],
+                down_packets: x.packets[1],
+            });
+        }
+        for (flush, traffic) in by_flush {
+            tracing::warn!(flush, members = traffic.len(), "sync: writing the usage the other box did not");
+            u.orphaned.push(Orphaned { writer: self.peer_name.clone(), flush: flush as i64, traffic });
+        }
+    }
+
+    /// Takes the workers' records while the peer's queue has room.
+    fn collect(&mut self) {
+        let outgoing = std::mem::take(&mut lock(&self.usage).outgoing);
+        for r in outgoing {
+            self.peer.push(r);
+        }
+        for h in &mut self.hubs {
+            let n = h.out.slots().min(self.peer.room());
+            for _ in 0..n {
+                let Ok(r) = h.out.pop() else { break };
+                // Refused only without a peer (the resync on its arrival
+                // carries it) or with the queue full (counted, resync follows).
+                self.peer.push(r);
+            }
+        }
+        let lost: u64 = self.hubs.iter().map(|h| h.shared.counts.lost.load(Ordering::Relaxed)).sum();
+        if lost > self.lost_told {
+            self.peer.lost(lost - self.lost_told);
+            self.lost_told = lost;
+        }
+    }
+
+    fn transmit(&mut self, now: Time, buf: &mut [u8]) {
+        while let Some(n) = self.peer.poll_transmit(now, buf) {
+            match self.socket.send(&buf[..n]) {
+                Ok(_) => {}
+                Err(e) if e.kind() == ErrorKind::WouldBlock => {
+                    // The socket buffer is full: what was not sent is sent
+                    // again after its resend time.
+                    self.send_errors += 1;
+                    break;
+                }
+                Err(_) => self.send_errors += 1,
+            }
+        }
+    }
+
+    fn publish(&mut self, now: Time) {
+        self.last_stats = now;
+        let st = self.peer.status(now);
+        let ready = self.peer.ready(now);
+        let mut counters: std::collections::BTreeMap<String, u64> =
+            self.peer.counters().named().iter().map(|(k, v)| ((*k).to_owned(), *v)).collect();
+        for h in &self.hubs {
+            for (k, v) in h.shared.counts.named() {
+                *counters.entry(format!("worker_{k}")).or_default() += v;
+            }
+        }
+        counters.insert("send_errors".into(), self.send_errors);
+        counters.insert("receive_errors".into(), self.receive_errors);
+        let workers_lost = counters.get("worker_lost").copied().unwrap_or(0);
+        self.stats.store(Arc::new(PairStats {
+            ready,
+            complete: st.complete,
+            peer_alive: st.peer_alive,
+            session: format!("{:016x}", st.session),
+            peer_session: st.peer_session.map(|s| format!("{s:016x}")),
+            queued: st.queued,
+            unacked: st.unacked,
+            resync: st.resync,
+            workers_lost,
+            counters,
+        }));
+        if self.written_ready != Some(ready) {
+            if let Some(path) = &self.ready_file {
+                let text = if ready { "0\n" } else { "1\n" };
+                match files::write_private(path, text.as_bytes(), 0o644, false) {
+                    Ok(()) => self.written_ready = Some(ready),
+                    Err(e) => tracing::error!(file = %path.display(), error = %e, "sync: cannot write the readiness file"),
+                }
+            } else {
+                self.written_ready = Some(ready);
+            }
+        }
+    }
+}

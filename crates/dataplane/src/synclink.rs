@@ -1,0 +1,239 @@
+//! The rings between the workers and the sync thread (the pair's state sync).
+//!
+//! Each worker has two wait-free SPSC rings with the sync thread: `out`
+//! carries the records of its flows' changes ([`engine::Engine::take_changes`])
+//! and of a full resync (its whole flow table, a bounded slice per step),
+//! `incoming` carries what the other box reported about flows this worker
+//! owns, which it installs between batches. Nothing else crosses: a resync
+//! is asked for and its end reported through two atomics, and the worker's
+//! counts are published as atomics it alone writes. A full `out` ring loses
+//! the record, counted; the sync thread then tells the peer, and a resync
+//! follows.
+
+use engine::{Engine, InstallRefusal, Installed, SyncChange, Time};
+use rtrb::{Consumer, Producer, RingBuffer};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::Arc;
+use sync::{FlowRecord, Record};
+
+/// Records per ring and direction.
+pub const RING_DEPTH: usize = 16_384;
+/// Flow table entries a resync looks at per step.
+const DUMP_SLICE: usize = 1024;
+/// Records installed per step, at most.
+const INSTALL_BATCH: usize = 1024;
+
+/// What a worker and the sync thread share besides the rings.
+#[derive(Debug, Default)]
+pub struct SyncShared {
+    /// The resync the sync thread asks for (0: none yet).
+    pub requested: AtomicU32,
+    /// The last resync this worker finished.
+    pub done: AtomicU32,
+    /// Flows in that resync.
+    pub done_flows: AtomicU64,
+    pub counts: SyncCounts,
+}
+
+/// A worker's sync counts, written by it alone.
+#[derive(Debug, Default)]
+pub struct SyncCounts {
+    pub reported: AtomicU64,
+    /// Records lost: the change log or the `out` ring was full.
+    pub lost: AtomicU64,
+    pub dumped: AtomicU64,
+    pub installed: AtomicU64,
+    pub updated: AtomicU64,
+    pub ended: AtomicU64,
+    /// Synced flows a resync did not name.
+    pub swept: AtomicU64,
+    pub refused_unknown_member: AtomicU64,
+    pub refused_member_blocked: AtomicU64,
+    pub refused_nat_conflict: AtomicU64,
+    pub refused_table_full: AtomicU64,
+    pub refused_inconsistent: AtomicU64,
+}
+
+impl SyncCounts {
+    /// Every count with its name.
+    pub fn named(&self) -> [(&'static str, u64); 12] {
+        let g = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        [
+            ("reported", g(&self.reported)),
+            ("lost", g(&self.lost)),
+            ("dumped", g(&self.dumped)),
+            ("installed", g(&self.installed)),
+            ("updated", g(&self.updated)),
+            ("ended", g(&self.ended)),
+            ("swept", g(&self.swept)),
+            ("refused_unknown_member", g(&self.refused_unknown_member)),
+            ("refused_member_blocked", g(&self.refused_member_blocked)),
+            ("refused_nat_conflict", g(&self.refused_nat_conflict)),
+            ("refused_table_full", g(&self.refused_table_full)),
+            ("refused_inconsistent", g(&self.refused_inconsistent)),
+        ]
+    }
+}
+
+fn bump(a: &AtomicU64, n: u64) {
+    if n > 0 {
+        // One writer: a load and a store, no locked instruction.
+        a.store(a.load(Ordering::Relaxed) + n, Ordering::Relaxed);
+    }
+}
+
+/// A worker's end.
+#[derive(Debug)]
+pub struct WorkerSync {
+    out: Producer<Record>,
+    incoming: Consumer<Record>,
+    shared: Arc<SyncShared>,
+    /// The resync being dumped: its id, where the walk is, flows so far.
+    dump: Option<(u32, u32, u64)>,
+    /// This worker's count of the peer's resyncs: installs are named with
+    /// it, and the sweep after a resync ends what it did not name.
+    mark: u32,
+    /// The sweep under way, and where it is.
+    sweep: Option<u32>,
+}
+
+/// The sync thread's end of one worker's rings.
+#[derive(Debug)]
+pub struct HubEnd {
+    pub out: Consumer<Record>,
+    pub incoming: Producer<Record>,
+    pub shared: Arc<SyncShared>,
+}
+
+/// The rings for `workers` workers: element `i` of the first goes to
+/// worker `i`, the second is the sync thread's.
+pub fn links(workers: usize) -> (Vec<WorkerSync>, Vec<HubEnd>) {
+    (0..workers)
+        .map(|_| {
+            let (out_p, out_c) = RingBuffer::new(RING_DEPTH);
+            let (in_p, in_c) = RingBuffer::new(RING_DEPTH);
+            let shared = Arc::new(SyncShared::default());
+            let w = WorkerSync {
+                out: out_p,
+                incoming: in_c,
+                shared: Arc::clone(&shared),
+                dump: None,
+                mark: 0,
+                sweep: None,
+            };
+            (w, HubEnd { out: out_c, incoming: in_p, shared })
+        })
+        .unzip()
+}
+
+impl WorkerSync {
+    /// Makes `engine` log its changes for the other box.
+    pub fn attach(&self, engine: &mut Engine) {
+        engine.sync_with_peer(RING_DEPTH);
+    }
+
+    /// Between batches: report changes, go on with a resync, install what
+    /// the other box reported. Returns the records moved (work done).
+    pub fn step(&mut self, engine: &mut Engine, now: Time) -> usize {
+        let c = &self.shared.counts;
+        let (mut sent, mut lost) = (0u64, 0u64);
+        let out = &mut self.out;
+        lost += engine.take_changes(now, |change| {
+            let r = match change {
+                SyncChange::Flow(s) => Record::Flow(FlowRecord::from_synced(&s)),
+                SyncChange::Ended { key, member_id } => Record::Ended { key, member: member_id.unwrap_or(u32::MAX) },
+            };
+            match out.push(r) {
+                Ok(()) => sent += 1,
+                Err(_) => lost += 1,
+            }
+        });
+        bump(&c.reported, sent);
+        bump(&c.lost, lost);
+        let dumped = self.dump_some(engine, now);
+        let installed = self.install_some(engine, now);
+        self.sweep_some(engine);
+        sent as usize + dumped + installed
+    }
+
+    /// A slice of the resync the sync thread asked for, if one is asked
+    /// and the ring has room for a whole slice besides live changes.
+    fn dump_some(&mut self, engine: &Engine, now: Time) -> usize {
+        let requested = self.shared.requested.load(Ordering::Acquire);
+        if requested != 0 && self.dump.is_none_or(|(id, _, _)| id != requested) && self.shared.done.load(Ordering::Relaxed) != requested {
+            self.dump = Some((requested, 0, 0));
+        }
+        let Some((id, from, mut flows)) = self.dump else { return 0 };
+        if self.out.slots() < DUMP_SLICE + RING_DEPTH / 4 {
+            return 0;
+        }
+        let out = &mut self.out;
+        let mut n = 0;
+        let next = engine.export_from(now, from, DUMP_SLICE, |s| {
+            // Room was checked: a slice never fills the ring.
+            if out.push(Record::Flow(FlowRecord::from_synced(&s))).is_ok() {
+                n += 1;
+            }
+        });
+        flows += n as u64;
+        bump(&self.shared.counts.dumped, n as u64);
+        match next {
+            Some(at) => self.dump = Some((id, at, flows)),
+            None => {
+                self.dump = None;
+                self.shared.done_flows.store(flows, Ordering::Relaxed);
+                self.shared.done.store(id, Ordering::Release);
+            }
+        }
+        n
+    }
+
+    fn install_some(&mut self, engine: &mut Engine, now: Time) -> usize {
+        let c = &self.shared.counts;
+        let n = self.incoming.slots().min(INSTALL_BATCH);
+        for _ in 0..n {
+            let Ok(r) = self.incoming.pop() else { break };
+            match r {
+                Record::Flow(f) => {
+                    let Some(s) = f.to_synced() else {
+                        bump(&c.refused_inconsistent, 1);
+                        continue;
+                    };
+                    match engine.install(now, &s, self.mark) {
+                        Ok(Installed::New) => bump(&c.installed, 1),
+                        Ok(Installed::Updated) => bump(&c.updated, 1),
+                        Err(e) => bump(
+                            match e {
+                                InstallRefusal::UnknownMember => &c.refused_unknown_member,
+                                InstallRefusal::MemberBlocked => &c.refused_member_blocked,
+                                InstallRefusal::NatConflict => &c.refused_nat_conflict,
+                                InstallRefusal::TableFull => &c.refused_table_full,
+                                InstallRefusal::Inconsistent => &c.refused_inconsistent,
+                            },
+                            1,
+                        ),
+                    }
+                }
+                Record::Ended { key, .. } => {
+                    if engine.end_synced(&key) {
+                        bump(&c.ended, 1);
+                    }
+                }
+                Record::ResyncBegin { .. } => {
+                    self.mark = self.mark.wrapping_add(1).max(1);
+                    self.sweep = None;
+                }
+                Record::ResyncEnd { .. } => self.sweep = Some(0),
+                Record::Usage(_) | Record::Flushed { .. } | Record::Gap => {}
+            }
+        }
+        n
+    }
+
+    fn sweep_some(&mut self, engine: &mut Engine) {
+        let Some(from) = self.sweep else { return };
+        let mut swept = 0;
+        self.sweep = engine.sweep_unnamed(self.mark, from, DUMP_SLICE, &mut swept);
+        bump(&self.shared.counts.swept, swept);
+    }
+}
