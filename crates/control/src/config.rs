@@ -210,8 +210,9 @@ impl SyncConfig {
             _ => return Err("sync: give local, peer and key_file together (or none of them)".into()),
         };
         let addr = |field: &str, v: &str| {
-            v.parse::<std::net::SocketAddr>()
-                .map_err(|_| format!("sync.{field} = \"{v}\": not an address and port (\"10.99.0.1:7400\", \"[fd00::1]:7400\")"))
+            v.parse::<std::net::SocketAddr>().map_err(|_| {
+                format!("sync.{field} = \"{v}\": not an address and port (\"10.99.0.1:7400\", \"[fd00::1]:7400\")")
+            })
         };
         let (local, peer) = (addr("local", local)?, addr("peer", peer)?);
         if local.is_ipv4() != peer.is_ipv4() {
@@ -517,9 +518,18 @@ mod tests {
             (format!("{GOOD}\n[workers]\ncpus = [1000]"), "CPU 1000 is not one this process may run on"),
             (format!("{GOOD}\n[workers]\ncpus = [0, 0, 0]"), "CPU 0 is listed twice"),
             (format!("{GOOD}\n[sync]\npeer = \"10.99.0.2:7400\""), "give local, peer and key_file together"),
-            (format!("{GOOD}\n[sync]\nlocal = \"10.99.0.1\"\npeer = \"10.99.0.2:7400\"\nkey_file = \"k\""), "sync.local = \"10.99.0.1\": not an address and port"),
-            (format!("{GOOD}\n[sync]\nlocal = \"10.99.0.1:7400\"\npeer = \"[fd00::2]:7400\"\nkey_file = \"k\""), "different address families"),
-            (format!("{GOOD}\n[sync]\nlocal = \"10.99.0.1:7400\"\npeer = \"10.99.0.1:7400\"\nkey_file = \"k\""), "the other box's own address"),
+            (
+                format!("{GOOD}\n[sync]\nlocal = \"10.99.0.1\"\npeer = \"10.99.0.2:7400\"\nkey_file = \"k\""),
+                "sync.local = \"10.99.0.1\": not an address and port",
+            ),
+            (
+                format!("{GOOD}\n[sync]\nlocal = \"10.99.0.1:7400\"\npeer = \"[fd00::2]:7400\"\nkey_file = \"k\""),
+                "different address families",
+            ),
+            (
+                format!("{GOOD}\n[sync]\nlocal = \"10.99.0.1:7400\"\npeer = \"10.99.0.1:7400\"\nkey_file = \"k\""),
+                "the other box's own address",
+            ),
         ];
         for (text, want) in cases {
             let err = Config::parse(&text).unwrap_err();

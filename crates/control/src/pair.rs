@@ -28,13 +28,13 @@
 use crate::db::MemberTraffic;
 use crate::files;
 use crate::ledger::Ledger;
-use std::collections::BTreeMap;
 use crate::stats::PairStats;
 use arc_swap::ArcSwap;
 use dataplane::steer;
 use dataplane::synclink::{HubEnd, WorkerSync};
 use dataplane::worker::monotonic_now;
 use engine::Time;
+use std::collections::BTreeMap;
 use std::io::ErrorKind;
 use std::net::{SocketAddr, UdpSocket};
 use std::os::fd::AsRawFd;
@@ -485,7 +485,9 @@ impl Thread {
                 let text = if ready { "0\n" } else { "1\n" };
                 match files::write_private(path, text.as_bytes(), 0o644, false) {
                     Ok(()) => self.written_ready = Some(ready),
-                    Err(e) => tracing::error!(file = %path.display(), error = %e, "sync: cannot write the readiness file"),
+                    Err(e) => {
+                        tracing::error!(file = %path.display(), error = %e, "sync: cannot write the readiness file")
+                    }
                 }
             } else {
                 self.written_ready = Some(ready);

@@ -160,7 +160,10 @@ impl WorkerSync {
     /// and the ring has room for a whole slice besides live changes.
     fn dump_some(&mut self, engine: &Engine, now: Time) -> usize {
         let requested = self.shared.requested.load(Ordering::Acquire);
-        if requested != 0 && self.dump.is_none_or(|(id, _, _)| id != requested) && self.shared.done.load(Ordering::Relaxed) != requested {
+        if requested != 0
+            && self.dump.is_none_or(|(id, _, _)| id != requested)
+            && self.shared.done.load(Ordering::Relaxed) != requested
+        {
             self.dump = Some((requested, 0, 0));
         }
         let Some((id, from, mut flows)) = self.dump else { return 0 };

@@ -39,7 +39,18 @@ impl Box_ {
     }
 
     #[allow(clippy::too_many_arguments)]
-    fn tcp(&mut self, now: Time, from: Side, s: &str, d: &str, sp: u16, dp: u16, flags: TcpFlags, seq: u32, ack: u32) -> (Verdict, FlowKey) {
+    fn tcp(
+        &mut self,
+        now: Time,
+        from: Side,
+        s: &str,
+        d: &str,
+        sp: u16,
+        dp: u16,
+        flags: TcpFlags,
+        seq: u32,
+        ack: u32,
+    ) -> (Verdict, FlowKey) {
         let eth = if from == Side::Inside { IN } else { OUT };
         let mut b = vec![0u8; 2048];
         let n = build::tcp(&mut b, &eth, v4(s), v4(d), sp, dp, seq, ack, flags, 502, 100).unwrap();
@@ -115,8 +126,11 @@ fn an_end_reported_ends_the_copy_and_a_resync_sweeps_what_it_did_not_name() {
     let (v, _) = a.tcp(now, Side::Outside, WEB, SHARED, 443, port, R | A, 1001, 102);
     assert_eq!(v, Verdict::Forward(Side::Inside));
     a.e.poll_timers(now + Duration::from_secs(11));
-    let ended: Vec<_> =
-        a.changes(now + Duration::from_secs(11)).into_iter().filter(|c| matches!(c, SyncChange::Ended { .. })).collect();
+    let ended: Vec<_> = a
+        .changes(now + Duration::from_secs(11))
+        .into_iter()
+        .filter(|c| matches!(c, SyncChange::Ended { .. }))
+        .collect();
     let [SyncChange::Ended { key, member_id }] = ended[..] else { panic!("{ended:?}") };
     assert_eq!(member_id, Some(105));
     assert!(b.e.end_synced(&key));

@@ -77,13 +77,21 @@ pub struct Keys {
 /// What is wrong with a key file.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum KeyFileError {
-    TooLong { bytes: usize },
+    TooLong {
+        bytes: usize,
+    },
     Empty,
     /// Line `line` (from 1) is not 64 hex digits.
-    NotAKey { line: usize },
-    TooMany { keys: usize },
+    NotAKey {
+        line: usize,
+    },
+    TooMany {
+        keys: usize,
+    },
     /// Two lines hold keys with the same id; one of them must go.
-    SameId { line: usize },
+    SameId {
+        line: usize,
+    },
 }
 
 impl core::fmt::Display for KeyFileError {
@@ -92,8 +100,12 @@ impl core::fmt::Display for KeyFileError {
             KeyFileError::TooLong { bytes } => write!(f, "{bytes} bytes, more than a key file's {MAX_FILE_LEN}"),
             KeyFileError::Empty => write!(f, "no key in it (one key per line: 64 hex digits)"),
             KeyFileError::NotAKey { line } => write!(f, "line {line} is not a key (64 hex digits)"),
-            KeyFileError::TooMany { keys } => write!(f, "{keys} keys; at most {MAX_KEYS} (the one in use and one being rotated)"),
-            KeyFileError::SameId { line } => write!(f, "the key on line {line} has the same id as an earlier one; make a new key"),
+            KeyFileError::TooMany { keys } => {
+                write!(f, "{keys} keys; at most {MAX_KEYS} (the one in use and one being rotated)")
+            }
+            KeyFileError::SameId { line } => {
+                write!(f, "the key on line {line} has the same id as an earlier one; make a new key")
+            }
         }
     }
 }

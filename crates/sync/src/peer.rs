@@ -465,8 +465,13 @@ impl Peer {
     fn accept(&mut self, now: Time, h: &Header) {
         self.counters.sessions_accepted += 1;
         self.challenge = self.nonces.next();
-        self.them =
-            Some(Them { session: h.sender, heard: now, number: h.number, know_us: h.receiver == self.session, lost: false });
+        self.them = Some(Them {
+            session: h.sender,
+            heard: now,
+            number: h.number,
+            know_us: h.receiver == self.session,
+            lost: false,
+        });
         // A new peer session: what either side had in flight is moot, the
         // resync that follows carries everything.
         self.queue.clear();

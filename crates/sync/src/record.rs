@@ -23,13 +23,13 @@
 //!   records were lost before it (the receiver is incomplete until the
 //!   next resync ends).
 
+use core::net::Ipv4Addr;
 use core::time::Duration;
 use engine::conntrack::ProtoState;
 use engine::tcp::{TcpTrack, SNAPSHOT_LEN};
 use engine::{Side, Synced};
 use wire::flow::Family;
 use wire::FlowKey;
-use core::net::Ipv4Addr;
 
 /// The protocol state of a synced flow.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -118,14 +118,24 @@ pub struct Usage {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Record {
     Flow(FlowRecord),
-    Ended { key: FlowKey, member: u32 },
+    Ended {
+        key: FlowKey,
+        member: u32,
+    },
     Usage(Usage),
     /// The sender wrote its flush `flush` to the database.
-    Flushed { flush: u64 },
+    Flushed {
+        flush: u64,
+    },
     /// A full resync `id` follows: every flow the sender holds.
-    ResyncBegin { id: u32 },
+    ResyncBegin {
+        id: u32,
+    },
     /// The full resync `id` is complete: `flows` flows were in it.
-    ResyncEnd { id: u32, flows: u64 },
+    ResyncEnd {
+        id: u32,
+        flows: u64,
+    },
     /// Records were lost before this one (the sender's queue was full).
     Gap,
 }
@@ -317,7 +327,8 @@ fn side(v: u8) -> Result<Side, Malformed> {
 fn write_flow(w: &mut Writer<'_>, f: &FlowRecord) {
     write_key(w, &f.keys[0]);
     write_key(w, &f.keys[1]);
-    let flags = f.orig_side as u8 | (f.reply_side as u8) << 1 | u8::from(f.answered) << 2 | u8::from(f.nat.is_some()) << 3;
+    let flags =
+        f.orig_side as u8 | (f.reply_side as u8) << 1 | u8::from(f.answered) << 2 | u8::from(f.nat.is_some()) << 3;
     w.u8(flags);
     match &f.state {
         FlowState::Tcp(s) => {

@@ -6,8 +6,8 @@
 
 use engine::tcp::{Segment, TcpTrack};
 use engine::{Side, Time};
-use std::collections::{BTreeMap, BinaryHeap, HashSet};
 use std::cmp::Reverse;
+use std::collections::{BTreeMap, BinaryHeap, HashSet};
 use sync::{Config, Event, FlowRecord, FlowState, Key, Keys, Peer, Record};
 use wire::flow::Family;
 use wire::FlowKey;
@@ -38,14 +38,7 @@ fn key(id: u32) -> FlowKey {
     src[..4].copy_from_slice(&[10, 0, 0, 1]);
     let mut dst = [0u8; 16];
     dst[..4].copy_from_slice(&[192, 0, 2, 1]);
-    FlowKey {
-        src,
-        dst,
-        src_port: (id & 0xffff) as u16,
-        dst_port: (id >> 16) as u16,
-        proto: 6,
-        family: Family::V4,
-    }
+    FlowKey { src, dst, src_port: (id & 0xffff) as u16, dst_port: (id >> 16) as u16, proto: 6, family: Family::V4 }
 }
 
 /// Flow `id` at `version` (kept in the time left).
@@ -233,7 +226,13 @@ impl Sim {
             _ => {
                 let other = Keys::from_keys(Key::new(&[0x33; 32]), []);
                 let len = bytes.len();
-                sync::message::seal(&other, sync::message::Kind::Data, &Default::default(), &mut bytes, len.saturating_sub(sync::message::MIN_LEN));
+                sync::message::seal(
+                    &other,
+                    sync::message::Kind::Data,
+                    &Default::default(),
+                    &mut bytes,
+                    len.saturating_sub(sync::message::MIN_LEN),
+                );
             }
         }
         self.order += 1;
@@ -303,7 +302,13 @@ impl Sim {
             if me.held != other.own {
                 let extra: Vec<_> = me.held.iter().filter(|(k, v)| other.own.get(k) != Some(v)).take(5).collect();
                 let missing: Vec<_> = other.own.iter().filter(|(k, v)| me.held.get(k) != Some(v)).take(5).collect();
-                panic!("box {i}: {} held, {} at the peer; wrong {extra:?}, missing {missing:?}; {:?} / peer {:?}", me.held.len(), other.own.len(), me.peer.counters(), other.peer.counters());
+                panic!(
+                    "box {i}: {} held, {} at the peer; wrong {extra:?}, missing {missing:?}; {:?} / peer {:?}",
+                    me.held.len(),
+                    other.own.len(),
+                    me.peer.counters(),
+                    other.peer.counters()
+                );
             }
             assert_eq!(me.held, other.own, "box {i} holds what its peer has");
             assert!(me.peer.status(self.now).complete, "box {i} complete: {:?}", me.peer.counters());

@@ -128,7 +128,13 @@ fn clock(start: Instant) -> Time {
 
 /// Box A (holding the flows) resyncs a box B that joins; returns the
 /// seconds until B is complete and the flows B installed.
-fn resync(cfg: sync::Config, a: Engine, policy: &Arc<Policy>, flows: usize, now0: Time) -> Result<(f64, usize), String> {
+fn resync(
+    cfg: sync::Config,
+    a: Engine,
+    policy: &Arc<Policy>,
+    flows: usize,
+    now0: Time,
+) -> Result<(f64, usize), String> {
     let (sa, sb) = sockets()?;
     let start = Instant::now();
     let deadline = start + Duration::from_secs(60);

@@ -131,16 +131,51 @@ impl Pair {
         for (host, ip) in [(&t.c, "10.0.1.2/24"), (&t.o, "192.0.2.2/24")] {
             t.sh(host, &format!("ip link add lan type bridge && ip addr add {ip} dev lan && ip link set lan up && ip link set lo up"));
         }
-        for (bx, n, inside, outside) in [(&t.a, "a", "10.0.1.11/24", "192.0.2.11/24"), (&t.b, "b", "10.0.1.12/24", "192.0.2.12/24")] {
-            netns::ip(&["-n", bx, "link", "add", "p0", "type", "veth", "peer", "name", &format!("i{n}"), "netns", &t.c]).unwrap();
-            netns::ip(&["-n", bx, "link", "add", "p1", "type", "veth", "peer", "name", &format!("o{n}"), "netns", &t.o]).unwrap();
+        for (bx, n, inside, outside) in
+            [(&t.a, "a", "10.0.1.11/24", "192.0.2.11/24"), (&t.b, "b", "10.0.1.12/24", "192.0.2.12/24")]
+        {
+            netns::ip(&[
+                "-n",
+                bx,
+                "link",
+                "add",
+                "p0",
+                "type",
+                "veth",
+                "peer",
+                "name",
+                &format!("i{n}"),
+                "netns",
+                &t.c,
+            ])
+            .unwrap();
+            netns::ip(&[
+                "-n",
+                bx,
+                "link",
+                "add",
+                "p1",
+                "type",
+                "veth",
+                "peer",
+                "name",
+                &format!("o{n}"),
+                "netns",
+                &t.o,
+            ])
+            .unwrap();
             t.sh(bx, &format!(
                 "ip addr add {inside} dev p0 && ip addr add {outside} dev p1 && ip link set p0 up && ip link set p1 up && \
                  ip link set lo up && sysctl -qw net.ipv4.ip_forward=0 net.ipv6.conf.all.forwarding=0"
             ));
             for host in [&t.c, &t.o] {
                 let end = if host == &t.c { format!("i{n}") } else { format!("o{n}") };
-                t.sh(host, &format!("ip link set {end} master lan && ip link set {end} up && ethtool -K {end} tx off >/dev/null"));
+                t.sh(
+                    host,
+                    &format!(
+                        "ip link set {end} master lan && ip link set {end} up && ethtool -K {end} tx off >/dev/null"
+                    ),
+                );
             }
         }
         netns::ip(&["-n", &t.a, "link", "add", "s0", "type", "veth", "peer", "name", "s0", "netns", &t.b]).unwrap();
@@ -180,7 +215,10 @@ impl Pair {
         if !db.exists() {
             let json = self.dir.join("members.json");
             std::fs::write(&json, MEMBERS).unwrap();
-            for args in [vec!["db", "init", "--db", db.to_str().unwrap()], vec!["db", "import", json.to_str().unwrap(), "--db", db.to_str().unwrap()]] {
+            for args in [
+                vec!["db", "init", "--db", db.to_str().unwrap()],
+                vec!["db", "import", json.to_str().unwrap(), "--db", db.to_str().unwrap()],
+            ] {
                 let out = Command::new(env!("CARGO_BIN_EXE_torwart")).args(&args).output().unwrap();
                 assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
             }
@@ -221,7 +259,9 @@ impl Pair {
     }
 
     fn logs(&self) -> String {
-        [1, 2].map(|n| format!("--- box {n}:\n{}", std::fs::read_to_string(self.log_path(n)).unwrap_or_default())).join("\n")
+        [1, 2]
+            .map(|n| format!("--- box {n}:\n{}", std::fs::read_to_string(self.log_path(n)).unwrap_or_default()))
+            .join("\n")
     }
 
     fn stats(&self, n: u8) -> Option<Stats> {
@@ -262,8 +302,9 @@ impl Drop for Pair {
 
 fn json(child: Child) -> serde_json::Value {
     let out = child.wait_with_output().unwrap();
-    serde_json::from_slice(&out.stdout)
-        .unwrap_or_else(|e| panic!("{e}: {}\n{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)))
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!("{e}: {}\n{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
+    })
 }
 
 fn pair_of(s: &Stats) -> control::stats::PairStats {
@@ -291,7 +332,8 @@ fn connections_survive_a_kill_of_the_active_box_with_their_public_ports() {
     let clients = t.python(&t.c.clone(), CLIENT, &[&CONNECTIONS.to_string(), "10"]);
     let traffic_started = Instant::now();
     t.wait_for("the connections on b", Duration::from_secs(8), |t| {
-        t.stats(2).is_some_and(|s| pair_of(&s).counters.get("worker_installed").copied().unwrap_or(0) >= CONNECTIONS as u64)
+        t.stats(2)
+            .is_some_and(|s| pair_of(&s).counters.get("worker_installed").copied().unwrap_or(0) >= CONNECTIONS as u64)
     });
     std::thread::sleep(Duration::from_secs(1));
 
@@ -359,5 +401,8 @@ fn written_up_packets(db: &std::path::Path) -> u64 {
     let script = "import sqlite3, sys\nc = sqlite3.connect(sys.argv[1])\n\
                   print(c.execute(\"SELECT coalesce(sum(packets), 0) FROM accounting WHERE member_id = 1 AND direction = 'outbound'\").fetchone()[0])";
     let out = Command::new("python3").args(["-c", script, db.to_str().unwrap()]).output().unwrap();
-    String::from_utf8_lossy(&out.stdout).trim().parse().unwrap_or_else(|_| panic!("{}", String::from_utf8_lossy(&out.stderr)))
+    String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .parse()
+        .unwrap_or_else(|_| panic!("{}", String::from_utf8_lossy(&out.stderr)))
 }
