@@ -13,6 +13,7 @@
 
 use crate::counters::{DataplaneCounters, Drop};
 use arc_swap::ArcSwap;
+use core::net::IpAddr;
 use engine::{Side, Time};
 use io::{Batch, PacketBuf};
 use router::{Decision, FragmentSink, Icmp, Resolver, RouteTables, Router, RouterConfig};
@@ -232,6 +233,20 @@ impl Egress {
                 }
             }
         }
+    }
+
+    /// Makes sure the neighbour packets to `dst` go through is known, or
+    /// asks the kernel to resolve it: a box of a pair does so for the flows
+    /// it installs from the other, so that after a takeover their first
+    /// packets are not dropped while it resolves. Returns whether it asked.
+    pub(crate) fn prime(&mut self, dst: IpAddr) -> bool {
+        let Mode::Routed(r) = &mut self.mode else { return false };
+        let Some(route) = r.tables.lookup(dst) else { return false };
+        if route.ifindex == 0 || !r.ports.iter().any(|p| p.0 == route.ifindex) {
+            return false;
+        }
+        let next_hop = route.gateway.unwrap_or(dst);
+        r.tables.neighbour(route.ifindex, next_hop).is_none() && r.resolver.resolve(route.ifindex, next_hop)
     }
 
     pub(crate) fn stats(&self) -> EgressStats {

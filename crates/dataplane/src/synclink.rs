@@ -10,6 +10,7 @@
 //! the record, counted; the sync thread then tells the peer, and a resync
 //! follows.
 
+use core::net::IpAddr;
 use engine::{Engine, InstallRefusal, Installed, SyncChange, Time};
 use rtrb::{Consumer, Producer, RingBuffer};
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
@@ -133,8 +134,10 @@ impl WorkerSync {
     }
 
     /// Between batches: report changes, go on with a resync, install what
-    /// the other box reported. Returns the records moved (work done).
-    pub fn step(&mut self, engine: &mut Engine, now: Time) -> usize {
+    /// the other box reported (and `prime` the addresses of each flow
+    /// installed: see [`crate::egress::Egress::prime`]). Returns the
+    /// records moved (work done).
+    pub fn step(&mut self, engine: &mut Engine, now: Time, prime: impl FnMut(IpAddr)) -> usize {
         let c = &self.shared.counts;
         let (mut sent, mut lost) = (0u64, 0u64);
         let out = &mut self.out;
@@ -151,7 +154,7 @@ impl WorkerSync {
         bump(&c.reported, sent);
         bump(&c.lost, lost);
         let dumped = self.dump_some(engine, now);
-        let installed = self.install_some(engine, now);
+        let installed = self.install_some(engine, now, prime);
         self.sweep_some(engine);
         sent as usize + dumped + installed
     }
@@ -191,7 +194,7 @@ impl WorkerSync {
         n
     }
 
-    fn install_some(&mut self, engine: &mut Engine, now: Time) -> usize {
+    fn install_some(&mut self, engine: &mut Engine, now: Time, mut prime: impl FnMut(IpAddr)) -> usize {
         let c = &self.shared.counts;
         let n = self.incoming.slots().min(INSTALL_BATCH);
         for _ in 0..n {
@@ -203,7 +206,13 @@ impl WorkerSync {
                         continue;
                     };
                     match engine.install(now, &s, self.mark) {
-                        Ok(Installed::New) => bump(&c.installed, 1),
+                        Ok(Installed::New) => {
+                            bump(&c.installed, 1);
+                            // Where its packets go: each direction leaves towards
+                            // the end the other comes from.
+                            prime(s.keys[0].src_ip());
+                            prime(s.keys[1].src_ip());
+                        }
                         Ok(Installed::Updated) => bump(&c.updated, 1),
                         Err(e) => bump(
                             match e {

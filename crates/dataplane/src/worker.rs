@@ -310,7 +310,10 @@ impl Worker {
         // `release_held` then sends in this same step.
         self.engine.poll_timers(now);
         if let Some(s) = &mut self.sync {
-            work += s.step(&mut self.engine, now);
+            let egress = &mut self.egress;
+            work += s.step(&mut self.engine, now, |dst| {
+                egress.prime(dst);
+            });
         }
         work += self.release_held(now);
         self.transmit();

@@ -758,6 +758,6 @@ pub fn preflight(verbose: bool) -> Result<(), String> {
     Ok(())
 }
 
-fn on_path(tool: &str) -> bool {
+pub fn on_path(tool: &str) -> bool {
     std::env::var_os("PATH").is_some_and(|p| std::env::split_paths(&p).any(|d| d.join(tool).is_file()))
 }
