@@ -168,10 +168,11 @@ struct Cold {
 /// A change to report to the other box of a pair ([`Conntrack::log_changes`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Change {
-    /// Flow `i` was made, changed state, or outlived a timeout (its copy
-    /// on the other box must not expire first).
+    /// Flow `i` was first answered, established (TCP), passed here first
+    /// after the other box made it, or outlived a timeout (its copy on the
+    /// other box must not expire first).
     Flow(u32),
-    /// A flow ended; its original key and account slot.
+    /// An answered flow ended; its original key and account slot.
     Ended { key: FlowKey, account: u32 },
 }
 
@@ -497,9 +498,6 @@ impl Conntrack {
         f.expires = now + f.timeout(&self.timeouts);
         self.wheel.insert(i, f.expires);
         self.generation += 1;
-        if let (Some(log), false) = (&mut self.log, new.synced) {
-            log.push(Change::Flow(i));
-        }
         Ok((i, evicted))
     }
 
@@ -540,7 +538,8 @@ impl Conntrack {
         }
         f.live = false;
         self.generation += 1;
-        if let (Some(log), false) = (&mut self.log, f.synced) {
+        // Only what the other box was told of: answered flows.
+        if let (Some(log), false, true) = (&mut self.log, f.synced, f.answered) {
             log.push(Change::Ended { key: f.keys[0], account: f.account });
         }
         if f.binding != NO_BINDING {
@@ -571,7 +570,7 @@ impl Conntrack {
                 Due::Expired
             } else {
                 // Alive past a timeout: so must the other box's copy be.
-                if let (Some(log), false) = (log.as_mut(), f.synced) {
+                if let (Some(log), false, true) = (log.as_mut(), f.synced, f.answered) {
                     log.push(Change::Flow(i));
                 }
                 Due::Later(f.expires)

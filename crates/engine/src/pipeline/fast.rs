@@ -101,9 +101,12 @@ impl Engine {
             Ok(t) => t,
             Err(r) => return (self.drop(r), None),
         };
-        // What the other box of a pair must hear of: a new state, the first
-        // answer, or the first packet here of a flow it made.
-        let changed = f.synced || (dir == 1 && !f.answered) || tcp_state(f) != state_before;
+        // What the other box of a pair must hear of: the first answer (a
+        // flow nobody answered is not worth a failover: its opener tries
+        // again), a TCP connection established, or the first packet here of
+        // a flow it made. The closing states it learns from the packets.
+        let established = tcp_state(f) == Some(TcpState::Established) && state_before != tcp_state(f);
+        let changed = f.synced || (dir == 1 && !f.answered) || established;
         if dir == 1 {
             f.answered = true;
         }

@@ -1,9 +1,12 @@
 //! The other box of a pair: flows reported to it and flows installed from it.
 //!
 //! With [`Engine::sync_with_peer`] on, the flow table logs what the other
-//! box must hear of (a flow made, a state changed, a flow that outlived a
-//! timeout, a flow ended); [`Engine::take_changes`] turns the log into
-//! [`Synced`] flows. Flows the other box reports are installed at once,
+//! box must hear of: a flow answered, a TCP connection established, a flow
+//! that outlived a timeout, a flow ended. Flows nobody answered (a SYN
+//! flood's, a scan's) cost the sync nothing: their openers try again after
+//! a failover. Closing TCP states are not reported; the other box learns
+//! them from the packets, liberally. [`Engine::take_changes`] turns the
+//! log into [`Synced`] flows. Flows the other box reports are installed at once,
 //! ready to forward ([`Engine::install`]): the same keys, the same NAT
 //! public port, TCP tracking resumed liberally. Such a flow is *synced*
 //! until a packet of it passes here: its changes and its end are the other
@@ -128,12 +131,12 @@ impl Engine {
         })
     }
 
-    /// Exports the live flows from slab index `from` on, looking at most at
-    /// `budget` entries; returns where to go on, or `None` at the end.
+    /// Exports the live answered flows from slab index `from` on, looking
+    /// at most at `budget` entries; returns where to go on, or `None` at the end.
     pub fn export_from(&self, now: Time, from: u32, budget: usize, mut out: impl FnMut(Synced)) -> Option<u32> {
         let end = (from as usize).saturating_add(budget).min(self.ct.capacity());
         for i in from..end as u32 {
-            if let Some(s) = self.export(now, i) {
+            if let Some(s) = self.export(now, i).filter(|s| s.answered) {
                 out(s);
             }
         }
