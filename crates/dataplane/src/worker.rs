@@ -532,10 +532,16 @@ impl Worker {
             if batch.is_empty() {
                 continue;
             }
-            let sent = q.io.send(batch.frames()).unwrap_or(0);
+            let mut sent = q.io.send(batch.frames()).unwrap_or(0);
             // Push out what the device still holds (AF_XDP in copy mode
             // sends 32 frames per wake-up): one more kick, not a wait.
             let _ = q.io.flush();
+            if sent < batch.len() {
+                // Short of ring slots or free chunks: the flush took back
+                // what the kernel has sent since; one more try before a drop.
+                sent += q.io.send(&batch.frames()[sent..]).unwrap_or(0);
+                let _ = q.io.flush();
+            }
             self.counters.tx[p] += sent as u64;
             let unsent = batch.len() - sent;
             if unsent > 0 {

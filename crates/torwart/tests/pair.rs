@@ -44,69 +44,6 @@ const MEMBERS: &str = r#"{
 
 const KEY: &str = "# test key\n5a5b5c5d5e5f606162636465666768696a6b6c6d6e6f70717273747576777879\n";
 
-/// The echo server: one line back per line, and per connection (named by
-/// its first line) every source address and port it came from.
-const SERVER: &str = r#"
-import socket, threading, json, sys, time
-seen = {}
-lock = threading.Lock()
-def serve(conn, addr):
-    f = conn.makefile('rwb', buffering=0)
-    try:
-        for line in f:
-            name = line.split()[0].decode()
-            with lock:
-                seen.setdefault(name, set()).add("%s:%d" % addr)
-            f.write(line)
-    except OSError:
-        pass
-s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-s.bind(("0.0.0.0", 9000)); s.listen(512); s.settimeout(0.2)
-end = time.time() + float(sys.argv[1])
-while time.time() < end:
-    try:
-        c, a = s.accept()
-        threading.Thread(target=serve, args=(c, a), daemon=True).start()
-    except socket.timeout:
-        pass
-print(json.dumps({k: sorted(v) for k, v in seen.items()}))
-"#;
-
-/// The clients: `n` connections, each sending a line every 50 ms and
-/// waiting for its echo; per connection, the longest wait for an echo
-/// (the outage it saw) and the error that ended it, if one did.
-const CLIENT: &str = r#"
-import socket, threading, json, sys, time
-n, seconds = int(sys.argv[1]), float(sys.argv[2])
-out = {}
-def run(i):
-    name = "c%d" % i
-    longest, error, last = 0.0, None, time.time()
-    try:
-        s = socket.create_connection(("192.0.2.2", 9000), timeout=10)
-        s.settimeout(5)
-        f = s.makefile('rwb', buffering=0)
-        end = time.time() + seconds
-        k = 0
-        while time.time() < end:
-            f.write(b"%s %d\n" % (name.encode(), k))
-            line = f.readline()
-            if not line:
-                error = "closed"; break
-            now = time.time(); longest = max(longest, now - last); last = now
-            k += 1
-            time.sleep(0.05)
-    except ConnectionResetError:
-        error = "reset"
-    except OSError as e:
-        error = type(e).__name__
-    out[name] = {"longest": longest, "error": error}
-ts = [threading.Thread(target=run, args=(i,)) for i in range(n)]
-for t in ts: t.start(); time.sleep(0.01)
-for t in ts: t.join()
-print(json.dumps(out))
-"#;
-
 struct Pair {
     ns: Namespaces,
     c: String,
@@ -340,8 +277,10 @@ impl Pair {
         panic!("timed out waiting for {what}:\n{}", self.logs());
     }
 
+    /// One of `scripts/pair/`'s Python programs in namespace `ns`.
     fn python(&self, ns: &str, script: &str, args: &[&str]) -> Child {
-        let mut a = vec!["netns", "exec", ns, "python3", "-c", script];
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/pair").join(script);
+        let mut a = vec!["netns", "exec", ns, "python3", path.to_str().unwrap()];
         a.extend(args);
         Command::new("ip").args(&a).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap()
     }
@@ -397,9 +336,9 @@ fn connections_survive_a_kill_of_the_active_box_with_their_public_ports() {
         eprintln!("keepalived is not installed: the test moves the gateway addresses itself");
     }
 
-    let server = t.python(&t.o.clone(), SERVER, &["14"]);
+    let server = t.python(&t.o.clone(), "echo_server.py", &["14"]);
     std::thread::sleep(Duration::from_millis(500));
-    let clients = t.python(&t.c.clone(), CLIENT, &[&CONNECTIONS.to_string(), "10"]);
+    let clients = t.python(&t.c.clone(), "clients.py", &[&CONNECTIONS.to_string(), "10"]);
     let traffic_started = Instant::now();
     t.wait_for("the connections on b", Duration::from_secs(8), |t| {
         t.stats(2)

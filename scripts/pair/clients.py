@@ -1,0 +1,53 @@
+"""The member's side of a failover test: N connections to SERVER:9000,
+each sending a line every 50 ms and waiting for its echo, for SECONDS.
+
+Prints JSON: per connection, the longest wait between two echoes (the
+outage it saw) and the error that ended it ("reset" for a TCP RST), if any.
+
+Usage: clients.py N SECONDS [SERVER]
+"""
+import json
+import socket
+import sys
+import threading
+import time
+
+n, seconds = int(sys.argv[1]), float(sys.argv[2])
+server = sys.argv[3] if len(sys.argv) > 3 else "192.0.2.2"
+out = {}
+
+
+def run(i):
+    name = "c%d" % i
+    longest, error, last = 0.0, None, time.time()
+    try:
+        s = socket.create_connection((server, 9000), timeout=10)
+        s.settimeout(5)
+        f = s.makefile("rwb", buffering=0)
+        end = time.time() + seconds
+        k = 0
+        while time.time() < end:
+            f.write(b"%s %d\n" % (name.encode(), k))
+            line = f.readline()
+            if not line:
+                error = "closed"
+                break
+            now = time.time()
+            longest = max(longest, now - last)
+            last = now
+            k += 1
+            time.sleep(0.05)
+    except ConnectionResetError:
+        error = "reset"
+    except OSError as e:
+        error = type(e).__name__
+    out[name] = {"longest": longest, "error": error}
+
+
+threads = [threading.Thread(target=run, args=(i,)) for i in range(n)]
+for t in threads:
+    t.start()
+    time.sleep(0.01)
+for t in threads:
+    t.join()
+print(json.dumps(out))
