@@ -1,8 +1,9 @@
 """The member's side of a failover test: N connections to SERVER:9000,
 each sending a line every 50 ms and waiting for its echo, for SECONDS.
 
-Prints JSON: per connection, the longest wait between two echoes (the
-outage it saw) and the error that ended it ("reset" for a TCP RST), if any.
+Prints JSON: per connection, its local port, the longest wait between two
+echoes once it is open (the outage it saw) and the error that ended it
+("reset" for a TCP RST), if any.
 
 Usage: clients.py N SECONDS [SERVER]
 """
@@ -19,9 +20,12 @@ out = {}
 
 def run(i):
     name = "c%d" % i
-    longest, error, last = 0.0, None, time.time()
+    longest, error, last, port = 0.0, None, time.time(), None
     try:
         s = socket.create_connection((server, 9000), timeout=10)
+        port = s.getsockname()[1]
+        # Outages are counted from here: the connection is open.
+        last = time.time()
         s.settimeout(5)
         f = s.makefile("rwb", buffering=0)
         end = time.time() + seconds
@@ -41,7 +45,7 @@ def run(i):
         error = "reset"
     except OSError as e:
         error = type(e).__name__
-    out[name] = {"longest": longest, "error": error}
+    out[name] = {"longest": longest, "error": error, "port": port}
 
 
 threads = [threading.Thread(target=run, args=(i,)) for i in range(n)]
