@@ -199,13 +199,16 @@ pub struct SyncConfig {
     /// Written "0" when this box may take over the other's traffic, "1"
     /// while it is still receiving the other's state (keepalived's `track_file`).
     pub ready_file: Option<PathBuf>,
+    /// The largest datagram on the sync link, in bytes: 1452 for a 1500-byte
+    /// MTU (the default), up to 8952 with jumbo frames. The same on both boxes.
+    pub datagram: Option<usize>,
 }
 
 impl SyncConfig {
     /// The sync link, if one is configured; the error names the field.
     fn check(&self) -> Result<Option<crate::pair::PairConfig>, String> {
         let (local, peer, key_file) = match (&self.local, &self.peer, &self.key_file) {
-            (None, None, None) if self.ready_file.is_none() => return Ok(None),
+            (None, None, None) if self.ready_file.is_none() && self.datagram.is_none() => return Ok(None),
             (Some(l), Some(p), Some(k)) => (l, p, k),
             _ => return Err("sync: give local, peer and key_file together (or none of them)".into()),
         };
@@ -221,11 +224,16 @@ impl SyncConfig {
         if peer.port() == 0 || peer.ip().is_unspecified() || peer == local {
             return Err(format!("sync.peer = \"{peer}\": the other box's own address and port"));
         }
+        let max_datagram = self.datagram.unwrap_or(1452);
+        if !(1024..=sync::message::MAX_LEN).contains(&max_datagram) {
+            return Err(format!("sync.datagram = {max_datagram}: give 1024 to {} bytes", sync::message::MAX_LEN));
+        }
         Ok(Some(crate::pair::PairConfig {
             local,
             peer,
             key_file: key_file.clone(),
             ready_file: self.ready_file.clone(),
+            max_datagram,
         }))
     }
 }
@@ -525,6 +533,10 @@ mod tests {
             (
                 format!("{GOOD}\n[sync]\nlocal = \"10.99.0.1:7400\"\npeer = \"[fd00::2]:7400\"\nkey_file = \"k\""),
                 "different address families",
+            ),
+            (
+                format!("{GOOD}\n[sync]\nlocal = \"10.99.0.1:7400\"\npeer = \"10.99.0.2:7400\"\nkey_file = \"k\"\ndatagram = 9000"),
+                "sync.datagram = 9000: give 1024 to 8952 bytes",
             ),
             (
                 format!("{GOOD}\n[sync]\nlocal = \"10.99.0.1:7400\"\npeer = \"10.99.0.1:7400\"\nkey_file = \"k\""),

@@ -53,6 +53,8 @@ pub struct PairConfig {
     pub peer: SocketAddr,
     pub key_file: PathBuf,
     pub ready_file: Option<PathBuf>,
+    /// The largest datagram (`sync.datagram`), the same on both boxes.
+    pub max_datagram: usize,
 }
 
 /// Reads the key file: the owner's alone (no group or other access), at
@@ -171,7 +173,12 @@ impl Pair {
         socket.set_nonblocking(true)?;
         receive_buffer(&socket, RECEIVE_BUFFER);
         let now = monotonic_now();
-        let peer = Peer::new(sync::Config::default(), keys, random::<32>()?, now);
+        let peer = Peer::new(
+            sync::Config { max_datagram: cfg.max_datagram, ..sync::Config::default() },
+            keys,
+            random::<32>()?,
+            now,
+        );
         let stop = Arc::new(AtomicBool::new(false));
         let stats = Arc::new(ArcSwap::from_pointee(PairStats::default()));
         let mut t = Thread {

@@ -404,6 +404,11 @@ impl Peer {
     /// Takes one datagram from the link; the records it completes are
     /// given to `deliver` in the order they were sent.
     pub fn handle_datagram(&mut self, now: Time, datagram: &[u8], mut deliver: impl FnMut(&Record)) {
+        // Both boxes must agree on the largest datagram: one larger than
+        // this box's would not fit its reorder window's slots.
+        if datagram.len() > self.cfg.max_datagram {
+            return self.refused(Refused::TooLong);
+        }
         let (kind, h, payload) = match message::open(&self.keys, datagram) {
             Ok(m) => m,
             Err(e) => return self.refused(e),

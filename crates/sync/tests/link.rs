@@ -416,3 +416,31 @@ fn a_bulk_resync_of_200000_flows_with_bounded_queues() {
     sim.assert_converged();
     assert_eq!(sim.nodes[1].held.len(), 200_000);
 }
+
+#[test]
+fn a_datagram_larger_than_this_boxs_is_refused_not_stored() {
+    // The peer (with the key) sends jumbo datagrams; this box takes 1452 bytes.
+    let now = Time::from_secs(1000);
+    let big = Config { max_datagram: sync::message::MAX_LEN, ..Config::default() };
+    let mut a = Peer::new(big, keys(), [1; 32], now);
+    let mut b = Peer::new(Config::default(), keys(), [2; 32], now);
+    let mut buf = vec![0u8; sync::message::MAX_LEN];
+    let mut t = now;
+    for _ in 0..50 {
+        exchange(&mut a, &mut b, t, &mut buf);
+        exchange(&mut b, &mut a, t, &mut buf);
+        while a.poll_event().is_some() {}
+        for i in 0..200 {
+            a.push(Record::Flow(flow(i, 1)));
+        }
+        t = Time(t.as_nanos() + 10_000_000);
+    }
+    assert!(b.counters().refused_too_long > 0, "{:?}", b.counters());
+}
+
+/// Everything `src` has to send now, handed to `dst`.
+fn exchange(src: &mut Peer, dst: &mut Peer, t: Time, buf: &mut [u8]) {
+    while let Some(n) = src.poll_transmit(t, buf) {
+        dst.handle_datagram(t, &buf[..n], |_| {});
+    }
+}
