@@ -327,6 +327,11 @@ impl Thread {
     fn receive(&mut self, now: Time, buf: &mut [u8]) {
         let Thread { socket, peer, hubs, has_policy, receive_errors, usage, .. } = self;
         let (workers, has_policy) = (hubs.len(), *has_policy);
+        if workers == 0 {
+            // The workers are not attached yet: what arrives waits in the
+            // socket (or is sent again), as when their rings are full.
+            return;
+        }
         let mut usage = lock(usage);
         for _ in 0..256 {
             if hubs.iter().any(|h| h.incoming.slots() < ROOM_PER_DATAGRAM) {

@@ -225,6 +225,7 @@ pub struct Peer {
     /// The newest challenge the peer issued, echoed in our hellos.
     their_challenge: u64,
     them: Option<Them>,
+    started: Time,
     /// Datagrams sent in this session.
     number: u64,
     next_hello: Time,
@@ -281,6 +282,7 @@ impl Peer {
             challenge,
             their_challenge: 0,
             them: None,
+            started: now,
             number: 0,
             next_hello: now,
             hello_now: false,
@@ -325,9 +327,15 @@ impl Peer {
 
     /// May this box take over its peer's traffic? Not while a live peer is
     /// still sending state this box lacks; yes when the peer is gone (there
-    /// is nothing more to wait for) or was never heard.
+    /// is nothing more to wait for). A box just started waits
+    /// [`Config::dead_after`] to hear from a peer first: a box returning
+    /// after a failure must not take the traffic back before it holds the
+    /// state of the connections its peer carried meanwhile.
     pub fn ready(&self, now: Time) -> bool {
-        self.complete || !self.alive(now)
+        match self.them {
+            Some(_) => self.complete || !self.alive(now),
+            None => now.since(self.started) >= self.cfg.dead_after,
+        }
     }
 
     fn alive(&self, now: Time) -> bool {

@@ -444,3 +444,33 @@ fn exchange(src: &mut Peer, dst: &mut Peer, t: Time, buf: &mut [u8]) {
         dst.handle_datagram(t, &buf[..n], |_| {});
     }
 }
+
+#[test]
+fn a_box_that_starts_is_not_ready_before_it_holds_its_peers_state() {
+    let cfg = Config::default();
+    let mut sim = Sim::new(cfg, 21);
+    for id in 0..20_000 {
+        sim.nodes[0].own.insert(id, 1);
+    }
+    let t0 = sim.now;
+    assert!(!sim.nodes[1].peer.ready(t0), "just started: not ready");
+    // Alone for the grace period: ready (there is nobody to wait for).
+    let alone = Peer::new(cfg, keys(), [9; 32], t0);
+    assert!(alone.ready(t0 + cfg.dead_after));
+    // With a peer sending its state: not ready until all of it is here.
+    let mut seen_unready_with_peer = false;
+    for _ in 0..20_000 {
+        sim.tick();
+        let st = sim.nodes[1].peer.status(sim.now);
+        if st.peer_alive && !st.complete {
+            assert!(!sim.nodes[1].peer.ready(sim.now));
+            seen_unready_with_peer = true;
+        }
+        if st.complete {
+            break;
+        }
+    }
+    assert!(seen_unready_with_peer);
+    assert!(sim.nodes[1].peer.ready(sim.now));
+    assert_eq!(sim.nodes[1].held.len(), 20_000);
+}

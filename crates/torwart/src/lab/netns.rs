@@ -70,7 +70,13 @@ impl Namespaces {
     }
 
     /// Starts a long-running process in `ns`; it is killed when the lab ends.
+    /// A process of the same name that has exited is forgotten (a restart);
+    /// one that still runs is an error.
     pub fn spawn(&mut self, what: &str, ns: &str, cmd: &str, args: &[&str], log: Option<File>) -> Result<(), String> {
+        if self.alive(what) {
+            return Err(format!("{what} runs already"));
+        }
+        self.children.retain(|(w, _)| w != what);
         let mut c = Command::new("ip");
         c.args(["netns", "exec", ns, cmd]).args(args).stdin(Stdio::null());
         match log {
