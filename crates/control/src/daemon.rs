@@ -195,6 +195,7 @@ pub fn run_config(config: Config, checked: Checked) -> Result<(), Failure> {
         running: Some(running),
         pair,
         shared_flush: None,
+        pair_lost: false,
         orphans: Vec::new(),
         ledger,
         parked: Vec::new(),
@@ -222,6 +223,8 @@ struct Daemon {
     pair: Option<crate::pair::Pair>,
     /// The last flush the other box was told of.
     shared_flush: Option<i64>,
+    /// The sync thread's end was logged.
+    pair_lost: bool,
     /// The other box's usage still to be written for it.
     orphans: Vec<crate::pair::Orphaned>,
     ledger: Ledger,
@@ -297,6 +300,10 @@ impl Daemon {
     /// other box counted and did not write, if it is gone.
     fn exchange_usage(&mut self, stats: &[Arc<WorkerStats>], last_share: &mut Instant) {
         let Some(p) = &self.pair else { return };
+        if !p.running() && !self.pair_lost {
+            self.pair_lost = true;
+            tracing::error!("the sync thread stopped: this box no longer syncs with the other (a bug; see above)");
+        }
         if let Some(f) = self.ledger.last_flush().filter(|f| self.shared_flush != Some(*f)) {
             p.flushed(f);
             self.shared_flush = Some(f);

@@ -252,7 +252,12 @@ impl Pair {
 
     /// The latest figures (at most 100 ms old).
     pub fn stats(&self) -> PairStats {
-        (**self.stats.load()).clone()
+        PairStats { running: self.running(), ..(**self.stats.load()).clone() }
+    }
+
+    /// The sync thread runs (it ends only when stopped, or on a bug).
+    pub fn running(&self) -> bool {
+        self.thread.as_ref().is_some_and(|t| !t.is_finished())
     }
 
     pub fn stop(mut self) {
@@ -481,6 +486,7 @@ impl Thread {
         counters.insert("receive_errors".into(), self.receive_errors);
         let workers_lost = counters.get("worker_lost").copied().unwrap_or(0);
         self.stats.store(Arc::new(PairStats {
+            running: true,
             ready,
             complete: st.complete,
             peer_alive: st.peer_alive,

@@ -47,6 +47,8 @@ pub struct Stats {
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct PairStats {
+    /// The sync thread runs.
+    pub running: bool,
     /// May this box take over the other's traffic ([`sync::Peer::ready`]).
     pub ready: bool,
     /// This box holds all of the other box's state.

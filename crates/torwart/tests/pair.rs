@@ -325,6 +325,7 @@ fn connections_survive_a_kill_of_the_active_box_with_their_public_ports() {
         a.zip(b).is_some_and(|(a, b)| pair_of(&a).complete && pair_of(&b).complete)
     });
     assert_eq!(std::fs::read_to_string(t.dir.join("box2/ready")).unwrap(), "0\n");
+    assert!(t.stats(1).zip(t.stats(2)).is_some_and(|(a, b)| pair_of(&a).running && pair_of(&b).running));
     if keepalived {
         t.start_keepalived(1);
         t.start_keepalived(2);
