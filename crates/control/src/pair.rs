@@ -124,6 +124,72 @@ pub fn receive_buffer(socket: &UdpSocket, bytes: libc::c_int) {
     }
 }
 
+/// Datagrams gathered to go out in one `sendmmsg` on a connected socket.
+#[derive(Debug)]
+pub struct SendBatch {
+    bytes: Vec<u8>,
+    lens: Vec<usize>,
+    size: usize,
+}
+
+impl SendBatch {
+    /// Room for `n` datagrams of at most `size` bytes.
+    pub fn new(size: usize, n: usize) -> SendBatch {
+        SendBatch { bytes: vec![0; size * n.max(1)], lens: Vec::with_capacity(n.max(1)), size }
+    }
+
+    /// The buffer for the next datagram, if the batch has room.
+    pub fn buffer(&mut self) -> Option<&mut [u8]> {
+        let i = self.lens.len();
+        (i < self.lens.capacity()).then(|| &mut self.bytes[i * self.size..(i + 1) * self.size])
+    }
+
+    /// The datagram written into [`buffer`](Self::buffer)'s is `len` bytes.
+    pub fn push(&mut self, len: usize) {
+        self.lens.push(len.min(self.size));
+    }
+
+    pub fn is_full(&self) -> bool {
+        self.lens.len() == self.lens.capacity()
+    }
+
+    /// Datagrams gathered.
+    pub fn len(&self) -> usize {
+        self.lens.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.lens.is_empty()
+    }
+
+    /// Sends what is gathered; returns how many the kernel took (the rest
+    /// are dropped: the protocol sends them again). The batch is empty after.
+    pub fn send(&mut self, socket: &UdpSocket) -> usize {
+        let n = self.lens.len();
+        if n == 0 {
+            return 0;
+        }
+        let mut iov: Vec<libc::iovec> = self
+            .lens
+            .iter()
+            .enumerate()
+            .map(|(i, &len)| libc::iovec { iov_base: self.bytes[i * self.size..].as_mut_ptr().cast(), iov_len: len })
+            .collect();
+        // SAFETY: mmsghdr is plain data; all-zero is a valid empty header.
+        let mut msgs: Vec<libc::mmsghdr> = (0..n).map(|_| unsafe { core::mem::zeroed() }).collect();
+        for (m, v) in msgs.iter_mut().zip(iov.iter_mut()) {
+            m.msg_hdr.msg_iov = v;
+            m.msg_hdr.msg_iovlen = 1;
+        }
+        // SAFETY: `msgs` holds n headers, each pointing at one iovec of `iov`
+        // that describes a live range of `self.bytes`; all outlive the call.
+        let sent =
+            unsafe { libc::sendmmsg(socket.as_raw_fd(), msgs.as_mut_ptr(), n as libc::c_uint, libc::MSG_DONTWAIT) };
+        self.lens.clear();
+        usize::try_from(sent).unwrap_or(0)
+    }
+}
+
 /// The running sync thread.
 #[derive(Debug)]
 pub struct Pair {
@@ -192,6 +258,7 @@ impl Pair {
             has_policy,
             resync: None,
             lost_told: 0,
+            batch: SendBatch::new(cfg.max_datagram, 32),
             ready_file: cfg.ready_file.clone(),
             written_ready: None,
             stats: Arc::clone(&stats),
@@ -284,6 +351,7 @@ struct Thread {
     resync: Option<u32>,
     /// Records the workers lost that the peer has been told of.
     lost_told: u64,
+    batch: SendBatch,
     ready_file: Option<PathBuf>,
     written_ready: Option<bool>,
     stats: Arc<ArcSwap<PairStats>>,
@@ -301,7 +369,7 @@ impl Thread {
             self.receive(now, &mut buf);
             self.events();
             self.collect();
-            self.transmit(now, &mut buf);
+            self.transmit(now);
             if now.since(self.last_stats) >= Duration::from_millis(100) {
                 self.publish(now);
             }
@@ -456,19 +524,23 @@ impl Thread {
         }
     }
 
-    fn transmit(&mut self, now: Time, buf: &mut [u8]) {
-        while let Some(n) = self.peer.poll_transmit(now, buf) {
-            match self.socket.send(&buf[..n]) {
-                Ok(_) => {}
-                Err(e) if e.kind() == ErrorKind::WouldBlock => {
-                    // The socket buffer is full: what was not sent is sent
-                    // again after its resend time.
-                    self.send_errors += 1;
-                    break;
-                }
-                Err(_) => self.send_errors += 1,
+    /// Sends what the peer has to send, in batches of one `sendmmsg`. What
+    /// the socket does not take (its buffer is full, the peer is
+    /// unreachable) is counted; the protocol sends it again.
+    fn transmit(&mut self, now: Time) {
+        while let Some(slot) = self.batch.buffer() {
+            let Some(n) = self.peer.poll_transmit(now, slot) else { break };
+            self.batch.push(n);
+            if self.batch.is_full() {
+                self.send_batch();
             }
         }
+        self.send_batch();
+    }
+
+    fn send_batch(&mut self) {
+        let (waiting, sent) = (self.batch.len(), self.batch.send(&self.socket));
+        self.send_errors += (waiting - sent) as u64;
     }
 
     fn publish(&mut self, now: Time) {

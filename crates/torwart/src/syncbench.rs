@@ -266,6 +266,7 @@ fn cost(cfg: sync::Config, policy: &Arc<Policy>, specs: &[FlowSpec], now: Time) 
             let _ = sa.send(&buf[..n]);
         }
     }
+    let mut batch = control::pair::SendBatch::new(cfg.max_datagram, 32);
     // Opening the flows is the engine's work, not sync's: timed apart.
     let mut changes = 0u64;
     let mut sync_time = Duration::ZERO;
@@ -286,9 +287,14 @@ fn cost(cfg: sync::Config, policy: &Arc<Policy>, specs: &[FlowSpec], now: Time) 
         while let Ok(n) = sa.recv(&mut buf) {
             peer.handle_datagram(t, &buf[..n], |_| {});
         }
-        while let Some(n) = peer.poll_transmit(t, &mut buf) {
-            let _ = sa.send(&buf[..n]);
+        while let Some(slot) = batch.buffer() {
+            let Some(n) = peer.poll_transmit(t, slot) else { break };
+            batch.push(n);
+            if batch.is_full() {
+                batch.send(&sa);
+            }
         }
+        batch.send(&sa);
         sync_time += cpu_now().saturating_sub(t0);
     }
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
