@@ -69,9 +69,9 @@ pub struct Options {
 }
 
 /// A frame buffer of the warm-up's batches.
-struct Frame {
-    data: Box<[u8; 2048]>,
-    len: usize,
+pub(crate) struct Frame {
+    pub(crate) data: Box<[u8; 2048]>,
+    pub(crate) len: usize,
 }
 
 impl FrameBuf for Frame {
@@ -161,7 +161,7 @@ type Published = ArcSwap<Generation>;
 /// Opens flow `f` through the engine packet by packet, as its ends would,
 /// and returns where the flow is seen on the outside (after NAT), or `None`
 /// if policy refused it.
-fn open_flow(engine: &mut Engine, now: Time, f: &FlowSpec, frame: &mut Frame) -> Option<(IpAddr, u16)> {
+pub(crate) fn open_flow(engine: &mut Engine, now: Time, f: &FlowSpec, frame: &mut Frame) -> Option<(IpAddr, u16)> {
     let mut send = |engine: &mut Engine, side: Side, bytes: &[u8]| {
         frame.data[..bytes.len()].copy_from_slice(bytes);
         frame.len = bytes.len();

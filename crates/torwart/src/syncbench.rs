@@ -14,7 +14,7 @@
 //!   and as a share of one core at the scenario's flow-creation rate.
 
 use crate::scenario::{self, FlowSpec, Params};
-use engine::{Config, Engine, Side, SyncChange, Time, Verdict};
+use engine::{Config, Engine, SyncChange, Time};
 use policy::Policy;
 use std::net::UdpSocket;
 use std::sync::Arc;
@@ -82,21 +82,10 @@ fn engine(policy: &Arc<Policy>, flows: usize, now: Time) -> Engine {
     e
 }
 
-/// Opens `f` through `e` as its ends would: the first packet and its answer.
+/// Opens `f` through `e` as its ends would (`bench`'s warm-up does the same).
 fn open(e: &mut Engine, now: Time, f: &FlowSpec) -> bool {
-    let mut hs = Vec::new();
-    f.handshake(&mut hs);
-    let mut frame = hs[0].1.clone();
-    let mut v = [Verdict::Held];
-    e.process(now, Side::Inside, core::slice::from_mut(&mut frame), &mut v);
-    let Verdict::Forward(_) = v[0] else { return false };
-    let Ok(out) = wire::classify::classify(&frame) else { return false };
-    let seen = FlowSpec { client: out.key.src_ip(), client_port: out.key.src_port, ..*f };
-    let mut answer = Vec::new();
-    seen.handshake(&mut answer);
-    let mut frame = answer[1].1.clone();
-    e.process(now, Side::Outside, core::slice::from_mut(&mut frame), &mut v);
-    matches!(v[0], Verdict::Forward(_))
+    let mut frame = crate::bench::Frame { data: Box::new([0; 2048]), len: 0 };
+    crate::bench::open_flow(e, now, f, &mut frame).is_some()
 }
 
 fn keys() -> Keys {

@@ -95,8 +95,9 @@ impl Engine {
             self.ct.remove(h.flow);
             return (self.drop(Reason::MemberBlocked), None);
         }
+        let logging = self.ct.logs_changes();
         let (f, timeouts) = self.ct.flow_and_timeouts(h.flow);
-        let state_before = tcp_state(f);
+        let state_before = if logging { tcp_state(f) } else { None };
         let timeout_before = match tcp_step(f, timeouts, dir, seg) {
             Ok(t) => t,
             Err(r) => return (self.drop(r), None),
@@ -105,8 +106,11 @@ impl Engine {
         // flow nobody answered is not worth a failover: its opener tries
         // again), a TCP connection established, or the first packet here of
         // a flow it made. The closing states it learns from the packets.
-        let established = tcp_state(f) == Some(TcpState::Established) && state_before != tcp_state(f);
-        let changed = f.synced || (dir == 1 && !f.answered) || established;
+        // Without a pair nothing is logged, and no flow is synced.
+        let changed = logging && {
+            let established = tcp_state(f) == Some(TcpState::Established) && state_before != tcp_state(f);
+            f.synced || (dir == 1 && !f.answered) || established
+        };
         if dir == 1 {
             f.answered = true;
         }
