@@ -167,6 +167,9 @@ pub fn run(path: &Path) -> Result<(), Failure> {
 }
 
 pub fn run_config(config: Config, checked: Checked) -> Result<(), Failure> {
+    if let Some(pair) = &checked.pair {
+        crate::pair::mark_not_ready(pair);
+    }
     warn_unserved_settings(&config);
     let signals = Signals::install()?;
     let ports = find_ports(&config)?;
@@ -418,6 +421,9 @@ impl Daemon {
     /// the stats and the log line; closes the database.
     fn stop(mut self) -> Result<(), Failure> {
         tracing::info!("stopping: draining the workers");
+        if let Some(p) = &self.pair {
+            p.leave();
+        }
         if let Some(r) = self.running.take() {
             let (stats, _, unserved) = r.stop();
             self.carried_unserved += unserved;

@@ -75,6 +75,17 @@ pub fn load_keys(path: &Path) -> Result<Keys, String> {
     Keys::parse(&text).map_err(|e| format!("sync key file {shown}: {e}"))
 }
 
+/// Writes "1" (not ready) to the readiness file, if there is one: at start,
+/// before anything else, so that a file left by an earlier run cannot tell
+/// keepalived that this box, still starting, may take the traffic.
+pub fn mark_not_ready(cfg: &PairConfig) {
+    if let Some(path) = &cfg.ready_file {
+        if let Err(e) = files::write_private(path, b"1\n", 0o644, false) {
+            tracing::error!(file = %path.display(), error = %e, "sync: cannot write the readiness file");
+        }
+    }
+}
+
 /// A new key file's text: one key from the kernel's random source.
 pub fn new_key_file() -> std::io::Result<String> {
     let key = random::<32>()?;
@@ -194,6 +205,8 @@ impl SendBatch {
 #[derive(Debug)]
 pub struct Pair {
     stop: Arc<AtomicBool>,
+    /// The box is stopping: the readiness file says "1" from now on.
+    leaving: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
     stats: Arc<ArcSwap<PairStats>>,
     /// The rings of workers started anew, for the thread to take.
@@ -253,6 +266,7 @@ impl Pair {
             hubs: Vec::new(),
             next_hubs: Arc::new(Mutex::new(None)),
             usage: Arc::new(Mutex::new(UsageExchange::default())),
+            leaving: Arc::new(AtomicBool::new(false)),
             peer_name: cfg.peer.to_string(),
             usage_session: None,
             has_policy,
@@ -269,9 +283,10 @@ impl Pair {
         let stop2 = Arc::clone(&stop);
         let next_hubs = Arc::clone(&t.next_hubs);
         let usage = Arc::clone(&t.usage);
+        let leaving = Arc::clone(&t.leaving);
         let thread = std::thread::Builder::new().name("torwart-sync".into()).spawn(move || t.run(&stop2))?;
         tracing::info!(local = %cfg.local, peer = %cfg.peer, "sync link open");
-        Ok(Pair { stop, thread: Some(thread), stats, next_hubs, usage })
+        Ok(Pair { stop, leaving, thread: Some(thread), stats, next_hubs, usage })
     }
 
     /// Hands the other box what this one counted and has not written:
@@ -322,6 +337,12 @@ impl Pair {
         PairStats { running: self.running(), ..(**self.stats.load()).clone() }
     }
 
+    /// This box stops forwarding: the readiness file says so at once (keepalived
+    /// moves the addresses to the other box while this one drains).
+    pub fn leave(&self) {
+        self.leaving.store(true, Ordering::Relaxed);
+    }
+
     /// The sync thread runs (it ends only when stopped, or on a bug).
     pub fn running(&self) -> bool {
         self.thread.as_ref().is_some_and(|t| !t.is_finished())
@@ -345,6 +366,7 @@ struct Thread {
     peer_name: String,
     /// The other box's session the usage held is from.
     usage_session: Option<u64>,
+    leaving: Arc<AtomicBool>,
     /// The box has a member policy (else flows of no member are steered by address).
     has_policy: bool,
     /// The resync the workers are walking their tables for.
@@ -546,7 +568,7 @@ impl Thread {
     fn publish(&mut self, now: Time) {
         self.last_stats = now;
         let st = self.peer.status(now);
-        let ready = self.peer.ready(now);
+        let ready = self.peer.ready(now) && !self.leaving.load(Ordering::Relaxed);
         let mut counters: std::collections::BTreeMap<String, u64> =
             self.peer.counters().named().iter().map(|(k, v)| ((*k).to_owned(), *v)).collect();
         for h in &self.hubs {

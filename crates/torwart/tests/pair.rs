@@ -440,6 +440,8 @@ fn connections_survive_a_kill_of_the_active_box_with_their_public_ports() {
     }
     assert_eq!(t.ns.stop("b", Duration::from_secs(20)).and_then(|s| s.code()), Some(0), "{}", t.logs());
     let b_counted = t.stats(2).and_then(|s| s.member(1).copied()).unwrap().up_packets;
+    let ready = std::fs::read_to_string(t.dir.join("box2/ready")).unwrap();
+    assert_eq!(ready, "1\n", "a stopped box says it is not ready");
     let written = written_up_packets(&t.db());
     // The member's packet rate (a's start included connecting, so b's is the better figure).
     let rate = (a_counted as f64 / traffic_for).max(b_counted as f64 / b_forwarded_for);
