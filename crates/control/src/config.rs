@@ -255,6 +255,59 @@ impl Default for StatsConfig {
     }
 }
 
+/// `[api]`: where the HTTP API, `/metrics` and the web page are served.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ApiConfig {
+    /// A TCP address and port ("" serves none). Any address that is not a
+    /// loopback one needs `token_file`.
+    pub listen: String,
+    /// A Unix socket for the CLI, mode 0660 ("" serves none).
+    pub socket: PathBuf,
+    /// A file (not readable by others) holding the bearer token every
+    /// request on `listen` must carry.
+    pub token_file: Option<PathBuf>,
+    /// Per-member series in `/metrics`: the busiest members first.
+    pub member_series: usize,
+}
+
+/// Where the CLI finds the daemon unless told.
+pub const DEFAULT_API_SOCKET: &str = "/run/torwart/api.sock";
+
+impl Default for ApiConfig {
+    fn default() -> Self {
+        ApiConfig {
+            listen: "127.0.0.1:9680".into(),
+            socket: PathBuf::from(DEFAULT_API_SOCKET),
+            token_file: None,
+            member_series: 1000,
+        }
+    }
+}
+
+impl ApiConfig {
+    /// The TCP address, if any; the error names the field.
+    fn check(&self) -> Result<Option<std::net::SocketAddr>, String> {
+        if self.member_series > 100_000 {
+            return Err(format!("api.member_series = {}: at most 100000", self.member_series));
+        }
+        if self.listen.is_empty() {
+            return Ok(None);
+        }
+        let addr: std::net::SocketAddr = self.listen.parse().map_err(|_| {
+            format!("api.listen = \"{}\": not an address and port (\"127.0.0.1:9680\", \"[::1]:9680\")", self.listen)
+        })?;
+        if !addr.ip().is_loopback() && self.token_file.is_none() {
+            return Err(format!(
+                "api.listen = \"{}\": an address others can reach needs api.token_file (a bearer token), \
+                 or listen on 127.0.0.1",
+                self.listen
+            ));
+        }
+        Ok(Some(addr))
+    }
+}
+
 /// The whole file.
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -276,9 +329,9 @@ pub struct Config {
     pub shaping: ShapingConfig,
     #[serde(default)]
     pub stats: StatsConfig,
-    /// Address of the HTTP API and metrics (not served yet).
+    /// The HTTP API, the metrics and the web page (`docs/api.md`).
     #[serde(default)]
-    pub api: Option<String>,
+    pub api: ApiConfig,
     #[serde(default)]
     pub sync: SyncConfig,
 }
@@ -298,6 +351,8 @@ pub struct Checked {
     pub sojourn_limit: Duration,
     /// The sync link to the other box of a pair (`[sync]`), if any.
     pub pair: Option<crate::pair::PairConfig>,
+    /// `api.listen`, parsed.
+    pub api_listen: Option<std::net::SocketAddr>,
 }
 
 impl Config {
@@ -398,6 +453,7 @@ impl Config {
             codel_interval,
             sojourn_limit,
             pair: self.sync.check()?,
+            api_listen: self.api.check()?,
         })
     }
 }

@@ -170,12 +170,11 @@ pub fn run_config(config: Config, checked: Checked) -> Result<(), Failure> {
     if let Some(pair) = &checked.pair {
         crate::pair::mark_not_ready(pair);
     }
-    warn_unserved_settings(&config);
     let signals = Signals::install()?;
     let ports = find_ports(&config)?;
     require_root()?;
     check_kernel_forwarding(&config)?;
-    let control = Control::start(&config)?;
+    let control = Control::start(&config, &checked)?;
     replay_spool(&control, "at start");
     let mirror = crate::mirror::Mirror::start(crate::mirror::MirrorConfig {
         ports: config.ports.iter().map(|p| p.interface.clone()).collect(),
@@ -253,6 +252,8 @@ impl Daemon {
         let mut last_stats = Instant::now();
         let mut last_log = Instant::now();
         let mut last_share = Instant::now();
+        let mut last_publish: Option<Instant> = None;
+        let mut last_sample = Instant::now();
         let mut routes_generation = self.mirror.load().generation();
         while !signals.terminate.load(Ordering::Relaxed) {
             std::thread::sleep(Duration::from_millis(50));
@@ -287,6 +288,15 @@ impl Daemon {
                 flush_usage(&self.control, &mut self.ledger, &stats);
             }
             self.exchange_usage(&stats, &mut last_share);
+            if last_publish.is_none_or(|t| t.elapsed() >= Duration::from_secs(1)) {
+                let now = Instant::now();
+                self.control.live.publish(Stats::collect(&stats, &self.context()), now, unix_now(), last_publish);
+                last_publish = Some(now);
+                if last_sample.elapsed() >= crate::api::live::SAMPLE_EVERY {
+                    last_sample = now;
+                    self.control.live.sample();
+                }
+            }
             if self.config.stats.file.is_some() && last_stats.elapsed() >= self.checked.stats_interval {
                 last_stats = Instant::now();
                 write_stats(&self.config, &Stats::collect(&stats, &self.context()));
@@ -451,13 +461,6 @@ impl Daemon {
     }
 }
 
-/// Settings that are read but not served yet.
-fn warn_unserved_settings(config: &Config) {
-    if config.api.is_some() {
-        tracing::warn!("api: the HTTP API is not served yet; the setting is ignored");
-    }
-}
-
 /// Step 5: the sync link to the other box of a pair, if one is configured.
 fn start_pair(checked: &Checked) -> Result<Option<crate::pair::Pair>, Failure> {
     let Some(cfg) = &checked.pair else { return Ok(None) };
@@ -590,6 +593,9 @@ fn check_kernel_forwarding(config: &Config) -> Result<(), Failure> {
 /// Step 4: the control runtime, the database, the first policy and the reload task.
 struct Control {
     runtime: tokio::runtime::Runtime,
+    /// What the API serves, published by the main loop.
+    live: Arc<crate::api::live::Live>,
+    api: crate::api::Api,
     db: Database,
     published: Arc<Published>,
     reload_now: Arc<tokio::sync::Notify>,
@@ -598,7 +604,7 @@ struct Control {
 }
 
 impl Control {
-    fn start(config: &Config) -> Result<Control, Failure> {
+    fn start(config: &Config, checked: &Checked) -> Result<Control, Failure> {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .enable_all()
@@ -615,14 +621,30 @@ impl Control {
             db.url()
         );
         let reload_now = Arc::new(tokio::sync::Notify::new());
-        let reload_task = runtime.spawn(reload_loop(db.clone(), reloader, Arc::clone(&reload_now)));
+        let live = Arc::new(crate::api::live::Live::new(reloader.members()));
+        let state = crate::api::ApiState {
+            live: Arc::clone(&live),
+            db: db.clone(),
+            reload_now: Arc::clone(&reload_now),
+            member_series: config.api.member_series,
+        };
+        let api = crate::api::Api::start(&runtime, &config.api, checked.api_listen, state)
+            .map_err(|e| Failure::system("cannot serve the API", e))?;
+        if let Some(addr) = api.listening {
+            tracing::info!("api: http://{addr}/ (web page, /api, /metrics)");
+        }
+        if !config.api.socket.as_os_str().is_empty() {
+            tracing::info!("api: socket {}", config.api.socket.display());
+        }
+        let reload_task = runtime.spawn(reload_loop(db.clone(), reloader, Arc::clone(&reload_now), Arc::clone(&live)));
         let spool = Spool::new(spool_path(config));
-        Ok(Control { runtime, db, published, reload_now, reload_task, spool })
+        Ok(Control { runtime, live, api, db, published, reload_now, reload_task, spool })
     }
 
     /// Ends the reload task (it holds a connection: a PostgreSQL LISTEN),
     /// then closes the pool, which waits for its connections to come back.
     fn stop(self) {
+        self.api.stop();
         self.reload_task.abort();
         let closed = self.runtime.block_on(async {
             let _ = self.reload_task.await;
@@ -863,16 +885,27 @@ fn open_ports(
 
 /// Reloads on every change the database reports and on SIGHUP; a failure
 /// keeps the running policy, and a broken watch is re-established.
-async fn reload_loop(db: Database, mut reloader: Reloader, now: Arc<tokio::sync::Notify>) {
+async fn reload_loop(
+    db: Database,
+    mut reloader: Reloader,
+    now: Arc<tokio::sync::Notify>,
+    live: Arc<crate::api::live::Live>,
+) {
     let report = |r: Result<crate::reload::Reloaded, crate::db::DbError>| match r {
-        Ok(r) => tracing::info!(
-            "policy reloaded generation={} changes=\"{}\" flows_ended_members={} compile_ms={:.1}",
-            r.generation,
-            r.changes,
-            r.ended,
-            r.compile.as_secs_f64() * 1e3
-        ),
-        Err(e) => tracing::warn!("reload refused, the running policy stays: {e}"),
+        Ok(r) => {
+            tracing::info!(
+                "policy reloaded generation={} changes=\"{}\" flows_ended_members={} compile_ms={:.1}",
+                r.generation,
+                r.changes,
+                r.ended,
+                r.compile.as_secs_f64() * 1e3
+            );
+            live.reloaded(unix_now(), &r);
+        }
+        Err(e) => {
+            tracing::warn!("reload refused, the running policy stays: {e}");
+            live.refused(unix_now(), e.to_string());
+        }
     };
     loop {
         let mut watch = match db.watch(WatchOptions::default()).await {

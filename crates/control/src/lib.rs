@@ -18,6 +18,7 @@
 //! Unlike `wire`, `policy` and `engine`, this crate does I/O and runs on
 //! tokio; none of it is on the packet path.
 
+pub mod api;
 pub mod config;
 pub mod daemon;
 pub mod db;

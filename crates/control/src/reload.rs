@@ -16,6 +16,7 @@
 
 use crate::db::{ChangeStream, Database, DbError};
 use arc_swap::ArcSwap;
+use policy::MemberDb;
 pub use policy::{Generation, ENDED_WINDOW};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -37,6 +38,9 @@ pub struct Reloaded {
 pub struct Reloader {
     db: Database,
     published: Arc<Published>,
+    /// The member database the running generation was compiled from (names,
+    /// plans, forwards: what the API shows next to the figures).
+    members: Arc<ArcSwap<MemberDb>>,
     key: [u64; 4],
 }
 
@@ -47,12 +51,18 @@ impl Reloader {
         let members = db.load().await?;
         let policy = policy::compile_with_key(&members, 1, key).map_err(DbError::Invalid)?;
         let first = Generation::first(Arc::new(policy));
-        Ok(Reloader { db, published: Arc::new(ArcSwap::from_pointee(first)), key })
+        let members = Arc::new(ArcSwap::from_pointee(members));
+        Ok(Reloader { db, published: Arc::new(ArcSwap::from_pointee(first)), members, key })
     }
 
     /// The cell workers read.
     pub fn published(&self) -> Arc<Published> {
         Arc::clone(&self.published)
+    }
+
+    /// The member database of the running generation.
+    pub fn members(&self) -> Arc<ArcSwap<MemberDb>> {
+        Arc::clone(&self.members)
     }
 
     /// Reloads now. On an invalid database the running generation stays and
@@ -68,6 +78,7 @@ impl Reloader {
         let ended_count = ended.len();
         let compile = t0.elapsed();
         self.published.store(Arc::new(current.next(Arc::new(policy), ended)));
+        self.members.store(Arc::new(members));
         Ok(Reloaded { generation: next, changes: diff.to_string(), ended: ended_count, compile })
     }
 

@@ -5,6 +5,7 @@
 
 pub mod alloc;
 pub mod bench;
+pub mod cli;
 pub mod lab;
 pub mod replay;
 pub mod scenario;

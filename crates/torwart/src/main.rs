@@ -4,7 +4,7 @@ use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use torwart::replay::{self, Input};
-use torwart::{bench, scenario, Error};
+use torwart::{bench, cli, scenario, Error};
 
 #[global_allocator]
 static ALLOC: torwart::alloc::HugeTables = torwart::alloc::HugeTables;
@@ -47,6 +47,73 @@ enum Command {
     /// Prints a new key file for the sync link of a pair (`[sync] key_file`):
     /// the same file on both boxes, mode 600. See docs/pair.md.
     SyncKey,
+    /// The running daemon: policy generation, traffic, workers, ports, pair.
+    Status {
+        #[command(flatten)]
+        api: ApiArgs,
+        #[arg(long)]
+        json: bool,
+    },
+    /// The busiest members, refreshed live (keys: r, u, i sort; q quits).
+    Top {
+        #[command(flatten)]
+        api: ApiArgs,
+        /// rate, usage or id.
+        #[arg(long, default_value = "rate")]
+        sort: String,
+        /// Time between refreshes.
+        #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
+        interval: std::time::Duration,
+    },
+    /// Members with their usage, rates, queue delay and round-trip times.
+    Members {
+        #[command(flatten)]
+        api: ApiArgs,
+        /// rate, usage or id.
+        #[arg(long, default_value = "rate")]
+        sort: String,
+        #[arg(long, default_value_t = 50)]
+        limit: usize,
+        #[arg(long)]
+        json: bool,
+    },
+    /// The flows in the daemon's tables, as `conntrack -L` lists them.
+    Flows {
+        #[command(flatten)]
+        api: ApiArgs,
+        /// Only this member's flows.
+        #[arg(long)]
+        member: Option<u32>,
+        /// Only flows with this address (inside, outside or public).
+        #[arg(long)]
+        address: Option<std::net::IpAddr>,
+        /// Only flows with this port.
+        #[arg(long)]
+        port: Option<u16>,
+        /// tcp, udp, icmp, icmpv6 or a number.
+        #[arg(long)]
+        protocol: Option<String>,
+        /// A state name (e.g. ESTABLISHED).
+        #[arg(long)]
+        state: Option<String>,
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Asks the daemon to reload the member database now (as SIGHUP does).
+    Reload {
+        #[command(flatten)]
+        api: ApiArgs,
+    },
+}
+
+/// Where the daemon's API is.
+#[derive(clap::Args, Debug)]
+struct ApiArgs {
+    /// The daemon's API socket (`api.socket` in its configuration).
+    #[arg(long, default_value = control::config::DEFAULT_API_SOCKET)]
+    socket: PathBuf,
 }
 
 /// Where the member database is: a path (SQLite) or a URL (sqlite://, postgres://).
@@ -117,6 +184,14 @@ struct LabArgs {
     /// How torwart's worker waits when idle: sleep (shares the machine) or busy (spins).
     #[arg(long, default_value = "sleep")]
     idle: String,
+    /// After the checks, leave the lab up for a person to look at the web
+    /// page (some traffic keeps flowing); Ctrl-C tears it down.
+    #[arg(long)]
+    keep: bool,
+    /// The port on this machine's 127.0.0.1 where the box's web page is
+    /// forwarded (another free one if taken).
+    #[arg(long, default_value_t = 9680)]
+    page_port: u16,
 }
 
 #[derive(clap::Args, Debug)]
@@ -235,6 +310,31 @@ fn run(cli: Cli) -> Result<(), Error> {
         Command::Replay(args) => replay_command(args),
         Command::Db { command } => db(command),
         Command::Bench(args) => bench_command(args),
+        Command::Status { api, json } => cli::status(&cli::Client::new(&api.socket), json).map_err(client),
+        Command::Top { api, sort, interval } => {
+            check_sort(&sort)?;
+            cli::top(&cli::Client::new(&api.socket), sort, interval).map_err(client)
+        }
+        Command::Members { api, sort, limit, json } => {
+            check_sort(&sort)?;
+            cli::members(&cli::Client::new(&api.socket), &sort, limit, json).map_err(client)
+        }
+        Command::Flows { api, member, address, port, protocol, state, limit, json } => {
+            let mut q = vec![format!("limit={limit}")];
+            q.extend(member.map(|m| format!("member={m}")));
+            q.extend(address.map(|a| format!("address={a}")));
+            q.extend(port.map(|p| format!("port={p}")));
+            for (k, v) in [("protocol", protocol), ("state", state)] {
+                if let Some(v) = v {
+                    if !v.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
+                        return Err(Error::Usage(format!("--{k} {v}: letters, digits and _ only")));
+                    }
+                    q.push(format!("{k}={v}"));
+                }
+            }
+            cli::flows(&cli::Client::new(&api.socket), &q.join("&"), json).map_err(client)
+        }
+        Command::Reload { api } => cli::reload(&cli::Client::new(&api.socket)).map_err(client),
         Command::SyncKey => {
             let text = control::pair::new_key_file().map_err(|e| Error::Usage(format!("sync-key: {e}")))?;
             print!("{text}");
@@ -243,7 +343,18 @@ fn run(cli: Cli) -> Result<(), Error> {
     }
 }
 
-fn lab(LabArgs { backend, dir, iperf_seconds, json, idle }: LabArgs) -> Result<(), Error> {
+fn client(e: cli::ClientError) -> Error {
+    Error::Usage(e.to_string())
+}
+
+fn check_sort(sort: &str) -> Result<(), Error> {
+    match sort {
+        "rate" | "usage" | "id" => Ok(()),
+        other => Err(Error::Usage(format!("--sort {other}: give rate, usage or id"))),
+    }
+}
+
+fn lab(LabArgs { backend, dir, iperf_seconds, json, idle, keep, page_port }: LabArgs) -> Result<(), Error> {
     if !["sleep", "busy"].contains(&idle.as_str()) {
         return Err(Error::Usage(format!("--idle {idle}: give sleep or busy")));
     }
@@ -257,8 +368,17 @@ fn lab(LabArgs { backend, dir, iperf_seconds, json, idle }: LabArgs) -> Result<(
     }
     let torwart = std::env::current_exe().map_err(|e| Error::Usage(e.to_string()))?;
     let dir = std::path::absolute(&dir).unwrap_or(dir);
-    let opts =
-        torwart::lab::Options { torwart, prefix: "twl-".into(), dir, backend, iperf_seconds, idle, verbose: !json };
+    let opts = torwart::lab::Options {
+        torwart,
+        prefix: "twl-".into(),
+        dir,
+        backend,
+        iperf_seconds,
+        idle,
+        verbose: !json,
+        keep,
+        page_port,
+    };
     let report = torwart::lab::run(&opts, &interrupted).map_err(|e| Error::Usage(format!("lab: {e}")))?;
     if json {
         println!("{}", serde_json::to_string_pretty(&report).unwrap_or_default());

@@ -32,6 +32,8 @@ fn lab_run(backend: &str, prefix: &str) -> lab::Report {
         iperf_seconds: 2,
         idle: "sleep".into(),
         verbose: true,
+        keep: false,
+        page_port: 0,
     };
     let report = lab::run(&opts, &AtomicBool::new(false)).expect("the lab runs");
     let failed: Vec<_> = report.checks.iter().filter(|c| !c.passed).collect();

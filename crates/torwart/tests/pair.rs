@@ -224,9 +224,10 @@ impl Pair {
             format!(
                 "database = \"{}\"\n[[ports]]\ninterface = \"p0\"\nside = \"inside\"\n[[ports]]\ninterface = \"p1\"\n\
                  side = \"outside\"\n[workers]\ncount = 1\nidle = \"sleep\"\n[stats]\nfile = \"{}\"\ninterval = \"100ms\"\n\
-                 [sync]\nlocal = \"{me}:7400\"\npeer = \"{peer}:7400\"\nkey_file = \"{}\"\nready_file = \"{}\"\n",
+                 [api]\nsocket = \"{}\"\n[sync]\nlocal = \"{me}:7400\"\npeer = \"{peer}:7400\"\nkey_file = \"{}\"\nready_file = \"{}\"\n",
                 db.display(),
                 dir.join("stats.json").display(),
+                dir.join("api.sock").display(),
                 key.display(),
                 dir.join("ready").display(),
             ),

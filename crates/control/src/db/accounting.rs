@@ -143,11 +143,17 @@ impl Database {
 
     /// Every period recorded for `member_id`, oldest first.
     pub async fn read_accounting(&self, member_id: u32) -> Result<Vec<AccountingPeriod>, DbError> {
+        self.usage_since(member_id, i64::MIN).await
+    }
+
+    /// The periods recorded for `member_id` that start at or after `since`
+    /// (Unix seconds), oldest first.
+    pub async fn usage_since(&self, member_id: u32, since: i64) -> Result<Vec<AccountingPeriod>, DbError> {
         let sql = "SELECT period_start, direction, bytes, packets FROM accounting \
-                   WHERE member_id = $1 ORDER BY period_start, direction";
+                   WHERE member_id = $1 AND period_start >= $2 ORDER BY period_start, direction";
         let doing = format!("cannot read accounting of member {member_id}");
-        let rows =
-            self.pool.fetch(Stmt::new(sql, vec![Value::from(member_id)])).await.map_err(|e| self.sql(&doing, e))?;
+        let params = vec![Value::from(member_id), Value::from(since)];
+        let rows = self.pool.fetch(Stmt::new(sql, params)).await.map_err(|e| self.sql(&doing, e))?;
         let mut periods: Vec<AccountingPeriod> = Vec::new();
         for i in 0..rows.len() {
             let Some(row) = rows.get(i) else { continue };

@@ -22,6 +22,7 @@
 //! flushed) and prints what happened. Everything is torn down at the end,
 //! on error and on Ctrl-C (`Namespaces` deletes on drop).
 
+mod forward;
 mod http;
 pub mod netns;
 
@@ -54,6 +55,11 @@ pub struct Options {
     pub idle: String,
     /// Print progress.
     pub verbose: bool,
+    /// After the checks, leave the lab up (torwart running, some traffic
+    /// flowing) for a person to look at the web page, until interrupted.
+    pub keep: bool,
+    /// The host's port for the box's web page (0: any free one).
+    pub page_port: u16,
 }
 
 /// One check: what was tried, whether it did what a member network expects, and what was seen.
@@ -180,9 +186,14 @@ pub fn run(opts: &Options, interrupted: &AtomicBool) -> Result<Report, String> {
         http::serve(&d.ns, &d.ns[p.len()..], &addrs, Arc::clone(&stop))?;
     }
     ns.spawn("iperf3", &inet, "iperf3", &["-s", "-B", IPERF4], None)?;
+    let page = forward::start(&boxns, SocketAddr::from(([127, 0, 0, 1], 9680)), opts.page_port, Arc::clone(&stop))?;
+    say(&format!("the box's web page, while the lab runs: http://{page}/"));
 
     let mut checks = Vec::new();
     let result = drive(opts, &mut ns, &devices, &inet, &mut checks, interrupted, &say);
+    if result.is_ok() && opts.keep {
+        keep(&mut ns, &devices, page, interrupted, &say);
+    }
     stop.store(true, Ordering::Relaxed);
 
     say("stopping torwart (SIGTERM: it drains and writes the accounting)");
@@ -215,6 +226,24 @@ pub fn run(opts: &Options, interrupted: &AtomicBool) -> Result<Report, String> {
         detail: format!("{up} bytes up in all; per member (id, up, down): {accounting:?}"),
     });
     Ok(Report { checks, stats, accounting, torwart_exit: exit, torwart_log })
+}
+
+/// Leaves the lab up with a member's download running until interrupted.
+fn keep(ns: &mut Namespaces, devices: &[Device], page: SocketAddr, interrupted: &AtomicBool, say: &dyn Fn(&str)) {
+    let bob = &devices[2].ns;
+    let load = ns.spawn("keep-iperf", bob, "iperf3", &["-c", IPERF4, "-t", "0", "-b", "20M", "-R"], None);
+    if let Err(e) = load {
+        say(&format!("(no background traffic: {e})"));
+    }
+    say(&format!("the lab stays up: open http://{page}/ (bob downloads at 20 Mbit/s); Ctrl-C tears it down"));
+    while !interrupted.load(Ordering::Relaxed) {
+        std::thread::sleep(Duration::from_millis(200));
+        if !ns.alive("torwart") {
+            say("torwart exited; tearing the lab down");
+            break;
+        }
+    }
+    ns.stop("keep-iperf", Duration::from_secs(2));
 }
 
 fn bail_if(interrupted: &AtomicBool) -> Result<(), String> {
@@ -259,8 +288,12 @@ uplink_down_mbit = {uplink}
 file = "{}"
 interval = "500ms"
 log_interval = "5s"
+
+[api]
+socket = "{}"
 "#,
         stats.display(),
+        stats.with_file_name("api.sock").display(),
         uplink = LAB_UPLINK_MBIT,
     )
 }

@@ -1,0 +1,282 @@
+//! `/metrics`: the latest [`Snapshot`] in Prometheus' text exposition
+//! format (0.0.4), written by `prometheus-client` from a collector that
+//! reads the snapshot at scrape time, so a scrape costs the workers
+//! nothing. Names are `torwart_*`; counters end in `_total`. Per-member
+//! series are capped (`api.member_series`, the busiest members by bytes
+//! first) so that 6,000 members do not make 24,000 series unasked.
+//!
+//! Every metric name is listed in [`NAMES`]; the Grafana dashboard in
+//! `docs/` is checked against it.
+
+use super::live::{Live, Snapshot, RELOAD_BOUNDS};
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, MetricEncoder, NoLabelSet};
+use prometheus_client::metrics::MetricType;
+use prometheus_client::registry::Registry;
+use std::fmt::Error;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+/// Every name the exposition holds (after `_total`, `_bucket` and such).
+pub const NAMES: &[&str] = &[
+    "torwart_up",
+    "torwart_rx_frames_total",
+    "torwart_tx_frames_total",
+    "torwart_traffic_bytes_total",
+    "torwart_drops_total",
+    "torwart_worker_load",
+    "torwart_worker_handed_off_total",
+    "torwart_worker_naps_total",
+    "torwart_flows",
+    "torwart_nat_bindings",
+    "torwart_shaper_queue_delay_seconds",
+    "torwart_shaper_backlog_bytes",
+    "torwart_shaper_drops_total",
+    "torwart_uplink_share_bps",
+    "torwart_reloads_total",
+    "torwart_reload_duration_seconds_bucket",
+    "torwart_reload_duration_seconds_sum",
+    "torwart_reload_duration_seconds_count",
+    "torwart_policy_generation",
+    "torwart_member_bytes_total",
+    "torwart_pair_ready",
+    "torwart_pair_peer_alive",
+    "torwart_pair_queued_records",
+];
+
+/// The text of one scrape.
+pub fn render(live: &Arc<Live>, member_series: usize) -> String {
+    let mut registry = Registry::default();
+    registry.register_collector(Box::new(Exposition { live: Arc::clone(live), member_series }));
+    let mut out = String::new();
+    // Writing to a String cannot fail; a collector error would be ours.
+    if prometheus_client::encoding::prometheus_text::encode(&mut out, &registry).is_err() {
+        out.push_str("# torwart: the exposition failed\n");
+    }
+    out
+}
+
+pub const CONTENT_TYPE: &str = prometheus_client::encoding::prometheus_text::CONTENT_TYPE;
+
+#[derive(Debug)]
+struct Exposition {
+    live: Arc<Live>,
+    member_series: usize,
+}
+
+type Labels = Vec<(&'static str, String)>;
+
+/// One family: a descriptor and its series.
+fn family<'a>(
+    e: &'a mut DescriptorEncoder,
+    name: &'a str,
+    help: &str,
+    kind: MetricType,
+    series: impl IntoIterator<Item = (Labels, f64)>,
+) -> Result<(), Error> {
+    let mut m = e.encode_descriptor(name, help, None, kind)?;
+    for (labels, v) in series {
+        one(&mut m, &labels, v, kind)?;
+    }
+    Ok(())
+}
+
+fn one(m: &mut MetricEncoder, labels: &impl EncodeLabelSet, v: f64, kind: MetricType) -> Result<(), Error> {
+    let mut f = m.encode_family(labels)?;
+    match kind {
+        MetricType::Counter => f.encode_counter::<NoLabelSet, f64, f64>(&v, None),
+        _ => f.encode_gauge(&v),
+    }
+}
+
+impl Collector for Exposition {
+    fn encode(&self, mut e: DescriptorEncoder) -> Result<(), Error> {
+        let s = self.live.snapshot.load();
+        let st = &s.stats;
+        let (counter, gauge) = (MetricType::Counter, MetricType::Gauge);
+        let worker = |w: usize| vec![("worker", w.to_string())];
+        family(&mut e, "torwart_up", "1 while the daemon serves", gauge, [(vec![], 1.0)])?;
+        family(
+            &mut e,
+            "torwart_rx_frames",
+            "Frames received, by worker",
+            counter,
+            st.workers.iter().map(|w| (worker(w.worker), w.rx.iter().sum::<u64>() as f64)),
+        )?;
+        family(
+            &mut e,
+            "torwart_tx_frames",
+            "Frames sent, by worker",
+            counter,
+            st.workers.iter().map(|w| (worker(w.worker), w.tx.iter().sum::<u64>() as f64)),
+        )?;
+        let (up, down) = st.members.iter().fold((0u64, 0u64), |(u, d), m| (u + m.up_bytes, d + m.down_bytes));
+        family(
+            &mut e,
+            "torwart_traffic_bytes",
+            "Bytes of members' traffic: up from members, down to them",
+            counter,
+            [(vec![("direction", "up".into())], up as f64), (vec![("direction", "down".into())], down as f64)],
+        )?;
+        family(
+            &mut e,
+            "torwart_drops",
+            "Frames dropped, by reason",
+            counter,
+            super::live::drop_names().map(|n| (vec![("reason", n.to_owned())], st.counter(n) as f64)),
+        )?;
+        family(
+            &mut e,
+            "torwart_worker_load",
+            "Share of a worker's loops that found work, over the last second",
+            gauge,
+            st.workers.iter().zip(&s.load).map(|(w, l)| (worker(w.worker), *l)),
+        )?;
+        family(
+            &mut e,
+            "torwart_worker_handed_off",
+            "Frames a worker handed to the worker that owns their flow",
+            counter,
+            st.workers.iter().map(|w| (worker(w.worker), w.handed_off as f64)),
+        )?;
+        family(
+            &mut e,
+            "torwart_worker_naps",
+            "Times a worker slept for want of work",
+            counter,
+            st.workers.iter().map(|w| (worker(w.worker), w.naps as f64)),
+        )?;
+        flows(&mut e, &s)?;
+        family(&mut e, "torwart_nat_bindings", "NAT bindings", gauge, [(vec![], st.nat_bindings as f64)])?;
+        shaping(&mut e, &s)?;
+        self.reloads(&mut e)?;
+        family(
+            &mut e,
+            "torwart_policy_generation",
+            "The policy generation every worker runs",
+            gauge,
+            [(vec![], st.generation as f64)],
+        )?;
+        self.members(&mut e, &s)?;
+        if let Some(p) = &st.pair {
+            let b = |v: bool| if v { 1.0 } else { 0.0 };
+            family(
+                &mut e,
+                "torwart_pair_ready",
+                "May this box take the other's traffic",
+                gauge,
+                [(vec![], b(p.ready))],
+            )?;
+            family(&mut e, "torwart_pair_peer_alive", "The other box answers", gauge, [(vec![], b(p.peer_alive))])?;
+            family(
+                &mut e,
+                "torwart_pair_queued_records",
+                "Sync records waiting to be sent",
+                gauge,
+                [(vec![], p.queued as f64)],
+            )?;
+        }
+        Ok(())
+    }
+}
+
+/// Flows by protocol and state, and by remaining time in the table.
+fn flows(e: &mut DescriptorEncoder, s: &Snapshot) -> Result<(), Error> {
+    family(e, "torwart_flows", "Flows in the tables", MetricType::Gauge, [(vec![], s.stats.flows as f64)])
+}
+
+fn shaping(e: &mut DescriptorEncoder, s: &Snapshot) -> Result<(), Error> {
+    let st = &s.stats;
+    let dirs = ["up", "down"];
+    let mut delay = [0u64; 2];
+    let mut drops: std::collections::BTreeMap<(usize, String), u64> = Default::default();
+    for m in &st.shaping {
+        for (i, d) in [&m.up, &m.down].into_iter().enumerate() {
+            let Some(d) = d else { continue };
+            delay[i] = delay[i].max(d.queue_delay_us);
+            for (reason, v) in &d.drops {
+                *drops.entry((i, reason.clone())).or_default() += v;
+            }
+        }
+    }
+    let dir = |i: usize| ("direction", dirs[i].to_owned());
+    family(
+        e,
+        "torwart_shaper_queue_delay_seconds",
+        "The longest queue delay of a member's last released packet",
+        MetricType::Gauge,
+        (0..2).map(|i| (vec![dir(i)], delay[i] as f64 / 1e6)),
+    )?;
+    let load = |f: fn(&crate::stats::CoreLoad) -> u64| {
+        st.shaper_load
+            .iter()
+            .flat_map(move |l| [(l.worker, 0, f(&l.up)), (l.worker, 1, f(&l.down))])
+            .map(|(w, i, v)| (vec![("worker", w.to_string()), dir(i)], v as f64))
+            .collect::<Vec<_>>()
+    };
+    family(e, "torwart_shaper_backlog_bytes", "Bytes the shapers hold", MetricType::Gauge, load(|c| c.backlog_bytes))?;
+    family(
+        e,
+        "torwart_uplink_share_bps",
+        "A worker's share of the uplink now",
+        MetricType::Gauge,
+        load(|c| c.share_bps),
+    )?;
+    family(
+        e,
+        "torwart_shaper_drops",
+        "Packets the shapers dropped, by reason",
+        MetricType::Counter,
+        drops.into_iter().map(|((i, r), v)| (vec![dir(i), ("reason", r)], v as f64)),
+    )
+}
+
+impl Exposition {
+    fn reloads(&self, e: &mut DescriptorEncoder) -> Result<(), Error> {
+        let c = &self.live.reload_counts;
+        family(
+            e,
+            "torwart_reloads",
+            "Reloads of the member database, done or refused",
+            MetricType::Counter,
+            [
+                (vec![("result", "ok".into())], c.ok.load(Ordering::Relaxed) as f64),
+                (vec![("result", "refused".into())], c.refused.load(Ordering::Relaxed) as f64),
+            ],
+        )?;
+        let mut cumulative = 0;
+        let mut buckets = Vec::with_capacity(RELOAD_BOUNDS.len() + 1);
+        for (i, b) in c.buckets.iter().enumerate() {
+            cumulative += b.load(Ordering::Relaxed);
+            buckets.push((RELOAD_BOUNDS.get(i).copied().unwrap_or(f64::INFINITY), cumulative));
+        }
+        let sum = c.sum_us.load(Ordering::Relaxed) as f64 / 1e6;
+        let mut m = e.encode_descriptor(
+            "torwart_reload_duration_seconds",
+            "Time to load, compile and publish a reload",
+            None,
+            MetricType::Histogram,
+        )?;
+        m.encode_histogram::<NoLabelSet>(sum, cumulative, &buckets, None)
+    }
+
+    fn members(&self, e: &mut DescriptorEncoder, s: &Snapshot) -> Result<(), Error> {
+        let mut busiest: Vec<_> = s.stats.members.iter().collect();
+        busiest.sort_by_key(|m| std::cmp::Reverse(m.up_bytes + m.down_bytes));
+        busiest.truncate(self.member_series);
+        busiest.sort_by_key(|m| m.member_id);
+        family(
+            e,
+            "torwart_member_bytes",
+            "Bytes of a member's traffic since the start (the busiest members)",
+            MetricType::Counter,
+            busiest.iter().flat_map(|m| {
+                let id = m.member_id.to_string();
+                [
+                    (vec![("member", id.clone()), ("direction", "up".into())], m.up_bytes as f64),
+                    (vec![("member", id), ("direction", "down".into())], m.down_bytes as f64),
+                ]
+            }),
+        )
+    }
+}

@@ -1,0 +1,368 @@
+//! The daemon's HTTP API, `/metrics` and web page (`docs/api.md`), served
+//! by axum on the control runtime, never on a worker.
+//!
+//! Two listeners serve the same routes: a Unix socket (the CLI's; its file
+//! mode is the access control, 0660) and a TCP address (loopback by
+//! default; any other needs a bearer token from `api.token_file`, checked
+//! on every request in constant time). Handlers read the latest
+//! [`live::Snapshot`] the main loop published; only the member page reads
+//! the database (its usage today and this month), and only listing flows
+//! asks the workers, through their bounded queries.
+
+pub mod json;
+pub mod live;
+pub mod metrics;
+
+use crate::config::ApiConfig;
+use crate::db::Database;
+use axum::extract::{Path as UrlPath, Query, Request, State};
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use live::Live;
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// Lists are at most this long, whatever `limit` asks.
+pub const MAX_LIMIT: usize = 10_000;
+const DEFAULT_LIMIT: usize = 100;
+
+/// What the handlers share.
+#[derive(Clone, Debug)]
+pub struct ApiState {
+    pub live: Arc<Live>,
+    pub db: Database,
+    pub reload_now: Arc<tokio::sync::Notify>,
+    pub member_series: usize,
+}
+
+/// The serving API: its tasks, and the socket file to remove at the end.
+#[derive(Debug)]
+pub struct Api {
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+    socket: Option<PathBuf>,
+    /// Where the TCP listener is, if any (its port, when 0 was asked).
+    pub listening: Option<SocketAddr>,
+}
+
+/// Why the API cannot be served.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("api.token_file {path}: {why}")]
+    Token { path: PathBuf, why: String },
+    #[error("api.listen {addr}: {source}")]
+    Listen { addr: SocketAddr, source: std::io::Error },
+    #[error("api.socket {path}: {why}")]
+    Socket { path: PathBuf, why: String },
+}
+
+impl Api {
+    /// Binds the listeners and serves them on `runtime`.
+    pub fn start(
+        runtime: &tokio::runtime::Runtime,
+        config: &ApiConfig,
+        listen: Option<SocketAddr>,
+        state: ApiState,
+    ) -> Result<Api, ApiError> {
+        let token = config.token_file.as_deref().map(read_token).transpose()?;
+        let routes = routes(state);
+        let mut api = Api { tasks: Vec::new(), socket: None, listening: None };
+        if let Some(addr) = listen {
+            let listener = runtime
+                .block_on(tokio::net::TcpListener::bind(addr))
+                .map_err(|source| ApiError::Listen { addr, source })?;
+            api.listening = listener.local_addr().ok();
+            let app = routes.clone().layer(axum::middleware::from_fn_with_state(Arc::new(token), require_token));
+            api.tasks.push(runtime.spawn(async move {
+                if let Err(e) = axum::serve(listener, app).await {
+                    tracing::error!("api: the TCP listener stopped: {e}");
+                }
+            }));
+        }
+        if !config.socket.as_os_str().is_empty() {
+            let listener = runtime.block_on(async { bind_socket(&config.socket) })?;
+            api.socket = Some(config.socket.clone());
+            api.tasks.push(runtime.spawn(async move {
+                if let Err(e) = axum::serve(listener, routes).await {
+                    tracing::error!("api: the socket listener stopped: {e}");
+                }
+            }));
+        }
+        Ok(api)
+    }
+
+    /// Stops serving and removes the socket file.
+    pub fn stop(self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+        if let Some(p) = &self.socket {
+            let _ = std::fs::remove_file(p);
+        }
+    }
+}
+
+fn routes(state: ApiState) -> Router {
+    Router::new()
+        .route("/api/status", get(status))
+        .route("/api/members", get(members))
+        .route("/api/members/{id}", get(member))
+        .route("/api/drops", get(drops))
+        .route("/api/history", get(history))
+        .route("/api/reloads", get(reloads))
+        .route("/api/reload", post(reload))
+        .route("/metrics", get(metrics))
+        .fallback(not_found)
+        .with_state(state)
+}
+
+/// A request the API refuses: a status and a message, as `{"error": ...}`.
+#[derive(Debug)]
+pub struct Refusal(StatusCode, String);
+
+impl IntoResponse for Refusal {
+    fn into_response(self) -> Response {
+        (self.0, Json(serde_json::json!({ "error": self.1 }))).into_response()
+    }
+}
+
+fn bad(why: impl Into<String>) -> Refusal {
+    Refusal(StatusCode::BAD_REQUEST, why.into())
+}
+
+type Params = Result<Query<BTreeMap<String, String>>, axum::extract::rejection::QueryRejection>;
+
+/// The query's parameters, refusing any not in `known`.
+fn params(p: Params, known: &[&str]) -> Result<BTreeMap<String, String>, Refusal> {
+    let Query(p) = p.map_err(|e| bad(format!("malformed query: {e}")))?;
+    if let Some(k) = p.keys().find(|k| !known.contains(&k.as_str())) {
+        return Err(bad(format!("unknown parameter \"{k}\"; known: {}", known.join(", "))));
+    }
+    Ok(p)
+}
+
+fn number<T: std::str::FromStr>(p: &BTreeMap<String, String>, name: &str) -> Result<Option<T>, Refusal> {
+    p.get(name).map(|v| v.parse().map_err(|_| bad(format!("{name}={v}: not a number")))).transpose()
+}
+
+/// `limit` and `offset`.
+fn page(p: &BTreeMap<String, String>) -> Result<(usize, usize), Refusal> {
+    let limit = number(p, "limit")?.unwrap_or(DEFAULT_LIMIT);
+    if limit == 0 || limit > MAX_LIMIT {
+        return Err(bad(format!("limit={limit}: give 1 to {MAX_LIMIT}")));
+    }
+    Ok((limit, number(p, "offset")?.unwrap_or(0)))
+}
+
+async fn status(State(s): State<ApiState>) -> Json<json::StatusDoc> {
+    Json(json::status(&s.live.snapshot.load(), s.live.started.elapsed().as_secs()))
+}
+
+async fn members(State(s): State<ApiState>, q: Params) -> Result<Json<json::MembersDoc>, Refusal> {
+    let p = params(q, &["sort", "limit", "offset"])?;
+    let (limit, offset) = page(&p)?;
+    let sort = match p.get("sort").map(String::as_str) {
+        None | Some("rate") => json::Sort::Rate,
+        Some("usage") => json::Sort::Usage,
+        Some("id") => json::Sort::Id,
+        Some(other) => return Err(bad(format!("sort={other}: give rate, usage or id"))),
+    };
+    let all = json::members(&s.live.snapshot.load(), &s.live.members.load(), sort);
+    let total = all.len();
+    let members = all.into_iter().skip(offset).take(limit).collect();
+    Ok(Json(json::MembersDoc { total, offset, members }))
+}
+
+async fn member(State(s): State<ApiState>, UrlPath(id): UrlPath<String>) -> Result<Json<json::MemberPage>, Refusal> {
+    let id: u32 = id.parse().map_err(|_| bad(format!("member \"{id}\": not a member id")))?;
+    let db = s.live.members.load_full();
+    let found = json::members(&s.live.snapshot.load(), &db, json::Sort::Id).into_iter().find(|m| m.member_id == id);
+    let Some(m) = found else {
+        return Err(Refusal(StatusCode::NOT_FOUND, format!("no member {id}")));
+    };
+    let now = unix_now();
+    let (today, month) = (day_start(now), month_start(now));
+    let usage = s.db.usage_since(id, month.min(today)).await;
+    let usage = usage.map_err(|e| Refusal(StatusCode::SERVICE_UNAVAILABLE, format!("member database: {e}")))?;
+    let sum = |since: i64| {
+        usage.iter().filter(|p| p.period_start >= since).fold(json::Usage::default(), |u, p| json::Usage {
+            up_bytes: u.up_bytes + p.up_bytes,
+            down_bytes: u.down_bytes + p.down_bytes,
+        })
+    };
+    Ok(Json(json::member_page(m, &db, sum(today), sum(month))))
+}
+
+#[derive(Serialize)]
+struct Drops {
+    total: BTreeMap<String, u64>,
+    history: Vec<DropSample>,
+}
+
+#[derive(Serialize)]
+struct DropSample {
+    t: i64,
+    drops: BTreeMap<String, f64>,
+}
+
+async fn drops(State(s): State<ApiState>) -> impl IntoResponse {
+    let total = s.live.snapshot.load().drops();
+    let h = s.live.history.lock().unwrap_or_else(|e| e.into_inner());
+    let history = h.iter().map(|x| DropSample { t: x.t, drops: x.drops.clone() }).collect();
+    Json(Drops { total, history })
+}
+
+async fn history(State(s): State<ApiState>) -> impl IntoResponse {
+    let h = s.live.history.lock().unwrap_or_else(|e| e.into_inner());
+    Json(serde_json::json!({ "samples": *h }))
+}
+
+async fn reloads(State(s): State<ApiState>) -> impl IntoResponse {
+    let r = s.live.reloads.lock().unwrap_or_else(|e| e.into_inner());
+    Json(serde_json::json!({ "reloads": *r }))
+}
+
+async fn reload(State(s): State<ApiState>) -> impl IntoResponse {
+    tracing::info!("api: reload asked for");
+    s.reload_now.notify_one();
+    Json(serde_json::json!({ "requested": true }))
+}
+
+async fn metrics(State(s): State<ApiState>) -> impl IntoResponse {
+    let text = metrics::render(&s.live, s.member_series);
+    ([(header::CONTENT_TYPE, HeaderValue::from_static(metrics::CONTENT_TYPE))], text)
+}
+
+async fn not_found(uri: axum::http::Uri) -> Refusal {
+    Refusal(StatusCode::NOT_FOUND, format!("no such page: {}", uri.path()))
+}
+
+/// The TCP listener's check: with a token configured, every request carries it.
+async fn require_token(State(token): State<Arc<Option<String>>>, req: Request, next: Next) -> Response {
+    if let Some(token) = token.as_deref() {
+        let given = req.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
+        let given = given.and_then(|v| v.strip_prefix("Bearer ")).unwrap_or("");
+        if !same(given.as_bytes(), token.as_bytes()) {
+            let mut r =
+                Refusal(StatusCode::UNAUTHORIZED, "a bearer token is needed (api.token_file)".into()).into_response();
+            r.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            return r;
+        }
+    }
+    next.run(req).await
+}
+
+/// Equal, in time that depends only on the lengths.
+fn same(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+fn read_token(path: &Path) -> Result<String, ApiError> {
+    use std::os::unix::fs::MetadataExt;
+    let err = |why: String| ApiError::Token { path: path.to_owned(), why };
+    let meta = std::fs::metadata(path).map_err(|e| err(e.to_string()))?;
+    if meta.mode() & 0o007 != 0 {
+        return Err(err(format!("mode {:o} lets every local user read the token; chmod 600", meta.mode() & 0o777)));
+    }
+    if meta.len() > 4096 {
+        return Err(err(format!("{} bytes: not a token file", meta.len())));
+    }
+    let text = std::fs::read_to_string(path).map_err(|e| err(e.to_string()))?;
+    let token = text.trim();
+    if token.len() < 16 || !token.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(err("give one token of at least 16 printable characters".into()));
+    }
+    Ok(token.to_owned())
+}
+
+/// Binds the Unix socket at `path`, mode 0660. A socket file left by a
+/// daemon that is gone is replaced; one a running daemon answers on is not.
+fn bind_socket(path: &Path) -> Result<tokio::net::UnixListener, ApiError> {
+    use std::os::unix::fs::{DirBuilderExt, FileTypeExt, PermissionsExt};
+    let err = |why: String| ApiError::Socket { path: path.to_owned(), why };
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty() && !d.exists()) {
+        std::fs::DirBuilder::new().recursive(true).mode(0o750).create(dir).map_err(|e| err(e.to_string()))?;
+    }
+    if let Ok(meta) = std::fs::symlink_metadata(path) {
+        if !meta.file_type().is_socket() {
+            return Err(err("exists and is not a socket; remove it or choose another api.socket".into()));
+        }
+        if std::os::unix::net::UnixStream::connect(path).is_ok() {
+            return Err(err("another torwart answers on it; stop it or choose another api.socket".into()));
+        }
+        std::fs::remove_file(path).map_err(|e| err(format!("cannot remove the stale socket: {e}")))?;
+    }
+    let listener = tokio::net::UnixListener::bind(path).map_err(|e| err(e.to_string()))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660)).map_err(|e| err(e.to_string()))?;
+    Ok(listener)
+}
+
+fn unix_now() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64)
+}
+
+/// The start of the UTC day of `t`.
+pub fn day_start(t: i64) -> i64 {
+    t - t.rem_euclid(86_400)
+}
+
+/// The start of the UTC month of `t` (the proleptic Gregorian calendar).
+pub fn month_start(t: i64) -> i64 {
+    let days = t.div_euclid(86_400);
+    let (y, m, _) = civil_from_days(days);
+    days_from_civil(y, m, 1) * 86_400
+}
+
+// Howard Hinnant's algorithms for days since 1970-01-01 and back.
+fn civil_from_days(z: i64) -> (i64, u32, u32) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    (yoe + era * 400 + i64::from(m <= 2), m, d)
+}
+
+fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y.rem_euclid(400);
+    let m = i64::from(m);
+    let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + i64::from(d) - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn days_and_months_start_at_utc_midnight() {
+        // 2026-12-03T09:30:00Z
+        let t = 1_796_290_200;
+        assert_eq!(day_start(t), 1_796_256_000);
+        assert_eq!(month_start(t), 1_796_083_200); // 2026-12-01
+        assert_eq!(month_start(1_709_251_199), 1_706_745_600); // 2024-02-29T23:59:59Z -> 2024-02-01
+        assert_eq!(month_start(0), 0);
+        for days in [-800_000i64, -1, 0, 59, 10_000, 20_000, 800_000] {
+            let (y, m, d) = civil_from_days(days);
+            assert_eq!(days_from_civil(y, m, d), days);
+        }
+    }
+
+    #[test]
+    fn tokens_compare_whole() {
+        assert!(same(b"abcdef", b"abcdef"));
+        assert!(!same(b"abcdef", b"abcdeg"));
+        assert!(!same(b"abc", b"abcdef"));
+    }
+}

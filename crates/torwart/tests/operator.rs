@@ -1,0 +1,191 @@
+//! The operator's face, end to end: the daemon's HTTP API (over its Unix
+//! socket and TCP), the CLI over it, a real Prometheus scraping `/metrics`
+//! and answering a query, and the bearer token on an address others can
+//! reach. Needs root (namespaces); elsewhere each test says "skipped".
+
+mod common;
+
+use common::*;
+use control::api::json::{MemberPage, MembersDoc, StatusDoc};
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+/// `curl` in namespace `ns`: (HTTP status, body).
+fn curl(lab: &Lab, ns: &str, args: &[&str]) -> (u16, String) {
+    let mut a = vec!["-s", "-m", "5", "-w", "\n%{http_code}"];
+    a.extend(args);
+    let out = lab.ns.output(ns, "curl", &a, Duration::from_secs(10)).unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (body, code) = text.rsplit_once('\n').unwrap_or(("", "0"));
+    (code.trim().parse().unwrap_or(0), body.to_owned())
+}
+
+fn cli(socket: &Path, args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_torwart")).args(args).arg("--socket").arg(socket).output().unwrap()
+}
+
+fn ok(out: &std::process::Output) -> String {
+    assert!(out.status.success(), "failed: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn the_api_the_cli_and_a_real_prometheus_agree_with_the_traffic() {
+    if !root() {
+        println!("skipped: needs root");
+        return;
+    }
+    if !torwart::lab::on_path("prometheus") {
+        assert!(std::env::var_os("CI").is_none(), "prometheus is missing (.ci/run installs it)");
+        println!("skipped: prometheus is not installed");
+        return;
+    }
+    let mut lab = Lab::new("api");
+    let config = lab.configure();
+    lab.start(&config);
+    let sock = lab.api_socket();
+    assert_eq!(mode(&sock), 0o660, "the API socket is for root and its group");
+    lab.member_traffic(7000, 30);
+    let (b, dir) = (lab.b.clone(), lab.dir.clone());
+
+    // The CLI over the socket (the API's figures are at most a second old).
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let status: StatusDoc = serde_json::from_str(&ok(&cli(&sock, &["status", "--json"]))).unwrap();
+        if status.forwarding && status.generation >= 1 && status.totals.up_bytes > 0 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the API's status is stale: {status:?}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(ok(&cli(&sock, &["status"])).contains("forwarding, policy generation"));
+    let members: MembersDoc = serde_json::from_str(&ok(&cli(&sock, &["members", "--json"]))).unwrap();
+    let alice = members.members.iter().find(|m| m.member_id == 1).expect("alice listed");
+    assert_eq!(alice.name.as_deref(), Some("alice"));
+    assert!(alice.up_packets >= 30, "{alice:?}");
+    assert!(ok(&cli(&sock, &["members"])).contains("alice"));
+    assert!(ok(&cli(&sock, &["reload"])).contains("reload requested"));
+
+    // The same documents over TCP on the box's loopback.
+    let base = "http://127.0.0.1:9680";
+    let (code, body) = curl(&lab, &b, &[&format!("{base}/api/members/1")]);
+    assert_eq!(code, 200, "{body}");
+    let page: MemberPage = serde_json::from_str(&body).unwrap();
+    assert_eq!(page.addresses, ["10.0.1.2/32"]);
+    assert_eq!(page.public_addresses, ["198.18.0.11"]);
+    assert!(page.member.up_bytes > 0);
+    for (query, code, names) in [
+        ("/api/members?limit=0", 400, "limit=0"),
+        ("/api/members?colour=red", 400, "colour"),
+        ("/api/members?sort=loudest", 400, "loudest"),
+        ("/api/members/999", 404, "no member 999"),
+        ("/api/nothing", 404, "/api/nothing"),
+    ] {
+        let (c, body) = curl(&lab, &b, &[&format!("{base}{query}")]);
+        assert_eq!(c, code, "{query}: {body}");
+        let e: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert!(e["error"].as_str().unwrap().contains(names), "{query}: {body}");
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (_, body) = curl(&lab, &b, &[&format!("{base}/api/reloads")]);
+        let r: serde_json::Value = serde_json::from_str(&body).unwrap();
+        if r["reloads"].as_array().is_some_and(|l| l.iter().any(|x| x["generation"] == 2)) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the reload the CLI asked for is not in the history: {body}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+
+    // A real Prometheus scrapes /metrics and answers a query with our figure.
+    let (c, text) = curl(&lab, &b, &[&format!("{base}/metrics")]);
+    assert_eq!(c, 200);
+    for name in control::api::metrics::NAMES.iter().filter(|n| !n.starts_with("torwart_pair")) {
+        assert!(text.contains(name), "/metrics lacks {name}");
+    }
+    let prom_dir = dir.join("prometheus");
+    std::fs::create_dir_all(&prom_dir).unwrap();
+    let prom_config = prom_dir.join("prometheus.yml");
+    std::fs::write(
+        &prom_config,
+        "global:\n  scrape_interval: 1s\nscrape_configs:\n  - job_name: torwart\n    static_configs:\n      \
+         - targets: ['127.0.0.1:9680']\n",
+    )
+    .unwrap();
+    let args = [
+        format!("--config.file={}", prom_config.display()),
+        format!("--storage.tsdb.path={}", prom_dir.join("data").display()),
+        "--web.listen-address=127.0.0.1:9091".to_owned(),
+    ];
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let log = std::fs::File::create(prom_dir.join("log")).unwrap();
+    lab.ns.spawn("prometheus", &b, "prometheus", &args, Some(log)).unwrap();
+    let query = |q: &str| -> Option<f64> {
+        let (_, body) =
+            curl(&lab, &b, &["-G", "http://127.0.0.1:9091/api/v1/query", "--data-urlencode", &format!("query={q}")]);
+        let v: serde_json::Value = serde_json::from_str(&body).ok()?;
+        v["data"]["result"][0]["value"][1].as_str()?.parse().ok()
+    };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let counted = lab.usage().unwrap().up_bytes as f64;
+    loop {
+        let scraped = query("torwart_member_bytes_total{member=\"1\",direction=\"up\"}");
+        if scraped.is_some_and(|v| v >= counted) {
+            assert_eq!(query("torwart_up"), Some(1.0));
+            assert!(query("sum(torwart_rx_frames_total)").is_some_and(|v| v >= 30.0));
+            break;
+        }
+        let log = std::fs::read_to_string(prom_dir.join("log")).unwrap_or_default();
+        assert!(Instant::now() < deadline, "Prometheus has no member bytes ({scraped:?} < {counted}):\n{log}");
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    lab.ns.stop("prometheus", Duration::from_secs(10));
+
+    assert_eq!(lab.stop(), Some(0), "{}", lab.log());
+    assert!(!sock.exists(), "the socket is removed at the stop");
+    let gone = cli(&sock, &["status"]);
+    assert!(!gone.status.success());
+    let err = String::from_utf8_lossy(&gone.stderr);
+    assert!(err.contains("no torwart daemon answers on"), "{err}");
+}
+
+#[test]
+fn off_loopback_every_request_needs_the_token() {
+    if !root() {
+        println!("skipped: needs root");
+        return;
+    }
+    let mut lab = Lab::new("tok");
+    let db = lab.dir.join("t.db");
+    let _ = lab.configure();
+    let token = lab.dir.join("token");
+    std::fs::write(&token, "0123456789abcdef0123456789abcdef\n").unwrap();
+    let listen = format!("listen = \"192.0.2.1:9680\"\ntoken_file = \"{}\"\n", token.display());
+    let config = lab.configure_more(db.to_str().unwrap(), &listen);
+
+    // A token every local user can read is refused, naming the file.
+    std::fs::set_permissions(&token, std::os::unix::fs::PermissionsExt::from_mode(0o644)).unwrap();
+    let out = Command::new("timeout")
+        .args(["20", "ip", "netns", "exec", &lab.b, env!("CARGO_BIN_EXE_torwart"), "run", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("token") && err.contains("chmod 600"), "{err}");
+
+    std::fs::set_permissions(&token, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    lab.start(&config);
+    let o = lab.o.clone();
+    let url = "http://192.0.2.1:9680/api/status";
+    let (code, body) = curl(&lab, &o, &[url]);
+    assert_eq!(code, 401, "{body}");
+    let (code, _) = curl(&lab, &o, &["-H", "Authorization: Bearer 0123456789abcdef0123456789abcdeX", url]);
+    assert_eq!(code, 401);
+    let (code, body) = curl(&lab, &o, &["-H", "Authorization: Bearer 0123456789abcdef0123456789abcdef", url]);
+    assert_eq!(code, 200, "{body}");
+    assert!(serde_json::from_str::<StatusDoc>(&body).unwrap().forwarding);
+    // The socket needs no token: its mode is the guard.
+    assert!(ok(&cli(&lab.api_socket(), &["status"])).contains("forwarding"));
+    assert_eq!(lab.stop(), Some(0), "{}", lab.log());
+}
