@@ -624,7 +624,7 @@ impl Control {
         let live = Arc::new(crate::api::live::Live::new(reloader.members()));
         let state = crate::api::ApiState {
             live: Arc::clone(&live),
-            db: db.clone(),
+            db: Some(db.clone()),
             reload_now: Arc::clone(&reload_now),
             member_series: config.api.member_series,
         };

@@ -28,11 +28,12 @@
 
 use crate::scenario::{self, FlowSpec, Params, Traffic, NEW_FLOW};
 use arc_swap::ArcSwap;
-use core::net::IpAddr;
+use core::net::{IpAddr, SocketAddr};
 use dataplane::{Egress, Lockstep, PortQueue, WorkerConfig, WorkerSetup, WorkerStats};
 use engine::{Config, Counters, Engine, Side, Time, Verdict};
 use policy::{Generation, MemberDb, Policy};
 use serde::Serialize;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::sync::Barrier;
@@ -66,6 +67,10 @@ pub struct Options {
     /// over the workers regardless of member (as a NIC's hash would spread
     /// them), so most are handed off.
     pub dataplane: bool,
+    /// Dataplane mode: serve the daemon's API while the workers run, publish
+    /// their figures to it every second, and scrape `/metrics`, status and
+    /// members every second (the cost of being watched).
+    pub scrape: bool,
 }
 
 /// A frame buffer of the warm-up's batches.
@@ -649,7 +654,14 @@ impl Run<'_> {
             let dp =
                 dataplane::Dataplane::start(setups, self.published.cloned()).expect("the dataplane's workers start");
             let reloader = spawn_reloader(s, opts, self.db, self.published);
-            std::thread::sleep(Duration::from_secs_f64(opts.seconds));
+            if opts.scrape {
+                let scrapes = watched(&dp, self.db, Duration::from_secs_f64(opts.seconds));
+                if opts.progress {
+                    eprintln!("scraped {scrapes} times while the workers ran");
+                }
+            } else {
+                std::thread::sleep(Duration::from_secs_f64(opts.seconds));
+            }
             let (stats, kept) = dp.stop_keeping_engines();
             let seconds = t0.elapsed().as_secs_f64();
             let results = stats
@@ -665,6 +677,54 @@ impl Run<'_> {
             (results, reloader.map(|r| r.join().expect("reloader")).unwrap_or_default())
         })
     }
+}
+
+/// Serves the daemon's API for `run` while the workers run: publishes their
+/// figures every second, as the daemon does, and fetches `/metrics`,
+/// `/api/status` and `/api/members` every second, as Prometheus and the web
+/// page do. Returns the number of scrapes that answered 200.
+fn watched(dp: &dataplane::Dataplane, db: Option<&MemberDb>, run: Duration) -> u64 {
+    use control::api::{live::Live, Api, ApiState};
+    let runtime =
+        tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().expect("a tokio runtime");
+    let members = Arc::new(ArcSwap::from_pointee(db.cloned().unwrap_or_default()));
+    let live = Arc::new(Live::new(members));
+    let state = ApiState {
+        live: Arc::clone(&live),
+        db: None,
+        reload_now: Arc::new(tokio::sync::Notify::new()),
+        member_series: 1000,
+    };
+    let config = control::config::ApiConfig { socket: PathBuf::new(), ..Default::default() };
+    let api = Api::start(&runtime, &config, Some(SocketAddr::from(([127, 0, 0, 1], 0))), state).expect("the API");
+    let addr = api.listening.expect("a TCP listener");
+    let (t0, mut last) = (Instant::now(), None);
+    let mut answered = 0;
+    while t0.elapsed() < run {
+        let now = Instant::now();
+        let stats = control::stats::Stats::collect(&dp.stats(), &control::stats::Context::default());
+        live.publish(stats, now, 0, last);
+        last = Some(now);
+        for path in ["/metrics", "/api/status", "/api/members?limit=100"] {
+            answered += u64::from(http_get(addr, path));
+        }
+        std::thread::sleep(Duration::from_secs(1).saturating_sub(now.elapsed()).min(run.saturating_sub(t0.elapsed())));
+    }
+    api.stop();
+    answered
+}
+
+/// One HTTP/1.0 GET; whether it answered 200.
+fn http_get(addr: SocketAddr, path: &str) -> bool {
+    use std::io::{Read, Write};
+    let Ok(mut s) = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2)) else { return false };
+    let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
+    if s.write_all(format!("GET {path} HTTP/1.0\r\nHost: bench\r\n\r\n").as_bytes()).is_err() {
+        return false;
+    }
+    let mut body = Vec::new();
+    let _ = s.read_to_end(&mut body);
+    body.starts_with(b"HTTP/1.0 200") || body.starts_with(b"HTTP/1.1 200")
 }
 
 /// A port that replays the scenario's traffic into a worker and swallows

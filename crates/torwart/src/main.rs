@@ -247,6 +247,10 @@ struct BenchArgs {
     /// the workers regardless of member and are handed to the owner.
     #[arg(long)]
     dataplane: bool,
+    /// With --dataplane: serve the API while the workers run, and scrape
+    /// /metrics, status and members every second.
+    #[arg(long, requires = "dataplane")]
+    scrape: bool,
 }
 
 #[derive(Subcommand, Debug)]
@@ -555,6 +559,7 @@ fn bench_command(a: BenchArgs) -> Result<(), Error> {
         reloads: a.reloads,
         shaping: a.shaping.then_some(uplink_bps),
         dataplane: a.dataplane,
+        scrape: a.scrape,
     };
     let report = bench::run(&opts);
     if a.json {

@@ -36,7 +36,9 @@ const DEFAULT_LIMIT: usize = 100;
 #[derive(Clone, Debug)]
 pub struct ApiState {
     pub live: Arc<Live>,
-    pub db: Database,
+    /// The member database, for a member's usage today and this month
+    /// (`None`: a benchmark without one).
+    pub db: Option<Database>,
     pub reload_now: Arc<tokio::sync::Notify>,
     pub member_series: usize,
 }
@@ -187,8 +189,9 @@ async fn member(State(s): State<ApiState>, UrlPath(id): UrlPath<String>) -> Resu
     };
     let now = unix_now();
     let (today, month) = (day_start(now), month_start(now));
-    let usage = s.db.usage_since(id, month.min(today)).await;
-    let usage = usage.map_err(|e| Refusal(StatusCode::SERVICE_UNAVAILABLE, format!("member database: {e}")))?;
+    let unavailable = |why: String| Refusal(StatusCode::SERVICE_UNAVAILABLE, format!("member database: {why}"));
+    let db_ = s.db.as_ref().ok_or_else(|| unavailable("none".into()))?;
+    let usage = db_.usage_since(id, month.min(today)).await.map_err(|e| unavailable(e.to_string()))?;
     let sum = |since: i64| {
         usage.iter().filter(|p| p.period_start >= since).fold(json::Usage::default(), |u, p| json::Usage {
             up_bytes: u.up_bytes + p.up_bytes,
