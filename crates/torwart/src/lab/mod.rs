@@ -25,6 +25,7 @@
 mod forward;
 mod http;
 pub mod netns;
+pub mod page;
 
 use netns::Namespaces;
 use serde::Serialize;
@@ -190,7 +191,7 @@ pub fn run(opts: &Options, interrupted: &AtomicBool) -> Result<Report, String> {
     say(&format!("the box's web page, while the lab runs: http://{page}/"));
 
     let mut checks = Vec::new();
-    let result = drive(opts, &mut ns, &devices, &inet, &mut checks, interrupted, &say);
+    let result = drive(opts, &mut ns, &devices, &inet, page, &mut checks, interrupted, &say);
     if result.is_ok() && opts.keep {
         keep(&mut ns, &devices, page, interrupted, &say);
     }
@@ -403,11 +404,12 @@ fn drive(
     ns: &mut Namespaces,
     devices: &[Device],
     inet: &str,
+    page: SocketAddr,
     checks: &mut Vec<Check>,
     interrupted: &AtomicBool,
     say: &dyn Fn(&str),
 ) -> Result<(), String> {
-    let mut d = Drive { opts, ns, devices, inet, checks, say };
+    let mut d = Drive { opts, ns, devices, inet, page, checks, say };
     d.ping_out()?;
     bail_if(interrupted)?;
     d.curl_out()?;
@@ -419,7 +421,9 @@ fn drive(
     d.throughput()?;
     bail_if(interrupted)?;
     d.pull_the_cable()?;
-    d.latency_under_load()
+    d.latency_under_load()?;
+    bail_if(interrupted)?;
+    d.web_page()
 }
 
 /// What the lab's stages share.
@@ -429,6 +433,8 @@ struct Drive<'a> {
     devices: &'a [Device],
     /// The internet's namespace.
     inet: &'a str,
+    /// Where the box's web page is forwarded on the host.
+    page: SocketAddr,
     checks: &'a mut Vec<Check>,
     say: &'a dyn Fn(&str),
 }
@@ -560,6 +566,36 @@ impl Drive<'_> {
             );
         }
         let _ = std::fs::remove_file(upload);
+        Ok(())
+    }
+
+    /// The web page in headless Chromium while bob downloads (not checked
+    /// without Chromium; the tests need it in CI).
+    fn web_page(&mut self) -> Result<(), String> {
+        let Some(browser) = page::chromium() else {
+            (self.say)("chromium is not installed: the web page is not checked (apt-get install chromium)");
+            return Ok(());
+        };
+        (self.say)(&format!("the web page at http://{}/ in headless Chromium while bob downloads", self.page));
+        let bob = self.devices[2].ns.clone();
+        self.ns.spawn("page-iperf", &bob, "iperf3", &["-c", IPERF4, "-t", "30", "-b", "20M", "-R"], None)?;
+        std::thread::sleep(secs(2));
+        let seen = page::look(browser, self.page, secs(3), &self.opts.dir);
+        self.ns.stop("page-iperf", secs(2));
+        let (ok, detail) = match seen {
+            Ok(s) => (
+                s.missing.is_empty() && s.updated.iter().all(|u| *u >= 1) && s.down[0] != s.down[1],
+                format!(
+                    "polls answered {:?}, download shown {:?}, fields missing {:?}; screenshots in {}",
+                    s.updated,
+                    s.down,
+                    s.missing,
+                    self.opts.dir.display()
+                ),
+            ),
+            Err(e) => (false, e),
+        };
+        self.add("the web page shows the live numbers, and they move (headless Chromium)".into(), ok, detail);
         Ok(())
     }
 
