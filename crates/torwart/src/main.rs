@@ -188,6 +188,10 @@ struct LabArgs {
     /// page (some traffic keeps flowing); Ctrl-C tears it down.
     #[arg(long)]
     keep: bool,
+    /// The pair instead (docs/pair.md): two boxes, keepalived, long-lived
+    /// traffic, kill -9 of the active box and its return.
+    #[arg(long, conflicts_with_all = ["keep", "backend"])]
+    pair: bool,
     /// The port on this machine's 127.0.0.1 where the box's web page is
     /// forwarded (another free one if taken).
     #[arg(long, default_value_t = 9680)]
@@ -358,7 +362,7 @@ fn check_sort(sort: &str) -> Result<(), Error> {
     }
 }
 
-fn lab(LabArgs { backend, dir, iperf_seconds, json, idle, keep, page_port }: LabArgs) -> Result<(), Error> {
+fn lab(LabArgs { backend, dir, iperf_seconds, json, idle, keep, pair, page_port }: LabArgs) -> Result<(), Error> {
     if !["sleep", "busy"].contains(&idle.as_str()) {
         return Err(Error::Usage(format!("--idle {idle}: give sleep or busy")));
     }
@@ -372,6 +376,23 @@ fn lab(LabArgs { backend, dir, iperf_seconds, json, idle, keep, page_port }: Lab
     }
     let torwart = std::env::current_exe().map_err(|e| Error::Usage(e.to_string()))?;
     let dir = std::path::absolute(&dir).unwrap_or(dir);
+    if pair {
+        let opts = torwart::lab::pair::PairOptions {
+            torwart,
+            prefix: "twlp-".into(),
+            dir,
+            chatty: 50,
+            idle: 200,
+            verbose: !json,
+        };
+        let report = torwart::lab::pair::run(&opts, &interrupted).map_err(|e| Error::Usage(format!("lab: {e}")))?;
+        if json {
+            println!("{}", serde_json::to_string_pretty(&report).unwrap_or_default());
+        } else {
+            torwart::lab::pair::print(&report);
+        }
+        return if report.passed() { Ok(()) } else { Err(Error::Usage("lab --pair: some checks failed".into())) };
+    }
     let opts = torwart::lab::Options {
         torwart,
         prefix: "twl-".into(),

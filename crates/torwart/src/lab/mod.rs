@@ -26,6 +26,8 @@ mod forward;
 mod http;
 pub mod netns;
 pub mod page;
+pub mod pair;
+mod traffic;
 
 use netns::Namespaces;
 use serde::Serialize;
