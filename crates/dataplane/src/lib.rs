@@ -12,6 +12,9 @@
 //! (its stable id modulo the worker count), so it stays where it is across
 //! reloads and members spread evenly. [`steer`] finds a frame's member.
 //!
+//! The snapshot carries a histogram of flows by remaining time
+//! ([`timeouts`]), made a bounded slice of the table per step.
+//!
 //! The loop is written once ([`worker::Worker::step`], driven by a clock
 //! reading it is given): the live threads read the real clock, and
 //! [`Lockstep`] runs the same workers in the caller's thread on the
@@ -24,12 +27,14 @@ pub mod lockstep;
 pub mod stats;
 pub mod steer;
 pub mod synclink;
+pub mod timeouts;
 pub mod worker;
 
 pub use counters::{DataplaneCounters, Drop};
 pub use egress::Egress;
 pub use lockstep::Lockstep;
 pub use stats::{Totals, WorkerStats};
+pub use timeouts::TimeoutHistogram;
 pub use worker::{monotonic_now, Idle, Pacer, Pause, Step, WorkerConfig};
 
 use arc_swap::ArcSwap;

@@ -16,6 +16,10 @@
 //! and a stats snapshot published every `stats_every` (an `Arc` swap, off
 //! the per-packet path).
 //!
+//! After a step's frames are sent, the worker walks a bounded slice of its
+//! flow table for the timeout histogram when one is due ([`crate::timeouts`],
+//! [`crate::timeouts::HISTOGRAM_SLICE`] entries).
+//!
 //! Stop: when the shared stop flag is set the worker stops receiving from
 //! its ports, drains what other workers already handed it, transmits,
 //! publishes its final stats (the accounting the control plane flushes at
@@ -27,6 +31,7 @@ use crate::handoff::Handoff;
 use crate::stats::WorkerStats;
 use crate::steer;
 use crate::synclink::WorkerSync;
+use crate::timeouts::TimeoutCursor;
 use crate::{PortQueue, Shared};
 use engine::{Config as EngineConfig, Engine, Side, Time, Verdict};
 use io::Batch;
@@ -123,6 +128,8 @@ pub(crate) struct Worker {
     pollfds: Vec<libc::pollfd>,
     /// The rings to the sync thread, when the box is one of a pair.
     sync: Option<WorkerSync>,
+    /// The timeout histogram's pass over the flow table.
+    timeouts: TimeoutCursor,
 }
 
 /// What one [`Worker::step`] did.
@@ -223,6 +230,7 @@ impl Worker {
             last_stats: now,
             pollfds: Vec::new(),
             sync: None,
+            timeouts: TimeoutCursor::new(),
         }
     }
 
@@ -317,6 +325,9 @@ impl Worker {
         }
         work += self.release_held(now);
         self.transmit();
+        // The histogram's paced walk, once this step's frames are out (not
+        // work: it must not keep an idle worker awake).
+        self.timeouts.step(self.engine.conntrack(), now);
         self.counters.loops += 1;
         if now.0.saturating_sub(self.last_stats.0) >= self.cfg.stats_every.as_nanos() as u64 {
             self.publish(now);
@@ -575,6 +586,7 @@ impl Worker {
                 })
                 .collect(),
             shaper_held: self.engine.shaper_held(),
+            timeouts: *self.timeouts.last(),
         };
         self.shared.stats[self.cfg.index].store(Arc::new(stats));
     }
