@@ -16,9 +16,11 @@
 //! and a stats snapshot published every `stats_every` (an `Arc` swap, off
 //! the per-packet path).
 //!
-//! After a step's frames are sent, the worker walks a bounded slice of its
-//! flow table for the timeout histogram when one is due ([`crate::timeouts`],
-//! [`crate::timeouts::HISTOGRAM_SLICE`] entries).
+//! After a step's frames are sent, the worker does a bounded slice of the
+//! work that walks its flow table: a flow listing the control side asked
+//! for ([`crate::flows`], [`crate::flows::QUERY_SLICE`] entries per step)
+//! and the timeout histogram's pass ([`crate::timeouts`],
+//! [`crate::timeouts::HISTOGRAM_SLICE`] entries when a slice is due).
 //!
 //! Stop: when the shared stop flag is set the worker stops receiving from
 //! its ports, drains what other workers already handed it, transmits,
@@ -27,6 +29,7 @@
 
 use crate::counters::{DataplaneCounters, Drop};
 use crate::egress::Egress;
+use crate::flows::WorkerQueries;
 use crate::handoff::Handoff;
 use crate::stats::WorkerStats;
 use crate::steer;
@@ -128,6 +131,8 @@ pub(crate) struct Worker {
     pollfds: Vec<libc::pollfd>,
     /// The rings to the sync thread, when the box is one of a pair.
     sync: Option<WorkerSync>,
+    /// The rings flow listings come and go through.
+    queries: Option<WorkerQueries>,
     /// The timeout histogram's pass over the flow table.
     timeouts: TimeoutCursor,
 }
@@ -135,7 +140,8 @@ pub(crate) struct Worker {
 /// What one [`Worker::step`] did.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Step {
-    /// Frames handled: received, handed in, reinjected, released.
+    /// Frames handled (received, handed in, reinjected, released), sync
+    /// records moved, and flow table entries a listing looked at.
     pub work: usize,
     /// The ports were read (not stopping, no back-pressure).
     pub receiving: bool,
@@ -230,8 +236,15 @@ impl Worker {
             last_stats: now,
             pollfds: Vec::new(),
             sync: None,
+            queries: None,
             timeouts: TimeoutCursor::new(),
         }
+    }
+
+    /// Answers flow listings that come through `queries`.
+    pub(crate) fn with_queries(mut self, queries: WorkerQueries) -> Self {
+        self.queries = Some(queries);
+        self
     }
 
     /// Reports this worker's flows to the other box of a pair, and installs
@@ -325,8 +338,12 @@ impl Worker {
         }
         work += self.release_held(now);
         self.transmit();
-        // The histogram's paced walk, once this step's frames are out (not
-        // work: it must not keep an idle worker awake).
+        // The table walks, once this step's frames are out; a listing
+        // counts as work (an idle worker goes on until it is answered), the
+        // histogram's slow, paced pass does not.
+        if let Some(q) = self.queries.as_mut().filter(|_| !stopping) {
+            work += q.step(&self.engine, now, self.cfg.index, &mut self.counters);
+        }
         self.timeouts.step(self.engine.conntrack(), now);
         self.counters.loops += 1;
         if now.0.saturating_sub(self.last_stats.0) >= self.cfg.stats_every.as_nanos() as u64 {
