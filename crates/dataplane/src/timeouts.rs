@@ -14,10 +14,12 @@
 //! remaining time; when a pass ends, its counts become the worker's latest
 //! histogram, which goes out with its stats snapshot. So a 262,144-entry
 //! table (the default) gives a fresh histogram every 2 s for a slice of 256
-//! entries every 2 ms (about a microsecond of work); a table of a million
-//! entries or more is walked at one slice a millisecond (a pass of 4 s per
-//! million). A worker that steps less often (an idle one waits up to 1 ms)
-//! makes its passes more slowly; its table then hardly changes.
+//! entries every 2 ms: some 3 µs of work (measured, release build, 200,000
+//! flows: 10-20 ns an entry, the walk streams the table from memory), 0.2 %
+//! of a core. A table of more than 512 Ki entries is walked at one slice a
+//! millisecond (a pass of 4 s per million entries). A worker that steps
+//! less often (an idle one waits up to 1 ms) makes its passes more slowly;
+//! its table then hardly changes.
 //!
 //! The counts are fixed arrays, indexed by series and bucket: nothing is
 //! allocated, nothing looked up. A pass is not an instant's picture: flows

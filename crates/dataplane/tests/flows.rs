@@ -7,7 +7,7 @@
 
 use arc_swap::ArcSwap;
 use core::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
-use dataplane::flows::QUERY_SLICE;
+use dataplane::flows::{QUERY_FLOWS_PER_STEP, QUERY_SLICE};
 use dataplane::timeouts::{TimeoutHistogram, BUCKETS};
 use dataplane::{
     Dataplane, Egress, FlowFilter, FlowInfo, Idle, Lockstep, PortQueue, QueryError, Totals, WorkerConfig, WorkerSetup,
@@ -168,7 +168,7 @@ impl Net {
     fn list(&mut self, now: Time, filter: &FlowFilter, limit: usize) -> (Vec<FlowInfo>, bool) {
         let queries = self.workers.flow_queries();
         let mut pending = queries.start(filter, limit).expect("a valid query");
-        for _ in 0..CAPACITY as usize / QUERY_SLICE + 1 {
+        for _ in 0..CAPACITY as usize / QUERY_SLICE + limit / QUERY_FLOWS_PER_STEP + 1 {
             self.workers.step(now);
             if let Some(answer) = pending.poll() {
                 return answer;
@@ -404,14 +404,15 @@ fn the_timeout_histogram_counts_the_flows_after_a_pass() {
 }
 
 /// A query under way changes nothing for the frames: those received in a
-/// step leave in that step, every one is counted, none dropped.
+/// step leave in that step, every one is counted, none dropped; each step
+/// looks at QUERY_SLICE entries and lists QUERY_FLOWS_PER_STEP flows at most.
 #[test]
 fn a_query_neither_delays_nor_loses_frames() {
     let (inside, outside) = (port("inside", 0), port("outside", 1));
     let mut workers = Lockstep::new(vec![worker(0, 1, &inside, &outside)], Some(published(64)), T0);
     let queries = workers.flow_queries();
     let mut now = T0;
-    let (mut sent, mut answered) = (0u64, 0);
+    let (mut sent, mut answered, mut visits) = (0u64, 0, 0);
     let mut pending = None;
     for round in 0..40u32 {
         now = now + Duration::from_millis(1);
@@ -423,6 +424,9 @@ fn a_query_neither_delays_nor_loses_frames() {
         let p = pending.get_or_insert_with(|| queries.start(&FlowFilter::default(), 10_000).unwrap());
         workers.step(now);
         assert_eq!(outside.take_sent().len(), 32, "round {round}: the step's frames left in it");
+        let seen = workers.stats(now)[0].dataplane.flow_query_visits;
+        assert!(seen - visits <= QUERY_SLICE as u64, "round {round}: {} entries", seen - visits);
+        visits = seen;
         if let Some((flows, truncated)) = p.poll() {
             assert!(!truncated && !flows.is_empty());
             answered += 1;
@@ -430,9 +434,23 @@ fn a_query_neither_delays_nor_loses_frames() {
         }
     }
     drop(pending);
+    // The whole table listed: at most QUERY_FLOWS_PER_STEP flows a step.
+    let mut p = queries.start(&FlowFilter::default(), 10_000).unwrap();
+    let mut steps = 0;
+    let (flows, truncated) = loop {
+        workers.step(now);
+        steps += 1;
+        if let Some(answer) = p.poll() {
+            break answer;
+        }
+    };
+    assert_eq!((flows.len(), truncated), (40 * 32, false));
+    let least = flows.len().div_ceil(QUERY_FLOWS_PER_STEP);
+    assert!((least..=least + CAPACITY as usize / QUERY_SLICE).contains(&steps), "{steps} steps");
+    answered += 1;
     let (stats, _) = workers.finish(now);
     let t = Totals::of(stats.iter().map(|s| &**s));
-    assert_eq!(answered, 40 / (CAPACITY as usize / QUERY_SLICE));
+    assert!(answered >= 2, "{answered} answers");
     assert_eq!((t.dataplane.rx[0], t.dataplane.tx[1]), (sent, sent));
     assert_eq!(t.dataplane.total_drops() + t.engine.total_drops(), 0, "{:?}", t.engine.entries());
     assert_eq!(t.dataplane.flow_queries, answered as u64);
