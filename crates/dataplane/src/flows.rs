@@ -58,8 +58,9 @@ const RING_DEPTH: usize = 4;
 const NAP_MIN: Duration = Duration::from_micros(20);
 const NAP_MAX: Duration = Duration::from_millis(1);
 /// The most flows a query lists (a larger limit is taken as this one):
-/// each worker is sent a buffer of `limit` flows, some 150 bytes each.
-pub const MAX_LIMIT: usize = 1 << 20;
+/// each worker is sent a buffer of `limit` flows of some 150 bytes, 10 MB
+/// at this limit (the API's is 10,000).
+pub const MAX_LIMIT: usize = 65_536;
 
 /// Which flows to list; every field given must match.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
