@@ -54,6 +54,12 @@ pub struct DataplaneCounters {
     /// `Idle::Sleep`'s `coalesce`).
     pub naps: u64,
     pub loops: u64,
+    /// Flow listings answered ([`crate::flows`]).
+    pub flow_queries: u64,
+    /// Flow table entries looked at for them.
+    pub flow_query_visits: u64,
+    /// Listings the control side gave up before this worker finished them.
+    pub flow_queries_abandoned: u64,
     drops: [u64; Drop::COUNT],
 }
 
@@ -111,6 +117,9 @@ impl DataplaneCounters {
         self.rx_errors += o.rx_errors;
         self.backpressure += o.backpressure;
         self.loops += o.loops;
+        self.flow_queries += o.flow_queries;
+        self.flow_query_visits += o.flow_query_visits;
+        self.flow_queries_abandoned += o.flow_queries_abandoned;
         for (a, b) in self.drops.iter_mut().zip(&o.drops) {
             *a += b;
         }

@@ -12,6 +12,12 @@
 //! (its stable id modulo the worker count), so it stays where it is across
 //! reloads and members spread evenly. [`steer`] finds a frame's member.
 //!
+//! Two things cross to the control plane besides the snapshots, each
+//! through rings of its own: the pair's sync ([`synclink`]) and flow
+//! listings for the API ([`flows`]), which each worker answers between
+//! batches, a bounded slice of its table per step. The snapshot carries a
+//! histogram of flows by remaining time ([`timeouts`]), made the same way.
+//!
 //! The loop is written once ([`worker::Worker::step`], driven by a clock
 //! reading it is given): the live threads read the real clock, and
 //! [`Lockstep`] runs the same workers in the caller's thread on the
@@ -19,17 +25,21 @@
 
 pub mod counters;
 pub mod egress;
+pub mod flows;
 pub mod handoff;
 pub mod lockstep;
 pub mod stats;
 pub mod steer;
 pub mod synclink;
+pub mod timeouts;
 pub mod worker;
 
 pub use counters::{DataplaneCounters, Drop};
 pub use egress::Egress;
+pub use flows::{FlowFilter, FlowInfo, FlowQueries, PendingQuery, QueryError};
 pub use lockstep::Lockstep;
 pub use stats::{Totals, WorkerStats};
+pub use timeouts::TimeoutHistogram;
 pub use worker::{monotonic_now, Idle, Pacer, Pause, Step, WorkerConfig};
 
 use arc_swap::ArcSwap;
@@ -103,6 +113,7 @@ pub struct StartError {
 pub struct Dataplane {
     shared: Arc<Shared>,
     threads: Vec<JoinHandle<Option<Kept>>>,
+    queries: FlowQueries,
 }
 
 /// Frames per direction and pair of workers in the handoff rings.
@@ -147,6 +158,7 @@ impl Dataplane {
         });
         let mut threads = Vec::with_capacity(n);
         let rings = handoff::mesh(n, HANDOFF_DEPTH, io::DEFAULT_FRAME_CAPACITY);
+        let (query_ends, queries) = flows::links(Arc::clone(&shared), n);
         // Each worker pins itself first and says how that went; a worker
         // that cannot be pinned where the operator asked stops them all.
         let (pinned_tx, pinned_rx) = std::sync::mpsc::channel();
@@ -156,8 +168,8 @@ impl Dataplane {
             kept.extend(rest);
             StartError { error, kept }
         };
-        let mut setups = setups.into_iter().zip(rings.into_iter().zip(sync));
-        while let Some((setup, (ends, sync))) = setups.next() {
+        let mut setups = setups.into_iter().zip(rings.into_iter().zip(sync).zip(query_ends));
+        while let Some((setup, ((ends, sync), query_end))) = setups.next() {
             let shared2 = Arc::clone(&shared);
             let pinned_tx = pinned_tx.clone();
             let name = format!("torwart-w{}", setup.config.index);
@@ -176,7 +188,7 @@ impl Dataplane {
                 }
                 let now = worker::monotonic_now();
                 let w = worker::Worker::new(setup.config, setup.ports, ends, setup.egress, shared2, setup.engine, now);
-                Some(w.with_generation(setup.generation).with_sync(sync).run())
+                Some(w.with_generation(setup.generation).with_sync(sync).with_queries(query_end).run())
             });
             match spawned {
                 Ok(t) => threads.push(t),
@@ -198,7 +210,13 @@ impl Dataplane {
             };
             return Err(stop_all(threads, Vec::new(), error));
         }
-        Ok(Dataplane { shared, threads })
+        Ok(Dataplane { shared, threads, queries })
+    }
+
+    /// A handle on these workers' flow tables for listings, for the
+    /// control side to keep (it says [`QueryError::Stopped`] once they stop).
+    pub fn flow_queries(&self) -> FlowQueries {
+        self.queries.clone()
     }
 
     /// The workers' latest snapshots.

@@ -8,6 +8,7 @@
 //! see exactly what the gateway would do, in capture time or virtual time,
 //! and the same run gives the same bytes every time.
 
+use crate::flows::{self, FlowQueries};
 use crate::handoff;
 use crate::stats::WorkerStats;
 use crate::worker::Worker;
@@ -27,6 +28,7 @@ const MAX_ROUNDS: usize = 64;
 pub struct Lockstep {
     shared: Arc<Shared>,
     workers: Vec<Worker>,
+    queries: FlowQueries,
 }
 
 impl std::fmt::Debug for Lockstep {
@@ -46,19 +48,27 @@ impl Lockstep {
             stats: (0..n).map(|_| ArcSwap::from_pointee(WorkerStats::default())).collect(),
         });
         let rings = handoff::mesh(n, HANDOFF_DEPTH, io::DEFAULT_FRAME_CAPACITY);
+        let (query_ends, queries) = flows::links(Arc::clone(&shared), n);
         let workers = setups
             .into_iter()
-            .zip(rings)
-            .map(|(s, ends)| {
+            .zip(rings.into_iter().zip(query_ends))
+            .map(|(s, (ends, query_end))| {
                 Worker::new(s.config, s.ports, ends, s.egress, Arc::clone(&shared), s.engine, now)
                     .with_generation(s.generation)
+                    .with_queries(query_end)
             })
             .collect();
-        Lockstep { shared, workers }
+        Lockstep { shared, workers, queries }
     }
 
     pub fn workers(&self) -> usize {
         self.workers.len()
+    }
+
+    /// A handle on the workers' flow tables: a query started with it
+    /// ([`FlowQueries::start`]) is answered as the caller steps the workers.
+    pub fn flow_queries(&self) -> FlowQueries {
+        self.queries.clone()
     }
 
     /// One step of every worker, in index order, at `now`; the frames handled.

@@ -1,9 +1,10 @@
 //! What a worker publishes about itself: a snapshot, swapped in every so
-//! often, that the control plane reads (totals, accounting, metrics later)
-//! without touching the worker's own state.
+//! often, that the control plane reads (totals, accounting, metrics, the
+//! timeout histogram) without touching the worker's own state.
 
 use crate::counters::DataplaneCounters;
 use crate::egress::EgressStats;
+use crate::timeouts::TimeoutHistogram;
 use engine::members::Account;
 use engine::{Counters, Time};
 
@@ -27,6 +28,8 @@ pub struct WorkerStats {
     pub shaped: Vec<(u32, [Option<shaper::MemberStats>; 2])>,
     /// Frames the shapers hold.
     pub shaper_held: usize,
+    /// The flows by remaining time of the last complete pass over the table.
+    pub timeouts: TimeoutHistogram,
 }
 
 /// Totals over workers.
@@ -36,17 +39,22 @@ pub struct Totals {
     pub dataplane: DataplaneCounters,
     pub flows: usize,
     pub nat_bindings: usize,
+    /// The workers' histograms summed ([`TimeoutHistogram::sum`]).
+    pub timeouts: TimeoutHistogram,
 }
 
 impl Totals {
     pub fn of<'a>(workers: impl IntoIterator<Item = &'a WorkerStats>) -> Totals {
         let mut t = Totals::default();
+        let mut timeouts = Vec::new();
         for w in workers {
             t.engine.add(&w.engine);
             t.dataplane.add(&w.dataplane);
             t.flows += w.flows;
             t.nat_bindings += w.nat_bindings;
+            timeouts.push(&w.timeouts);
         }
+        t.timeouts = TimeoutHistogram::sum(timeouts);
         t
     }
 }

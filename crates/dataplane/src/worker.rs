@@ -16,6 +16,12 @@
 //! and a stats snapshot published every `stats_every` (an `Arc` swap, off
 //! the per-packet path).
 //!
+//! After a step's frames are sent, the worker does a bounded slice of the
+//! work that walks its flow table: a flow listing the control side asked
+//! for ([`crate::flows`], [`crate::flows::QUERY_SLICE`] entries per step)
+//! and the timeout histogram's pass ([`crate::timeouts`],
+//! [`crate::timeouts::HISTOGRAM_SLICE`] entries when a slice is due).
+//!
 //! Stop: when the shared stop flag is set the worker stops receiving from
 //! its ports, drains what other workers already handed it, transmits,
 //! publishes its final stats (the accounting the control plane flushes at
@@ -23,10 +29,12 @@
 
 use crate::counters::{DataplaneCounters, Drop};
 use crate::egress::Egress;
+use crate::flows::WorkerQueries;
 use crate::handoff::Handoff;
 use crate::stats::WorkerStats;
 use crate::steer;
 use crate::synclink::WorkerSync;
+use crate::timeouts::TimeoutCursor;
 use crate::{PortQueue, Shared};
 use engine::{Config as EngineConfig, Engine, Side, Time, Verdict};
 use io::Batch;
@@ -123,12 +131,17 @@ pub(crate) struct Worker {
     pollfds: Vec<libc::pollfd>,
     /// The rings to the sync thread, when the box is one of a pair.
     sync: Option<WorkerSync>,
+    /// The rings flow listings come and go through.
+    queries: Option<WorkerQueries>,
+    /// The timeout histogram's pass over the flow table.
+    timeouts: TimeoutCursor,
 }
 
 /// What one [`Worker::step`] did.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Step {
-    /// Frames handled: received, handed in, reinjected, released.
+    /// Frames handled (received, handed in, reinjected, released), sync
+    /// records moved, and flow table entries a listing looked at.
     pub work: usize,
     /// The ports were read (not stopping, no back-pressure).
     pub receiving: bool,
@@ -223,7 +236,15 @@ impl Worker {
             last_stats: now,
             pollfds: Vec::new(),
             sync: None,
+            queries: None,
+            timeouts: TimeoutCursor::new(),
         }
+    }
+
+    /// Answers flow listings that come through `queries`.
+    pub(crate) fn with_queries(mut self, queries: WorkerQueries) -> Self {
+        self.queries = Some(queries);
+        self
     }
 
     /// Reports this worker's flows to the other box of a pair, and installs
@@ -317,6 +338,13 @@ impl Worker {
         }
         work += self.release_held(now);
         self.transmit();
+        // The table walks, once this step's frames are out; a listing
+        // counts as work (an idle worker goes on until it is answered), the
+        // histogram's slow, paced pass does not.
+        if let Some(q) = self.queries.as_mut().filter(|_| !stopping) {
+            work += q.step(&self.engine, now, self.cfg.index, &mut self.counters);
+        }
+        self.timeouts.step(self.engine.conntrack(), now);
         self.counters.loops += 1;
         if now.0.saturating_sub(self.last_stats.0) >= self.cfg.stats_every.as_nanos() as u64 {
             self.publish(now);
@@ -575,6 +603,7 @@ impl Worker {
                 })
                 .collect(),
             shaper_held: self.engine.shaper_held(),
+            timeouts: *self.timeouts.last(),
         };
         self.shared.stats[self.cfg.index].store(Arc::new(stats));
     }

@@ -215,11 +215,23 @@ impl Flow {
     pub fn state_name(&self) -> &'static str {
         match &self.state {
             ProtoState::Tcp(t) => t.state.name(),
-            ProtoState::Udp | ProtoState::Icmp | ProtoState::Other if self.answered => "answered",
-            _ => "unanswered",
+            ProtoState::Udp | ProtoState::Icmp | ProtoState::Other if self.answered => ANSWERED,
+            _ => UNANSWERED,
         }
     }
+
+    /// Every name [`Flow::state_name`] gives: TCP's in [`TcpState::ALL`]'s
+    /// order, then [`ANSWERED`] and [`UNANSWERED`].
+    pub fn state_names() -> impl Iterator<Item = &'static str> {
+        TcpState::ALL.iter().map(|s| s.name()).chain([ANSWERED, UNANSWERED])
+    }
 }
+
+/// [`Flow::state_name`] of a flow without a state machine of its own (UDP,
+/// ICMP, other) that has seen packets both ways.
+pub const ANSWERED: &str = "answered";
+/// [`Flow::state_name`] of such a flow that has not.
+pub const UNANSWERED: &str = "unanswered";
 
 /// What a new flow is made of.
 #[derive(Clone, Copy, Debug)]
@@ -612,6 +624,20 @@ impl Conntrack {
         self.flows.iter().enumerate().filter(|(_, f)| f.live).map(|(i, f)| (i as u32, f))
     }
 
+    /// One slice of a walk over the table spread across many steps, so that
+    /// the packet path never waits for the whole of it (listings,
+    /// statistics): the live flows among the `budget` slab entries (live or
+    /// not, at least one) from index `from`, and where the walk goes on,
+    /// `None` once this slice reaches the end. A walk meets every flow that
+    /// lives throughout it exactly once; flows made or ended meanwhile may
+    /// be met or not.
+    pub fn slice(&self, from: u32, budget: usize) -> (impl Iterator<Item = (u32, &Flow)>, Option<u32>) {
+        let start = (from as usize).min(self.flows.len());
+        let end = start.saturating_add(budget.max(1)).min(self.flows.len());
+        let live = self.flows[start..end].iter().zip(start as u32..).filter(|(f, _)| f.live).map(|(f, i)| (i, f));
+        (live, (end < self.flows.len()).then_some(end as u32))
+    }
+
     /// True if `proto` is tracked with its own state machine.
     pub fn state_for_new(proto_no: u8) -> ProtoState {
         match proto_no {
@@ -666,6 +692,74 @@ mod tests {
         // The guess is what makes the lookup cheap: nearly always the entry.
         assert_eq!(stored, 4000);
         assert!(right * 100 >= stored * 99, "{right} of {stored} guesses right");
+    }
+
+    fn udp_flow(port: u16) -> NewFlow {
+        use core::net::Ipv4Addr;
+        let k = FlowKey::v4(Ipv4Addr::new(10, 0, 0, 1), Ipv4Addr::new(192, 0, 2, 1), proto::UDP, port, 53);
+        NewFlow {
+            keys: [k, k.reversed()],
+            state: ProtoState::Udp,
+            orig_side: Side::Inside,
+            reply_side: Side::Outside,
+            account: NO_ACCOUNT,
+            binding: NO_BINDING,
+            epoch: 0,
+            synced: false,
+        }
+    }
+
+    /// A walk in slices meets each live flow once, in slab order, however
+    /// the slices fall on the gaps the removed flows left, and each slice
+    /// looks at no more entries than its budget.
+    #[test]
+    fn a_walk_in_slices_meets_every_live_flow_once() {
+        let now = Time(0);
+        let mut ct = Conntrack::new(100, [1, 2, 3, 4], Timeouts::default(), now);
+        let made: Vec<u32> = (0..90u16).map(|p| ct.insert(&udp_flow(p), now).unwrap().0).collect();
+        for &i in made.iter().filter(|&&i| i % 3 == 0 || (40..60).contains(&i)) {
+            ct.remove(i);
+        }
+        let want: Vec<u32> = ct.iter().map(|(i, _)| i).collect();
+        assert_eq!(want.len(), 90 - 30 - 14, "a third, and the rest of 40..60, removed");
+        for budget in [1, 7, 20, 99, 100, 1000] {
+            let (mut met, mut from, mut slices) = (Vec::new(), Some(0), 0);
+            while let Some(at) = from {
+                let (live, next) = ct.slice(at, budget);
+                let live: Vec<u32> = live
+                    .map(|(i, f)| {
+                        assert!(f.is_live());
+                        i
+                    })
+                    .collect();
+                assert!(live.iter().all(|&i| i >= at && (i as usize) < at as usize + budget));
+                met.extend(live);
+                assert!(next.is_none_or(|n| n as usize == at as usize + budget), "{budget}: {at} → {next:?}");
+                from = next;
+                slices += 1;
+            }
+            assert_eq!(met, want, "budget {budget}");
+            assert_eq!(slices, 100usize.div_ceil(budget), "budget {budget}");
+        }
+        // Past the end, and a budget of zero, still end or move on.
+        assert_eq!(ct.slice(100, 10).1, None);
+        assert_eq!(ct.slice(5000, 10).0.count(), 0);
+        assert_eq!(ct.slice(0, 0).1, Some(1));
+    }
+
+    #[test]
+    fn state_names_are_those_flows_give() {
+        let names: Vec<_> = Flow::state_names().collect();
+        assert_eq!(names.len(), TcpState::ALL.len() + 2);
+        let now = Time(0);
+        let mut ct = Conntrack::new(8, [1, 2, 3, 4], Timeouts::default(), now);
+        let (i, _) = ct.insert(&udp_flow(1), now).unwrap();
+        assert_eq!(ct.flow(i).state_name(), UNANSWERED);
+        ct.flow_mut(i).answered = true;
+        assert_eq!(ct.flow(i).state_name(), ANSWERED);
+        for s in TcpState::ALL {
+            assert!(names.contains(&s.name()));
+        }
     }
 
     #[test]
