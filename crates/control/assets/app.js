@@ -118,8 +118,9 @@
   }
   function pathOf(name) {
     const id = encodeURIComponent(state.memberId);
-    return { members: '/api/members?sort=rate&limit=20', member: '/api/members/' + id,
-      flows: '/api/flows?member=' + id + '&limit=50' }[name] || '/api/' + name;
+    // Relative: /api/... from the page at /, and still right behind a proxy's sub-path.
+    return { members: 'api/members?sort=rate&limit=20', member: 'api/members/' + id,
+      flows: 'api/flows?member=' + id + '&limit=50' }[name] || 'api/' + name;
   }
 
   // One poll: the due endpoints of the current view, in parallel. Never two at once.
@@ -141,8 +142,8 @@
       if (r.status === 'fulfilled') {
         state.data[n] = r.value; state.last[n] = started;
         if (n === 'member') state.memberMissing = false;
-      } else if (n === 'member' && r.reason instanceof HttpError && r.reason.status === 404) {
-        state.memberMissing = true; delete state.data.member; delete state.data.flows; state.last[n] = started;
+      } else if (n === 'member' && r.reason instanceof HttpError && (r.reason.status === 404 || r.reason.status === 400)) {
+        state.memberMissing = r.reason.status === 404 ? 'No member with id ' + state.memberId + '.' : 'Not a member id: ' + r.reason.message; delete state.data.member; delete state.data.flows; state.last[n] = started;
       } else if (!failure || rank(r.reason) > rank(failure)) {
         failure = r.reason;
       }
@@ -431,7 +432,7 @@
   function renderMember(m, flows) {
     if (state.memberMissing) {
       $('member-error').hidden = false;
-      $('member-error').textContent = 'No member with id ' + state.memberId + '.';
+      $('member-error').textContent = state.memberMissing;
       $('member-body').hidden = true;
       $('member-name').textContent = 'Member';
       $('member-status').textContent = ''; $('member-status').className = 'badge';
