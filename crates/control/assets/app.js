@@ -404,7 +404,7 @@
       attrs: { 'data-generation': x.generation, class: x.refused ? 'refused' : '' },
       cells: [
         { content: h('span', {}, clock(x.at, true), h('br'), h('span', { class: 'muted small' }, ago(x.at))), attrs: { 'data-value': x.at, class: 'when', title: new Date(x.at * 1000).toISOString() } },
-        cellNum(x.generation, String(x.generation)),
+        cellNum(x.generation, x.generation == null ? '—' : String(x.generation)),
         x.changes || '',
         cellNum(x.ended, x.ended == null ? '—' : count(x.ended)),
         cellNum(x.compile_ms, x.compile_ms == null ? '—' : x.compile_ms.toFixed(1) + ' ms'),
@@ -444,7 +444,7 @@
     $('member-id').textContent = m.member_id;
     document.title = (m.name || m.member_id) + ' · torwart';
     const st = $('member-status');
-    st.textContent = m.status || ''; st.className = 'badge ' + (m.status === 'active' ? 'good' : 'bad');
+    st.textContent = m.status || ''; st.className = 'badge' + (!m.status ? '' : m.status === 'active' ? ' good' : ' bad');
     $('member-plan').textContent = m.plan || 'none (not shaped)';
     $('member-plan-rates').textContent = m.plan_down_bps || m.plan_up_bps ? '(' + bps(m.plan_down_bps) + ' down, ' + bps(m.plan_up_bps) + ' up)' : '';
     memberRate('down', m.down_bps, m.plan_down_bps);
