@@ -185,6 +185,7 @@ pub fn run_config(config: Config, checked: Checked) -> Result<(), Failure> {
     let pair = start_pair(&checked)?;
     let first = Running::start(&config, &plan, &mirror, &control.published, &ports, pair.as_ref(), Vec::new());
     let running = first.map_err(|(e, _)| e)?;
+    control.live.flows.store(Some(Arc::new(running.dp.flow_queries())));
     tracing::info!("running: {} worker(s), {} port(s)", plan.workers, config.ports.len());
     let ledger = checked.pair.as_ref().map_or_else(Ledger::new, |p| Ledger::for_pair(p.local.to_string()));
     let mut daemon = Daemon {
@@ -363,6 +364,7 @@ impl Daemon {
     /// Stops the workers for a restart, keeping their engines.
     fn stop_workers(&mut self) {
         let Some(r) = self.running.take() else { return };
+        self.control.live.flows.store(None);
         tracing::info!("restarting the workers on the ports as they are now (flows, NAT and usage kept)");
         let (stats, kept, unserved) = r.stop();
         self.carried.add(&Totals::of(stats.iter().map(|s| &**s)).dataplane);
@@ -388,6 +390,7 @@ impl Daemon {
         let pair = self.pair.as_ref();
         match Running::start(&self.config, &self.plan, &self.mirror, &self.control.published, &self.ports, pair, kept) {
             Ok(r) => {
+                self.control.live.flows.store(Some(Arc::new(r.dp.flow_queries())));
                 self.restarts += 1;
                 self.parked.clear();
                 self.running = Some(r);
@@ -434,6 +437,7 @@ impl Daemon {
         if let Some(p) = &self.pair {
             p.leave();
         }
+        self.control.live.flows.store(None);
         if let Some(r) = self.running.take() {
             let (stats, _, unserved) = r.stop();
             self.carried_unserved += unserved;

@@ -41,6 +41,20 @@ pub struct Stats {
     pub shaper_load: Vec<ShaperLoad>,
     /// The pair's state sync, if this box is one of a pair.
     pub pair: Option<PairStats>,
+    /// Flows by remaining time in the tables, per protocol and state (the
+    /// series with flows), counted in each worker's last full pass of its
+    /// table (every 2 s): `counts[i]` for remaining time up to
+    /// `dataplane::timeouts::BOUNDS_S[i]`, the last for the rest.
+    pub timeouts: Vec<TimeoutSeries>,
+}
+
+/// One protocol and state's flows by remaining time.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct TimeoutSeries {
+    pub protocol: String,
+    pub state: String,
+    pub counts: Vec<u64>,
 }
 
 /// The pair's state sync ([`crate::pair`]).
@@ -192,6 +206,12 @@ impl Stats {
                 .collect(),
             shaper_load: stats.iter().filter_map(|s| shaper_load(s)).collect(),
             pair: cx.pair.clone(),
+            timeouts: totals
+                .timeouts
+                .series()
+                .filter(|(_, _, c)| c.iter().any(|n| *n > 0))
+                .map(|(p, st, c)| TimeoutSeries { protocol: p.into(), state: st.into(), counts: c.to_vec() })
+                .collect(),
         }
     }
 

@@ -6,7 +6,7 @@
 mod common;
 
 use common::*;
-use control::api::json::{MemberPage, MembersDoc, StatusDoc};
+use control::api::json::{FlowsDoc, MemberPage, MembersDoc, StatusDoc};
 use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -87,6 +87,43 @@ fn the_api_the_cli_and_a_real_prometheus_agree_with_the_traffic() {
         let e: serde_json::Value = serde_json::from_str(&body).unwrap();
         assert!(e["error"].as_str().unwrap().contains(names), "{query}: {body}");
     }
+    // Flows, as `conntrack -L` lists them: the member's datagrams to the outside host.
+    let (code, body) = curl(&lab, &b, &[&format!("{base}/api/flows?member=1&protocol=udp&port=7000")]);
+    assert_eq!(code, 200, "{body}");
+    let flows: FlowsDoc = serde_json::from_str(&body).unwrap();
+    assert!(flows.flows.len() >= 20 && !flows.truncated, "{body}");
+    for f in &flows.flows {
+        assert_eq!((f.protocol.as_str(), f.member_id, f.outside.as_str()), ("udp", Some(1), "192.0.2.2:7000"), "{f:?}");
+        assert!(
+            f.inside.starts_with("10.0.1.2:") && f.public.as_deref().is_some_and(|p| p.starts_with("198.18.0.11:"))
+        );
+    }
+    let (code, body) = curl(&lab, &b, &[&format!("{base}/api/flows?limit=3")]);
+    assert!(code == 200 && serde_json::from_str::<FlowsDoc>(&body).unwrap().truncated, "{body}");
+    let (code, body) = curl(&lab, &b, &[&format!("{base}/api/flows?state=dancing")]);
+    assert!(code == 400 && body.contains("dancing"), "{body}");
+    assert!(ok(&cli(&sock, &["flows", "--member", "1", "--limit", "5"])).contains("192.0.2.2:7000"));
+    // The remaining-time histogram, once every worker has walked its table (every 2 s).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (_, body) = curl(&lab, &b, &[&format!("{base}/api/timeouts")]);
+        let t: serde_json::Value = serde_json::from_str(&body).unwrap();
+        let udp = t["series"].as_array().and_then(|s| s.iter().find(|x| x["protocol"] == "udp").cloned());
+        if let Some(udp) = udp {
+            assert_eq!(t["bounds_s"].as_array().map(Vec::len), Some(12), "{body}");
+            let n: u64 = udp["counts"].as_array().unwrap().iter().map(|c| c.as_u64().unwrap()).sum();
+            assert!(n >= 20, "{body}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "no UDP flows in the histogram: {body}");
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    // The page and its assets, embedded.
+    let (code, body) = curl(&lab, &b, &[&format!("{base}/")]);
+    assert!(code == 200 && body.contains("assets/app.js"), "{code}");
+    let (code, body) = curl(&lab, &b, &[&format!("{base}/assets/app.js")]);
+    assert!(code == 200 && body.contains("data-updated"), "{code}");
+
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         let (_, body) = curl(&lab, &b, &[&format!("{base}/api/reloads")]);

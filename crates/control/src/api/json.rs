@@ -249,6 +249,53 @@ pub fn status_name(s: Status) -> &'static str {
     }
 }
 
+/// One flow, as `conntrack -L` shows it.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct FlowDoc {
+    pub protocol: String,
+    pub state: String,
+    pub remaining_s: u64,
+    pub inside: String,
+    pub outside: String,
+    /// The NAT binding's public address and port (none for IPv6).
+    pub public: Option<String>,
+    pub member_id: Option<u32>,
+    pub worker: usize,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct FlowsDoc {
+    pub flows: Vec<FlowDoc>,
+    /// More flows matched than `limit`.
+    pub truncated: bool,
+}
+
+pub fn flow(f: &dataplane::FlowInfo) -> FlowDoc {
+    FlowDoc {
+        protocol: protocol_name(f.protocol).to_owned(),
+        state: f.state.to_owned(),
+        remaining_s: f.remaining.as_secs(),
+        inside: f.inside.to_string(),
+        outside: f.outside.to_string(),
+        public: f.public.map(|p| p.to_string()),
+        member_id: f.member_id,
+        worker: f.worker,
+    }
+}
+
+/// A protocol by name or number.
+pub fn protocol_number(name: &str) -> Option<u8> {
+    match name {
+        "icmp" => Some(1),
+        "tcp" => Some(6),
+        "udp" => Some(17),
+        "icmpv6" => Some(58),
+        n => n.parse().ok(),
+    }
+}
+
 /// The name of an IP protocol number, as `conntrack -L` says it.
 pub fn protocol_name(p: u8) -> &'static str {
     match p {

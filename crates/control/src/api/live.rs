@@ -92,6 +92,8 @@ pub struct Live {
     pub reload_counts: ReloadCounts,
     /// The member database the running policy came from.
     pub members: Arc<ArcSwap<MemberDb>>,
+    /// The running workers' flow listings (none while they are stopped).
+    pub flows: arc_swap::ArcSwapOption<dataplane::FlowQueries>,
 }
 
 impl Live {
@@ -103,6 +105,7 @@ impl Live {
             reloads: Mutex::new(VecDeque::with_capacity(RELOADS)),
             reload_counts: ReloadCounts::default(),
             members,
+            flows: arc_swap::ArcSwapOption::empty(),
         }
     }
 

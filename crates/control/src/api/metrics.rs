@@ -29,6 +29,8 @@ pub const NAMES: &[&str] = &[
     "torwart_worker_naps_total",
     "torwart_flows",
     "torwart_nat_bindings",
+    "torwart_flow_remaining_seconds_bucket",
+    "torwart_flow_remaining_seconds_gcount",
     "torwart_shaper_queue_delay_seconds",
     "torwart_shaper_backlog_bytes",
     "torwart_shaper_drops_total",
@@ -180,9 +182,45 @@ impl Collector for Exposition {
     }
 }
 
-/// Flows by protocol and state, and by remaining time in the table.
+/// Flows by protocol and state, and by remaining time in the table: a
+/// histogram of what is in the tables now (cumulative counts by `le`, as
+/// a gauge, since it goes down as well as up), from the workers' last pass
+/// over their tables (every 2 s).
 fn flows(e: &mut DescriptorEncoder, s: &Snapshot) -> Result<(), Error> {
-    family(e, "torwart_flows", "Flows in the tables", MetricType::Gauge, [(vec![], s.stats.flows as f64)])
+    let series = &s.stats.timeouts;
+    let labels = |t: &crate::stats::TimeoutSeries| vec![("protocol", t.protocol.clone()), ("state", t.state.clone())];
+    family(
+        e,
+        "torwart_flows",
+        "Flows in the tables, by protocol and state",
+        MetricType::Gauge,
+        series.iter().map(|t| (labels(t), t.counts.iter().sum::<u64>() as f64)),
+    )?;
+    let mut buckets = Vec::new();
+    for t in series {
+        let mut cumulative = 0;
+        for (i, n) in t.counts.iter().enumerate() {
+            cumulative += n;
+            let le = dataplane::timeouts::BOUNDS_S.get(i).map_or_else(|| "+Inf".to_owned(), |b| b.to_string());
+            let mut l = labels(t);
+            l.push(("le", le));
+            buckets.push((l, cumulative as f64));
+        }
+    }
+    family(
+        e,
+        "torwart_flow_remaining_seconds_bucket",
+        "Flows whose remaining time in the table is at most le seconds, by protocol and state",
+        MetricType::Gauge,
+        buckets,
+    )?;
+    family(
+        e,
+        "torwart_flow_remaining_seconds_gcount",
+        "Flows counted in the remaining-time histogram, by protocol and state",
+        MetricType::Gauge,
+        series.iter().map(|t| (labels(t), t.counts.iter().sum::<u64>() as f64)),
+    )
 }
 
 fn shaping(e: &mut DescriptorEncoder, s: &Snapshot) -> Result<(), Error> {
@@ -278,5 +316,102 @@ impl Exposition {
                 ]
             }),
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::stats::{Direction, MemberShaping, PairStats, ShaperLoad, Stats, TimeoutSeries, Worker};
+
+    /// A snapshot with something in every family.
+    fn busy() -> Arc<Live> {
+        let live = Arc::new(Live::new(Arc::default()));
+        let mut st = Stats { flows: 3, nat_bindings: 1, pair: Some(PairStats::default()), ..Default::default() };
+        st.workers.push(Worker { worker: 0, rx: vec![5, 6], tx: vec![4, 4], ..Default::default() });
+        st.members.push(crate::db::MemberTraffic {
+            member_id: 7,
+            up_bytes: 100,
+            down_bytes: 900,
+            ..Default::default()
+        });
+        st.timeouts.push(TimeoutSeries { protocol: "tcp".into(), state: "established".into(), counts: vec![1; 13] });
+        st.shaping.push(MemberShaping {
+            member_id: 7,
+            up: Some(Direction { queue_delay_us: 1500, drops: [("codel".into(), 2)].into(), ..Default::default() }),
+            down: None,
+        });
+        st.shaper_load.push(ShaperLoad { worker: 0, ..Default::default() });
+        live.publish(st, std::time::Instant::now(), 1, None);
+        let r = crate::reload::Reloaded {
+            generation: 2,
+            changes: String::new(),
+            ended: 0,
+            compile: std::time::Duration::from_millis(3),
+        };
+        live.reloaded(1, &r);
+        live
+    }
+
+    #[test]
+    fn every_name_is_exported() {
+        let text = render(&busy(), 10);
+        for name in NAMES {
+            assert!(text.lines().any(|l| l.starts_with(name)), "{name} missing:\n{text}");
+        }
+        assert!(text.contains("torwart_member_bytes_total{member=\"7\",direction=\"down\"} 900"), "{text}");
+        assert!(text
+            .contains("torwart_flow_remaining_seconds_bucket{protocol=\"tcp\",state=\"established\",le=\"+Inf\"} 13"));
+        assert!(text.contains("torwart_reload_duration_seconds_count 1"), "{text}");
+        assert!(text.contains("torwart_shaper_queue_delay_seconds{direction=\"up\"} 0.0015"), "{text}");
+    }
+
+    #[test]
+    fn per_member_series_are_capped_busiest_first() {
+        let live = busy();
+        let mut st = live.snapshot.load().stats.clone();
+        for id in 100..200 {
+            st.members.push(crate::db::MemberTraffic { member_id: id, up_bytes: u64::from(id), ..Default::default() });
+        }
+        live.publish(st, std::time::Instant::now(), 2, None);
+        let text = render(&live, 3);
+        let members: Vec<_> = text.lines().filter(|l| l.starts_with("torwart_member_bytes_total{")).collect();
+        assert_eq!(members.len(), 6, "{members:?}");
+        for id in ["7", "198", "199"] {
+            assert!(members.iter().any(|l| l.contains(&format!("member=\"{id}\""))), "{members:?}");
+        }
+    }
+
+    /// The dashboard in docs/ is JSON, and every metric its queries name is exported.
+    #[test]
+    fn the_grafana_dashboard_asks_only_for_exported_metrics() {
+        let text = include_str!("../../../../docs/grafana-dashboard.json");
+        let dashboard: serde_json::Value = serde_json::from_str(text).expect("the dashboard is JSON");
+        let mut exprs = Vec::new();
+        collect_exprs(&dashboard, &mut exprs);
+        assert!(exprs.len() >= 10, "{} queries", exprs.len());
+        for e in &exprs {
+            let mut rest = e.as_str();
+            while let Some(at) = rest.find("torwart_") {
+                let name: String = rest[at..].chars().take_while(|c| c.is_ascii_alphanumeric() || *c == '_').collect();
+                assert!(NAMES.contains(&name.as_str()), "the dashboard asks for {name}, which is not exported: {e}");
+                rest = &rest[at + name.len()..];
+            }
+        }
+    }
+
+    fn collect_exprs(v: &serde_json::Value, out: &mut Vec<String>) {
+        match v {
+            serde_json::Value::Object(m) => {
+                for (k, x) in m {
+                    match x {
+                        serde_json::Value::String(s) if k == "expr" || k == "query" => out.push(s.clone()),
+                        _ => collect_exprs(x, out),
+                    }
+                }
+            }
+            serde_json::Value::Array(a) => a.iter().for_each(|x| collect_exprs(x, out)),
+            _ => {}
+        }
     }
 }

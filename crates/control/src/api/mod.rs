@@ -12,6 +12,7 @@
 pub mod json;
 pub mod live;
 pub mod metrics;
+mod page;
 
 use crate::config::ApiConfig;
 use crate::db::Database;
@@ -118,7 +119,12 @@ fn routes(state: ApiState) -> Router {
         .route("/api/history", get(history))
         .route("/api/reloads", get(reloads))
         .route("/api/reload", post(reload))
+        .route("/api/flows", get(flows))
+        .route("/api/timeouts", get(timeouts))
         .route("/metrics", get(metrics))
+        .route("/", get(page::index))
+        .route("/assets/app.js", get(page::script))
+        .route("/assets/style.css", get(page::style))
         .fallback(not_found)
         .with_state(state)
 }
@@ -234,6 +240,47 @@ async fn reload(State(s): State<ApiState>) -> impl IntoResponse {
     tracing::info!("api: reload asked for");
     s.reload_now.notify_one();
     Json(serde_json::json!({ "requested": true }))
+}
+
+/// How long a flow listing may take: the workers answer between batches.
+const FLOWS_DEADLINE: std::time::Duration = std::time::Duration::from_secs(2);
+
+async fn flows(State(s): State<ApiState>, q: Params) -> Result<Json<json::FlowsDoc>, Refusal> {
+    let p = params(q, &["member", "address", "port", "protocol", "state", "limit"])?;
+    let (limit, _) = page(&p)?;
+    let address = p
+        .get("address")
+        .map(|a| a.parse().map_err(|_| bad(format!("address={a}: not an IPv4 or IPv6 address"))))
+        .transpose()?;
+    let protocol = match p.get("protocol") {
+        None => None,
+        Some(name) => Some(
+            json::protocol_number(name)
+                .ok_or_else(|| bad(format!("protocol={name}: give tcp, udp, icmp, icmpv6 or a number")))?,
+        ),
+    };
+    let filter = dataplane::FlowFilter {
+        member: number(&p, "member")?,
+        address,
+        port: number(&p, "port")?,
+        protocol,
+        state: p.get("state").cloned(),
+    };
+    let Some(queries) = s.live.flows.load_full() else {
+        return Err(Refusal(StatusCode::SERVICE_UNAVAILABLE, "the workers are not running".into()));
+    };
+    let asked = tokio::task::spawn_blocking(move || queries.query(&filter, limit, FLOWS_DEADLINE)).await;
+    let asked = asked.map_err(|e| Refusal(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+    match asked {
+        Ok((flows, truncated)) => Ok(Json(json::FlowsDoc { flows: flows.iter().map(json::flow).collect(), truncated })),
+        Err(e @ dataplane::QueryError::UnknownState(_)) => Err(bad(e.to_string())),
+        Err(e) => Err(Refusal(StatusCode::SERVICE_UNAVAILABLE, e.to_string())),
+    }
+}
+
+async fn timeouts(State(s): State<ApiState>) -> impl IntoResponse {
+    let snap = s.live.snapshot.load();
+    Json(serde_json::json!({ "bounds_s": dataplane::timeouts::BOUNDS_S, "series": snap.stats.timeouts }))
 }
 
 async fn metrics(State(s): State<ApiState>) -> impl IntoResponse {
