@@ -47,6 +47,9 @@ enum Command {
     /// Prints a new key file for the sync link of a pair (`[sync] key_file`):
     /// the same file on both boxes, mode 600. See docs/pair.md.
     SyncKey,
+    /// Writes the manual pages (torwart.1, torwart-<subcommand>.1) into DIR.
+    #[command(hide = true)]
+    Man { dir: PathBuf },
 }
 
 /// Where the member database is: a path (SQLite) or a URL (sqlite://, postgres://).
@@ -235,6 +238,12 @@ fn run(cli: Cli) -> Result<(), Error> {
         Command::Replay(args) => replay_command(args),
         Command::Db { command } => db(command),
         Command::Bench(args) => bench_command(args),
+        Command::Man { dir } => {
+            let pages = torwart::man::write(<Cli as clap::CommandFactory>::command(), &dir)
+                .map_err(|source| Error::File { op: "write manual pages into", path: dir, source })?;
+            pages.iter().for_each(|p| println!("{}", p.display()));
+            Ok(())
+        }
         Command::SyncKey => {
             let text = control::pair::new_key_file().map_err(|e| Error::Usage(format!("sync-key: {e}")))?;
             print!("{text}");
