@@ -127,7 +127,13 @@ fn the_debian_package_holds_the_binary_unit_conffile_and_man_pages() {
     let read = |name: &str| std::fs::read_to_string(ctrl.join(name)).unwrap();
     assert_eq!(read("conffiles").trim(), "/etc/torwart/torwart.toml");
     let postinst = read("postinst");
-    for step in ["systemd-sysusers", "torwart.conf", "--add root torwart \"$mode\"", "0640 /etc/torwart/torwart.toml"] {
+    for step in [
+        "systemd-sysusers",
+        "torwart.conf",
+        "--add root torwart \"$mode\"",
+        "0640 /etc/torwart/torwart.toml",
+        "-m 0750 /var/lib/torwart",
+    ] {
         assert!(postinst.contains(step), "{step:?} not in postinst:\n{postinst}");
     }
     assert!(!postinst.contains("#DEBHELPER#"), "an unreplaced token in postinst:\n{postinst}");
