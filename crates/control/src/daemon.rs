@@ -68,11 +68,14 @@ pub enum Failure {
         source: io::IoError,
         hint: Option<String>,
     },
+    /// The process lacks capabilities the ports need (`missing`, by name).
     #[error(
-        "torwart run needs root (or CAP_NET_ADMIN, CAP_NET_RAW, CAP_BPF and CAP_SYS_ADMIN) to attach XDP programs \
-         and open packet sockets"
+        "torwart run lacks {} (the {backend} backend needs {}): run it as root, or give it these capabilities as \
+         the packaged unit does (docs/packaging.md)",
+        missing.join(", "),
+        needed.join(", ")
     )]
-    NotRoot,
+    MissingCapabilities { backend: &'static str, needed: Vec<&'static str>, missing: Vec<&'static str> },
     /// The member database cannot be opened, read or compiled at start.
     #[error("member database: {0}")]
     Database(#[source] Box<DbError>),
@@ -134,7 +137,7 @@ impl Failure {
             Failure::ConfigFile(_) | Failure::Config(_) => 2,
             Failure::Port { source, .. } if source.is_permission_denied() => 4,
             Failure::NoInterface { .. } | Failure::Port { .. } => 3,
-            Failure::NotRoot => 4,
+            Failure::MissingCapabilities { .. } => 4,
             Failure::Database(_)
             | Failure::UsageSpooled { .. }
             | Failure::UsageBesideSpool { .. }
@@ -172,7 +175,7 @@ pub fn run_config(config: Config, checked: Checked) -> Result<(), Failure> {
     }
     let signals = Signals::install()?;
     let ports = find_ports(&config)?;
-    require_root()?;
+    require_capabilities(&config)?;
     check_kernel_forwarding(&config)?;
     let control = Control::start(&config, &checked)?;
     replay_spool(&control, "at start");
@@ -571,9 +574,54 @@ impl Ports {
     }
 }
 
-fn require_root() -> Result<(), Failure> {
-    if !crate::sys::is_root() {
-        return Err(Failure::NotRoot);
+/// Step 3: the privileges the ports need. Not root as such but the
+/// capabilities, so that the packaged unit can run torwart as its own user
+/// with only these (found by running the lab so, docs/packaging.md):
+/// CAP_NET_ADMIN attaches the XDP program, creates its XSKMAP and asks the
+/// kernel to resolve neighbours (RTM_NEWNEIGH); CAP_NET_RAW opens AF_XDP and
+/// AF_PACKET sockets; CAP_BPF loads the program and its maps (CAP_SYS_ADMIN
+/// before Linux 5.8). An AF_XDP UMEM is locked memory: without CAP_IPC_LOCK
+/// the locked-memory limit must hold every port's UMEMs, which is only
+/// warned about (a finite limit may be large enough).
+fn require_capabilities(config: &Config) -> Result<(), Failure> {
+    const CAP_NET_ADMIN: u32 = 12;
+    const CAP_NET_RAW: u32 = 13;
+    const CAP_IPC_LOCK: u32 = 14;
+    const CAP_SYS_ADMIN: u32 = 21;
+    const CAP_BPF: u32 = 39;
+    let (backend, needed): (_, &[(u32, &'static str)]) = match config.io.backend {
+        Backend::Xdp => {
+            ("xdp", &[(CAP_NET_ADMIN, "CAP_NET_ADMIN"), (CAP_NET_RAW, "CAP_NET_RAW"), (CAP_BPF, "CAP_BPF")])
+        }
+        Backend::AfPacket => ("af_packet", &[(CAP_NET_ADMIN, "CAP_NET_ADMIN"), (CAP_NET_RAW, "CAP_NET_RAW")]),
+    };
+    // The effective set, from the `CapEff:` line of /proc/self/status (hex).
+    let effective = std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| s.lines().find_map(|l| l.strip_prefix("CapEff:").map(|v| u64::from_str_radix(v.trim(), 16))))
+        .and_then(Result::ok)
+        .unwrap_or(0);
+    let has = |cap: u32| effective & (1 << cap) != 0;
+    // Kernels before 5.8 have no CAP_BPF: CAP_SYS_ADMIN does its work there (and still may).
+    let granted = |cap: u32| has(cap) || (cap == CAP_BPF && has(CAP_SYS_ADMIN));
+    let missing: Vec<_> = needed.iter().filter(|&&(cap, _)| !granted(cap)).map(|&(_, name)| name).collect();
+    if !missing.is_empty() {
+        let needed = needed.iter().map(|&(_, name)| name).collect();
+        return Err(Failure::MissingCapabilities { backend, needed, missing });
+    }
+    let mut memlock = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: getrlimit writes only the struct it is given.
+    let limited =
+        unsafe { libc::getrlimit(libc::RLIMIT_MEMLOCK, &mut memlock) } == 0 && memlock.rlim_cur != libc::RLIM_INFINITY;
+    if config.io.backend == Backend::Xdp && !has(CAP_IPC_LOCK) && limited {
+        let xdp = io::XdpConfig::default();
+        let umem = u64::from(xdp.rx_frames + xdp.tx_frames) * u64::from(xdp.frame_size);
+        tracing::warn!(
+            "no CAP_IPC_LOCK and a locked-memory limit of {} KiB: the ports' AF_XDP memory ({} KiB per port and \
+             worker) may not fit (give CAP_IPC_LOCK or LimitMEMLOCK=infinity)",
+            memlock.rlim_cur / 1024,
+            umem / 1024
+        );
     }
     Ok(())
 }
@@ -1072,6 +1120,22 @@ mod tests {
         // The kernel's refusal stays reachable, typed.
         let os = f.source().and_then(|s| s.source()).and_then(|s| s.downcast_ref::<std::io::Error>());
         assert_eq!(os.and_then(|e| e.raw_os_error()), Some(libc::ENODEV));
+    }
+
+    #[test]
+    fn missing_capabilities_are_named_and_a_permission_failure() {
+        let f = Failure::MissingCapabilities {
+            backend: "xdp",
+            needed: vec!["CAP_NET_ADMIN", "CAP_NET_RAW", "CAP_BPF"],
+            missing: vec!["CAP_BPF"],
+        };
+        assert_eq!(f.exit_code(), 4);
+        assert!(
+            f.to_string().starts_with(
+                "torwart run lacks CAP_BPF (the xdp backend needs CAP_NET_ADMIN, CAP_NET_RAW, CAP_BPF): run it as root"
+            ),
+            "{f}"
+        );
     }
 
     #[test]

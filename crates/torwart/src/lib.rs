@@ -7,6 +7,7 @@ pub mod alloc;
 pub mod bench;
 pub mod cli;
 pub mod lab;
+pub mod man;
 pub mod replay;
 pub mod scenario;
 pub mod syncbench;

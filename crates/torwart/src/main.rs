@@ -106,6 +106,9 @@ enum Command {
         #[command(flatten)]
         api: ApiArgs,
     },
+    /// Writes the manual pages (torwart.1, torwart-<subcommand>.1) into DIR.
+    #[command(hide = true)]
+    Man { dir: PathBuf },
 }
 
 /// Where the daemon's API is.
@@ -343,6 +346,12 @@ fn run(cli: Cli) -> Result<(), Error> {
             cli::flows(&cli::Client::new(&api.socket), &q.join("&"), json).map_err(client)
         }
         Command::Reload { api } => cli::reload(&cli::Client::new(&api.socket)).map_err(client),
+        Command::Man { dir } => {
+            let pages = torwart::man::write(<Cli as clap::CommandFactory>::command(), &dir)
+                .map_err(|source| Error::File { op: "write manual pages into", path: dir, source })?;
+            pages.iter().for_each(|p| println!("{}", p.display()));
+            Ok(())
+        }
         Command::SyncKey => {
             let text = control::pair::new_key_file().map_err(|e| Error::Usage(format!("sync-key: {e}")))?;
             print!("{text}");
