@@ -1,9 +1,11 @@
-"""The far end of a failover test: an echo server on port 9000.
+"""The far end of a failover test: an echo server on port 9000 (TCP and UDP).
 
 Every connection sends lines "NAME SEQ"; each line comes back. For each
 connection (by NAME) the server remembers every source address and port it
 came from, and prints them as JSON when it stops after SECONDS:
-a connection whose NAT source changed shows two.
+a connection whose NAT source changed shows two. UDP datagrams are echoed;
+those of a stream named "u..." are remembered the same way ("churn" ones,
+each from a new port, are not).
 
 Usage: echo_server.py SECONDS
 """
@@ -29,6 +31,19 @@ def serve(conn, addr):
         pass
 
 
+def serve_udp():
+    u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    u.bind(("0.0.0.0", 9000))
+    while True:
+        data, addr = u.recvfrom(2048)
+        name = data.split()[0].decode() if data.split() else ""
+        if name.startswith("u"):
+            with lock:
+                seen.setdefault(name, set()).add("%s:%d" % addr)
+        u.sendto(data, addr)
+
+
+threading.Thread(target=serve_udp, daemon=True).start()
 s = socket.socket()
 s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
 s.bind(("0.0.0.0", 9000))
