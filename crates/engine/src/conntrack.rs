@@ -16,6 +16,7 @@
 //! * Expiry is the [`Wheel`](crate::wheel::Wheel)'s job, with a budget per
 //!   call; a lookup that meets a flow past its deadline frees it on the spot.
 
+use crate::rtt;
 use crate::table::{FlowIndex, Hasher, Slot};
 use crate::tcp::{TcpState, TcpTrack};
 use crate::time::Time;
@@ -142,6 +143,11 @@ pub struct Flow {
     /// Packets per direction (wrapping: a statistic, not an account).
     pub packets: [u32; 2],
     pub bytes: [u64; 2],
+    /// When the handshake segment the next round-trip sample is measured
+    /// from passed (the SYN, then the SYN-ACK), or [`rtt::UNTIMED`]. In
+    /// what was the third line's padding: it costs a flow no memory, and
+    /// the packet path has that line in cache ([`crate::rtt`]).
+    pub handshake_at: Time,
 }
 
 /// [`Conntrack::guess`] found no entry.
@@ -304,6 +310,7 @@ impl Conntrack {
             binding: NO_BINDING,
             packets: [0; 2],
             bytes: [0; 2],
+            handshake_at: rtt::UNTIMED,
         };
         Conntrack {
             flows: vec![blank; n],
@@ -505,6 +512,8 @@ impl Conntrack {
             binding: new.binding,
             packets: [0; 2],
             bytes: [0; 2],
+            // The slow path times the handshakes it sees open.
+            handshake_at: rtt::UNTIMED,
         };
         self.cold[i as usize] = Cold { created: now, epoch: new.epoch, slots: [slot0, slot1], resync: 0 };
         f.expires = now + f.timeout(&self.timeouts);

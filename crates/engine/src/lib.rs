@@ -26,6 +26,7 @@ pub mod frag;
 pub mod members;
 pub mod nat;
 pub mod pipeline;
+pub mod rtt;
 pub mod shaping;
 pub mod table;
 pub mod tcp;

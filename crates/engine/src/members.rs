@@ -10,7 +10,11 @@
 //! Directions are the member's: *up* is what the member's devices send
 //! (towards the internet, or towards another member), *down* what they
 //! receive.
+//!
+//! Each account also keeps the member's round-trip times on either side of
+//! the box, measured from the TCP handshakes of its flows ([`crate::rtt`]).
 
+use crate::rtt::Rtt;
 use ahash::RandomState;
 use std::collections::HashMap;
 
@@ -36,10 +40,54 @@ pub struct Account {
     /// here, not in the shaper, because the packet path has this line in
     /// cache already and asks this of every packet.
     pub(crate) shaping: u8,
+    /// [`Account::rtt`] by side, without its samples: kept as two
+    /// arrays, not as two [`Rtt`]s (24 bytes), so that the account stays
+    /// one cache line.
+    rtt_ns: [RttNs; 2],
+    /// [`Rtt::samples`] by side, saturating at 65,535.
+    rtt_samples: [u16; 2],
+}
+
+/// [`Rtt::srtt_ns`] and [`Rtt::min_ns`] of one side.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct RttNs {
+    srtt: u32,
+    min: u32,
+}
+
+impl Account {
+    /// The member's round-trip time on `side` as this core measured it:
+    /// [`INSIDE`], between the box and the member's devices; [`OUTSIDE`],
+    /// between the box and the hosts on the internet the member's flows
+    /// reach ([`crate::rtt`]). Merge cores' with [`Rtt::merge`].
+    pub fn rtt(&self, side: usize) -> Rtt {
+        let RttNs { srtt, min } = self.rtt_ns[side];
+        Rtt { srtt_ns: srtt, min_ns: min, samples: u32::from(self.rtt_samples[side]) }
+    }
+
+    /// Sets the round-trip time on `side` (its samples saturating at
+    /// 65,535): for tests and tools that make accounts up.
+    pub fn set_rtt(&mut self, side: usize, r: Rtt) {
+        self.rtt_ns[side] = RttNs { srtt: r.srtt_ns, min: r.min_ns };
+        self.rtt_samples[side] = u16::try_from(r.samples).unwrap_or(u16::MAX);
+    }
+
+    /// Takes a round-trip sample of `ns` nanoseconds on `side`.
+    #[inline]
+    fn add_rtt(&mut self, side: usize, ns: u32) {
+        let mut r = self.rtt(side);
+        r.add(ns);
+        self.set_rtt(side, r);
+    }
 }
 
 pub const UP: usize = 0;
 pub const DOWN: usize = 1;
+
+/// [`Account::rtt`] between the box and the member's devices.
+pub const INSIDE: usize = crate::Side::Inside.index();
+/// [`Account::rtt`] between the box and the internet.
+pub const OUTSIDE: usize = crate::Side::Outside.index();
 
 #[derive(Debug)]
 pub struct Accounts {
@@ -85,6 +133,13 @@ impl Accounts {
         let a = &mut self.slots[slot as usize];
         a.bytes[dir] += len as u64;
         a.packets[dir] += 1;
+    }
+
+    /// Takes a round-trip sample of `ns` nanoseconds for `slot` on `side`
+    /// ([`INSIDE`] or [`OUTSIDE`]).
+    #[inline]
+    pub(crate) fn add_rtt(&mut self, slot: u32, side: usize, ns: u32) {
+        self.slots[slot as usize].add_rtt(side, ns);
     }
 
     /// Brings the account of `slot` into cache (pass 3 asks a few packets
@@ -136,5 +191,27 @@ impl Accounts {
 
     pub fn is_empty(&self) -> bool {
         self.slots.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_account_is_one_cache_line() {
+        assert_eq!(core::mem::size_of::<Account>(), 64);
+    }
+
+    #[test]
+    fn an_accounts_round_trip_samples_saturate_at_the_stored_width() {
+        let mut a = Account::default();
+        assert_eq!(a.rtt(INSIDE), Rtt::default());
+        a.set_rtt(OUTSIDE, Rtt { srtt_ns: 7, min_ns: 3, samples: 70_000 });
+        assert_eq!(a.rtt(OUTSIDE), Rtt { srtt_ns: 7, min_ns: 3, samples: 65_535 });
+        a.add_rtt(OUTSIDE, 15);
+        assert_eq!(a.rtt(OUTSIDE), Rtt { srtt_ns: 8, min_ns: 3, samples: 65_535 });
+        a.add_rtt(INSIDE, 1_000);
+        assert_eq!(a.rtt(INSIDE), Rtt { srtt_ns: 1_000, min_ns: 1_000, samples: 1 });
     }
 }

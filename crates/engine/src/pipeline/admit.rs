@@ -77,6 +77,10 @@ impl Engine {
         let f = self.ct.flow_mut(idx);
         f.packets[0] = 1;
         f.bytes[0] = frame.len() as u64;
+        if matches!(f.state, ProtoState::Tcp(_)) && !picked_up {
+            // Its SYN: the clock of the handshake starts (see `crate::rtt`).
+            f.handshake_at = now;
+        }
         let mut charge = None;
         if account != NO_ACCOUNT {
             let dir = if from == Side::Inside { UP } else { DOWN };

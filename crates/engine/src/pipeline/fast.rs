@@ -4,13 +4,16 @@
 //! side its direction comes from, its TCP segment must fit the connection's
 //! state (RFC 9293's window checks, as [`crate::tcp`] keeps them), and it
 //! leaves translated as the flow is, charged to the flow's account. The
-//! flow's deadline moves with every packet. A packet without a flow goes to
-//! the slow path (`admit`).
+//! flow's deadline moves with every packet. A segment of a TCP handshake
+//! also times it, and a round trip it completes goes to the member's
+//! account ([`crate::rtt`]). A packet without a flow goes to the slow path
+//! (`admit`).
 
 use super::{ended, Charge, Engine};
 use crate::conntrack::{Flow, Hit, ProtoState, Timeouts, NO_ACCOUNT};
 use crate::counters::Reason;
 use crate::members::{DOWN, UP};
+use crate::rtt::{self, Sample};
 use crate::tcp::{Refusal, Segment, TcpState};
 use crate::time::Time;
 use crate::{Side, Verdict};
@@ -98,8 +101,8 @@ impl Engine {
         let logging = self.ct.logs_changes();
         let (f, timeouts) = self.ct.flow_and_timeouts(h.flow);
         let state_before = if logging { tcp_state(f) } else { None };
-        let timeout_before = match tcp_step(f, timeouts, dir, seg) {
-            Ok(t) => t,
+        let (timeout_before, rtt) = match tcp_step(f, timeouts, dir, seg, now) {
+            Ok(step) => step,
             Err(r) => return (self.drop(r), None),
         };
         // What the other box of a pair must hear of: the first answer (a
@@ -121,6 +124,7 @@ impl Engine {
         // A packet leaves as the other direction expects to see it: the
         // reverse of the other direction's key.
         let translate = f.translated.then(|| f.keys[1 - dir].reversed());
+        let rtt = rtt.and_then(|s| Some((s.account_side(f.orig_side, f.reply_side)?, s.ns)));
         if timeout < timeout_before {
             // The wheel is lazy about later deadlines, not earlier ones.
             self.ct.reschedule(h.flow);
@@ -137,6 +141,9 @@ impl Engine {
         if account != NO_ACCOUNT {
             let dir = if up { UP } else { DOWN };
             self.accounts.add(account, dir, frame.len());
+            if let Some((side, ns)) = rtt {
+                self.accounts.add_rtt(account, side, ns);
+            }
             charge = Some(Charge { account, dir });
         }
         self.counters.fast_path += 1;
@@ -174,22 +181,34 @@ fn tcp_state(f: &Flow) -> Option<TcpState> {
 }
 
 /// Moves a TCP flow's connection state by segment `seg` in direction
-/// `dir`, or refuses the segment. Returns the flow's timeout before the
-/// move (zero for other protocols: only TCP can move to a state with a
-/// shorter timeout, which the timer wheel must be told of).
+/// `dir` at `now`, or refuses the segment. Returns the flow's timeout
+/// before the move (zero for other protocols: only TCP can move to a state
+/// with a shorter timeout, which the timer wheel must be told of), and the
+/// round trip the segment completes if it is the handshake's ([`rtt`]).
 #[inline]
-fn tcp_step(f: &mut Flow, timeouts: &Timeouts, dir: usize, seg: Option<&Segment>) -> Result<Duration, Reason> {
-    let (ProtoState::Tcp(t), Some(seg)) = (&mut f.state, seg) else { return Ok(Duration::ZERO) };
-    let before = timeouts.tcp(t.state);
-    let was_closed = matches!(t.state, TcpState::Close | TcpState::TimeWait);
+fn tcp_step(
+    f: &mut Flow,
+    timeouts: &Timeouts,
+    dir: usize,
+    seg: Option<&Segment>,
+    now: Time,
+) -> Result<(Duration, Option<Sample>), Reason> {
+    let (ProtoState::Tcp(t), Some(seg)) = (&mut f.state, seg) else { return Ok((Duration::ZERO, None)) };
+    let state = t.state;
     t.handle(dir, seg).map_err(|r| match r {
         Refusal::OutOfWindow => Reason::TcpOutOfWindow,
         Refusal::RstOutOfWindow => Reason::TcpRstOutOfWindow,
         Refusal::SynInConnection => Reason::TcpSynInConnection,
     })?;
+    let was_closed = matches!(state, TcpState::Close | TcpState::TimeWait);
     if was_closed && t.state == TcpState::SynSent {
         // Reopened: a new connection, unanswered until it is.
         f.answered = false;
     }
-    Ok(before)
+    let sample = if rtt::in_handshake(state, t.state) {
+        rtt::handshake(&mut f.handshake_at, state, t.state, dir, seg, now)
+    } else {
+        None
+    };
+    Ok((timeouts.tcp(state), sample))
 }
