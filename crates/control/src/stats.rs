@@ -46,6 +46,22 @@ pub struct Stats {
     /// table (every 2 s): `counts[i]` for remaining time up to
     /// `dataplane::timeouts::BOUNDS_S[i]`, the last for the rest.
     pub timeouts: Vec<TimeoutSeries>,
+    /// Members' round-trip times, from the TCP handshakes of their flows
+    /// (only members with a sample), by member id.
+    pub latency: Vec<MemberLatency>,
+}
+
+/// A member's round-trip times (`engine::rtt`), merged over the workers.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct MemberLatency {
+    pub member_id: u32,
+    /// Between the box and the member's devices: smoothed, and the smallest sample.
+    pub inside_us: Option<u64>,
+    pub inside_min_us: Option<u64>,
+    /// Between the box and the far ends of the member's flows.
+    pub outside_us: Option<u64>,
+    pub outside_min_us: Option<u64>,
 }
 
 /// One protocol and state's flows by remaining time.
@@ -194,6 +210,7 @@ impl Stats {
             nat_bindings: totals.nat_bindings,
             counters: counters(stats, &totals, cx),
             members: usage(stats),
+            latency: latency(stats),
             workers: stats.iter().map(|s| worker(s)).collect(),
             shaping: stats
                 .iter()
@@ -271,6 +288,32 @@ pub fn usage(stats: &[Arc<WorkerStats>]) -> Vec<MemberTraffic> {
         m.down_packets += a.packets[1];
     }
     members.into_values().collect()
+}
+
+/// Round-trip times per member, merged over workers (weighted by samples).
+pub fn latency(stats: &[Arc<WorkerStats>]) -> Vec<MemberLatency> {
+    use engine::members::{INSIDE, OUTSIDE};
+    let mut merged: BTreeMap<u32, [engine::rtt::Rtt; 2]> = BTreeMap::new();
+    for a in stats.iter().flat_map(|s| s.accounts.iter()) {
+        let (i, o) = (a.rtt(INSIDE), a.rtt(OUTSIDE));
+        if i.samples == 0 && o.samples == 0 {
+            continue;
+        }
+        let m = merged.entry(a.member_id).or_default();
+        m[0].merge(&i);
+        m[1].merge(&o);
+    }
+    let us = |r: &engine::rtt::Rtt, v: u32| (r.samples > 0).then_some(u64::from(v) / 1000);
+    merged
+        .into_iter()
+        .map(|(member_id, [i, o])| MemberLatency {
+            member_id,
+            inside_us: us(&i, i.srtt_ns),
+            inside_min_us: us(&i, i.min_ns),
+            outside_us: us(&o, o.srtt_ns),
+            outside_min_us: us(&o, o.min_ns),
+        })
+        .collect()
 }
 
 fn worker(s: &WorkerStats) -> Worker {

@@ -196,6 +196,11 @@ pub fn members(s: &Snapshot, db: &MemberDb, sort: Sort) -> Vec<MemberDoc> {
         (m.up_bytes, m.down_bytes, m.up_packets, m.down_packets) =
             (u.up_bytes, u.down_bytes, u.up_packets, u.down_packets);
     }
+    for l in &s.stats.latency {
+        if let Some(m) = all.get_mut(&l.member_id) {
+            (m.rtt_inside_us, m.rtt_outside_us) = (l.inside_us, l.outside_us);
+        }
+    }
     for (id, [up, down]) in &s.member_bps {
         if let Some(m) = all.get_mut(id) {
             (m.up_bps, m.down_bps) = (*up, *down);

@@ -41,6 +41,7 @@ pub const NAMES: &[&str] = &[
     "torwart_reload_duration_seconds_count",
     "torwart_policy_generation",
     "torwart_member_bytes_total",
+    "torwart_member_rtt_seconds",
     "torwart_pair_ready",
     "torwart_pair_peer_alive",
     "torwart_pair_queued_records",
@@ -315,6 +316,19 @@ impl Exposition {
                     (vec![("member", id), ("direction", "down".into())], m.down_bytes as f64),
                 ]
             }),
+        )?;
+        let rtt = |id: u32| s.stats.latency.binary_search_by_key(&id, |l| l.member_id).ok().map(|i| s.stats.latency[i]);
+        family(
+            e,
+            "torwart_member_rtt_seconds",
+            "A member's smoothed round-trip time from TCP handshakes: inside to its devices, outside to the far ends",
+            MetricType::Gauge,
+            busiest.iter().filter_map(|m| rtt(m.member_id)).flat_map(|l| {
+                let id = l.member_id.to_string();
+                [("inside", l.inside_us), ("outside", l.outside_us)].into_iter().filter_map(move |(side, us)| {
+                    us.map(|us| (vec![("member", id.clone()), ("side", side.to_owned())], us as f64 / 1e6))
+                })
+            }),
         )
     }
 }
@@ -333,6 +347,12 @@ mod tests {
             member_id: 7,
             up_bytes: 100,
             down_bytes: 900,
+            ..Default::default()
+        });
+        st.latency.push(crate::stats::MemberLatency {
+            member_id: 7,
+            inside_us: Some(2500),
+            outside_us: Some(18_000),
             ..Default::default()
         });
         st.timeouts.push(TimeoutSeries { protocol: "tcp".into(), state: "established".into(), counts: vec![1; 13] });

@@ -2,7 +2,7 @@
 //! behind it and one host outside, the daemon started and stopped in it,
 //! and small traffic helpers.
 //!
-//! Topology: `o` (outside host 192.0.2.2) ─ x1/p1 (4 queues each way) ─
+//! Topology: `o` (outside host 192.0.2.2) ─ x1/p1 (4 queues each way, or as many as `Lab::with_queues` says) ─
 //! `b` (the box, torwart on p0 and p1) ─ p0/x0 ─ `i` (a member's device
 //! 10.0.1.2). Needs root.
 #![allow(dead_code)]
@@ -45,6 +45,11 @@ pub struct Lab {
 
 impl Lab {
     pub fn new(tag: &str) -> Lab {
+        Lab::with_queues(tag, 4)
+    }
+
+    /// As [`Lab::new`], the outside link with `queues` receive and send queues each way.
+    pub fn with_queues(tag: &str, queues: u32) -> Lab {
         torwart::lab::preflight(false).expect("the lab's tools");
         // One lab at a time: both run torwart, which takes a core.
         static ONE: std::sync::Mutex<()> = std::sync::Mutex::new(());
@@ -59,7 +64,8 @@ impl Lab {
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
         let lab = Lab { ns, b, o, i, dir, _one: guard };
-        let q = ["numtxqueues", "4", "numrxqueues", "4"];
+        let n = queues.to_string();
+        let q = ["numtxqueues", &n, "numrxqueues", &n];
         let mut outside = vec!["-n", &lab.b, "link", "add", "p1"];
         outside.extend(q);
         outside.extend(["type", "veth", "peer", "name", "x1", "netns", &lab.o]);
