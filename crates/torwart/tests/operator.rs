@@ -79,6 +79,20 @@ fn the_api_the_cli_and_a_real_prometheus_agree_with_the_traffic() {
     assert!(alice.up_packets >= 30, "{alice:?}");
     assert!(ok(&cli(&sock, &["members"])).contains("alice"));
     assert!(ok(&cli(&sock, &["reload"])).contains("reload requested"));
+    // top refreshes until a signal (or q on a terminal).
+    let top = Command::new(env!("CARGO_BIN_EXE_torwart"))
+        .args(["top", "--interval", "200ms", "--socket"])
+        .arg(&sock)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(900));
+    // SAFETY: kill has no memory preconditions; the pid is our child's.
+    unsafe { libc::kill(top.id() as i32, libc::SIGTERM) };
+    let out = top.wait_with_output().unwrap();
+    let screen = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{screen}");
+    assert!(screen.matches("members by rate").count() >= 3 && screen.contains("alice"), "{screen}");
 
     // The same documents over TCP on the box's loopback.
     let base = "http://127.0.0.1:9680";
