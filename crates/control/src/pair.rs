@@ -395,10 +395,15 @@ impl Thread {
             if now.since(self.last_stats) >= Duration::from_millis(100) {
                 self.publish(now);
             }
+            // Until the protocol's next deadline, at most a millisecond (the
+            // workers' rings are looked at that often), to the nanosecond:
+            // a millisecond-grained poll would round a wait of less than one
+            // down to none and spin until the deadline.
             let wait = self.peer.poll_timeout().0.saturating_sub(monotonic_now().0).min(1_000_000);
             let mut fd = libc::pollfd { fd: self.socket.as_raw_fd(), events: libc::POLLIN, revents: 0 };
-            // SAFETY: one valid pollfd, for the duration of the call.
-            unsafe { libc::poll(&mut fd, 1, (wait / 1_000_000) as libc::c_int) };
+            let ts = libc::timespec { tv_sec: 0, tv_nsec: wait as libc::c_long };
+            // SAFETY: one valid pollfd and timespec, for the duration of the call; no signal mask.
+            unsafe { libc::ppoll(&mut fd, 1, &ts, std::ptr::null()) };
         }
         self.publish(monotonic_now());
     }
