@@ -195,6 +195,11 @@ struct LabArgs {
     /// traffic, kill -9 of the active box and its return.
     #[arg(long, conflicts_with_all = ["keep", "backend"])]
     pair: bool,
+    /// With --pair: answered UDP flows made through the surviving box
+    /// while the other is gone, for the bulk resync at its return (e.g.
+    /// 200000; a release build).
+    #[arg(long, default_value_t = 0, requires = "pair")]
+    pair_flows: usize,
     /// The port on this machine's 127.0.0.1 where the box's web page is
     /// forwarded (another free one if taken).
     #[arg(long, default_value_t = 9680)]
@@ -371,7 +376,9 @@ fn check_sort(sort: &str) -> Result<(), Error> {
     }
 }
 
-fn lab(LabArgs { backend, dir, iperf_seconds, json, idle, keep, pair, page_port }: LabArgs) -> Result<(), Error> {
+fn lab(
+    LabArgs { backend, dir, iperf_seconds, json, idle, keep, pair, pair_flows, page_port }: LabArgs,
+) -> Result<(), Error> {
     if !["sleep", "busy"].contains(&idle.as_str()) {
         return Err(Error::Usage(format!("--idle {idle}: give sleep or busy")));
     }
@@ -392,6 +399,7 @@ fn lab(LabArgs { backend, dir, iperf_seconds, json, idle, keep, pair, page_port 
             dir,
             chatty: 50,
             idle: 200,
+            bulk: pair_flows,
             verbose: !json,
         };
         let report = torwart::lab::pair::run(&opts, &interrupted).map_err(|e| Error::Usage(format!("lab: {e}")))?;

@@ -30,11 +30,13 @@ fn connections_survive_a_kill_of_the_active_box_and_its_return() {
         dir: std::env::temp_dir().join(format!("torwart-pair-{p}")),
         chatty: 50,
         idle: 200,
+        bulk: 4000,
         verbose: true,
     };
     let r = pair::run(&opts, &AtomicBool::new(false)).expect("the pair's lab runs");
     pair::print(&r);
     assert!(r.passed(), "failed: {:#?}\n{}", r.checks.iter().filter(|c| !c.passed).collect::<Vec<_>>(), r.logs);
     assert!(r.outages.len() == 50 && r.resync_s < 5.0, "{:?} {}", r.outages, r.resync_s);
+    assert!(r.resync_flows >= 2000, "b held {} flows when a returned", r.resync_flows);
     let _ = std::fs::remove_dir_all(&opts.dir);
 }

@@ -38,6 +38,9 @@ pub struct PairOptions {
     pub dir: PathBuf,
     pub chatty: usize,
     pub idle: usize,
+    /// Flows made through b while a is gone (answered UDP, from four more
+    /// members), for the bulk resync when a returns; 0: none.
+    pub bulk: usize,
     pub verbose: bool,
 }
 
@@ -52,6 +55,11 @@ pub struct PairReport {
     pub takeover_s: f64,
     /// Seconds from the return of the killed box to its holding the other's state.
     pub resync_s: f64,
+    /// Flows b held when a returned.
+    pub resync_flows: usize,
+    /// What b forwarded and dropped (by reason) while a took its state.
+    pub forwarded_during_resync: u64,
+    pub dropped_during_resync: Vec<(String, u64)>,
     /// Bytes the clients sent and received (all of the member's traffic).
     pub client_bytes: u64,
     /// Bytes of the member's usage written to the database (up and down).
@@ -76,15 +84,32 @@ const MEMBERS: &str = r#"{
                {"id": 2, "prefix": "10.0.1.1/32", "kind": "box"},
                {"id": 3, "prefix": "10.0.1.11/32", "kind": "box"},
                {"id": 4, "prefix": "10.0.1.12/32", "kind": "box"}],
-  "members": [{"id": 1, "name": "alice", "status": "active", "plan_id": 1}],
-  "member_addresses": [{"id": 1, "member_id": 1, "network": "10.0.1.2", "device": "laptop"}],
-  "public_addresses": [{"id": 1, "member_id": 1, "address": "198.18.0.11", "first_port": 20000, "last_port": 40000}],
+  "members": [{"id": 1, "name": "alice", "status": "active", "plan_id": 1},
+              {"id": 21, "name": "bulk-1", "status": "active", "plan_id": 1},
+              {"id": 22, "name": "bulk-2", "status": "active", "plan_id": 1},
+              {"id": 23, "name": "bulk-3", "status": "active", "plan_id": 1},
+              {"id": 24, "name": "bulk-4", "status": "active", "plan_id": 1}],
+  "member_addresses": [{"id": 1, "member_id": 1, "network": "10.0.1.2", "device": "laptop"},
+                       {"id": 21, "member_id": 21, "network": "10.0.1.21", "device": "bulk"},
+                       {"id": 22, "member_id": 22, "network": "10.0.1.22", "device": "bulk"},
+                       {"id": 23, "member_id": 23, "network": "10.0.1.23", "device": "bulk"},
+                       {"id": 24, "member_id": 24, "network": "10.0.1.24", "device": "bulk"}],
+  "public_addresses": [{"id": 1, "member_id": 1, "address": "198.18.0.11", "first_port": 20000, "last_port": 40000},
+                       {"id": 21, "member_id": 21, "address": "198.18.0.21", "first_port": 1024, "last_port": 65535},
+                       {"id": 22, "member_id": 22, "address": "198.18.0.22", "first_port": 1024, "last_port": 65535},
+                       {"id": 23, "member_id": 23, "address": "198.18.0.23", "first_port": 1024, "last_port": 65535},
+                       {"id": 24, "member_id": 24, "address": "198.18.0.24", "first_port": 1024, "last_port": 65535}],
   "port_forwards": [], "ipv6_openings": [], "global_blocks": []
 }"#;
 
 const SERVER: &str = "192.0.2.2:9000";
-/// Seconds of traffic: before the kill, b alone, a back.
+/// Seconds of traffic: before the kill, b alone, a back (more with bulk flows).
 const TRAFFIC_S: u64 = 16;
+/// New bulk flows a second: over three times the peak the network we build
+/// for sees (7,000), on one worker.
+const BULK_RATE: u32 = 25_000;
+/// The bulk members' device addresses (on the member's host).
+const BULK_SOURCES: [[u8; 4]; 4] = [[10, 0, 1, 21], [10, 0, 1, 22], [10, 0, 1, 23], [10, 0, 1, 24]];
 
 /// The pair's namespaces and processes; gone on drop.
 struct Pair {
@@ -156,6 +181,9 @@ impl Pair {
             t.sh(host, "ethtool -K lan tx off >/dev/null")?;
         }
         t.sh(&t.c, "ip route add default via 10.0.1.1")?;
+        for a in BULK_SOURCES {
+            t.sh(&t.c, &format!("ip addr add {}.{}.{}.{}/24 dev lan", a[0], a[1], a[2], a[3]))?;
+        }
         t.sh(&t.o, "ip route add 198.18.0.0/15 via 192.0.2.1")?;
         t.init_db()?;
         Ok(t)
@@ -169,6 +197,7 @@ impl Pair {
         say: &dyn Fn(&str),
     ) -> Result<(), String> {
         let bail = || if interrupted.load(Ordering::Relaxed) { Err("interrupted".to_owned()) } else { Ok(()) };
+        let traffic_s = TRAFFIC_S + (opts.bulk / BULK_RATE as usize) as u64 + 2;
         self.start(1)?;
         self.start(2)?;
         self.wait_for("both boxes in sync", secs(20), |t| {
@@ -181,7 +210,7 @@ impl Pair {
         bail()?;
 
         say(&format!(
-            "traffic for {TRAFFIC_S} s through a: {} chatty and {} idle TCP connections, a UDP stream, an iperf3 download",
+            "traffic for {traffic_s} s through a: {} chatty and {} idle TCP connections, a UDP stream, an iperf3 download",
             opts.chatty, opts.idle
         ));
         let stop = Arc::new(AtomicBool::new(false));
@@ -191,9 +220,9 @@ impl Pair {
         self.ns.spawn("iperf3-server", &o, "iperf3", &["-s", "-B", "192.0.2.2", "-p", "5201"], None)?;
         std::thread::sleep(Duration::from_millis(300));
         let idle = traffic::Idle::open(&self.c, server, opts.idle)?;
-        let chatty = traffic::chatty(&self.c, server, opts.chatty, secs(TRAFFIC_S));
-        let udp = traffic::udp_stream(&self.c, server, secs(TRAFFIC_S));
-        let iperf = self.iperf()?;
+        let chatty = traffic::chatty(&self.c, server, opts.chatty, secs(traffic_s));
+        let udp = traffic::udp_stream(&self.c, server, secs(traffic_s));
+        let iperf = self.iperf(traffic_s)?;
         let before = sources.lock().unwrap_or_else(|e| e.into_inner()).clone();
         std::thread::sleep(secs(4));
         bail()?;
@@ -206,6 +235,15 @@ impl Pair {
         r.takeover_s = killed.elapsed().as_secs_f64();
         say(&format!("the gateway addresses on b {:.3} s after the kill", r.takeover_s));
         std::thread::sleep(secs(3));
+        if opts.bulk > 0 {
+            let per = u16::try_from(opts.bulk / BULK_SOURCES.len()).unwrap_or(u16::MAX).min(64_000);
+            let sources = BULK_SOURCES.iter().map(|a| std::net::Ipv4Addr::from(*a)).collect();
+            let (sent, took) = traffic::bulk(&self.c, sources, per, server, BULK_RATE)?;
+            say(&format!("{sent} new flows through b in {took:.1} s (answered UDP from four more members)"));
+            std::thread::sleep(secs(1));
+        }
+        let b_before = self.stats(2).unwrap_or_default();
+        r.resync_flows = b_before.flows;
 
         say("box a returns: it takes b's state (a full resync), then its addresses back");
         self.sh(&a, "ip link set p0 up && ip link set p1 up && ip link set s0 up")?;
@@ -214,13 +252,28 @@ impl Pair {
         self.start(1)?;
         self.wait_for("a to hold b's state", secs(15), |t| t.stats(1).is_some_and(|s| pair_of(&s).complete))?;
         r.resync_s = back.elapsed().as_secs_f64();
+        let b_after = self.stats(2).unwrap_or_default();
+        r.forwarded_during_resync = b_after.counter("tx_frames").saturating_sub(b_before.counter("tx_frames"));
+        r.dropped_during_resync = control::api::live::drop_names()
+            .map(|n| (n.to_owned(), b_after.counter(n).saturating_sub(b_before.counter(n))))
+            .filter(|(_, v)| *v > 0)
+            .collect();
         self.keepalived(1)?;
         self.wait_for("a to take its addresses back", secs(10), |t| t.holds_gateway(&a))?;
         say(&format!(
-            "a back: b's state on a {:.3} s after its start, its addresses {:.3} s",
+            "a back: b's state ({} flows) on a {:.3} s after its start, its addresses {:.3} s",
+            r.resync_flows,
             r.resync_s,
             back.elapsed().as_secs_f64()
         ));
+        r.add(
+            "the returning box takes the other's whole state within 5 s while it forwards, dropping nothing",
+            r.resync_s <= 5.0 && r.dropped_during_resync.is_empty(),
+            format!(
+                "{} flows in {:.3} s; b forwarded {} frames meanwhile, dropped {:?}",
+                r.resync_flows, r.resync_s, r.forwarded_during_resync, r.dropped_during_resync
+            ),
+        );
 
         let chatty = chatty.join().map_err(|_| "the chatty clients died".to_owned())?;
         let udp = udp.join().map_err(|_| "the UDP client died".to_owned())?;
@@ -240,7 +293,7 @@ impl Pair {
         r.written_bytes = written.0 + written.1;
         r.client_bytes = chatty.iter().chain(&idle).chain([&udp]).map(|s| s.sent + s.received).sum::<u64>() + iperf.1;
         // The download's rate, for what "a second of traffic" is.
-        let per_second = iperf.1 as f64 / TRAFFIC_S as f64;
+        let per_second = iperf.1 as f64 / traffic_s as f64;
         let lost = (up_counted + down_counted) as f64 - r.written_bytes as f64;
         r.add(
             "usage: at most a second of the member's traffic lost, nothing counted twice",
@@ -317,12 +370,12 @@ impl Pair {
         );
     }
 
-    fn iperf(&mut self) -> Result<PathBuf, String> {
+    fn iperf(&mut self, seconds: u64) -> Result<PathBuf, String> {
         let out = self.dir.join("iperf.json");
         let _ = std::fs::remove_file(&out);
         let file = std::fs::File::create(&out).map_err(|e| e.to_string())?;
         let c = self.c.clone();
-        let t = (TRAFFIC_S - 1).to_string();
+        let t = (seconds - 1).to_string();
         self.ns.spawn(
             "iperf3-client",
             &c,
@@ -414,7 +467,7 @@ impl Pair {
         let config = dir.join("torwart.toml");
         let text = format!(
             "database = \"{}\"\n[[ports]]\ninterface = \"p0\"\nside = \"inside\"\n[[ports]]\ninterface = \"p1\"\n\
-             side = \"outside\"\n[workers]\ncount = 1\nidle = \"sleep\"\n[stats]\nfile = \"{}\"\ninterval = \"100ms\"\n\
+             side = \"outside\"\n[workers]\ncount = 1\nidle = \"sleep\"\n[engine]\nmax_flows = 524288\nnat_quota = 65536\n[stats]\nfile = \"{}\"\ninterval = \"100ms\"\n\
              [api]\nsocket = \"{}\"\n[sync]\nlocal = \"{me}:7400\"\npeer = \"{peer}:7400\"\nkey_file = \"{}\"\n\
              ready_file = \"{}\"\n",
             self.dir.join("t.db").display(),

@@ -49,7 +49,11 @@ pub fn echo_server(ns: &str, addr: SocketAddr, stop: Arc<AtomicBool>) -> Result<
             let mut buf = [0u8; 2048];
             while !udp_stop.load(Ordering::Relaxed) {
                 if let Ok((n, from)) = udp.recv_from(&mut buf) {
-                    note(&udp_seen, "udp", from);
+                    // The stream's sources are remembered; bulk flows' (each
+                    // from a new port) are not.
+                    if buf[..n].starts_with(b"udp ") {
+                        note(&udp_seen, "udp", from);
+                    }
                     let _ = udp.send_to(&buf[..n], from);
                 }
             }
@@ -220,6 +224,41 @@ fn exchange(server: SocketAddr, name: &str, seen: &mut Seen, conn: Option<Conn>)
             None
         }
     }
+}
+
+/// Many flows at once: from each address of `sources` (in namespace `ns`),
+/// one datagram to `server` from each of `per_source` ports (from 1024 up),
+/// each from its own socket: a new flow on the gateway, answered by the
+/// echo; at most `rate` a second. Returns the datagrams sent and the
+/// seconds it took.
+pub fn bulk(
+    ns: &str,
+    sources: Vec<std::net::Ipv4Addr>,
+    per_source: u16,
+    server: SocketAddr,
+    rate: u32,
+) -> Result<(u64, f64), String> {
+    let ns = ns.to_owned();
+    std::thread::spawn(move || {
+        super::netns::enter(&ns)?;
+        let t0 = Instant::now();
+        let mut sent = 0;
+        for src in sources {
+            for port in 1024..1024u16.saturating_add(per_source) {
+                let Ok(s) = UdpSocket::bind((src, port)) else { continue };
+                if s.send_to(b"bulk", server).is_ok() {
+                    sent += 1;
+                }
+                if sent % 1000 == 0 {
+                    let due = Duration::from_secs_f64(sent as f64 / f64::from(rate));
+                    std::thread::sleep(due.saturating_sub(t0.elapsed()));
+                }
+            }
+        }
+        Ok((sent, t0.elapsed().as_secs_f64()))
+    })
+    .join()
+    .map_err(|_| "the bulk sender died".to_owned())?
 }
 
 /// A datagram every 10 ms to `server` from namespace `ns` for `run`; the
