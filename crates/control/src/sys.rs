@@ -6,6 +6,11 @@ pub fn euid() -> u32 {
     unsafe { libc::geteuid() }
 }
 
+/// Seconds since the Unix epoch (UTC), 0 if the clock is before it.
+pub fn unix_now() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64)
+}
+
 /// True when running as root (effective uid 0).
 pub fn is_root() -> bool {
     euid() == 0

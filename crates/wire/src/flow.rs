@@ -159,7 +159,8 @@ fn addr(family: Family, b: &[u8; 16]) -> IpAddr {
     }
 }
 
-fn proto_name(p: u8) -> Option<&'static str> {
+/// The name of IP protocol `p` as `conntrack -L` says it, if it is one of these four.
+pub fn proto_name(p: u8) -> Option<&'static str> {
     Some(match p {
         proto::TCP => "tcp",
         proto::UDP => "udp",

@@ -290,24 +290,16 @@ pub fn flow(f: &dataplane::FlowInfo) -> FlowDoc {
     }
 }
 
-/// A protocol by name or number.
+/// A protocol by name (`wire::flow::proto_name`'s) or number.
 pub fn protocol_number(name: &str) -> Option<u8> {
-    match name {
-        "icmp" => Some(1),
-        "tcp" => Some(6),
-        "udp" => Some(17),
-        "icmpv6" => Some(58),
-        n => n.parse().ok(),
-    }
+    use wire::flow::proto;
+    [proto::TCP, proto::UDP, proto::ICMP, proto::ICMPV6]
+        .into_iter()
+        .find(|p| wire::flow::proto_name(*p) == Some(name))
+        .or_else(|| name.parse().ok())
 }
 
 /// The name of an IP protocol number, as `conntrack -L` says it.
 pub fn protocol_name(p: u8) -> &'static str {
-    match p {
-        1 => "icmp",
-        6 => "tcp",
-        17 => "udp",
-        58 => "icmpv6",
-        _ => "other",
-    }
+    wire::flow::proto_name(p).unwrap_or("other")
 }

@@ -16,6 +16,7 @@ mod page;
 
 use crate::config::ApiConfig;
 use crate::db::Database;
+use crate::sys::unix_now;
 use axum::extract::{Path as UrlPath, Query, Request, State};
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::middleware::Next;
@@ -350,10 +351,6 @@ fn bind_socket(path: &Path) -> Result<tokio::net::UnixListener, ApiError> {
     let listener = tokio::net::UnixListener::bind(path).map_err(|e| err(e.to_string()))?;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660)).map_err(|e| err(e.to_string()))?;
     Ok(listener)
-}
-
-fn unix_now() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64)
 }
 
 /// The start of the UTC day of `t`.

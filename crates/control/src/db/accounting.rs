@@ -13,6 +13,7 @@
 //! neither bytes nor packets in a flush writes nothing, so idle members
 //! cost no rows.
 
+use crate::sys::unix_now;
 use std::collections::BTreeMap;
 
 use super::backend::{Stmt, Tx, Value};
@@ -39,10 +40,6 @@ pub struct AccountingPeriod {
     pub down_bytes: u64,
     pub up_packets: u64,
     pub down_packets: u64,
-}
-
-fn unix_now() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64)
 }
 
 /// Rows per statement: well below SQLite's and PostgreSQL's parameter limits.
