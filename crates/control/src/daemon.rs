@@ -35,6 +35,7 @@ use crate::ledger::{Ledger, Periods};
 use crate::reload::{Published, Reloader};
 use crate::spool::{Spool, SpoolError};
 use crate::stats::Stats;
+use crate::sys::unix_now;
 use dataplane::{
     Dataplane, DataplaneCounters, Egress, Idle, PortQueue, Totals, WorkerConfig, WorkerSetup, WorkerStats,
 };
@@ -292,22 +293,31 @@ impl Daemon {
                 flush_usage(&self.control, &mut self.ledger, &stats);
             }
             self.exchange_usage(&stats, &mut last_share);
-            if last_publish.is_none_or(|t| t.elapsed() >= Duration::from_secs(1)) {
-                let now = Instant::now();
-                self.control.live.publish(Stats::collect(&stats, &self.context()), now, unix_now(), last_publish);
+            // One document for whichever of its readers is due: the API
+            // (every second), the stats file, the log line.
+            let publish = last_publish.is_none_or(|t| t.elapsed() >= Duration::from_secs(1));
+            let file = self.config.stats.file.is_some() && last_stats.elapsed() >= self.checked.stats_interval;
+            let log = !self.checked.log_interval.is_zero() && last_log.elapsed() >= self.checked.log_interval;
+            if !(publish || file || log) {
+                continue;
+            }
+            let doc = Stats::collect(&stats, &self.context());
+            let now = Instant::now();
+            if file {
+                last_stats = now;
+                write_stats(&self.config, &doc);
+            }
+            if log {
+                last_log = now;
+                log_summary(&doc);
+            }
+            if publish {
+                self.control.live.publish(doc, now, unix_now(), last_publish);
                 last_publish = Some(now);
                 if last_sample.elapsed() >= crate::api::live::SAMPLE_EVERY {
                     last_sample = now;
                     self.control.live.sample();
                 }
-            }
-            if self.config.stats.file.is_some() && last_stats.elapsed() >= self.checked.stats_interval {
-                last_stats = Instant::now();
-                write_stats(&self.config, &Stats::collect(&stats, &self.context()));
-            }
-            if !self.checked.log_interval.is_zero() && last_log.elapsed() >= self.checked.log_interval {
-                last_log = Instant::now();
-                log_summary(&Stats::collect(&stats, &self.context()));
             }
         }
     }
@@ -680,8 +690,11 @@ impl Control {
             reload_now: Arc::clone(&reload_now),
             member_series: config.api.member_series,
         };
-        let api = crate::api::Api::start(&runtime, &config.api, checked.api_listen, state)
-            .map_err(|e| Failure::system("cannot serve the API", e))?;
+        let api = crate::api::Api::start(&runtime, &config.api, checked.api_listen, state).map_err(|e| match e {
+            // The token file is the operator's to fix, like the configuration.
+            crate::api::ApiError::Token { .. } => Failure::Config(e.to_string()),
+            e => Failure::system("cannot serve the API", e),
+        })?;
         if let Some(addr) = api.listening {
             tracing::info!("api: http://{addr}/ (web page, /api, /metrics)");
         }
@@ -987,10 +1000,6 @@ async fn reload_loop(
         }
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
-}
-
-fn unix_now() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64)
 }
 
 /// A periodic flush: what fails stays in the ledger for the next one.
