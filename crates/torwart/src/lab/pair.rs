@@ -150,8 +150,14 @@ impl Pair {
         for n in [&c, &a, &b, &o] {
             ns.add(n)?;
         }
-        let _ = std::fs::remove_dir_all(&opts.dir);
+        // What an earlier run left, and nothing else of the directory's.
         std::fs::create_dir_all(&opts.dir).map_err(|e| format!("{}: {e}", opts.dir.display()))?;
+        for d in ["box1", "box2"] {
+            let _ = std::fs::remove_dir_all(opts.dir.join(d));
+        }
+        for f in ["t.db", "t.db-wal", "t.db-shm", "t.db.usage-spool", "members.json", "sync.key", "iperf.json"] {
+            let _ = std::fs::remove_file(opts.dir.join(f));
+        }
         let t = Pair { ns, c, a, b, o, dir: opts.dir.clone(), torwart: opts.torwart.clone() };
         for (host, ip) in [(&t.c, "10.0.1.2/24"), (&t.o, "192.0.2.2/24")] {
             t.sh(host, &format!("ip link add lan type bridge && ip addr add {ip} dev lan && ip link set lan up && ip link set lo up"))?;
