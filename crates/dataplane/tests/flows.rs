@@ -5,64 +5,25 @@
 //! a frame. The stepped tests run on a virtual clock ([`Lockstep`]); one
 //! runs the live threads.
 
-use arc_swap::ArcSwap;
+mod common;
+
+use common::*;
 use core::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use dataplane::flows::{QUERY_FLOWS_PER_STEP, QUERY_SLICE};
 use dataplane::timeouts::{TimeoutHistogram, BUCKETS};
-use dataplane::{
-    Dataplane, Egress, FlowFilter, FlowInfo, Idle, Lockstep, PortQueue, QueryError, Totals, WorkerConfig, WorkerSetup,
-};
-use engine::{Config, Side, Time};
-use io::{MemoryIo, PortId, SharedMemoryIo};
-use policy::Generation;
-use std::sync::Arc;
+use dataplane::{Dataplane, FlowFilter, FlowInfo, Idle, Lockstep, QueryError, Totals};
+use engine::Time;
+use io::SharedMemoryIo;
 use std::time::Duration;
-use wire::build::{self, Eth};
-use wire::{MacAddr, TcpFlags};
+use wire::build::{self};
+use wire::TcpFlags;
 
-const T0: Time = Time(1_000_000_000);
-const ETH: Eth = Eth { src: MacAddr([2, 0, 0, 0, 0, 1]), dst: MacAddr([2, 0, 0, 0, 0, 2]), vlan: None };
 const WORKERS: usize = 2;
-/// Entries of each worker's flow table.
-const CAPACITY: u32 = 4096;
 const SERVER: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 5);
 const DNS: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 10);
 const PINGED: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 20);
 const REMOTE: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 99);
 const DNS6: Ipv6Addr = Ipv6Addr::new(0x2001, 0x4860, 0, 0, 0, 0, 0, 0x8888);
-
-fn port(name: &str, id: u8) -> SharedMemoryIo {
-    SharedMemoryIo::new(MemoryIo::new(name, PortId(id)))
-}
-
-/// Worker `index` of `workers` between an inside and an outside port.
-fn worker(index: usize, workers: usize, inside: &SharedMemoryIo, outside: &SharedMemoryIo) -> WorkerSetup {
-    let engine = Config { max_flows: CAPACITY, hash_key: [index as u64 + 7, 2, 3, 4], ..Default::default() };
-    WorkerSetup {
-        config: WorkerConfig {
-            index,
-            workers,
-            cpu: None,
-            engine,
-            batch: 32,
-            idle: Idle::Busy,
-            stats_every: Duration::from_millis(20),
-        },
-        ports: vec![
-            PortQueue { name: "inside".into(), side: Side::Inside, io: Box::new(inside.clone()) },
-            PortQueue { name: "outside".into(), side: Side::Outside, io: Box::new(outside.clone()) },
-        ],
-        egress: Egress::fixed(0, 1),
-        engine: None,
-        generation: None,
-    }
-}
-
-fn published(members: u32) -> Arc<ArcSwap<Generation>> {
-    let members = policy::sample::campus(members);
-    let compiled = policy::compile_with_key(&members, 1, [1, 2, 3, 4]).expect("sample compiles");
-    Arc::new(ArcSwap::from_pointee(Generation::first(Arc::new(compiled))))
-}
 
 /// The first device of member index `m` (member id `m + 1`).
 fn device(m: u32) -> Ipv4Addr {

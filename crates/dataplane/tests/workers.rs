@@ -4,52 +4,18 @@
 //! accounted for (forwarded, or dropped with a reason). Nothing here
 //! sleeps: the loop is the live one, its clock is the test's.
 
+mod common;
+
 use arc_swap::ArcSwap;
+use common::*;
 use core::net::{IpAddr, Ipv4Addr};
-use dataplane::{Egress, Idle, Lockstep, Pacer, Pause, PortQueue, Step, Totals, WorkerConfig, WorkerSetup};
-use engine::{Config, Side, Time};
+use dataplane::{Idle, Lockstep, Pacer, Pause, Step, Totals};
+use engine::Time;
 use io::{MemoryIo, PortId, SharedMemoryIo};
 use policy::Generation;
 use std::sync::Arc;
 use std::time::Duration;
-use wire::build::{self, Eth};
-use wire::MacAddr;
-
-const T0: Time = Time(1_000_000_000);
-const ETH: Eth = Eth { src: MacAddr([2, 0, 0, 0, 0, 1]), dst: MacAddr([2, 0, 0, 0, 0, 2]), vlan: None };
-
-fn port(name: &str, id: u8) -> SharedMemoryIo {
-    SharedMemoryIo::new(MemoryIo::new(name, PortId(id)))
-}
-
-/// Worker `index` of `workers` between an inside and an outside port.
-fn worker(index: usize, workers: usize, inside: &SharedMemoryIo, outside: &SharedMemoryIo) -> WorkerSetup {
-    let engine = Config { max_flows: 4096, hash_key: [index as u64 + 7, 2, 3, 4], ..Default::default() };
-    WorkerSetup {
-        config: WorkerConfig {
-            index,
-            workers,
-            cpu: None,
-            engine,
-            batch: 32,
-            idle: Idle::Busy,
-            stats_every: Duration::from_millis(20),
-        },
-        ports: vec![
-            PortQueue { name: "inside".into(), side: Side::Inside, io: Box::new(inside.clone()) },
-            PortQueue { name: "outside".into(), side: Side::Outside, io: Box::new(outside.clone()) },
-        ],
-        egress: Egress::fixed(0, 1),
-        engine: None,
-        generation: None,
-    }
-}
-
-fn published(members: u32) -> Arc<ArcSwap<Generation>> {
-    let members = policy::sample::campus(members);
-    let compiled = policy::compile_with_key(&members, 1, [1, 2, 3, 4]).expect("sample compiles");
-    Arc::new(ArcSwap::from_pointee(Generation::first(Arc::new(compiled))))
-}
+use wire::build::{self};
 
 /// A UDP frame from member `m`'s first device.
 fn from_member(m: u32, sport: u16) -> Vec<u8> {

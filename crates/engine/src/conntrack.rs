@@ -668,18 +668,7 @@ mod tests {
         let mut ct = Conntrack::new(4096, [1, 2, 3, 4], Timeouts::default(), now);
         let key = |i: u16| FlowKey::v4(Ipv4Addr::new(10, 0, 0, 1), Ipv4Addr::new(192, 0, 2, 1), proto::UDP, i, 53);
         for i in 0..2000u16 {
-            let k = key(i);
-            let new = NewFlow {
-                keys: [k, k.reversed()],
-                state: ProtoState::Udp,
-                orig_side: Side::Inside,
-                reply_side: Side::Outside,
-                account: NO_ACCOUNT,
-                binding: NO_BINDING,
-                epoch: 0,
-                synced: false,
-            };
-            ct.insert(&new, now).unwrap();
+            ct.insert(&udp_flow(i), now).unwrap();
         }
         // Stored keys (both directions), keys never stored, and guesses that
         // are wrong: the answer is always the plain lookup's.
