@@ -236,7 +236,7 @@ fn off_loopback_every_request_needs_the_token() {
         .output()
         .unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success() && err.contains("token") && err.contains("chmod 600"), "{err}");
+    assert!(out.status.code() == Some(2) && err.contains("token") && err.contains("chmod 600"), "{err}");
 
     std::fs::set_permissions(&token, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
     lab.start(&config);

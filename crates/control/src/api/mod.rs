@@ -406,6 +406,28 @@ mod tests {
         }
     }
 
+    #[tokio::test]
+    async fn a_socket_a_running_daemon_answers_on_is_not_taken() {
+        let dir = std::env::temp_dir().join(format!("torwart-api-sock-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let path = dir.join("run/api.sock");
+        let first = bind_socket(&path).unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o660);
+        let e = bind_socket(&path).unwrap_err().to_string();
+        assert!(e.contains("another torwart answers on it"), "{e}");
+        // Left by a daemon that is gone: replaced.
+        drop(first);
+        bind_socket(&path).unwrap();
+        // Not a socket: refused, and left alone.
+        let file = dir.join("file");
+        std::fs::write(&file, "keep me").unwrap();
+        let e = bind_socket(&file).unwrap_err().to_string();
+        assert!(e.contains("is not a socket"), "{e}");
+        assert_eq!(std::fs::read_to_string(&file).unwrap(), "keep me");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
     #[test]
     fn tokens_compare_whole() {
         assert!(same(b"abcdef", b"abcdef"));
