@@ -240,12 +240,25 @@ pub struct Orphaned {
 /// Records a worker's ring must have room for before a datagram is read
 /// (the most a datagram can carry, with a margin).
 const ROOM_PER_DATAGRAM: usize = 64;
-/// How often the sync thread looks at the workers' rings when nothing else
-/// wakes it (a datagram arriving, a protocol deadline): a new flow reaches
-/// the other box at most this much later, far less than a takeover takes
-/// (keepalived's adverts), while the thread's wake-ups cost a fifth of what
-/// a millisecond's did.
-const RING_TICK: Duration = Duration::from_millis(5);
+/// How often the sync thread wakes: it reads what arrived, takes the
+/// workers' changes and sends them, all in one pass, and sleeps again (a
+/// protocol deadline, such as a resend or a hello, may wake it earlier;
+/// a datagram does not). A new flow reaches the other box at most two
+/// ticks later, far less than a takeover takes (keepalived's adverts),
+/// and a box's sync costs a few wake-ups a tick whatever the flow rate: a
+/// datagram's arrival waking the thread, and acknowledgements sent 2 ms
+/// later, cost more than the records did (docs/pair.md).
+const TICK: Duration = Duration::from_millis(10);
+/// Sleeps until `t` on the monotonic clock (a signal may end it early).
+fn sleep_until(t: Time) {
+    let ts = libc::timespec {
+        tv_sec: (t.0 / 1_000_000_000) as libc::time_t,
+        tv_nsec: (t.0 % 1_000_000_000) as libc::c_long,
+    };
+    // SAFETY: a valid timespec for the duration of the call; no remainder is asked for.
+    unsafe { libc::clock_nanosleep(libc::CLOCK_MONOTONIC, libc::TIMER_ABSTIME, &ts, std::ptr::null_mut()) };
+}
+
 /// The socket's receive buffer: a burst of a resync waits here.
 const RECEIVE_BUFFER: libc::c_int = 8 << 20;
 
@@ -259,7 +272,15 @@ impl Pair {
         receive_buffer(&socket, RECEIVE_BUFFER);
         let now = monotonic_now();
         let peer = Peer::new(
-            sync::Config { max_datagram: cfg.max_datagram, ..sync::Config::default() },
+            sync::Config {
+                max_datagram: cfg.max_datagram,
+                // Acknowledged in the pass that read the data, with this
+                // box's own data if it has any: no wake-up of its own.
+                ack_delay: Duration::ZERO,
+                // An acknowledgement takes up to a tick on each box.
+                resend_after: 5 * TICK,
+                ..sync::Config::default()
+            },
             keys,
             random::<32>()?,
             now,
@@ -390,26 +411,27 @@ struct Thread {
 
 impl Thread {
     fn run(&mut self, stop: &AtomicBool) {
+        // The thread's timers may be late by this much, so that the kernel
+        // can serve them with other wake-ups.
+        // SAFETY: prctl with an integer argument; it only changes this thread.
+        unsafe { libc::prctl(libc::PR_SET_TIMERSLACK, 500_000 as libc::c_ulong) };
         let mut buf = vec![0u8; sync::message::MAX_LEN];
         while !stop.load(Ordering::Relaxed) {
             let now = monotonic_now();
             self.take_new_hubs();
-            self.receive(now, &mut buf);
+            let more = self.receive(now, &mut buf);
             self.events();
             self.collect();
             self.transmit(now);
             if now.since(self.last_stats) >= Duration::from_millis(100) {
                 self.publish(now);
             }
-            // Until the protocol's next deadline, at most RING_TICK (the
-            // workers' rings are looked at that often), to the nanosecond:
-            // a millisecond-grained poll would round a wait of less than one
-            // down to none and spin until the deadline.
-            let wait = self.peer.poll_timeout().0.saturating_sub(monotonic_now().0).min(RING_TICK.as_nanos() as u64);
-            let mut fd = libc::pollfd { fd: self.socket.as_raw_fd(), events: libc::POLLIN, revents: 0 };
-            let ts = libc::timespec { tv_sec: 0, tv_nsec: wait as libc::c_long };
-            // SAFETY: one valid pollfd and timespec, for the duration of the call; no signal mask.
-            unsafe { libc::ppoll(&mut fd, 1, &ts, std::ptr::null()) };
+            if more {
+                // A burst (a resync) waits in the socket: read on at once.
+                continue;
+            }
+            let wake = self.peer.poll_timeout().min(now + TICK);
+            sleep_until(wake);
         }
         self.publish(monotonic_now());
     }
@@ -430,22 +452,25 @@ impl Thread {
         }
     }
 
-    fn receive(&mut self, now: Time, buf: &mut [u8]) {
+    /// Reads what arrived, as far as the workers' rings have room for it;
+    /// true if it stopped at its limit with more waiting.
+    fn receive(&mut self, now: Time, buf: &mut [u8]) -> bool {
         let Thread { socket, peer, hubs, has_policy, receive_errors, usage, .. } = self;
         let (workers, has_policy) = (hubs.len(), *has_policy);
         if workers == 0 {
             // The workers are not attached yet: what arrives waits in the
             // socket (or is sent again), as when their rings are full.
-            return;
+            return false;
         }
         let mut usage = lock(usage);
         for _ in 0..256 {
             if hubs.iter().any(|h| h.incoming.slots() < ROOM_PER_DATAGRAM) {
-                return;
+                // The workers install it first (the next tick).
+                return false;
             }
             let n = match socket.recv(buf) {
                 Ok(n) => n,
-                Err(e) if e.kind() == ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == ErrorKind::WouldBlock => return false,
                 // The peer's port unreachable (it is down), and the like.
                 Err(_) => {
                     *receive_errors += 1;
@@ -479,6 +504,7 @@ impl Thread {
                 let _ = hubs[to].incoming.push(*r);
             });
         }
+        true
     }
 
     fn events(&mut self) {
