@@ -9,10 +9,11 @@
 //!
 //! Bounds and their consequences:
 //! * At most `max_flows` flows. When full, a new flow may evict a flow that
-//!   was never answered (a SYN flood's half-open entries, a scan's probes)
-//!   from among its hash neighbours: a bounded, random sample, as Linux's
-//!   early drop does. Answered flows are never evicted for new ones; if no
-//!   candidate exists, the new flow is refused and counted.
+//!   is not [assured](Flow::assured) (never answered: a scan's probes; a
+//!   TCP handshake not completed: a SYN flood's half-open entries, answered
+//!   or not) from among its hash neighbours: a bounded, random sample, as
+//!   Linux's early drop does. Assured flows are never evicted for new ones;
+//!   if no candidate exists, the new flow is refused and counted.
 //! * Expiry is the [`Wheel`](crate::wheel::Wheel)'s job, with a budget per
 //!   call; a lookup that meets a flow past its deadline frees it on the spot.
 
@@ -148,6 +149,18 @@ pub struct Flow {
     /// what was the third line's padding: it costs a flow no memory, and
     /// the packet path has that line in cache ([`crate::rtt`]).
     pub handshake_at: Time,
+}
+
+impl Flow {
+    /// Worth keeping when the table is full: answered, and for TCP past the
+    /// handshake (Linux's `IPS_ASSURED`). A SYN flood at a server that
+    /// answers (a port forward) makes half-open flows that are answered;
+    /// they stay evictable, so the flood cannot hold the table.
+    #[inline]
+    pub fn assured(&self) -> bool {
+        self.answered
+            && !matches!(&self.state, ProtoState::Tcp(t) if matches!(t.state, TcpState::SynSent | TcpState::SynRecv))
+    }
 }
 
 /// [`Conntrack::guess`] found no entry.
@@ -530,7 +543,7 @@ impl Conntrack {
         self.wheel.insert(i, self.flows[i as usize].expires);
     }
 
-    /// Evicts an unanswered (or expired) flow among the entries the given
+    /// Evicts an unassured (or expired) flow among the entries the given
     /// hashes probe (never `except`), or fails if all were answered. The
     /// first candidate is taken, as Linux's early drop does: under a flood,
     /// when eviction is frequent, nearly every entry is one, and looking
@@ -541,7 +554,7 @@ impl Conntrack {
             .iter()
             .flat_map(|h| self.index.neighbours(*h))
             .map(|v| v >> 1)
-            .find(|i| *i != except && (!flows[*i as usize].answered || flows[*i as usize].expires <= now));
+            .find(|i| *i != except && (!flows[*i as usize].assured() || flows[*i as usize].expires <= now));
         match victim {
             Some(i) => {
                 self.remove(i);

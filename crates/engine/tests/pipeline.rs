@@ -275,6 +275,28 @@ fn a_full_table_evicts_unanswered_flows_never_established_ones() {
 }
 
 #[test]
+fn a_full_table_evicts_answered_half_open_flows_too() {
+    // A SYN flood at a server that answers (a port forward): every SYN is
+    // answered by a SYN-ACK, no handshake completes.
+    let mut h = Harness::with(Config { max_flows: 64, ..Config::default() });
+    h.handshake();
+    for i in 0..5_000u32 {
+        let src = IpAddr::V4(Ipv4Addr::from(0x0a00_3000 + i));
+        let port = 1024 + (i % 50_000) as u16;
+        let syn = frame(|b| build::tcp(b, &IN, src, SERVER, port, 443, i, 0, S, 502, 0));
+        assert_eq!(h.send(Side::Inside, syn), OUT_, "SYN {i}");
+        let sa = frame(|b| build::tcp(b, &OUT, SERVER, src, 443, port, 9, i + 1, S | A, 502, 0));
+        assert_eq!(h.send(Side::Outside, sa), IN_, "SYN-ACK {i}");
+    }
+    assert!(h.e.conntrack().len() <= 64);
+    assert!(h.e.counters().flows_evicted > 4_000, "{:?}", h.e.counters());
+    assert_eq!(h.dropped(Reason::FlowTableFull), 0);
+    // The established connection survived, both ways.
+    assert_eq!(h.tcp(true, 1001, 5001, A, 10), OUT_);
+    assert_eq!(h.tcp(false, 5001, 1011, A, 10), IN_);
+}
+
+#[test]
 fn a_table_full_of_established_flows_refuses_new_ones() {
     let mut h = Harness::with(Config { max_flows: 32, ..Config::default() });
     let mut refused = 0;
@@ -285,6 +307,8 @@ fn a_table_full_of_established_flows_refuses_new_ones() {
             OUT_ => {
                 let sa = frame(|b| build::tcp(b, &OUT, SERVER, src, 443, 2000, 9, 8, S | A, 502, 0));
                 assert_eq!(h.send(Side::Outside, sa), IN_);
+                let ack = frame(|b| build::tcp(b, &IN, src, SERVER, 2000, 443, 8, 10, A, 502, 0));
+                assert_eq!(h.send(Side::Inside, ack), OUT_);
             }
             v => {
                 assert_eq!(v, drop(Reason::FlowTableFull));
