@@ -11,9 +11,10 @@
 //! * At most `max_flows` flows. When full, a new flow may evict a flow that
 //!   is not [assured](Flow::assured) (never answered: a scan's probes; a
 //!   TCP handshake not completed: a SYN flood's half-open entries, answered
-//!   or not) from among its hash neighbours: a bounded, random sample, as
-//!   Linux's early drop does. Assured flows are never evicted for new ones;
-//!   if no candidate exists, the new flow is refused and counted.
+//!   or not) from among its hash neighbours: a bounded, random sample, like
+//!   Linux's early drop. Assured flows are never evicted for new ones;
+//!   if no candidate exists, the new flow is refused and counted. Of a few
+//!   candidates the oldest goes, so a young handshake outlives a flood.
 //! * Expiry is the [`Wheel`](crate::wheel::Wheel)'s job, with a budget per
 //!   call; a lookup that meets a flow past its deadline frees it on the spot.
 
@@ -162,6 +163,10 @@ impl Flow {
             && !matches!(&self.state, ProtoState::Tcp(t) if matches!(t.state, TcpState::SynSent | TcpState::SynRecv))
     }
 }
+
+/// Eviction candidates a new flow compares when the table is full
+/// (`Conntrack::evict_near`).
+pub const EVICTION_SAMPLE: usize = 4;
 
 /// [`Conntrack::guess`] found no entry.
 pub const NO_GUESS: u32 = crate::table::EMPTY_VALUE;
@@ -544,19 +549,36 @@ impl Conntrack {
     }
 
     /// Evicts an unassured (or expired) flow among the entries the given
-    /// hashes probe (never `except`), or fails if all were answered. The
-    /// first candidate is taken, as Linux's early drop does: under a flood,
-    /// when eviction is frequent, nearly every entry is one, and looking
-    /// further would cost a cache miss per entry looked at.
+    /// hashes probe (never `except`), or fails if none is. Of the first
+    /// [`EVICTION_SAMPLE`] candidates the one closest to its deadline goes
+    /// (an expired one at once): under a flood nearly every entry is a
+    /// candidate, and taking the first, as Linux's early drop does, would
+    /// evict a legitimate handshake as readily as the flood's oldest entry
+    /// (docs/reliability.md). A few candidates, not all: each costs a cache
+    /// miss, paid only while the table is full.
     fn evict_near(&mut self, hashes: &[u64], except: u32, now: Time) -> Result<(), TableFull> {
         let flows = &self.flows;
-        let victim = hashes
-            .iter()
-            .flat_map(|h| self.index.neighbours(*h))
-            .map(|v| v >> 1)
-            .find(|i| *i != except && (!flows[*i as usize].assured() || flows[*i as usize].expires <= now));
+        let mut victim: Option<(Time, u32)> = None;
+        let mut sampled = 0;
+        for i in hashes.iter().flat_map(|h| self.index.neighbours(*h)).map(|v| v >> 1) {
+            let f = &flows[i as usize];
+            if i == except || (f.assured() && f.expires > now) {
+                continue;
+            }
+            if f.expires <= now {
+                victim = Some((f.expires, i));
+                break;
+            }
+            if victim.is_none_or(|(e, _)| f.expires < e) {
+                victim = Some((f.expires, i));
+            }
+            sampled += 1;
+            if sampled == EVICTION_SAMPLE {
+                break;
+            }
+        }
         match victim {
-            Some(i) => {
+            Some((_, i)) => {
                 self.remove(i);
                 Ok(())
             }

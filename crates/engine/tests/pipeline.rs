@@ -297,6 +297,49 @@ fn a_full_table_evicts_answered_half_open_flows_too() {
 }
 
 #[test]
+fn a_young_handshake_outlives_a_flood_that_fills_the_table() {
+    // A flood fills a table of 1,024 flows at 10 SYNs a millisecond, every
+    // SYN answered by a SYN-ACK; among it, 200 legitimate handshakes whose
+    // third segment comes 20 ms (200 flood SYNs, a fifth of the table)
+    // after their SYN-ACK. Taking the first candidate evicted 79 of them;
+    // the oldest of four, at most 2.
+    // (Without picking up connections mid-stream: an evicted handshake's
+    // third segment would make a new flow.)
+    let mut h = Harness::with(Config { max_flows: 1024, tcp_loose: false, ..Config::default() });
+    let mut flood = 0u32;
+    let syn_ack = |h: &mut Harness, src: IpAddr, port: u16, seq: u32| {
+        let syn = frame(|b| build::tcp(b, &IN, src, SERVER, port, 443, seq, 0, S, 502, 0));
+        let sent = h.send(Side::Inside, syn);
+        let sa = frame(|b| build::tcp(b, &OUT, SERVER, src, 443, port, 9, seq + 1, S | A, 502, 0));
+        (sent, h.send(Side::Outside, sa))
+    };
+    let mut pending = std::collections::VecDeque::new();
+    let mut completed = 0;
+    for ms in 0..400u32 {
+        for _ in 0..10 {
+            flood += 1;
+            let src = IpAddr::V4(Ipv4Addr::from(0x0a40_0000 + flood));
+            assert_eq!(syn_ack(&mut h, src, 1024 + (flood % 50_000) as u16, flood), (OUT_, IN_));
+        }
+        if (100..300).contains(&ms) {
+            let src = IpAddr::V4(Ipv4Addr::from(0x0a20_0000 + ms));
+            assert_eq!(syn_ack(&mut h, src, 5000, 77), (OUT_, IN_), "legitimate SYN at {ms} ms");
+            pending.push_back((ms + 20, src));
+        }
+        while pending.front().is_some_and(|(due, _)| *due == ms) {
+            let (_, src) = pending.pop_front().unwrap();
+            let ack = frame(|b| build::tcp(b, &IN, src, SERVER, 5000, 443, 78, 10, A, 502, 0));
+            if h.send(Side::Inside, ack) == OUT_ {
+                completed += 1;
+            }
+        }
+        h.advance(Duration::from_millis(1));
+    }
+    assert!(h.e.counters().flows_evicted > 2_500, "{:?}", h.e.counters());
+    assert!(completed >= 198, "{completed} of 200 handshakes completed");
+}
+
+#[test]
 fn a_table_full_of_established_flows_refuses_new_ones() {
     let mut h = Harness::with(Config { max_flows: 32, ..Config::default() });
     let mut refused = 0;
