@@ -200,6 +200,14 @@ struct LabArgs {
     /// 200000; a release build).
     #[arg(long, default_value_t = 0, requires = "pair")]
     pair_flows: usize,
+    /// One box under attack instead (docs/reliability.md): a SYN flood at a
+    /// port forward, a member scanning, blind RST/SYN and ICMP injection, a
+    /// reload storm, with long-lived connections that must not notice.
+    #[arg(long, conflicts_with_all = ["keep", "backend", "pair"])]
+    attack: bool,
+    /// With --attack: the longer version with higher rates (else the short one CI runs).
+    #[arg(long, requires = "attack")]
+    full: bool,
     /// The port on this machine's 127.0.0.1 where the box's web page is
     /// forwarded (another free one if taken).
     #[arg(long, default_value_t = 9680)]
@@ -377,7 +385,7 @@ fn check_sort(sort: &str) -> Result<(), Error> {
 }
 
 fn lab(
-    LabArgs { backend, dir, iperf_seconds, json, idle, keep, pair, pair_flows, page_port }: LabArgs,
+    LabArgs { backend, dir, iperf_seconds, json, idle, keep, pair, pair_flows, attack, full, page_port }: LabArgs,
 ) -> Result<(), Error> {
     if !["sleep", "busy"].contains(&idle.as_str()) {
         return Err(Error::Usage(format!("--idle {idle}: give sleep or busy")));
@@ -392,6 +400,16 @@ fn lab(
     }
     let torwart = std::env::current_exe().map_err(|e| Error::Usage(e.to_string()))?;
     let dir = std::path::absolute(&dir).unwrap_or(dir);
+    if attack {
+        let opts = torwart::lab::attack::AttackOptions { torwart, prefix: "twla-".into(), dir, full, verbose: !json };
+        let report = torwart::lab::attack::run(&opts, &interrupted).map_err(|e| Error::Usage(format!("lab: {e}")))?;
+        if json {
+            println!("{}", serde_json::to_string_pretty(&report).unwrap_or_default());
+        } else {
+            torwart::lab::attack::print(&report);
+        }
+        return if report.passed() { Ok(()) } else { Err(Error::Usage("lab --attack: some checks failed".into())) };
+    }
     if pair {
         let opts = torwart::lab::pair::PairOptions {
             torwart,

@@ -22,6 +22,7 @@
 //! flushed) and prints what happened. Everything is torn down at the end,
 //! on error and on Ctrl-C (`Namespaces` deletes on drop).
 
+pub mod attack;
 mod forward;
 mod http;
 pub mod netns;
@@ -125,6 +126,22 @@ const LINK_MTU_OUTSIDE: u32 = 1400;
 const LAB_UPLINK_MBIT: u64 = 300;
 /// carol's test-account plan (members.json): upload and download, Mbit/s.
 const TEST_PLAN_MBIT: (f64, f64) = (2.0, 4.0);
+
+/// A fresh SQLite member database `dir/t.db` holding `json` (written to
+/// `dir/members.json` and imported).
+fn member_db(dir: &Path, json: &str) -> Result<(), String> {
+    let db = dir.join("t.db").display().to_string();
+    let file = dir.join("members.json");
+    std::fs::write(&file, json).map_err(|e| e.to_string())?;
+    crate::block_on(async {
+        let d = control::db::Database::open_or_create(&db).await?;
+        d.init().await?;
+        d.import(&file).await?;
+        d.close().await;
+        Ok::<(), control::db::DbError>(())
+    })
+    .map_err(|e| e.to_string())
+}
 
 /// Runs the lab: build, start, check, stop, report. The namespaces are gone when it returns.
 pub fn run(opts: &Options, interrupted: &AtomicBool) -> Result<Report, String> {

@@ -447,17 +447,7 @@ impl Pair {
     }
 
     fn init_db(&self) -> Result<(), String> {
-        let db = self.dir.join("t.db").display().to_string();
-        let json = self.dir.join("members.json");
-        std::fs::write(&json, MEMBERS).map_err(|e| e.to_string())?;
-        crate::block_on(async {
-            let d = control::db::Database::open_or_create(&db).await?;
-            d.init().await?;
-            d.import(&json).await?;
-            d.close().await;
-            Ok::<(), control::db::DbError>(())
-        })
-        .map_err(|e| e.to_string())
+        super::member_db(&self.dir, MEMBERS)
     }
 
     /// Box `n`'s configuration (1: a, 2: b) and its key file.
