@@ -620,7 +620,7 @@ impl Lab {
     }
 
     fn init_db(&self) -> Result<(), String> {
-        super::member_db(&self.dir, MEMBERS)
+        super::member_db(&self.dir.join("t.db"), MEMBERS)
     }
 
     fn mac(&self, ns: &str, dev: &str) -> Result<MacAddr, String> {

@@ -127,14 +127,15 @@ const LAB_UPLINK_MBIT: u64 = 300;
 /// carol's test-account plan (members.json): upload and download, Mbit/s.
 const TEST_PLAN_MBIT: (f64, f64) = (2.0, 4.0);
 
-/// A fresh SQLite member database `dir/t.db` holding `json` (written to
-/// `dir/members.json` and imported).
-fn member_db(dir: &Path, json: &str) -> Result<(), String> {
-    let db = dir.join("t.db").display().to_string();
-    let file = dir.join("members.json");
+/// A fresh SQLite member database at `db` holding `json` (written next to
+/// it as `members.json`, and imported).
+fn member_db(db: &Path, json: &str) -> Result<(), String> {
+    let _ = std::fs::remove_file(db);
+    let url = db.display().to_string();
+    let file = db.with_file_name("members.json");
     std::fs::write(&file, json).map_err(|e| e.to_string())?;
     crate::block_on(async {
-        let d = control::db::Database::open_or_create(&db).await?;
+        let d = control::db::Database::open_or_create(&url).await?;
         d.init().await?;
         d.import(&file).await?;
         d.close().await;
@@ -168,18 +169,8 @@ pub fn run(opts: &Options, interrupted: &AtomicBool) -> Result<Report, String> {
 
     say("writing the member database and the configuration");
     let db = opts.dir.join("members.db");
-    let _ = std::fs::remove_file(&db);
-    let json = opts.dir.join("members.json");
-    std::fs::write(&json, MEMBERS_JSON).map_err(|e| e.to_string())?;
+    member_db(&db, MEMBERS_JSON)?;
     let db_url = db.display().to_string();
-    crate::block_on(async {
-        let d = control::db::Database::open_or_create(&db_url).await?;
-        d.init().await?;
-        d.import(&json).await?;
-        d.close().await;
-        Ok::<(), control::db::DbError>(())
-    })
-    .map_err(|e| e.to_string())?;
     let stats_file = opts.dir.join("stats.json");
     let _ = std::fs::remove_file(&stats_file);
     let config = opts.dir.join("torwart.toml");

@@ -447,7 +447,7 @@ impl Pair {
     }
 
     fn init_db(&self) -> Result<(), String> {
-        super::member_db(&self.dir, MEMBERS)
+        super::member_db(&self.dir.join("t.db"), MEMBERS)
     }
 
     /// Box `n`'s configuration (1: a, 2: b) and its key file.
