@@ -21,6 +21,10 @@ wire::named_counters! {
         ReinjectOverflow => "icmp_reinject_overflow",
         /// More held frames came free in one loop than the release batch holds.
         ReleaseOverflow => "release_overflow",
+        /// The kernel dropped it before the worker saw it: the port's
+        /// receive ring was full or had no buffer (the worker fell behind).
+        /// Read from the kernel's counters when the stats are published.
+        ReceiveLost => "rx_lost",
     }
 }
 
@@ -76,6 +80,11 @@ impl DataplaneCounters {
     #[inline]
     pub fn drop_n(&mut self, r: Drop, n: u64) {
         self.drops[r.index()] += n;
+    }
+
+    /// Sets a count kept elsewhere (the kernel's, read now and then).
+    pub fn set_dropped(&mut self, r: Drop, n: u64) {
+        self.drops[r.index()] = n;
     }
 
     pub fn dropped(&self, r: Drop) -> u64 {

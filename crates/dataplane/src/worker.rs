@@ -582,6 +582,8 @@ impl Worker {
     /// Publishes a stats snapshot as of `now`.
     pub(crate) fn publish(&mut self, now: Time) {
         self.last_stats = now;
+        let lost = self.ports.iter_mut().map(|q| q.io.receive_lost()).sum();
+        self.counters.set_dropped(Drop::ReceiveLost, lost);
         let stats = WorkerStats {
             worker: self.cfg.index,
             at: now,

@@ -388,6 +388,10 @@ impl PacketIo for PacketPort {
     fn name(&self) -> &str {
         &self.ifname
     }
+
+    fn receive_lost(&mut self) -> u64 {
+        self.stats().kernel_drops
+    }
 }
 
 impl AsRawFd for PacketPort {

@@ -104,6 +104,15 @@ pub trait PacketIo {
     fn ready_fd(&self) -> Option<std::os::fd::RawFd> {
         None
     }
+
+    /// Frames the kernel dropped on their way in since the device was
+    /// opened, before `recv` could take them: its receive ring was full or
+    /// had no buffer for them (the reader fell behind). One syscall: for a
+    /// periodic stats pass, never per batch. Devices the kernel does not
+    /// feed lose nothing this way.
+    fn receive_lost(&mut self) -> u64 {
+        0
+    }
 }
 
 /// A source whose frames carry timestamps in nondecreasing order and can be
@@ -138,6 +147,9 @@ impl<T: PacketIo + ?Sized> PacketIo for Box<T> {
     fn ready_fd(&self) -> Option<std::os::fd::RawFd> {
         (**self).ready_fd()
     }
+    fn receive_lost(&mut self) -> u64 {
+        (**self).receive_lost()
+    }
 }
 
 impl<T: PacketIo + ?Sized> PacketIo for &mut T {
@@ -155,6 +167,9 @@ impl<T: PacketIo + ?Sized> PacketIo for &mut T {
     }
     fn ready_fd(&self) -> Option<std::os::fd::RawFd> {
         (**self).ready_fd()
+    }
+    fn receive_lost(&mut self) -> u64 {
+        (**self).receive_lost()
     }
 }
 

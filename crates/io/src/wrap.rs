@@ -83,6 +83,10 @@ impl<I: PacketIo, W: Write> PacketIo for Tap<I, W> {
     fn ready_fd(&self) -> Option<std::os::fd::RawFd> {
         self.inner.ready_fd()
     }
+
+    fn receive_lost(&mut self) -> u64 {
+        self.inner.receive_lost()
+    }
 }
 
 /// Probabilities (each in 0.0..=1.0) that a received frame is damaged.
@@ -204,6 +208,10 @@ impl<I: PacketIo> PacketIo for Faults<I> {
     fn ready_fd(&self) -> Option<std::os::fd::RawFd> {
         self.inner.ready_fd()
     }
+
+    fn receive_lost(&mut self) -> u64 {
+        self.inner.receive_lost()
+    }
 }
 
 /// xorshift64* (Vigna, "An experimental exploration of Marsaglia's xorshift
@@ -280,6 +288,10 @@ impl<Rx: PacketIo, Tx: PacketIo> PacketIo for Duplex<Rx, Tx> {
 
     fn ready_fd(&self) -> Option<std::os::fd::RawFd> {
         self.rx.ready_fd()
+    }
+
+    fn receive_lost(&mut self) -> u64 {
+        self.rx.receive_lost()
     }
 }
 

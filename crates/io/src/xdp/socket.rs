@@ -611,6 +611,11 @@ impl PacketIo for XdpPort {
     fn name(&self) -> &str {
         &self.ifname
     }
+
+    fn receive_lost(&mut self) -> u64 {
+        let k = self.stats().kernel;
+        k.rx_dropped + k.rx_ring_full
+    }
 }
 
 impl AsRawFd for XdpPort {
