@@ -501,6 +501,8 @@ fn overlapping_fragments_are_dropped_never_merged() {
     assert_eq!(h.count("fragments_released"), 0);
 }
 
+type Tiny<'a> = (IpAddr, IpAddr, u8, &'a [u8], usize, Verdict);
+
 /// First fragments too short for the transport header (IPv4, RFC 1858) or
 /// for the whole header chain (IPv6, RFC 7112) are refused by the parser;
 /// the rest of their datagrams is held, never forwarded, and times out.
@@ -514,7 +516,8 @@ fn tiny_first_fragments_are_refused() {
     let mut opts6 = vec![proto::TCP, 0, 1, 4, 0, 0, 0, 0];
     opts6.extend_from_slice(&seg6);
     let (c4, s4, c6, s6) = (CLIENT4, SERVER4, CLIENT6, SERVER6);
-    let tiny: [(IpAddr, IpAddr, u8, &[u8], usize, Verdict); 6] = [
+    // (source, destination, protocol, datagram, bytes in the first fragment, verdict)
+    let tiny: [Tiny; 6] = [
         (c4, s4, proto::TCP, &seg4, 8, malformed(ParseError::TinyFragment)),
         (c4, s4, proto::TCP, &seg4, 16, malformed(ParseError::TinyFragment)),
         (c4, s4, proto::UDP, &udp6, 0, malformed(ParseError::TinyFragment)),
@@ -617,4 +620,163 @@ fn flow_key(src: IpAddr, dst: IpAddr, p: u8, sport: u16, dport: u16) -> FlowKey 
         (IpAddr::V6(s), IpAddr::V6(d)) => FlowKey::v6(s, d, p, sport, dport),
         _ => panic!("one family"),
     }
+}
+
+/// FragmentSmack: tiny later fragments of 65,536 datagrams from the
+/// outside, four each, none ever complete, with a member's ordinary
+/// fragmented datagrams among them. The fragment table and stash stay at
+/// the size they had at start (nothing is allocated during the flood),
+/// every flood fragment is counted once, as `fragment_table_full` or, once
+/// its time is up, `fragment_timeout`, none is forwarded, and the member's
+/// datagrams all pass.
+#[test]
+fn a_fragment_flood_stays_bounded() {
+    let cfg = Config::default();
+    let before = allocated();
+    let state = Fragments::new(cfg.max_datagrams, cfg.frag_stash, cfg.frag_timeout, cfg.hash_key, Time::ZERO);
+    let state_bytes = allocated().0 - before.0;
+    drop(state);
+
+    let mut h = Harness::with(cfg.clone());
+    let junk = [0u8; 256];
+    let (datagrams, per_datagram, batch) = (65_536u32, 4u32, 256usize);
+    let mut frames: Vec<Vec<u8>> = Vec::with_capacity(batch);
+    let mut verdicts = vec![Verdict::Held; batch];
+    let ordinary = udp_dgram(CLIENT4, SERVER4, 7000, 4500, 1400);
+    let (mut peak, mut flood_ns, mut sent, mut member_passed) = (0, 0u128, 0u64, 0);
+    // What the engine allocates while it works (the test builds frames between).
+    let mut engine_alloc = (0, 0);
+    let mut count = |before: (u64, u64)| {
+        let now = allocated();
+        engine_alloc = (engine_alloc.0 + now.0 - before.0, engine_alloc.1 + now.1 - before.1);
+    };
+    for round in 0..per_datagram {
+        for first in (0..datagrams).step_by(batch) {
+            frames.clear();
+            for ident in first..first + batch as u32 {
+                let src = IpAddr::V4(Ipv4Addr::new(203, 0, 113, (ident >> 14) as u8 + 1));
+                let off = 8 * (1 + round as usize + 4 * (ident as usize % 7));
+                let f =
+                    piece(Side::Outside, src, CLIENT4, proto::UDP, ident & 0xffff, &junk, off - off % 8, off + 8, true);
+                frames.push(f);
+            }
+            let (start, before) = (Instant::now(), allocated());
+            h.e.process(h.now, Side::Outside, &mut frames, &mut verdicts);
+            flood_ns += start.elapsed().as_nanos();
+            count(before);
+            sent += batch as u64;
+            assert!(verdicts.iter().all(|v| !matches!(v, Verdict::Forward(_))));
+            peak = peak.max(h.e.datagrams());
+            // A member's datagram in two fragments, now and then.
+            if first % 4096 == 0 {
+                let ident = 0x8000 + first / 256 + round * 256;
+                for (off, end, more) in [(0, 800, true), (800, ordinary.len(), false)] {
+                    let f = piece(Side::Inside, CLIENT4, SERVER4, proto::UDP, ident, &ordinary, off, end, more);
+                    let before = allocated();
+                    member_passed += usize::from(h.send(Side::Inside, f) == FWD_OUT);
+                    count(before);
+                }
+            }
+            h.now = h.now + Duration::from_millis(1);
+            let before = allocated();
+            h.e.poll_timers(h.now);
+            count(before);
+        }
+    }
+    let held = h.count("fragments_held");
+    let full = h.count("fragment_table_full");
+    // Time is up for all of them: the wheel ends a bounded number per call.
+    h.now = h.now + cfg.frag_timeout + Duration::from_secs(1);
+    let mut calls = 0;
+    while h.e.datagrams() > 0 {
+        h.e.poll_timers(h.now);
+        calls += 1;
+        assert!(calls <= 1 + cfg.max_datagrams as usize / 64, "{} datagrams left", h.e.datagrams());
+    }
+    let timed_out = h.count("fragment_timeout");
+
+    // The same engine's cost for ordinary datagrams (first and last, complete).
+    let mut h2 = Harness::with(cfg.clone());
+    let mut normal_ns = 0u128;
+    let mut normal = 0u64;
+    for first in (0..32_768u32).step_by(batch / 2) {
+        frames.clear();
+        for ident in first..first + batch as u32 / 2 {
+            for (off, end, more) in [(0, 800, true), (800, ordinary.len(), false)] {
+                frames.push(piece(Side::Inside, CLIENT4, SERVER4, proto::UDP, ident, &ordinary, off, end, more));
+            }
+        }
+        let start = Instant::now();
+        h2.e.process(h2.now, Side::Inside, &mut frames, &mut verdicts);
+        normal_ns += start.elapsed().as_nanos();
+        normal += frames.len() as u64;
+        assert!(verdicts.iter().all(|v| *v == FWD_OUT));
+    }
+    assert_eq!(h2.e.datagrams(), 0);
+
+    let per_flood = flood_ns as f64 / sent as f64;
+    let per_normal = normal_ns as f64 / normal as f64;
+    eprintln!(
+        "fragment flood: {sent} fragments of {datagrams} datagrams, {:.0} fragments/s, {per_flood:.0} ns per fragment \
+         (complete datagrams: {per_normal:.0} ns per fragment, ratio {:.2}); fragment state {state_bytes} bytes, \
+         fixed at start ({} bytes in {} allocations during the flood); peak {peak} datagrams tracked of {}; \
+         {held} held, {full} fragment_table_full, {timed_out} fragment_timeout; {member_passed} member fragments passed",
+        1e9 / per_flood,
+        per_flood / per_normal,
+        engine_alloc.0,
+        engine_alloc.1,
+        cfg.max_datagrams
+    );
+    assert_eq!(engine_alloc, (0, 0), "nothing allocated during the flood");
+    assert!(peak <= cfg.max_datagrams as usize);
+    // Each flood fragment ends once: refused on arrival, dropped when a
+    // member's first fragment evicts its datagram, or timed out.
+    assert_eq!(full + timed_out, sent);
+    assert!(held >= timed_out && held <= timed_out + full);
+    assert_eq!(h.count("tx_inside_packets"), 0);
+    assert_eq!(h.count("fragments_released"), 0);
+    assert_eq!(member_passed, 2 * (datagrams as usize / 4096) * per_datagram as usize);
+    if !cfg!(debug_assertions) {
+        assert!(per_flood <= 5.0 * per_normal, "a flood fragment costs {per_flood:.0} ns");
+    }
+}
+
+/// First fragments the firewall refuses (unsolicited, from the outside),
+/// never completed: their datagrams are remembered only to drop the rest,
+/// so a member's first fragment may evict them. Else 4,096 of them, some
+/// 140 a second, would keep every member's fragmented datagram out.
+#[test]
+fn refused_first_fragments_do_not_lock_the_table() {
+    let cfg = Config { max_datagrams: 256, ..Config::default() };
+    let mut h = Harness::with(cfg.clone());
+    let probe = udp_dgram(SERVER4, CLIENT4, 53, 9999, 1400);
+    for ident in 0..4 * cfg.max_datagrams {
+        let f = piece(Side::Outside, SERVER4, CLIENT4, proto::UDP, ident, &probe, 0, 800, true);
+        let v = h.send(Side::Outside, f);
+        assert!(v == refused(Reason::UnsolicitedInbound) || v == refused(Reason::FragmentTableFull), "{v:?}");
+    }
+    let ordinary = udp_dgram(CLIENT4, SERVER4, 7000, 4500, 1400);
+    let mut passed = 0;
+    for ident in 0..64 {
+        for (off, end, more) in [(0, 800, true), (800, ordinary.len(), false)] {
+            let f = piece(Side::Inside, CLIENT4, SERVER4, proto::UDP, ident, &ordinary, off, end, more);
+            passed += usize::from(h.send(Side::Inside, f) == FWD_OUT);
+        }
+    }
+    eprintln!(
+        "refused first fragments: {} unsolicited_inbound, {} fragment_table_full, then {passed} of 128 member \
+         fragments passed",
+        h.count("unsolicited_inbound"),
+        h.count("fragment_table_full")
+    );
+    assert_eq!(passed, 128);
+    // The rest of the refused datagrams, evicted or not, never passes.
+    for ident in 0..4 * cfg.max_datagrams {
+        let f = piece(Side::Outside, SERVER4, CLIENT4, proto::UDP, ident, &probe, 800, probe.len(), false);
+        assert!(!matches!(h.send(Side::Outside, f), Verdict::Forward(_)));
+    }
+    h.advance(cfg.frag_timeout + Duration::from_secs(1));
+    assert!(h.released().is_empty());
+    assert_eq!(h.count("tx_inside_packets"), 0);
+    assert!(h.e.datagrams() <= cfg.max_datagrams as usize);
 }
