@@ -27,9 +27,11 @@
 //! Fragments that arrive before their first fragment are copied into a
 //! small stash of fixed buffers and released (or dropped) when the first
 //! arrives. Stash and datagram table are bounded; when the table is full, a
-//! first fragment may evict a datagram whose first fragment never came (a
-//! flood of stray later fragments must not block real traffic). Entries
-//! expire on a timing wheel. Memory is fixed at start.
+//! first fragment may evict a datagram whose first fragment never came or
+//! was refused (a flood of stray later fragments, or of first fragments
+//! nobody answers, must not block real traffic; the evicted datagram's
+//! later fragments find no verdict, are held and time out, so none passes).
+//! Entries expire on a timing wheel. Memory is fixed at start.
 
 use crate::counters::{DropReason, Reason};
 use crate::table::{FlowIndex, Hasher, Slot};
@@ -195,7 +197,8 @@ impl Fragments {
         self.index.find(h, |e| entries[e as usize].key == *key && entries[e as usize].side == side).map(|(e, _)| e)
     }
 
-    /// A new entry; a first fragment may evict a datagram whose first never came.
+    /// A new entry; a first fragment may evict a datagram whose first never
+    /// came or was refused.
     fn create(&mut self, now: Time, key: FlowKey, side: Side, first: bool) -> Result<(u32, u32), Reason> {
         let h = self.hash(&key, side);
         let mut dropped = 0;
@@ -204,16 +207,15 @@ impl Fragments {
                 return Err(Reason::FragmentTableFull);
             }
             let entries = &self.entries;
-            let victim = self.index.neighbours(h).find(|e| entries[*e as usize].outcome == Outcome::Pending);
+            let evictable = |e: &u32| matches!(entries[*e as usize].outcome, Outcome::Pending | Outcome::Drop(_));
+            let victim = self.index.neighbours(h).find(evictable);
             let victim = match victim {
                 Some(v) => Some(v),
                 None if self.free.is_empty() => {
-                    // Any undecided datagram will do: a sample of the table.
-                    (0..self.entries.len().min(64) as u32)
-                        .map(|i| (h as u32).wrapping_add(i) % self.entries.len() as u32)
-                        .find(|e| {
-                            self.entries[*e as usize].live && self.entries[*e as usize].outcome == Outcome::Pending
-                        })
+                    // Any undecided or refused datagram will do: a sample of the table.
+                    (0..entries.len().min(64) as u32)
+                        .map(|i| (h as u32).wrapping_add(i) % entries.len() as u32)
+                        .find(|e| entries[*e as usize].live && evictable(e))
                 }
                 None => None,
             };

@@ -5,10 +5,12 @@
 //! flows. Three decisions give that:
 //!
 //! * **Keyed hash.** Keys are hashed with foldhash (a folded-multiply hash,
-//!   the one hashbrown uses) under a secret 64-bit seed drawn at start
-//!   ([`Hasher::new`]).
-//!   Someone who knows the algorithm but not the key cannot predict which
-//!   flows share a bucket; and the probe bound below holds whatever they do.
+//!   the one hashbrown uses) under secret seeds drawn at start
+//!   ([`Hasher::new`]): the per-hasher seed *and* the shared seeds every
+//!   multiplication takes, which foldhash's `FixedState` leaves at public
+//!   constants. Someone who knows the algorithm but not the key cannot
+//!   predict which flows share a bucket; and the probe bound below holds
+//!   whatever they do.
 //! * **Cache-line buckets.** A bucket is 64 bytes: eight 16-bit signatures,
 //!   eight 32-bit values, and an overflow count. A lookup reads one line and
 //!   compares signatures; only a signature match costs a key comparison
@@ -25,8 +27,9 @@
 //! load and never grows: memory is bounded, and the packet path never
 //! allocates.
 
-use foldhash::fast::FixedState;
-use std::hash::BuildHasher;
+use foldhash::fast::FoldHasher;
+use foldhash::SharedSeed;
+use std::hash::Hash;
 use wire::FlowKey;
 
 /// Buckets an entry may be placed in, counting its home bucket.
@@ -39,23 +42,32 @@ pub const EMPTY_VALUE: u32 = EMPTY;
 /// The keyed hash for flow keys (one per engine).
 #[derive(Clone, Debug)]
 pub struct Hasher {
-    state: FixedState,
+    seed: u64,
+    shared: SharedSeed,
 }
 
 impl Hasher {
     /// A hasher under a secret key; draw the key at random when the process starts.
     pub fn new(key: [u64; 4]) -> Hasher {
-        // foldhash's per-hasher seed is the secret (64 bits, folded from the
-        // key); its shared seed stays the library's fixed one, so no state
-        // outlives the engine and equal keys hash alike in any process.
+        // Both of foldhash's seeds come from the key, so equal keys hash
+        // alike in any process and no state outlives the engine. The shared
+        // seed must be secret too: foldhash takes two input words at a time
+        // as `(a ^ acc) * (b ^ shared[0])`, and with the library's fixed
+        // shared seed a word equal to that public constant zeroes the
+        // product and with it everything the key had put in (an IPv6 peer
+        // whose interface identifier is that constant gave its flows the
+        // same hash under every key).
         let seed = key[0] ^ key[1].rotate_left(16) ^ key[2].rotate_left(32) ^ key[3].rotate_left(48);
-        Hasher { state: FixedState::with_seed(seed) }
+        let shared = SharedSeed::from_u64(key[1] ^ key[2].rotate_left(24) ^ key[3].rotate_left(40));
+        Hasher { seed, shared }
     }
 
     #[inline]
     pub fn hash(&self, k: &FlowKey) -> u64 {
         let [a, b, c, d, e] = k.words();
-        self.state.hash_one((a, b, c, d, e))
+        let mut h = FoldHasher::with_seed(self.seed, &self.shared);
+        (a, b, c, d, e).hash(&mut h);
+        std::hash::Hasher::finish(&h)
     }
 }
 
@@ -311,5 +323,31 @@ mod tests {
         }
         let longest = chosen.iter().map(|k| t.probe_len(real.hash(k))).max().unwrap();
         assert!(longest <= 2, "probe length {longest}");
+    }
+
+    /// foldhash's fixed shared seed is public: a flow to or from an IPv6
+    /// address whose interface identifier is its first word hashed alike
+    /// under every per-hasher seed. Under our keys it hashes apart.
+    #[test]
+    fn a_peer_address_cannot_cancel_the_key() {
+        use core::net::Ipv6Addr;
+        use foldhash::fast::FixedState;
+        use std::hash::BuildHasher;
+        // foldhash 0.2's first fixed shared seed (`ARBITRARY6` in its source).
+        const PUBLIC_SEED: u64 = 0xc0ac_29b7_c97c_50dd;
+        let mut peer = [0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0];
+        peer[8..].copy_from_slice(&PUBLIC_SEED.to_ne_bytes());
+        let k = FlowKey::v6(Ipv6Addr::new(0x2001, 0xdb8, 1, 0, 0, 0, 0, 9), Ipv6Addr::from(peer), 6, 1234, 443);
+        for k in [k, k.reversed()] {
+            let fixed = |seed: u64| {
+                let [a, b, c, d, e] = k.words();
+                FixedState::with_seed(seed).hash_one((a, b, c, d, e))
+            };
+            assert_eq!(fixed(1), fixed(0x5eed_feed), "the weakness this guards against");
+            let mut hashes: Vec<u64> = (0..64u64).map(|i| Hasher::new([i, i * 3, i * 5, i * 7]).hash(&k)).collect();
+            hashes.sort_unstable();
+            hashes.dedup();
+            assert_eq!(hashes.len(), 64, "one hash per key");
+        }
     }
 }
