@@ -301,8 +301,8 @@ fn a_young_handshake_outlives_a_flood_that_fills_the_table() {
     // A flood fills a table of 1,024 flows at 10 SYNs a millisecond, every
     // SYN answered by a SYN-ACK; among it, 200 legitimate handshakes whose
     // third segment comes 20 ms (200 flood SYNs, a fifth of the table)
-    // after their SYN-ACK. Taking the first candidate evicted 79 of them;
-    // the oldest of four, at most 2.
+    // after their SYN-ACK. Taking the first candidate evicted 79 to 84 of
+    // them (by the hash key); the oldest of four, 0 to 3.
     // (Without picking up connections mid-stream: an evicted handshake's
     // third segment would make a new flow.)
     let mut h = Harness::with(Config { max_flows: 1024, tcp_loose: false, ..Config::default() });
@@ -336,7 +336,7 @@ fn a_young_handshake_outlives_a_flood_that_fills_the_table() {
         h.advance(Duration::from_millis(1));
     }
     assert!(h.e.counters().flows_evicted > 2_500, "{:?}", h.e.counters());
-    assert!(completed >= 198, "{completed} of 200 handshakes completed");
+    assert!(completed >= 195, "{completed} of 200 handshakes completed");
 }
 
 #[test]

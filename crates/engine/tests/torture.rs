@@ -214,13 +214,15 @@ fn a_flood_crafted_with_the_key_is_capped() {
     assert!(stored <= MAX_PROBE * 8, "{stored} crafted flows stored");
     assert_eq!(h.count("flows_evicted"), (CRAFTED - stored) as u64);
     assert_eq!(h.count("flow_table_full"), 0);
-    // The attacker answers its stored flows from its server: now nothing in
-    // the bucket may be evicted, and further crafted flows are refused.
+    // The attacker completes the handshakes of its stored flows with its
+    // server: now nothing in the bucket may be evicted, and further crafted
+    // flows are refused.
     let live: Vec<FlowKey> = h.e.conntrack().iter().map(|(_, f)| f.keys[0]).filter(|k| flood.contains(k)).collect();
     assert_eq!(live.len(), stored);
     for k in &live {
         let back = tcp(&k.reversed(), 900, 2, TcpFlags::SYN | TcpFlags::ACK);
         assert_eq!(h.send(Side::Outside, back), Verdict::Forward(Side::Inside));
+        assert_eq!(h.send(Side::Inside, tcp(k, 2, 901, TcpFlags::ACK)), Verdict::Forward(Side::Outside));
     }
     for k in late {
         let v = h.send(Side::Inside, tcp(k, 1, 0, TcpFlags::SYN));
@@ -234,7 +236,7 @@ fn a_flood_crafted_with_the_key_is_capped() {
     }
     eprintln!(
         "hash flood through the pipeline, key known: {stored} crafted flows stored, {} evicted, {} refused \
-         (flow_table_full) once answered; {} established flows untouched",
+         (flow_table_full) once established; {} established flows untouched",
         h.count("flows_evicted"),
         h.count("flow_table_full"),
         established.len()
