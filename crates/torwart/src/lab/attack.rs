@@ -96,7 +96,7 @@ const SHORT: Scale = Scale {
     chatty: 20,
 };
 const FULL: Scale = Scale {
-    flood_pps: 150_000,
+    flood_pps: 60_000,
     flood_s: 10.0,
     scan_pps: 100_000,
     scan_s: 10.0,
@@ -488,9 +488,10 @@ impl Lab {
             sent >= total && refused * 100 >= rsts * 99,
             format!(
                 "{n} forged segments; RSTs refused out of window: {refused} of {rsts}; other segments refused: \
-                 out of window {}, SYN in a connection {}",
+                 out of window {}, SYN in a connection {}; every drop meanwhile: {}",
                 d("tcp_out_of_window"),
-                d("tcp_syn_in_connection")
+                d("tcp_syn_in_connection"),
+                self.drops_since(&before, &after)
             ),
         );
         let no_flow = d("icmp_error_no_flow");
