@@ -112,7 +112,8 @@ pub struct EngineConfig {
     pub max_flows: u32,
     /// Idle timeout of established TCP connections, e.g. "12h".
     pub established_timeout: String,
-    /// Take over TCP connections seen mid-stream from the inside (after a restart).
+    /// Take over TCP connections seen mid-stream (after a restart): from the
+    /// inside, and from the outside through port forwards and IPv6 openings.
     pub tcp_loose: bool,
     /// NAT bindings one member may hold at once.
     pub nat_quota: u32,

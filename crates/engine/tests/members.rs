@@ -133,6 +133,32 @@ fn port_forwards_reach_the_device_and_answers_leave_as_the_public_address() {
 }
 
 #[test]
+fn after_a_restart_connections_through_a_forward_are_picked_up_and_nothing_else_from_outside() {
+    let mut g = Gw::new();
+    // Mid-stream from the outside, to the forward: picked up, translated,
+    // and its answers leave as the public address.
+    let (v, f) = g.tcp(Side::Outside, "192.0.2.7", PUBLIC_101, 5555, 8080, A, 100, 200, 10);
+    assert_eq!(v, FWD_IN);
+    assert_eq!((key(&f).dst_ip(), key(&f).dst_port), (v4(NAS), 80));
+    let (v, f) = g.tcp(Side::Inside, NAS, "192.0.2.7", 80, 5555, A, 200, 110, 0);
+    assert_eq!(v, FWD_OUT);
+    assert_eq!((key(&f).src_ip(), key(&f).src_port), (v4(PUBLIC_101), 8080));
+    assert_eq!(g.e.counters().flows_picked_up, 1);
+    // Mid-stream from the outside anywhere else: unsolicited, as before.
+    let (v, _) = g.tcp(Side::Outside, "192.0.2.7", PUBLIC_101, 5555, 22, A, 100, 200, 10);
+    assert_eq!(v, dropped(Reason::UnsolicitedInbound));
+    let (v, _) = g.tcp(Side::Outside, "203.0.113.5", PUBLIC_101, 5555, 8080, A, 100, 200, 10);
+    assert_eq!(v, dropped(Reason::BlockedAddress));
+    // Strict: nothing mid-stream.
+    let mut g = Gw::new();
+    let mut e = Engine::new(Config { tcp_loose: false, ..Config::default() }, g.now);
+    e.set_policy(Arc::new(policy::compile(&sample::example(), 1).unwrap()), &[]);
+    g.e = e;
+    let (v, _) = g.tcp(Side::Outside, "192.0.2.7", PUBLIC_101, 5555, 8080, A, 100, 200, 10);
+    assert_eq!(v, dropped(Reason::UnsolicitedInbound));
+}
+
+#[test]
 fn hairpinning_between_members() {
     let mut g = Gw::new();
     // Member 104 reaches member 101's forwarded web server by its public address.

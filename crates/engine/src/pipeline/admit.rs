@@ -1,7 +1,7 @@
 //! The slow path: a packet without a flow may open one.
 //!
 //! First the protocol must allow it (a TCP SYN, or a mid-stream segment
-//! from the inside when loose pick-up is on; an echo request; any UDP or
+//! when loose pick-up is on; an echo request; any UDP or
 //! other datagram), then the policy: without a member policy the inside
 //! may open flows and the outside may not; with one, the policy says whose
 //! the flow is, how it leaves (IPv4 NAPT: the device's binding to a port of
@@ -97,8 +97,10 @@ impl Engine {
     fn new_state(&self, from: Side, m: &Meta, seg: Option<&Segment>) -> Result<(ProtoState, bool), Reason> {
         match (m.l4, seg) {
             (_, Some(s)) if s.syn && !s.ack => Ok((ProtoState::Tcp(TcpTrack::open(s)), false)),
-            // Mid-stream pick-up only for what the inside sends.
-            (_, Some(s)) if from == Side::Inside && self.cfg.tcp_loose && s.ack && !s.rst && !s.syn => {
+            // Mid-stream pick-up (after a restart): from the inside, and
+            // from the outside where the policy lets a connection in (a
+            // port forward, an IPv6 opening; `admit` refuses the rest).
+            (_, Some(s)) if self.cfg.tcp_loose && s.ack && !s.rst && !s.syn => {
                 Ok((ProtoState::Tcp(TcpTrack::pick_up(s)), true))
             }
             (_, Some(_)) if from == Side::Outside => Err(Reason::UnsolicitedInbound),

@@ -67,8 +67,9 @@ pub struct Config {
     /// Secret key of the flow hash; draw it at random per process start.
     pub hash_key: [u64; 4],
     pub timeouts: Timeouts,
-    /// Take over TCP connections mid-stream when their packets come from
-    /// the inside (after a restart), as Linux's `nf_conntrack_tcp_loose`.
+    /// Take over TCP connections mid-stream (after a restart), as Linux's
+    /// `nf_conntrack_tcp_loose`: from the inside, and from the outside where
+    /// the policy lets connections in (port forwards, IPv6 openings).
     pub tcp_loose: bool,
     /// Fragmented datagrams tracked at once.
     pub max_datagrams: u32,
