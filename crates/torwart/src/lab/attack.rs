@@ -18,6 +18,8 @@
 //!    reaches a member.
 //! 4. **Reload storm**: 100 changes a second to the member database while a
 //!    UDP stream crosses the box. No datagram lost; memory flat.
+//! 5. **kill -9 and restart** of torwart under load: the long-lived
+//!    connections are picked up mid-stream, with the same NAT ports.
 //!
 //! Throughout, long-lived TCP connections (out from a member, and in through
 //! the port forward) exchange a line every 50 ms; none may be lost.
@@ -239,7 +241,7 @@ impl Lab {
         let out_sources = traffic::echo_server(&self.o, server, Arc::clone(&stop))?;
         let _in_sources = traffic::echo_server(&self.m, target, Arc::clone(&stop))?;
         // Long enough for every phase; the clients stop on their own.
-        let phases_s = scale.flood_s + scale.scan_s + scale.storm_s + 25.0;
+        let phases_s = scale.flood_s + scale.scan_s + scale.storm_s + 32.0;
         let run = Duration::from_secs_f64(phases_s);
         say(&format!(
             "long-lived traffic: {} connections out from alice, {} in through her port forward, a line every 50 ms each",
@@ -259,6 +261,8 @@ impl Lab {
         self.inject(scale, r, &out_sources, say)?;
         bail()?;
         self.storm(scale, r, server, say)?;
+        bail()?;
+        self.restart(opts, r, &out_sources, say)?;
 
         say("waiting for the long-lived connections to finish");
         let out = chatty_out.join().map_err(|_| "the chatty clients died".to_owned())?;
@@ -589,6 +593,53 @@ impl Lab {
         Ok(())
     }
 
+    /// Phase 5: `kill -9` of torwart under load and a restart at once (as
+    /// systemd's `Restart=` does): the long-lived connections are picked up
+    /// mid-stream, with the same NAT ports.
+    fn restart(
+        &mut self,
+        opts: &AttackOptions,
+        r: &mut AttackReport,
+        sources: &traffic::Sources,
+        say: &dyn Fn(&str),
+    ) -> Result<(), String> {
+        say("kill -9 of torwart under load, and a restart at once");
+        let seen = |s: &traffic::Sources| s.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let before = seen(sources);
+        if let Some(pid) = self.ns.pid("x") {
+            // SAFETY: kill has no memory preconditions; the pid is our child's.
+            unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+        }
+        self.ns.stop("x", secs(5));
+        let killed = Instant::now();
+        let _ = std::fs::remove_file(self.dir.join("stats.json"));
+        self.start(opts)?;
+        self.wait_for("torwart to forward again", secs(20), |l| l.stats().is_some_and(|s| s.generation > 0))?;
+        let back = killed.elapsed().as_secs_f64();
+        // The connections' retransmissions find the new process.
+        std::thread::sleep(secs(3));
+        let after = self.stats().unwrap_or_default();
+        let picked = after.counter("flows_picked_up");
+        let now = seen(sources);
+        let changed: Vec<String> = now
+            .iter()
+            .filter(|(name, s)| name.starts_with('c') && s.len() > 1)
+            .map(|(name, s)| format!("{name}: {s:?}"))
+            .collect();
+        let kept = before.keys().filter(|k| k.starts_with('c')).count();
+        r.add(
+            "kill -9 and restart under load: connections picked up mid-stream with the same NAT ports",
+            changed.is_empty() && kept > 0 && picked > 0,
+            format!(
+                "forwarding again {back:.2} s after the kill; {picked} connections picked up; {kept} seen by the \
+                 server, {} from a new NAT source {:?} (each connection's survival is checked at the end)",
+                changed.len(),
+                &changed[..changed.len().min(3)]
+            ),
+        );
+        Ok(())
+    }
+
     fn drops_since(&self, before: &Stats, after: &Stats) -> String {
         let v: Vec<String> = control::api::live::drop_names()
             .filter_map(|n| {
@@ -614,7 +665,11 @@ impl Lab {
             self.dir.join("api.sock").display(),
         );
         std::fs::write(&config, text).map_err(|e| e.to_string())?;
-        let log = std::fs::File::create(self.dir.join("torwart.log")).map_err(|e| e.to_string())?;
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.join("torwart.log"))
+            .map_err(|e| e.to_string())?;
         let exe = opts.torwart.display().to_string();
         let x = self.x.clone();
         self.ns.spawn("x", &x, &exe, &["run", "--config", &config.display().to_string()], Some(log))
