@@ -208,6 +208,9 @@ struct LabArgs {
     /// With --attack: the longer version with higher rates (else the short one CI runs).
     #[arg(long, requires = "attack")]
     full: bool,
+    /// With --attack: the soak's length in seconds (default 120, or 1800 with --full).
+    #[arg(long, requires = "attack")]
+    soak_seconds: Option<f64>,
     /// The port on this machine's 127.0.0.1 where the box's web page is
     /// forwarded (another free one if taken).
     #[arg(long, default_value_t = 9680)]
@@ -385,7 +388,7 @@ fn check_sort(sort: &str) -> Result<(), Error> {
 }
 
 fn lab(
-    LabArgs { backend, dir, iperf_seconds, json, idle, keep, pair, pair_flows, attack, full, page_port }: LabArgs,
+    LabArgs { backend, dir, iperf_seconds, json, idle, keep, pair, pair_flows, attack, full, soak_seconds, page_port }: LabArgs,
 ) -> Result<(), Error> {
     if !["sleep", "busy"].contains(&idle.as_str()) {
         return Err(Error::Usage(format!("--idle {idle}: give sleep or busy")));
@@ -401,7 +404,14 @@ fn lab(
     let torwart = std::env::current_exe().map_err(|e| Error::Usage(e.to_string()))?;
     let dir = std::path::absolute(&dir).unwrap_or(dir);
     if attack {
-        let opts = torwart::lab::attack::AttackOptions { torwart, prefix: "twla-".into(), dir, full, verbose: !json };
+        let opts = torwart::lab::attack::AttackOptions {
+            torwart,
+            prefix: "twla-".into(),
+            dir,
+            full,
+            soak_seconds,
+            verbose: !json,
+        };
         let report = torwart::lab::attack::run(&opts, &interrupted).map_err(|e| Error::Usage(format!("lab: {e}")))?;
         if json {
             println!("{}", serde_json::to_string_pretty(&report).unwrap_or_default());

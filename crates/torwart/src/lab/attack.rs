@@ -20,6 +20,9 @@
 //!    UDP stream crosses the box. No datagram lost; memory flat.
 //! 5. **kill -9 and restart** of torwart under load: the long-lived
 //!    connections are picked up mid-stream, with the same NAT ports.
+//! 6. **Soak with churn**: new flows, members added and removed, reloads.
+//!    Memory flat; every frame received accounted for; a member's usage
+//!    equal to its client's own count.
 //!
 //! Throughout, long-lived TCP connections (out from a member, and in through
 //! the port forward) exchange a line every 50 ms; none may be lost.
@@ -52,6 +55,8 @@ pub struct AttackOptions {
     /// The longer version with higher rates (docs/reliability.md); else
     /// the short one CI runs.
     pub full: bool,
+    /// The soak's length instead of the version's (120 s short, 1800 s full).
+    pub soak_seconds: Option<f64>,
     pub verbose: bool,
 }
 
@@ -84,6 +89,7 @@ struct Scale {
     /// Forged segments per established connection (RSTs, and as many SYNs).
     inject: usize,
     storm_s: f64,
+    soak_s: f64,
     chatty: usize,
 }
 
@@ -95,6 +101,7 @@ const SHORT: Scale = Scale {
     legit: 100,
     inject: 500,
     storm_s: 5.0,
+    soak_s: 120.0,
     chatty: 20,
 };
 const FULL: Scale = Scale {
@@ -105,13 +112,14 @@ const FULL: Scale = Scale {
     legit: 500,
     inject: 5_000,
     storm_s: 30.0,
+    soak_s: 1800.0,
     chatty: 50,
 };
 
 /// The flow table's size in the lab: small, so that a flood fills it.
 const MAX_FLOWS: usize = 32_768;
 /// Each member's NAT quota in the lab.
-const NAT_QUOTA: usize = 2_048;
+const NAT_QUOTA: usize = 8_192;
 const SERVER: &str = "192.0.2.2:9000";
 /// alice's port forward, and what it reaches.
 const FORWARD: &str = "198.18.0.11:8080";
@@ -119,6 +127,11 @@ const FORWARD_TARGET: &str = "10.0.1.2:9000";
 const ALICE: Ipv4Addr = Ipv4Addr::new(10, 0, 1, 2);
 const ALICE_PUBLIC: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 11);
 const MALLORY: Ipv4Addr = Ipv4Addr::new(10, 0, 1, 3);
+/// The soak member's device.
+const SOAK: Ipv4Addr = Ipv4Addr::new(10, 0, 1, 5);
+/// The soak stream's datagrams: payload bytes, and the frame each is.
+const SOAK_PAYLOAD: usize = 100;
+const SOAK_FRAME: u64 = (14 + 20 + 8 + SOAK_PAYLOAD) as u64;
 /// Database changes a second in the storm.
 const STORM_RATE: u32 = 100;
 
@@ -131,13 +144,16 @@ const MEMBERS: &str = r#"{
                {"id": 2, "prefix": "10.0.1.1/32", "kind": "box"}],
   "members": [{"id": 1, "name": "alice", "status": "active", "plan_id": 1},
               {"id": 2, "name": "mallory", "status": "active", "plan_id": 1},
-              {"id": 3, "name": "storm", "status": "active", "plan_id": 1}],
+              {"id": 3, "name": "storm", "status": "active", "plan_id": 1},
+              {"id": 4, "name": "soak", "status": "active", "plan_id": 1}],
   "member_addresses": [{"id": 1, "member_id": 1, "network": "10.0.1.2", "device": "laptop"},
                        {"id": 2, "member_id": 2, "network": "10.0.1.3", "device": "laptop"},
-                       {"id": 3, "member_id": 3, "network": "10.0.1.4", "device": "laptop"}],
+                       {"id": 3, "member_id": 3, "network": "10.0.1.4", "device": "laptop"},
+                       {"id": 4, "member_id": 4, "network": "10.0.1.5", "device": "laptop"}],
   "public_addresses": [{"id": 1, "member_id": 1, "address": "198.18.0.11", "first_port": 1024, "last_port": 65535},
                        {"id": 2, "member_id": 2, "address": "198.18.0.12", "first_port": 1024, "last_port": 65535},
-                       {"id": 3, "member_id": 3, "address": "198.18.0.13", "first_port": 1024, "last_port": 65535}],
+                       {"id": 3, "member_id": 3, "address": "198.18.0.13", "first_port": 1024, "last_port": 65535},
+                       {"id": 4, "member_id": 4, "address": "198.18.0.14", "first_port": 1024, "last_port": 65535}],
   "port_forwards": [{"id": 1, "member_id": 1, "protocol": "tcp", "public_port": 8080,
                      "internal_address": "10.0.1.2", "internal_port": 9000}],
   "ipv6_openings": [], "global_blocks": []
@@ -172,6 +188,9 @@ pub fn run(opts: &AttackOptions, interrupted: &AtomicBool) -> Result<AttackRepor
         scale.flood_pps /= 4;
         scale.scan_pps /= 4;
     }
+    if let Some(s) = opts.soak_seconds {
+        scale.soak_s = s;
+    }
     let scale = &scale;
     let say = |s: &str| {
         if opts.verbose {
@@ -202,7 +221,7 @@ impl Lab {
         netns::ip(&["-n", &lab.x, "link", "add", "p1", "type", "veth", "peer", "name", "o0", "netns", &lab.o])?;
         lab.sh(
             &lab.m,
-            "ip addr add 10.0.1.2/24 dev dn && ip addr add 10.0.1.3/24 dev dn && ip addr add 10.0.1.4/24 dev dn && \
+            "ip addr add 10.0.1.2/24 dev dn && ip addr add 10.0.1.3/24 dev dn && ip addr add 10.0.1.4/24 dev dn && ip addr add 10.0.1.5/24 dev dn && \
              ip link set dn up && ethtool -K dn tx off >/dev/null && ip route add default via 10.0.1.1 && \
              sysctl -qw net.ipv4.ip_forward=0",
         )?;
@@ -241,7 +260,7 @@ impl Lab {
         let out_sources = traffic::echo_server(&self.o, server, Arc::clone(&stop))?;
         let _in_sources = traffic::echo_server(&self.m, target, Arc::clone(&stop))?;
         // Long enough for every phase; the clients stop on their own.
-        let phases_s = scale.flood_s + scale.scan_s + scale.storm_s + 32.0;
+        let phases_s = scale.flood_s + scale.scan_s + scale.storm_s + scale.soak_s + 40.0;
         let run = Duration::from_secs_f64(phases_s);
         say(&format!(
             "long-lived traffic: {} connections out from alice, {} in through her port forward, a line every 50 ms each",
@@ -263,6 +282,8 @@ impl Lab {
         self.storm(scale, r, server, say)?;
         bail()?;
         self.restart(opts, r, &out_sources, say)?;
+        bail()?;
+        let soak = self.soak(scale, r, server, interrupted, say)?;
 
         say("waiting for the long-lived connections to finish");
         let out = chatty_out.join().map_err(|_| "the chatty clients died".to_owned())?;
@@ -285,6 +306,25 @@ impl Lab {
         );
         let code = self.ns.stop("x", secs(20)).and_then(|s| s.code());
         r.add("torwart stops cleanly after it all (SIGTERM, exit 0)", code == Some(0), format!("exit {code:?}"));
+        // The soak member's usage as written, against what its client
+        // sent and got back (each datagram one frame of SOAK_FRAME bytes).
+        let (up, down) = self.written(4)?;
+        let expected = (soak.0 * SOAK_FRAME, soak.1 * SOAK_FRAME);
+        let off = |a: u64, b: u64| (a as f64 - b as f64).abs() / b.max(1) as f64;
+        r.add(
+            "accounting through the soak equals the client's own count within 0.01 %",
+            off(up, expected.0) <= 1e-4 && off(down, expected.1) <= 1e-4 && soak.0 > 0,
+            format!(
+                "written up {up} B, down {down} B; the client sent {} and got back {} datagrams of {SOAK_FRAME} B: \
+                 {} and {} B ({:+.4} %, {:+.4} %)",
+                soak.0,
+                soak.1,
+                expected.0,
+                expected.1,
+                (up as f64 / expected.0.max(1) as f64 - 1.0) * 100.0,
+                (down as f64 / expected.1.max(1) as f64 - 1.0) * 100.0
+            ),
+        );
         Ok(())
     }
 
@@ -523,18 +563,8 @@ impl Lab {
         let before = self.stats().unwrap_or_default();
         let rss0 = self.rss();
         let run = Duration::from_secs_f64(scale.storm_s);
-        let stream = udp_count(&self.m, server, 1000, run + secs(1));
-        let db = self.dir.join("t.db");
-        let mut sqlite = std::process::Command::new("sqlite3")
-            .arg(&db)
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::null())
-            .spawn()
-            .map_err(|e| format!("cannot run sqlite3: {e}"))?;
-        let mut input = sqlite.stdin.take().ok_or("sqlite3 has no input")?;
-        // WAL and no sync per statement (this connection only), so that it
-        // keeps up with the rate.
-        let _ = input.write_all(b".timeout 2000\nPRAGMA journal_mode = WAL;\nPRAGMA synchronous = NORMAL;\n");
+        let stream = udp_stream_from(&self.m, ALICE, server, 1000, run + secs(1));
+        let (mut sqlite, mut input) = self.sqlite()?;
         let pid = self.ns.pid("x");
         let t0 = Instant::now();
         let mut changes = 0u32;
@@ -638,6 +668,137 @@ impl Lab {
             ),
         );
         Ok(())
+    }
+
+    /// Phase 6: a soak with churn. For `soak_s`: the soak member's UDP
+    /// stream (counted exactly), new TCP connections and new UDP flows from
+    /// alice, a member added and one removed every second (each with a
+    /// reload). Resident memory must stay flat, and every frame received
+    /// must be accounted for: sent, dropped with a reason, or held. Returns
+    /// the soak member's datagrams (sent, echoed) for the accounting check.
+    fn soak(
+        &mut self,
+        scale: &Scale,
+        r: &mut AttackReport,
+        server: SocketAddr,
+        interrupted: &AtomicBool,
+        say: &dyn Fn(&str),
+    ) -> Result<(u64, u64), String> {
+        say(&format!(
+            "soak for {} s: a counted UDP stream, 20 new TCP connections and 20 new UDP flows a second, \
+             a member added and one removed every second",
+            scale.soak_s
+        ));
+        let run = Duration::from_secs_f64(scale.soak_s);
+        let stream = udp_stream_from(&self.m, SOAK, server, 500, run);
+        let tcp = connects(&self.m, server, (scale.soak_s * 20.0) as usize, Duration::from_millis(50));
+        let flows = new_flows(&self.m, server, 20, run);
+        let (mut sqlite, mut input) = self.sqlite()?;
+        let before = self.stats().unwrap_or_default();
+        let t0 = Instant::now();
+        let (mut rss_first, mut rss_last, mut rss_peak) = (0, 0, 0);
+        let mut k = 0u32;
+        while t0.elapsed() < run && !interrupted.load(Ordering::Relaxed) {
+            let id = 100 + k;
+            let mut stmt = format!(
+                "BEGIN; INSERT INTO members VALUES ({id}, 'churn-{k}', 'active', 1); \
+                 INSERT INTO member_addresses VALUES ({id}, {id}, '10.0.1.{}', 'phone'); \
+                 INSERT INTO public_addresses VALUES ({id}, {id}, '198.18.1.{}', 1024, 65535);",
+                100 + k % 100,
+                1 + k % 200
+            );
+            if k >= 3 {
+                let old = id - 3;
+                stmt += &format!(
+                    " DELETE FROM public_addresses WHERE member_id = {old}; \
+                     DELETE FROM member_addresses WHERE member_id = {old}; DELETE FROM members WHERE id = {old};"
+                );
+            }
+            stmt += " COMMIT;\n";
+            input.write_all(stmt.as_bytes()).map_err(|e| format!("sqlite3: {e}"))?;
+            k += 1;
+            // Memory once warm (after 10 s), then at the end.
+            let rss = self.rss();
+            if t0.elapsed() >= secs(10) {
+                if rss_first == 0 {
+                    rss_first = rss;
+                }
+                rss_last = rss;
+                rss_peak = rss_peak.max(rss);
+            }
+            std::thread::sleep(Duration::from_secs(u64::from(k)).saturating_sub(t0.elapsed()));
+        }
+        drop(input);
+        let _ = sqlite.wait();
+        let (sent, echoed) = join(stream)?;
+        let opened = join(flows)?;
+        let conns = join(tcp)?;
+        std::thread::sleep(secs(1));
+        let after = self.stats().unwrap_or_default();
+        let reloads = after.published_generation.saturating_sub(before.published_generation);
+        let growth = rss_last as f64 / rss_first.max(1) as f64 - 1.0;
+        r.add(
+            &format!("soak ({} s of churn): resident memory flat within 5 %", scale.soak_s),
+            growth.abs() <= 0.05 && rss_first > 0,
+            format!(
+                "{rss_first} KiB after 10 s, {rss_peak} KiB at most, {rss_last} KiB at the end ({:+.1} %); \
+                 {k} members added and removed, {reloads} policy generations; {opened} new UDP flows; \
+                 flows in the table at the end {}",
+                growth * 100.0,
+                after.flows
+            ),
+        );
+        let ok = conns.iter().filter(|c| c.is_some()).count();
+        r.add(
+            "soak: new TCP connections all succeed",
+            ok == conns.len() && !conns.is_empty(),
+            format!("{ok} of {} answered; {}", conns.len(), times(&conns)),
+        );
+        // Every frame a worker received went out, was dropped with a reason,
+        // or is held (the router's own ICMP errors go out without coming in).
+        let c = |n: &str| after.counter(n);
+        let drops: u64 =
+            control::api::live::drop_names().filter(|n| !["rx_lost", "xdp_unserved"].contains(n)).map(c).sum();
+        let held: u64 = after.shaper_load.iter().map(|s| s.held_frames as u64).sum();
+        let (rx, tx, icmp) = (c("rx_frames"), c("tx_frames"), c("router_icmp_sent"));
+        r.add(
+            "every frame received is accounted for: rx + own ICMP = tx + drops + held, exactly",
+            rx + icmp == tx + drops + held,
+            format!(
+                "rx {rx} + ICMP {icmp}, tx {tx} + drops {drops} + held {held} (since the restart); drops in the soak: {}",
+                self.drops_since(&before, &after)
+            ),
+        );
+        Ok((sent, echoed))
+    }
+
+    /// `sqlite3` on the member database, taking statements on its input:
+    /// WAL and no sync per statement (this connection only), so that it
+    /// keeps up with a storm's rate.
+    fn sqlite(&self) -> Result<(std::process::Child, std::process::ChildStdin), String> {
+        let mut sqlite = std::process::Command::new("sqlite3")
+            .arg(self.dir.join("t.db"))
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .map_err(|e| format!("cannot run sqlite3: {e}"))?;
+        let mut input = sqlite.stdin.take().ok_or("sqlite3 has no input")?;
+        input
+            .write_all(b".timeout 2000\nPRAGMA journal_mode = WAL;\nPRAGMA synchronous = NORMAL;\n")
+            .map_err(|e| format!("sqlite3: {e}"))?;
+        Ok((sqlite, input))
+    }
+
+    /// A member's usage in the accounting table: (up, down) bytes.
+    fn written(&self, member: u32) -> Result<(u64, u64), String> {
+        let db = self.dir.join("t.db").display().to_string();
+        crate::block_on(async {
+            let d = control::db::Database::open(&db).await?;
+            let rows = d.read_accounting(member).await?;
+            d.close().await;
+            Ok::<_, control::db::DbError>(rows.iter().fold((0, 0), |(u, d), r| (u + r.up_bytes, d + r.down_bytes)))
+        })
+        .map_err(|e| e.to_string())
     }
 
     fn drops_since(&self, before: &Stats, after: &Stats) -> String {
@@ -884,23 +1045,30 @@ fn times(res: &[Option<f64>]) -> String {
     format!("time to the echo: p50 {:.1} ms, max {:.1} ms", t[t.len() / 2] * 1e3, t[t.len() - 1] * 1e3)
 }
 
-/// A UDP stream of `pps` datagrams a second from `ns` to `server` for
-/// `run`: (sent, echoes received).
-fn udp_count(ns: &str, server: SocketAddr, pps: u64, run: Duration) -> JoinHandle<Result<(u64, u64), String>> {
+/// A UDP stream of `pps` datagrams a second (`SOAK_PAYLOAD` bytes each)
+/// from `src` in `ns` to `server` for `run`: (sent, echoes received).
+fn udp_stream_from(
+    ns: &str,
+    src: Ipv4Addr,
+    server: SocketAddr,
+    pps: u64,
+    run: Duration,
+) -> JoinHandle<Result<(u64, u64), String>> {
     let ns = ns.to_owned();
     std::thread::spawn(move || {
         netns::enter(&ns)?;
-        let s = UdpSocket::bind((IpAddr::from(ALICE), 0)).map_err(|e| e.to_string())?;
+        let s = UdpSocket::bind((IpAddr::from(src), 0)).map_err(|e| e.to_string())?;
         s.set_nonblocking(true).map_err(|e| e.to_string())?;
         let (t0, mut sent, mut received) = (Instant::now(), 0u64, 0u64);
-        let mut buf = [0u8; 64];
+        let mut buf = [0u8; 2048];
+        let payload = [b's'; SOAK_PAYLOAD];
         let mut drain = |received: &mut u64| {
             while s.recv(&mut buf).is_ok() {
                 *received += 1;
             }
         };
         while t0.elapsed() < run {
-            if s.send_to(format!("s {sent}").as_bytes(), server).is_ok() {
+            if s.send_to(&payload, server).is_ok() {
                 sent += 1;
             }
             drain(&mut received);
@@ -913,6 +1081,25 @@ fn udp_count(ns: &str, server: SocketAddr, pps: u64, run: Duration) -> JoinHandl
             std::thread::sleep(Duration::from_millis(10));
         }
         Ok((sent, received))
+    })
+}
+
+/// New UDP flows from alice (a new socket, so a new source port, each), `rate` a
+/// second for `run`; how many were sent.
+fn new_flows(ns: &str, server: SocketAddr, rate: u64, run: Duration) -> JoinHandle<Result<u64, String>> {
+    let ns = ns.to_owned();
+    std::thread::spawn(move || {
+        netns::enter(&ns)?;
+        let (t0, mut sent) = (Instant::now(), 0u64);
+        while t0.elapsed() < run {
+            let s = UdpSocket::bind((IpAddr::from(ALICE), 0)).map_err(|e| e.to_string())?;
+            if s.send_to(b"flow", server).is_ok() {
+                sent += 1;
+            }
+            let due = Duration::from_secs_f64(sent as f64 / rate as f64);
+            std::thread::sleep(due.saturating_sub(t0.elapsed()));
+        }
+        Ok(sent)
     })
 }
 
