@@ -1016,22 +1016,28 @@ fn connects(ns: &str, server: SocketAddr, n: usize, pause: Duration) -> JoinHand
     let ns = ns.to_owned();
     std::thread::spawn(move || {
         netns::enter(&ns)?;
-        let tries: Vec<_> = (0..n)
-            .map(|i| {
-                std::thread::sleep(pause);
-                std::thread::spawn(move || {
-                    let t = Instant::now();
-                    let limit = Duration::from_secs(3);
-                    let s = TcpStream::connect_timeout(&server, limit).ok()?;
-                    s.set_read_timeout(Some(limit)).ok()?;
-                    (&s).write_all(format!("n{i} 0\n").as_bytes()).ok()?;
-                    let mut line = String::new();
-                    BufReader::new(&s).read_line(&mut line).ok()?;
-                    (!line.is_empty()).then(|| t.elapsed().as_secs_f64())
-                })
-            })
-            .collect();
-        Ok(tries.into_iter().map(|t| t.join().unwrap_or(None)).collect())
+        let mut results = Vec::with_capacity(n);
+        // Attempts in flight, oldest first; the finished ones are joined as
+        // the next start (a soak makes tens of thousands).
+        let mut pending = std::collections::VecDeque::new();
+        for i in 0..n {
+            std::thread::sleep(pause);
+            pending.push_back(std::thread::spawn(move || {
+                let t = Instant::now();
+                let limit = Duration::from_secs(3);
+                let s = TcpStream::connect_timeout(&server, limit).ok()?;
+                s.set_read_timeout(Some(limit)).ok()?;
+                (&s).write_all(format!("n{i} 0\n").as_bytes()).ok()?;
+                let mut line = String::new();
+                BufReader::new(&s).read_line(&mut line).ok()?;
+                (!line.is_empty()).then(|| t.elapsed().as_secs_f64())
+            }));
+            while pending.front().is_some_and(|t: &JoinHandle<Option<f64>>| t.is_finished()) {
+                results.push(pending.pop_front().and_then(|t| t.join().ok()).flatten());
+            }
+        }
+        results.extend(pending.into_iter().map(|t| t.join().unwrap_or(None)));
+        Ok(results)
     })
 }
 
