@@ -396,6 +396,9 @@ fn lab(
     if !["xdp", "af_packet"].contains(&backend.as_str()) {
         return Err(Error::Usage(format!("--backend {backend}: give xdp or af_packet")));
     }
+    if let Some(s) = soak_seconds.filter(|s| !(s.is_finite() && *s >= 1.0 && *s <= 86_400.0)) {
+        return Err(Error::Usage(format!("--soak-seconds {s}: give a number of seconds from 1 to 86400")));
+    }
     torwart::lab::preflight(!json).map_err(Error::Usage)?;
     let interrupted = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     for sig in [libc::SIGINT, libc::SIGTERM] {

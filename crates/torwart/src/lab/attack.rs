@@ -343,11 +343,10 @@ impl Lab {
         ));
         let before = self.stats().unwrap_or_default();
         let eth = self.outside;
-        let flood = flood(&self.o, "o0", scale.flood_pps, Duration::from_secs_f64(scale.flood_s), move |i, rng, b| {
+        let flood = flood(&self.o, "o0", scale.flood_pps, Duration::from_secs_f64(scale.flood_s), move |_, rng, b| {
             // Sources in 100.64.0.0/10, random ports and sequence numbers.
             let src = Ipv4Addr::from(0x6440_0000 | (rng.word() as u32 & 0x003f_ffff));
             let sport = 1024 + (rng.word() % 60_000) as u16;
-            let _ = i;
             build::tcp(
                 b,
                 &eth,
@@ -367,12 +366,7 @@ impl Lab {
         let pause = Duration::from_secs_f64((scale.flood_s - 1.0).max(0.5) / scale.legit as f64);
         let legit_in = connects(&self.o, forward, scale.legit, pause);
         let legit_out = connects(&self.m, server, scale.legit, pause);
-        let mut peak = 0;
-        while !flood.is_finished() {
-            peak = peak.max(self.stats().map_or(0, |s| s.flows));
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        let sent = flood.join().map_err(|_| "the flood died".to_owned())??;
+        let (sent, peak) = self.watch(flood, |s| s.flows)?;
         let (li, lo) = (join(legit_in)?, join(legit_out)?);
         std::thread::sleep(Duration::from_millis(300));
         let after = self.stats().unwrap_or_default();
@@ -434,12 +428,7 @@ impl Lab {
         std::thread::sleep(Duration::from_millis(500));
         let pause = Duration::from_secs_f64((scale.scan_s - 1.0).max(0.5) / scale.legit as f64);
         let legit = connects(&self.m, server, scale.legit, pause);
-        let mut peak_bindings = 0;
-        while !scan.is_finished() {
-            peak_bindings = peak_bindings.max(self.stats().map_or(0, |s| s.nat_bindings));
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        let sent = scan.join().map_err(|_| "the scan died".to_owned())??;
+        let (sent, peak_bindings) = self.watch(scan, |s| s.nat_bindings)?;
         let res = join(legit)?;
         std::thread::sleep(Duration::from_millis(300));
         let after = self.stats().unwrap_or_default();
@@ -799,6 +788,21 @@ impl Lab {
             Ok::<_, control::db::DbError>(rows.iter().fold((0, 0), |(u, d), r| (u + r.up_bytes, d + r.down_bytes)))
         })
         .map_err(|e| e.to_string())
+    }
+
+    /// Waits for a flood to end, watching a figure of the box's stats:
+    /// (frames sent, the figure's peak).
+    fn watch(
+        &self,
+        flood: JoinHandle<Result<u64, String>>,
+        figure: impl Fn(&Stats) -> usize,
+    ) -> Result<(u64, usize), String> {
+        let mut peak = 0;
+        while !flood.is_finished() {
+            peak = peak.max(self.stats().map_or(0, |s| figure(&s)));
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        Ok((join(flood)?, peak))
     }
 
     fn drops_since(&self, before: &Stats, after: &Stats) -> String {
