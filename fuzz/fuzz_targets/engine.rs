@@ -46,6 +46,9 @@ const MAX_FLOWS: u32 = 64;
 const MAX_DATAGRAMS: u32 = 8;
 const FRAG_STASH: u16 = 4;
 const NAT_QUOTA: u32 = 16;
+/// Unassured flows a member may have open on one side: below MAX_FLOWS, so
+/// that a flood of one member reaches it.
+const HALF_OPEN: u32 = 8;
 
 /// The example member database, compiled once per process.
 fn example_policy() -> Arc<Policy> {
@@ -121,6 +124,17 @@ impl Harness {
         assert!(self.eng.conntrack().len() <= MAX_FLOWS as usize);
         assert!(self.eng.datagrams() <= MAX_DATAGRAMS as usize);
         assert!(self.eng.nat().len() <= self.eng.conntrack().len(), "more NAT bindings than flows");
+        // Each member's queues of unassured flows are exactly its unassured
+        // flows, within the limit.
+        let ct = self.eng.conntrack();
+        for slot in 0..self.eng.accounts().len() as u32 {
+            for side in [Side::Inside, Side::Outside] {
+                let queued = ct.half_open_of(slot, side);
+                let n = ct.iter().filter(|(_, f)| f.account == slot && f.orig_side == side && !f.assured()).count();
+                assert_eq!(queued as usize, n, "member slot {slot}'s queue from {side:?}");
+                assert!(queued <= HALF_OPEN);
+            }
+        }
         let c = self.eng.counters();
         assert_eq!(c.fragments_held + c.shaper_queued, self.held_total);
         assert_eq!(c.fragments_released + c.shaper_released, self.released);
@@ -155,6 +169,7 @@ fuzz_target!(|data: &[u8]| {
         frag_stash: FRAG_STASH,
         tcp_loose: conf & 1 == 0,
         nat_quota: NAT_QUOTA,
+        half_open_per_member: HALF_OPEN,
         // With the member policy, bit 2 shapes every member, on a small
         // uplink (1 Mbit/s each way) so that frames are queued and dropped.
         shaping: (conf & 6 == 6).then(|| ShapingConfig::new([1_000_000, 1_000_000], 1, 0, 0)),

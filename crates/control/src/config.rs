@@ -117,11 +117,22 @@ pub struct EngineConfig {
     pub tcp_loose: bool,
     /// NAT bindings one member may hold at once.
     pub nat_quota: u32,
+    /// Unanswered flows and unfinished TCP handshakes one member may have
+    /// open per worker, on each side: opened by its devices, and opened to
+    /// it from the outside (port forwards, IPv6 openings). Past it, the
+    /// oldest is evicted: a SYN flood holds this many, not the table.
+    pub half_open_per_member: u32,
 }
 
 impl Default for EngineConfig {
     fn default() -> Self {
-        EngineConfig { max_flows: 262_144, established_timeout: "12h".into(), tcp_loose: true, nat_quota: 8192 }
+        EngineConfig {
+            max_flows: 262_144,
+            established_timeout: "12h".into(),
+            tcp_loose: true,
+            nat_quota: 8192,
+            half_open_per_member: engine::conntrack::HALF_OPEN_PER_MEMBER,
+        }
     }
 }
 
@@ -416,6 +427,12 @@ impl Config {
         check_max_flows(self.engine.max_flows, workers, machine.memory)?;
         if self.engine.nat_quota == 0 {
             return Err("engine.nat_quota = 0: a member could open no connection".into());
+        }
+        if self.engine.half_open_per_member < 16 {
+            return Err(format!(
+                "engine.half_open_per_member = {}: at least 16 (each new connection is one until answered)",
+                self.engine.half_open_per_member
+            ));
         }
         let coalesce = dur("workers.coalesce", &self.workers.coalesce)?;
         if coalesce > Duration::from_millis(1) {

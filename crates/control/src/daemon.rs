@@ -794,6 +794,7 @@ impl WorkerPlan {
         engine.timeouts.tcp_established = self.established_timeout;
         engine.tcp_loose = config.engine.tcp_loose;
         engine.nat_quota = config.engine.nat_quota;
+        engine.half_open_per_member = config.engine.half_open_per_member;
         engine.shaping = self.shaping.as_ref().map(|s| s.for_core(worker));
         engine
     }

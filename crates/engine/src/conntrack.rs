@@ -15,6 +15,14 @@
 //!   Linux's early drop. Assured flows are never evicted for new ones;
 //!   if no candidate exists, the new flow is refused and counted. Of a few
 //!   candidates the oldest goes, so a young handshake outlives a flood.
+//! * At most `half_open` unassured flows per member and per side that
+//!   opened them (its devices' flows; flows to it from the outside: port
+//!   forwards, IPv6 openings), on this core. They wait in a queue, oldest
+//!   first; a new one past the limit pushes out the oldest. A SYN flood at
+//!   one member's forward (or from one member) therefore holds a bounded
+//!   part of the table however fast it comes, and a legitimate handshake
+//!   survives it as long as it completes within `half_open / rate` (a
+//!   syncache's bucket limit). Flows of no member are not queued.
 //! * Expiry is the [`Wheel`](crate::wheel::Wheel)'s job, with a budget per
 //!   call; a lookup that meets a flow past its deadline frees it on the spot.
 
@@ -137,6 +145,8 @@ pub struct Flow {
     /// Installed from the other box of a pair and not touched here since:
     /// its changes and its end are the other box's to report, not ours.
     pub synced: bool,
+    /// In its owner's queue of unassured flows ([`Conntrack::settle`]).
+    queued: bool,
     /// The account slot ([`crate::members::Accounts`]) of the member the
     /// flow is accounted to ([`NO_ACCOUNT`] if none).
     pub account: u32,
@@ -162,11 +172,44 @@ impl Flow {
         self.answered
             && !matches!(&self.state, ProtoState::Tcp(t) if matches!(t.state, TcpState::SynSent | TcpState::SynRecv))
     }
+
+    /// Its place in its owner's queue of unassured flows is out of date:
+    /// [`Conntrack::settle`] it.
+    #[inline]
+    pub fn needs_settle(&self) -> bool {
+        self.account != NO_ACCOUNT && self.queued == self.assured()
+    }
 }
 
 /// Eviction candidates a new flow compares when the table is full
 /// (`Conntrack::evict_near`).
 pub const EVICTION_SAMPLE: usize = 4;
+
+/// Unassured flows one member may have open on one side, on one core, by
+/// default (`Conntrack::new`'s `half_open`).
+pub const HALF_OPEN_PER_MEMBER: u32 = 4096;
+
+/// Not in any queue of unassured flows (and the end of one).
+const NIL: u32 = u32::MAX;
+
+/// One owner's unassured flows, oldest first: a list threaded through
+/// [`Cold::queue`].
+#[derive(Clone, Copy, Debug)]
+struct Queue {
+    head: u32,
+    tail: u32,
+    len: u32,
+}
+
+impl Queue {
+    const EMPTY: Queue = Queue { head: NIL, tail: NIL, len: 0 };
+}
+
+/// The queue of an account's flows opened from `side`.
+#[inline]
+fn queue_of(account: u32, side: Side) -> usize {
+    account as usize * 2 + side.index()
+}
 
 /// [`Conntrack::guess`] found no entry.
 pub const NO_GUESS: u32 = crate::table::EMPTY_VALUE;
@@ -187,6 +230,9 @@ struct Cold {
     slots: [Slot; 2],
     /// The other box's resync a synced flow was last named in.
     resync: u32,
+    /// `[previous, next]` in its owner's queue of unassured flows, when
+    /// [`Flow::queued`].
+    queue: [u32; 2],
 }
 
 /// A change to report to the other box of a pair ([`Conntrack::log_changes`]).
@@ -306,10 +352,24 @@ pub struct Conntrack {
     released: Vec<(u32, u32)>,
     /// What to tell the other box of a pair, if there is one.
     log: Option<ChangeLog>,
+    /// Unassured flows by owner ([`queue_of`]); grows with the accounts.
+    queues: Vec<Queue>,
+    /// Most flows in one queue ([`HALF_OPEN_PER_MEMBER`]).
+    half_open: u32,
 }
 
 /// How many flows one timer pass may look at.
 pub const EXPIRE_BUDGET: usize = 4096;
+
+/// What [`Conntrack::insert`] pushed out to make room.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Evicted {
+    /// Unassured flows evicted because the table (or the new flow's
+    /// buckets) was full.
+    pub table: u32,
+    /// The owner's oldest unassured flow, because the owner had `half_open`.
+    pub half_open: u32,
+}
 
 impl Conntrack {
     pub fn new(max_flows: u32, hash_key: [u64; 4], timeouts: Timeouts, now: Time) -> Conntrack {
@@ -324,6 +384,7 @@ impl Conntrack {
             translated: false,
             live: false,
             synced: false,
+            queued: false,
             account: NO_ACCOUNT,
             binding: NO_BINDING,
             packets: [0; 2],
@@ -332,7 +393,16 @@ impl Conntrack {
         };
         Conntrack {
             flows: vec![blank; n],
-            cold: vec![Cold { created: Time::ZERO, epoch: 0, slots: [FlowIndex::NO_SLOT; 2], resync: 0 }; n],
+            cold: vec![
+                Cold {
+                    created: Time::ZERO,
+                    epoch: 0,
+                    slots: [FlowIndex::NO_SLOT; 2],
+                    resync: 0,
+                    queue: [NIL; 2]
+                };
+                n
+            ],
             free: (0..n as u32).rev().collect(),
             index: FlowIndex::with_capacity(2 * n),
             wheel: Wheel::new(n, Duration::from_millis(250), now),
@@ -342,7 +412,28 @@ impl Conntrack {
             generation: 0,
             released: Vec::with_capacity(EXPIRE_BUDGET + 4 * crate::MAX_BATCH),
             log: None,
+            queues: Vec::new(),
+            half_open: HALF_OPEN_PER_MEMBER,
         }
+    }
+
+    /// Sets the most unassured flows one member may have open on one side
+    /// (at least 1).
+    pub fn set_half_open(&mut self, n: u32) {
+        self.half_open = n.max(1);
+    }
+
+    /// Makes room for the queues of `accounts` account slots, so that a
+    /// member's first flow does not allocate (the control path calls this
+    /// with the accounts' reserve).
+    pub fn reserve_queues(&mut self, accounts: usize) {
+        let want = accounts.saturating_mul(2);
+        self.queues.reserve(want.saturating_sub(self.queues.len()));
+    }
+
+    /// Unassured flows account `account` has open from `side`.
+    pub fn half_open_of(&self, account: u32, side: Side) -> u32 {
+        self.queues.get(queue_of(account, side)).map_or(0, |q| q.len)
     }
 
     /// Starts keeping a log of changes for the other box of a pair, at most
@@ -483,15 +574,27 @@ impl Conntrack {
         &mut self.flows[i as usize]
     }
 
-    /// Stores a new flow under both keys. Evicts an unanswered neighbour if
-    /// that is the only way to make room; returns whether it did.
-    pub fn insert(&mut self, new: &NewFlow, now: Time) -> Result<(u32, u32), TableFull> {
+    /// Stores a new flow under both keys, pushing out its owner's oldest
+    /// unassured flow if the owner has `half_open` already, and an
+    /// unassured neighbour if that is the only way to make room.
+    pub fn insert(&mut self, new: &NewFlow, now: Time) -> Result<(u32, Evicted), TableFull> {
         let keys = new.keys;
         let hashes = [self.hasher.hash(&keys[0]), self.hasher.hash(&keys[1])];
-        let mut evicted = 0;
+        let mut evicted = Evicted::default();
+        if new.account != NO_ACCOUNT {
+            let q = queue_of(new.account, new.orig_side);
+            if q >= self.queues.len() {
+                // A member's first flow on this core (reserved: no allocation).
+                self.queues.resize(q + 2, Queue::EMPTY);
+            }
+            if self.queues[q].len >= self.half_open {
+                self.remove(self.queues[q].head);
+                evicted.half_open += 1;
+            }
+        }
         if self.free.is_empty() {
             self.evict_near(&hashes, u32::MAX, now)?;
-            evicted += 1;
+            evicted.table += 1;
         }
         let i = self.free.pop().ok_or(TableFull)?;
         let mut slots = [FlowIndex::NO_SLOT; 2];
@@ -500,7 +603,7 @@ impl Conntrack {
             let mut slot = self.index.insert(hashes[d], val);
             if slot.is_none() && self.evict_near(&[hashes[d]], i, now).is_ok() {
                 // Room was made in exactly the buckets this key probes.
-                evicted += 1;
+                evicted.table += 1;
                 slot = self.index.insert(hashes[d], val);
             }
             match slot {
@@ -526,6 +629,7 @@ impl Conntrack {
             translated: keys[1] != keys[0].reversed(),
             live: true,
             synced: new.synced,
+            queued: false,
             account: new.account,
             binding: new.binding,
             packets: [0; 2],
@@ -533,11 +637,58 @@ impl Conntrack {
             // The slow path times the handshakes it sees open.
             handshake_at: rtt::UNTIMED,
         };
-        self.cold[i as usize] = Cold { created: now, epoch: new.epoch, slots: [slot0, slot1], resync: 0 };
+        self.cold[i as usize] =
+            Cold { created: now, epoch: new.epoch, slots: [slot0, slot1], resync: 0, queue: [NIL; 2] };
         f.expires = now + f.timeout(&self.timeouts);
         self.wheel.insert(i, f.expires);
         self.generation += 1;
+        self.settle(i);
         Ok((i, evicted))
+    }
+
+    /// Puts flow `i` in its owner's queue of unassured flows, or takes it
+    /// out, as [`Flow::assured`] now says. Call after every change to a
+    /// flow's state or [`Flow::answered`] (the packet path does when
+    /// [`Flow::needs_settle`]).
+    pub fn settle(&mut self, i: u32) {
+        let f = &self.flows[i as usize];
+        if f.account == NO_ACCOUNT || !f.live || f.queued != f.assured() {
+            return;
+        }
+        let q = queue_of(f.account, f.orig_side);
+        if f.queued {
+            self.unqueue(i);
+            return;
+        }
+        if q >= self.queues.len() {
+            self.queues.resize(q + 2, Queue::EMPTY);
+        }
+        let queue = &mut self.queues[q];
+        self.cold[i as usize].queue = [queue.tail, NIL];
+        match queue.tail {
+            NIL => queue.head = i,
+            t => self.cold[t as usize].queue[1] = i,
+        }
+        queue.tail = i;
+        queue.len += 1;
+        self.flows[i as usize].queued = true;
+    }
+
+    /// Takes queued flow `i` out of its owner's queue.
+    fn unqueue(&mut self, i: u32) {
+        let f = &mut self.flows[i as usize];
+        f.queued = false;
+        let queue = &mut self.queues[queue_of(f.account, f.orig_side)];
+        let [prev, next] = core::mem::replace(&mut self.cold[i as usize].queue, [NIL; 2]);
+        match prev {
+            NIL => queue.head = next,
+            p => self.cold[p as usize].queue[1] = next,
+        }
+        match next {
+            NIL => queue.tail = prev,
+            n => self.cold[n as usize].queue[0] = prev,
+        }
+        queue.len -= 1;
     }
 
     /// Moves flow `i`'s timer to its (earlier) deadline. Needed only when
@@ -588,6 +739,9 @@ impl Conntrack {
 
     /// Frees flow `i` now (expired, closed, evicted).
     pub fn remove(&mut self, i: u32) {
+        if self.flows[i as usize].queued {
+            self.unqueue(i);
+        }
         let f = &mut self.flows[i as usize];
         if !f.live {
             return;

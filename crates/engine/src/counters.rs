@@ -198,8 +198,12 @@ counters! {
         icmp_related,
         flows_created,
         flows_expired,
-        /// Unanswered flows evicted to make room for new ones.
+        /// Unassured flows evicted to make room for new ones (table full).
         flows_evicted,
+        /// A member's oldest unassured flow on one side, evicted for its
+        /// new one: the member had `half_open_per_member` (a SYN flood at
+        /// its port forward, or from it).
+        flows_evicted_half_open,
         /// Flows taken over mid-stream (TCP loose pick-up).
         flows_picked_up,
         /// Flows ended because a reload ended their member's.

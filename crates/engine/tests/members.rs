@@ -369,3 +369,79 @@ fn unblocking_during_a_sweep_keeps_new_flows() {
     let (v, _) = g.tcp(Side::Outside, WEB, PUBLIC_101, 443, 40_001, S | A, 9, 2, 0);
     assert_eq!(v, FWD_IN, "the new flow survives the old sweep");
 }
+
+/// Unassured flows of `account` opened from `side`, counted in the table.
+fn unassured(e: &Engine, account: u32, side: Side) -> u32 {
+    let n = e.conntrack().iter().filter(|(_, f)| f.account == account && f.orig_side == side && !f.assured()).count();
+    n as u32
+}
+
+#[test]
+fn a_syn_flood_at_a_forward_holds_at_most_half_open_per_member_and_handshakes_survive_it() {
+    let mut g = Gw::new();
+    let mut e = Engine::new(Config { half_open_per_member: 64, ..Config::default() }, g.now);
+    e.set_policy(Arc::new(policy::compile(&sample::example(), 1).unwrap()), &[]);
+    g.e = e;
+    // The member's own connection, established before the flood.
+    assert_eq!(g.tcp(Side::Inside, LAPTOP, WEB, 40_000, 443, S, 1, 0, 0).0, FWD_OUT);
+    assert_eq!(g.tcp(Side::Outside, WEB, PUBLIC_101, 443, 40_000, S | A, 9, 2, 0).0, FWD_IN);
+    assert_eq!(g.tcp(Side::Inside, LAPTOP, WEB, 40_000, 443, A, 2, 10, 0).0, FWD_OUT);
+    let slot = g.e.accounts().slot_of(101).unwrap();
+    let (mut handshakes, mut flood) = (0, 0u32);
+    for i in 0..20_000u32 {
+        // Spoofed SYNs at the forward: each is let in (the server behind it
+        // answers or not), and each is one half-open flow of member 101.
+        let src = format!("192.0.2.{}", 1 + i % 200);
+        let v = g.tcp(Side::Outside, &src, PUBLIC_101, 1024 + (i / 200) as u16, 8080, S, i, 0, 0).0;
+        assert_eq!(v, FWD_IN);
+        flood += 1;
+        if i % 1000 == 500 {
+            // A legitimate client: its SYN, then 20 flood SYNs, then the
+            // server's SYN-ACK, which needs the flow (a SYN-ACK without one
+            // is dropped: no loose pick-up of handshakes), then its ACK.
+            let port = 50_000 + handshakes;
+            assert_eq!(g.tcp(Side::Outside, "192.0.2.250", PUBLIC_101, port, 8080, S, 7, 0, 0).0, FWD_IN);
+            for j in 0..20 {
+                let v = g
+                    .tcp(Side::Outside, "192.0.2.251", PUBLIC_101, 1024 + j + handshakes * 20, 8080, S, j.into(), 0, 0)
+                    .0;
+                assert_eq!(v, FWD_IN);
+                flood += 1;
+            }
+            assert_eq!(
+                g.tcp(Side::Inside, NAS, "192.0.2.250", 80, port, S | A, 70, 8, 0).0,
+                FWD_OUT,
+                "handshake {handshakes}"
+            );
+            assert_eq!(g.tcp(Side::Outside, "192.0.2.250", PUBLIC_101, port, 8080, A, 8, 71, 0).0, FWD_IN);
+            handshakes += 1;
+        }
+        let held = g.e.conntrack().half_open_of(slot, Side::Outside);
+        assert!(held <= 64, "{held} half-open after {i}");
+        if i % 997 == 0 {
+            assert_eq!(held, unassured(&g.e, slot, Side::Outside), "the queue is the table's unassured flows");
+        }
+    }
+    assert_eq!(handshakes, 20);
+    assert_eq!(g.e.conntrack().half_open_of(slot, Side::Outside), 64);
+    assert_eq!(g.e.counters().flows_evicted_half_open, u64::from(flood) - 64, "completed handshakes left the queue");
+    assert_eq!(g.e.counters().flows_evicted, 0, "the table never filled");
+    // Live: the member's own connection, the 20 handshakes, and 64 of the flood.
+    assert_eq!(g.e.conntrack().len(), 1 + 20 + 64);
+    assert_eq!(g.tcp(Side::Inside, LAPTOP, WEB, 40_000, 443, A, 2, 10, 10).0, FWD_OUT);
+    // The member's own side has its own queue: its new connections are not
+    // pushed out by the flood at its forward, and an answer settles them.
+    assert_eq!(g.tcp(Side::Inside, LAPTOP, WEB, 40_001, 443, S, 1, 0, 0).0, FWD_OUT);
+    assert_eq!(g.e.conntrack().half_open_of(slot, Side::Inside), 1);
+    assert_eq!(g.tcp(Side::Outside, WEB, PUBLIC_101, 443, 40_001, S | A, 9, 2, 0).0, FWD_IN);
+    assert_eq!(g.e.conntrack().half_open_of(slot, Side::Inside), 1, "answered, the handshake not done");
+    assert_eq!(g.tcp(Side::Inside, LAPTOP, WEB, 40_001, 443, A, 2, 10, 0).0, FWD_OUT);
+    assert_eq!(g.e.conntrack().half_open_of(slot, Side::Inside), 0);
+    // Expiry empties the queues.
+    g.now = g.now + Duration::from_secs(200);
+    for _ in 0..64 {
+        g.e.poll_timers(g.now);
+    }
+    assert_eq!(g.e.conntrack().half_open_of(slot, Side::Outside), 0);
+    assert_eq!(unassured(&g.e, slot, Side::Outside), 0);
+}

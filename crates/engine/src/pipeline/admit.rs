@@ -10,7 +10,7 @@
 //! The flow is then stored and charged to its member's account.
 
 use super::{Charge, Engine};
-use crate::conntrack::{Conntrack, Hit, NewFlow, ProtoState, NO_ACCOUNT, NO_BINDING};
+use crate::conntrack::{Conntrack, Evicted, Hit, NewFlow, ProtoState, NO_ACCOUNT, NO_BINDING};
 use crate::counters::Reason;
 use crate::members::{DOWN, UP};
 use crate::nat::{Nat, NatRefusal, Public};
@@ -72,7 +72,17 @@ impl Engine {
             return (self.drop(Reason::FlowTableFull), None, None);
         };
         self.counters.flows_created += 1;
-        self.counters.flows_evicted += u64::from(evicted);
+        self.counters.flows_evicted += u64::from(evicted.table);
+        self.counters.flows_evicted_half_open += u64::from(evicted.half_open);
+        if evicted != Evicted::default() {
+            // What the evicted flows held is free for the next new flow
+            // (a member at its limit of half-open flows opens one per one
+            // it loses: its NAT bindings stay within the same limit).
+            let Engine { ct, nat, .. } = self;
+            for (_, b) in ct.take_released() {
+                nat.release(b);
+            }
+        }
         self.counters.flows_picked_up += u64::from(picked_up);
         let f = self.ct.flow_mut(idx);
         f.packets[0] = 1;

@@ -121,6 +121,7 @@ impl Engine {
         f.bytes[dir] += frame.len() as u64;
         let timeout = f.timeout(timeouts);
         f.expires = now + timeout;
+        let settle = f.needs_settle();
         // A packet leaves as the other direction expects to see it: the
         // reverse of the other direction's key.
         let translate = f.translated.then(|| f.keys[1 - dir].reversed());
@@ -128,6 +129,10 @@ impl Engine {
         if timeout < timeout_before {
             // The wheel is lazy about later deadlines, not earlier ones.
             self.ct.reschedule(h.flow);
+        }
+        if settle {
+            // Answered, or its handshake done (or a TCP flow reopened).
+            self.ct.settle(h.flow);
         }
         if changed {
             self.ct.touched(h.flow);

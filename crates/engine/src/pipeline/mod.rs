@@ -78,6 +78,11 @@ pub struct Config {
     pub frag_timeout: Duration,
     /// NAT bindings one member may hold at once (RFC 6888 REQ-4).
     pub nat_quota: u32,
+    /// Unassured flows (unanswered, or a TCP handshake not completed) one
+    /// member may have open on one side: opened by its devices, or from the
+    /// outside to it (port forwards, IPv6 openings). Past it, the oldest
+    /// goes ([`crate::conntrack`]).
+    pub half_open_per_member: u32,
     /// Shape members with a plan (None: nobody is shaped).
     pub shaping: Option<ShapingConfig>,
 }
@@ -112,6 +117,7 @@ impl Default for Config {
             frag_stash: 256,
             frag_timeout: Duration::from_secs(30),
             nat_quota: 8192,
+            half_open_per_member: crate::conntrack::HALF_OPEN_PER_MEMBER,
             shaping: None,
         }
     }
@@ -151,8 +157,10 @@ pub struct Engine {
 
 impl Engine {
     pub fn new(cfg: Config, now: Time) -> Engine {
+        let mut ct = Conntrack::new(cfg.max_flows, cfg.hash_key, cfg.timeouts, now);
+        ct.set_half_open(cfg.half_open_per_member);
         Engine {
-            ct: Conntrack::new(cfg.max_flows, cfg.hash_key, cfg.timeouts, now),
+            ct,
             frags: Fragments::new(cfg.max_datagrams, cfg.frag_stash, cfg.frag_timeout, cfg.hash_key, now),
             counters: Counters::default(),
             last_now: now,
@@ -222,6 +230,7 @@ impl Engine {
         // so that never reallocates (capacity only: the memory is touched as
         // members come).
         self.accounts.reserve(new.len());
+        self.ct.reserve_queues(self.accounts.len() + new.len());
         if let Some(sh) = &mut self.shaping {
             sh.reserve(new.len());
             // Plans may have changed: queues stay, rates follow.

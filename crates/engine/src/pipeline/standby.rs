@@ -166,6 +166,7 @@ impl Engine {
             f.answered |= s.answered;
             let deadline = grace(f.timeout(timeouts));
             f.expires = f.expires.max(deadline);
+            self.ct.settle(hit.flow);
             self.ct.name_in_resync(hit.flow, resync);
             return Ok(Installed::Updated);
         }
@@ -193,13 +194,15 @@ impl Engine {
             }
             return Err(InstallRefusal::TableFull);
         };
-        self.counters.flows_evicted += u64::from(evicted);
+        self.counters.flows_evicted += u64::from(evicted.table);
+        self.counters.flows_evicted_half_open += u64::from(evicted.half_open);
         let (f, timeouts) = self.ct.flow_and_timeouts(i);
         f.answered = s.answered;
         f.packets = s.packets;
         f.bytes = s.bytes;
         // Later than the timer set at insert: the wheel finds it lazily.
         f.expires = grace(f.timeout(timeouts));
+        self.ct.settle(i);
         self.ct.name_in_resync(i, resync);
         Ok(Installed::New)
     }
