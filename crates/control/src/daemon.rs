@@ -49,6 +49,19 @@ use std::time::{Duration, Instant};
 /// How long the last usage flush at a stop is retried before the usage is spooled.
 pub const STOP_FLUSH_DEADLINE: Duration = Duration::from_secs(10);
 
+/// The longest a periodic database write (a usage flush, the spool, the
+/// other box's usage) may hold the control loop: a database that went
+/// away without a word (a partition) must not stop the stats, the API's
+/// figures, the port watch or a SIGTERM for the minutes TCP takes to give up.
+pub const DB_WRITE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The longest a reload (read, compile, publish) may take: far above a
+/// campus's (a second or two), far below TCP's patience.
+pub const RELOAD_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// After a periodic flush failed, the next is tried this much later.
+pub const FLUSH_RETRY: Duration = Duration::from_secs(10);
+
 /// Why the daemon could not start or had to stop. A failure keeps the
 /// error it comes from as its source; the exit code tells the kind.
 #[derive(Debug, thiserror::Error)]
@@ -210,6 +223,7 @@ pub fn run_config(config: Config, checked: Checked) -> Result<(), Failure> {
         carried: DataplaneCounters::default(),
         carried_unserved: 0,
         restarts: 0,
+        flushes: [0; 2],
         last_restart_try: Instant::now(),
     };
     daemon.serve(&signals);
@@ -245,6 +259,8 @@ struct Daemon {
     /// Frames the XDP programs of earlier starts dropped as unserved.
     carried_unserved: u64,
     restarts: u64,
+    /// Periodic usage flushes `[written, failed]`.
+    flushes: [u64; 2],
     last_restart_try: Instant,
 }
 
@@ -254,6 +270,7 @@ impl Daemon {
     /// the stats file and the log line.
     fn serve(&mut self, signals: &Signals) {
         let mut last_flush = Instant::now();
+        let mut flush_wait = self.checked.flush_interval;
         let mut last_stats = Instant::now();
         let mut last_log = Instant::now();
         let mut last_share = Instant::now();
@@ -285,12 +302,16 @@ impl Daemon {
                 return;
             }
             let stats = self.stats();
-            if last_flush.elapsed() >= self.checked.flush_interval {
+            if last_flush.elapsed() >= flush_wait {
                 last_flush = Instant::now();
                 if self.control.spool.exists() {
                     replay_spool(&self.control, "before the flush");
                 }
-                flush_usage(&self.control, &mut self.ledger, &stats);
+                let ok = flush_usage(&self.control, &mut self.ledger, &stats);
+                self.flushes[usize::from(!ok)] += 1;
+                // A failed flush holds this loop up to DB_WRITE_TIMEOUT: it is
+                // tried again in FLUSH_RETRY, whatever the interval.
+                flush_wait = if ok { self.checked.flush_interval } else { FLUSH_RETRY };
             }
             self.exchange_usage(&stats, &mut last_share);
             // One document for whichever of its readers is due: the API
@@ -343,11 +364,16 @@ impl Daemon {
         let period = Periods::HOURLY.start(unix_now());
         self.orphans.retain(|o| {
             let write = self.control.db.write_accounting_once(&o.writer, o.flush, period, &o.traffic);
-            match self.control.runtime.block_on(write) {
-                Ok(true) => tracing::info!(box_ = %o.writer, flush = o.flush, members = o.traffic.len(), "wrote the other box's usage"),
-                Ok(false) => tracing::info!(box_ = %o.writer, flush = o.flush, "the other box had written its usage"),
-                Err(e) => {
+            match self.control.runtime.block_on(async { tokio::time::timeout(DB_WRITE_TIMEOUT, write).await }) {
+                Ok(Ok(true)) => tracing::info!(box_ = %o.writer, flush = o.flush, members = o.traffic.len(), "wrote the other box's usage"),
+                Ok(Ok(false)) => tracing::info!(box_ = %o.writer, flush = o.flush, "the other box had written its usage"),
+                Ok(Err(e)) => {
                     tracing::warn!("the other box's usage not written (retrying): {e}");
+                    return true;
+                }
+                Err(_) => {
+                    let s = DB_WRITE_TIMEOUT.as_secs();
+                    tracing::warn!("the other box's usage not written (retrying): no answer within {s} s");
                     return true;
                 }
             }
@@ -370,6 +396,7 @@ impl Daemon {
             carried: self.carried.clone(),
             unserved: self.carried_unserved + self.running.as_ref().map_or(0, Running::unserved),
             restarts: self.restarts,
+            flushes: self.flushes,
             pair: self.pair.as_ref().map(crate::pair::Pair::stats),
         }
     }
@@ -743,9 +770,15 @@ fn replay_spool(control: &Control, when: &str) {
     if !control.spool.exists() {
         return;
     }
-    match control.runtime.block_on(control.spool.replay(&control.db)) {
-        Ok(n) => tracing::info!("usage spool {} written {when}: {n} record(s)", control.spool.path().display()),
-        Err(e) => tracing::warn!("{e}; kept for the next flush"),
+    let replay = control.spool.replay(&control.db);
+    match control.runtime.block_on(async { tokio::time::timeout(DB_WRITE_TIMEOUT, replay).await }) {
+        Ok(Ok(n)) => tracing::info!("usage spool {} written {when}: {n} record(s)", control.spool.path().display()),
+        Ok(Err(e)) => tracing::warn!("{e}; kept for the next flush"),
+        Err(_) => tracing::warn!(
+            "usage spool {}: no answer from the database within {} s; kept for the next flush",
+            control.spool.path().display(),
+            DB_WRITE_TIMEOUT.as_secs()
+        ),
     }
 }
 
@@ -951,6 +984,20 @@ fn open_ports(
 
 /// Reloads on every change the database reports and on SIGHUP; a failure
 /// keeps the running policy, and a broken watch is re-established.
+/// A reload, at most [`RELOAD_TIMEOUT`]: one that gets no answer must not
+/// hold the reload loop (and every later reload) for the minutes TCP takes
+/// to give up on a partition.
+async fn reload(reloader: &mut Reloader, db: &Database) -> Result<crate::reload::Reloaded, crate::db::DbError> {
+    match tokio::time::timeout(RELOAD_TIMEOUT, reloader.reload()).await {
+        Ok(r) => r,
+        Err(_) => Err(crate::db::DbError::NoAnswer {
+            url: db.url().to_owned(),
+            doing: "cannot reload the member database".into(),
+            seconds: RELOAD_TIMEOUT.as_secs(),
+        }),
+    }
+}
+
 async fn reload_loop(
     db: Database,
     mut reloader: Reloader,
@@ -980,7 +1027,7 @@ async fn reload_loop(
                 tracing::warn!("cannot watch the member database (retrying in 5 s): {e}");
                 tokio::select! {
                     _ = tokio::time::sleep(Duration::from_secs(5)) => {}
-                    _ = now.notified() => report(reloader.reload().await),
+                    _ = now.notified() => report(reload(&mut reloader, &db).await),
                 }
                 continue;
             }
@@ -988,7 +1035,7 @@ async fn reload_loop(
         loop {
             tokio::select! {
                 changed = watch.changed() => match changed {
-                    Ok(()) => report(reloader.reload().await),
+                    Ok(()) => report(reload(&mut reloader, &db).await),
                     Err(e) => {
                         tracing::warn!("member database watch: {e}");
                         if watch.is_closed() {
@@ -996,23 +1043,39 @@ async fn reload_loop(
                         }
                     }
                 },
-                _ = now.notified() => report(reloader.reload().await),
+                _ = now.notified() => report(reload(&mut reloader, &db).await),
             }
         }
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
 }
 
-/// A periodic flush: what fails stays in the ledger for the next one.
-fn flush_usage(control: &Control, ledger: &mut Ledger, stats: &[Arc<WorkerStats>]) {
+/// A periodic flush, at most [`DB_WRITE_TIMEOUT`]: what fails stays in the
+/// ledger for the next one. Returns whether it was written.
+fn flush_usage(control: &Control, ledger: &mut Ledger, stats: &[Arc<WorkerStats>]) -> bool {
     if stats.is_empty() {
-        return;
+        return true;
     }
     let totals = crate::stats::usage(stats);
-    match control.runtime.block_on(ledger.flush(&control.db, Periods::HOURLY, unix_now(), &totals)) {
-        Ok(0) => {}
-        Ok(n) => tracing::info!("usage written members={n}"),
-        Err(e) => tracing::warn!("usage not written (kept for the next flush): {e}"),
+    let flush = ledger.flush(&control.db, Periods::HOURLY, unix_now(), &totals);
+    match control.runtime.block_on(async { tokio::time::timeout(DB_WRITE_TIMEOUT, flush).await }) {
+        Ok(Ok(0)) => true,
+        Ok(Ok(n)) => {
+            tracing::info!("usage written members={n}");
+            true
+        }
+        Ok(Err(e)) => {
+            tracing::warn!("usage not written (kept for the next flush): {e}");
+            false
+        }
+        Err(_) => {
+            let s = DB_WRITE_TIMEOUT.as_secs();
+            let doubt = if ledger.in_doubt() { "; the flush is in doubt, and sent again first" } else { "" };
+            tracing::warn!(
+                "usage not written (kept for the next flush): no answer from the database within {s} s{doubt}"
+            );
+            false
+        }
     }
 }
 

@@ -9,8 +9,14 @@
 //! daemon flushes every `interval` and once more when it stops, so a clean
 //! stop loses nothing that was counted.
 //!
-//! In a pair ([`Ledger::for_pair`]) every flush is numbered and written once
-//! only ([`Database::write_accounting_once`]): the other box holds what this
+//! Every flush is numbered and written once only
+//! ([`Database::write_accounting_once`]). A flush whose outcome is unknown
+//! (the database went away, or did not answer in time, after the commit
+//! may have been sent) stays *in doubt*: the next flush first sends exactly
+//! it again, under the same number, before anything new. Written or not the
+//! first time, it is then written once.
+//!
+//! In a pair ([`Ledger::for_pair`]) the other box holds what this
 //! one counted and has not written (sent twice a second, [`crate::pair`]), and
 //! writes it under this box's name and number if this one dies. Should this
 //! box come back and find its flush written, it counts it as written: what
@@ -35,33 +41,70 @@ impl Periods {
     }
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Ledger {
     written: HashMap<u32, MemberTraffic>,
-    /// In a pair: this box's name, and the number of its next flush.
-    pair: Option<(String, i64)>,
+    /// This box's name in `torwart_usage_flushes`.
+    writer: String,
+    /// The number of the next flush: milliseconds since the epoch when the
+    /// ledger was made, then one more each flush (never reused after a restart).
+    next: i64,
+    /// In a pair (the other box may write this one's flushes).
+    paired: bool,
     last_flush: Option<i64>,
+    in_doubt: Option<InDoubt>,
+}
+
+/// A flush sent whose outcome is unknown.
+#[derive(Debug)]
+struct InDoubt {
+    flush: i64,
+    period_start: i64,
+    delta: Vec<MemberTraffic>,
+    /// What is written once it is.
+    totals: std::collections::BTreeMap<u32, MemberTraffic>,
+}
+
+impl Default for Ledger {
+    fn default() -> Self {
+        Ledger::new()
+    }
 }
 
 impl Ledger {
+    /// The ledger of a box on its own, named by its host name.
     pub fn new() -> Ledger {
-        Ledger::default()
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+        let host = host.trim();
+        Ledger::named(format!("host:{}", if host.is_empty() { "torwart" } else { host }), false)
     }
 
-    /// A ledger whose flushes are numbered and written once, as box `writer`.
+    /// The ledger of box `writer` of a pair.
     pub fn for_pair(writer: String) -> Ledger {
-        Ledger { pair: Some((writer, unix_ms())), ..Ledger::default() }
+        Ledger::named(writer, true)
+    }
+
+    fn named(writer: String, paired: bool) -> Ledger {
+        Ledger { written: HashMap::new(), writer, next: unix_ms(), paired, last_flush: None, in_doubt: None }
     }
 
     /// A ledger that counts from zero again (the workers start afresh),
-    /// numbering on where this one was.
+    /// numbering on where this one was. Call only with nothing in doubt
+    /// ([`Ledger::pending`] includes it: spool that first).
     pub fn fresh(&self) -> Ledger {
-        Ledger { pair: self.pair.clone(), ..Ledger::default() }
+        Ledger { next: self.next, last_flush: self.last_flush, ..Ledger::named(self.writer.clone(), self.paired) }
     }
 
-    /// The number the next flush will have (in a pair).
+    /// The number the next flush will have, in a pair: the other box writes
+    /// this box's pending usage under it if this box dies. A flush in doubt
+    /// keeps its number: written by either box, it is written once.
     pub fn next_flush(&self) -> Option<i64> {
-        self.pair.as_ref().map(|p| p.1)
+        self.paired.then(|| self.in_doubt.as_ref().map_or(self.next, |d| d.flush))
+    }
+
+    /// A flush was sent and its outcome is unknown (retried first at the next).
+    pub fn in_doubt(&self) -> bool {
+        self.in_doubt.is_some()
     }
 
     /// The number of the last flush written (in a pair).
@@ -99,7 +142,9 @@ impl Ledger {
     }
 
     /// Writes what was counted since the last flush to the period of
-    /// `now_unix`. Returns the members written.
+    /// `now_unix`, after the flush in doubt if there is one. Returns the
+    /// members written. If the future is dropped or fails after it began
+    /// writing, the flush is in doubt (see the module docs).
     pub async fn flush(
         &mut self,
         db: &Database,
@@ -107,24 +152,38 @@ impl Ledger {
         now_unix: i64,
         totals: &[MemberTraffic],
     ) -> Result<usize, DbError> {
+        let mut members = 0;
+        if let Some(d) = &self.in_doubt {
+            if db.write_accounting_once(&self.writer, d.flush, d.period_start, &d.delta).await? {
+                members += d.delta.len();
+                tracing::info!(flush = d.flush, "usage flush in doubt: written now");
+            } else {
+                tracing::info!(flush = d.flush, "usage flush in doubt: had been written");
+            }
+            self.settle();
+        }
         let delta = self.pending(totals);
         if delta.is_empty() {
-            return Ok(0);
+            return Ok(members);
         }
-        match &mut self.pair {
-            None => db.write_accounting(periods.start(now_unix), &delta).await?,
-            Some((writer, flush)) => {
-                if !db.write_accounting_once(writer, *flush, periods.start(now_unix), &delta).await? {
-                    tracing::warn!(flush = *flush, "usage flush already written by the other box of the pair");
-                }
-                self.last_flush = Some(*flush);
-                *flush = (*flush + 1).max(unix_ms());
-            }
+        let flush = self.next;
+        self.next = (flush + 1).max(unix_ms());
+        let period_start = periods.start(now_unix);
+        let d = self.in_doubt.insert(InDoubt { flush, period_start, delta, totals: summed(totals) });
+        if !db.write_accounting_once(&self.writer, flush, period_start, &d.delta).await? && self.paired {
+            tracing::warn!(flush, "usage flush already written by the other box of the pair");
         }
-        for (id, t) in summed(totals) {
-            self.written.insert(id, t);
+        members += d.delta.len();
+        self.settle();
+        Ok(members)
+    }
+
+    /// The flush in doubt is written (now or before): its totals are.
+    fn settle(&mut self) {
+        if let Some(d) = self.in_doubt.take() {
+            self.written.extend(d.totals);
+            self.last_flush = Some(d.flush);
         }
-        Ok(delta.len())
     }
 }
 
@@ -164,5 +223,49 @@ mod tests {
         assert_eq!(l.pending(&[t(7, 120, 2), t(7, 50, 1)]), vec![t(7, 20, 1)]);
         // The counters started again below what was written: all of it is new.
         assert_eq!(l.pending(&[t(7, 30, 1)]), vec![t(7, 30, 1)]);
+    }
+
+    /// A flush in doubt is sent again, under its number, before anything
+    /// new: written once whether its first commit happened or not.
+    #[test]
+    fn a_flush_in_doubt_is_written_once() {
+        let file = std::env::temp_dir().join(format!("torwart-ledger-{}.db", std::process::id()));
+        let _ = std::fs::remove_file(&file);
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        rt.block_on(async {
+            let db = Database::open_or_create(&format!("sqlite://{}", file.display())).await.unwrap();
+            db.init().await.unwrap();
+            let written = |db: &Database| {
+                let db = db.clone();
+                async move { db.read_accounting(7).await.unwrap().iter().map(|p| p.up_bytes).sum::<u64>() }
+            };
+            let mut l = Ledger::new();
+            let hour = Periods::HOURLY;
+            assert_eq!(l.flush(&db, hour, 7200, &[t(7, 100, 1)]).await.unwrap(), 1);
+            assert_eq!(written(&db).await, 100);
+            // A flush sent whose answer was lost: the next number, `delta`
+            // of member 7 in the first period, to total `total` bytes.
+            let doubt = |l: &mut Ledger, delta: u64, total: u64, packets: u64| {
+                let flush = l.next;
+                l.next += 1;
+                let (delta, totals) = (vec![t(7, delta, 1)], summed(&[t(7, total, packets)]));
+                l.in_doubt = Some(InDoubt { flush, period_start: hour.start(7200), delta, totals });
+                flush
+            };
+            // Committed before the answer was lost.
+            let flush = doubt(&mut l, 50, 150, 2);
+            db.write_accounting_once(&l.writer, flush, hour.start(7200), &[t(7, 50, 1)]).await.unwrap();
+            assert_eq!(l.pending(&[t(7, 180, 3)]), vec![t(7, 80, 2)], "in doubt is pending");
+            assert_eq!(l.flush(&db, hour, 7300, &[t(7, 180, 3)]).await.unwrap(), 1);
+            assert_eq!(written(&db).await, 180, "the doubtful flush once, then the rest");
+            assert!(!l.in_doubt());
+            // Lost before the commit.
+            let flush = doubt(&mut l, 20, 200, 4);
+            assert_eq!(l.flush(&db, hour, 7400, &[t(7, 200, 4)]).await.unwrap(), 1);
+            assert_eq!(written(&db).await, 200);
+            assert_eq!(l.last_flush(), Some(flush));
+            db.close().await;
+        });
+        let _ = std::fs::remove_file(&file);
     }
 }

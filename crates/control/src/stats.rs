@@ -30,7 +30,9 @@ pub struct Stats {
     /// Every counter by its stable name: the engine's (drops by reason
     /// among them), frames received and sent (`rx_frames`, `tx_frames`,
     /// all starts of the workers), the dataplane's drops, handoff, the router's
-    /// (`router_*`), `xdp_unserved`, `port_lost`, `workers_restarted`.
+    /// (`router_*`), `xdp_unserved`, `port_lost`, `workers_restarted`,
+    /// periodic usage flushes written and failed (`usage_flushes`,
+    /// `usage_flush_failures`: the database refused or did not answer).
     pub counters: BTreeMap<String, u64>,
     /// Usage per member since the workers started, by member id.
     pub members: Vec<MemberTraffic>,
@@ -192,6 +194,8 @@ pub struct Context {
     pub carried: DataplaneCounters,
     pub unserved: u64,
     pub restarts: u64,
+    /// Periodic usage flushes `[written, failed]`.
+    pub flushes: [u64; 2],
     pub pair: Option<PairStats>,
 }
 
@@ -269,6 +273,8 @@ fn counters(stats: &[Arc<WorkerStats>], totals: &Totals, cx: &Context) -> BTreeM
     counters.insert("xdp_unserved".into(), cx.unserved);
     counters.insert("port_lost".into(), cx.ports.iter().map(|p| p.lost).sum());
     counters.insert("workers_restarted".into(), cx.restarts);
+    counters.insert("usage_flushes".into(), cx.flushes[0]);
+    counters.insert("usage_flush_failures".into(), cx.flushes[1]);
     for s in stats {
         for (name, v) in s.egress.router.iter() {
             *counters.entry(format!("router_{name}")).or_insert(0) += v;

@@ -13,8 +13,11 @@
 mod common;
 
 use common::*;
+use std::net::TcpStream;
 use std::path::Path;
 use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use torwart::lab::netns;
 
@@ -177,42 +180,82 @@ fn lock(db: &Path) -> std::process::Child {
     locker
 }
 
+/// The member database on the PostgreSQL server `base` (a schema of its
+/// own, dropped with this), reached from the box's namespace through a
+/// [`Relay`]: the box's loopback is its own.
+struct PgLab {
+    base: String,
+    schema: String,
+    /// The schema's URL from here, and from the box.
+    url: String,
+    boxed_url: String,
+    relay: Relay,
+}
+
+impl PgLab {
+    fn new(lab: &Lab, base: &str) -> PgLab {
+        let schema = format!("torwart_faults_{}_{}", std::process::id(), lab.b);
+        psql(base, &format!("CREATE SCHEMA {schema}"));
+        let sep = if base.contains('?') { '&' } else { '?' };
+        let url = format!("{base}{sep}options=-c%20search_path%3D{schema}");
+        let (authority, _) = url.split_once("://").unwrap().1.split_once('/').unwrap();
+        let server = authority.rsplit('@').next().unwrap().to_owned();
+        let relay = Relay::start(&lab.b, &server);
+        let boxed_url = url.replacen(&server, &format!("127.0.0.1:{}", relay.port), 1);
+        let json = lab.dir.join("members.json");
+        std::fs::write(&json, MEMBERS).unwrap();
+        for args in [vec!["db", "init", "--db", &url], vec!["db", "import", json.to_str().unwrap(), "--db", &url]] {
+            let out = lab.torwart(&args);
+            assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        }
+        PgLab { base: base.to_owned(), schema, url, boxed_url, relay }
+    }
+
+    /// Bytes member 1 sent, as the database has them.
+    fn written_up_bytes(&self) -> u64 {
+        let url = self.url.clone();
+        torwart::block_on(async move {
+            let d = control::db::Database::open(&url).await.unwrap();
+            let p = d.read_accounting(1).await.unwrap();
+            d.close().await;
+            p.iter().map(|p| p.up_bytes).sum()
+        })
+    }
+}
+
+impl Drop for PgLab {
+    fn drop(&mut self) {
+        self.relay.partition(false);
+        psql(&self.base, &format!("DROP SCHEMA IF EXISTS {} CASCADE", self.schema));
+    }
+}
+
+fn psql(base: &str, sql: &str) {
+    let out = Command::new("psql").args([base, "-v", "ON_ERROR_STOP=1", "-qc", sql]).output().expect("psql");
+    assert!(out.status.success(), "{sql}: {}", String::from_utf8_lossy(&out.stderr));
+}
+
+fn postgres() -> Option<String> {
+    let base = std::env::var("TORWART_TEST_POSTGRES").ok().filter(|_| root());
+    if base.is_none() {
+        println!("skipped: needs root and TORWART_TEST_POSTGRES");
+    }
+    base
+}
+
 #[test]
 fn on_postgresql_the_password_is_never_logged_and_sigterm_ends_the_daemon() {
-    let Some(base) = std::env::var("TORWART_TEST_POSTGRES").ok().filter(|_| root()) else {
-        println!("skipped: needs root and TORWART_TEST_POSTGRES");
-        return;
-    };
+    let Some(base) = postgres() else { return };
     let mut lab = Lab::new("p");
-    let schema = format!("torwart_faults_{}", std::process::id());
-    let psql = |sql: &str| {
-        let out = Command::new("psql").args([&base, "-v", "ON_ERROR_STOP=1", "-qc", sql]).output().expect("psql");
-        assert!(out.status.success(), "{sql}: {}", String::from_utf8_lossy(&out.stderr));
-    };
-    psql(&format!("CREATE SCHEMA {schema}"));
-    let sep = if base.contains('?') { '&' } else { '?' };
-    let url = format!("{base}{sep}options=-c%20search_path%3D{schema}");
-    // The daemon runs in the box's namespace, whose loopback is its own:
-    // it reaches the server through a relay listening there.
-    let (authority, _) = url.split_once("://").unwrap().1.split_once('/').unwrap();
-    let server = authority.rsplit('@').next().unwrap().to_owned();
-    let relay = relay(&lab.b, &server);
-    let boxed_url = url.replacen(&server, &format!("127.0.0.1:{relay}"), 1);
-    let password = url.split("://").nth(1).and_then(|r| r.split('@').next()).and_then(|u| u.split(':').nth(1));
-    let json = lab.dir.join("members.json");
-    std::fs::write(&json, MEMBERS).unwrap();
-    for args in [vec!["db", "init", "--db", &url], vec!["db", "import", json.to_str().unwrap(), "--db", &url]] {
-        let out = lab.torwart(&args);
-        assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
-    }
-    let config = lab.configure_with(&boxed_url);
+    let pg = PgLab::new(&lab, &base);
+    let password = pg.url.split("://").nth(1).and_then(|r| r.split('@').next()).and_then(|u| u.split(':').nth(1));
+    let config = lab.configure_with(&pg.boxed_url);
     lab.start(&config);
     // Usage to write at the stop (the hang came after "usage written").
     lab.member_traffic(6000, 5);
     let started = Instant::now();
     let code = lab.stop();
     let took = started.elapsed();
-    psql(&format!("DROP SCHEMA {schema} CASCADE"));
     let log = lab.log();
     assert_eq!(code, Some(0), "{log}");
     assert!(took < Duration::from_secs(10), "the stop took {took:?}:\n{log}");
@@ -222,31 +265,166 @@ fn on_postgresql_the_password_is_never_logged_and_sigterm_ends_the_daemon() {
     assert!(log.contains("database=postgres://") && log.contains("usage written"), "{log}");
     // The pool closed because its connections came back, not by the timeout.
     assert!(!log.contains("did not close"), "{log}");
+    drop(pg);
     let _ = std::fs::remove_dir_all(&lab.dir);
 }
 
-/// A TCP relay: listens on 127.0.0.1 in namespace `ns` (on the port it
-/// returns) and connects each client to `server` from this namespace.
-fn relay(ns: &str, server: &str) -> u16 {
-    let listener = in_ns(ns, || {
-        netns::ip(&["link", "set", "lo", "up"]).ok();
-        std::net::TcpListener::bind("127.0.0.1:0").unwrap()
-    })
-    .join()
-    .unwrap();
-    let port = listener.local_addr().unwrap().port();
-    let server = server.to_owned();
-    std::thread::spawn(move || {
-        for client in listener.incoming().flatten() {
-            let Ok(upstream) = std::net::TcpStream::connect(&server) else { continue };
-            for (mut from, mut to) in [(client.try_clone().unwrap(), upstream.try_clone().unwrap()), (upstream, client)]
-            {
-                std::thread::spawn(move || {
-                    let _ = std::io::copy(&mut from, &mut to);
-                    let _ = to.shutdown(std::net::Shutdown::Write);
-                });
-            }
+/// The database gone without a word for a minute (a partition: what is
+/// sent vanishes, nothing answers) under a stream of the member's traffic:
+/// forwarding goes on with the policy it has, the daemon keeps publishing
+/// its figures and answering signals, a reload is refused, and the usage of
+/// that minute reaches the database once it is back, exactly once.
+#[test]
+fn a_database_gone_for_a_minute_stops_neither_forwarding_nor_the_daemon_and_loses_no_usage() {
+    let Some(base) = postgres() else { return };
+    let mut lab = Lab::new("g");
+    let pg = PgLab::new(&lab, &base);
+    let config = lab.configure_with(&pg.boxed_url);
+    let text = std::fs::read_to_string(&config).unwrap().replace("flush_interval = \"60s\"", "flush_interval = \"1s\"");
+    std::fs::write(&config, text).unwrap();
+    // The outside host's address resolved (torwart drops a frame to a
+    // neighbour the kernel has not resolved yet, and counts it).
+    lab.sh(&lab.b, "ping -c 1 -W 2 192.0.2.2 >/dev/null");
+    lab.start(&config);
+    let outage = Duration::from_secs(60);
+    let stream = outage + Duration::from_secs(12);
+    let received = count_udp(&lab.o, 7000, stream + Duration::from_secs(3));
+    std::thread::sleep(Duration::from_millis(300));
+    // 50 datagrams a second, one flow, through the whole outage.
+    let sender = in_ns(&lab.i, move || {
+        let s = std::net::UdpSocket::bind("0.0.0.0:0").unwrap();
+        let (start, mut sent) = (Instant::now(), 0usize);
+        while start.elapsed() < stream {
+            s.send_to(format!("stream {sent}").as_bytes(), (OUTSIDE_HOST, 7000)).unwrap();
+            sent += 1;
+            std::thread::sleep(Duration::from_millis(20));
         }
+        sent
     });
-    port
+    lab.wait_for("a flush", |l| l.counter("usage_flushes") >= 2);
+    std::thread::sleep(Duration::from_secs(3));
+
+    pg.relay.partition(true);
+    let cut = Instant::now();
+    let pid = lab.ns.pid("torwart").unwrap() as libc::pid_t;
+    // SAFETY: kill with the pid of our own child and a valid signal.
+    unsafe { libc::kill(pid, libc::SIGHUP) };
+    // The stats file goes on: a failed flush holds the control loop at
+    // most its timeout (5 s).
+    let (mut last_rx, mut last_change, mut longest) = (lab.rx(), Instant::now(), Duration::ZERO);
+    while cut.elapsed() < outage {
+        std::thread::sleep(Duration::from_millis(100));
+        let rx = lab.rx();
+        if rx != last_rx {
+            longest = longest.max(last_change.elapsed());
+            (last_rx, last_change) = (rx, Instant::now());
+        }
+    }
+    longest = longest.max(last_change.elapsed());
+    let failures = lab.counter("usage_flush_failures");
+    let during = lab.usage().unwrap().up_bytes;
+    pg.relay.partition(false);
+
+    let sent = sender.join().unwrap();
+    let got = received.join().unwrap();
+    eprintln!("sent {sent}, received {got}; stats stalled at most {longest:?}; {failures} failed flushes");
+    assert_eq!(got, sent, "datagrams lost while the database was gone:\n{}", lab.log());
+    assert!(longest < Duration::from_secs(7), "the stats stalled {longest:?}:\n{}", lab.log());
+    assert!(failures >= 3, "{failures} failed flushes in a minute:\n{}", lab.log());
+    let log = lab.log();
+    assert!(log.contains("usage not written (kept for the next flush)"), "{log}");
+    // Back: the usage of the minute is written, at the next flush.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while pg.written_up_bytes() < during && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    assert!(pg.written_up_bytes() >= during, "the minute's usage never reached the database:\n{}", lab.log());
+    lab.wait_for("the reload refused", |l| l.log().contains("reload refused, the running policy stays"));
+    assert_eq!(lab.stop(), Some(0), "{}", lab.log());
+    let usage = lab.usage().unwrap();
+    assert_eq!(usage.up_packets, sent as u64, "the member's datagrams, as counted");
+    assert_eq!(pg.written_up_bytes(), usage.up_bytes, "written once, all of it:\n{}", lab.log());
+    drop(pg);
+    let _ = std::fs::remove_dir_all(&lab.dir);
+}
+
+/// A TCP relay: listens on 127.0.0.1 in namespace `ns` (on port `port`)
+/// and connects each client to `server` from this namespace. With a
+/// partition to switch on and off: while it is on, what
+/// either side sends vanishes and new connections are taken and never
+/// answered (a database gone without a word); when it ends, the connections
+/// it cut are closed (their streams lost bytes), and new ones work again.
+struct Relay {
+    port: u16,
+    down: Arc<AtomicBool>,
+    /// Every connection's two sockets, and whether the partition cut it.
+    conns: Arc<Mutex<Vec<(TcpStream, TcpStream, bool)>>>,
+}
+
+impl Relay {
+    fn start(ns: &str, server: &str) -> Relay {
+        let listener = in_ns(ns, || {
+            netns::ip(&["link", "set", "lo", "up"]).ok();
+            std::net::TcpListener::bind("127.0.0.1:0").unwrap()
+        })
+        .join()
+        .unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let (down, conns) = (Arc::new(AtomicBool::new(false)), Arc::new(Mutex::new(Vec::new())));
+        let server = server.to_owned();
+        let (down2, conns2) = (Arc::clone(&down), Arc::clone(&conns));
+        std::thread::spawn(move || {
+            for client in listener.incoming().flatten() {
+                if down2.load(Ordering::SeqCst) {
+                    // Taken, and never answered.
+                    let c2 = client.try_clone().unwrap();
+                    conns2.lock().unwrap().push((client, c2, true));
+                    continue;
+                }
+                let Ok(upstream) = TcpStream::connect(&server) else { continue };
+                conns2.lock().unwrap().push((client.try_clone().unwrap(), upstream.try_clone().unwrap(), false));
+                for (from, to) in [(client.try_clone().unwrap(), upstream.try_clone().unwrap()), (upstream, client)] {
+                    let down = Arc::clone(&down2);
+                    std::thread::spawn(move || pump(from, to, &down));
+                }
+            }
+        });
+        Relay { port, down, conns }
+    }
+
+    fn partition(&self, on: bool) {
+        let mut conns = self.conns.lock().unwrap();
+        if on {
+            self.down.store(true, Ordering::SeqCst);
+            for c in conns.iter_mut() {
+                c.2 = true;
+            }
+        } else {
+            for (a, b, cut) in conns.iter() {
+                if *cut {
+                    let _ = a.shutdown(std::net::Shutdown::Both);
+                    let _ = b.shutdown(std::net::Shutdown::Both);
+                }
+            }
+            conns.retain(|c| !c.2);
+            self.down.store(false, Ordering::SeqCst);
+        }
+    }
+}
+
+/// Copies `from` to `to`, dropping what arrives during a partition.
+fn pump(mut from: TcpStream, mut to: TcpStream, down: &AtomicBool) {
+    let mut buf = [0u8; 16 << 10];
+    let mut cut = false;
+    loop {
+        let n = match std::io::Read::read(&mut from, &mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => n,
+        };
+        cut |= down.load(Ordering::SeqCst);
+        if !cut && std::io::Write::write_all(&mut to, &buf[..n]).is_err() {
+            break;
+        }
+    }
+    let _ = to.shutdown(std::net::Shutdown::Write);
 }

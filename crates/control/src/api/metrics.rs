@@ -36,6 +36,7 @@ pub const NAMES: &[&str] = &[
     "torwart_shaper_drops_total",
     "torwart_uplink_share_bps",
     "torwart_reloads_total",
+    "torwart_usage_flushes_total",
     "torwart_reload_duration_seconds_bucket",
     "torwart_reload_duration_seconds_sum",
     "torwart_reload_duration_seconds_count",
@@ -281,6 +282,17 @@ impl Exposition {
             [
                 (vec![("result", "ok".into())], c.ok.load(Ordering::Relaxed) as f64),
                 (vec![("result", "refused".into())], c.refused.load(Ordering::Relaxed) as f64),
+            ],
+        )?;
+        let st = self.live.snapshot.load();
+        family(
+            e,
+            "torwart_usage_flushes",
+            "Periodic writes of member usage to the database, written or failed (kept for the next)",
+            MetricType::Counter,
+            [
+                (vec![("result", "written".into())], st.stats.counter("usage_flushes") as f64),
+                (vec![("result", "failed".into())], st.stats.counter("usage_flush_failures") as f64),
             ],
         )?;
         let mut cumulative = 0;

@@ -44,6 +44,10 @@ pub enum DbError {
     /// The change watch could not be started, or stopped.
     #[error("cannot watch {url} for changes: {cause}")]
     Watch { url: String, cause: String },
+    /// The database did not answer in time (gone without a word: a
+    /// partition, a host down).
+    #[error("{doing} in {url}: no answer within {seconds} s")]
+    NoAnswer { url: String, doing: String, seconds: u64 },
 }
 
 /// Where an imported row came from.
