@@ -277,6 +277,7 @@ impl Daemon {
         let mut last_publish: Option<Instant> = None;
         let mut last_sample = Instant::now();
         let mut routes_generation = self.mirror.load().generation();
+        self.ports.follow_links(&self.mirror.load());
         while !signals.terminate.load(Ordering::Relaxed) {
             std::thread::sleep(Duration::from_millis(50));
             if signals.hangup.swap(false, Ordering::Relaxed) {
@@ -286,6 +287,7 @@ impl Daemon {
             let tables = self.mirror.load();
             if tables.generation() != routes_generation {
                 routes_generation = tables.generation();
+                self.ports.follow_links(&tables);
                 if let Some(r) = &self.running {
                     r.set_local_addresses(&local_addresses(&tables));
                 }
@@ -550,6 +552,10 @@ struct PortWatch {
     ifindex: Option<u32>,
     /// Times the interface disappeared (deleted, or replaced by another).
     lost: u64,
+    /// Up with carrier, as the kernel's tables last said (unknown: true).
+    up: bool,
+    /// Times it went down (administratively, or its carrier).
+    downs: u64,
 }
 
 /// Step 3: every port's interface exists.
@@ -558,7 +564,7 @@ fn find_ports(config: &Config) -> Result<Ports, Failure> {
     for p in &config.ports {
         let idx = ifindex(&p.interface).ok_or_else(|| Failure::NoInterface { port: p.interface.clone() })?;
         let side = if p.side == PortSide::Inside { Side::Inside } else { Side::Outside };
-        ports.push(PortWatch { name: p.interface.clone(), side, ifindex: Some(idx), lost: 0 });
+        ports.push(PortWatch { name: p.interface.clone(), side, ifindex: Some(idx), lost: 0, up: true, downs: 0 });
     }
     Ok(Ports { ports })
 }
@@ -589,6 +595,26 @@ impl Ports {
         changed
     }
 
+    /// Follows the ports' link state in the kernel's tables: a link that
+    /// goes down (or loses its carrier) is logged and counted; nothing is
+    /// forwarded out of it meanwhile (`router_egress_down`), and the
+    /// workers go on, so that it carries traffic again as soon as it is up.
+    fn follow_links(&mut self, tables: &router::RouteTables) {
+        for p in &mut self.ports {
+            let Some(link) = p.ifindex.and_then(|i| tables.link(i)) else { continue };
+            if link.up == p.up {
+                continue;
+            }
+            p.up = link.up;
+            if link.up {
+                tracing::info!("port {}: link up", p.name);
+            } else {
+                p.downs += 1;
+                tracing::error!("port {}: link down (or no carrier); nothing crosses it until it is up", p.name);
+            }
+        }
+    }
+
     fn status(&self) -> Vec<crate::stats::PortStatus> {
         self.ports
             .iter()
@@ -597,6 +623,8 @@ impl Ports {
                 side: p.side.name().to_owned(),
                 present: p.ifindex.is_some(),
                 lost: p.lost,
+                up: p.ifindex.is_some() && p.up,
+                downs: p.downs,
             })
             .collect()
     }

@@ -110,6 +110,10 @@ pub struct PortStatus {
     pub present: bool,
     /// Times it disappeared.
     pub lost: u64,
+    /// Up, with carrier (false while missing).
+    pub up: bool,
+    /// Times its link went down (administratively, or its carrier).
+    pub downs: u64,
 }
 
 /// One worker's own figures.
@@ -272,6 +276,7 @@ fn counters(stats: &[Arc<WorkerStats>], totals: &Totals, cx: &Context) -> BTreeM
     counters.insert("handoff_handed_off".into(), totals.dataplane.handed_off);
     counters.insert("xdp_unserved".into(), cx.unserved);
     counters.insert("port_lost".into(), cx.ports.iter().map(|p| p.lost).sum());
+    counters.insert("port_link_down".into(), cx.ports.iter().map(|p| p.downs).sum());
     counters.insert("workers_restarted".into(), cx.restarts);
     counters.insert("usage_flushes".into(), cx.flushes[0]);
     counters.insert("usage_flush_failures".into(), cx.flushes[1]);

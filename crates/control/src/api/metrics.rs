@@ -20,6 +20,8 @@ use std::sync::Arc;
 /// Every name the exposition holds (after `_total`, `_bucket` and such).
 pub const NAMES: &[&str] = &[
     "torwart_up",
+    "torwart_port_up",
+    "torwart_port_link_downs_total",
     "torwart_rx_frames_total",
     "torwart_tx_frames_total",
     "torwart_traffic_bytes_total",
@@ -100,6 +102,21 @@ impl Collector for Exposition {
         let (counter, gauge) = (MetricType::Counter, MetricType::Gauge);
         let worker = |w: usize| vec![("worker", w.to_string())];
         family(&mut e, "torwart_up", "1 while the daemon serves", gauge, [(vec![], 1.0)])?;
+        let port = |p: &crate::stats::PortStatus| vec![("interface", p.interface.clone()), ("side", p.side.clone())];
+        family(
+            &mut e,
+            "torwart_port_up",
+            "1 while a port's interface exists, is up and has carrier",
+            gauge,
+            st.ports.iter().map(|p| (port(p), f64::from(u8::from(p.up)))),
+        )?;
+        family(
+            &mut e,
+            "torwart_port_link_downs",
+            "Times a port's link went down, or its interface went away",
+            counter,
+            st.ports.iter().map(|p| (port(p), (p.downs + p.lost) as f64)),
+        )?;
         family(
             &mut e,
             "torwart_rx_frames",
