@@ -456,7 +456,7 @@ impl Daemon {
         }
         tracing::warn!("a worker's state is lost: the workers start afresh (flows and NAT bindings end)");
         let pending = self.ledger.pending(&crate::stats::usage(&self.parked));
-        match self.control.spool.append(Periods::HOURLY.start(unix_now()), &pending) {
+        match spool_usage(&self.control.spool, Periods::HOURLY.start(unix_now()), &pending) {
             Ok(path) if path != self.control.spool.path() => {
                 tracing::error!(
                     "usage of {} member(s) kept in {} (the spool is unusable)",
@@ -1135,12 +1135,27 @@ fn final_flush(control: &Control, ledger: &mut Ledger, stats: &[Arc<WorkerStats>
     };
     let pending = ledger.pending(&totals);
     let (spool, members) = (&control.spool, pending.len());
-    Err(match spool.append(Periods::HOURLY.start(unix_now()), &pending) {
+    Err(match spool_usage(spool, Periods::HOURLY.start(unix_now()), &pending) {
         Ok(path) if path == spool.path() => Failure::UsageSpooled { members, path, cause },
         Ok(path) => Failure::UsageBesideSpool { members, path, spool: spool.path().to_owned(), cause },
         Err(spool) => Failure::UsageLost { members, cause, spool: Box::new(spool) },
     })
 }
+
+/// Where usage goes when its spool cannot take it (its disk is full, its
+/// directory unwritable): a file of its own in [`SPOOL_FALLBACK_DIR`]
+/// (memory: until a reboot), for the operator to move to the spool's
+/// place. Returns the file it went to, or the spool's error.
+fn spool_usage(spool: &Spool, period_start: i64, pending: &[crate::db::MemberTraffic]) -> Result<PathBuf, SpoolError> {
+    spool.append(period_start, pending).or_else(|e| {
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+        let fallback = Spool::new(Path::new(SPOOL_FALLBACK_DIR).join(format!("usage-spool.{}", now.as_nanos())));
+        fallback.append(period_start, pending).map_err(|_| e)
+    })
+}
+
+/// See [`spool_usage`].
+pub const SPOOL_FALLBACK_DIR: &str = "/run/torwart";
 
 /// The stats file (`stats.file`): the [`Stats`] document.
 fn write_stats(config: &Config, stats: &Stats) {

@@ -547,3 +547,147 @@ fn link_flaps_and_route_changes_under_load() {
     assert_eq!(lab.stop(), Some(0), "{}", lab.log());
     let _ = std::fs::remove_dir_all(&lab.dir);
 }
+
+/// A filesystem of `size` mounted at `dir` while it lives.
+struct Tmpfs(std::path::PathBuf);
+
+impl Tmpfs {
+    fn mount(dir: &Path, size: &str) -> Tmpfs {
+        std::fs::create_dir_all(dir).unwrap();
+        let out = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size},mode=0700"), "tmpfs"])
+            .arg(dir)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "mount: {}", String::from_utf8_lossy(&out.stderr));
+        Tmpfs(dir.to_owned())
+    }
+
+    /// Fills it to the last byte (as a runaway log would).
+    fn fill(&self) {
+        let _ = Command::new("dd")
+            .arg(format!("of={}", self.0.join("fill").display()))
+            .args(["if=/dev/zero", "bs=4k"])
+            .output();
+        assert_eq!(self.available(), 0, "the disk is not full");
+    }
+
+    /// Bytes free (tmpfs keeps none for root).
+    fn available(&self) -> u64 {
+        let path = std::ffi::CString::new(self.0.as_os_str().as_encoded_bytes()).unwrap();
+        // SAFETY: statvfs fills the zeroed struct we own from a NUL-terminated path.
+        unsafe {
+            let mut st: libc::statvfs = std::mem::zeroed();
+            assert_eq!(libc::statvfs(path.as_ptr(), &mut st), 0);
+            st.f_bavail * st.f_frsize
+        }
+    }
+
+    fn free(&self) {
+        std::fs::remove_file(self.0.join("fill")).unwrap();
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
+/// The accounting's disk full, under a stream of the member's traffic:
+/// forwarding goes on; the flushes fail, are counted and tried again; the
+/// usage of a stop meanwhile goes where there is room (the database and
+/// its spool cannot take it) and the exit code says so; once there is room
+/// again, every byte counted is in the database, once.
+#[test]
+fn a_full_disk_under_the_accounting_loses_no_usage() {
+    if !root() {
+        println!("skipped: needs root");
+        return;
+    }
+    let mut lab = Lab::new("d");
+    let disk = Tmpfs::mount(&lab.dir.join("disk"), "4m");
+    let db = disk.0.join("t.db");
+    let json = lab.dir.join("members.json");
+    std::fs::write(&json, MEMBERS).unwrap();
+    let db_arg = db.to_str().unwrap();
+    for args in [vec!["db", "init", "--db", db_arg], vec!["db", "import", json.to_str().unwrap(), "--db", db_arg]] {
+        let out = lab.torwart(&args);
+        assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    let config = lab.configure_with(db_arg);
+    let text = std::fs::read_to_string(&config).unwrap().replace("flush_interval = \"60s\"", "flush_interval = \"1s\"");
+    std::fs::write(&config, text).unwrap();
+    lab.sh(&lab.b, "ping -c 1 -W 2 192.0.2.2 >/dev/null");
+    let written = |db: &Path| {
+        let db = db.to_str().unwrap().to_owned();
+        torwart::block_on(async move {
+            let d = control::db::Database::open(&db).await.unwrap();
+            let p = d.read_accounting(1).await.unwrap();
+            d.close().await;
+            p.iter().map(|p| p.up_bytes).sum::<u64>()
+        })
+    };
+
+    // First run: the disk fills while the member's traffic flows, and the
+    // daemon stops before there is room again.
+    lab.start(&config);
+    let received = count_udp(&lab.o, 7003, Duration::from_secs(12));
+    std::thread::sleep(Duration::from_millis(300));
+    let sender = in_ns(&lab.i, || {
+        let s = std::net::UdpSocket::bind("0.0.0.0:0").unwrap();
+        for k in 0..500 {
+            s.send_to(format!("full {k}").as_bytes(), (OUTSIDE_HOST, 7003)).unwrap();
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    });
+    lab.wait_for("a flush", |l| l.counter("usage_flushes") >= 2);
+    disk.fill();
+    lab.wait_for("flushes failing", |l| l.counter("usage_flush_failures") >= 1);
+    sender.join().unwrap();
+    assert_eq!(received.join().unwrap(), 500, "datagrams lost with the disk full:\n{}", lab.log());
+    let first = lab.usage().unwrap();
+    assert_eq!(first.up_packets, 500);
+    let code = lab.stop();
+    let log = lab.log();
+    assert_eq!(code, Some(5), "{log}");
+    assert!(log.contains("database or disk is full"), "{log}");
+    // Kept in memory, named in the error, for the operator to move.
+    let kept = log
+        .split("kept in ")
+        .nth(1)
+        .and_then(|r| r.split(' ').next())
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| panic!("where the usage went is not said:\n{log}"));
+    assert!(kept.starts_with("/run/torwart"), "{}", kept.display());
+    assert_eq!(mode(&kept) & 0o077, 0, "the kept usage is readable by others");
+
+    // Room again; the operator moves the file to the spool's place, and the
+    // next start writes it.
+    disk.free();
+    std::fs::copy(&kept, disk.0.join("t.db.usage-spool")).unwrap();
+    std::fs::remove_file(&kept).unwrap();
+    lab.start(&config);
+    assert!(lab.log().contains("written at start"), "{}", lab.log());
+    assert_eq!(written(&db), first.up_bytes, "the first run's usage, all of it, once");
+
+    // Second run: the disk fills and empties while the daemon runs; the
+    // next flush after writes what the failed ones kept.
+    lab.member_traffic(7004, 20);
+    lab.wait_for("a flush", |l| l.counter("usage_flushes") >= 2);
+    disk.fill();
+    lab.member_traffic(7004, 40);
+    let failures = lab.counter("usage_flush_failures");
+    lab.wait_for("a flush failing", |l| l.counter("usage_flush_failures") > failures);
+    disk.free();
+    let second = lab.usage().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while written(&db) < first.up_bytes + second.up_bytes && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    assert_eq!(written(&db), first.up_bytes + second.up_bytes, "{}", lab.log());
+    assert_eq!(lab.stop(), Some(0), "{}", lab.log());
+    assert_eq!(written(&db), first.up_bytes + second.up_bytes, "written once");
+    drop(disk);
+    let _ = std::fs::remove_dir_all(&lab.dir);
+}
