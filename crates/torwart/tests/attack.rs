@@ -37,6 +37,6 @@ fn a_box_under_attack_keeps_its_members_connections() {
     let r = attack::run(&opts, &AtomicBool::new(false)).expect("the attack lab runs");
     attack::print(&r);
     assert!(r.passed(), "failed: {:#?}\n{}", r.checks.iter().filter(|c| !c.passed).collect::<Vec<_>>(), r.logs);
-    assert_eq!(r.checks.len(), 16, "every phase reported");
+    assert_eq!(r.checks.len(), 17, "every phase reported");
     let _ = std::fs::remove_dir_all(&opts.dir);
 }

@@ -4,14 +4,15 @@
 //!
 //! 1. **SYN flood at a port forward**: spoofed SYNs from random outside
 //!    addresses at the member's forward, whose server answers each (so the
-//!    flood's half-open flows are answered). The flow table is kept small
-//!    so that the flood fills it. The table stays within its bound, and
-//!    legitimate new connections (to the forward, and out from a member)
-//!    succeed.
+//!    flood's half-open flows are answered). The flood holds at most the
+//!    member's limit of half-open flows (its oldest make room), not the
+//!    table, and legitimate new connections (to the forward, and out from
+//!    a member) succeed.
 //! 2. **A member scanning**: SYNs from one member to random destinations
 //!    (each a new flow and a NAT port), and frames from the member's link
-//!    with forged source addresses. The member is capped at its NAT quota;
-//!    another member's new connections all succeed.
+//!    with forged source addresses. The member is capped at its limit of
+//!    half-open flows (below its NAT quota); another member's new
+//!    connections all succeed.
 //! 3. **Blind injection**: RSTs and SYNs with random sequence numbers on the
 //!    tuples of established connections, and forged ICMP errors for flows
 //!    that do not exist. No connection is torn down; no forged error
@@ -19,7 +20,9 @@
 //! 4. **Reload storm**: 100 changes a second to the member database while a
 //!    UDP stream crosses the box. No datagram lost; memory flat.
 //! 5. **kill -9 and restart** of torwart under load: the long-lived
-//!    connections are picked up mid-stream, with the same NAT ports.
+//!    connections are picked up mid-stream, with the same NAT ports; a
+//!    member's usage loses at most what was counted since the last flush,
+//!    and nothing is written twice.
 //! 6. **Soak with churn**: new flows, members added and removed, reloads.
 //!    Memory flat; every frame received accounted for; a member's usage
 //!    equal to its client's own count.
@@ -28,7 +31,7 @@
 //! the port forward) exchange a line every 50 ms; none may be lost.
 //!
 //! ```text
-//!   m (alice 10.0.1.2, mallory 10.0.1.3, storm 10.0.1.4) dn ── p0 [x: torwart] p1 ── o0 o (server 192.0.2.2)
+//!   m (alice 10.0.1.2, mallory 10.0.1.3, storm 10.0.1.4, soak 10.0.1.5) dn ── p0 [x: torwart] p1 ── o0 o (server 192.0.2.2)
 //! ```
 
 use super::netns::{self, Namespaces};
@@ -123,6 +126,10 @@ const MAX_FLOWS: usize = 32_768;
 const NAT_QUOTA: usize = 8_192;
 /// `[engine] half_open_per_member` (the default, written out).
 const HALF_OPEN: usize = 4_096;
+/// `[accounting] flush_interval`, seconds: what a `kill -9` may lose.
+const FLUSH_S: u64 = 5;
+/// The storm member's device: in the restart, its usage is measured.
+const STORM: Ipv4Addr = Ipv4Addr::new(10, 0, 1, 4);
 const SERVER: &str = "192.0.2.2:9000";
 /// alice's port forward, and what it reaches.
 const FORWARD: &str = "198.18.0.11:8080";
@@ -284,7 +291,7 @@ impl Lab {
         bail()?;
         self.storm(scale, r, server, say)?;
         bail()?;
-        self.restart(opts, r, &out_sources, say)?;
+        self.restart(opts, r, &out_sources, server, say)?;
         bail()?;
         let soak = self.soak(scale, r, server, interrupted, say)?;
 
@@ -630,10 +637,28 @@ impl Lab {
         opts: &AttackOptions,
         r: &mut AttackReport,
         sources: &traffic::Sources,
+        server: SocketAddr,
         say: &dyn Fn(&str),
     ) -> Result<(), String> {
         say("kill -9 of torwart under load, and a restart at once");
         let seen = |s: &traffic::Sources| s.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        // The storm member active again (the storm flipped it), and a
+        // counted stream of its own through the kill.
+        let (mut sqlite, mut input) = self.sqlite()?;
+        input
+            .write_all(b"UPDATE members SET status = 'active', plan_id = 1 WHERE id = 3;\n")
+            .map_err(|e| format!("sqlite3: {e}"))?;
+        drop(input);
+        let _ = sqlite.wait();
+        if let Some(pid) = self.ns.pid("x") {
+            // SAFETY: kill has no memory preconditions; the pid is our child's.
+            unsafe { libc::kill(pid as i32, libc::SIGHUP) };
+        }
+        std::thread::sleep(secs(1));
+        let (up0, _) = self.written(3)?;
+        const RATE: u64 = 500;
+        let stream = udp_stream_from(&self.m, STORM, server, RATE, secs(8 + FLUSH_S));
+        std::thread::sleep(secs(4));
         let before = seen(sources);
         if let Some(pid) = self.ns.pid("x") {
             // SAFETY: kill has no memory preconditions; the pid is our child's.
@@ -664,6 +689,23 @@ impl Lab {
                  server, {} from a new NAT source {:?} (each connection's survival is checked at the end)",
                 changed.len(),
                 &changed[..changed.len().min(3)]
+            ),
+        );
+        // What the kill cost the accounting: the usage counted since the
+        // last flush (at most one interval of it); nothing written twice.
+        let (sent, echoed) = join(stream)?;
+        std::thread::sleep(secs(FLUSH_S + 2));
+        let (up1, _) = self.written(3)?;
+        let written = (up1 - up0) / SOAK_FRAME;
+        let bound = RATE * FLUSH_S;
+        let lost = echoed.saturating_sub(written);
+        r.add(
+            "kill -9: the usage lost is at most one flush interval's, and none is written twice",
+            written <= sent && lost <= bound && echoed > 0,
+            format!(
+                "the member's stream through the kill: {sent} datagrams sent, {echoed} echoed, {written} written to \
+                 the database; {lost} lost at the kill ({:.2} s of the stream; flush interval {FLUSH_S} s)",
+                lost as f64 / RATE as f64
             ),
         );
         Ok(())
@@ -834,7 +876,8 @@ impl Lab {
         let text = format!(
             "database = \"{}\"\n[[ports]]\ninterface = \"p0\"\nside = \"inside\"\n[[ports]]\ninterface = \"p1\"\n\
              side = \"outside\"\n[workers]\ncount = 1\nidle = \"sleep\"\n[engine]\nmax_flows = {MAX_FLOWS}\n\
-             nat_quota = {NAT_QUOTA}\nhalf_open_per_member = {HALF_OPEN}\n[stats]\nfile = \"{}\"\ninterval = \"100ms\"\n[api]\nsocket = \"{}\"\n",
+             nat_quota = {NAT_QUOTA}\nhalf_open_per_member = {HALF_OPEN}\n[accounting]\n\
+             flush_interval = \"{FLUSH_S}s\"\n[stats]\nfile = \"{}\"\ninterval = \"100ms\"\n[api]\nsocket = \"{}\"\n",
             self.dir.join("t.db").display(),
             self.dir.join("stats.json").display(),
             self.dir.join("api.sock").display(),
