@@ -135,6 +135,8 @@ pub struct Worker {
     pub idle_loops: u64,
     pub waits: u64,
     pub naps: u64,
+    /// Frames waiting for their next hop's resolution now.
+    pub waiting: usize,
 }
 
 /// One member's shaping in both directions (`None`: not shaped that way).
@@ -274,6 +276,7 @@ fn counters(stats: &[Arc<WorkerStats>], totals: &Totals, cx: &Context) -> BTreeM
     counters.insert("tx_frames".into(), totals.dataplane.tx.iter().sum());
     counters.insert("handoff_same_core".into(), totals.dataplane.same_core);
     counters.insert("handoff_handed_off".into(), totals.dataplane.handed_off);
+    counters.insert("neighbour_waited".into(), totals.dataplane.neighbour_waited);
     counters.insert("xdp_unserved".into(), cx.unserved);
     counters.insert("port_lost".into(), cx.ports.iter().map(|p| p.lost).sum());
     counters.insert("port_link_down".into(), cx.ports.iter().map(|p| p.downs).sum());
@@ -339,6 +342,7 @@ fn worker(s: &WorkerStats) -> Worker {
         same_core: d.same_core,
         handed_off: d.handed_off,
         handed_in: d.handed_in,
+        waiting: s.waiting,
         loops: d.loops,
         idle_loops: d.idle_loops,
         waits: d.waits,

@@ -11,8 +11,11 @@ wire::named_counters! {
         TxRingFull => "tx_ring_full",
         /// More frames for one port in one loop than its transmit batch holds.
         TxBatchFull => "tx_batch_full",
-        /// The router did not forward it: the router's counters say why (no route, TTL, too big, neighbour missing, ...).
+        /// The router did not forward it: the router's counters say why (no route, TTL, too big, ...).
         Routing => "routing",
+        /// Its next hop's link-layer address did not come within a second
+        /// (or too many frames already waited for it, or the worker stopped).
+        NeighbourUnresolved => "neighbour_unresolved",
         /// The route leaves by an interface that is not one of torwart's ports.
         NotViaPort => "route_not_via_port",
         /// The route leaves on the other side than the firewall decided (inside vs. outside).
@@ -45,6 +48,9 @@ pub struct DataplaneCounters {
     pub icmp_generated: u64,
     /// Neighbour resolutions asked of the kernel.
     pub resolutions: u64,
+    /// Frames that waited for their next hop's resolution (sent when it
+    /// came, or dropped as `neighbour_unresolved`).
+    pub neighbour_waited: u64,
     /// Loops that did not receive from the ports because a handoff ring to
     /// another worker had no room for a batch (back-pressure).
     pub backpressure: u64,
@@ -120,6 +126,7 @@ impl DataplaneCounters {
         self.handed_in += o.handed_in;
         self.icmp_generated += o.icmp_generated;
         self.resolutions += o.resolutions;
+        self.neighbour_waited += o.neighbour_waited;
         self.idle_loops += o.idle_loops;
         self.waits += o.waits;
         self.naps += o.naps;

@@ -9,7 +9,10 @@
 //!   (in replay, given in a file), picks the egress interface and next
 //!   hop; the frame gets the next hop's MAC, its TTL or hop limit is
 //!   decremented, and what a router must answer (time exceeded,
-//!   unreachable, too big) is answered.
+//!   unreachable, too big) is answered. A frame whose next hop the kernel
+//!   has not resolved yet waits for it (as Linux's `unres_qlen`), a few
+//!   per next hop and for a second at most, instead of being dropped:
+//!   the first packets after a link came up, a route moved or a takeover.
 
 use crate::counters::{DataplaneCounters, Drop};
 use arc_swap::ArcSwap;
@@ -30,6 +33,15 @@ pub struct EgressStats {
 
 /// Most fragments one IPv4 packet is split into (a 9000-byte packet over a 1280-byte link needs 8).
 const MAX_FRAGMENTS: usize = 16;
+
+/// Frames that may wait for their next hop's resolution, in all, and for
+/// one next hop (Linux keeps about 100 per neighbour by default,
+/// `unres_qlen_bytes`; a worker is one of several).
+const WAITING_FRAMES: usize = 64;
+const WAITING_PER_HOP: usize = 16;
+/// How long a frame waits for its next hop (Linux's 3 solicitations a
+/// second apart would be 3 s; a frame that old is rarely wanted).
+const WAITING_NS: u64 = 1_000_000_000;
 
 /// ICMP errors generated after the engine wait here, per side they travel
 /// from, to go through the engine (which translates them back like any
@@ -60,6 +72,50 @@ struct Routed {
     ports: Vec<(u32, Side)>,
     icmp: Box<[u8; 2048]>,
     frags: Fragments,
+    /// Frames waiting for their next hop; `None` while they are released
+    /// (one that meets an unresolved neighbour again is then dropped).
+    waiting: Option<Box<Waiting>>,
+}
+
+/// Frames waiting for their next hop: `bufs[..held.len()]`, oldest first.
+#[derive(Debug)]
+struct Waiting {
+    bufs: Vec<PacketBuf>,
+    held: Vec<Held>,
+    /// Swapped in for a frame on its way out.
+    spare: PacketBuf,
+}
+
+#[derive(Clone, Copy, Debug)]
+struct Held {
+    from: Option<usize>,
+    to: Option<Side>,
+    ifindex: u32,
+    next_hop: IpAddr,
+    since: u64,
+}
+
+impl Waiting {
+    fn new() -> Box<Waiting> {
+        Box::new(Waiting {
+            bufs: (0..WAITING_FRAMES).map(|_| PacketBuf::default()).collect(),
+            held: Vec::with_capacity(WAITING_FRAMES),
+            spare: PacketBuf::default(),
+        })
+    }
+
+    /// Takes `frame` (its buffer swapped for a free one) to wait for
+    /// `next_hop`, if there is room.
+    fn hold(&mut self, frame: &mut PacketBuf, h: Held) -> bool {
+        let n = self.held.len();
+        let same = self.held.iter().filter(|o| o.ifindex == h.ifindex && o.next_hop == h.next_hop).count();
+        if n == WAITING_FRAMES || same >= WAITING_PER_HOP {
+            return false;
+        }
+        core::mem::swap(frame, &mut self.bufs[n]);
+        self.held.push(h);
+        true
+    }
 }
 
 /// The fragment sink: preallocated frames.
@@ -111,6 +167,7 @@ impl Egress {
                 ports,
                 icmp: Box::new([0; 2048]),
                 frags,
+                waiting: Some(Waiting::new()),
             })),
             reinject: reinject_batches(),
         }
@@ -210,9 +267,14 @@ impl Egress {
                         }
                     }
                     Decision::NeighbourMissing { ifindex, next_hop } => {
-                        counters.drop(Drop::Routing);
                         if r.resolver.resolve(ifindex, next_hop) {
                             counters.resolutions += 1;
+                        }
+                        let held = Held { from, to, ifindex, next_hop, since: now.0 };
+                        if r.waiting.as_mut().is_some_and(|w| w.hold(frame, held)) {
+                            counters.neighbour_waited += 1;
+                        } else {
+                            counters.drop(Drop::NeighbourUnresolved);
                         }
                     }
                     Decision::Drop { icmp, .. } => {
@@ -233,6 +295,54 @@ impl Egress {
                 }
             }
         }
+    }
+
+    /// Frames waiting for their next hop's resolution.
+    pub(crate) fn waiting(&self) -> usize {
+        match &self.mode {
+            Mode::Routed(r) => r.waiting.as_ref().map_or(0, |w| w.held.len()),
+            Mode::Static { .. } => 0,
+        }
+    }
+
+    /// Sends the waiting frames whose next hop the kernel's tables now
+    /// have, and drops (counted) those that waited [`WAITING_NS`]; with
+    /// `all`, every one still waiting (the worker stops). Returns how many
+    /// were sent or dropped.
+    pub(crate) fn release_waiting(
+        &mut self,
+        now: Time,
+        all: bool,
+        tx: &mut [Batch],
+        counters: &mut DataplaneCounters,
+    ) -> usize {
+        let Mode::Routed(r) = &mut self.mode else { return 0 };
+        if r.waiting.as_ref().is_none_or(|w| w.held.is_empty()) {
+            return 0;
+        }
+        let Some(mut w) = r.waiting.take() else { return 0 };
+        let (mut kept, mut done) = (0, 0);
+        for i in 0..w.held.len() {
+            let h = w.held[i];
+            let Mode::Routed(r) = &mut self.mode else { break };
+            if r.tables.neighbour(h.ifindex, h.next_hop).is_some() {
+                core::mem::swap(&mut w.bufs[i], &mut w.spare);
+                self.forward(now, h.from, h.to, &mut w.spare, tx, counters);
+                done += 1;
+            } else if all || now.0.saturating_sub(h.since) >= WAITING_NS {
+                counters.drop(Drop::NeighbourUnresolved);
+                done += 1;
+            } else {
+                w.bufs.swap(kept, i);
+                w.held[kept] = h;
+                kept += 1;
+            }
+        }
+        w.held.truncate(kept);
+        if let Mode::Routed(r) = &mut self.mode {
+            r.waiting = Some(w);
+        }
+        done
     }
 
     /// Makes sure the neighbour packets to `dst` go through is known, or
@@ -274,5 +384,109 @@ fn queue(tx: &mut [Batch], p: usize, frame: &mut PacketBuf, counters: &mut Datap
             }
         }
         None => counters.drop(Drop::NotViaPort),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use router::{IfAddr, Link, Route, RouteKind, TablesBuilder};
+    use wire::build::Eth;
+    use wire::ethernet::MacAddr;
+
+    const GW_MAC: MacAddr = MacAddr([2, 0xbb, 0, 0, 0, 1]);
+
+    fn tables(gw_known: bool) -> RouteTables {
+        let link = |ifindex, addr: &str| Link {
+            ifindex,
+            name: format!("p{ifindex}"),
+            mac: MacAddr([2, 0, 0, 0, 0, ifindex as u8]),
+            mtu: 1500,
+            up: true,
+            addrs: vec![IfAddr { addr: addr.parse().unwrap(), prefix_len: 24 }],
+        };
+        let route = |p: &str, len, ifindex, gw: Option<&str>| Route {
+            prefix: p.parse().unwrap(),
+            prefix_len: len,
+            kind: RouteKind::Unicast,
+            ifindex,
+            gateway: gw.map(|g| g.parse().unwrap()),
+            mtu: None,
+            metric: 0,
+        };
+        let mut b = TablesBuilder::new();
+        b.link(link(1, "10.0.1.1"))
+            .link(link(2, "192.0.2.1"))
+            .route(route("10.0.1.0", 24, 1, None))
+            .route(route("192.0.2.0", 24, 2, None))
+            .route(route("203.0.113.0", 24, 2, Some("192.0.2.2")))
+            .route(route("198.51.100.0", 24, 2, Some("192.0.2.3")));
+        if gw_known {
+            b.neighbour(2, "192.0.2.2".parse().unwrap(), GW_MAC);
+        }
+        b.build()
+    }
+
+    fn frame(dst: &str, seq: u16) -> PacketBuf {
+        let mut b = PacketBuf::default();
+        let eth = Eth { src: MacAddr([2, 0xaa, 0, 0, 0, 1]), dst: MacAddr([2, 0, 0, 0, 0, 1]), vlan: None };
+        let src = "10.0.1.2".parse().unwrap();
+        let mut bytes = [0u8; 128];
+        let n = wire::build::udp(&mut bytes, &eth, src, dst.parse().unwrap(), 40_000 + seq, 53, 20).unwrap();
+        assert!(b.copy_from(&bytes[..n]));
+        b
+    }
+
+    /// Frames to a next hop not resolved yet wait for it (a few), go out
+    /// in order once it is, and are dropped (counted) after a second.
+    #[test]
+    fn frames_wait_for_their_next_hop() {
+        let source = Arc::new(ArcSwap::from_pointee(tables(false)));
+        let (resolver, asked) = Resolver::channel(16);
+        let now = Time(1_000_000_000);
+        let mut e = Egress::routed(
+            Arc::clone(&source),
+            resolver,
+            vec![(1, Side::Inside), (2, Side::Outside)],
+            RouterConfig::default(),
+            now,
+        );
+        let mut tx = [Batch::new(64, io::DEFAULT_FRAME_CAPACITY), Batch::new(64, io::DEFAULT_FRAME_CAPACITY)];
+        let mut c = DataplaneCounters::new(2);
+        for seq in 0..20 {
+            let mut f = frame("203.0.113.9", seq);
+            e.forward(now, Some(0), Some(Side::Outside), &mut f, &mut tx, &mut c);
+        }
+        assert_eq!(e.waiting(), WAITING_PER_HOP);
+        assert_eq!((c.neighbour_waited, c.dropped(Drop::NeighbourUnresolved)), (WAITING_PER_HOP as u64, 4));
+        assert!(tx[1].is_empty());
+        assert_eq!(asked.try_recv().unwrap(), (2, "192.0.2.2".parse().unwrap()));
+        // Another next hop, never resolved.
+        let mut f = frame("198.51.100.7", 99);
+        e.forward(now, Some(0), Some(Side::Outside), &mut f, &mut tx, &mut c);
+        assert_eq!(e.waiting(), WAITING_PER_HOP + 1);
+        // Nothing resolved yet: nothing moves.
+        assert_eq!(e.release_waiting(now, false, &mut tx, &mut c), 0);
+        // The kernel resolved 192.0.2.2: its frames go, in order, to its MAC.
+        source.store(Arc::new(tables(true)));
+        e.begin_batch();
+        let later = Time(now.0 + 5_000_000);
+        assert_eq!(e.release_waiting(later, false, &mut tx, &mut c), WAITING_PER_HOP);
+        assert_eq!(tx[1].len(), WAITING_PER_HOP);
+        for (seq, f) in tx[1].frames().iter().enumerate() {
+            let m = wire::classify::classify(f.as_slice()).unwrap();
+            assert_eq!(m.key.src_port, 40_000 + seq as u16);
+            assert_eq!(&f.as_slice()[..6], &GW_MAC.0);
+        }
+        assert_eq!(e.waiting(), 1);
+        // The other waits its second, then is dropped.
+        assert_eq!(e.release_waiting(Time(now.0 + WAITING_NS - 1), false, &mut tx, &mut c), 0);
+        assert_eq!(e.release_waiting(Time(now.0 + WAITING_NS), false, &mut tx, &mut c), 1);
+        assert_eq!((e.waiting(), c.dropped(Drop::NeighbourUnresolved)), (0, 5));
+        // At a stop, whatever waits is dropped.
+        let mut f = frame("198.51.100.7", 100);
+        e.forward(later, Some(0), Some(Side::Outside), &mut f, &mut tx, &mut c);
+        assert_eq!(e.release_waiting(later, true, &mut tx, &mut c), 1);
+        assert_eq!((e.waiting(), c.dropped(Drop::NeighbourUnresolved)), (0, 6));
     }
 }

@@ -28,6 +28,8 @@ pub struct WorkerStats {
     pub shaped: Vec<(u32, [Option<shaper::MemberStats>; 2])>,
     /// Frames the shapers hold.
     pub shaper_held: usize,
+    /// Frames waiting for their next hop's resolution.
+    pub waiting: usize,
     /// The flows by remaining time of the last complete pass over the table.
     pub timeouts: TimeoutHistogram,
 }

@@ -337,6 +337,7 @@ impl Worker {
             });
         }
         work += self.release_held(now);
+        work += self.egress.release_waiting(now, stopping, &mut self.tx, &mut self.counters);
         self.transmit();
         // The table walks, once this step's frames are out; a listing
         // counts as work (an idle worker goes on until it is answered), the
@@ -363,9 +364,10 @@ impl Worker {
         self.engine.shaper_held()
     }
 
-    /// Frames the engine holds (shaper queues, fragments waiting for the rest).
+    /// Frames held (shaper queues, fragments waiting for the rest, frames
+    /// waiting for their next hop).
     pub(crate) fn holding(&self) -> usize {
-        self.engine.shaper_held() + self.engine.datagrams()
+        self.engine.shaper_held() + self.engine.datagrams() + self.egress.waiting()
     }
 
     /// The end: pushes out what the ports still hold, publishes the final
@@ -385,7 +387,7 @@ impl Worker {
     /// (back-pressure, stopping), their descriptors may well be readable,
     /// and waiting on them would return at once: sleep instead.
     fn wait(&mut self, sleep: Duration, receiving: bool) {
-        let held = self.engine.shaper_held() > 0 || self.engine.datagrams() > 0;
+        let held = self.holding() > 0;
         let timeout = if held || self.cfg.workers > 1 { sleep.min(SHORT_WAIT) } else { sleep };
         self.counters.waits += 1;
         if self.pollfds.is_empty() || !receiving {
@@ -605,6 +607,7 @@ impl Worker {
                 })
                 .collect(),
             shaper_held: self.engine.shaper_held(),
+            waiting: self.egress.waiting(),
             timeouts: *self.timeouts.last(),
         };
         self.shared.stats[self.cfg.index].store(Arc::new(stats));

@@ -502,13 +502,13 @@ fn link_flaps_and_route_changes_under_load() {
     let sent = sender.join().unwrap();
     let got = arrivals.join().unwrap();
     // The windows in which datagrams may be lost: from each disruption to
-    // a second after it is undone. The move of the route loses what goes
-    // to its new next hop before the kernel has resolved it (taking p1
-    // down flushed its neighbours): torwart drops those frames, counted as
-    // router_neighbour_missing (it has no queue for them; Linux keeps 3).
-    let windows = [(done[0].0, done[1].0), (done[2].0, done[3].0), (done[4].0, done[5].0), (done[6].0, done[6].0)];
+    // a second after it is undone. The move of the route loses none: what
+    // goes to the new next hop before the kernel has resolved it (taking
+    // p1 down flushed its neighbours) waits for it (router_neighbour_missing,
+    // neighbour_waited).
+    let windows = [(done[0].0, done[1].0), (done[2].0, done[3].0), (done[4].0, done[5].0)];
     let mut lost_outside = Vec::new();
-    let mut recovery = [Duration::ZERO; 4];
+    let mut recovery = [Duration::ZERO; 3];
     let mut lost = 0;
     for (seq, at) in sent.iter().enumerate() {
         if got.contains(&(seq as u32)) {
@@ -525,17 +525,17 @@ fn link_flaps_and_route_changes_under_load() {
     }
     eprintln!(
         "sent {}, lost {lost}; the last lost after each restore: {recovery:?}; events {done:?}; counters: egress_down {} \
-         no_route {} neighbour_missing {} port_link_down {}",
+         no_route {} neighbour_missing {} waited {} port_link_down {}",
         sent.len(),
         lab.counter("router_egress_down"),
         lab.counter("router_no_route"),
         lab.counter("router_neighbour_missing"),
+        lab.counter("neighbour_waited"),
         lab.counter("port_link_down")
     );
     assert!(lost_outside.is_empty(), "lost outside the disruptions: {lost_outside:?}\n{}", lab.log());
-    // Back within a second each; the move within 100 ms.
-    assert!(recovery[..3].iter().all(|r| *r < Duration::from_secs(1)), "{recovery:?}");
-    assert!(recovery[3] < Duration::from_millis(100), "{recovery:?}");
+    // Back within a second each.
+    assert!(recovery.iter().all(|r| *r < Duration::from_secs(1)), "{recovery:?}");
     assert!(lost > 0, "nothing was lost: the disruptions did not disrupt, the test proves nothing");
     let log = lab.log();
     assert!(log.contains("port p1: link down") && log.contains("port p1: link up"), "{log}");

@@ -372,6 +372,14 @@ mod tests {
         let live = Arc::new(Live::new(Arc::default()));
         let mut st = Stats { flows: 3, nat_bindings: 1, pair: Some(PairStats::default()), ..Default::default() };
         st.workers.push(Worker { worker: 0, rx: vec![5, 6], tx: vec![4, 4], ..Default::default() });
+        st.ports.push(crate::stats::PortStatus {
+            interface: "p1".into(),
+            side: "outside".into(),
+            present: true,
+            lost: 0,
+            up: true,
+            downs: 2,
+        });
         st.members.push(crate::db::MemberTraffic {
             member_id: 7,
             up_bytes: 100,
@@ -412,6 +420,8 @@ mod tests {
         assert!(text
             .contains("torwart_flow_remaining_seconds_bucket{protocol=\"tcp\",state=\"established\",le=\"+Inf\"} 13"));
         assert!(text.contains("torwart_reload_duration_seconds_count 1"), "{text}");
+        assert!(text.contains("torwart_port_up{interface=\"p1\",side=\"outside\"} 1"), "{text}");
+        assert!(text.contains("torwart_port_link_downs_total{interface=\"p1\",side=\"outside\"} 2"), "{text}");
         assert!(text.contains("torwart_shaper_queue_delay_seconds{direction=\"up\"} 0.0015"), "{text}");
     }
 

@@ -800,7 +800,8 @@ impl Lab {
         let c = |n: &str| after.counter(n);
         let drops: u64 =
             control::api::live::drop_names().filter(|n| !["rx_lost", "xdp_unserved"].contains(n)).map(c).sum();
-        let held: u64 = after.shaper_load.iter().map(|s| s.held_frames as u64).sum();
+        let held: u64 = after.shaper_load.iter().map(|s| s.held_frames as u64).sum::<u64>()
+            + after.workers.iter().map(|w| w.waiting as u64).sum::<u64>();
         let (rx, tx, icmp) = (c("rx_frames"), c("tx_frames"), c("router_icmp_sent"));
         r.add(
             "every frame received is accounted for: rx + own ICMP = tx + drops + held, exactly",
