@@ -19,6 +19,9 @@ use std::collections::BTreeMap;
 use super::backend::{Stmt, Tx, Value};
 use super::{Database, DbError};
 
+/// How long a box's flush marks are kept, in milliseconds (a week).
+const MARKS_KEPT_MS: i64 = 7 * 24 * 3600 * 1000;
+
 /// One member's traffic (in a flush, in the stats file), as the cores counted it.
 #[derive(Clone, Copy, Default, PartialEq, Eq, Debug, serde::Serialize, serde::Deserialize)]
 pub struct MemberTraffic {
@@ -133,6 +136,14 @@ impl Database {
         if tx.execute(mark).await.map_err(err)? == 0 {
             return Ok(false);
         }
+        // A writer's marks older than a week are of no use (a flush is in
+        // doubt for seconds): the table stays a week of flushes long.
+        // Flush numbers are milliseconds since the epoch (`crate::ledger`).
+        let prune = Stmt::new(
+            "DELETE FROM torwart_usage_flushes WHERE writer = $1 AND flush < $2",
+            vec![Value::from(writer), Value::Int(flush.saturating_sub(MARKS_KEPT_MS))],
+        );
+        tx.execute(prune).await.map_err(err)?;
         self.add_rows(&mut tx, period_start_unix, traffic).await?;
         tx.commit().await.map_err(err)?;
         Ok(true)
