@@ -264,8 +264,9 @@ mod tests {
                 binding: NO_BINDING,
                 epoch: 0,
                 synced: false,
+                answered: false,
             };
-            let (i, _) = ct.insert(&new, now).unwrap();
+            let i = ct.insert(&new, now).0.unwrap();
             for answered in [false, true] {
                 ct.flow_mut(i).answered = answered;
                 let tcp = TcpState::ALL.iter().copied().filter(|_| proto == 6);

@@ -169,8 +169,7 @@ impl Flow {
     /// they stay evictable, so the flood cannot hold the table.
     #[inline]
     pub fn assured(&self) -> bool {
-        self.answered
-            && !matches!(&self.state, ProtoState::Tcp(t) if matches!(t.state, TcpState::SynSent | TcpState::SynRecv))
+        assured(self.answered, &self.state)
     }
 
     /// Its place in its owner's queue of unassured flows is out of date:
@@ -179,6 +178,15 @@ impl Flow {
     pub fn needs_settle(&self) -> bool {
         self.account != NO_ACCOUNT && self.queued == self.assured()
     }
+}
+
+/// [`Flow::assured`] of a flow `answered` in `state`: for TCP, once its
+/// handshake completed. A handshake refused with a RST (a server behind a
+/// forward answering a spoofed SYN flood that way) is answered and closed,
+/// never established: evictable, and in its owner's queue until it ends.
+#[inline]
+fn assured(answered: bool, state: &ProtoState) -> bool {
+    answered && !matches!(state, ProtoState::Tcp(t) if !t.established())
 }
 
 /// Eviction candidates a new flow compares when the table is full
@@ -319,6 +327,8 @@ pub struct NewFlow {
     pub epoch: u32,
     /// Installed from the other box of a pair (not reported back to it).
     pub synced: bool,
+    /// Answered already (a flow installed from the other box of a pair).
+    pub answered: bool,
 }
 
 /// A new flow could not be stored.
@@ -576,21 +586,19 @@ impl Conntrack {
 
     /// Stores a new flow under both keys, pushing out its owner's oldest
     /// unassured flow if the owner has `half_open` already, and an
-    /// unassured neighbour if that is the only way to make room.
-    pub fn insert(&mut self, new: &NewFlow, now: Time) -> Result<(u32, Evicted), TableFull> {
+    /// unassured neighbour if that is the only way to make room. What was
+    /// evicted is reported whether or not the flow could be stored.
+    pub fn insert(&mut self, new: &NewFlow, now: Time) -> (Result<u32, TableFull>, Evicted) {
+        let mut evicted = Evicted::default();
+        let stored = self.insert_counted(new, now, &mut evicted);
+        (stored, evicted)
+    }
+
+    fn insert_counted(&mut self, new: &NewFlow, now: Time, evicted: &mut Evicted) -> Result<u32, TableFull> {
         let keys = new.keys;
         let hashes = [self.hasher.hash(&keys[0]), self.hasher.hash(&keys[1])];
-        let mut evicted = Evicted::default();
-        if new.account != NO_ACCOUNT {
-            let q = queue_of(new.account, new.orig_side);
-            if q >= self.queues.len() {
-                // A member's first flow on this core (reserved: no allocation).
-                self.queues.resize(q + 2, Queue::EMPTY);
-            }
-            if self.queues[q].len >= self.half_open {
-                self.remove(self.queues[q].head);
-                evicted.half_open += 1;
-            }
+        if new.account != NO_ACCOUNT && !assured(new.answered, &new.state) {
+            evicted.half_open += self.make_half_open_room(queue_of(new.account, new.orig_side));
         }
         if self.free.is_empty() {
             self.evict_near(&hashes, u32::MAX, now)?;
@@ -623,7 +631,7 @@ impl Conntrack {
             keys,
             expires: now,
             state: new.state,
-            answered: false,
+            answered: new.answered,
             orig_side: new.orig_side,
             reply_side: new.reply_side,
             translated: keys[1] != keys[0].reversed(),
@@ -642,27 +650,44 @@ impl Conntrack {
         f.expires = now + f.timeout(&self.timeouts);
         self.wheel.insert(i, f.expires);
         self.generation += 1;
-        self.settle(i);
-        Ok((i, evicted))
+        // Room was made above: nothing more to evict.
+        evicted.half_open += self.settle(i);
+        Ok(i)
+    }
+
+    /// Evicts the oldest flow of queue `q` if it holds `half_open` (so a
+    /// flow may join it); returns how many were evicted.
+    fn make_half_open_room(&mut self, q: usize) -> u32 {
+        if q >= self.queues.len() {
+            // A member's first flow on this core (reserved: no allocation).
+            self.queues.resize(q + 2, Queue::EMPTY);
+        }
+        if self.queues[q].len < self.half_open {
+            return 0;
+        }
+        self.remove(self.queues[q].head);
+        1
     }
 
     /// Puts flow `i` in its owner's queue of unassured flows, or takes it
     /// out, as [`Flow::assured`] now says. Call after every change to a
     /// flow's state or [`Flow::answered`] (the packet path does when
-    /// [`Flow::needs_settle`]).
-    pub fn settle(&mut self, i: u32) {
+    /// [`Flow::needs_settle`]). A flow that joins a full queue (a TCP
+    /// connection opened again on its 4-tuple) pushes out the oldest:
+    /// returns how many flows that evicted (their NAT bindings wait in
+    /// [`Self::take_released`]).
+    #[must_use]
+    pub fn settle(&mut self, i: u32) -> u32 {
         let f = &self.flows[i as usize];
         if f.account == NO_ACCOUNT || !f.live || f.queued != f.assured() {
-            return;
+            return 0;
         }
         let q = queue_of(f.account, f.orig_side);
         if f.queued {
             self.unqueue(i);
-            return;
+            return 0;
         }
-        if q >= self.queues.len() {
-            self.queues.resize(q + 2, Queue::EMPTY);
-        }
+        let evicted = self.make_half_open_room(q);
         let queue = &mut self.queues[q];
         self.cold[i as usize].queue = [queue.tail, NIL];
         match queue.tail {
@@ -672,6 +697,7 @@ impl Conntrack {
         queue.tail = i;
         queue.len += 1;
         self.flows[i as usize].queued = true;
+        evicted
     }
 
     /// Takes queued flow `i` out of its owner's queue.
@@ -857,7 +883,7 @@ mod tests {
         let mut ct = Conntrack::new(4096, [1, 2, 3, 4], Timeouts::default(), now);
         let key = |i: u16| FlowKey::v4(Ipv4Addr::new(10, 0, 0, 1), Ipv4Addr::new(192, 0, 2, 1), proto::UDP, i, 53);
         for i in 0..2000u16 {
-            ct.insert(&udp_flow(i), now).unwrap();
+            ct.insert(&udp_flow(i), now).0.unwrap();
         }
         // Stored keys (both directions), keys never stored, and guesses that
         // are wrong: the answer is always the plain lookup's.
@@ -893,6 +919,7 @@ mod tests {
             binding: NO_BINDING,
             epoch: 0,
             synced: false,
+            answered: false,
         }
     }
 
@@ -903,7 +930,7 @@ mod tests {
     fn a_walk_in_slices_meets_every_live_flow_once() {
         let now = Time(0);
         let mut ct = Conntrack::new(100, [1, 2, 3, 4], Timeouts::default(), now);
-        let made: Vec<u32> = (0..90u16).map(|p| ct.insert(&udp_flow(p), now).unwrap().0).collect();
+        let made: Vec<u32> = (0..90u16).map(|p| ct.insert(&udp_flow(p), now).0.unwrap()).collect();
         for &i in made.iter().filter(|&&i| i % 3 == 0 || (40..60).contains(&i)) {
             ct.remove(i);
         }
@@ -940,7 +967,7 @@ mod tests {
         assert_eq!(names.len(), TcpState::ALL.len() + 2);
         let now = Time(0);
         let mut ct = Conntrack::new(8, [1, 2, 3, 4], Timeouts::default(), now);
-        let (i, _) = ct.insert(&udp_flow(1), now).unwrap();
+        let i = ct.insert(&udp_flow(1), now).0.unwrap();
         assert_eq!(ct.flow(i).state_name(), UNANSWERED);
         ct.flow_mut(i).answered = true;
         assert_eq!(ct.flow(i).state_name(), ANSWERED);

@@ -146,6 +146,10 @@ pub struct TcpTrack {
     syn_pending: bool,
     /// ISN of the opener's latest bare SYN.
     syn_seq: u32,
+    /// The handshake completed (or the connection was picked up in the
+    /// middle): Linux's `IPS_ASSURED` for TCP. A handshake the other side
+    /// refused with a RST ends in `Close` without it.
+    established: bool,
     peer: [Peer; 2],
 }
 
@@ -157,6 +161,7 @@ impl TcpTrack {
             liberal: false,
             syn_pending: false,
             syn_seq: 0,
+            established: false,
             peer: [Peer::default(); 2],
         };
         t.start(syn);
@@ -177,6 +182,7 @@ impl TcpTrack {
             liberal: true,
             syn_pending: false,
             syn_seq: 0,
+            established: true,
             peer: [p, Peer { offer: NO_SCALE, ..Peer::default() }],
         }
     }
@@ -191,6 +197,7 @@ impl TcpTrack {
         self.state = TcpState::SynSent;
         self.liberal = false;
         self.syn_pending = false;
+        self.established = false;
         self.syn_seq = syn.seq;
     }
 
@@ -226,6 +233,12 @@ impl TcpTrack {
 
     pub fn is_liberal(&self) -> bool {
         self.liberal
+    }
+
+    /// The handshake completed once (or the connection was picked up in
+    /// the middle), whatever the state now.
+    pub fn established(&self) -> bool {
+        self.established
     }
 
     /// True once both directions have carried packets.
@@ -406,6 +419,7 @@ impl TcpTrack {
                 }
             }
         };
+        self.established |= !matches!(self.state, TcpState::SynSent | TcpState::SynRecv | TcpState::Close);
     }
 }
 
@@ -480,6 +494,10 @@ impl TcpTrack {
             liberal: b[1] & 1 != 0,
             syn_pending: b[1] & 2 != 0,
             syn_seq: u32::from_be_bytes([b[2], b[3], b[4], b[5]]),
+            // Not in the snapshot (its format predates it): past the
+            // handshake, or closing by FINs, it was; a connection in `Close`
+            // is taken as a refused handshake, evictable for its few seconds.
+            established: !matches!(state, TcpState::SynSent | TcpState::SynRecv | TcpState::Close),
             peer: [Peer::read(&b[6..6 + PEER_LEN])?, Peer::read(&b[6 + PEER_LEN..])?],
         };
         Some(t.resumed())

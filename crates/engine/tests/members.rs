@@ -32,8 +32,12 @@ struct Gw {
 
 impl Gw {
     fn new() -> Gw {
+        Gw::with(Config::default())
+    }
+
+    fn with(config: Config) -> Gw {
         let now = Time::from_secs(1000);
-        let mut e = Engine::new(Config::default(), now);
+        let mut e = Engine::new(config, now);
         e.set_policy(Arc::new(policy::compile(&sample::example(), 1).unwrap()), &[]);
         Gw { e, now }
     }
@@ -378,10 +382,7 @@ fn unassured(e: &Engine, account: u32, side: Side) -> u32 {
 
 #[test]
 fn a_syn_flood_at_a_forward_holds_at_most_half_open_per_member_and_handshakes_survive_it() {
-    let mut g = Gw::new();
-    let mut e = Engine::new(Config { half_open_per_member: 64, ..Config::default() }, g.now);
-    e.set_policy(Arc::new(policy::compile(&sample::example(), 1).unwrap()), &[]);
-    g.e = e;
+    let mut g = Gw::with(Config { half_open_per_member: 64, ..Config::default() });
     // The member's own connection, established before the flood.
     assert_eq!(g.tcp(Side::Inside, LAPTOP, WEB, 40_000, 443, S, 1, 0, 0).0, FWD_OUT);
     assert_eq!(g.tcp(Side::Outside, WEB, PUBLIC_101, 443, 40_000, S | A, 9, 2, 0).0, FWD_IN);
@@ -444,4 +445,64 @@ fn a_syn_flood_at_a_forward_holds_at_most_half_open_per_member_and_handshakes_su
     }
     assert_eq!(g.e.conntrack().half_open_of(slot, Side::Outside), 0);
     assert_eq!(unassured(&g.e, slot, Side::Outside), 0);
+}
+
+/// A server behind a forward that refuses the flood's SYNs with a RST
+/// answers each of them: the flows are answered and closed, but never
+/// established, so they stay in the member's queue (at most the limit)
+/// instead of filling the table for the 10 s a closed flow lives.
+#[test]
+fn handshakes_refused_with_a_rst_stay_half_open() {
+    let mut g = Gw::with(Config { half_open_per_member: 64, ..Config::default() });
+    let rst = TcpFlags::RST | A;
+    for i in 0..5_000u32 {
+        let src = format!("192.0.2.{}", 1 + i % 200);
+        let port = 1024 + (i / 200) as u16;
+        assert_eq!(g.tcp(Side::Outside, &src, PUBLIC_101, port, 8080, S, i, 0, 0).0, FWD_IN);
+        let slot = g.e.accounts().slot_of(101).unwrap();
+        assert_eq!(g.tcp(Side::Inside, NAS, &src, 80, port, rst, 0, i.wrapping_add(1), 0).0, FWD_OUT, "RST {i}");
+        assert!(g.e.conntrack().half_open_of(slot, Side::Outside) <= 64);
+    }
+    let slot = g.e.accounts().slot_of(101).unwrap();
+    assert_eq!(g.e.conntrack().half_open_of(slot, Side::Outside), 64);
+    assert_eq!(unassured(&g.e, slot, Side::Outside), 64, "the refused handshakes are not assured");
+    assert_eq!(g.e.conntrack().len(), 64);
+    assert_eq!(g.e.counters().flows_evicted_half_open, 5_000 - 64);
+}
+
+/// A connection opened again on its 4-tuple after it closed is a new
+/// handshake: it joins the member's queue again, and a full queue makes
+/// room for it by pushing out the oldest, so the limit holds.
+#[test]
+fn a_connection_opened_again_rejoins_a_full_queue_within_the_limit() {
+    let mut g = Gw::with(Config { half_open_per_member: 16, ..Config::default() });
+    let (f, r) = (TcpFlags::FIN | A, TcpFlags::RST | A);
+    // An established connection, closed by a RST at the right sequence number.
+    assert_eq!(g.tcp(Side::Inside, LAPTOP, WEB, 40_000, 443, S, 1, 0, 0).0, FWD_OUT);
+    let slot = g.e.accounts().slot_of(101).unwrap();
+    assert_eq!(g.tcp(Side::Outside, WEB, PUBLIC_101, 443, 40_000, S | A, 9, 2, 0).0, FWD_IN);
+    assert_eq!(g.tcp(Side::Inside, LAPTOP, WEB, 40_000, 443, A, 2, 10, 0).0, FWD_OUT);
+    assert_eq!(g.tcp(Side::Inside, LAPTOP, WEB, 40_000, 443, r, 2, 10, 0).0, FWD_OUT);
+    assert_eq!(g.e.conntrack().half_open_of(slot, Side::Inside), 0, "closed after its handshake: assured");
+    // The member fills its queue with 16 handshakes to elsewhere.
+    for p in 0..16u16 {
+        assert_eq!(g.tcp(Side::Inside, LAPTOP, WEB, 41_000 + p, 80, S, 1, 0, 0).0, FWD_OUT);
+    }
+    assert_eq!(g.e.conntrack().half_open_of(slot, Side::Inside), 16);
+    // The closed 4-tuple opened again: a handshake again, in the queue,
+    // and the oldest of the 16 goes.
+    assert_eq!(g.tcp(Side::Inside, LAPTOP, WEB, 40_000, 443, S, 100, 0, 0).0, FWD_OUT);
+    assert_eq!(g.e.conntrack().half_open_of(slot, Side::Inside), 16);
+    assert_eq!(unassured(&g.e, slot, Side::Inside), 16);
+    assert_eq!(g.e.counters().flows_evicted_half_open, 1);
+    // Its handshake completes: out of the queue; then closed by FINs, it
+    // stays assured.
+    assert_eq!(g.tcp(Side::Outside, WEB, PUBLIC_101, 443, 40_000, S | A, 900, 101, 0).0, FWD_IN);
+    assert_eq!(g.tcp(Side::Inside, LAPTOP, WEB, 40_000, 443, A, 101, 901, 0).0, FWD_OUT);
+    assert_eq!(g.e.conntrack().half_open_of(slot, Side::Inside), 15);
+    assert_eq!(g.tcp(Side::Inside, LAPTOP, WEB, 40_000, 443, f, 101, 901, 0).0, FWD_OUT);
+    assert_eq!(g.tcp(Side::Outside, WEB, PUBLIC_101, 443, 40_000, f, 901, 102, 0).0, FWD_IN);
+    assert_eq!(g.tcp(Side::Inside, LAPTOP, WEB, 40_000, 443, A, 102, 902, 0).0, FWD_OUT);
+    assert_eq!(g.e.conntrack().half_open_of(slot, Side::Inside), 15);
+    assert_eq!(unassured(&g.e, slot, Side::Inside), 15);
 }

@@ -294,7 +294,7 @@ fn a_flood_crafted_without_the_key_spreads() {
     let table = |key, extra: &[FlowKey]| {
         let mut ct = Conntrack::new(FLOWS, key, Timeouts::default(), now);
         for k in &flows {
-            let (i, _) = ct.insert(&new_flow(k), now).expect("room");
+            let i = ct.insert(&new_flow(k), now).0.expect("room");
             ct.flow_mut(i).answered = true;
         }
         for k in extra {
@@ -371,6 +371,7 @@ fn new_flow(k: &FlowKey) -> NewFlow {
         binding: NO_BINDING,
         epoch: 0,
         synced: false,
+        answered: false,
     }
 }
 

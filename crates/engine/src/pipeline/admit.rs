@@ -66,14 +66,16 @@ impl Engine {
             binding: admit.binding,
             epoch: self.epoch,
             synced: false,
+            answered: false,
         };
-        let Ok((idx, evicted)) = self.ct.insert(&new, now) else {
+        let (stored, evicted) = self.ct.insert(&new, now);
+        self.counters.flows_evicted += u64::from(evicted.table);
+        self.counters.flows_evicted_half_open += u64::from(evicted.half_open);
+        let Ok(idx) = stored else {
             self.release_binding(admit.binding);
             return (self.drop(Reason::FlowTableFull), None, None);
         };
         self.counters.flows_created += 1;
-        self.counters.flows_evicted += u64::from(evicted.table);
-        self.counters.flows_evicted_half_open += u64::from(evicted.half_open);
         if evicted != Evicted::default() {
             // What the evicted flows held is free for the next new flow
             // (a member at its limit of half-open flows opens one per one

@@ -132,7 +132,7 @@ impl Engine {
         }
         if settle {
             // Answered, or its handshake done (or a TCP flow reopened).
-            self.ct.settle(h.flow);
+            self.counters.flows_evicted_half_open += u64::from(self.ct.settle(h.flow));
         }
         if changed {
             self.ct.touched(h.flow);

@@ -166,7 +166,7 @@ impl Engine {
             f.answered |= s.answered;
             let deadline = grace(f.timeout(timeouts));
             f.expires = f.expires.max(deadline);
-            self.ct.settle(hit.flow);
+            self.counters.flows_evicted_half_open += u64::from(self.ct.settle(hit.flow));
             self.ct.name_in_resync(hit.flow, resync);
             return Ok(Installed::Updated);
         }
@@ -187,22 +187,24 @@ impl Engine {
             binding,
             epoch: self.epoch,
             synced: true,
+            // Assured already or not: an established connection does not
+            // push out the member's oldest handshake.
+            answered: s.answered,
         };
-        let Ok((i, evicted)) = self.ct.insert(&new, now) else {
+        let (stored, evicted) = self.ct.insert(&new, now);
+        self.counters.flows_evicted += u64::from(evicted.table);
+        self.counters.flows_evicted_half_open += u64::from(evicted.half_open);
+        let Ok(i) = stored else {
             if binding != NO_BINDING {
                 self.nat.release(binding);
             }
             return Err(InstallRefusal::TableFull);
         };
-        self.counters.flows_evicted += u64::from(evicted.table);
-        self.counters.flows_evicted_half_open += u64::from(evicted.half_open);
         let (f, timeouts) = self.ct.flow_and_timeouts(i);
-        f.answered = s.answered;
         f.packets = s.packets;
         f.bytes = s.bytes;
         // Later than the timer set at insert: the wheel finds it lazily.
         f.expires = grace(f.timeout(timeouts));
-        self.ct.settle(i);
         self.ct.name_in_resync(i, resync);
         Ok(Installed::New)
     }
