@@ -107,7 +107,8 @@ pub enum Failure {
     /// As [`UsageSpooled`](Failure::UsageSpooled), to a file beside an unusable spool.
     #[error(
         "usage of {members} member(s) not written to the database ({cause}); kept in {} because the spool {} is \
-         unusable: write it to the database by hand, or move it to the spool's place",
+         unusable (in /run/torwart, the next start writes it, until a reboot; elsewhere, move it to the spool's \
+         place)",
         path.display(),
         spool.display()
     )]
@@ -292,9 +293,13 @@ impl Daemon {
                     r.set_local_addresses(&local_addresses(&tables));
                 }
             }
-            // A port that came back: the workers start again on the ports as they are.
-            if self.ports.poll() && self.ports.all_present() {
-                self.stop_workers();
+            // A port that came back: the workers start again on the ports as
+            // they are. Its link state is read again under its new index.
+            if self.ports.poll() {
+                self.ports.follow_links(&tables);
+                if self.ports.all_present() {
+                    self.stop_workers();
+                }
             }
             if self.running.is_none() {
                 self.try_restart();
@@ -306,7 +311,7 @@ impl Daemon {
             let stats = self.stats();
             if last_flush.elapsed() >= flush_wait {
                 last_flush = Instant::now();
-                if self.control.spool.exists() {
+                if self.control.spool.exists() || !fallback_spools(&self.control.spool).is_empty() {
                     replay_spool(&self.control, "before the flush");
                 }
                 let ok = flush_usage(&self.control, &mut self.ledger, &stats);
@@ -455,17 +460,16 @@ impl Daemon {
             return;
         }
         tracing::warn!("a worker's state is lost: the workers start afresh (flows and NAT bindings end)");
-        let pending = self.ledger.pending(&crate::stats::usage(&self.parked));
-        match spool_usage(&self.control.spool, Periods::HOURLY.start(unix_now()), &pending) {
+        let unwritten = self.ledger.unwritten(&crate::stats::usage(&self.parked));
+        let members: usize = unwritten.iter().map(|p| p.traffic.len()).sum();
+        let spooled =
+            spool_usage(&self.control.spool, self.ledger.writer(), &unwritten, Periods::HOURLY.start(unix_now()));
+        match spooled {
             Ok(path) if path != self.control.spool.path() => {
-                tracing::error!(
-                    "usage of {} member(s) kept in {} (the spool is unusable)",
-                    pending.len(),
-                    path.display()
-                )
+                tracing::error!("usage of {members} member(s) kept in {} (the spool is unusable)", path.display())
             }
             Ok(_) => {}
-            Err(e) => tracing::error!("usage of {} member(s) LOST: {e}", pending.len()),
+            Err(e) => tracing::error!("usage of {members} member(s) LOST: {e}"),
         }
         self.ledger = self.ledger.fresh();
         self.spare.clear();
@@ -792,21 +796,26 @@ fn spool_path(config: &Config) -> PathBuf {
     PathBuf::from("/var/lib/torwart/usage.spool")
 }
 
-/// Writes a spool left by an earlier stop to the database; on failure the
-/// spool stays for the next try.
+/// Writes a spool left by an earlier stop (and the files that went to
+/// [`SPOOL_FALLBACK_DIR`] instead) to the database; on failure a spool
+/// stays for the next try. Numbered usage is written once however often
+/// it is replayed ([`Spool`]).
 fn replay_spool(control: &Control, when: &str) {
-    if !control.spool.exists() {
-        return;
+    let mut spools = fallback_spools(&control.spool);
+    if control.spool.exists() {
+        spools.insert(0, control.spool.clone());
     }
-    let replay = control.spool.replay(&control.db);
-    match control.runtime.block_on(async { tokio::time::timeout(DB_WRITE_TIMEOUT, replay).await }) {
-        Ok(Ok(n)) => tracing::info!("usage spool {} written {when}: {n} record(s)", control.spool.path().display()),
-        Ok(Err(e)) => tracing::warn!("{e}; kept for the next flush"),
-        Err(_) => tracing::warn!(
-            "usage spool {}: no answer from the database within {} s; kept for the next flush",
-            control.spool.path().display(),
-            DB_WRITE_TIMEOUT.as_secs()
-        ),
+    for spool in spools {
+        let replay = spool.replay(&control.db);
+        match control.runtime.block_on(async { tokio::time::timeout(DB_WRITE_TIMEOUT, replay).await }) {
+            Ok(Ok(n)) => tracing::info!("usage spool {} written {when}: {n} record(s)", spool.path().display()),
+            Ok(Err(e)) => tracing::warn!("{e}; kept for the next flush"),
+            Err(_) => tracing::warn!(
+                "usage spool {}: no answer from the database within {} s; kept for the next flush",
+                spool.path().display(),
+                DB_WRITE_TIMEOUT.as_secs()
+            ),
+        }
     }
 }
 
@@ -1133,9 +1142,9 @@ fn final_flush(control: &Control, ledger: &mut Ledger, stats: &[Arc<WorkerStats>
         tracing::warn!("usage not written ({e}); retrying until the deadline");
         std::thread::sleep(Duration::from_millis(500));
     };
-    let pending = ledger.pending(&totals);
-    let (spool, members) = (&control.spool, pending.len());
-    Err(match spool_usage(spool, Periods::HOURLY.start(unix_now()), &pending) {
+    let unwritten = ledger.unwritten(&totals);
+    let (spool, members) = (&control.spool, unwritten.iter().map(|p| p.traffic.len()).sum());
+    Err(match spool_usage(spool, ledger.writer(), &unwritten, Periods::HOURLY.start(unix_now())) {
         Ok(path) if path == spool.path() => Failure::UsageSpooled { members, path, cause },
         Ok(path) => Failure::UsageBesideSpool { members, path, spool: spool.path().to_owned(), cause },
         Err(spool) => Failure::UsageLost { members, cause, spool: Box::new(spool) },
@@ -1144,14 +1153,39 @@ fn final_flush(control: &Control, ledger: &mut Ledger, stats: &[Arc<WorkerStats>
 
 /// Where usage goes when its spool cannot take it (its disk is full, its
 /// directory unwritable): a file of its own in [`SPOOL_FALLBACK_DIR`]
-/// (memory: until a reboot), for the operator to move to the spool's
-/// place. Returns the file it went to, or the spool's error.
-fn spool_usage(spool: &Spool, period_start: i64, pending: &[crate::db::MemberTraffic]) -> Result<PathBuf, SpoolError> {
-    spool.append(period_start, pending).or_else(|e| {
+/// (memory: until a reboot), named after the spool ([`fallback_prefix`]),
+/// which the next start writes to the database as it does the spool (the
+/// operator may also move it to the spool's place). Returns the file it
+/// went to, or the spool's error.
+fn spool_usage(
+    spool: &Spool,
+    writer: &str,
+    parts: &[crate::ledger::Part],
+    period_now: i64,
+) -> Result<PathBuf, SpoolError> {
+    spool.append(writer, parts, period_now).or_else(|e| {
         let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
-        let fallback = Spool::new(Path::new(SPOOL_FALLBACK_DIR).join(format!("usage-spool.{}", now.as_nanos())));
-        fallback.append(period_start, pending).map_err(|_| e)
+        let name = format!("{}{}", fallback_prefix(spool), now.as_nanos());
+        Spool::new(Path::new(SPOOL_FALLBACK_DIR).join(name)).append(writer, parts, period_now).map_err(|_| e)
     })
+}
+
+/// The start of the names of `spool`'s files in [`SPOOL_FALLBACK_DIR`]:
+/// its path with `/` as `%`, so that each database's daemon finds its own.
+fn fallback_prefix(spool: &Spool) -> String {
+    format!("usage-spool.{}.", spool.path().to_string_lossy().replace('/', "%"))
+}
+
+/// `spool`'s files in [`SPOOL_FALLBACK_DIR`], oldest first.
+fn fallback_spools(spool: &Spool) -> Vec<Spool> {
+    let prefix = fallback_prefix(spool);
+    let Ok(dir) = std::fs::read_dir(SPOOL_FALLBACK_DIR) else { return Vec::new() };
+    let mut names: Vec<String> = dir
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .filter(|n| n.starts_with(&prefix) && n[prefix.len()..].bytes().all(|b| b.is_ascii_digit()))
+        .collect();
+    names.sort_by_key(|n| (n.len(), n.clone()));
+    names.into_iter().map(|n| Spool::new(Path::new(SPOOL_FALLBACK_DIR).join(n))).collect()
 }
 
 /// See [`spool_usage`].

@@ -89,10 +89,37 @@ impl Ledger {
     }
 
     /// A ledger that counts from zero again (the workers start afresh),
-    /// numbering on where this one was. Call only with nothing in doubt
-    /// ([`Ledger::pending`] includes it: spool that first).
+    /// numbering on past the numbers [`Ledger::unwritten`] gave out. Call
+    /// once what is unwritten is kept elsewhere (spooled).
     pub fn fresh(&self) -> Ledger {
-        Ledger { next: self.next, last_flush: self.last_flush, ..Ledger::named(self.writer.clone(), self.paired) }
+        Ledger { next: self.next + 1, last_flush: self.last_flush, ..Ledger::named(self.writer.clone(), self.paired) }
+    }
+
+    /// This box's name in `torwart_usage_flushes`.
+    pub fn writer(&self) -> &str {
+        &self.writer
+    }
+
+    /// What is not known to be written, in numbered parts, for a spool or
+    /// the other box of a pair: the flush in doubt under its number and
+    /// period, then what was counted since under the next number (its
+    /// period is when it is written). Each part written under its number
+    /// is written once, however often it is sent.
+    pub fn unwritten(&self, totals: &[MemberTraffic]) -> Vec<Part> {
+        let mut parts = Vec::new();
+        let since = match &self.in_doubt {
+            Some(d) => {
+                parts.push(Part { flush: d.flush, period_start: Some(d.period_start), traffic: d.delta.clone() });
+                let mut base = self.written.clone();
+                base.extend(d.totals.iter().map(|(k, v)| (*k, *v)));
+                delta(totals, &base)
+            }
+            None => self.pending(totals),
+        };
+        if !since.is_empty() {
+            parts.push(Part { flush: self.next, period_start: None, traffic: since });
+        }
+        parts
     }
 
     /// The number the next flush will have, in a pair: the other box writes
@@ -116,29 +143,7 @@ impl Ledger {
     /// was written before. A total below what was written means the counters
     /// started again (the engine restarted): all of it is new.
     pub fn pending(&self, totals: &[MemberTraffic]) -> Vec<MemberTraffic> {
-        summed(totals)
-            .into_values()
-            .filter_map(|t| {
-                let w = self.written.get(&t.member_id).copied().unwrap_or_default();
-                let restarted = t.up_bytes < w.up_bytes
-                    || t.down_bytes < w.down_bytes
-                    || t.up_packets < w.up_packets
-                    || t.down_packets < w.down_packets;
-                let d = if restarted {
-                    t
-                } else {
-                    MemberTraffic {
-                        member_id: t.member_id,
-                        up_bytes: t.up_bytes - w.up_bytes,
-                        down_bytes: t.down_bytes - w.down_bytes,
-                        up_packets: t.up_packets - w.up_packets,
-                        down_packets: t.down_packets - w.down_packets,
-                    }
-                };
-                let any = d.up_bytes != 0 || d.down_bytes != 0 || d.up_packets != 0 || d.down_packets != 0;
-                any.then_some(d)
-            })
-            .collect()
+        delta(totals, &self.written)
     }
 
     /// Writes what was counted since the last flush to the period of
@@ -187,6 +192,44 @@ impl Ledger {
     }
 }
 
+/// `totals` (summed per member) minus `written`; a total below what was
+/// written means the counters started again: all of it is new.
+fn delta(totals: &[MemberTraffic], written: &HashMap<u32, MemberTraffic>) -> Vec<MemberTraffic> {
+    summed(totals)
+        .into_values()
+        .filter_map(|t| {
+            let w = written.get(&t.member_id).copied().unwrap_or_default();
+            let restarted = t.up_bytes < w.up_bytes
+                || t.down_bytes < w.down_bytes
+                || t.up_packets < w.up_packets
+                || t.down_packets < w.down_packets;
+            let d = if restarted {
+                t
+            } else {
+                MemberTraffic {
+                    member_id: t.member_id,
+                    up_bytes: t.up_bytes - w.up_bytes,
+                    down_bytes: t.down_bytes - w.down_bytes,
+                    up_packets: t.up_packets - w.up_packets,
+                    down_packets: t.down_packets - w.down_packets,
+                }
+            };
+            let any = d.up_bytes != 0 || d.down_bytes != 0 || d.up_packets != 0 || d.down_packets != 0;
+            any.then_some(d)
+        })
+        .collect()
+}
+
+/// A numbered part of the usage not known to be written ([`Ledger::unwritten`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Part {
+    /// Its number under the ledger's writer.
+    pub flush: i64,
+    /// The period it belongs to; `None`: the one it is written in.
+    pub period_start: Option<i64>,
+    pub traffic: Vec<MemberTraffic>,
+}
+
 fn unix_ms() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
 }
@@ -223,6 +266,33 @@ mod tests {
         assert_eq!(l.pending(&[t(7, 120, 2), t(7, 50, 1)]), vec![t(7, 20, 1)]);
         // The counters started again below what was written: all of it is new.
         assert_eq!(l.pending(&[t(7, 30, 1)]), vec![t(7, 30, 1)]);
+    }
+
+    /// What is not known to be written comes in numbered parts: the flush
+    /// in doubt under its own number and period, what came after it under
+    /// the next number; a fresh ledger never reuses either number.
+    #[test]
+    fn unwritten_usage_is_the_flush_in_doubt_and_the_rest_each_under_its_number() {
+        let mut l = Ledger::new();
+        assert!(l.unwritten(&[]).is_empty());
+        l.written.insert(7, t(7, 100, 1));
+        let (next, hour) = (l.next, Periods::HOURLY.start(7200));
+        assert_eq!(
+            l.unwritten(&[t(7, 130, 2), t(8, 5, 1)]),
+            vec![Part { flush: next, period_start: None, traffic: vec![t(7, 30, 1), t(8, 5, 1)] }]
+        );
+        let totals = summed(&[t(7, 150, 2)]);
+        l.in_doubt = Some(InDoubt { flush: next, period_start: hour, delta: vec![t(7, 50, 1)], totals });
+        l.next += 1;
+        assert_eq!(
+            l.unwritten(&[t(7, 180, 3), t(8, 5, 1)]),
+            vec![
+                Part { flush: next, period_start: Some(hour), traffic: vec![t(7, 50, 1)] },
+                Part { flush: next + 1, period_start: None, traffic: vec![t(7, 30, 1), t(8, 5, 1)] },
+            ]
+        );
+        assert_eq!(l.unwritten(&[t(7, 150, 2)]).len(), 1, "nothing after the flush in doubt");
+        assert!(l.fresh().next > next + 1);
     }
 
     /// A flush in doubt is sent again, under its number, before anything

@@ -219,13 +219,13 @@ pub struct Pair {
 struct UsageExchange {
     /// This box's records for the peer.
     outgoing: Vec<Record>,
-    /// The peer's usage not yet written, by member: its latest report.
-    peer: BTreeMap<u32, sync::Usage>,
+    /// The peer's usage not yet written, by flush number and member: its
+    /// latest report.
+    peer: BTreeMap<(u64, u32), sync::Usage>,
     /// The peer's usage to write for it (it is gone).
     orphaned: Vec<Orphaned>,
-    /// What this box last told the peer, and for which flush.
-    shared: BTreeMap<u32, MemberTraffic>,
-    shared_flush: i64,
+    /// What this box last told the peer, by flush number and member.
+    shared: BTreeMap<(i64, u32), MemberTraffic>,
 }
 
 /// Usage the other box counted and did not write: to be written under its
@@ -317,26 +317,29 @@ impl Pair {
     }
 
     /// Hands the other box what this one counted and has not written:
-    /// `ledger`'s pending usage for `totals`, under its next flush number
-    /// (of each member, what changed since the last time).
+    /// `ledger`'s unwritten usage for `totals`, each part under its flush
+    /// number (a flush in doubt under its own, what came after under the
+    /// next), of each member what changed since the last time.
     pub fn share_usage(&self, ledger: &Ledger, totals: &[MemberTraffic]) {
-        let Some(flush) = ledger.next_flush() else { return };
-        let mut u = lock(&self.usage);
-        if u.shared_flush != flush {
-            u.shared.clear();
-            u.shared_flush = flush;
+        if ledger.next_flush().is_none() {
+            return;
         }
-        for t in ledger.pending(totals) {
-            if u.shared.get(&t.member_id) == Some(&t) {
-                continue;
+        let parts = ledger.unwritten(totals);
+        let mut u = lock(&self.usage);
+        u.shared.retain(|(flush, _), _| parts.iter().any(|p| p.flush == *flush));
+        for p in &parts {
+            for t in &p.traffic {
+                if u.shared.get(&(p.flush, t.member_id)) == Some(t) {
+                    continue;
+                }
+                u.shared.insert((p.flush, t.member_id), *t);
+                u.outgoing.push(Record::Usage(sync::Usage {
+                    flush: p.flush as u64,
+                    member: t.member_id,
+                    bytes: [t.up_bytes, t.down_bytes],
+                    packets: [t.up_packets, t.down_packets],
+                }));
             }
-            u.shared.insert(t.member_id, t);
-            u.outgoing.push(Record::Usage(sync::Usage {
-                flush: flush as u64,
-                member: t.member_id,
-                bytes: [t.up_bytes, t.down_bytes],
-                packets: [t.up_packets, t.down_packets],
-            }));
         }
     }
 
@@ -491,7 +494,7 @@ impl Thread {
                         return;
                     }
                     Record::Usage(u) => {
-                        usage.peer.insert(u.member, *u);
+                        usage.peer.insert((u.flush, u.member), *u);
                         return;
                     }
                     Record::Flushed { flush } => {
@@ -546,7 +549,7 @@ impl Thread {
         let mut u = lock(&self.usage);
         let peer = std::mem::take(&mut u.peer);
         let mut by_flush: BTreeMap<u64, Vec<MemberTraffic>> = BTreeMap::new();
-        for (member, x) in peer {
+        for ((_, member), x) in peer {
             by_flush.entry(x.flush).or_default().push(MemberTraffic {
                 member_id: member,
                 up_bytes: x.bytes[0],

@@ -15,11 +15,16 @@
 //! with an error naming the line; the file is then kept as it is for the
 //! operator. It is read only up to [`MAX_BYTES`].
 //!
-//! Known window: a crash between the database's commit of a period and the
-//! rewrite of the spool would write that period twice at the next start.
+//! Each record carries the number its usage was counted under (the box's
+//! writer name and flush number, [`crate::ledger::Part`]), and is written
+//! with [`Database::write_accounting_once`]: a flush in doubt when it was
+//! spooled (its commit may have happened), or a replay cut off between the
+//! database's commit and the rewrite of the file, is written once. Records
+//! from before the numbers (no `writer`) are written as they are.
 
 use crate::db::{Database, DbError, MemberTraffic};
 use crate::files;
+use crate::ledger::Part;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
@@ -29,11 +34,17 @@ use std::path::{Path, PathBuf};
 pub const MAX_BYTES: u64 = 256 << 20;
 
 /// One member's usage in one period, as spooled.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Record {
     /// Start of the accounting period, Unix seconds (UTC).
     pub period_start: i64,
+    /// The box that counted it and the flush number it was counted under
+    /// (`torwart_usage_flushes`); absent in spools from before them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub writer: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub flush: Option<i64>,
     pub member_id: u32,
     pub up_bytes: u64,
     pub down_bytes: u64,
@@ -101,20 +112,25 @@ impl Spool {
         parse(&self.path, &text)
     }
 
-    /// Adds `traffic` of the period starting at `period_start` to the file
-    /// (after what it holds already); returns the file it went to. If the
+    /// Adds `parts` of `writer`'s usage to the file (after what it holds
+    /// already), each under its number; a part without a period goes to
+    /// the one starting at `period_now`. Returns the file it went to. If the
     /// file is there but cannot be used (it does not parse, is too large,
     /// is not ours), it is left as it is and the usage goes to a new file
     /// beside it, named after the time: the operator's to look at, never
     /// overwritten.
-    pub fn append(&self, period_start: i64, traffic: &[MemberTraffic]) -> Result<PathBuf, SpoolError> {
-        let new = traffic.iter().map(|t| Record {
-            period_start,
-            member_id: t.member_id,
-            up_bytes: t.up_bytes,
-            down_bytes: t.down_bytes,
-            up_packets: t.up_packets,
-            down_packets: t.down_packets,
+    pub fn append(&self, writer: &str, parts: &[Part], period_now: i64) -> Result<PathBuf, SpoolError> {
+        let new = parts.iter().flat_map(|p| {
+            p.traffic.iter().map(move |t| Record {
+                period_start: p.period_start.unwrap_or(period_now),
+                writer: Some(writer.to_owned()),
+                flush: Some(p.flush),
+                member_id: t.member_id,
+                up_bytes: t.up_bytes,
+                down_bytes: t.down_bytes,
+                up_packets: t.up_packets,
+                down_packets: t.down_packets,
+            })
         });
         match self.read() {
             Ok(mut records) => {
@@ -146,14 +162,16 @@ impl Spool {
         files::write_private(&self.path, text.as_bytes(), files::SPOOL_MODE, true).map_err(io)
     }
 
-    /// Writes the spooled usage to `db`, one period per transaction, taking
-    /// each period out of the file once written; the file is gone when all
-    /// are. Returns the records written.
+    /// Writes the spooled usage to `db`, one flush (or, unnumbered, one
+    /// period) per transaction, taking each out of the file once written;
+    /// the file is gone when all are. Returns the records written (a
+    /// numbered flush the database had already counts as written).
     pub async fn replay(&self, db: &Database) -> Result<usize, SpoolError> {
-        let records = self.read()?;
-        let mut periods: BTreeMap<i64, Vec<MemberTraffic>> = BTreeMap::new();
+        let mut records = self.read()?;
+        type Key = (i64, Option<String>, Option<i64>);
+        let mut groups: BTreeMap<Key, Vec<MemberTraffic>> = BTreeMap::new();
         for r in &records {
-            periods.entry(r.period_start).or_default().push(MemberTraffic {
+            groups.entry((r.period_start, r.writer.clone(), r.flush)).or_default().push(MemberTraffic {
                 member_id: r.member_id,
                 up_bytes: r.up_bytes,
                 down_bytes: r.down_bytes,
@@ -162,13 +180,17 @@ impl Spool {
             });
         }
         let mut written = 0;
-        for (start, traffic) in &periods {
-            db.write_accounting(*start, traffic)
-                .await
-                .map_err(|source| SpoolError::Database { path: self.path.clone(), source })?;
+        for ((start, writer, flush), traffic) in &groups {
+            let db_err = |source| SpoolError::Database { path: self.path.clone(), source };
+            match (writer, flush) {
+                (Some(w), Some(f)) => {
+                    db.write_accounting_once(w, *f, *start, traffic).await.map_err(db_err)?;
+                }
+                _ => db.write_accounting(*start, traffic).await.map_err(db_err)?,
+            }
             written += traffic.len();
-            let rest: Vec<Record> = records.iter().filter(|r| r.period_start > *start).copied().collect();
-            self.write(&rest)?;
+            records.retain(|r| (r.period_start, &r.writer, &r.flush) != (*start, writer, flush));
+            self.write(&records)?;
         }
         Ok(written)
     }
@@ -204,21 +226,64 @@ mod tests {
         std::fs::create_dir_all(&d).unwrap();
         let s = Spool::new(d.join("usage.spool"));
         assert!(s.read().unwrap().is_empty());
-        s.append(3600, &[t(1, 10), t(2, 20)]).unwrap();
-        s.append(7200, &[t(1, 5)]).unwrap();
+        let part =
+            |flush, period_start, traffic: &[MemberTraffic]| Part { flush, period_start, traffic: traffic.to_vec() };
+        s.append("host:a", &[part(1, Some(3600), &[t(1, 10), t(2, 20)])], 0).unwrap();
+        s.append("host:a", &[part(2, None, &[t(1, 5)])], 7200).unwrap();
         let r = s.read().unwrap();
         assert_eq!(r.len(), 3);
-        assert_eq!((r[2].period_start, r[2].member_id, r[2].up_bytes), (7200, 1, 5));
+        assert_eq!((r[2].period_start, r[2].member_id, r[2].up_bytes, r[2].flush), (7200, 1, 5, Some(2)));
         let mut text = std::fs::read_to_string(s.path()).unwrap();
         text.push_str("{\"period_start\": 1}\n");
         files::write_private(s.path(), text.as_bytes(), files::SPOOL_MODE, false).unwrap();
         let e = s.read().unwrap_err().to_string();
         assert!(e.contains("line 4") && e.contains("missing field"), "{e}");
         // Usage added to a spool that does not parse goes to a file beside it.
-        let aside = s.append(7200, &[t(9, 1)]).unwrap();
+        let aside = s.append("host:a", &[part(3, None, &[t(9, 1)])], 7200).unwrap();
         assert_ne!(aside, s.path());
         assert_eq!(Spool::new(&aside).read().unwrap().len(), 1);
         assert_eq!(std::fs::read_to_string(s.path()).unwrap(), text, "the bad spool is left as it was");
+        let _ = std::fs::remove_dir_all(&d);
+    }
+
+    /// A numbered flush that reached the database before it was spooled
+    /// (in doubt at the stop), or a spool replayed twice (cut off between
+    /// the commit and the rewrite of the file), is written once.
+    #[test]
+    fn a_numbered_flush_is_written_once_however_often_it_is_replayed() {
+        let d = std::env::temp_dir().join(format!("torwart-spool-once-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        rt.block_on(async {
+            let db = Database::open_or_create(&format!("sqlite://{}", d.join("t.db").display())).await.unwrap();
+            db.init().await.unwrap();
+            let up = |db: &Database| {
+                let db = db.clone();
+                async move { db.read_accounting(7).await.unwrap().iter().map(|p| p.up_bytes).sum::<u64>() }
+            };
+            // Flush 1 was committed, its answer lost; flush 2 never sent.
+            db.write_accounting_once("host:a", 1, 3600, &[t(7, 50)]).await.unwrap();
+            let parts = [
+                Part { flush: 1, period_start: Some(3600), traffic: vec![t(7, 50)] },
+                Part { flush: 2, period_start: None, traffic: vec![t(7, 30)] },
+            ];
+            let s = Spool::new(d.join("usage.spool"));
+            s.append("host:a", &parts, 7200).unwrap();
+            let copy = Spool::new(d.join("copy.spool"));
+            std::fs::copy(s.path(), copy.path()).unwrap();
+            assert_eq!(s.replay(&db).await.unwrap(), 2);
+            assert!(!s.exists());
+            assert_eq!(up(&db).await, 80, "flush 1 once, flush 2 once");
+            assert_eq!(copy.replay(&db).await.unwrap(), 2);
+            assert_eq!(up(&db).await, 80, "replayed again: nothing twice");
+            // A spool from before the numbers is written as it is.
+            let old = "{\"period_start\":7200,\"member_id\":7,\"up_bytes\":5,\"down_bytes\":0,\"up_packets\":1,\"down_packets\":0}\n";
+            files::write_private(s.path(), old.as_bytes(), files::SPOOL_MODE, false).unwrap();
+            assert_eq!(s.replay(&db).await.unwrap(), 1);
+            assert_eq!(up(&db).await, 85);
+            db.close().await;
+        });
         let _ = std::fs::remove_dir_all(&d);
     }
 }

@@ -662,13 +662,14 @@ fn a_full_disk_under_the_accounting_loses_no_usage() {
     assert!(kept.starts_with("/run/torwart"), "{}", kept.display());
     assert_eq!(mode(&kept) & 0o077, 0, "the kept usage is readable by others");
 
-    // Room again; the operator moves the file to the spool's place, and the
-    // next start writes it.
+    // Room again. The next start writes the kept file itself; the operator
+    // has also copied it to the spool's place: the usage, numbered, is
+    // written once all the same.
     disk.free();
     std::fs::copy(&kept, disk.0.join("t.db.usage-spool")).unwrap();
-    std::fs::remove_file(&kept).unwrap();
     lab.start(&config);
     assert!(lab.log().contains("written at start"), "{}", lab.log());
+    assert!(!kept.exists(), "the kept file was not written at start:\n{}", lab.log());
     assert_eq!(written(&db), first.up_bytes, "the first run's usage, all of it, once");
 
     // Second run: the disk fills and empties while the daemon runs; the
