@@ -84,6 +84,9 @@ struct Waiting {
     held: Vec<Held>,
     /// Swapped in for a frame on its way out.
     spare: PacketBuf,
+    /// The kernel's tables the waiting frames were last routed with: they
+    /// are routed again once there are new ones.
+    routed_with: Option<Arc<RouteTables>>,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -101,6 +104,7 @@ impl Waiting {
             bufs: (0..WAITING_FRAMES).map(|_| PacketBuf::default()).collect(),
             held: Vec::with_capacity(WAITING_FRAMES),
             spare: PacketBuf::default(),
+            routed_with: None,
         })
     }
 
@@ -228,11 +232,28 @@ impl Egress {
         tx: &mut [Batch],
         counters: &mut DataplaneCounters,
     ) {
+        self.route(now, from, to, frame, tx, counters, false);
+    }
+
+    /// [`Self::forward`]; a frame `retried` from the waiting ones whose
+    /// next hop is still not resolved is left as it is: returns false.
+    #[allow(clippy::too_many_arguments)]
+    #[inline]
+    fn route(
+        &mut self,
+        now: Time,
+        from: Option<usize>,
+        to: Option<Side>,
+        frame: &mut PacketBuf,
+        tx: &mut [Batch],
+        counters: &mut DataplaneCounters,
+        retried: bool,
+    ) -> bool {
         match &mut self.mode {
             Mode::Static { port_of_side } => {
                 let Some(side) = to else {
                     counters.drop(Drop::NotViaPort);
-                    return;
+                    return true;
                 };
                 queue(tx, port_of_side[side.index()], frame, counters);
             }
@@ -250,11 +271,11 @@ impl Egress {
                     Decision::Out { ifindex } | Decision::Fragmented { ifindex, .. } => {
                         let Some(p) = r.ports.iter().position(|q| q.0 == ifindex) else {
                             counters.drop(Drop::NotViaPort);
-                            return;
+                            return true;
                         };
                         if to.is_some_and(|to| r.ports[p].1 != to) {
                             counters.drop(Drop::SideMismatch);
-                            return;
+                            return true;
                         }
                         if let Decision::Out { .. } = d {
                             queue(tx, p, frame, counters);
@@ -269,6 +290,10 @@ impl Egress {
                     Decision::NeighbourMissing { ifindex, next_hop } => {
                         if r.resolver.resolve(ifindex, next_hop) {
                             counters.resolutions += 1;
+                        }
+                        if retried {
+                            // Still waiting (perhaps for another next hop now).
+                            return false;
                         }
                         let held = Held { from, to, ifindex, next_hop, since: now.0 };
                         if r.waiting.as_mut().is_some_and(|w| w.hold(frame, held)) {
@@ -295,6 +320,7 @@ impl Egress {
                 }
             }
         }
+        true
     }
 
     /// Frames waiting for their next hop's resolution.
@@ -305,10 +331,11 @@ impl Egress {
         }
     }
 
-    /// Sends the waiting frames whose next hop the kernel's tables now
-    /// have, and drops (counted) those that waited [`WAITING_NS`]; with
-    /// `all`, every one still waiting (the worker stops). Returns how many
-    /// were sent or dropped.
+    /// Routes the waiting frames again once the kernel's tables change (a
+    /// neighbour resolved, or the route moved to one that is), sending
+    /// those that now can go, oldest first; drops (counted) those that
+    /// waited [`WAITING_NS`]; with `all`, every one still waiting (the
+    /// worker stops). Returns how many were sent or dropped.
     pub(crate) fn release_waiting(
         &mut self,
         now: Time,
@@ -320,16 +347,20 @@ impl Egress {
         if r.waiting.as_ref().is_none_or(|w| w.held.is_empty()) {
             return 0;
         }
+        let new_tables = w_is_stale(r);
         let Some(mut w) = r.waiting.take() else { return 0 };
         let (mut kept, mut done) = (0, 0);
         for i in 0..w.held.len() {
             let h = w.held[i];
-            let Mode::Routed(r) = &mut self.mode else { break };
-            if r.tables.neighbour(h.ifindex, h.next_hop).is_some() {
+            if new_tables && !all {
                 core::mem::swap(&mut w.bufs[i], &mut w.spare);
-                self.forward(now, h.from, h.to, &mut w.spare, tx, counters);
-                done += 1;
-            } else if all || now.0.saturating_sub(h.since) >= WAITING_NS {
+                if self.route(now, h.from, h.to, &mut w.spare, tx, counters, true) {
+                    done += 1;
+                    continue;
+                }
+                core::mem::swap(&mut w.bufs[i], &mut w.spare);
+            }
+            if all || now.0.saturating_sub(h.since) >= WAITING_NS {
                 counters.drop(Drop::NeighbourUnresolved);
                 done += 1;
             } else {
@@ -340,6 +371,7 @@ impl Egress {
         }
         w.held.truncate(kept);
         if let Mode::Routed(r) = &mut self.mode {
+            w.routed_with = (kept > 0).then(|| Arc::clone(&r.tables));
             r.waiting = Some(w);
         }
         done
@@ -368,6 +400,12 @@ impl Egress {
             },
         }
     }
+}
+
+/// The waiting frames were routed with other tables than `r`'s now (or
+/// not yet since they came).
+fn w_is_stale(r: &Routed) -> bool {
+    r.waiting.as_ref().is_some_and(|w| w.routed_with.as_ref().is_none_or(|t| !Arc::ptr_eq(t, &r.tables)))
 }
 
 fn reinject_batches() -> [Batch; 2] {

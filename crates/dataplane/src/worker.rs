@@ -309,9 +309,11 @@ impl Worker {
         let stopping = self.shared.stop.load(Ordering::Relaxed);
         self.pick_up_policy();
         self.egress.begin_batch();
+        // Frames that waited for their next hop go before newer ones.
+        let mut work = self.egress.release_waiting(now, stopping, &mut self.tx, &mut self.counters);
         // Frames other workers handed over first: they already cost a
         // parse and a ring slot, and their senders wait for the room.
-        let mut work = self.receive_handed(now);
+        work += self.receive_handed(now);
         // Back-pressure: receive from the ports only while every ring
         // to another worker has room for a batch. Otherwise the frames
         // wait in the port's receive ring (a NIC drops there, cheaply
@@ -337,7 +339,6 @@ impl Worker {
             });
         }
         work += self.release_held(now);
-        work += self.egress.release_waiting(now, stopping, &mut self.tx, &mut self.counters);
         self.transmit();
         // The table walks, once this step's frames are out; a listing
         // counts as work (an idle worker goes on until it is answered), the
