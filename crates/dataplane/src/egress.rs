@@ -108,6 +108,11 @@ impl Waiting {
         })
     }
 
+    /// The waiting frames were routed with other tables than `now`.
+    fn stale(&self, now: &Arc<RouteTables>) -> bool {
+        self.routed_with.as_ref().is_none_or(|t| !Arc::ptr_eq(t, now))
+    }
+
     /// Takes `frame` (its buffer swapped for a free one) to wait for
     /// `next_hop`, if there is room.
     fn hold(&mut self, frame: &mut PacketBuf, h: Held) -> bool {
@@ -296,7 +301,12 @@ impl Egress {
                             return false;
                         }
                         let held = Held { from, to, ifindex, next_hop, since: now.0 };
-                        if r.waiting.as_mut().is_some_and(|w| w.hold(frame, held)) {
+                        if let Some(w) = r.waiting.as_mut().and_then(|w| w.hold(frame, held).then_some(w)) {
+                            // Routed with these tables, as every frame that
+                            // waits already is: the step released them first.
+                            if w.stale(&r.tables) {
+                                w.routed_with = Some(Arc::clone(&r.tables));
+                            }
                             counters.neighbour_waited += 1;
                         } else {
                             counters.drop(Drop::NeighbourUnresolved);
@@ -347,7 +357,7 @@ impl Egress {
         if r.waiting.as_ref().is_none_or(|w| w.held.is_empty()) {
             return 0;
         }
-        let new_tables = w_is_stale(r);
+        let new_tables = r.waiting.as_ref().is_some_and(|w| w.stale(&r.tables));
         let Some(mut w) = r.waiting.take() else { return 0 };
         let (mut kept, mut done) = (0, 0);
         for i in 0..w.held.len() {
@@ -400,12 +410,6 @@ impl Egress {
             },
         }
     }
-}
-
-/// The waiting frames were routed with other tables than `r`'s now (or
-/// not yet since they came).
-fn w_is_stale(r: &Routed) -> bool {
-    r.waiting.as_ref().is_some_and(|w| w.routed_with.as_ref().is_none_or(|t| !Arc::ptr_eq(t, &r.tables)))
 }
 
 fn reinject_batches() -> [Batch; 2] {
