@@ -16,18 +16,11 @@
 //! buffers, so the `frames` ring can never overflow: a sender without a
 //! free buffer is the "ring full" case.
 //!
-//! A frame crosses with its classification (the sender parsed it to find
-//! its owner): the receiver's engine does not parse it again.
-//!
 //! Rings are [`rtrb`]'s wait-free SPSC queues; nothing here locks or
 //! allocates after [`mesh`] built them.
 
 use io::{Batch, PacketBuf};
 use rtrb::{Consumer, Producer, RingBuffer};
-use wire::classify::Classified;
-
-/// A frame on its way to its owner, and what its bytes classified as.
-type Handed = (PacketBuf, Classified);
 
 /// Most frames moved through a ring in one chunk (one pair of index updates).
 const CHUNK: usize = 256;
@@ -35,10 +28,10 @@ const CHUNK: usize = 256;
 /// One worker's end of the rings to another worker.
 #[derive(Debug)]
 pub struct Outbox {
-    frames: Producer<Handed>,
+    frames: Producer<PacketBuf>,
     free: Consumer<PacketBuf>,
     /// Filled frames waiting for [`Outbox::flush`] (one ring update per batch).
-    stage: Vec<Handed>,
+    stage: Vec<PacketBuf>,
     /// Free buffers taken from the ring in one chunk, for the next sends.
     spares: Vec<PacketBuf>,
 }
@@ -46,7 +39,7 @@ pub struct Outbox {
 /// One worker's end of the rings from another worker.
 #[derive(Debug)]
 pub struct Inbox {
-    frames: Consumer<Handed>,
+    frames: Consumer<PacketBuf>,
     free: Producer<PacketBuf>,
     /// Displaced buffers going back, in one chunk.
     returns: Vec<PacketBuf>,
@@ -71,7 +64,7 @@ pub fn mesh(workers: usize, depth: usize, frame_capacity: usize) -> Vec<Handoff>
             if a == b {
                 continue;
             }
-            let (frames_tx, frames_rx) = RingBuffer::<Handed>::new(depth);
+            let (frames_tx, frames_rx) = RingBuffer::<PacketBuf>::new(depth);
             let (mut free_tx, free_rx) = RingBuffer::<PacketBuf>::new(depth);
             for _ in 0..depth {
                 // Cannot fail: the ring was just made `depth` deep.
@@ -91,12 +84,11 @@ pub fn mesh(workers: usize, depth: usize, frame_capacity: usize) -> Vec<Handoff>
 }
 
 impl Outbox {
-    /// Hands the frame in `frame`, `classified` as it is, over (at the next
-    /// [`Outbox::flush`]); `frame` gets an empty buffer in exchange.
-    /// Returns false (and changes nothing) if no free buffer is left: the
-    /// ring is full.
+    /// Hands the frame in `frame` over (at the next [`Outbox::flush`]);
+    /// `frame` gets an empty buffer in exchange. Returns false (and changes
+    /// nothing) if no free buffer is left: the ring is full.
     #[inline]
-    pub fn send(&mut self, frame: &mut PacketBuf, classified: &Classified) -> bool {
+    pub fn send(&mut self, frame: &mut PacketBuf) -> bool {
         if self.spares.is_empty() {
             let n = self.free.slots().min(self.spares.capacity());
             if let Ok(chunk) = self.free.read_chunk(n) {
@@ -107,7 +99,7 @@ impl Outbox {
             return false;
         };
         std::mem::swap(frame, &mut spare);
-        self.stage.push((spare, *classified));
+        self.stage.push(spare);
         true
     }
 
@@ -138,19 +130,17 @@ impl Outbox {
 }
 
 impl Inbox {
-    /// Moves waiting frames into `batch` (as many as fit), and their
-    /// classifications to the end of `classified`; returns how many.
+    /// Moves waiting frames into `batch` (as many as fit); returns how many.
     #[inline]
-    pub fn recv_into(&mut self, batch: &mut Batch, classified: &mut Vec<Classified>) -> usize {
+    pub fn recv_into(&mut self, batch: &mut Batch) -> usize {
         let n = self.frames.slots().min(batch.free()).min(self.returns.capacity());
         if n == 0 {
             return 0;
         }
         let Ok(chunk) = self.frames.read_chunk(n) else { return 0 };
-        for (mut frame, c) in chunk {
+        for mut frame in chunk {
             // Cannot fail: the batch has room. `frame` now holds the spare.
             let _ = batch.push_swap(&mut frame);
-            classified.push(c);
             self.returns.push(frame);
         }
         // Cannot fail: the free ring has room for every buffer of the pair.
@@ -178,27 +168,25 @@ mod tests {
         let mut a = ends.pop().unwrap();
         let out = a.outboxes[1].as_mut().unwrap();
         let mut f = PacketBuf::with_capacity(64);
-        let malformed = Err(wire::classify::ParseError::Truncated);
         for i in 0..2u8 {
             assert!(f.copy_from(&[i; 10]));
             f.port = PortId(i);
-            assert!(out.send(&mut f, &malformed));
+            assert!(out.send(&mut f));
             assert!(f.is_empty() || f.as_slice() != [i; 10], "sender got another buffer");
         }
         assert!(f.copy_from(&[7; 10]));
-        assert!(!out.send(&mut f, &malformed), "ring full");
+        assert!(!out.send(&mut f), "ring full");
         assert_eq!(f.as_slice(), &[7; 10], "a refused frame stays with the sender");
-        let (mut early, mut classified) = (Batch::new(4, 64), Vec::new());
-        assert_eq!(b.inboxes[0].recv_into(&mut early, &mut classified), 0, "nothing is visible before the flush");
+        let mut early = Batch::new(4, 64);
+        assert_eq!(b.inboxes[0].recv_into(&mut early), 0, "nothing is visible before the flush");
         out.flush();
 
         let mut batch = Batch::new(4, 64);
-        assert_eq!(b.inboxes[0].recv_into(&mut batch, &mut classified), 2);
+        assert_eq!(b.inboxes[0].recv_into(&mut batch), 2);
         assert_eq!(batch[0].as_slice(), &[0; 10]);
         assert_eq!(batch[1].port, PortId(1));
-        assert_eq!(classified, [malformed, malformed], "each frame with its classification");
         // The buffers went back: the sender can send again.
-        assert!(a.outboxes[1].as_mut().unwrap().send(&mut f, &malformed));
+        assert!(a.outboxes[1].as_mut().unwrap().send(&mut f));
         assert!(a.outboxes[0].is_none());
     }
 }

@@ -42,7 +42,7 @@ use policy::Generation;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
-use wire::classify::{classify_into, Classified, Meta};
+use wire::classify::{classify_into, Meta};
 
 /// Most held frames routed per loop; more are dropped and counted.
 const RELEASE_BATCH: usize = 256;
@@ -122,11 +122,7 @@ pub(crate) struct Worker {
     released_to: Vec<Side>,
     /// The egress's reinjected ICMP errors, swapped out while they are processed.
     reinjected: Batch,
-    /// What each frame of `rx` classified as, when the steering parsed it
-    /// (more than one worker): the engine takes it instead of parsing again.
-    classified: Vec<Classified>,
-    /// The same for the frames handed in, by the side they came from.
-    handed_classified: [Vec<Classified>; 2],
+    meta: Meta,
     /// Steering keys of the frames of the batch being received (pass 1).
     steer_keys: Vec<steer::Key>,
     last_stats: Time,
@@ -235,8 +231,7 @@ impl Worker {
             generation: None,
             counters,
             tx,
-            classified: Vec::with_capacity(n),
-            handed_classified: [Vec::with_capacity(n), Vec::with_capacity(n)],
+            meta: Meta::EMPTY,
             steer_keys: Vec::with_capacity(n),
             last_stats: now,
             pollfds: Vec::new(),
@@ -450,32 +445,21 @@ impl Worker {
         // hand to; the engine parses every frame anyway. Pass 1 takes each
         // frame's steering key and prefetches its lookup, pass 2 resolves
         // the keys and hands frames over.
-        let Worker { rx, classified, handoff, counters, egress, tx, cfg, steer_keys, .. } = self;
+        let Worker { rx, meta, handoff, counters, egress, tx, cfg, steer_keys, .. } = self;
         steer_keys.clear();
-        classified.clear();
         if cfg.workers > 1 {
             for frame in rx.frames() {
-                // Parsed in place in its lane (a `Meta` built elsewhere and
-                // copied would cost a store-forwarding stall).
-                classified.push(Ok(Meta::EMPTY));
-                let Some(Ok(meta)) = classified.last_mut() else { continue };
                 let key = match classify_into(frame.as_slice(), meta) {
                     Ok(()) => steer::key(policy.is_some(), cfg.workers, side, meta),
-                    Err(e) => {
-                        // A malformed frame: the engine counts it.
-                        *classified.last_mut().expect("pushed above") = Err(e);
-                        steer::Key::Here
-                    }
+                    Err(_) => steer::Key::Here, // a malformed frame: the engine counts it
                 };
                 steer::prefetch(policy, &key);
                 steer_keys.push(key);
             }
         }
-        let (mut read, mut kept) = (0, 0);
+        let mut keys = steer_keys.iter();
         rx.retain_mut(|frame| {
-            let i = read;
-            read += 1;
-            let key = steer_keys.get(i).copied().unwrap_or(steer::Key::Here);
+            let key = keys.next().copied().unwrap_or(steer::Key::Here);
             frame.port = io::PortId(p as u8);
             if let Err(drop) = egress.check_arrival(now, p, frame, tx) {
                 counters.drop(drop);
@@ -483,10 +467,7 @@ impl Worker {
             }
             match steer::owner_of(policy, cfg.workers, &key) {
                 Some(w) if w != cfg.index => {
-                    let sent = match (handoff.outboxes[w].as_mut(), classified.get(i)) {
-                        (Some(o), Some(c)) => o.send(frame, c),
-                        _ => false,
-                    };
+                    let sent = handoff.outboxes[w].as_mut().is_some_and(|o| o.send(frame));
                     if sent {
                         counters.handed_off += 1;
                     } else {
@@ -496,20 +477,15 @@ impl Worker {
                 }
                 _ => {
                     counters.same_core += 1;
-                    if i < classified.len() {
-                        classified.swap(kept, i);
-                    }
-                    kept += 1;
                     true
                 }
             }
         });
-        classified.truncate(kept);
         for o in self.handoff.outboxes.iter_mut().flatten() {
             o.flush();
         }
-        let Worker { rx, classified, engine, verdicts, egress, tx, counters, .. } = self;
-        process(now, engine, side, rx, classified, verdicts, egress, tx, counters);
+        let Worker { rx, engine, verdicts, egress, tx, counters, .. } = self;
+        process(now, engine, side, rx, verdicts, egress, tx, counters);
         n
     }
 
@@ -518,33 +494,28 @@ impl Worker {
         let mut total = 0;
         for i in 0..self.handoff.inboxes.len() {
             self.rx.clear();
-            self.classified.clear();
-            let n = self.handoff.inboxes[i].recv_into(&mut self.rx, &mut self.classified);
+            let n = self.handoff.inboxes[i].recv_into(&mut self.rx);
             if n == 0 {
                 continue;
             }
             total += n;
             self.counters.handed_in += n as u64;
-            // Sort by the side each frame came from, each with its classification.
+            // Sort by the side each frame came from.
             let [inside, outside] = &mut self.handed;
-            let [inside_c, outside_c] = &mut self.handed_classified;
-            for (f, c) in self.rx.frames_mut().iter_mut().zip(&self.classified) {
-                let (batch, cs) = match self.sides.get(usize::from(f.port.0)) {
-                    Some(Side::Outside) => (&mut *outside, &mut *outside_c),
-                    _ => (&mut *inside, &mut *inside_c),
+            for f in self.rx.frames_mut() {
+                let batch = match self.sides.get(usize::from(f.port.0)) {
+                    Some(Side::Outside) => &mut *outside,
+                    _ => &mut *inside,
                 };
-                if batch.push_swap(f) {
-                    cs.push(*c);
-                }
+                let _ = batch.push_swap(f);
             }
             for side in [Side::Inside, Side::Outside] {
-                let Worker { handed, handed_classified, engine, verdicts, egress, tx, counters, .. } = self;
-                let (batch, cs) = (&mut handed[side.index()], &mut handed_classified[side.index()]);
+                let Worker { handed, engine, verdicts, egress, tx, counters, .. } = self;
+                let batch = &mut handed[side.index()];
                 if !batch.is_empty() {
-                    process(now, engine, side, batch, cs, verdicts, egress, tx, counters);
+                    process(now, engine, side, batch, verdicts, egress, tx, counters);
                     batch.clear();
                 }
-                cs.clear();
             }
         }
         total
@@ -579,7 +550,7 @@ impl Worker {
             std::mem::swap(&mut self.egress.reinject[side.index()], &mut self.reinjected);
             let Worker { reinjected, engine, verdicts, egress, tx, counters, .. } = self;
             n += reinjected.len();
-            process(now, engine, side, reinjected, &[], verdicts, egress, tx, counters);
+            process(now, engine, side, reinjected, verdicts, egress, tx, counters);
             reinjected.clear();
         }
         n
@@ -651,7 +622,6 @@ fn process(
     engine: &mut Engine,
     side: Side,
     batch: &mut Batch,
-    classified: &[Classified],
     verdicts: &mut Vec<Verdict>,
     egress: &mut Egress,
     tx: &mut [Batch],
@@ -664,12 +634,7 @@ fn process(
     if verdicts.len() < n {
         verdicts.resize(n, Verdict::Held);
     }
-    // Classified by the steering (one classification per frame), or not.
-    if classified.len() == n {
-        engine.process_classified(now, side, batch.frames_mut(), classified, &mut verdicts[..n]);
-    } else {
-        engine.process(now, side, batch.frames_mut(), &mut verdicts[..n]);
-    }
+    engine.process(now, side, batch.frames_mut(), &mut verdicts[..n]);
     for (frame, v) in batch.frames_mut().iter_mut().zip(verdicts.iter()) {
         if let Verdict::Forward(to) = *v {
             let from = usize::from(frame.port.0);

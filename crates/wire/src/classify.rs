@@ -143,11 +143,7 @@ impl Meta {
     }
 }
 
-/// What classifying a frame gave: kept beside a frame by a pass that
-/// parsed it, so that a later one does not parse it again
-/// (`engine::Engine::process_classified`).
-pub type Classified = Result<Meta, ParseError>;
-
+/// Parse and check one Ethernet frame. See the module documentation.
 /// Classifies `frame`; see the module docs. A convenience over [`classify_into`].
 #[inline]
 pub fn classify(frame: &[u8]) -> Result<Meta, ParseError> {

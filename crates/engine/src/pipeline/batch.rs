@@ -13,12 +13,12 @@
 
 use super::{Charge, Engine};
 use crate::conntrack::{NO_ACCOUNT, NO_GUESS};
-use crate::counters::{Counters, DropReason};
+use crate::counters::DropReason;
 use crate::members::{DOWN, UP};
 use crate::shaping::Shaping;
 use crate::time::Time;
 use crate::{Side, Verdict};
-use wire::classify::{classify_into, Classified, Meta, ParseError, L4};
+use wire::classify::{classify_into, Meta, L4};
 use wire::FrameBuf;
 
 /// How many packets apart pass 2 guesses a lookup's entry (and fetches its
@@ -40,38 +40,6 @@ impl Engine {
         verdicts: &mut [Verdict],
     ) {
         self.parse(from, frames, verdicts);
-        self.look_up_and_decide(now, from, frames, verdicts);
-    }
-
-    /// [`Self::process_chunk`] for frames classified already: pass 1
-    /// takes each frame's classification instead of parsing it.
-    pub(super) fn process_chunk_classified<F: FrameBuf>(
-        &mut self,
-        now: Time,
-        from: Side,
-        frames: &mut [F],
-        classified: &[Classified],
-        verdicts: &mut [Verdict],
-    ) {
-        let side = from.index();
-        let Engine { metas, parsed, hashes, ct, counters, .. } = self;
-        let lanes = metas.iter_mut().zip(parsed.iter_mut()).zip(hashes.iter_mut());
-        for (((frame, c), v), ((meta, ok), hash)) in frames.iter().zip(classified).zip(verdicts.iter_mut()).zip(lanes) {
-            counters.rx_packets[side] += 1;
-            counters.rx_bytes[side] += frame.bytes().len() as u64;
-            *ok = take_classified(c, meta, v, counters);
-            if *ok && lookup_first(meta) {
-                let h = ct.hash(&meta.key);
-                *hash = h;
-                ct.prefetch_bucket(h);
-            }
-        }
-        self.look_up_and_decide(now, from, frames, verdicts);
-    }
-
-    /// Passes 2 and 3 over the lanes pass 1 filled.
-    #[inline]
-    fn look_up_and_decide<F: FrameBuf>(&mut self, now: Time, from: Side, frames: &mut [F], verdicts: &mut [Verdict]) {
         self.look_up(frames.len(), from);
         // Pass 3: decide. The parsed headers are read in place: moved out
         // of `self` for the pass (a pointer swap), not copied per packet.
@@ -104,14 +72,21 @@ impl Engine {
             let bytes = frame.bytes();
             counters.rx_packets[side] += 1;
             counters.rx_bytes[side] += bytes.len() as u64;
-            *ok = match classify_into(bytes, meta) {
-                Ok(()) => true,
-                Err(e) => malformed(e, v, counters),
-            };
-            if *ok && lookup_first(meta) {
-                let h = ct.hash(&meta.key);
-                *hash = h;
-                ct.prefetch_bucket(h);
+            match classify_into(bytes, meta) {
+                Ok(()) => {
+                    if lookup_first(meta) {
+                        let h = ct.hash(&meta.key);
+                        *hash = h;
+                        ct.prefetch_bucket(h);
+                    }
+                    *ok = true;
+                }
+                Err(e) => {
+                    *ok = false;
+                    let r = DropReason::Malformed(e);
+                    counters.drop(r);
+                    *v = Verdict::Drop(r);
+                }
             }
         }
     }
@@ -215,28 +190,6 @@ fn prefetch_headers(bytes: &[u8]) {
     let p = bytes.as_ptr();
     crate::prefetch(p);
     crate::prefetch(p.wrapping_add(64));
-}
-
-/// Counts and drops a frame that did not parse; returns false.
-#[inline]
-fn malformed(e: ParseError, v: &mut Verdict, counters: &mut Counters) -> bool {
-    let r = DropReason::Malformed(e);
-    counters.drop(r);
-    *v = Verdict::Drop(r);
-    false
-}
-
-/// Copies a classification into `meta`; a frame that did not parse gets
-/// its verdict. Returns whether it parsed.
-#[inline]
-fn take_classified(c: &Classified, meta: &mut Meta, v: &mut Verdict, counters: &mut Counters) -> bool {
-    match c {
-        Ok(m) => {
-            *meta = *m;
-            true
-        }
-        Err(e) => malformed(*e, v, counters),
-    }
 }
 
 /// Packets whose own key is looked up in pass 2: everything with a

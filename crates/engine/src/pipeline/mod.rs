@@ -53,7 +53,7 @@ use crate::{Side, Verdict};
 use core::time::Duration;
 use policy::Policy;
 use std::sync::Arc;
-use wire::classify::{Classified, Meta};
+use wire::classify::Meta;
 use wire::FrameBuf;
 
 /// Frames processed per pass; longer batches are taken in chunks of this.
@@ -271,29 +271,6 @@ impl Engine {
         self.last_now = now;
         for (f, v) in frames.chunks_mut(MAX_BATCH).zip(verdicts.chunks_mut(MAX_BATCH)) {
             self.process_chunk(now, from, f, v);
-        }
-    }
-
-    /// As [`Engine::process`], for frames another pass has classified
-    /// already (the dataplane's steering parse, on this core or on the one
-    /// that handed the frames over): `classified[i]` is what
-    /// [`wire::classify::classify`] returned for frame `i`'s bytes as they
-    /// are now. The engine does not parse them again.
-    pub fn process_classified<F: FrameBuf>(
-        &mut self,
-        now: Time,
-        from: Side,
-        frames: &mut [F],
-        classified: &[Classified],
-        verdicts: &mut [Verdict],
-    ) {
-        assert!(verdicts.len() >= frames.len(), "one verdict slot per frame");
-        assert!(classified.len() >= frames.len(), "one classification per frame");
-        let now = now.max(self.last_now);
-        self.last_now = now;
-        let chunks = frames.chunks_mut(MAX_BATCH).zip(classified.chunks(MAX_BATCH));
-        for ((f, c), v) in chunks.zip(verdicts.chunks_mut(MAX_BATCH)) {
-            self.process_chunk_classified(now, from, f, c, v);
         }
     }
 
