@@ -44,6 +44,8 @@ use wire::FrameBuf;
 #[derive(Clone, Debug)]
 pub struct Options {
     pub scenario: Params,
+    /// Which flows the packets belong to ([`scenario::Locality`]).
+    pub locality: scenario::Locality,
     pub seed: u64,
     pub cores: usize,
     pub seconds: f64,
@@ -119,6 +121,7 @@ pub struct CoreResult {
 #[derive(Clone, Debug, Serialize)]
 pub struct Report {
     pub scenario: &'static str,
+    pub locality: scenario::Locality,
     pub seed: u64,
     pub cores: usize,
     pub batch: usize,
@@ -486,7 +489,8 @@ pub fn run(opts: &Options) -> Report {
         .map(|c| {
             // Member index `m` has id `m + 1`; the dataplane gives it to `policy::owner(id)`.
             let members: Vec<u32> = (0..p.members).filter(|m| policy::owner(m + 1, cores) == c).collect();
-            scenario::traffic(p, &members, flows_total / cores, batches, opts.batch, opts.seed.wrapping_add(c as u64))
+            let seed = opts.seed.wrapping_add(c as u64);
+            scenario::traffic_with(p, &members, flows_total / cores, batches, opts.batch, seed, opts.locality)
         })
         .collect();
     let (bytes_in, bytes_out, seq_packets, new_packets) = traffic.iter().fold((0, 0, 0, 0), |a, t| {
@@ -514,6 +518,7 @@ pub fn run(opts: &Options) -> Report {
     let avg = |f: fn(&CoreResult) -> f64| results.iter().map(f).sum::<f64>() / results.len() as f64;
     Report {
         scenario: p.name,
+        locality: opts.locality,
         seed: opts.seed,
         cores,
         batch: opts.batch,
@@ -857,8 +862,16 @@ impl io::PacketIo for GenPort {
 /// The human-readable report.
 pub fn print(r: &Report) {
     println!(
-        "scenario       {} (seed {}), {} flows, {} members, batch {}",
-        r.scenario, r.seed, r.flows, r.members, r.batch
+        "scenario       {} (seed {}), {} flows, {} members, batch {}, {} locality",
+        r.scenario,
+        r.seed,
+        r.flows,
+        r.members,
+        r.batch,
+        match r.locality {
+            scenario::Locality::Uniform => "uniform",
+            scenario::Locality::Realistic => "realistic",
+        }
     );
     println!(
         "traffic        {:.1} % of bytes inbound, {:.2} % of packets open a flow, {:.1} % fast path",

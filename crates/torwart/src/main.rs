@@ -266,6 +266,11 @@ struct BenchArgs {
     /// With --shaping: the uplink's capacity per direction in Mbit/s (0: unlimited).
     #[arg(long, default_value_t = 0)]
     uplink_mbit: u64,
+    /// Which flows the packets belong to: `uniform` (any flow, cold: the
+    /// worst case) or `realistic` (trains of 8 packets a flow on average,
+    /// flows popular by a Zipf law).
+    #[arg(long, value_enum, default_value_t = torwart::scenario::Locality::Uniform)]
+    locality: torwart::scenario::Locality,
     /// Run through the live dataplane's workers: frames arrive spread over
     /// the workers regardless of member and are handed to the owner.
     #[arg(long)]
@@ -617,6 +622,7 @@ fn bench_command(a: BenchArgs) -> Result<(), Error> {
     let uplink_bps = if a.uplink_mbit == 0 { u64::MAX / 4 } else { a.uplink_mbit.saturating_mul(1_000_000) };
     let opts = bench::Options {
         scenario: p,
+        locality: a.locality,
         seed: a.seed,
         cores: a.cores,
         seconds: a.seconds,

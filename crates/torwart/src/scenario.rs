@@ -18,6 +18,7 @@
 //! campus scenarios) opens a new flow from the inside.
 
 use core::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use serde::Serialize;
 use wire::build::{self, Eth};
 use wire::ethernet::MacAddr;
 use wire::flow::proto;
@@ -354,11 +355,78 @@ impl Traffic {
     }
 }
 
+/// Which established flow each packet belongs to.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum Locality {
+    /// Any flow, uniformly: every packet's flow (and member) is cold in a
+    /// large table. The worst case, and what the figures before it measured.
+    #[default]
+    Uniform,
+    /// As traffic is: a flow's packets come in trains (a burst of a TCP
+    /// window: [`TRAIN_MEAN`] packets on average, in the same batch and
+    /// direction), and flows are popular by a Zipf law (exponent 1: the
+    /// k-th most popular flow is k times rarer than the first), so a few
+    /// flows, and their members, carry most packets.
+    Realistic,
+}
+
+/// The mean length of a flow's train of packets under [`Locality::Realistic`].
+pub const TRAIN_MEAN: u32 = 8;
+
+/// Draws flow indices in `0..n` by a Zipf law of exponent 1 (rank 0 the
+/// most popular): the cumulative weights, searched.
+struct Zipf {
+    cumulative: Vec<f64>,
+}
+
+impl Zipf {
+    fn new(n: usize) -> Zipf {
+        let mut sum = 0.0;
+        let cumulative = (1..=n.max(1))
+            .map(|k| {
+                sum += 1.0 / k as f64;
+                sum
+            })
+            .collect();
+        Zipf { cumulative }
+    }
+
+    fn draw(&self, rng: &mut fastrand::Rng) -> usize {
+        let total = self.cumulative.last().copied().unwrap_or(1.0);
+        let x = rng.f64() * total;
+        self.cumulative.partition_point(|&c| c <= x).min(self.cumulative.len() - 1)
+    }
+}
+
 /// Builds one core's traffic: `flows` established flows of `members`, and a
 /// sequence of `batches` batches of `batch` packets.
 pub fn traffic(p: &Params, members: &[u32], flows_n: usize, batches: usize, batch: usize, seed: u64) -> Traffic {
+    traffic_with(p, members, flows_n, batches, batch, seed, Locality::Uniform)
+}
+
+/// [`traffic`], with the packets' flows drawn as `locality` says.
+pub fn traffic_with(
+    p: &Params,
+    members: &[u32],
+    flows_n: usize,
+    batches: usize,
+    batch: usize,
+    seed: u64,
+    locality: Locality,
+) -> Traffic {
     let mut rng = fastrand::Rng::with_seed(seed);
     let flows = flows(p, members, flows_n, &mut rng);
+    // Popularity ranks are a random permutation of the flows, so that the
+    // popular ones are spread over members and the table.
+    let (zipf, rank) = match locality {
+        Locality::Uniform => (None, Vec::new()),
+        Locality::Realistic => {
+            let mut rank: Vec<usize> = (0..flows.len()).collect();
+            rng.shuffle(&mut rank);
+            (Some(Zipf::new(flows.len())), rank)
+        }
+    };
     let mut buf = vec![0u8; 2048];
     let mut templates = Vec::with_capacity(flows.len() * 2);
     for f in &flows {
@@ -376,6 +444,7 @@ pub fn traffic(p: &Params, members: &[u32], flows_n: usize, batches: usize, batc
     for _ in 0..batches {
         let from_inside = rng.bool();
         let mut pk = Vec::with_capacity(batch);
+        let mut train: Option<usize> = None;
         for _ in 0..batch {
             let roll = rng.u32(0..1000);
             if roll < p.attack_per_mille {
@@ -409,7 +478,13 @@ pub fn traffic(p: &Params, members: &[u32], flows_n: usize, batches: usize, batc
                 packets += 1;
                 continue;
             }
-            let f = rng.usize(0..flows.len());
+            let f = match (&zipf, train) {
+                (None, _) => rng.usize(0..flows.len()),
+                // The train goes on (on average TRAIN_MEAN packets long).
+                (Some(_), Some(f)) if rng.u32(0..TRAIN_MEAN) != 0 => f,
+                (Some(z), _) => rank[z.draw(&mut rng)],
+            };
+            train = Some(f);
             let t = 2 * f + usize::from(!from_inside);
             let len = u64::from(templates[t].len);
             if from_inside {
@@ -423,4 +498,47 @@ pub fn traffic(p: &Params, members: &[u32], flows_n: usize, batches: usize, batc
         sequence.push(SeqBatch { from_inside, packets: pk });
     }
     Traffic { flows, templates, new_flows, new_from_inside, sequence, packets, bytes_in, bytes_out }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Realistic locality: packets come in trains of about TRAIN_MEAN, and
+    /// the most popular flows carry a large share, where uniform traffic
+    /// spreads them evenly.
+    #[test]
+    fn realistic_traffic_comes_in_trains_of_popular_flows() {
+        let p = by_name("campus-2018").unwrap();
+        let members: Vec<u32> = (1..=100).collect();
+        let share_of_top = |t: &Traffic| {
+            let mut count = vec![0u32; t.templates.len()];
+            let mut n = 0;
+            for b in &t.sequence {
+                for &k in b.packets.iter().filter(|&&k| k & NEW_FLOW == 0) {
+                    count[(k / 2) as usize] += 1;
+                    n += 1;
+                }
+            }
+            count.sort_unstable_by(|a, b| b.cmp(a));
+            f64::from(count[..100].iter().sum::<u32>()) / f64::from(n)
+        };
+        let runs = |t: &Traffic| {
+            let (mut packets, mut trains) = (0u32, 0u32);
+            for b in &t.sequence {
+                let flows: Vec<u32> = b.packets.iter().filter(|&&k| k & NEW_FLOW == 0).map(|k| k / 2).collect();
+                packets += flows.len() as u32;
+                trains += flows.windows(2).filter(|w| w[0] != w[1]).count() as u32 + u32::from(!flows.is_empty());
+            }
+            f64::from(packets) / f64::from(trains)
+        };
+        let uniform = traffic_with(p, &members, 10_000, 200, 32, 1, Locality::Uniform);
+        let realistic = traffic_with(p, &members, 10_000, 200, 32, 1, Locality::Realistic);
+        assert!(share_of_top(&uniform) < 0.1, "uniform: {}", share_of_top(&uniform));
+        // The top 1 % of 10,000 flows under Zipf(1): H(100) / H(10,000), about 0.53.
+        assert!(share_of_top(&realistic) > 0.4, "realistic: {}", share_of_top(&realistic));
+        assert!(runs(&uniform) < 1.1, "uniform trains: {}", runs(&uniform));
+        let mean = runs(&realistic);
+        assert!((4.0..=10.0).contains(&mean), "realistic trains: {mean}");
+    }
 }
