@@ -72,11 +72,14 @@ impl Default for Ledger {
 }
 
 impl Ledger {
-    /// The ledger of a box on its own, named by its host name.
+    /// The ledger of a box on its own, named by its host name and the
+    /// start of its machine id (`host:gw1/3f2a9c01`): two boxes that
+    /// share a database and a host name do not take each other's flushes
+    /// for their own.
     pub fn new() -> Ledger {
-        let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
-        let host = host.trim();
-        Ledger::named(format!("host:{}", if host.is_empty() { "torwart" } else { host }), false)
+        let read = |path| std::fs::read_to_string(path).unwrap_or_default();
+        let (host, id) = (read("/proc/sys/kernel/hostname"), read("/etc/machine-id"));
+        Ledger::named(writer_name(host.trim(), id.trim()), false)
     }
 
     /// The ledger of box `writer` of a pair.
@@ -230,6 +233,22 @@ pub struct Part {
     pub traffic: Vec<MemberTraffic>,
 }
 
+/// A box's writer name from its host name and machine id (either may be
+/// empty or odd: only letters, digits, `-`, `.` and `_` of them are kept).
+fn writer_name(host: &str, machine_id: &str) -> String {
+    let clean = |s: &str, max: usize| -> String {
+        s.chars().filter(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '_')).take(max).collect()
+    };
+    let host = clean(host, 64);
+    let id = clean(machine_id, 8);
+    let host = if host.is_empty() { "torwart".to_owned() } else { host };
+    if id.is_empty() {
+        format!("host:{host}")
+    } else {
+        format!("host:{host}/{id}")
+    }
+}
+
 fn unix_ms() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
 }
@@ -254,6 +273,13 @@ mod tests {
 
     fn t(id: u32, ub: u64, up: u64) -> MemberTraffic {
         MemberTraffic { member_id: id, up_bytes: ub, up_packets: up, ..Default::default() }
+    }
+
+    #[test]
+    fn a_box_is_named_by_its_host_and_machine() {
+        assert_eq!(writer_name("gw1", "3f2a9c0117d24e8b9a6f"), "host:gw1/3f2a9c01");
+        assert_eq!(writer_name("", ""), "host:torwart");
+        assert_eq!(writer_name("gw\n1 x", "zz\u{1b}[31m"), "host:gw1x/zz31m");
     }
 
     #[test]
