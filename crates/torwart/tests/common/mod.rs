@@ -203,10 +203,12 @@ impl Lab {
         self.stats()?.member(1).copied()
     }
 
-    /// The member sends `n` datagrams out; returns once its usage counts them.
+    /// The member sends `n` datagrams out; returns once its usage counts
+    /// them (on top of what it counted before).
     pub fn member_traffic(&mut self, port: u16, n: u64) {
+        let before = self.usage().map_or(0, |u| u.up_packets);
         send_udp(&self.i, OUTSIDE_HOST, port, n as usize);
-        self.wait_for("the member's usage", |l| l.usage().is_some_and(|u| u.up_packets >= n));
+        self.wait_for("the member's usage", |l| l.usage().is_some_and(|u| u.up_packets >= before + n));
     }
 
     /// Stops torwart with SIGTERM; its exit code.
