@@ -105,9 +105,19 @@ impl Harness {
         let translating = self.translating;
         let mut n = 0;
         self.eng.poll_released(|to, bytes| {
-            // Without NAT the bytes are those held; with it, only addresses
-            // and checksums change, never the length.
-            let same = |b: &Vec<u8>| if translating { b.len() == bytes.len() } else { b == bytes };
+            // Without NAT the bytes are those held, or those with the
+            // congestion mark the shaper may set on release (ECN CE: the
+            // TOS/traffic class and the IPv4 checksum change); with NAT,
+            // only addresses and checksums change, never the length.
+            let same = |b: &Vec<u8>| {
+                if translating {
+                    return b.len() == bytes.len();
+                }
+                b == bytes || {
+                    let mut marked = b.clone();
+                    wire::nat::mark_ce(&mut marked) && marked == bytes
+                }
+            };
             let i = held
                 .iter()
                 .position(|(b, s)| same(b) && *s != to)
