@@ -226,25 +226,12 @@ impl Egress {
 
     /// Sends `frame` (forwarded by the engine towards `to`; it came in by
     /// port `from` if known) to the tx batch of its egress port. The frame's
-    /// buffer is swapped, not copied. Drops are counted.
-    #[inline]
-    pub(crate) fn forward(
-        &mut self,
-        now: Time,
-        from: Option<usize>,
-        to: Option<Side>,
-        frame: &mut PacketBuf,
-        tx: &mut [Batch],
-        counters: &mut DataplaneCounters,
-    ) {
-        self.route(now, from, to, frame, tx, counters, false);
-    }
-
-    /// [`Self::forward`]; a frame `retried` from the waiting ones whose
-    /// next hop is still not resolved is left as it is: returns false.
+    /// buffer is swapped, not copied. Drops are counted. A frame `retried`
+    /// from the waiting ones whose next hop is still not resolved is left
+    /// as it is: returns false.
     #[allow(clippy::too_many_arguments)]
     #[inline]
-    fn route(
+    pub(crate) fn forward(
         &mut self,
         now: Time,
         from: Option<usize>,
@@ -364,7 +351,7 @@ impl Egress {
             let h = w.held[i];
             if new_tables && !all {
                 core::mem::swap(&mut w.bufs[i], &mut w.spare);
-                if self.route(now, h.from, h.to, &mut w.spare, tx, counters, true) {
+                if self.forward(now, h.from, h.to, &mut w.spare, tx, counters, true) {
                     done += 1;
                     continue;
                 }
@@ -497,7 +484,7 @@ mod tests {
         let mut c = DataplaneCounters::new(2);
         for seq in 0..20 {
             let mut f = frame("203.0.113.9", seq);
-            e.forward(now, Some(0), Some(Side::Outside), &mut f, &mut tx, &mut c);
+            e.forward(now, Some(0), Some(Side::Outside), &mut f, &mut tx, &mut c, false);
         }
         assert_eq!(e.waiting(), WAITING_PER_HOP);
         assert_eq!((c.neighbour_waited, c.dropped(Drop::NeighbourUnresolved)), (WAITING_PER_HOP as u64, 4));
@@ -505,7 +492,7 @@ mod tests {
         assert_eq!(asked.try_recv().unwrap(), (2, "192.0.2.2".parse().unwrap()));
         // Another next hop, never resolved.
         let mut f = frame("198.51.100.7", 99);
-        e.forward(now, Some(0), Some(Side::Outside), &mut f, &mut tx, &mut c);
+        e.forward(now, Some(0), Some(Side::Outside), &mut f, &mut tx, &mut c, false);
         assert_eq!(e.waiting(), WAITING_PER_HOP + 1);
         // Nothing resolved yet: nothing moves.
         assert_eq!(e.release_waiting(now, false, &mut tx, &mut c), 0);
@@ -527,7 +514,7 @@ mod tests {
         assert_eq!((e.waiting(), c.dropped(Drop::NeighbourUnresolved)), (0, 5));
         // At a stop, whatever waits is dropped.
         let mut f = frame("198.51.100.7", 100);
-        e.forward(later, Some(0), Some(Side::Outside), &mut f, &mut tx, &mut c);
+        e.forward(later, Some(0), Some(Side::Outside), &mut f, &mut tx, &mut c, false);
         assert_eq!(e.release_waiting(later, true, &mut tx, &mut c), 1);
         assert_eq!((e.waiting(), c.dropped(Drop::NeighbourUnresolved)), (0, 6));
     }

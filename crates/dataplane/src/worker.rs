@@ -534,7 +534,7 @@ impl Worker {
             }
         });
         for (f, &to) in released.frames_mut().iter_mut().zip(released_to.iter()) {
-            egress.forward(now, None, Some(to), f, tx, counters);
+            egress.forward(now, None, Some(to), f, tx, counters, false);
         }
         released_to.len()
     }
@@ -638,7 +638,7 @@ fn process(
     for (frame, v) in batch.frames_mut().iter_mut().zip(verdicts.iter()) {
         if let Verdict::Forward(to) = *v {
             let from = usize::from(frame.port.0);
-            egress.forward(now, Some(from), Some(to), frame, tx, counters);
+            egress.forward(now, Some(from), Some(to), frame, tx, counters, false);
         }
     }
 }
