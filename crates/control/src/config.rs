@@ -60,6 +60,19 @@ pub enum XdpMode {
     Generic,
 }
 
+/// Whether AF_XDP sockets move frames without a copy.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum ZeroCopy {
+    /// Zero-copy where the driver has it, else copy.
+    #[default]
+    Auto,
+    /// Zero-copy, or refuse to start.
+    On,
+    /// Always copy.
+    Off,
+}
+
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct IoConfig {
@@ -67,11 +80,72 @@ pub struct IoConfig {
     pub xdp_mode: XdpMode,
     /// Frames per receive batch.
     pub batch: usize,
+    /// AF_XDP zero-copy (xdp only).
+    pub zero_copy: ZeroCopy,
+    /// Kick the kernel only when it says it needs it (xdp only; off: a
+    /// system call per transmitted batch).
+    pub need_wakeup: bool,
+    /// Busy polling (xdp only): the workers run the driver's receive in
+    /// their own time, at most `busy_poll_budget` frames per poll, and a
+    /// blocking wait spins this long in the driver, e.g. "50us"; "0s": off.
+    pub busy_poll: String,
+    pub busy_poll_budget: u16,
 }
 
 impl Default for IoConfig {
     fn default() -> Self {
-        IoConfig { backend: Backend::Xdp, xdp_mode: XdpMode::Auto, batch: 64 }
+        IoConfig {
+            backend: Backend::Xdp,
+            xdp_mode: XdpMode::Auto,
+            batch: 64,
+            zero_copy: ZeroCopy::Auto,
+            need_wakeup: true,
+            busy_poll: "0s".into(),
+            busy_poll_budget: 64,
+        }
+    }
+}
+
+impl IoConfig {
+    /// The AF_XDP socket settings, without queue and port; the error names
+    /// the field.
+    fn xdp_socket(&self, dur: impl Fn(&str, &str) -> Result<Duration, String>) -> Result<io::XdpConfig, String> {
+        let busy = dur("io.busy_poll", &self.busy_poll)?;
+        if busy > Duration::from_millis(10) {
+            return Err(format!(
+                "io.busy_poll = \"{}\": at most 10ms (a waiting worker spins this long)",
+                self.busy_poll
+            ));
+        }
+        if !(1..=1024).contains(&self.busy_poll_budget) {
+            return Err(format!("io.busy_poll_budget = {}: give 1 to 1024", self.busy_poll_budget));
+        }
+        let defaults = IoConfig::default();
+        if self.backend == Backend::AfPacket {
+            for (field, set) in [
+                ("zero_copy", self.zero_copy != defaults.zero_copy),
+                ("need_wakeup", self.need_wakeup != defaults.need_wakeup),
+                ("busy_poll", !busy.is_zero()),
+            ] {
+                if set {
+                    return Err(format!("io.{field} applies to backend = \"xdp\", not \"af_packet\""));
+                }
+            }
+        }
+        let usecs = u32::try_from(busy.as_micros()).unwrap_or(u32::MAX);
+        if !busy.is_zero() && usecs == 0 {
+            return Err(format!("io.busy_poll = \"{}\": at least 1us", self.busy_poll));
+        }
+        Ok(io::XdpConfig {
+            copy_mode: match self.zero_copy {
+                ZeroCopy::Auto => io::XskCopyMode::Auto,
+                ZeroCopy::On => io::XskCopyMode::ZeroCopy,
+                ZeroCopy::Off => io::XskCopyMode::Copy,
+            },
+            need_wakeup: self.need_wakeup,
+            busy_poll: (usecs > 0).then_some(io::BusyPoll { usecs, budget: self.busy_poll_budget }),
+            ..io::XdpConfig::default()
+        })
     }
 }
 
@@ -358,6 +432,8 @@ pub struct Checked {
     pub workers: usize,
     /// `workers.coalesce`.
     pub coalesce: Duration,
+    /// The AF_XDP socket settings of `[io]` (queue and port set per socket).
+    pub xdp_socket: io::XdpConfig,
     pub codel_target: Duration,
     pub codel_interval: Duration,
     pub sojourn_limit: Duration,
@@ -424,6 +500,7 @@ impl Config {
         if !(1..=1024).contains(&self.io.batch) {
             return Err(format!("io.batch = {}: give 1 to 1024", self.io.batch));
         }
+        let xdp_socket = self.io.xdp_socket(dur)?;
         check_max_flows(self.engine.max_flows, workers, machine.memory)?;
         if self.engine.nat_quota == 0 {
             return Err("engine.nat_quota = 0: a member could open no connection".into());
@@ -467,6 +544,7 @@ impl Config {
             log_interval,
             workers,
             coalesce,
+            xdp_socket,
             codel_target,
             codel_interval,
             sojourn_limit,
@@ -571,6 +649,21 @@ mod tests {
         assert_eq!(k.workers, 1);
         assert_eq!(k.established_timeout, Duration::from_secs(12 * 3600));
         assert_eq!(k.coalesce, Duration::from_micros(200));
+        assert_eq!(k.xdp_socket, io::XdpConfig::default());
+    }
+
+    #[test]
+    fn the_options_for_real_nics() {
+        let text = format!(
+            "{GOOD}\n[io]\nzero_copy = \"on\"\nneed_wakeup = false\nbusy_poll = \"50us\"\nbusy_poll_budget = 128"
+        );
+        let (_, k) = Config::parse(&text).unwrap();
+        assert_eq!(k.xdp_socket.copy_mode, io::XskCopyMode::ZeroCopy);
+        assert!(!k.xdp_socket.need_wakeup);
+        assert_eq!(k.xdp_socket.busy_poll, Some(io::BusyPoll { usecs: 50, budget: 128 }));
+        let (_, k) = Config::parse(&format!("{GOOD}\n[io]\nzero_copy = \"off\"")).unwrap();
+        assert_eq!(k.xdp_socket.copy_mode, io::XskCopyMode::Copy);
+        assert_eq!(k.xdp_socket.busy_poll, None);
     }
 
     #[test]
@@ -600,6 +693,14 @@ mod tests {
             (format!("{GOOD}\n[workers]\ncpus = [1000]"), "CPU 1000 is not one this process may run on"),
             (format!("{GOOD}\n[workers]\ncpus = [0, 0, 0]"), "CPU 0 is listed twice"),
             (format!("{GOOD}\n[sync]\npeer = \"10.99.0.2:7400\""), "give local, peer and key_file together"),
+            (format!("{GOOD}\n[io]\nzero_copy = \"yes\""), "unknown variant `yes`"),
+            (format!("{GOOD}\n[io]\nbusy_poll = \"1s\""), "io.busy_poll = \"1s\": at most 10ms"),
+            (format!("{GOOD}\n[io]\nbusy_poll = \"100ns\""), "io.busy_poll = \"100ns\": at least 1us"),
+            (format!("{GOOD}\n[io]\nbusy_poll_budget = 0"), "io.busy_poll_budget = 0: give 1 to 1024"),
+            (
+                format!("{GOOD}\n[io]\nbackend = \"af_packet\"\nbusy_poll = \"50us\""),
+                "io.busy_poll applies to backend = \"xdp\"",
+            ),
             (
                 format!("{GOOD}\n[sync]\nlocal = \"10.99.0.1\"\npeer = \"10.99.0.2:7400\"\nkey_file = \"k\""),
                 "sync.local = \"10.99.0.1\": not an address and port",

@@ -822,6 +822,8 @@ fn replay_spool(control: &Control, when: &str) {
 /// How workers are built, the same at every (re)start.
 struct WorkerPlan {
     workers: usize,
+    /// `[io]`'s AF_XDP socket settings (queue and port set per socket).
+    xdp_socket: io::XdpConfig,
     idle: Idle,
     shaping: Option<engine::ShapingConfig>,
     established_timeout: Duration,
@@ -855,7 +857,13 @@ impl WorkerPlan {
             s.shaper.sojourn_limit_ns = checked.sojourn_limit.as_nanos() as u64;
             s
         });
-        WorkerPlan { workers, idle, shaping, established_timeout: checked.established_timeout }
+        WorkerPlan {
+            workers,
+            xdp_socket: checked.xdp_socket.clone(),
+            idle,
+            shaping,
+            established_timeout: checked.established_timeout,
+        }
     }
 
     fn engine_config(&self, config: &Config, worker: usize) -> engine::Config {
@@ -890,7 +898,7 @@ impl Running {
         pair: Option<&crate::pair::Pair>,
         mut kept: Vec<Option<dataplane::Kept>>,
     ) -> Result<Running, (Failure, Vec<Option<dataplane::Kept>>)> {
-        let (programs, queues) = match open_ports(config, plan.workers, mirror) {
+        let (programs, queues) = match open_ports(config, plan, mirror) {
             Ok(opened) => opened,
             Err(e) => return Err((e, kept)),
         };
@@ -957,13 +965,29 @@ impl Running {
     }
 }
 
+/// Busy polling keeps interrupts off only if the interface defers them
+/// (`napi_defer_hard_irqs`, `gro_flush_timeout`): says so if it does not.
+fn warn_busy_poll_interrupts(ifname: &str) {
+    let read = |f: &str| {
+        std::fs::read_to_string(format!("/sys/class/net/{ifname}/{f}")).ok().and_then(|t| t.trim().parse::<u64>().ok())
+    };
+    if let (Some(0), _) | (_, Some(0)) = (read("napi_defer_hard_irqs"), read("gro_flush_timeout")) {
+        tracing::warn!(
+            "port {ifname}: io.busy_poll is on but the interface does not defer its interrupts, so they keep \
+             coming while the workers poll; set /sys/class/net/{ifname}/napi_defer_hard_irqs (e.g. 2) and \
+             gro_flush_timeout (e.g. 200000)"
+        );
+    }
+}
+
 /// Attaches the XDP programs and opens one socket per port and worker
 /// (queue `w` for worker `w`), or the AF_PACKET sockets.
 fn open_ports(
     config: &Config,
-    workers: usize,
+    plan: &WorkerPlan,
     mirror: &crate::mirror::Mirror,
 ) -> Result<(Vec<io::XdpProgram>, Vec<Vec<PortQueue>>), Failure> {
+    let workers = plan.workers;
     let mut programs = Vec::new();
     let mut queues: Vec<Vec<PortQueue>> = (0..workers).map(|_| Vec::new()).collect();
     for p in &config.ports {
@@ -977,6 +1001,9 @@ fn open_ports(
                 };
                 let prog = io::XdpProgram::attach(&p.interface, mode).map_err(|e| Failure::port(e, None))?;
                 tracing::info!("port {} side={} xdp={} workers={workers}", p.interface, side.name(), prog.mode());
+                if plan.xdp_socket.busy_poll.is_some() {
+                    warn_busy_poll_interrupts(&p.interface);
+                }
                 let rx_queues = io::xdp::rx_queue_count(&p.interface) as usize;
                 if rx_queues > workers {
                     tracing::error!(
@@ -990,7 +1017,7 @@ fn open_ports(
                 }
                 prog.set_local_addresses(&local_addresses(&mirror.load())).map_err(|e| Failure::port(e, None))?;
                 for (w, q) in queues.iter_mut().enumerate() {
-                    let cfg = io::XdpConfig { queue: w as u32, ..Default::default() };
+                    let cfg = io::XdpConfig { queue: w as u32, ..plan.xdp_socket.clone() };
                     let sock = io::XdpPort::open(&p.interface, &cfg).map_err(|e| {
                         let hint = format!(
                             "worker {w} uses queue {w} of {}: does it have {workers} queues? (ethtool -l {})",

@@ -120,24 +120,6 @@ fn packet_error(ifname: &str, op: &'static str, source: std::io::Error) -> IoErr
     }
 }
 
-fn setsockopt_int(fd: &OwnedFd, level: libc::c_int, name: libc::c_int, value: libc::c_int) -> std::io::Result<()> {
-    // SAFETY: `value` is a live c_int and we pass its size.
-    let r = unsafe {
-        libc::setsockopt(
-            fd.as_raw_fd(),
-            level,
-            name,
-            (&value as *const libc::c_int).cast(),
-            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-        )
-    };
-    if r == 0 {
-        Ok(())
-    } else {
-        Err(std::io::Error::last_os_error())
-    }
-}
-
 fn empty_msg() -> libc::mmsghdr {
     // SAFETY: `mmsghdr` is plain old data (integers and raw pointers), for
     // which all-zero bytes are a valid value (null pointers, zero lengths).
@@ -198,15 +180,15 @@ impl PacketPort {
         }
         // SAFETY: `raw` is a new descriptor that nothing else owns.
         let fd = unsafe { OwnedFd::from_raw_fd(raw) };
-        setsockopt_int(&fd, libc::SOL_PACKET, libc::PACKET_IGNORE_OUTGOING, 1)
+        crate::setsockopt_int(fd.as_raw_fd(), libc::SOL_PACKET, libc::PACKET_IGNORE_OUTGOING, 1)
             .map_err(os("set PACKET_IGNORE_OUTGOING"))?;
         if config.qdisc_bypass {
-            setsockopt_int(&fd, libc::SOL_PACKET, libc::PACKET_QDISC_BYPASS, 1)
+            crate::setsockopt_int(fd.as_raw_fd(), libc::SOL_PACKET, libc::PACKET_QDISC_BYPASS, 1)
                 .map_err(os("set PACKET_QDISC_BYPASS"))?;
         }
         let rcvbuf = libc::c_int::try_from(config.rcvbuf).unwrap_or(libc::c_int::MAX);
-        setsockopt_int(&fd, libc::SOL_SOCKET, libc::SO_RCVBUFFORCE, rcvbuf)
-            .or_else(|_| setsockopt_int(&fd, libc::SOL_SOCKET, libc::SO_RCVBUF, rcvbuf))
+        crate::setsockopt_int(fd.as_raw_fd(), libc::SOL_SOCKET, libc::SO_RCVBUFFORCE, rcvbuf)
+            .or_else(|_| crate::setsockopt_int(fd.as_raw_fd(), libc::SOL_SOCKET, libc::SO_RCVBUF, rcvbuf))
             .map_err(os("set the receive buffer size"))?;
 
         // SAFETY: all-zero is a valid `sockaddr_ll`; we fill the fields bind needs.

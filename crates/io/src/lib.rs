@@ -45,7 +45,7 @@ pub use memory::{MemoryIo, SharedMemoryIo};
 pub use merge::Merged;
 pub use pcap::{PcapReader, PcapWriter};
 pub use wrap::{Duplex, FaultRates, Faults, Tap};
-pub use xdp::{XdpConfig, XdpMode, XdpPort, XdpPortStats, XdpProgram, XskCopyMode};
+pub use xdp::{BusyPoll, XdpConfig, XdpMode, XdpPort, XdpPortStats, XdpProgram, XskCopyMode};
 
 /// A port of the gateway: which wire a frame came in on or goes out by
 /// (e.g. 0 = inside, 1 = outside; the dataplane's configuration names them).
@@ -199,4 +199,28 @@ pub(crate) fn fill_from<S: TimedSource + ?Sized>(src: &mut S, batch: &mut Batch)
         n += 1;
     }
     Ok(n)
+}
+
+/// `setsockopt(fd, level, name, &value)` for an int option.
+pub(crate) fn setsockopt_int(
+    fd: std::os::fd::RawFd,
+    level: libc::c_int,
+    name: libc::c_int,
+    value: libc::c_int,
+) -> std::io::Result<()> {
+    // SAFETY: `value` is a live c_int and we pass its size.
+    let r = unsafe {
+        libc::setsockopt(
+            fd,
+            level,
+            name,
+            (&value as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if r == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
 }

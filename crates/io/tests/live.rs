@@ -21,7 +21,9 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use io::xdp::{XdpVerdict, XskCopyMode};
-use io::{Batch, PacketBuf, PacketConfig, PacketIo, PacketPort, PortId, XdpConfig, XdpMode, XdpPort, XdpProgram};
+use io::{
+    Batch, BusyPoll, PacketBuf, PacketConfig, PacketIo, PacketPort, PortId, XdpConfig, XdpMode, XdpPort, XdpProgram,
+};
 
 const MAC_A: [u8; 6] = [0x02, 0x77, 0, 0, 0, 0x01];
 const MAC_B: [u8; 6] = [0x02, 0x77, 0, 0, 0, 0x02];
@@ -270,7 +272,7 @@ fn send_to_a(lab: &Lab, port: &mut impl PacketIo) -> usize {
     receiver.join().unwrap_or_else(|e| std::panic::resume_unwind(e))
 }
 
-fn xdp_roundtrip(mode: XdpMode) {
+fn xdp_roundtrip(mode: XdpMode, socket: XdpConfig) {
     let lab = Lab::new();
     in_ns(&lab.b.clone(), || {
         let prog = XdpProgram::attach("b0", mode).expect("attach");
@@ -284,9 +286,15 @@ fn xdp_roundtrip(mode: XdpMode) {
         prog.set_local_addresses(&[IpAddr::from(IP_B), "2001:db8::2".parse().unwrap()]).unwrap();
         assert!(!prog.is_local("2001:db8::3".parse().unwrap()).unwrap());
 
-        let config = XdpConfig { port: PortId(3), ..Default::default() };
+        let config = XdpConfig { port: PortId(3), ..socket };
         let mut port = XdpPort::open("b0", &config).expect("open AF_XDP socket");
         assert!(!port.is_zero_copy(), "veth has no zero-copy");
+        assert_eq!(port.is_busy_polling(), config.busy_poll.is_some());
+        if let Some(b) = config.busy_poll {
+            assert_eq!(socket_option(&port, libc::SO_PREFER_BUSY_POLL), 1);
+            assert_eq!(socket_option(&port, libc::SO_BUSY_POLL), b.usecs as i32);
+            // (SO_BUSY_POLL_BUDGET cannot be read back before Linux 6.10.)
+        }
         prog.register_socket(0, &port).expect("register");
 
         // Verdicts, by dry run.
@@ -349,6 +357,7 @@ fn xdp_roundtrip(mode: XdpMode) {
         assert_eq!(stats.kernel.rx_invalid_descs, 0);
         assert_eq!(stats.kernel.tx_invalid_descs, 0);
         assert!(stats.tx_kicks >= 1);
+        assert_eq!(stats.busy_polls > 0, config.busy_poll.is_some(), "a recvfrom per recv when busy-polling");
 
         // A pulled cable: the peer goes down and comes back; the socket
         // keeps receiving and sending afterwards.
@@ -370,13 +379,39 @@ fn xdp_roundtrip(mode: XdpMode) {
 #[test]
 fn xdp_native() {
     require_root!();
-    xdp_roundtrip(XdpMode::Native);
+    xdp_roundtrip(XdpMode::Native, XdpConfig::default());
 }
 
 #[test]
 fn xdp_generic() {
     require_root!();
-    xdp_roundtrip(XdpMode::Generic);
+    xdp_roundtrip(XdpMode::Generic, XdpConfig::default());
+}
+
+/// The options for real NICs: busy polling (the worker runs the driver's
+/// receive) and no need-wakeup flag (a kick per send). On veth they change
+/// how the kernel is driven, not what arrives.
+#[test]
+fn xdp_busy_polling_without_need_wakeup() {
+    require_root!();
+    let socket =
+        XdpConfig { need_wakeup: false, busy_poll: Some(BusyPoll { usecs: 50, budget: 64 }), ..Default::default() };
+    xdp_roundtrip(XdpMode::Native, socket);
+    let e =
+        XdpPort::open("lo", &XdpConfig { busy_poll: Some(BusyPoll { usecs: 0, budget: 64 }), ..Default::default() })
+            .expect_err("busy polling for 0 us");
+    assert!(e.to_string().contains("busy polling"), "{e}");
+}
+
+/// `getsockopt(SOL_SOCKET, opt)` of a socket, as an int.
+fn socket_option(port: &XdpPort, opt: libc::c_int) -> i32 {
+    let mut value: libc::c_int = -1;
+    let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+    // SAFETY: `value` and `len` are live locals of the sizes we declare.
+    let r =
+        unsafe { libc::getsockopt(port.as_raw_fd(), libc::SOL_SOCKET, opt, (&mut value as *mut i32).cast(), &mut len) };
+    assert_eq!(r, 0, "getsockopt {opt}: {}", std::io::Error::last_os_error());
+    value
 }
 
 /// Drops every capability of the calling thread (capset(2), version 3).

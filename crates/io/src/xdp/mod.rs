@@ -28,4 +28,4 @@ pub mod socket;
 mod sys;
 
 pub use program::{rx_queue_count, XdpMode, XdpProgram, XdpVerdict, MAX_LOCAL_ADDRESSES};
-pub use socket::{XdpConfig, XdpPort, XdpPortStats, XskCopyMode, XskKernelStats};
+pub use socket::{BusyPoll, XdpConfig, XdpPort, XdpPortStats, XskCopyMode, XskKernelStats};

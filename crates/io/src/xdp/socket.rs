@@ -22,11 +22,25 @@
 //! # Kernel modes
 //! The socket binds in zero-copy mode where the driver supports it and falls
 //! back to copy mode (XDP_COPY) otherwise (veth is copy-only), unless a mode
-//! is forced. `need_wakeup` is always requested: the kernel then says when it
-//! must be kicked, and a busy port makes no syscalls at all. In copy mode the
-//! kernel transmits at most 32 frames per kick, so `send` kicks once per call
-//! while descriptors are pending and [`flush`](PacketIo::flush) kicks until
-//! the ring is drained (bounded).
+//! is forced. `need_wakeup` is requested by default: the kernel then says
+//! when it must be kicked, and a busy port makes no syscalls at all; without
+//! it, `send` kicks on every call that leaves frames pending. In copy mode
+//! the kernel transmits at most 32 frames per kick, so `send` kicks once per
+//! call while descriptors are pending and [`flush`](PacketIo::flush) kicks
+//! until the ring is drained (bounded).
+//!
+//! # Busy polling
+//! With [`XdpConfig::busy_poll`], the socket asks the kernel to leave the
+//! queue's NAPI context to it (`SO_PREFER_BUSY_POLL`, `SO_BUSY_POLL`,
+//! `SO_BUSY_POLL_BUDGET`): each `recv` then makes one non-blocking
+//! `recvfrom` that runs the driver's receive for at most `budget` frames in
+//! the worker's own time, and each `send` with pending frames one `sendto`.
+//! That is one system call per batch, and the receive work can never crowd
+//! out the worker (the kernel runs it when the worker asks). For the
+//! interrupts to stay off while the worker polls, the interface needs
+//! `napi_defer_hard_irqs` and `gro_flush_timeout` set
+//! (`/sys/class/net/<if>/`); without them busy polling still works but
+//! interrupts keep coming.
 //!
 //! # Invariants
 //! - Every rx chunk is in exactly one place: the fill ring, the kernel, the
@@ -60,7 +74,7 @@ pub enum XskCopyMode {
 }
 
 /// Configuration of an [`XdpPort`].
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct XdpConfig {
     /// The interface queue to bind to.
     pub queue: u32,
@@ -83,6 +97,22 @@ pub struct XdpConfig {
     pub tx_frames: u32,
     /// Zero-copy or copy.
     pub copy_mode: XskCopyMode,
+    /// Bind with `XDP_USE_NEED_WAKEUP` (kick the kernel only when it says
+    /// so). Off: a kick on every `send` that leaves frames pending.
+    pub need_wakeup: bool,
+    /// Drive the queue's NAPI context from the worker (see the module
+    /// documentation); `None`: interrupts and softirqs as usual.
+    pub busy_poll: Option<BusyPoll>,
+}
+
+/// Busy-polling settings of an [`XdpPort`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BusyPoll {
+    /// `SO_BUSY_POLL`: how long a blocking wait may spin in the driver, in
+    /// microseconds (at least 1; a non-blocking poll runs one round).
+    pub usecs: u32,
+    /// `SO_BUSY_POLL_BUDGET`: most frames the driver handles per poll.
+    pub budget: u16,
 }
 
 impl Default for XdpConfig {
@@ -94,6 +124,8 @@ impl Default for XdpConfig {
             rx_frames: 2048,
             tx_frames: 8192,
             copy_mode: XskCopyMode::Auto,
+            need_wakeup: true,
+            busy_poll: None,
         }
     }
 }
@@ -144,6 +176,8 @@ pub struct XdpPortStats {
     pub tx_kicks: u64,
     /// Kicks that failed with something other than "try again".
     pub tx_kick_errors: u64,
+    /// Receive polls (`recvfrom`) when busy-polling.
+    pub busy_polls: u64,
     /// The kernel's counters (zero if it could not be asked).
     pub kernel: XskKernelStats,
 }
@@ -229,6 +263,8 @@ pub struct XdpPort {
     port: PortId,
     queue: u32,
     zero_copy: bool,
+    need_wakeup: bool,
+    busy_poll: bool,
     frame_size: u32,
     rx_frames: u32,
     tx_frames: u32,
@@ -260,6 +296,8 @@ impl std::fmt::Debug for XdpPort {
             .field("queue", &self.queue)
             .field("port", &self.port)
             .field("zero_copy", &self.zero_copy)
+            .field("need_wakeup", &self.need_wakeup)
+            .field("busy_poll", &self.busy_poll)
             .field("fd", &self.fd)
             .finish_non_exhaustive()
     }
@@ -293,6 +331,9 @@ impl XdpPort {
         }
         if config.rx_frames.checked_add(config.tx_frames).is_none_or(|n| n > 1 << 20) {
             return Err(invalid(" (at most 2^20 frames)"));
+        }
+        if config.busy_poll.is_some_and(|b| b.usecs == 0 || b.budget == 0) {
+            return Err(invalid(" (busy polling needs usecs and budget above 0)"));
         }
         super::program::ifindex(ifname)?;
         match config.copy_mode {
@@ -335,7 +376,11 @@ impl XdpPort {
                 &SocketConfig {
                     rx_size: NonZeroU32::new(config.rx_frames),
                     tx_size: NonZeroU32::new(config.tx_frames),
-                    bind_flags: SocketConfig::XDP_BIND_NEED_WAKEUP | mode_flag,
+                    bind_flags: if config.need_wakeup {
+                        SocketConfig::XDP_BIND_NEED_WAKEUP | mode_flag
+                    } else {
+                        mode_flag
+                    },
                 },
             )
             .map_err(os("create the rx and tx rings"))?;
@@ -377,11 +422,33 @@ impl XdpPort {
         tx_free.extend((u64::from(config.rx_frames)..u64::from(frames)).map(|i| i * fs));
         let fd = user.as_raw_fd();
         let zero_copy = zero_copy && query_zero_copy(fd).unwrap_or(zero_copy);
+        if let Some(b) = config.busy_poll {
+            // SO_BUSY_POLL beyond net.core.busy_read and a budget beyond
+            // the default need CAP_NET_ADMIN, which binding took already.
+            for (name, opt, value) in [
+                ("SO_PREFER_BUSY_POLL", libc::SO_PREFER_BUSY_POLL, 1),
+                ("SO_BUSY_POLL", libc::SO_BUSY_POLL, i32::try_from(b.usecs).unwrap_or(i32::MAX)),
+                ("SO_BUSY_POLL_BUDGET", libc::SO_BUSY_POLL_BUDGET, i32::from(b.budget)),
+            ] {
+                crate::setsockopt_int(fd, libc::SOL_SOCKET, opt, value).map_err(|source| IoError::Interface {
+                    ifname: ifname.to_owned(),
+                    op: "enable busy polling",
+                    source,
+                    hint: match name {
+                        "SO_PREFER_BUSY_POLL" => " (SO_PREFER_BUSY_POLL needs Linux 5.11)",
+                        "SO_BUSY_POLL" => " (SO_BUSY_POLL: the kernel has no CONFIG_NET_RX_BUSY_POLL?)",
+                        _ => " (SO_BUSY_POLL_BUDGET)",
+                    },
+                })?;
+            }
+        }
         Ok(XdpPort {
             ifname: ifname.to_owned(),
             port: config.port,
             queue: config.queue,
             zero_copy,
+            need_wakeup: config.need_wakeup,
+            busy_poll: config.busy_poll.is_some(),
             frame_size: config.frame_size,
             rx_frames: config.rx_frames,
             tx_frames: config.tx_frames,
@@ -467,10 +534,17 @@ impl XdpPort {
         done.release();
     }
 
+    /// True if it busy-polls ([`XdpConfig::busy_poll`]).
+    pub fn is_busy_polling(&self) -> bool {
+        self.busy_poll
+    }
+
     /// Kicks the kernel to transmit if it asked for it (copy mode always
-    /// does). "Try again" answers are normal: the kernel took its 32.
+    /// does), or always without `need_wakeup` or when busy-polling (the
+    /// kick is what runs the driver then). "Try again" answers are normal:
+    /// the kernel took its 32.
     fn kick(&mut self) {
-        if !self.tx.needs_wakeup() {
+        if self.need_wakeup && !self.busy_poll && !self.tx.needs_wakeup() {
             return;
         }
         self.stats.tx_kicks += 1;
@@ -512,6 +586,22 @@ impl PacketIo for XdpPort {
         let want = u32::try_from(batch.free()).unwrap_or(u32::MAX);
         if want == 0 {
             return Ok(0);
+        }
+        if self.busy_poll {
+            self.stats.busy_polls += 1;
+            // SAFETY: a zero-length, non-blocking recvfrom on our own AF_XDP
+            // socket: no buffers are passed. It runs the driver's receive
+            // (at most the budget); "try again" is the normal answer.
+            unsafe {
+                libc::recvfrom(
+                    self.fd,
+                    std::ptr::null_mut(),
+                    0,
+                    libc::MSG_DONTWAIT,
+                    std::ptr::null_mut(),
+                    std::ptr::null_mut(),
+                )
+            };
         }
         let rx_limit = u64::from(self.rx_frames) * u64::from(self.frame_size);
         let mask = !(u64::from(self.frame_size) - 1);
