@@ -878,9 +878,11 @@ impl WorkerPlan {
     }
 }
 
-/// The ports' XDP programs and the workers on the ports' queues.
+/// The ports' XDP programs (or AF_PACKET guards) and the workers on the
+/// ports' queues.
 struct Running {
     programs: Vec<io::XdpProgram>,
+    guards: Vec<io::PacketGuard>,
     dp: Dataplane,
 }
 
@@ -898,7 +900,7 @@ impl Running {
         pair: Option<&crate::pair::Pair>,
         mut kept: Vec<Option<dataplane::Kept>>,
     ) -> Result<Running, (Failure, Vec<Option<dataplane::Kept>>)> {
-        let (programs, queues) = match open_ports(config, plan, mirror) {
+        let (programs, guards, queues) = match open_ports(config, plan, mirror) {
             Ok(opened) => opened,
             Err(e) => return Err((e, kept)),
         };
@@ -939,13 +941,15 @@ impl Running {
             None => Dataplane::try_start(setups, policy),
         };
         let dp = started.map_err(|e| (Failure::system("cannot start the workers", e.error), e.kept))?;
-        Ok(Running { programs, dp })
+        Ok(Running { programs, guards, dp })
     }
 
     fn set_local_addresses(&self, local: &[IpAddr]) {
-        for prog in &self.programs {
-            if let Err(e) = prog.set_local_addresses(local) {
-                tracing::warn!("port {}: cannot update the box's addresses: {e}", prog.ifname());
+        let programs = self.programs.iter().map(|p| (p.ifname(), p.set_local_addresses(local)));
+        let guards = self.guards.iter().map(|g| (g.ifname(), g.set_local_addresses(local)));
+        for (ifname, result) in programs.chain(guards) {
+            if let Err(e) = result {
+                tracing::warn!("port {ifname}: cannot update the box's addresses: {e}");
             }
         }
     }
@@ -981,14 +985,16 @@ fn warn_busy_poll_interrupts(ifname: &str) {
 }
 
 /// Attaches the XDP programs and opens one socket per port and worker
-/// (queue `w` for worker `w`), or the AF_PACKET sockets.
+/// (queue `w` for worker `w`), or the AF_PACKET guards and sockets.
+#[allow(clippy::type_complexity)]
 fn open_ports(
     config: &Config,
     plan: &WorkerPlan,
     mirror: &crate::mirror::Mirror,
-) -> Result<(Vec<io::XdpProgram>, Vec<Vec<PortQueue>>), Failure> {
+) -> Result<(Vec<io::XdpProgram>, Vec<io::PacketGuard>, Vec<Vec<PortQueue>>), Failure> {
     let workers = plan.workers;
     let mut programs = Vec::new();
+    let mut guards = Vec::new();
     let mut queues: Vec<Vec<PortQueue>> = (0..workers).map(|_| Vec::new()).collect();
     for p in &config.ports {
         let side = if p.side == PortSide::Inside { Side::Inside } else { Side::Outside };
@@ -1036,14 +1042,35 @@ fn open_ports(
                         "io.backend = \"af_packet\" runs one worker (workers.count = 1); use xdp for more".into(),
                     ));
                 }
+                // Transit frames stop after the socket's tap, before the
+                // kernel's stack: they cannot be forwarded past the policy
+                // even if forwarding is switched on, and cost the kernel
+                // nothing more (receive livelock on a busy core).
+                let guarded = match io::PacketGuard::attach(&p.interface) {
+                    Ok(guard) => {
+                        guard
+                            .set_local_addresses(&local_addresses(&mirror.load()))
+                            .map_err(|e| Failure::port(e, None))?;
+                        guards.push(guard);
+                        "guarded"
+                    }
+                    Err(e) => {
+                        tracing::warn!(
+                            "port {}: {e}; running without the guard: the kernel sees every transit frame, \
+                             and only its forwarding being off keeps it from carrying them past the policy",
+                            p.interface
+                        );
+                        "unguarded"
+                    }
+                };
                 let sock = io::PacketPort::open(&p.interface, &io::PacketConfig::default())
                     .map_err(|e| Failure::port(e, None))?;
-                tracing::info!("port {} side={} af_packet", p.interface, side.name());
+                tracing::info!("port {} side={} af_packet {guarded}", p.interface, side.name());
                 queues[0].push(PortQueue { name: p.interface.clone(), side, io: Box::new(sock) });
             }
         }
     }
-    Ok((programs, queues))
+    Ok((programs, guards, queues))
 }
 
 /// Reloads on every change the database reports and on SIGHUP; a failure

@@ -18,9 +18,13 @@
 //! AF_PACKET must therefore have kernel forwarding **off**
 //! (`net.ipv4.conf.all.forwarding = 0`, `net.ipv6.conf.all.forwarding = 0`),
 //! or every transit packet is forwarded twice. The caller checks this with
-//! [`kernel_forwarding_enabled`] before starting. Local traffic (ARP, NDP,
-//! SSH to the box) works as usual; torwart sees it as well and must ignore
-//! what is not transit.
+//! [`kernel_forwarding_enabled`] before starting, and attaches a
+//! [`PacketGuard`](crate::PacketGuard) to each port where the kernel has
+//! tcx links (Linux 6.6): it drops the kernel's original of every transit
+//! frame right after the tap, so a kernel switched to forwarding later
+//! forwards nothing, and the kernel spends no IP-stack work on frames it
+//! would drop. Local traffic (ARP, NDP, SSH to the box) works as usual;
+//! torwart sees it as well and must ignore what is not transit.
 //!
 //! # Limits
 //! - Receive offloads change what AF_PACKET sees: with GRO/LRO on, frames

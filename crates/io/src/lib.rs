@@ -45,7 +45,9 @@ pub use memory::{MemoryIo, SharedMemoryIo};
 pub use merge::Merged;
 pub use pcap::{PcapReader, PcapWriter};
 pub use wrap::{Duplex, FaultRates, Faults, Tap};
-pub use xdp::{BusyPoll, XdpConfig, XdpMode, XdpPort, XdpPortStats, XdpProgram, XskCopyMode};
+pub use xdp::{
+    BusyPoll, GuardVerdict, PacketGuard, XdpConfig, XdpMode, XdpPort, XdpPortStats, XdpProgram, XskCopyMode,
+};
 
 /// A port of the gateway: which wire a frame came in on or goes out by
 /// (e.g. 0 = inside, 1 = outside; the dataplane's configuration names them).

@@ -22,7 +22,8 @@ use std::time::{Duration, Instant};
 
 use io::xdp::{XdpVerdict, XskCopyMode};
 use io::{
-    Batch, BusyPoll, PacketBuf, PacketConfig, PacketIo, PacketPort, PortId, XdpConfig, XdpMode, XdpPort, XdpProgram,
+    Batch, BusyPoll, GuardVerdict, PacketBuf, PacketConfig, PacketGuard, PacketIo, PacketPort, PortId, XdpConfig,
+    XdpMode, XdpPort, XdpProgram,
 };
 
 const MAC_A: [u8; 6] = [0x02, 0x77, 0, 0, 0, 0x01];
@@ -480,6 +481,69 @@ fn xdp_errors_name_the_interface() {
         drop(first);
         XdpProgram::attach("b0", XdpMode::Generic).expect("attach after drop");
     });
+}
+
+/// IP datagrams the calling thread's namespace has forwarded.
+fn forwarded_datagrams() -> u64 {
+    // /proc/thread-self: this thread's namespace (it joined one with setns).
+    let snmp = std::fs::read_to_string("/proc/thread-self/net/snmp").expect("read snmp");
+    let mut ip = snmp.lines().filter(|l| l.starts_with("Ip:"));
+    let (names, values) = (ip.next().expect("Ip: names"), ip.next().expect("Ip: values"));
+    let at = names.split_whitespace().position(|n| n == "ForwDatagrams").expect("ForwDatagrams");
+    values.split_whitespace().nth(at).and_then(|v| v.parse().ok()).expect("a count")
+}
+
+/// The guard keeps transit frames away from the kernel's stack once the
+/// AF_PACKET socket has its copy: a kernel switched to forwarding after
+/// torwart started forwards nothing, and the box's own traffic still works.
+#[test]
+fn af_packet_guard_keeps_transit_from_the_kernel() {
+    require_root!();
+    let lab = Lab::new();
+    // B forwards (the mistake the guard is for), back out of b0 to A.
+    sysctl(&lab.b, "net.ipv4.conf.all.forwarding=1");
+    sysctl(&lab.b, "net.ipv4.conf.all.send_redirects=0");
+    sysctl(&lab.b, "net.ipv4.conf.b0.send_redirects=0");
+    ip(&["-n", &lab.b, "route", "add", "198.51.100.0/24", "via", "10.77.0.1"]);
+    in_ns(&lab.b.clone(), || {
+        let mut port = PacketPort::open("b0", &PacketConfig { port: PortId(3), ..Default::default() }).expect("open");
+        let before = forwarded_datagrams();
+        send_transit_from_a(&lab, 20);
+        let (hit, _) = collect(&mut port, 20, Duration::from_secs(3), |f| is_udp_to(f, TRANSIT, TRANSIT_PORT));
+        assert_eq!(hit, 20, "transit frames received by the AF_PACKET socket");
+        assert!(forwarded_datagrams() >= before + 20, "without the guard the kernel forwards them too");
+
+        let guard = PacketGuard::attach("b0").expect("attach the guard");
+        guard.set_local_addresses(&[IpAddr::from(IP_B)]).expect("local addresses");
+        assert!(guard.is_local(IpAddr::from(IP_B)).unwrap());
+        let v = |f: &[u8]| guard.dry_run(f).expect("dry run");
+        assert_eq!(v(&udp4(IP_A, TRANSIT, 1, 2, b"x")), GuardVerdict::Drop, "transit IPv4");
+        assert_eq!(v(&ipv6("2001:db8::1")), GuardVerdict::Drop, "transit IPv6");
+        assert_eq!(v(&udp4(IP_A, IP_B, 1, 2, b"x")), GuardVerdict::Pass, "local IPv4");
+        assert_eq!(v(&udp4(IP_A, [224, 0, 0, 5], 1, 2, b"x")), GuardVerdict::Pass, "multicast");
+        assert_eq!(v(&ipv6("fe80::1")), GuardVerdict::Pass, "link-local (NDP)");
+        let mut arp = eth([0xff; 6], MAC_A, 0x0806);
+        arp.extend_from_slice(&[0; 28]);
+        assert_eq!(v(&arp), GuardVerdict::Pass, "ARP");
+
+        let before = forwarded_datagrams();
+        send_transit_from_a(&lab, 20);
+        let (hit, _) = collect(&mut port, 20, Duration::from_secs(3), |f| is_udp_to(f, TRANSIT, TRANSIT_PORT));
+        assert_eq!(hit, 20, "the socket still gets every transit frame");
+        assert_eq!(forwarded_datagrams(), before, "the kernel forwarded a transit frame past the guard");
+        // ARP and the box's own address still reach the kernel.
+        ip(&["neigh", "flush", "dev", "b0"]);
+        assert!(lab.ping_b(), "ping 10.77.0.2 from A through the guard");
+
+        // Detached on drop: the kernel forwards again.
+        drop(guard);
+        let before = forwarded_datagrams();
+        send_transit_from_a(&lab, 20);
+        let _ = collect(&mut port, 20, Duration::from_secs(3), |f| is_udp_to(f, TRANSIT, TRANSIT_PORT));
+        assert!(forwarded_datagrams() >= before + 20, "the guard is gone with its link");
+    });
+    let e = PacketGuard::attach("twio-nonexistent").unwrap_err();
+    assert!(e.to_string().contains("twio-nonexistent"), "{e}");
 }
 
 #[test]

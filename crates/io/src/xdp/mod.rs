@@ -20,12 +20,15 @@
 //! weakly: a closed socket disappears from the map).
 //!
 //! Modules: [`program`] (the BPF program, its maps, its attachment),
+//! [`guard`] (the same classification at tc ingress, for AF_PACKET ports),
 //! [`socket`] (the AF_XDP socket as a [`crate::PacketIo`]), `sys` (raw
 //! `bpf(2)` calls).
 
+pub mod guard;
 pub mod program;
 pub mod socket;
 mod sys;
 
+pub use guard::{GuardVerdict, PacketGuard};
 pub use program::{rx_queue_count, XdpMode, XdpProgram, XdpVerdict, MAX_LOCAL_ADDRESSES};
 pub use socket::{BusyPoll, XdpConfig, XdpPort, XdpPortStats, XskCopyMode, XskKernelStats};

@@ -117,6 +117,10 @@ const KEY_LEN: usize = 16;
 const XDP_DROP: i32 = 1;
 const XDP_PASS: i32 = 2;
 const XDP_REDIRECT: i32 = 4;
+/// `TCX_NEXT` (`TC_ACT_UNSPEC`): on to the next tc program, or the stack.
+pub(super) const TCX_NEXT: i32 = -1;
+/// `TCX_DROP` (`TC_ACT_SHOT`).
+pub(super) const TCX_DROP: i32 = 2;
 const HELPER_MAP_LOOKUP_ELEM: i32 = 1;
 const HELPER_REDIRECT_MAP: i32 = 51;
 
@@ -137,6 +141,21 @@ mod field {
     pub const MD_DATA: i16 = 0;
     pub const MD_DATA_END: i16 = 4;
     pub const MD_RX_QUEUE_INDEX: i16 = 16;
+    /// `struct __sk_buff` fields (direct packet access: at tc ingress
+    /// `data` is the Ethernet header).
+    pub const SKB_DATA: i16 = 76;
+    pub const SKB_DATA_END: i16 = 80;
+}
+
+/// Where the emitted program runs, and so what it does with transit frames.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Hook {
+    /// The XDP splitter: transit to the queue's AF_XDP socket (map
+    /// descriptors given), or dropped and counted if it has none.
+    Xdp { xsk_map_fd: i32, unserved_map_fd: i32 },
+    /// tc ingress behind AF_PACKET's tap: transit dropped (torwart has its
+    /// copy), the rest on to the kernel.
+    TcIngress,
 }
 
 /// A tiny eBPF assembler: just the instruction forms the program uses, with
@@ -277,14 +296,19 @@ mod asm {
     }
 }
 
-/// Emits the program for the given map descriptors.
-pub(crate) fn emit(xsk_map_fd: i32, local_map_fd: i32, unserved_map_fd: i32) -> Option<Vec<Insn>> {
+/// Emits the program for `hook`, with the local-address map `local_map_fd`.
+/// The classification (what is transit) is the same for both hooks.
+pub(crate) fn emit(hook: Hook, local_map_fd: i32) -> Option<Vec<Insn>> {
     use asm::{Label::*, Size::*, *};
     let mut a = Asm::default();
 
+    let (data, data_end) = match hook {
+        Hook::Xdp { .. } => (field::MD_DATA, field::MD_DATA_END),
+        Hook::TcIngress => (field::SKB_DATA, field::SKB_DATA_END),
+    };
     a.mov_reg(R6, R1);
-    a.load(W, R2, R6, field::MD_DATA);
-    a.load(W, R3, R6, field::MD_DATA_END);
+    a.load(W, R2, R6, data);
+    a.load(W, R3, R6, data_end);
     a.mov_reg(R4, R2);
     a.add_imm(R4, field::ETH_HLEN);
     a.jgt_reg(R4, R3, Pass);
@@ -331,6 +355,15 @@ pub(crate) fn emit(xsk_map_fd: i32, local_map_fd: i32, unserved_map_fd: i32) -> 
     a.add_imm(R2, -16);
     a.call(HELPER_MAP_LOOKUP_ELEM);
     a.jne_imm(R0, 0, Pass);
+    let Hook::Xdp { xsk_map_fd, unserved_map_fd } = hook else {
+        // tc: transit, whose copy AF_PACKET took before this hook.
+        a.mov_imm(R0, TCX_DROP);
+        a.exit();
+        a.label(Pass);
+        a.mov_imm(R0, TCX_NEXT);
+        a.exit();
+        return a.finish();
+    };
     a.load(W, R2, R6, field::MD_RX_QUEUE_INDEX);
     a.load_map_fd(R1, xsk_map_fd);
     a.mov_imm(R3, XDP_DROP);
@@ -368,6 +401,63 @@ fn local_key(addr: IpAddr) -> [u8; KEY_LEN] {
     }
 }
 
+/// The map of the box's own addresses that a program passes to the kernel.
+#[derive(Debug)]
+pub(super) struct LocalMap(OwnedFd);
+
+impl LocalMap {
+    pub(super) fn create(ifname: &str) -> Result<LocalMap, IoError> {
+        sys::map_create(sys::MAP_TYPE_HASH, KEY_LEN as u32, 1, MAX_LOCAL_ADDRESSES as u32, "tw_local")
+            .map(LocalMap)
+            .map_err(|e| IoError::interface(ifname, "create the local-address map", e))
+    }
+
+    pub(super) fn fd(&self) -> i32 {
+        self.0.as_raw_fd()
+    }
+
+    /// Replaces the set (see [`XdpProgram::set_local_addresses`]).
+    pub(super) fn set(&self, ifname: &str, addrs: &[IpAddr]) -> Result<(), IoError> {
+        if addrs.len() > MAX_LOCAL_ADDRESSES {
+            return Err(IoError::TooManyAddresses {
+                ifname: ifname.to_owned(),
+                count: addrs.len(),
+                max: MAX_LOCAL_ADDRESSES,
+            });
+        }
+        let wanted: Vec<[u8; KEY_LEN]> = addrs.iter().map(|&a| local_key(a)).collect();
+        for key in &wanted {
+            sys::map_update(&self.0, key, &[1]).map_err(|e| IoError::interface(ifname, "insert a local address", e))?;
+        }
+        let mut stale = Vec::new();
+        let mut cur: Option<[u8; KEY_LEN]> = None;
+        // The map holds at most MAX_LOCAL_ADDRESSES keys; the bound only
+        // guards against a kernel that keeps answering.
+        for _ in 0..=MAX_LOCAL_ADDRESSES {
+            let mut next = [0u8; KEY_LEN];
+            let more = sys::map_next_key(&self.0, cur.as_ref().map(|k| &k[..]), &mut next)
+                .map_err(|e| IoError::interface(ifname, "list the local addresses", e))?;
+            if !more {
+                break;
+            }
+            if !wanted.contains(&next) {
+                stale.push(next);
+            }
+            cur = Some(next);
+        }
+        for key in &stale {
+            sys::map_delete(&self.0, key).map_err(|e| IoError::interface(ifname, "remove a local address", e))?;
+        }
+        Ok(())
+    }
+
+    pub(super) fn contains(&self, ifname: &str, addr: IpAddr) -> Result<bool, IoError> {
+        let mut value = [0u8; 1];
+        sys::map_lookup(&self.0, &local_key(addr), &mut value)
+            .map_err(|e| IoError::interface(ifname, "look up a local address", e))
+    }
+}
+
 /// The XDP program attached to one interface, with its two maps.
 ///
 /// Dropping it detaches the program (the BPF link closes) and frees the maps.
@@ -385,7 +475,7 @@ pub struct XdpProgram {
     _link: OwnedFd,
     prog: OwnedFd,
     xsk_map: OwnedFd,
-    local_map: OwnedFd,
+    local_map: LocalMap,
     /// Transit frames dropped for want of a socket on their queue (one
     /// `u64` per possible CPU).
     unserved_map: OwnedFd,
@@ -441,18 +531,11 @@ impl XdpProgram {
         let queues = rx_queue_count(ifname).max(64);
         let xsk_map = sys::map_create(sys::MAP_TYPE_XSKMAP, 4, 4, queues, "tw_xsks")
             .map_err(|e| IoError::interface(ifname, "create the XSKMAP", e))?;
-        let local_map = sys::map_create(sys::MAP_TYPE_HASH, KEY_LEN as u32, 1, MAX_LOCAL_ADDRESSES as u32, "tw_local")
-            .map_err(|e| IoError::interface(ifname, "create the local-address map", e))?;
+        let local_map = LocalMap::create(ifname)?;
         let unserved_map = sys::map_create(sys::MAP_TYPE_PERCPU_ARRAY, 4, 8, 1, "tw_unserved")
             .map_err(|e| IoError::interface(ifname, "create the unserved-frames counter", e))?;
-        let insns = emit(xsk_map.as_raw_fd(), local_map.as_raw_fd(), unserved_map.as_raw_fd()).ok_or_else(|| {
-            IoError::VerifierRejected {
-                ifname: ifname.to_owned(),
-                source: std::io::Error::from_raw_os_error(libc::EINVAL),
-                log: "jump label unresolved in the emitted program (bug)".to_owned(),
-            }
-        })?;
-        let prog = load(ifname, &insns)?;
+        let hook = Hook::Xdp { xsk_map_fd: xsk_map.as_raw_fd(), unserved_map_fd: unserved_map.as_raw_fd() };
+        let prog = load(ifname, hook, &local_map)?;
         let (link, mode) = match mode {
             XdpMode::Native => (link(ifname, &prog, ifindex, XdpMode::Native)?, XdpMode::Native),
             XdpMode::Generic => (link(ifname, &prog, ifindex, XdpMode::Generic)?, XdpMode::Generic),
@@ -523,46 +606,12 @@ impl XdpProgram {
     /// the kernel). New addresses are inserted before stale ones are
     /// removed, so an address in both sets never leaves the map.
     pub fn set_local_addresses(&self, addrs: &[IpAddr]) -> Result<(), IoError> {
-        if addrs.len() > MAX_LOCAL_ADDRESSES {
-            return Err(IoError::TooManyAddresses {
-                ifname: self.ifname.clone(),
-                count: addrs.len(),
-                max: MAX_LOCAL_ADDRESSES,
-            });
-        }
-        let wanted: Vec<[u8; KEY_LEN]> = addrs.iter().map(|&a| local_key(a)).collect();
-        for key in &wanted {
-            sys::map_update(&self.local_map, key, &[1])
-                .map_err(|e| IoError::interface(&self.ifname, "insert a local address", e))?;
-        }
-        let mut stale = Vec::new();
-        let mut cur: Option<[u8; KEY_LEN]> = None;
-        // The map holds at most MAX_LOCAL_ADDRESSES keys; the bound only
-        // guards against a kernel that keeps answering.
-        for _ in 0..=MAX_LOCAL_ADDRESSES {
-            let mut next = [0u8; KEY_LEN];
-            let more = sys::map_next_key(&self.local_map, cur.as_ref().map(|k| &k[..]), &mut next)
-                .map_err(|e| IoError::interface(&self.ifname, "list the local addresses", e))?;
-            if !more {
-                break;
-            }
-            if !wanted.contains(&next) {
-                stale.push(next);
-            }
-            cur = Some(next);
-        }
-        for key in &stale {
-            sys::map_delete(&self.local_map, key)
-                .map_err(|e| IoError::interface(&self.ifname, "remove a local address", e))?;
-        }
-        Ok(())
+        self.local_map.set(&self.ifname, addrs)
     }
 
     /// True if `addr` is in the local-address map.
     pub fn is_local(&self, addr: IpAddr) -> Result<bool, IoError> {
-        let mut value = [0u8; 1];
-        sys::map_lookup(&self.local_map, &local_key(addr), &mut value)
-            .map_err(|e| IoError::interface(&self.ifname, "look up a local address", e))
+        self.local_map.contains(&self.ifname, addr)
     }
 
     /// Runs the program once on `frame` as if it had arrived on `queue` of
@@ -576,24 +625,33 @@ impl XdpProgram {
             rx_queue_index: queue,
             ..Default::default()
         };
-        sys::test_run_xdp(&self.prog, frame, &ctx)
+        sys::test_run(&self.prog, frame, Some(&ctx))
             .map(XdpVerdict::from)
             .map_err(|e| IoError::interface(&self.ifname, "test-run the XDP program", e))
     }
 }
 
-/// Loads the program; on failure loads it again with the verifier log on,
-/// so the error carries the log.
-fn load(ifname: &str, insns: &[Insn]) -> Result<OwnedFd, IoError> {
+/// Emits and loads the program for `hook`; on failure loads it again with
+/// the verifier log on, so the error carries the log.
+pub(super) fn load(ifname: &str, hook: Hook, local_map: &LocalMap) -> Result<OwnedFd, IoError> {
+    let insns = emit(hook, local_map.fd()).ok_or_else(|| IoError::VerifierRejected {
+        ifname: ifname.to_owned(),
+        source: std::io::Error::from_raw_os_error(libc::EINVAL),
+        log: "jump label unresolved in the emitted program (bug)".to_owned(),
+    })?;
+    let (prog_type, name, op) = match hook {
+        Hook::Xdp { .. } => (sys::PROG_TYPE_XDP, "torwart_split", "load the XDP program"),
+        Hook::TcIngress => (sys::PROG_TYPE_SCHED_CLS, "torwart_guard", "load the tc guard program"),
+    };
     let license = c"MIT";
-    match sys::prog_load_xdp(insns, license, "torwart_split", &mut []) {
+    match sys::prog_load(prog_type, &insns, license, name, &mut []) {
         Ok(fd) => Ok(fd),
         Err(first) if matches!(first.raw_os_error(), Some(libc::EPERM) | Some(libc::EACCES)) => {
-            Err(IoError::interface(ifname, "load the XDP program", first))
+            Err(IoError::interface(ifname, op, first))
         }
         Err(first) => {
             let mut log = vec![0u8; 1 << 16];
-            let second = sys::prog_load_xdp(insns, license, "torwart_split", &mut log);
+            let second = sys::prog_load(prog_type, &insns, license, name, &mut log);
             let end = log.iter().position(|&b| b == 0).unwrap_or(log.len());
             let text = String::from_utf8_lossy(&log[..end]).into_owned();
             match second {
@@ -607,7 +665,7 @@ fn load(ifname: &str, insns: &[Insn]) -> Result<OwnedFd, IoError> {
 
 fn link(ifname: &str, prog: &OwnedFd, ifindex: u32, mode: XdpMode) -> Result<OwnedFd, IoError> {
     let flags = if mode == XdpMode::Native { sys::XDP_FLAGS_DRV_MODE } else { sys::XDP_FLAGS_SKB_MODE };
-    sys::link_create_xdp(prog, ifindex, flags).map_err(|e| match e.raw_os_error() {
+    sys::link_create(prog, ifindex, sys::ATTACH_TYPE_XDP, flags).map_err(|e| match e.raw_os_error() {
         Some(libc::EPERM) | Some(libc::EACCES) => IoError::interface(ifname, "attach the XDP program", e),
         Some(libc::EBUSY) | Some(libc::EEXIST) => IoError::Interface {
             ifname: ifname.to_owned(),
@@ -625,7 +683,12 @@ mod tests {
 
     #[test]
     fn program_assembles_and_jumps_forward() {
-        let insns = emit(3, 4, 5).expect("labels resolve");
+        for hook in [Hook::Xdp { xsk_map_fd: 3, unserved_map_fd: 5 }, Hook::TcIngress] {
+            assert_jumps_forward(&emit(hook, 4).expect("labels resolve"));
+        }
+    }
+
+    fn assert_jumps_forward(insns: &[Insn]) {
         assert!(insns.len() < 64, "{} instructions", insns.len());
         // Jumps: every offset lands inside the program.
         for (i, insn) in insns.iter().enumerate() {

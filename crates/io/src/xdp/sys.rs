@@ -27,10 +27,14 @@ pub(crate) const MAP_TYPE_HASH: u32 = 1;
 pub(crate) const MAP_TYPE_PERCPU_ARRAY: u32 = 6;
 /// `BPF_MAP_TYPE_XSKMAP`.
 pub(crate) const MAP_TYPE_XSKMAP: u32 = 17;
+/// `BPF_PROG_TYPE_SCHED_CLS` (tc).
+pub(crate) const PROG_TYPE_SCHED_CLS: u32 = 3;
 /// `BPF_PROG_TYPE_XDP`.
 pub(crate) const PROG_TYPE_XDP: u32 = 6;
 /// `BPF_XDP`, the attach type of an XDP link.
 pub(crate) const ATTACH_TYPE_XDP: u32 = 37;
+/// `BPF_TCX_INGRESS`: tc's ingress hook as a BPF link (Linux 6.6).
+pub(crate) const ATTACH_TYPE_TCX_INGRESS: u32 = 46;
 /// `XDP_FLAGS_SKB_MODE`: generic XDP, run by the core stack after the skb exists.
 pub(crate) const XDP_FLAGS_SKB_MODE: u32 = 1 << 1;
 /// `XDP_FLAGS_DRV_MODE`: native XDP, run by the driver before any skb exists.
@@ -212,16 +216,23 @@ pub(crate) fn map_next_key(map: &OwnedFd, key: Option<&[u8]>, next: &mut [u8]) -
     }
 }
 
-/// Loads an XDP program. With `log` non-empty the verifier writes its log
-/// there (NUL-terminated); pass an empty slice for the fast first attempt.
-pub(crate) fn prog_load_xdp(insns: &[Insn], license: &CStr, name: &str, log: &mut [u8]) -> std::io::Result<OwnedFd> {
+/// Loads a program of `prog_type` (XDP or tc). With `log` non-empty the
+/// verifier writes its log there (NUL-terminated); pass an empty slice for
+/// the fast first attempt.
+pub(crate) fn prog_load(
+    prog_type: u32,
+    insns: &[Insn],
+    license: &CStr,
+    name: &str,
+    log: &mut [u8],
+) -> std::io::Result<OwnedFd> {
     let mut attr = ProgLoadAttr {
-        prog_type: PROG_TYPE_XDP,
+        prog_type,
         insn_cnt: insns.len() as u32,
         insns: insns.as_ptr() as u64,
         license: license.as_ptr() as u64,
         prog_name: name16(name),
-        expected_attach_type: ATTACH_TYPE_XDP,
+        expected_attach_type: if prog_type == PROG_TYPE_XDP { ATTACH_TYPE_XDP } else { 0 },
         ..Default::default()
     };
     if !log.is_empty() {
@@ -232,30 +243,29 @@ pub(crate) fn prog_load_xdp(insns: &[Insn], license: &CStr, name: &str, log: &mu
     fd_from(bpf(BPF_PROG_LOAD, &mut attr)?)
 }
 
-/// Attaches an XDP program to an interface as a BPF link: the attachment
-/// lives exactly as long as the returned descriptor.
-pub(crate) fn link_create_xdp(prog: &OwnedFd, ifindex: u32, flags: u32) -> std::io::Result<OwnedFd> {
-    let mut attr = LinkCreateAttr {
-        prog_fd: prog.as_raw_fd() as u32,
-        target_ifindex: ifindex,
-        attach_type: ATTACH_TYPE_XDP,
-        flags,
-    };
+/// Attaches a program to an interface as a BPF link (`attach_type`: XDP
+/// with its mode `flags`, or tc ingress after any programs already there):
+/// the attachment lives exactly as long as the returned descriptor.
+pub(crate) fn link_create(prog: &OwnedFd, ifindex: u32, attach_type: u32, flags: u32) -> std::io::Result<OwnedFd> {
+    let mut attr = LinkCreateAttr { prog_fd: prog.as_raw_fd() as u32, target_ifindex: ifindex, attach_type, flags };
     fd_from(bpf(BPF_LINK_CREATE, &mut attr)?)
 }
 
 /// Runs the program once on `frame` (`BPF_PROG_TEST_RUN`) and returns its
-/// verdict; nothing is transmitted or redirected.
-pub(crate) fn test_run_xdp(prog: &OwnedFd, frame: &[u8], ctx: &XdpMd) -> std::io::Result<u32> {
+/// verdict; nothing is transmitted or redirected. `ctx`: an XDP program's
+/// context (a tc program runs without one).
+pub(crate) fn test_run(prog: &OwnedFd, frame: &[u8], ctx: Option<&XdpMd>) -> std::io::Result<u32> {
     let mut attr = TestRunAttr {
         prog_fd: prog.as_raw_fd() as u32,
         data_size_in: frame.len() as u32,
         data_in: frame.as_ptr() as u64,
         repeat: 1,
-        ctx_size_in: std::mem::size_of::<XdpMd>() as u32,
-        ctx_in: ctx as *const XdpMd as u64,
         ..Default::default()
     };
+    if let Some(ctx) = ctx {
+        attr.ctx_size_in = std::mem::size_of::<XdpMd>() as u32;
+        attr.ctx_in = ctx as *const XdpMd as u64;
+    }
     bpf(BPF_PROG_TEST_RUN, &mut attr)?;
     Ok(attr.retval)
 }
