@@ -90,6 +90,11 @@ pub struct IoConfig {
     /// blocking wait spins this long in the driver, e.g. "50us"; "0s": off.
     pub busy_poll: String,
     pub busy_poll_budget: u16,
+    /// AF_PACKET only: drop the kernel's original of every transit frame at
+    /// tc ingress, after the socket's copy (needs CAP_BPF and Linux 6.6).
+    /// false: run without; then only the kernel's forwarding being off
+    /// keeps it from carrying transit frames past the policy.
+    pub guard: bool,
 }
 
 impl Default for IoConfig {
@@ -102,6 +107,7 @@ impl Default for IoConfig {
             need_wakeup: true,
             busy_poll: "0s".into(),
             busy_poll_budget: 64,
+            guard: true,
         }
     }
 }
@@ -121,6 +127,18 @@ impl IoConfig {
             return Err(format!("io.busy_poll_budget = {}: give 1 to 1024", self.busy_poll_budget));
         }
         let defaults = IoConfig::default();
+        if self.backend == Backend::Xdp && !self.guard {
+            return Err("io.guard applies to backend = \"af_packet\" (the XDP program keeps transit from the \
+                        kernel)"
+                .into());
+        }
+        if !busy.is_zero() && (self.zero_copy == ZeroCopy::Off || self.xdp_mode == XdpMode::Generic) {
+            return Err(format!(
+                "io.busy_poll = \"{}\": only zero-copy sockets can busy-poll (not with zero_copy = \"off\" or \
+                 xdp_mode = \"generic\")",
+                self.busy_poll
+            ));
+        }
         if self.backend == Backend::AfPacket {
             for (field, set) in [
                 ("zero_copy", self.zero_copy != defaults.zero_copy),
@@ -697,6 +715,11 @@ mod tests {
             (format!("{GOOD}\n[io]\nbusy_poll = \"1s\""), "io.busy_poll = \"1s\": at most 10ms"),
             (format!("{GOOD}\n[io]\nbusy_poll = \"100ns\""), "io.busy_poll = \"100ns\": at least 1us"),
             (format!("{GOOD}\n[io]\nbusy_poll_budget = 0"), "io.busy_poll_budget = 0: give 1 to 1024"),
+            (format!("{GOOD}\n[io]\nguard = false"), "io.guard applies to backend = \"af_packet\""),
+            (
+                format!("{GOOD}\n[io]\nbusy_poll = \"50us\"\nzero_copy = \"off\""),
+                "only zero-copy sockets can busy-poll",
+            ),
             (
                 format!("{GOOD}\n[io]\nbackend = \"af_packet\"\nbusy_poll = \"50us\""),
                 "io.busy_poll applies to backend = \"xdp\"",

@@ -662,6 +662,10 @@ fn require_capabilities(config: &Config) -> Result<(), Failure> {
         Backend::Xdp => {
             ("xdp", &[(CAP_NET_ADMIN, "CAP_NET_ADMIN"), (CAP_NET_RAW, "CAP_NET_RAW"), (CAP_BPF, "CAP_BPF")])
         }
+        // CAP_BPF for the guard (io.guard).
+        Backend::AfPacket if config.io.guard => {
+            ("af_packet", &[(CAP_NET_ADMIN, "CAP_NET_ADMIN"), (CAP_NET_RAW, "CAP_NET_RAW"), (CAP_BPF, "CAP_BPF")])
+        }
         Backend::AfPacket => ("af_packet", &[(CAP_NET_ADMIN, "CAP_NET_ADMIN"), (CAP_NET_RAW, "CAP_NET_RAW")]),
     };
     // The effective set, from the `CapEff:` line of /proc/self/status (hex).
@@ -1031,6 +1035,13 @@ fn open_ports(
                         );
                         Failure::port(e, Some(hint))
                     })?;
+                    if w == 0 && plan.xdp_socket.busy_poll.is_some() && !sock.is_busy_polling() {
+                        tracing::warn!(
+                            "port {}: io.busy_poll is set but the socket is in copy mode, which cannot busy-poll; \
+                             interrupts as usual",
+                            p.interface
+                        );
+                    }
                     prog.register_socket(w as u32, &sock).map_err(|e| Failure::port(e, None))?;
                     q.push(PortQueue { name: p.interface.clone(), side, io: Box::new(sock) });
                 }
@@ -1046,22 +1057,16 @@ fn open_ports(
                 // kernel's stack: they cannot be forwarded past the policy
                 // even if forwarding is switched on, and cost the kernel
                 // nothing more (receive livelock on a busy core).
-                let guarded = match io::PacketGuard::attach(&p.interface) {
-                    Ok(guard) => {
-                        guard
-                            .set_local_addresses(&local_addresses(&mirror.load()))
-                            .map_err(|e| Failure::port(e, None))?;
-                        guards.push(guard);
-                        "guarded"
-                    }
-                    Err(e) => {
-                        tracing::warn!(
-                            "port {}: {e}; running without the guard: the kernel sees every transit frame, \
-                             and only its forwarding being off keeps it from carrying them past the policy",
-                            p.interface
-                        );
-                        "unguarded"
-                    }
+                let guarded = if config.io.guard {
+                    let hint = || Some("or run without the guard: io.guard = false".to_owned());
+                    let guard = io::PacketGuard::attach(&p.interface).map_err(|e| Failure::port(e, hint()))?;
+                    guard
+                        .set_local_addresses(&local_addresses(&mirror.load()))
+                        .map_err(|e| Failure::port(e, hint()))?;
+                    guards.push(guard);
+                    "guarded"
+                } else {
+                    "unguarded (io.guard = false: only the kernel's forwarding being off keeps transit in torwart)"
                 };
                 let sock = io::PacketPort::open(&p.interface, &io::PacketConfig::default())
                     .map_err(|e| Failure::port(e, None))?;

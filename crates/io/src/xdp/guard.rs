@@ -16,12 +16,19 @@
 //! The classification is the XDP program's (module [`program`](super::program)):
 //! ARP, multicast, link-local IPv6 (NDP) and frames to the box's own
 //! addresses go on to the kernel (`TCX_NEXT`); other IPv4/IPv6 frames are
-//! dropped (`TCX_DROP`). The taps run before tc ingress in
-//! `__netif_receive_skb_core`, so the AF_PACKET socket has its copy by then.
+//! dropped (`TCX_DROP`). Two differences, both from where it runs: the
+//! program first pulls the headers into the skb's linear part (a driver
+//! may have left them in page fragments) and drops an IPv4/IPv6 frame
+//! whose header it still cannot read; and by tc ingress the kernel has
+//! taken a VLAN tag off into metadata, so a tagged frame is judged by its
+//! inner header (the XDP program passes tagged frames). The taps run
+//! before tc ingress in `__netif_receive_skb_core`, so the AF_PACKET
+//! socket has its copy by then.
 //!
-//! It attaches with a tcx BPF link (Linux 6.6 and later), after any tc
-//! programs already there, and detaches when dropped (or when the process
-//! dies).
+//! It attaches with a tcx BPF link (Linux 6.6 and later) in front of any tc
+//! programs already there (none of them can let a transit frame past it),
+//! and detaches when dropped (or when the process dies). Loading it needs
+//! CAP_BPF (or CAP_SYS_ADMIN), attaching CAP_NET_ADMIN.
 
 use std::net::IpAddr;
 use std::os::fd::OwnedFd;
@@ -62,9 +69,10 @@ impl PacketGuard {
         let ifindex = ifindex(ifname)?;
         let local_map = LocalMap::create(ifname)?;
         let prog = load(ifname, Hook::TcIngress, &local_map)?;
-        let link = sys::link_create(&prog, ifindex, sys::ATTACH_TYPE_TCX_INGRESS, 0).map_err(|e| {
+        let link = sys::link_create(&prog, ifindex, sys::ATTACH_TYPE_TCX_INGRESS, sys::BPF_F_BEFORE).map_err(|e| {
             let hint = match e.raw_os_error() {
                 Some(libc::EINVAL) => " (tcx links need Linux 6.6 or later)",
+                Some(libc::EPERM) | Some(libc::EACCES) => " (needs CAP_NET_ADMIN)",
                 _ => "",
             };
             IoError::Interface { ifname: ifname.to_owned(), op: "attach the tc guard program", source: e, hint }

@@ -122,6 +122,7 @@ pub(super) const TCX_NEXT: i32 = -1;
 /// `TCX_DROP` (`TC_ACT_SHOT`).
 pub(super) const TCX_DROP: i32 = 2;
 const HELPER_MAP_LOOKUP_ELEM: i32 = 1;
+const HELPER_SKB_PULL_DATA: i32 = 39;
 const HELPER_REDIRECT_MAP: i32 = 51;
 
 /// Ethernet and IP header fields the program reads (offsets from the start
@@ -143,6 +144,7 @@ mod field {
     pub const MD_RX_QUEUE_INDEX: i16 = 16;
     /// `struct __sk_buff` fields (direct packet access: at tc ingress
     /// `data` is the Ethernet header).
+    pub const SKB_LEN: i16 = 0;
     pub const SKB_DATA: i16 = 76;
     pub const SKB_DATA_END: i16 = 80;
 }
@@ -210,6 +212,7 @@ mod asm {
         Ipv4,
         Ipv6,
         Copy6,
+        Pull,
         Lookup,
         Pass,
         Unserved,
@@ -302,11 +305,28 @@ pub(crate) fn emit(hook: Hook, local_map_fd: i32) -> Option<Vec<Insn>> {
     use asm::{Label::*, Size::*, *};
     let mut a = Asm::default();
 
-    let (data, data_end) = match hook {
-        Hook::Xdp { .. } => (field::MD_DATA, field::MD_DATA_END),
-        Hook::TcIngress => (field::SKB_DATA, field::SKB_DATA_END),
+    // `short`: where an IPv4/IPv6 frame goes whose header is not there.
+    // XDP's first buffer holds every header, so such a frame is truncated:
+    // the kernel drops it. An skb may hold only the Ethernet header in its
+    // linear part (drivers that build frames from page fragments): the tc
+    // program pulls the headers in first, and drops what it still cannot
+    // read, so that nothing reaches the kernel's stack unexamined.
+    let (data, data_end, short) = match hook {
+        Hook::Xdp { .. } => (field::MD_DATA, field::MD_DATA_END, Pass),
+        Hook::TcIngress => (field::SKB_DATA, field::SKB_DATA_END, Drop),
     };
     a.mov_reg(R6, R1);
+    if let Hook::TcIngress = hook {
+        // bpf_skb_pull_data(skb, min(skb->len, 54)); its result does not
+        // matter: the bounds checks below decide.
+        a.load(W, R2, R6, field::SKB_LEN);
+        a.mov_imm(R3, field::IPV6_END);
+        a.jgt_reg(R3, R2, Pull);
+        a.mov_reg(R2, R3);
+        a.label(Pull);
+        a.mov_reg(R1, R6);
+        a.call(HELPER_SKB_PULL_DATA);
+    }
     a.load(W, R2, R6, data);
     a.load(W, R3, R6, data_end);
     a.mov_reg(R4, R2);
@@ -320,7 +340,7 @@ pub(crate) fn emit(hook: Hook, local_map_fd: i32) -> Option<Vec<Insn>> {
     a.label(Ipv4);
     a.mov_reg(R4, R2);
     a.add_imm(R4, field::IPV4_END);
-    a.jgt_reg(R4, R3, Pass);
+    a.jgt_reg(R4, R3, short);
     a.load(W, R5, R2, field::IPV4_DST);
     // Constants are built from network-order bytes as the load sees them
     // (native order), and compared on 32 bits so none is sign-extended.
@@ -336,7 +356,7 @@ pub(crate) fn emit(hook: Hook, local_map_fd: i32) -> Option<Vec<Insn>> {
     a.label(Ipv6);
     a.mov_reg(R4, R2);
     a.add_imm(R4, field::IPV6_END);
-    a.jgt_reg(R4, R3, Pass);
+    a.jgt_reg(R4, R3, short);
     a.load(B, R5, R2, field::IPV6_DST);
     a.jeq_imm(R5, 0xff, Pass); // ff00::/8
     a.jne_imm(R5, 0xfe, Copy6);
@@ -357,6 +377,7 @@ pub(crate) fn emit(hook: Hook, local_map_fd: i32) -> Option<Vec<Insn>> {
     a.jne_imm(R0, 0, Pass);
     let Hook::Xdp { xsk_map_fd, unserved_map_fd } = hook else {
         // tc: transit, whose copy AF_PACKET took before this hook.
+        a.label(Drop);
         a.mov_imm(R0, TCX_DROP);
         a.exit();
         a.label(Pass);

@@ -30,7 +30,8 @@
 //! until the ring is drained (bounded).
 //!
 //! # Busy polling
-//! With [`XdpConfig::busy_poll`], the socket asks the kernel to leave the
+//! With [`XdpConfig::busy_poll`] and in zero-copy mode (a copy-mode socket
+//! has no NAPI instance to poll), the socket asks the kernel to leave the
 //! queue's NAPI context to it (`SO_PREFER_BUSY_POLL`, `SO_BUSY_POLL`,
 //! `SO_BUSY_POLL_BUDGET`): each `recv` then makes one non-blocking
 //! `recvfrom` that runs the driver's receive for at most `budget` frames in
@@ -101,15 +102,18 @@ pub struct XdpConfig {
     /// so). Off: a kick on every `send` that leaves frames pending.
     pub need_wakeup: bool,
     /// Drive the queue's NAPI context from the worker (see the module
-    /// documentation); `None`: interrupts and softirqs as usual.
+    /// documentation); `None`: interrupts and softirqs as usual. Ignored
+    /// when the socket ends up in copy mode, which cannot busy-poll
+    /// ([`XdpPort::is_busy_polling`] says).
     pub busy_poll: Option<BusyPoll>,
 }
 
 /// Busy-polling settings of an [`XdpPort`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct BusyPoll {
-    /// `SO_BUSY_POLL`: how long a blocking wait may spin in the driver, in
-    /// microseconds (at least 1; a non-blocking poll runs one round).
+    /// `SO_BUSY_POLL` in microseconds: non-zero turns busy polling on. It
+    /// is how long a blocking read would spin; torwart's reads do not
+    /// block, so each runs one round of the driver's poll.
     pub usecs: u32,
     /// `SO_BUSY_POLL_BUDGET`: most frames the driver handles per poll.
     pub budget: u16,
@@ -422,23 +426,26 @@ impl XdpPort {
         tx_free.extend((u64::from(config.rx_frames)..u64::from(frames)).map(|i| i * fs));
         let fd = user.as_raw_fd();
         let zero_copy = zero_copy && query_zero_copy(fd).unwrap_or(zero_copy);
-        if let Some(b) = config.busy_poll {
-            // SO_BUSY_POLL beyond net.core.busy_read and a budget beyond
-            // the default need CAP_NET_ADMIN, which binding took already.
-            for (name, opt, value) in [
-                ("SO_PREFER_BUSY_POLL", libc::SO_PREFER_BUSY_POLL, 1),
-                ("SO_BUSY_POLL", libc::SO_BUSY_POLL, i32::try_from(b.usecs).unwrap_or(i32::MAX)),
-                ("SO_BUSY_POLL_BUDGET", libc::SO_BUSY_POLL_BUDGET, i32::from(b.budget)),
+        // Only a zero-copy socket knows its NAPI instance (Linux 6.13 and
+        // later): a copy-mode socket cannot busy-poll, and a recvfrom per
+        // batch would be a system call for nothing.
+        let busy_poll = config.busy_poll.filter(|_| zero_copy);
+        if let Some(b) = busy_poll {
+            for (opt, value) in [
+                (libc::SO_PREFER_BUSY_POLL, 1),
+                (libc::SO_BUSY_POLL, i32::try_from(b.usecs).unwrap_or(i32::MAX)),
+                (libc::SO_BUSY_POLL_BUDGET, i32::from(b.budget)),
             ] {
-                crate::setsockopt_int(fd, libc::SOL_SOCKET, opt, value).map_err(|source| IoError::Interface {
-                    ifname: ifname.to_owned(),
-                    op: "enable busy polling",
-                    source,
-                    hint: match name {
-                        "SO_PREFER_BUSY_POLL" => " (SO_PREFER_BUSY_POLL needs Linux 5.11)",
-                        "SO_BUSY_POLL" => " (SO_BUSY_POLL: the kernel has no CONFIG_NET_RX_BUSY_POLL?)",
-                        _ => " (SO_BUSY_POLL_BUDGET)",
-                    },
+                crate::setsockopt_int(fd, libc::SOL_SOCKET, opt, value).map_err(|source| {
+                    let hint = match source.raw_os_error() {
+                        Some(libc::EPERM) => " (SO_BUSY_POLL and SO_BUSY_POLL_BUDGET need CAP_NET_ADMIN)",
+                        Some(libc::ENOPROTOOPT) => {
+                            " (the kernel has no busy polling: before Linux 5.11, or built without \
+                             CONFIG_NET_RX_BUSY_POLL)"
+                        }
+                        _ => "",
+                    };
+                    IoError::Interface { ifname: ifname.to_owned(), op: "enable busy polling", source, hint }
                 })?;
             }
         }
@@ -448,7 +455,7 @@ impl XdpPort {
             queue: config.queue,
             zero_copy,
             need_wakeup: config.need_wakeup,
-            busy_poll: config.busy_poll.is_some(),
+            busy_poll: busy_poll.is_some(),
             frame_size: config.frame_size,
             rx_frames: config.rx_frames,
             tx_frames: config.tx_frames,
@@ -534,7 +541,8 @@ impl XdpPort {
         done.release();
     }
 
-    /// True if it busy-polls ([`XdpConfig::busy_poll`]).
+    /// True if it busy-polls: [`XdpConfig::busy_poll`] was given and the
+    /// socket is in zero-copy mode (a copy-mode socket cannot).
     pub fn is_busy_polling(&self) -> bool {
         self.busy_poll
     }

@@ -35,6 +35,8 @@ pub(crate) const PROG_TYPE_XDP: u32 = 6;
 pub(crate) const ATTACH_TYPE_XDP: u32 = 37;
 /// `BPF_TCX_INGRESS`: tc's ingress hook as a BPF link (Linux 6.6).
 pub(crate) const ATTACH_TYPE_TCX_INGRESS: u32 = 46;
+/// `BPF_F_BEFORE`: a tcx link without a relative program goes first.
+pub(crate) const BPF_F_BEFORE: u32 = 1 << 3;
 /// `XDP_FLAGS_SKB_MODE`: generic XDP, run by the core stack after the skb exists.
 pub(crate) const XDP_FLAGS_SKB_MODE: u32 = 1 << 1;
 /// `XDP_FLAGS_DRV_MODE`: native XDP, run by the driver before any skb exists.
