@@ -440,7 +440,11 @@ impl<H: Copy> Shaper<H> {
             add_claim(&mut self.division, &plan);
             let tick_end = self.wheel.tick_end(now);
             if m.bucket.conforms_at(tick_end) {
-                self.wheel.push_due(slot);
+                // Within its rate, only the core bucket held it: it goes
+                // before the members that stay backlogged (HTB serves a class
+                // under its rate before those that borrow), so a light member
+                // does not wait a round of the heavy ones.
+                self.wheel.push_sparse(slot);
             } else {
                 self.wheel.schedule(slot, wake_at(&m.bucket, &plan, &self.ref_level, tick_end));
             }

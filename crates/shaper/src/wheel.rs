@@ -12,7 +12,11 @@
 //!   move and remove are O(1) and nothing allocates after construction
 //!   (member links grow only when a member is added).
 //! - [`Wheel::sweep`] moves the members of every tick up to `now` to the
-//!   *due* list, a FIFO served round robin. Its cost is the slots advanced
+//!   *due* list, a FIFO served round robin. A second due FIFO, the *sparse*
+//!   list, is served before it: members that had nothing queued and arrive
+//!   within their rate ([`Wheel::push_sparse`]), as fq_codel serves new flows
+//!   before old ones and HTB serves classes under their rate before those
+//!   that borrow. Its cost is the slots advanced
 //!   (at most [`SLOTS`] per call) plus the members moved, counted in
 //!   [`WheelWork`] so tests can check that it does not grow with members.
 //! - Release is at tick granularity: a member due anywhere in the current
@@ -46,8 +50,10 @@ pub const COARSE_SLOTS: usize = 1_024;
 const COARSE: u32 = SLOTS as u32;
 /// The list index of the due FIFO (after the slots of both levels).
 const DUE: u32 = (SLOTS + COARSE_SLOTS) as u32;
-/// Number of lists: the fine slots, the coarse slots and the due FIFO.
-const LISTS: usize = SLOTS + COARSE_SLOTS + 1;
+/// The list index of the sparse FIFO, served before the due FIFO.
+const SPARSE: u32 = DUE + 1;
+/// Number of lists: the fine slots, the coarse slots and the two due FIFOs.
+const LISTS: usize = SLOTS + COARSE_SLOTS + 2;
 
 /// Work done by the wheel, for tests and statistics.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -137,15 +143,27 @@ impl Wheel {
         self.link(member, DUE);
     }
 
+    /// Appends `member` to the sparse FIFO: due now, and served before every
+    /// member of the due FIFO. For a member that had nothing queued and is
+    /// within its rate; once served it goes to the due FIFO like the others
+    /// (so only a member that keeps within its rate keeps its precedence).
+    pub fn push_sparse(&mut self, member: u32) {
+        self.remove(member);
+        self.link(member, SPARSE);
+    }
+
     /// Puts `member` back at the head of the due FIFO (it could not be served yet).
     pub fn unpop_due(&mut self, member: u32) {
         self.remove(member);
         self.link_front(member, DUE);
     }
 
-    /// Takes the member at the head of the due FIFO.
+    /// Takes the member at the head of the sparse FIFO, else of the due FIFO.
     pub fn pop_due(&mut self) -> Option<u32> {
-        let member = self.heads[DUE as usize];
+        let mut member = self.heads[SPARSE as usize];
+        if member == NIL {
+            member = self.heads[DUE as usize];
+        }
         if member == NIL {
             return None;
         }
@@ -155,7 +173,7 @@ impl Wheel {
 
     /// Whether anyone is due.
     pub fn has_due(&self) -> bool {
-        self.heads[DUE as usize] != NIL
+        self.heads[DUE as usize] != NIL || self.heads[SPARSE as usize] != NIL
     }
 
     /// Whether `member` is on the wheel or the due list.
@@ -163,9 +181,9 @@ impl Wheel {
         self.list.get(member as usize).is_some_and(|&l| l != NIL)
     }
 
-    /// Whether `member` waits in a slot (not in the due list).
+    /// Whether `member` waits in a slot (not in a due list).
     pub fn is_waiting(&self, member: u32) -> bool {
-        self.list.get(member as usize).is_some_and(|&l| l != NIL && l != DUE)
+        self.list.get(member as usize).is_some_and(|&l| l != NIL && l < DUE)
     }
 
     /// Members on the wheel and the due list.
@@ -358,6 +376,28 @@ mod tests {
         assert_eq!(w.pop_due(), None);
         w.sweep(5_000 * tick);
         assert_eq!(w.pop_due(), Some(2));
+        assert_eq!(w.scheduled(), 0);
+    }
+
+    #[test]
+    fn sparse_members_go_first_then_take_their_turn() {
+        let mut w = Wheel::new(64_000, 0);
+        w.grow(4);
+        w.push_due(0);
+        w.push_due(1);
+        w.push_sparse(3);
+        w.push_sparse(2);
+        assert!(w.has_due());
+        assert!(!w.is_waiting(3));
+        assert_eq!(w.pop_due(), Some(3));
+        assert_eq!(w.pop_due(), Some(2));
+        // Served once, a sparse member queues behind the others.
+        w.push_due(3);
+        assert_eq!(w.pop_due(), Some(0));
+        assert_eq!(w.pop_due(), Some(1));
+        assert_eq!(w.pop_due(), Some(3));
+        assert_eq!(w.pop_due(), None);
+        assert!(!w.has_due());
         assert_eq!(w.scheduled(), 0);
     }
 

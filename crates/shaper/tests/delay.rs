@@ -4,7 +4,9 @@
 mod common;
 
 use common::*;
-use shaper::{Config, Reason, UplinkConfig};
+use std::sync::Arc;
+
+use shaper::{Config, Departure, Packet, Reason, Shaper, UplinkConfig, UplinkExchange, Verdict};
 
 const TARGET: u64 = 5 * MS;
 
@@ -117,4 +119,65 @@ fn an_unresponsive_flood_is_bounded_by_the_sojourn_limit() {
     println!("flood: p99 sojourn {:.2} ms, rate {:.2} Mbit/s", p99 as f64 / 1e6, got / 1e6);
     assert!(p99 <= config.sojourn_limit_ns, "{p99}");
     assert!((got - 50e6).abs() / 50e6 < 0.02);
+}
+
+/// The side-by-side's saturation scenario (`scripts/sidebyside-shaping`):
+/// 16 heavy members keep the uplink full and a light member's ping arrives
+/// when the core bucket is empty (right after a poll spent it). The light
+/// member is within its rate, so only the core bucket holds it: it must go
+/// at the next poll, before the heavy members' round (16 × 1,514 bytes at
+/// 200 Mbit/s would be 0.97 ms, five polls of a worker napping 200 µs), as
+/// HTB serves a class under its rate before the classes that borrow.
+#[test]
+fn a_light_member_does_not_wait_for_a_round_of_heavy_ones() {
+    let exchange = Arc::new(UplinkExchange::new(UplinkConfig::new(200 * MBIT, 1)));
+    let mut shaper: Shaper<u64> = Shaper::new(Config::default(), exchange, 0, 0).unwrap();
+    let mut sink = Vec::new();
+    for m in 0..17u32 {
+        shaper.set_member(0, m, Some(plan(10 * MBIT, 100 * MBIT, 1)), &mut sink).unwrap();
+    }
+    let (gap, ping) = (200 * US, u64::MAX);
+    let mut out = Vec::new();
+    let mut handle = 0u64;
+    let mut now = 0;
+    let mut sent_at = None;
+    let mut waits = Vec::new();
+    while now < 2 * SEC {
+        now += gap;
+        // Each heavy member offers 25 Mbit/s (a 1,514-byte frame per 484 µs):
+        // twice its share of the full uplink.
+        for m in 0..16u32 {
+            if (now / gap + u64::from(m)) % 12 < 5 {
+                handle += 1;
+                shaper.enqueue(now, m, Packet { handle, len: 1_514, flow_hash: m, ect: false });
+            }
+        }
+        out.clear();
+        shaper.poll(now, 256, &mut out);
+        if out.iter().any(|d| matches!(d, Departure::Release { handle, .. } if *handle == ping)) {
+            waits.push(now - sent_at.take().unwrap());
+        }
+        // Every 10 ms, just after the poll: the ping.
+        if now % (10 * MS) == 0 && now > 100 * MS && sent_at.is_none() {
+            match shaper.enqueue(now, 16, Packet { handle: ping, len: 98, flow_hash: 1, ect: false }) {
+                Verdict::Pass(_) => waits.push(0),
+                Verdict::Queued => sent_at = Some(now),
+                Verdict::Dropped(_, reason) => panic!("ping dropped: {reason:?}"),
+            }
+        }
+    }
+    waits.sort_unstable();
+    let stats = shaper.stats();
+    println!(
+        "light member next to 16 heavy ones: {} pings, p99 wait {:.3} ms, max {:.3} ms; {} released, {} passed",
+        waits.len(),
+        percentile(&waits, 0.99) as f64 / 1e6,
+        *waits.last().unwrap() as f64 / 1e6,
+        stats.released_packets,
+        stats.passed_packets,
+    );
+    assert!(waits.len() >= 185, "{} pings", waits.len());
+    assert!(stats.released_packets as f64 * 1_514.0 * 8.0 > 0.95 * 200e6 * 1.9, "the uplink must be full");
+    // The next poll at the latest.
+    assert!(*waits.last().unwrap() <= gap, "{waits:?}");
 }
