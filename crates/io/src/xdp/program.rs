@@ -127,7 +127,7 @@ const HELPER_REDIRECT_MAP: i32 = 51;
 
 /// Ethernet and IP header fields the program reads (offsets from the start
 /// of the frame, untagged Ethernet).
-mod field {
+pub(super) mod field {
     pub const ETHERTYPE: i16 = 12;
     pub const ETH_HLEN: i32 = 14;
     /// IPv4 destination address (14 + 16).
@@ -162,7 +162,7 @@ pub(crate) enum Hook {
 
 /// A tiny eBPF assembler: just the instruction forms the program uses, with
 /// forward jumps to named labels resolved at the end.
-mod asm {
+pub(super) mod asm {
     use super::Insn;
 
     // Instruction classes, sizes, modes, operations (include/uapi/linux/bpf.h).
@@ -204,6 +204,8 @@ mod asm {
     pub const R4: u8 = 4;
     pub const R5: u8 = 5;
     pub const R6: u8 = 6;
+    pub const R8: u8 = 8;
+    pub const R9: u8 = 9;
     pub const FP: u8 = 10;
 
     /// Jump targets.
@@ -217,6 +219,7 @@ mod asm {
         Pass,
         Unserved,
         Drop,
+        Store,
     }
 
     #[derive(Default)]

@@ -23,6 +23,8 @@ const BPF_LINK_CREATE: libc::c_int = 28;
 
 /// `BPF_MAP_TYPE_HASH`.
 pub(crate) const MAP_TYPE_HASH: u32 = 1;
+/// `BPF_MAP_TYPE_ARRAY`.
+pub(crate) const MAP_TYPE_ARRAY: u32 = 2;
 /// `BPF_MAP_TYPE_PERCPU_ARRAY`.
 pub(crate) const MAP_TYPE_PERCPU_ARRAY: u32 = 6;
 /// `BPF_MAP_TYPE_XSKMAP`.
@@ -108,7 +110,13 @@ struct TestRunAttr {
     ctx_out: u64,
     flags: u32,
     cpu: u32,
+    batch_size: u32,
+    _pad: u32,
 }
+
+/// `BPF_F_TEST_XDP_LIVE_FRAMES`: a test run whose frames really go where
+/// the program sends them (Linux 5.18).
+const BPF_F_TEST_XDP_LIVE_FRAMES: u32 = 1 << 1;
 
 /// `struct xdp_md` as a test run's context.
 #[repr(C)]
@@ -270,4 +278,24 @@ pub(crate) fn test_run(prog: &OwnedFd, frame: &[u8], ctx: Option<&XdpMd>) -> std
     }
     bpf(BPF_PROG_TEST_RUN, &mut attr)?;
     Ok(attr.retval)
+}
+
+/// Runs an XDP program `repeat` times in live-frames mode: each run gets a
+/// fresh frame initialised from `frame` (pages are recycled, so what a
+/// program writes may still be there), and `XDP_TX` sends it out of the
+/// interface `ctx.ingress_ifindex`, as if a driver had received it there.
+/// `batch`: frames per transmit flush (the kernel's default is 64).
+pub(crate) fn test_run_live(prog: &OwnedFd, frame: &[u8], ctx: &XdpMd, repeat: u32, batch: u32) -> std::io::Result<()> {
+    let mut attr = TestRunAttr {
+        prog_fd: prog.as_raw_fd() as u32,
+        data_size_in: frame.len() as u32,
+        data_in: frame.as_ptr() as u64,
+        repeat,
+        ctx_size_in: std::mem::size_of::<XdpMd>() as u32,
+        ctx_in: ctx as *const XdpMd as u64,
+        flags: BPF_F_TEST_XDP_LIVE_FRAMES,
+        batch_size: batch,
+        ..Default::default()
+    };
+    bpf(BPF_PROG_TEST_RUN, &mut attr).map(|_| ())
 }
