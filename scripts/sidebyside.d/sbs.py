@@ -170,7 +170,12 @@ LABEL = {
     "tw-xdpg-busy": "torwart AF_XDP, generic XDP, idle=busy",
     "tw-afp-sleep": "torwart AF_PACKET, idle=sleep",
     "tw-afp-busy": "torwart AF_PACKET, idle=busy",
+    "tw-null-sleep": "torwart AF_XDP, engine bypassed (floor), idle=sleep",
+    "tw-null-busy": "torwart AF_XDP, engine bypassed (floor), idle=busy",
 }
+# Each side's floor: what forwarding costs with no policy at all.
+FLOOR = {"plain": ["ipt-new", "ipt-est", "nft-new", "nft-est"],
+         "tw-null-sleep": ["tw-xdp-sleep"], "tw-null-busy": ["tw-xdp-busy"]}
 
 
 def base(c):
@@ -244,6 +249,21 @@ def report(resdir, png=None):
                         fr.append(float(a[0]["fwd_pps"]) / float(b[0]["fwd_pps"]))
                 w(f"| {t} | {k} | {med(pr, '{:.2f}')} | {med(cr, '{:.2f}')} | {med(fr, '{:.2f}')} |")
         w("")
+        above = above_floor(g, runs)
+        if above:
+            w("Work above each side's floor, µs of box CPU per packet (the configuration's minus its floor's, "
+              "within each run; kernel floor: plain routing; torwart's: the same backend with the engine "
+              "bypassed), median [min-max] over runs; last column: how many times the kernel's work above "
+              "its floor torwart's is:\n")
+            w("| configuration | floor | µs/pkt | floor µs/pkt | work above the floor µs/pkt | "
+              + " | ".join(f"{k} work / this" for k in above["kernel"]) + " |")
+            w("|---|---|---|---|---|" + "---|" * len(above["kernel"]))
+            for c, fl, tot, fls, work in above["rows"]:
+                ratios = [med(above["ratio"].get((c, k), []), '{:.1f}') for k in above["kernel"]] \
+                    if c.startswith("tw-") else ["-"] * len(above["kernel"])
+                w(f"| {c} | {fl} | {med(tot, '{:.2f}')} | {med(fls, '{:.2f}')} | {med(work, '{:.2f}')} | "
+                  + " | ".join(ratios) + " |")
+            w("")
         w("CPU split (% of one core, median): box core = CPU1; CPU0 = generator process + sink "
           "(the sinks' ingress drop, RPS'd to CPU0) + the rest of what the generator's sends trigger there.\n")
         w("| configuration | box core busy | of which softirq | torwart process (of which user) | veth NAPI threads "
@@ -269,6 +289,34 @@ def report(resdir, png=None):
     print(text)
     if png:
         plot(rows, png)
+
+
+def above_floor(g, runs):
+    """Per configuration with its floor in the run: (config, floor, totals, floors, work above) and,
+    per (torwart config, kernel config), the ratio of the kernel's work above its floor to torwart's."""
+    def us(c, run):
+        r = [x for x in g.get(c, []) if x["run"] == run and x["box_us_per_pkt"] not in ("", "nan")]
+        return float(r[0]["box_us_per_pkt"]) if r else None
+    rows, work_of = [], {}
+    for fl, cs in FLOOR.items():
+        for c in cs:
+            if c not in g or fl not in g:
+                continue
+            tot, fls, work = [], [], []
+            for run in runs:
+                t, f = us(c, run), us(fl, run)
+                if t is not None and f is not None:
+                    tot.append(t); fls.append(f); work.append(t - f)
+                    work_of[(c, run)] = t - f
+            rows.append((c, fl, tot, fls, work))
+    kernel = [k for k in FLOOR["plain"] if k in g and "plain" in g]
+    ratio = {}
+    for c, *_ in rows:
+        if c.startswith("tw-"):
+            for k in kernel:
+                ratio[(c, k)] = [work_of[(k, r)] / work_of[(c, r)] for r in runs
+                                 if (k, r) in work_of and (c, r) in work_of and work_of[(c, r)] > 0]
+    return {"rows": rows, "kernel": kernel, "ratio": ratio} if rows else None
 
 
 def plot(rows, png):

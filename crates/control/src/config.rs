@@ -459,6 +459,10 @@ pub struct Checked {
     pub pair: Option<crate::pair::PairConfig>,
     /// `api.listen`, parsed.
     pub api_listen: Option<std::net::SocketAddr>,
+    /// Benchmarks only (`torwart run --bench-null-engine`, never from the
+    /// file): the workers bypass the engine, see
+    /// [`dataplane::WorkerConfig::null_engine`].
+    pub null_engine: bool,
 }
 
 impl Config {
@@ -568,6 +572,7 @@ impl Config {
             sojourn_limit,
             pair: self.sync.check()?,
             api_listen: self.api.check()?,
+            null_engine: false,
         })
     }
 }

@@ -184,6 +184,20 @@ pub fn run(path: &Path) -> Result<(), Failure> {
     run_config(config, checked)
 }
 
+/// Benchmarks only: the daemon with the engine bypassed (`torwart run
+/// --bench-null-engine`), to measure the I/O floor that everything the
+/// engine does comes on top of. Every transit frame is forwarded unexamined:
+/// no firewall, NAT, accounting or shaping.
+pub fn run_null_engine(path: &Path) -> Result<(), Failure> {
+    let (config, mut checked) = Config::load(path)?;
+    checked.null_engine = true;
+    tracing::warn!(
+        "benchmark mode (--bench-null-engine): the engine is bypassed, every transit frame is forwarded unexamined; \
+         no firewall, NAT, accounting or shaping"
+    );
+    run_config(config, checked)
+}
+
 pub fn run_config(config: Config, checked: Checked) -> Result<(), Failure> {
     if let Some(pair) = &checked.pair {
         crate::pair::mark_not_ready(pair);
@@ -831,6 +845,7 @@ struct WorkerPlan {
     idle: Idle,
     shaping: Option<engine::ShapingConfig>,
     established_timeout: Duration,
+    null_engine: bool,
 }
 
 impl WorkerPlan {
@@ -867,6 +882,7 @@ impl WorkerPlan {
             idle,
             shaping,
             established_timeout: checked.established_timeout,
+            null_engine: checked.null_engine,
         }
     }
 
@@ -926,6 +942,7 @@ impl Running {
                     batch: config.io.batch,
                     idle: plan.idle,
                     stats_every: Duration::from_millis(250),
+                    null_engine: plan.null_engine,
                 },
                 ports: ports_of_worker,
                 egress: Egress::routed(

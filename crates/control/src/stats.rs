@@ -135,6 +135,8 @@ pub struct Worker {
     pub idle_loops: u64,
     pub waits: u64,
     pub naps: u64,
+    /// Times traffic stopped with too little load to nap for.
+    pub naps_skipped: u64,
     /// Frames waiting for their next hop's resolution now.
     pub waiting: usize,
 }
@@ -347,6 +349,7 @@ fn worker(s: &WorkerStats) -> Worker {
         idle_loops: d.idle_loops,
         waits: d.waits,
         naps: d.naps,
+        naps_skipped: d.naps_skipped,
     }
 }
 

@@ -63,6 +63,9 @@ pub struct DataplaneCounters {
     /// Naps of an idle worker while traffic flows (interrupt moderation:
     /// `Idle::Sleep`'s `coalesce`).
     pub naps: u64,
+    /// Times traffic stopped with too little load to nap for
+    /// ([`crate::Pacer`]): the worker waited for the next frame instead.
+    pub naps_skipped: u64,
     pub loops: u64,
     /// Flow listings answered ([`crate::flows`]).
     pub flow_queries: u64,
@@ -130,6 +133,7 @@ impl DataplaneCounters {
         self.idle_loops += o.idle_loops;
         self.waits += o.waits;
         self.naps += o.naps;
+        self.naps_skipped += o.naps_skipped;
         self.rx_errors += o.rx_errors;
         self.backpressure += o.backpressure;
         self.loops += o.loops;

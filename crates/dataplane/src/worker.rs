@@ -98,6 +98,12 @@ pub struct WorkerConfig {
     pub batch: usize,
     pub idle: Idle,
     pub stats_every: Duration,
+    /// Benchmarks only: bypass the engine. Every frame is forwarded to the
+    /// other side unexamined (the egress still routes it: TTL, next hop,
+    /// neighbour), so that a benchmark measures the floor of the I/O and the
+    /// routing, which the engine's work comes on top of. No firewall, NAT,
+    /// accounting or shaping: never for a network.
+    pub null_engine: bool,
 }
 
 pub(crate) struct Worker {
@@ -160,8 +166,28 @@ pub enum Pause {
     Wait(Duration),
 }
 
+/// A nap is taken only if it is expected to gather at least this many
+/// frames: below, there is too little load to amortise a wake-up over, and
+/// the worker waits for the next frame instead (no added delay).
+pub const NAP_MIN_FRAMES: u64 = 4;
+/// A nap is cut short to about the time this many frames take to arrive
+/// (a receive batch): at high rates the wake-ups are amortised anyway.
+pub const NAP_TARGET_FRAMES: u64 = 64;
+/// Beyond this, the last moderation decision is too old to rate the traffic.
+const RATE_WINDOW_NS: u64 = 10_000_000;
+
 /// The live loop's pacing: after each step, whether to go on, nap or wait
-/// ([`Idle`]). Pure, so that it is tested without a clock.
+/// ([`Idle`]). Pure (the caller passes the time), so that it is tested
+/// without a clock.
+///
+/// Interrupt moderation adapts to the arrival rate, as NICs' adaptive
+/// moderation does: when traffic stops flowing (an empty step after work)
+/// the pacer rates the traffic since its last such decision, frames over
+/// time, and naps only if a nap of `coalesce` would gather at least
+/// [`NAP_MIN_FRAMES`], for no longer than [`NAP_TARGET_FRAMES`] take to
+/// arrive. So a lone frame (a ping on an idle box, its reply) is not held
+/// for a nap, a loaded box naps `coalesce`, and a heavily loaded one naps
+/// less, its batches full anyway.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Pacer {
     /// Empty steps in a row.
@@ -169,26 +195,64 @@ pub struct Pacer {
     /// The last wake-up (or step) found work: the next pause is a nap of
     /// `coalesce`, not a wait for the next frame.
     flowing: bool,
+    /// Work since the last moderation decision.
+    work: u64,
+    /// When the last moderation decision was taken (ns; 0: none yet).
+    decided_at: u64,
+    /// Decisions not to nap: too few frames expected.
+    skipped: u64,
 }
 
 impl Pacer {
-    /// The pause after `step` for a worker that waits as `idle` says.
-    pub fn after(&mut self, step: &Step, idle: Idle) -> Pause {
+    /// The pause after `step`, at `now_ns`, for a worker that waits as `idle` says.
+    pub fn after(&mut self, step: &Step, idle: Idle, now_ns: u64) -> Pause {
         if step.work > 0 {
             self.empty = 0;
             self.flowing = true;
+            self.work = self.work.saturating_add(step.work as u64);
             return Pause::None;
         }
         self.empty = self.empty.saturating_add(1);
         let Idle::Sleep { spins, sleep, coalesce } = idle else { return Pause::None };
         if self.flowing && !coalesce.is_zero() {
             self.flowing = false;
-            Pause::Nap(coalesce)
-        } else if self.empty > spins {
+            if let Some(nap) = self.moderate(coalesce, now_ns) {
+                return Pause::Nap(nap);
+            }
+        }
+        if self.empty > spins {
             Pause::Wait(sleep)
         } else {
             Pause::None
         }
+    }
+
+    /// Whether to nap, and how long, given the work since the last decision.
+    fn moderate(&mut self, coalesce: Duration, now_ns: u64) -> Option<Duration> {
+        let (work, previous) = (self.work, self.decided_at);
+        let since = now_ns.saturating_sub(previous);
+        self.work = 0;
+        self.decided_at = now_ns;
+        let coalesce_ns = coalesce.as_nanos() as u64;
+        // Frames a nap of `coalesce` would gather: work × coalesce / since.
+        // Without a rate (the first traffic, or after a long pause), as few
+        // as the work seen.
+        let expected = if previous == 0 || since == 0 || since > RATE_WINDOW_NS {
+            0
+        } else {
+            u128::from(work) * u128::from(coalesce_ns) / u128::from(since)
+        };
+        if expected < u128::from(NAP_MIN_FRAMES) {
+            self.skipped += 1;
+            return None;
+        }
+        let target_ns = u128::from(NAP_TARGET_FRAMES) * u128::from(since) / u128::from(work.max(1));
+        Some(Duration::from_nanos(target_ns.min(u128::from(coalesce_ns)).max(1_000) as u64))
+    }
+
+    /// Decisions not to nap after traffic, for want of load.
+    pub fn naps_skipped(&self) -> u64 {
+        self.skipped
     }
 }
 
@@ -282,11 +346,12 @@ impl Worker {
         }
         let mut pacer = Pacer::default();
         loop {
-            let step = self.step(monotonic_now());
+            let now = monotonic_now();
+            let step = self.step(now);
             if step.done {
                 break;
             }
-            match pacer.after(&step, self.cfg.idle) {
+            match pacer.after(&step, self.cfg.idle, now.0) {
                 Pause::None => {}
                 Pause::Nap(d) => {
                     self.counters.naps += 1;
@@ -297,6 +362,7 @@ impl Worker {
             if step.work == 0 {
                 self.counters.idle_loops += 1;
             }
+            self.counters.naps_skipped = pacer.naps_skipped();
         }
         self.finish(monotonic_now())
     }
@@ -484,8 +550,8 @@ impl Worker {
         for o in self.handoff.outboxes.iter_mut().flatten() {
             o.flush();
         }
-        let Worker { rx, engine, verdicts, egress, tx, counters, .. } = self;
-        process(now, engine, side, rx, verdicts, egress, tx, counters);
+        let Worker { rx, engine, verdicts, egress, tx, counters, cfg, .. } = self;
+        process(now, cfg.null_engine, engine, side, rx, verdicts, egress, tx, counters);
         n
     }
 
@@ -510,10 +576,10 @@ impl Worker {
                 let _ = batch.push_swap(f);
             }
             for side in [Side::Inside, Side::Outside] {
-                let Worker { handed, engine, verdicts, egress, tx, counters, .. } = self;
+                let Worker { handed, engine, verdicts, egress, tx, counters, cfg, .. } = self;
                 let batch = &mut handed[side.index()];
                 if !batch.is_empty() {
-                    process(now, engine, side, batch, verdicts, egress, tx, counters);
+                    process(now, cfg.null_engine, engine, side, batch, verdicts, egress, tx, counters);
                     batch.clear();
                 }
             }
@@ -548,9 +614,9 @@ impl Worker {
                 continue;
             }
             std::mem::swap(&mut self.egress.reinject[side.index()], &mut self.reinjected);
-            let Worker { reinjected, engine, verdicts, egress, tx, counters, .. } = self;
+            let Worker { reinjected, engine, verdicts, egress, tx, counters, cfg, .. } = self;
             n += reinjected.len();
-            process(now, engine, side, reinjected, verdicts, egress, tx, counters);
+            process(now, cfg.null_engine, engine, side, reinjected, verdicts, egress, tx, counters);
             reinjected.clear();
         }
         n
@@ -619,6 +685,7 @@ impl Worker {
 #[allow(clippy::too_many_arguments)]
 fn process(
     now: Time,
+    null_engine: bool,
     engine: &mut Engine,
     side: Side,
     batch: &mut Batch,
@@ -634,7 +701,11 @@ fn process(
     if verdicts.len() < n {
         verdicts.resize(n, Verdict::Held);
     }
-    engine.process(now, side, batch.frames_mut(), &mut verdicts[..n]);
+    if null_engine {
+        verdicts[..n].fill(Verdict::Forward(side.other()));
+    } else {
+        engine.process(now, side, batch.frames_mut(), &mut verdicts[..n]);
+    }
     for (frame, v) in batch.frames_mut().iter_mut().zip(verdicts.iter()) {
         if let Verdict::Forward(to) = *v {
             let from = usize::from(frame.port.0);

@@ -93,31 +93,47 @@ fn a_full_transmit_ring_drops_and_counts() {
 }
 
 /// The live loop's pacing, step by step: straight on while there is work,
-/// one nap of `coalesce` after work (interrupt moderation), then `spins`
-/// empty steps, then waits on the ports.
+/// a nap after work when there is load to amortise (adaptive interrupt
+/// moderation), then `spins` empty steps, then waits on the ports.
 #[test]
 fn the_pacer_naps_after_work_then_spins_then_waits() {
-    let idle = Idle::Sleep { spins: 2, sleep: Duration::from_millis(1), coalesce: Duration::from_micros(100) };
-    let busy = Step { work: 5, receiving: true, done: false };
-    let empty = Step { work: 0, receiving: true, done: false };
+    const US: u64 = 1_000;
+    let idle = Idle::Sleep { spins: 2, sleep: Duration::from_millis(1), coalesce: Duration::from_micros(200) };
+    let work = |n| Step { work: n, receiving: true, done: false };
+    let empty = work(0);
     let mut p = Pacer::default();
-    assert_eq!(p.after(&busy, idle), Pause::None);
-    assert_eq!(p.after(&empty, idle), Pause::Nap(Duration::from_micros(100)));
-    assert_eq!(p.after(&empty, idle), Pause::None);
-    assert_eq!(p.after(&empty, idle), Pause::Wait(Duration::from_millis(1)));
-    assert_eq!(p.after(&empty, idle), Pause::Wait(Duration::from_millis(1)));
-    // Traffic again: on, then a nap, not a wait.
-    assert_eq!(p.after(&busy, idle), Pause::None);
-    assert_eq!(p.after(&empty, idle), Pause::Nap(Duration::from_micros(100)));
+    // The first traffic: no rate yet, so no nap; the spins, then a wait.
+    assert_eq!(p.after(&work(5), idle, 1_000 * US), Pause::None);
+    assert_eq!(p.after(&empty, idle, 1_000 * US), Pause::None);
+    assert_eq!(p.after(&empty, idle, 1_001 * US), Pause::None);
+    assert_eq!(p.after(&empty, idle, 1_002 * US), Pause::Wait(Duration::from_millis(1)));
+    // 35 kpps (7 frames in 200 µs): a nap of `coalesce` gathers 7, so it is taken.
+    assert_eq!(p.after(&work(7), idle, 1_200 * US), Pause::None);
+    assert_eq!(p.after(&empty, idle, 1_200 * US), Pause::Nap(Duration::from_micros(200)));
+    assert_eq!(p.after(&work(7), idle, 1_400 * US), Pause::None);
+    assert_eq!(p.after(&empty, idle, 1_400 * US), Pause::Nap(Duration::from_micros(200)));
+    // 1 Mpps (200 frames in 200 µs): a nap as long as a batch takes to arrive.
+    assert_eq!(p.after(&work(64), idle, 1_600 * US), Pause::None);
+    assert_eq!(p.after(&work(64), idle, 1_600 * US), Pause::None);
+    assert_eq!(p.after(&work(72), idle, 1_600 * US), Pause::None);
+    assert_eq!(p.after(&empty, idle, 1_600 * US), Pause::Nap(Duration::from_micros(64)));
+    // A lone frame (a ping's reply) 5 ms later: no load, no nap; it is not held.
+    assert_eq!(p.after(&work(1), idle, 6_600 * US), Pause::None);
+    assert_eq!(p.after(&empty, idle, 6_600 * US), Pause::None);
+    assert_eq!(p.naps_skipped(), 2);
+    // After a long pause the rate is unknown: no nap either.
+    assert_eq!(p.after(&work(50), idle, 60_000 * US), Pause::None);
+    assert_eq!(p.after(&empty, idle, 60_000 * US), Pause::None);
+    assert_eq!(p.naps_skipped(), 3);
     // No moderation: a wait after the spins; a busy worker never pauses.
     let plain = Idle::Sleep { spins: 1, sleep: Duration::from_millis(1), coalesce: Duration::ZERO };
     let mut p = Pacer::default();
-    assert_eq!(p.after(&busy, plain), Pause::None);
-    assert_eq!(p.after(&empty, plain), Pause::None);
-    assert_eq!(p.after(&empty, plain), Pause::Wait(Duration::from_millis(1)));
+    assert_eq!(p.after(&work(5), plain, US), Pause::None);
+    assert_eq!(p.after(&empty, plain, 2 * US), Pause::None);
+    assert_eq!(p.after(&empty, plain, 3 * US), Pause::Wait(Duration::from_millis(1)));
     let mut p = Pacer::default();
-    for _ in 0..100 {
-        assert_eq!(p.after(&empty, Idle::Busy), Pause::None);
+    for i in 0..100 {
+        assert_eq!(p.after(&empty, Idle::Busy, i * US), Pause::None);
     }
 }
 
@@ -168,4 +184,49 @@ fn the_shaper_releases_held_frames_as_virtual_time_passes() {
     // (14,800 - 3000) bytes at 1 Mbit/s take 94.4 ms.
     let took_ms = (last.0 - T0.0) / 1_000_000;
     assert!((90..=110).contains(&took_ms), "the last frame left after {took_ms} ms");
+}
+
+/// The benchmarks' floor: with the engine bypassed, every frame crosses to
+/// the other side untouched, even one the policy refuses (from outside, to
+/// nobody's address) and one it would rewrite (a member's, which NAT would
+/// give its public address); nothing is counted by the engine.
+#[test]
+fn the_null_engine_forwards_everything_untouched() {
+    let (inside, outside) = (port("inside", 0), port("outside", 1));
+    let member = from_member(3, 4000);
+    let mut stranger = [0u8; 256];
+    let n = build::udp(
+        &mut stranger,
+        &ETH,
+        IpAddr::V4(Ipv4Addr::new(203, 0, 113, 10)),
+        IpAddr::V4(Ipv4Addr::new(192, 0, 2, 77)),
+        53,
+        4000,
+        32,
+    )
+    .unwrap();
+    let stranger = stranger[..n].to_vec();
+    for mut null_engine in [false, true] {
+        inside.inject(&member, T0.0);
+        outside.inject(&stranger, T0.0);
+        let mut setup = worker(0, 1, &inside, &outside);
+        std::mem::swap(&mut setup.config.null_engine, &mut null_engine);
+        let null_engine = setup.config.null_engine;
+        let mut workers = Lockstep::new(vec![setup], Some(published(8)), T0);
+        workers.settle(T0);
+        let (stats, _) = workers.finish(T0);
+        let t = Totals::of(stats.iter().map(|s| &**s));
+        let data = |frames: Vec<io::memory::Frame>| frames.into_iter().map(|f| f.data).collect::<Vec<_>>();
+        let (out, back) = (data(outside.take_sent()), data(inside.take_sent()));
+        if null_engine {
+            assert_eq!(out, vec![member.clone()], "the member's frame, not translated");
+            assert_eq!(back, vec![stranger.clone()], "the refused frame, forwarded");
+            assert_eq!(t.engine.total_drops(), 0);
+        } else {
+            assert_eq!(out.len(), 1);
+            assert_ne!(out[0], member, "the engine translates the member's frame");
+            assert!(back.is_empty(), "the engine refuses the stranger's frame");
+            assert_eq!(t.engine.total_drops(), 1);
+        }
+    }
 }

@@ -303,6 +303,7 @@ fn worker_setup(
             // As often as the daemon's workers publish (the worker's clock:
             // virtual time by default).
             stats_every: Duration::from_millis(250),
+            null_engine: false,
         },
         ports,
         egress: Egress::fixed(0, 1),

@@ -31,6 +31,10 @@ enum Command {
         /// The configuration file.
         #[arg(long, default_value = "/etc/torwart/torwart.toml")]
         config: PathBuf,
+        /// Benchmarks only: bypass the engine (no firewall, NAT, accounting
+        /// or shaping) to measure the I/O floor (scripts/sidebyside).
+        #[arg(long, hide = true)]
+        bench_null_engine: bool,
     },
     /// Builds a member network in namespaces, runs torwart as its gateway,
     /// drives real traffic (ping, curl, traceroute, iperf3) and reports.
@@ -310,9 +314,10 @@ fn main() -> ExitCode {
     // any command creates is readable by others.
     // SAFETY: umask only sets the process's file mode mask.
     unsafe { libc::umask(0o027) };
-    if let Command::Run { config } = &cli.command {
+    if let Command::Run { config, bench_null_engine } = &cli.command {
         control::logging::init();
-        return match control::daemon::run(config) {
+        let run = if *bench_null_engine { control::daemon::run_null_engine } else { control::daemon::run };
+        return match run(config) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("torwart: {}", printable(&e.to_string()));

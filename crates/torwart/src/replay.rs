@@ -172,6 +172,7 @@ fn workers(opts: &Options, egress: &Egresses, now: Time) -> (Lockstep, Vec<Worke
                 batch: BATCH,
                 idle: dataplane::Idle::Busy,
                 stats_every: std::time::Duration::from_secs(3600),
+                null_engine: false,
             },
             ports: vec![
                 PortQueue { name: "inside".into(), side: Side::Inside, io: Box::new(p.ports[0].clone()) },

@@ -167,6 +167,13 @@ impl Collector for Exposition {
             counter,
             st.workers.iter().map(|w| (worker(w.worker), w.naps as f64)),
         )?;
+        family(
+            &mut e,
+            "torwart_worker_naps_skipped",
+            "Times traffic stopped with too little load for a worker to nap (adaptive moderation)",
+            counter,
+            st.workers.iter().map(|w| (worker(w.worker), w.naps_skipped as f64)),
+        )?;
         flows(&mut e, &s)?;
         family(&mut e, "torwart_nat_bindings", "NAT bindings", gauge, [(vec![], st.nat_bindings as f64)])?;
         shaping(&mut e, &s)?;

@@ -33,6 +33,7 @@ pub fn worker(index: usize, workers: usize, inside: &SharedMemoryIo, outside: &S
             batch: 32,
             idle: Idle::Busy,
             stats_every: Duration::from_millis(20),
+            null_engine: false,
         },
         ports: vec![
             PortQueue { name: "inside".into(), side: Side::Inside, io: Box::new(inside.clone()) },
