@@ -315,7 +315,8 @@ def above_floor(g, runs):
         if c.startswith("tw-"):
             for k in kernel:
                 ratio[(c, k)] = [work_of[(k, r)] / work_of[(c, r)] for r in runs
-                                 if (k, r) in work_of and (c, r) in work_of and work_of[(c, r)] > 0]
+                                 if (k, r) in work_of and (c, r) in work_of
+                                 and work_of[(c, r)] > 0 and work_of[(k, r)] > 0]
     return {"rows": rows, "kernel": kernel, "ratio": ratio} if rows else None
 
 

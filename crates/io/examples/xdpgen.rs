@@ -146,12 +146,24 @@ fn main() {
     let chunk = if rate > 0.0 { ((rate / 50.0) as u64).clamp(1, 1 << 22) } else { 1 << 22 };
     let (mut sent, mut errors) = (0u64, 0u64);
     while !STOP.load(Ordering::Relaxed) {
-        let want = if count > 0 { chunk.min(count - sent) } else { chunk };
-        if want == 0 || end.is_some_and(|e| Instant::now() >= e) {
+        let mut want = if count > 0 { chunk.min(count - sent) } else { chunk };
+        if let Some(end) = end {
+            let (now, elapsed) = (Instant::now(), t0.elapsed().as_secs_f64());
+            if now >= end {
+                break;
+            }
+            // With -t, no call may run far past the end: sized by the rate
+            // so far (a first short call measures it).
+            let rate_so_far = if sent == 0 { 0.0 } else { sent as f64 / elapsed.max(1e-6) };
+            let left = (rate_so_far * (end - now).as_secs_f64()) as u64;
+            want = want.min(if sent == 0 { 1 << 16 } else { left.max(64) });
+        }
+        if want == 0 {
             break;
         }
         match live.send(want as u32, batch) {
             Ok(()) => sent += want,
+            // A signal: the interrupted call's frames are not counted.
             Err(e) if e.to_string().contains("Interrupted") => break,
             Err(e) => {
                 errors += 1;

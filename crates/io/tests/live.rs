@@ -627,6 +627,8 @@ fn live_frames_reach_the_peer_as_xdp_frames() {
         })
     });
     ready_rx.recv().expect("receiver ready");
+    // A's own IPv6 (router solicitations, MLD reports) would add to what a0 sends.
+    sysctl(&lab.a, "net.ipv6.conf.a0.disable_ipv6=1");
     let sent_before = link_stat(&lab.a, "a0", "tx_packets");
     in_ns(&lab.a, || {
         let live = io::LiveFrames::new("a0", &frames).expect("load the generator");
@@ -636,6 +638,8 @@ fn live_frames_reach_the_peer_as_xdp_frames() {
         bad[1][12] = 0x86;
         let e = io::LiveFrames::new("a0", &bad).unwrap_err().to_string();
         assert!(e.contains("a0") && e.contains("frame 1 differs from frame 0 outside bytes 24..48"), "{e}");
+        let e = io::LiveFrames::new("a0", &[vec![0u8; 4_000]]).unwrap_err().to_string();
+        assert!(e.contains("frames of 4000 bytes, 48 to 3500 possible"), "{e}");
     });
     let _ = done_tx.send(());
     let ports = receiver.join().unwrap();

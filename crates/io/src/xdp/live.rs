@@ -31,6 +31,9 @@ use crate::IoError;
 pub const VARYING: Range<usize> = 24..48;
 /// The most frames a table holds.
 pub const MAX_FRAMES: usize = 1 << 22;
+/// The longest frame: a live-frames test run puts each in one page, after
+/// its headroom and before the room the kernel keeps for its own use.
+pub const MAX_FRAME_LEN: usize = 3_500;
 
 const XDP_DROP: i32 = 1;
 const XDP_TX: i32 = 3;
@@ -65,8 +68,11 @@ impl LiveFrames {
         if frames.len() > MAX_FRAMES {
             return Err(invalid(ifname, format!("{} frames, at most {MAX_FRAMES}", frames.len())));
         }
-        if first.len() < VARYING.end {
-            return Err(invalid(ifname, format!("frames of {} bytes, at least {} needed", first.len(), VARYING.end)));
+        if first.len() < VARYING.end || first.len() > MAX_FRAME_LEN {
+            return Err(invalid(
+                ifname,
+                format!("frames of {} bytes, {} to {MAX_FRAME_LEN} possible", first.len(), VARYING.end),
+            ));
         }
         for (i, f) in frames.iter().enumerate() {
             if f.len() != first.len() {
