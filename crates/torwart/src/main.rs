@@ -283,6 +283,10 @@ struct BenchArgs {
     /// /metrics, status and members every second.
     #[arg(long, requires = "dataplane")]
     scrape: bool,
+    /// The workers bypass the engine: the floor of their loop (I/O,
+    /// handoff, egress), which the engine's work comes on top of.
+    #[arg(long)]
+    null_engine: bool,
 }
 
 #[derive(Subcommand, Debug)]
@@ -640,6 +644,7 @@ fn bench_command(a: BenchArgs) -> Result<(), Error> {
         shaping: a.shaping.then_some(uplink_bps),
         dataplane: a.dataplane,
         scrape: a.scrape,
+        null_engine: a.null_engine,
     };
     let report = bench::run(&opts);
     if a.json {
