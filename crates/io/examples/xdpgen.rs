@@ -77,6 +77,18 @@ fn usage(what: &str) -> ! {
     std::process::exit(2)
 }
 
+/// The interface's transmitted-frames counter (this network namespace's sysfs).
+fn tx_packets(ifname: &str) -> Option<u64> {
+    std::fs::read_to_string(format!("/sys/class/net/{ifname}/statistics/tx_packets")).ok()?.trim().parse().ok()
+}
+
+/// Whether `e` is a system call cut short by a signal (EINTR).
+fn interrupted(e: &io::IoError) -> bool {
+    std::error::Error::source(e)
+        .and_then(|s| s.downcast_ref::<std::io::Error>())
+        .is_some_and(|s| s.raw_os_error() == Some(libc::EINTR))
+}
+
 fn bad<T>(opt: &str, value: &str) -> T {
     usage(&format!("bad value for {opt}: {value:?}"))
 }
@@ -135,6 +147,7 @@ fn main() {
         libc::signal(libc::SIGINT, on_signal as *const () as libc::sighandler_t);
         libc::signal(libc::SIGTERM, on_signal as *const () as libc::sighandler_t);
     }
+    let tx_before = tx_packets(&ifname).unwrap_or(0);
     let t0 = Instant::now();
     let end = (secs > 0.0).then(|| t0 + Duration::from_secs_f64(secs));
     // Frames per call. Each live-frames test run first sets up its page
@@ -164,7 +177,7 @@ fn main() {
         match live.send(want as u32, batch) {
             Ok(()) => sent += want,
             // A signal: the interrupted call's frames are not counted.
-            Err(e) if e.to_string().contains("Interrupted") => break,
+            Err(e) if interrupted(&e) => break,
             Err(e) => {
                 errors += 1;
                 if errors == 1 {
@@ -184,5 +197,18 @@ fn main() {
         }
     }
     let dt = t0.elapsed().as_secs_f64();
-    eprintln!("xdpgen: sent {sent} pkts in {dt:.2}s ({:.0} pps), send errors {errors}", sent as f64 / dt.max(1e-9));
+    // The program's own count includes a call a signal cut short.
+    let sent = live.sent().unwrap_or(sent);
+    let took = tx_packets(&ifname).map(|after| after.saturating_sub(tx_before));
+    eprintln!(
+        "xdpgen: sent {sent} pkts in {dt:.2}s ({:.0} pps), send errors {errors}; {ifname} transmitted {}",
+        sent as f64 / dt.max(1e-9),
+        took.map_or("(tx_packets unreadable)".to_owned(), |t| t.to_string()),
+    );
+    if took.is_some_and(|t| t < sent / 2) {
+        eprintln!(
+            "xdpgen: {ifname} passed on fewer than half of the frames: its peer must take XDP frames \
+             (veth: an XDP program or GRO on the peer; the peer up)"
+        );
+    }
 }

@@ -634,6 +634,7 @@ fn live_frames_reach_the_peer_as_xdp_frames() {
         let live = io::LiveFrames::new("a0", &frames).expect("load the generator");
         live.send(450, 64).expect("send");
         live.send(150, 7).expect("send");
+        assert_eq!(live.sent().expect("the generator's counter"), 600);
         let mut bad = frames[..2].to_vec();
         bad[1][12] = 0x86;
         let e = io::LiveFrames::new("a0", &bad).unwrap_err().to_string();

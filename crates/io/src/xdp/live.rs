@@ -23,7 +23,7 @@ use std::ops::Range;
 use std::os::fd::{AsRawFd, OwnedFd};
 
 use super::program::asm::{Label::*, Size::*, *};
-use super::program::{field, ifindex};
+use super::program::{field, ifindex, load_insns};
 use super::sys;
 use crate::IoError;
 
@@ -37,7 +37,6 @@ pub const MAX_FRAME_LEN: usize = 3_500;
 
 const XDP_DROP: i32 = 1;
 const XDP_TX: i32 = 3;
-const HELPER_MAP_LOOKUP_ELEM: i32 = 1;
 
 /// A table of frames sent, round robin, as XDP frames out of one interface.
 #[derive(Debug)]
@@ -46,7 +45,8 @@ pub struct LiveFrames {
     ifindex: u32,
     template: Vec<u8>,
     prog: OwnedFd,
-    _state: OwnedFd,
+    /// `[next frame, frames sent]`, two u64s at key 0.
+    state: OwnedFd,
     _frames: OwnedFd,
 }
 
@@ -84,7 +84,7 @@ impl LiveFrames {
         }
         let count = frames.len() as u32;
         let width = VARYING.len() as u32;
-        let state = sys::map_create(sys::MAP_TYPE_ARRAY, 4, 8, 1, "twgen_state")
+        let state = sys::map_create(sys::MAP_TYPE_ARRAY, 4, 16, 1, "twgen_state")
             .map_err(|e| IoError::interface(ifname, "create the generator's counter", e))?;
         let table = sys::map_create(sys::MAP_TYPE_ARRAY, 4, width, count, "twgen_frames")
             .map_err(|e| IoError::interface(ifname, "create the generator's frame table", e))?;
@@ -95,27 +95,8 @@ impl LiveFrames {
         let insns = emit(state.as_raw_fd(), table.as_raw_fd(), count).ok_or_else(|| {
             invalid(ifname, "jump label unresolved in the emitted generator program (bug)".to_owned())
         })?;
-        let prog = match sys::prog_load(sys::PROG_TYPE_XDP, &insns, c"MIT", "torwart_gen", &mut []) {
-            Ok(fd) => fd,
-            Err(first) => {
-                let mut log = vec![0u8; 1 << 16];
-                let second = sys::prog_load(sys::PROG_TYPE_XDP, &insns, c"MIT", "torwart_gen", &mut log);
-                let end = log.iter().position(|&b| b == 0).unwrap_or(log.len());
-                second.map_err(|_| IoError::VerifierRejected {
-                    ifname: ifname.to_owned(),
-                    source: first,
-                    log: String::from_utf8_lossy(&log[..end]).into_owned(),
-                })?
-            }
-        };
-        Ok(LiveFrames {
-            ifname: ifname.to_owned(),
-            ifindex,
-            template: first.clone(),
-            prog,
-            _state: state,
-            _frames: table,
-        })
+        let prog = load_insns(ifname, sys::PROG_TYPE_XDP, "torwart_gen", "load the generator program", &insns)?;
+        Ok(LiveFrames { ifname: ifname.to_owned(), ifindex, template: first.clone(), prog, state, _frames: table })
     }
 
     /// Sends the next `count` frames of the table, transmitted in batches
@@ -128,19 +109,26 @@ impl LiveFrames {
         sys::test_run_live(&self.prog, &self.template, &ctx, count, batch.clamp(1, 256))
             .map_err(|e| IoError::interface(&self.ifname, "send frames (BPF_PROG_TEST_RUN, live frames)", e))
     }
+
+    /// Frames the program has handed to `XDP_TX` since it was loaded, an
+    /// interrupted [`send`](Self::send)'s included. Whether the interface
+    /// and its peer took them, its counters say (veth: `tx_packets`, and
+    /// `tx_dropped` for a full ring).
+    pub fn sent(&self) -> Result<u64, IoError> {
+        let mut value = [0u8; 16];
+        sys::map_lookup(&self.state, &0u32.to_ne_bytes(), &mut value)
+            .map_err(|e| IoError::interface(&self.ifname, "read the generator's counter", e))?;
+        Ok(u64::from_ne_bytes(value[8..].try_into().unwrap_or_default()))
+    }
 }
 
-/// The program: `i = state[0]; state[0] = (i + 1) % count; frame[VARYING] =
-/// frames[i]; XDP_TX`.
+/// The program: `i = state[0]; state[0] = (i + 1) % count; state[1] += 1;
+/// frame[VARYING] = frames[i]; XDP_TX`.
 fn emit(state_fd: i32, frames_fd: i32, count: u32) -> Option<Vec<sys::Insn>> {
     let mut a = Asm::default();
     a.mov_reg(R6, R1);
     a.store_imm(W, FP, -4, 0);
-    a.load_map_fd(R1, state_fd);
-    a.mov_reg(R2, FP);
-    a.add_imm(R2, -4);
-    a.call(HELPER_MAP_LOOKUP_ELEM);
-    a.jeq_imm(R0, 0, Drop);
+    a.lookup_or(state_fd, -4, Drop);
     a.load(Dw, R8, R0, 0);
     a.mov_reg(R9, R8);
     a.add_imm(R9, 1);
@@ -148,12 +136,11 @@ fn emit(state_fd: i32, frames_fd: i32, count: u32) -> Option<Vec<sys::Insn>> {
     a.mov_imm(R9, 0);
     a.label(Store);
     a.store_reg(Dw, R0, 0, R9);
+    a.load(Dw, R9, R0, 8);
+    a.add_imm(R9, 1);
+    a.store_reg(Dw, R0, 8, R9);
     a.store_reg(W, FP, -8, R8);
-    a.load_map_fd(R1, frames_fd);
-    a.mov_reg(R2, FP);
-    a.add_imm(R2, -8);
-    a.call(HELPER_MAP_LOOKUP_ELEM);
-    a.jeq_imm(R0, 0, Drop);
+    a.lookup_or(frames_fd, -8, Drop);
     a.load(W, R2, R6, field::MD_DATA);
     a.load(W, R3, R6, field::MD_DATA_END);
     a.mov_reg(R4, R2);

@@ -285,6 +285,14 @@ pub(super) mod asm {
         pub fn call(&mut self, helper: i32) {
             self.insns.push(insn(JMP | CALL, 0, 0, 0, helper));
         }
+        /// `r0 = bpf_map_lookup_elem(map, fp + key_at)`; a miss (null) jumps to `miss`.
+        pub fn lookup_or(&mut self, map_fd: i32, key_at: i16, miss: Label) {
+            self.load_map_fd(R1, map_fd);
+            self.mov_reg(R2, FP);
+            self.add_imm(R2, i32::from(key_at));
+            self.call(super::HELPER_MAP_LOOKUP_ELEM);
+            self.jeq_imm(R0, 0, miss);
+        }
         pub fn exit(&mut self) {
             self.insns.push(insn(JMP | EXIT, 0, 0, 0, 0));
         }
@@ -398,11 +406,7 @@ pub(crate) fn emit(hook: Hook, local_map_fd: i32) -> Option<Vec<Insn>> {
     // No socket on this queue: count (per CPU, no atomics) and drop.
     a.label(Unserved);
     a.store_imm(W, FP, -24, 0);
-    a.load_map_fd(R1, unserved_map_fd);
-    a.mov_reg(R2, FP);
-    a.add_imm(R2, -24);
-    a.call(HELPER_MAP_LOOKUP_ELEM);
-    a.jeq_imm(R0, 0, Drop);
+    a.lookup_or(unserved_map_fd, -24, Drop);
     a.load(Dw, R1, R0, 0);
     a.add_imm(R1, 1);
     a.store_reg(Dw, R0, 0, R1);
@@ -667,15 +671,27 @@ pub(super) fn load(ifname: &str, hook: Hook, local_map: &LocalMap) -> Result<Own
         Hook::Xdp { .. } => (sys::PROG_TYPE_XDP, "torwart_split", "load the XDP program"),
         Hook::TcIngress => (sys::PROG_TYPE_SCHED_CLS, "torwart_guard", "load the tc guard program"),
     };
+    load_insns(ifname, prog_type, name, op, &insns)
+}
+
+/// Loads `insns` as a program of `prog_type`; on failure loads them again
+/// with the verifier log on, so the error carries the log.
+pub(super) fn load_insns(
+    ifname: &str,
+    prog_type: u32,
+    name: &str,
+    op: &'static str,
+    insns: &[Insn],
+) -> Result<OwnedFd, IoError> {
     let license = c"MIT";
-    match sys::prog_load(prog_type, &insns, license, name, &mut []) {
+    match sys::prog_load(prog_type, insns, license, name, &mut []) {
         Ok(fd) => Ok(fd),
         Err(first) if matches!(first.raw_os_error(), Some(libc::EPERM) | Some(libc::EACCES)) => {
             Err(IoError::interface(ifname, op, first))
         }
         Err(first) => {
             let mut log = vec![0u8; 1 << 16];
-            let second = sys::prog_load(prog_type, &insns, license, name, &mut log);
+            let second = sys::prog_load(prog_type, insns, license, name, &mut log);
             let end = log.iter().position(|&b| b == 0).unwrap_or(log.len());
             let text = String::from_utf8_lossy(&log[..end]).into_owned();
             match second {
