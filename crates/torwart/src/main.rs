@@ -285,7 +285,7 @@ struct BenchArgs {
     scrape: bool,
     /// The workers bypass the engine: the floor of their loop (I/O,
     /// handoff, egress), which the engine's work comes on top of.
-    #[arg(long)]
+    #[arg(long, conflicts_with_all = ["sync", "shaping", "reloads"])]
     null_engine: bool,
 }
 
