@@ -192,6 +192,22 @@ pub struct Policy {
     pub(crate) blocks: Vec<(IpPrefix, BlockDirection)>,
 }
 
+/// How many of `run`'s first keys (sorted, `address << 16 | first port`,
+/// the first one `a`'s) belong to address `a`: galloping, then a binary
+/// search within the last step, so O(log n) reads of the address's own
+/// neighbourhood.
+#[inline]
+fn address_run(run: &[u64], a: u64) -> usize {
+    let mut lo = 1;
+    let mut hi = 2;
+    while hi < run.len() && run[hi] >> 16 == a {
+        lo = hi;
+        hi = hi.saturating_mul(2);
+    }
+    let hi = hi.min(run.len());
+    lo + run[lo..hi].partition_point(|&k| k >> 16 <= a)
+}
+
 /// The mask of the first `len` (0 to 64) bits of the upper half of an IPv6 address.
 #[inline]
 const fn top_mask(len: u8) -> u64 {
@@ -293,11 +309,13 @@ impl Policy {
     pub fn member_of_public(&self, addr: Ipv4Addr, port: u16) -> Option<MemberRef> {
         let first = self.public_index.get(addr.to_bits())? as usize;
         // The address's ranges start at `first`: one for an address of its
-        // own (the common case, one comparison), else found by binary search
-        // (an address shared by many members in small port blocks).
+        // own (the common case, one comparison); for an address that
+        // members share, the end of its ranges is found by galloping from
+        // `first`, so the search reads the few lines its ranges lie in, not
+        // a binary search's worth of lines across every public range.
         let a = u64::from(addr.to_bits());
         let run = &self.public_keys[first..];
-        let len = if run.get(1).is_some_and(|&k| k >> 16 == a) { run.partition_point(|&k| k >> 16 <= a) } else { 1 };
+        let len = if run.get(1).is_some_and(|&k| k >> 16 == a) { address_run(run, a) } else { 1 };
         let key = a << 16 | u64::from(port);
         let i = first + run[..len].partition_point(|&k| k <= key).checked_sub(1)?;
         (port <= self.public_last[i]).then(|| self.public_member[i])
