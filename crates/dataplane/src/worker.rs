@@ -36,13 +36,12 @@ use crate::steer;
 use crate::synclink::WorkerSync;
 use crate::timeouts::TimeoutCursor;
 use crate::{PortQueue, Shared};
-use engine::{Config as EngineConfig, Engine, Side, Time, Verdict};
+use engine::{Config as EngineConfig, Engine, Parsed, Side, Time, Verdict};
 use io::Batch;
 use policy::Generation;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
-use wire::classify::{classify_into, Meta};
 
 /// Most held frames routed per loop; more are dropped and counted.
 const RELEASE_BATCH: usize = 256;
@@ -128,7 +127,9 @@ pub(crate) struct Worker {
     released_to: Vec<Side>,
     /// The egress's reinjected ICMP errors, swapped out while they are processed.
     reinjected: Batch,
-    meta: Meta,
+    /// The steering's parse of the batch being received, which the engine
+    /// takes instead of parsing the frames again (lane `i`, frame `i`).
+    parsed: Parsed,
     /// Steering keys of the frames of the batch being received (pass 1).
     steer_keys: Vec<steer::Key>,
     last_stats: Time,
@@ -295,7 +296,7 @@ impl Worker {
             generation: None,
             counters,
             tx,
-            meta: Meta::EMPTY,
+            parsed: Parsed::new(n),
             steer_keys: Vec::with_capacity(n),
             last_stats: now,
             pollfds: Vec::new(),
@@ -514,15 +515,19 @@ impl Worker {
         let side = self.sides[p];
         let policy = self.generation.as_ref().map(|g| &*g.policy);
         // Steering needs the parse only when there is another worker to
-        // hand to; the engine parses every frame anyway. Pass 1 takes each
-        // frame's steering key and prefetches its lookup, pass 2 resolves
-        // the keys and hands frames over.
-        let Worker { rx, meta, handoff, counters, egress, tx, cfg, steer_keys, .. } = self;
+        // hand to, and the engine then takes that parse for the frames that
+        // stay (a frame handed over is parsed again by its owner: the parse
+        // stays on the core that made it). Pass 1 takes each frame's
+        // steering key and prefetches its lookup, pass 2 resolves the keys,
+        // hands frames over and moves the kept frames' parses along with
+        // them.
+        let Worker { rx, parsed, handoff, counters, egress, tx, cfg, steer_keys, .. } = self;
         steer_keys.clear();
-        if cfg.workers > 1 {
-            for frame in rx.frames() {
-                let key = match classify_into(frame.as_slice(), meta) {
-                    Ok(()) => steer::key(policy.is_some(), cfg.workers, side, meta),
+        let steering = cfg.workers > 1 && rx.len() <= parsed.capacity();
+        if steering {
+            for (i, frame) in rx.frames().iter().enumerate() {
+                let key = match parsed.parse(i, frame.as_slice()) {
+                    Ok(meta) => steer::key(policy.is_some(), cfg.workers, side, meta),
                     Err(_) => steer::Key::Here, // a malformed frame: the engine counts it
                 };
                 steer::prefetch(policy, &key);
@@ -530,8 +535,11 @@ impl Worker {
             }
         }
         let mut keys = steer_keys.iter();
+        let (mut seen, mut kept) = (0, 0);
         rx.retain_mut(|frame| {
             let key = keys.next().copied().unwrap_or(steer::Key::Here);
+            let i = seen;
+            seen += 1;
             frame.port = io::PortId(p as u8);
             if let Err(drop) = egress.check_arrival(now, p, frame, tx) {
                 counters.drop(drop);
@@ -549,6 +557,10 @@ impl Worker {
                 }
                 _ => {
                     counters.same_core += 1;
+                    if steering {
+                        parsed.keep(i, kept);
+                    }
+                    kept += 1;
                     true
                 }
             }
@@ -556,8 +568,9 @@ impl Worker {
         for o in self.handoff.outboxes.iter_mut().flatten() {
             o.flush();
         }
-        let Worker { rx, engine, verdicts, egress, tx, counters, cfg, .. } = self;
-        process(now, cfg.null_engine, engine, side, rx, verdicts, egress, tx, counters);
+        let Worker { rx, engine, verdicts, egress, tx, counters, cfg, parsed, .. } = self;
+        let parsed = steering.then_some(&*parsed);
+        process(now, cfg.null_engine, engine, side, rx, parsed, verdicts, egress, tx, counters);
         n
     }
 
@@ -585,7 +598,7 @@ impl Worker {
                 let Worker { handed, engine, verdicts, egress, tx, counters, cfg, .. } = self;
                 let batch = &mut handed[side.index()];
                 if !batch.is_empty() {
-                    process(now, cfg.null_engine, engine, side, batch, verdicts, egress, tx, counters);
+                    process(now, cfg.null_engine, engine, side, batch, None, verdicts, egress, tx, counters);
                     batch.clear();
                 }
             }
@@ -622,7 +635,7 @@ impl Worker {
             std::mem::swap(&mut self.egress.reinject[side.index()], &mut self.reinjected);
             let Worker { reinjected, engine, verdicts, egress, tx, counters, cfg, .. } = self;
             n += reinjected.len();
-            process(now, cfg.null_engine, engine, side, reinjected, verdicts, egress, tx, counters);
+            process(now, cfg.null_engine, engine, side, reinjected, None, verdicts, egress, tx, counters);
             reinjected.clear();
         }
         n
@@ -695,6 +708,7 @@ fn process(
     engine: &mut Engine,
     side: Side,
     batch: &mut Batch,
+    parsed: Option<&Parsed>,
     verdicts: &mut Vec<Verdict>,
     egress: &mut Egress,
     tx: &mut [Batch],
@@ -709,6 +723,8 @@ fn process(
     }
     if null_engine {
         verdicts[..n].fill(Verdict::Forward(side.other()));
+    } else if let Some(parsed) = parsed {
+        engine.process_parsed(now, side, batch.frames_mut(), &mut verdicts[..n], parsed);
     } else {
         engine.process(now, side, batch.frames_mut(), &mut verdicts[..n]);
     }

@@ -35,7 +35,7 @@ pub mod wheel;
 
 pub use conntrack::{Flow, Timeouts};
 pub use counters::{Counters, DropReason, Reason};
-pub use pipeline::{Config, Engine, InstallRefusal, Installed, SyncChange, Synced, MAX_BATCH, MAX_FLOWS};
+pub use pipeline::{Config, Engine, InstallRefusal, Installed, Parsed, SyncChange, Synced, MAX_BATCH, MAX_FLOWS};
 pub use shaping::ShapingConfig;
 pub use time::Time;
 

@@ -345,6 +345,55 @@ fn reloads_under_load_lose_nothing() {
     assert!(plain.iter().filter(|(_, v)| *v == FWD_OUT).count() > 1500);
 }
 
+/// A batch the caller has parsed already (the dataplane's steering) gets
+/// the verdicts, rewrites and counters the engine's own parse gives, in
+/// chunks larger than the engine's lanes and with frames that do not parse.
+#[test]
+fn a_parse_given_by_the_caller_decides_as_the_engine_own() {
+    let devices = ["10.0.1.1", "10.0.1.2", "10.0.3.1", "10.0.3.10", "10.0.9.1", "10.9.9.9"];
+    let mut frames = Vec::new();
+    for i in 0..1200u32 {
+        let d = devices[i as usize % devices.len()];
+        let mut b = vec![0u8; 256];
+        let dst = IpAddr::V4(core::net::Ipv4Addr::new(198, 19, (i / 250) as u8, (i % 250) as u8));
+        let n = match i % 4 {
+            0 => build::udp(&mut b, &IN, v4(d), dst, 2000 + (i % 700) as u16, 53, 20).unwrap(),
+            // Cut inside its IP header: does not parse.
+            1 if i % 7 == 0 => 20,
+            _ => build::tcp(&mut b, &IN, v4(d), dst, 3000 + (i % 900) as u16, 443, i, 0, S, 502, 0).unwrap(),
+        };
+        b.truncate(n);
+        frames.push(b);
+    }
+    const CHUNK: usize = 300; // more than the engine's lanes (engine::MAX_BATCH)
+    const { assert!(CHUNK > engine::MAX_BATCH) };
+    let run = |given: bool| {
+        let mut g = Gw::new();
+        let mut parsed = engine::Parsed::new(CHUNK);
+        let mut out = Vec::new();
+        for chunk in frames.chunks(CHUNK) {
+            let mut batch: Vec<Vec<u8>> = chunk.to_vec();
+            let mut v = vec![Verdict::Held; batch.len()];
+            if given {
+                for (i, f) in batch.iter().enumerate() {
+                    let _ = parsed.parse(i, f);
+                }
+                g.e.process_parsed(g.now, Side::Inside, &mut batch, &mut v, &parsed);
+            } else {
+                g.e.process(g.now, Side::Inside, &mut batch, &mut v);
+            }
+            out.extend(batch.into_iter().zip(v));
+        }
+        (out, g.e.counters().clone())
+    };
+    let (own, own_counters) = run(false);
+    let (given, given_counters) = run(true);
+    assert!(own == given, "a verdict or a rewrite differs");
+    assert_eq!(own_counters, given_counters);
+    assert!(own.iter().any(|(_, v)| *v == FWD_OUT));
+    assert!(own.iter().any(|(_, v)| matches!(v, Verdict::Drop(DropReason::Malformed(_)))));
+}
+
 /// A member blocked by one reload and unblocked by the next, before the
 /// sweep of the first has finished, keeps the flows they open meanwhile.
 #[test]

@@ -18,7 +18,7 @@ use crate::members::{DOWN, UP};
 use crate::shaping::Shaping;
 use crate::time::Time;
 use crate::{Side, Verdict};
-use wire::classify::{classify_into, Meta, L4};
+use wire::classify::{classify_into, Meta, ParseError, L4};
 use wire::FrameBuf;
 
 /// How many packets apart pass 2 guesses a lookup's entry (and fetches its
@@ -40,17 +40,68 @@ impl Engine {
         verdicts: &mut [Verdict],
     ) {
         self.parse(from, frames, verdicts);
-        self.look_up(frames.len(), from);
-        // Pass 3: decide. The parsed headers are read in place: moved out
-        // of `self` for the pass (a pointer swap), not copied per packet.
+        // Passes 2 and 3 read the parsed headers in place: moved out of
+        // `self` for them (a pointer swap), not copied per packet.
         let metas = core::mem::take(&mut self.metas);
+        self.look_up_and_decide(now, from, &metas, frames, verdicts);
+        self.metas = metas;
+    }
+
+    /// Passes 2 and 3 over frames parsed into `metas` (lane `i`, frame `i`).
+    #[inline]
+    fn look_up_and_decide<F: FrameBuf>(
+        &mut self,
+        now: Time,
+        from: Side,
+        metas: &[Meta],
+        frames: &mut [F],
+        verdicts: &mut [Verdict],
+    ) {
+        self.look_up(metas, frames.len(), from);
         for i in 0..frames.len() {
             if !self.parsed[i] {
                 continue;
             }
             verdicts[i] = self.decide(now, from, &metas[i], i, &mut frames[i]);
         }
-        self.metas = metas;
+    }
+
+    /// Decides about `frames` (at most [`MAX_BATCH`](super::MAX_BATCH)),
+    /// which the caller has parsed already (lane `i` of `metas` and
+    /// `results` is frame `i`'s): pass 1 without the parse.
+    pub(super) fn process_parsed_chunk<F: FrameBuf>(
+        &mut self,
+        now: Time,
+        from: Side,
+        frames: &mut [F],
+        verdicts: &mut [Verdict],
+        metas: &[Meta],
+        results: &[Result<(), ParseError>],
+    ) {
+        self.hash_parsed(from, frames, verdicts, metas, results);
+        self.look_up_and_decide(now, from, metas, frames, verdicts);
+    }
+
+    /// Pass 1 for frames parsed by the caller: the counters, a verdict for
+    /// each frame that did not parse, the hash and the bucket's prefetch
+    /// for each that did.
+    #[inline]
+    fn hash_parsed<F: FrameBuf>(
+        &mut self,
+        from: Side,
+        frames: &[F],
+        verdicts: &mut [Verdict],
+        metas: &[Meta],
+        results: &[Result<(), ParseError>],
+    ) {
+        let side = from.index();
+        let Engine { parsed, hashes, ct, counters, .. } = self;
+        let lanes = metas.iter().zip(parsed.iter_mut()).zip(hashes.iter_mut()).zip(results);
+        for ((frame, v), (((meta, ok), hash), result)) in frames.iter().zip(verdicts.iter_mut()).zip(lanes) {
+            counters.rx_packets[side] += 1;
+            counters.rx_bytes[side] += frame.bytes().len() as u64;
+            *ok = parsed_lane(*result, meta, hash, v, ct, counters);
+        }
     }
 
     /// Pass 1: parse, hash, prefetch the bucket. A frame that does not
@@ -72,22 +123,8 @@ impl Engine {
             let bytes = frame.bytes();
             counters.rx_packets[side] += 1;
             counters.rx_bytes[side] += bytes.len() as u64;
-            match classify_into(bytes, meta) {
-                Ok(()) => {
-                    if lookup_first(meta) {
-                        let h = ct.hash(&meta.key);
-                        *hash = h;
-                        ct.prefetch_bucket(h);
-                    }
-                    *ok = true;
-                }
-                Err(e) => {
-                    *ok = false;
-                    let r = DropReason::Malformed(e);
-                    counters.drop(r);
-                    *v = Verdict::Drop(r);
-                }
-            }
+            let result = classify_into(bytes, meta);
+            *ok = parsed_lane(result, meta, hash, v, ct, counters);
         }
     }
 
@@ -100,11 +137,11 @@ impl Engine {
     /// With many flows and members none of it is in cache, and each would
     /// be a miss that the packet waits for alone.
     #[inline]
-    fn look_up(&mut self, n: usize, from: Side) {
+    fn look_up(&mut self, metas: &[Meta], n: usize, from: Side) {
         // Frames from the inside are their members' uploads (a hairpinned
         // frame is both, and its upload is shaped first).
         let dir = if from == Side::Inside { UP } else { DOWN };
-        let Engine { metas, parsed, hashes, hits, guesses, ct, accounts, shaping, .. } = self;
+        let Engine { parsed, hashes, hits, guesses, ct, accounts, shaping, .. } = self;
         let wanted = |j: usize| parsed[j] && lookup_first(&metas[j]);
         for i in 0..n + LOOKUP_AHEAD {
             if i < n {
@@ -192,9 +229,88 @@ fn prefetch_headers(bytes: &[u8]) {
     crate::prefetch(p.wrapping_add(64));
 }
 
+/// The end of pass 1 for one lane, given its parse: a frame that parsed
+/// gets its hash and its bucket on the way to the cache; one that did not,
+/// its verdict and its count. Returns whether it parsed.
+#[inline]
+fn parsed_lane(
+    result: Result<(), ParseError>,
+    meta: &Meta,
+    hash: &mut u64,
+    verdict: &mut Verdict,
+    ct: &crate::conntrack::Conntrack,
+    counters: &mut crate::counters::Counters,
+) -> bool {
+    match result {
+        Ok(()) => {
+            if lookup_first(meta) {
+                *hash = ct.hash(&meta.key);
+                ct.prefetch_bucket(*hash);
+            }
+            true
+        }
+        Err(e) => {
+            let r = DropReason::Malformed(e);
+            counters.drop(r);
+            *verdict = Verdict::Drop(r);
+            false
+        }
+    }
+}
+
 /// Packets whose own key is looked up in pass 2: everything with a
 /// transport key (non-first fragments and ICMP errors are handled apart).
 #[inline]
 fn lookup_first(m: &Meta) -> bool {
     !matches!(m.l4, L4::IcmpError { .. } | L4::Fragment)
+}
+
+/// Frames parsed before they reach the engine, by a caller that needed
+/// their headers anyway (the dataplane's steering), so that the engine does
+/// not parse them again: lane `i` holds frame `i`'s parse. Made once for a
+/// batch size, reused for every batch.
+#[derive(Debug)]
+pub struct Parsed {
+    metas: Box<[Meta]>,
+    results: Box<[Result<(), ParseError>]>,
+}
+
+impl Parsed {
+    /// Lanes for batches of up to `lanes` frames.
+    pub fn new(lanes: usize) -> Parsed {
+        Parsed { metas: vec![Meta::EMPTY; lanes].into(), results: vec![Err(ParseError::Truncated); lanes].into() }
+    }
+
+    /// Lanes: the most frames one call can take.
+    pub fn capacity(&self) -> usize {
+        self.metas.len()
+    }
+
+    /// Parses `frame` into lane `i` and returns its parse.
+    #[inline]
+    pub fn parse(&mut self, i: usize, frame: &[u8]) -> Result<&Meta, ParseError> {
+        let meta = &mut self.metas[i];
+        let result = classify_into(frame, meta);
+        self.results[i] = result;
+        result.map(|()| &*meta)
+    }
+
+    /// Moves lane `from`'s parse to lane `to`, for a batch whose frame
+    /// `from` became frame `to` (the frames before it went elsewhere).
+    #[inline]
+    pub fn keep(&mut self, from: usize, to: usize) {
+        if from != to {
+            self.metas[to] = self.metas[from];
+            self.results[to] = self.results[from];
+        }
+    }
+
+    /// The first `n` lanes in chunks of `chunk`.
+    pub(super) fn chunks(
+        &self,
+        n: usize,
+        chunk: usize,
+    ) -> impl Iterator<Item = (&[Meta], &[Result<(), ParseError>])> + '_ {
+        self.metas[..n].chunks(chunk).zip(self.results[..n].chunks(chunk))
+    }
 }

@@ -40,6 +40,7 @@ mod related;
 mod release;
 mod standby;
 
+pub use batch::Parsed;
 pub use standby::{InstallRefusal, Installed, SyncChange, Synced};
 
 use crate::conntrack::{Conntrack, Hit, Timeouts, NO_GUESS};
@@ -271,6 +272,28 @@ impl Engine {
         self.last_now = now;
         for (f, v) in frames.chunks_mut(MAX_BATCH).zip(verdicts.chunks_mut(MAX_BATCH)) {
             self.process_chunk(now, from, f, v);
+        }
+    }
+
+    /// [`process`](Self::process) for frames the caller has parsed
+    /// already, into `parsed` (lane `i` is frame `i`'s; see [`Parsed`]).
+    /// The outcome is the same as `process`'s on the same frames.
+    pub fn process_parsed<F: FrameBuf>(
+        &mut self,
+        now: Time,
+        from: Side,
+        frames: &mut [F],
+        verdicts: &mut [Verdict],
+        parsed: &Parsed,
+    ) {
+        assert!(verdicts.len() >= frames.len(), "one verdict slot per frame");
+        assert!(frames.len() <= parsed.capacity(), "one parse per frame");
+        let now = now.max(self.last_now);
+        self.last_now = now;
+        let lanes = parsed.chunks(frames.len(), MAX_BATCH);
+        let chunks = frames.chunks_mut(MAX_BATCH).zip(verdicts.chunks_mut(MAX_BATCH));
+        for ((f, v), (metas, results)) in chunks.zip(lanes) {
+            self.process_parsed_chunk(now, from, f, v, metas, results);
         }
     }
 
