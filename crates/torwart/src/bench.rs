@@ -76,6 +76,10 @@ pub struct Options {
     /// Bypass the engine in the workers (`WorkerConfig::null_engine`): the
     /// loop's own floor, which the engine's work comes on top of.
     pub null_engine: bool,
+    /// Dataplane mode: each worker's ports play only the traffic of the
+    /// members it owns, so nothing is handed over (steering still runs):
+    /// the reference that shows what the handoff costs.
+    pub no_handoff: bool,
 }
 
 /// A frame buffer of the warm-up's batches.
@@ -275,8 +279,12 @@ fn virtual_ns_per_packet(opts: &Options) -> u64 {
 
 /// The generator ports of worker `worker` over `traffic`, and the counters
 /// of frames each delivered.
-fn generator_ports(traffic: &Arc<Vec<Traffic>>, worker: usize) -> (Vec<PortQueue>, [Arc<AtomicU64>; 2]) {
-    let [inside, outside] = [true, false].map(|inside| GenPort::new(traffic, inside, worker));
+fn generator_ports(
+    traffic: &Arc<Vec<Traffic>>,
+    worker: usize,
+    own_only: bool,
+) -> (Vec<PortQueue>, [Arc<AtomicU64>; 2]) {
+    let [inside, outside] = [true, false].map(|inside| GenPort::new(traffic, inside, worker, own_only));
     let delivered = [Arc::clone(&inside.delivered), Arc::clone(&outside.delivered)];
     let ports = vec![
         PortQueue { name: "inside".into(), side: Side::Inside, io: Box::new(inside) },
@@ -320,7 +328,7 @@ fn worker_setup(
 /// The generator ports' own cost per frame (ns): filling receive batches
 /// from the templates, timed alone for a tenth of the run (at least 0.2 s).
 fn time_fill(opts: &Options, traffic: &Arc<Vec<Traffic>>) -> f64 {
-    let mut ports = [true, false].map(|inside| GenPort::new(traffic, inside, 0));
+    let mut ports = [true, false].map(|inside| GenPort::new(traffic, inside, 0, true));
     let mut batch = io::Batch::new(opts.batch, io::DEFAULT_FRAME_CAPACITY);
     let fill_for = Duration::from_secs_f64((opts.seconds / 10.0).max(0.2));
     let t0 = Instant::now();
@@ -410,7 +418,7 @@ fn run_core(
     let ns_per_packet_virtual = virtual_ns_per_packet(opts);
     let Warm { engine, now: begin, traffic, flows, counters: warm_counters } = warm;
     let traffic = Arc::new(vec![traffic]);
-    let (ports, delivered) = generator_ports(&traffic, 0);
+    let (ports, delivered) = generator_ports(&traffic, 0, true);
     let generation = published.map(|p| p.load_full());
     let first_generation = generation.as_ref().map_or(0, |g| g.number());
     let setup = worker_setup(opts, 0, 1, None, engine, generation, ports);
@@ -674,7 +682,15 @@ impl Run<'_> {
             .enumerate()
             .map(|(c, engine)| {
                 let cpu = self.cpu(c).map(|id| id.id);
-                worker_setup(opts, c, cores, cpu, engine, generation.clone(), generator_ports(&traffic, c).0)
+                worker_setup(
+                    opts,
+                    c,
+                    cores,
+                    cpu,
+                    engine,
+                    generation.clone(),
+                    generator_ports(&traffic, c, opts.no_handoff).0,
+                )
             })
             .collect();
         std::thread::scope(|s| {
@@ -771,6 +787,8 @@ struct GenPort {
     traffic: Arc<Vec<Traffic>>,
     inside: bool,
     worker: usize,
+    /// Play only `worker`'s own traffic (else every worker's in turn).
+    own_only: bool,
     turn: usize,
     cursor: Vec<usize>,
     lap: u32,
@@ -779,11 +797,12 @@ struct GenPort {
 }
 
 impl GenPort {
-    fn new(traffic: &Arc<Vec<Traffic>>, inside: bool, worker: usize) -> GenPort {
+    fn new(traffic: &Arc<Vec<Traffic>>, inside: bool, worker: usize, own_only: bool) -> GenPort {
         GenPort {
             traffic: Arc::clone(traffic),
             inside,
             worker,
+            own_only,
             turn: 0,
             cursor: vec![0; traffic.len()],
             lap: 0,
@@ -841,7 +860,7 @@ fn advance(seq: &[scenario::SeqBatch], cursor: &mut usize, lap: &mut u32) {
 
 impl io::PacketIo for GenPort {
     fn recv(&mut self, batch: &mut io::Batch) -> Result<usize, io::IoError> {
-        let ti = (self.worker + self.turn) % self.traffic.len();
+        let ti = if self.own_only { self.worker } else { (self.worker + self.turn) % self.traffic.len() };
         self.turn += 1;
         let t = &self.traffic[ti];
         let cursor = &mut self.cursor[ti];
@@ -987,6 +1006,7 @@ mod tests {
             dataplane,
             scrape: false,
             null_engine,
+            no_handoff: false,
         };
         run(&opts)
     }

@@ -287,6 +287,11 @@ struct BenchArgs {
     /// handoff, egress), which the engine's work comes on top of.
     #[arg(long, conflicts_with_all = ["sync", "shaping", "reloads"])]
     null_engine: bool,
+    /// With --dataplane: each worker's ports play only its own members'
+    /// traffic, so no frame is handed over (steering still runs): the
+    /// reference for what the handoff costs.
+    #[arg(long, requires = "dataplane")]
+    no_handoff: bool,
 }
 
 #[derive(Subcommand, Debug)]
@@ -645,6 +650,7 @@ fn bench_command(a: BenchArgs) -> Result<(), Error> {
         dataplane: a.dataplane,
         scrape: a.scrape,
         null_engine: a.null_engine,
+        no_handoff: a.no_handoff,
     };
     let report = bench::run(&opts);
     if a.json {
