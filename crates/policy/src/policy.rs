@@ -449,5 +449,12 @@ impl Policy {
 /// the number of cores changes, which is a restart.)
 #[inline]
 pub fn owner(member_id: u32, cores: usize) -> usize {
-    member_id as usize % cores.max(1)
+    // Steering asks once per frame: a mask, not a division, for the usual
+    // power-of-two core counts (the same worker either way).
+    let cores = cores.max(1);
+    if cores.is_power_of_two() {
+        member_id as usize & (cores - 1)
+    } else {
+        member_id as usize % cores
+    }
 }

@@ -172,6 +172,12 @@ fn owner_core_depends_on_the_stable_id_only() {
     assert_eq!(owner(104, 4), 0);
     assert_eq!(owner(7, 1), 0);
     assert_eq!(owner(7, 0), 0);
+    // Every core count: the member id modulo the cores.
+    for cores in 1..=12 {
+        for id in [0, 1, 5, 101, 4095, 4096, u32::MAX] {
+            assert_eq!(owner(id, cores), id as usize % cores, "member {id}, {cores} cores");
+        }
+    }
     // The same member on the same core in two generations whose refs differ.
     let mut db = sample::example();
     let a = compile(&db, 1).unwrap();
