@@ -48,21 +48,21 @@ pub fn translate_v4(frame: &mut [u8], meta: &Meta, to: &FlowKey) -> Result<(), N
     let (new_src, new_dst) = (to.src_v4(), to.dst_v4());
     let (hdr, rest) = frame[..end].split_at_mut(l4);
     let mut ip = ipv4::Packet::new_unchecked(&mut hdr[l3..]);
-    let mut csum = ip.checksum();
-    if old_src != new_src {
-        csum = checksum::update_u32(csum, u32::from(old_src), u32::from(new_src));
+    // RFC 1624 eqn 3 once per checksum, with every changed word's `~m + m'`
+    // summed first: the same result as updating word by word (the
+    // property tests compare with a frame built anew), in one fold.
+    let (addresses, ports) = changes(from, to);
+    if old_src != new_src || old_dst != new_dst {
+        ip.set_checksum(updated(ip.checksum(), addresses));
         ip.set_src_addr(new_src);
-    }
-    if old_dst != new_dst {
-        csum = checksum::update_u32(csum, u32::from(old_dst), u32::from(new_dst));
         ip.set_dst_addr(new_dst);
     }
-    ip.set_checksum(csum);
+    let transport_csum = |csum: u16| updated(csum, addresses + ports);
 
     match meta.l4 {
         L4::Tcp { .. } if rest.len() >= tcp::HEADER_LEN => {
             let mut t = tcp::Packet::new_unchecked(rest);
-            let c = transport_csum(t.checksum(), (old_src, old_dst), (new_src, new_dst), from, to);
+            let c = transport_csum(t.checksum());
             t.set_src_port(to.src_port);
             t.set_dst_port(to.dst_port);
             t.set_checksum(c);
@@ -71,7 +71,7 @@ pub fn translate_v4(frame: &mut [u8], meta: &Meta, to: &FlowKey) -> Result<(), N
             let mut u = udp::Packet::new_unchecked(rest);
             let old = u.checksum();
             if old != 0 {
-                let c = transport_csum(old, (old_src, old_dst), (new_src, new_dst), from, to);
+                let c = transport_csum(old);
                 u.set_checksum(if c == 0 { 0xffff } else { c });
             }
             u.set_src_port(to.src_port);
@@ -92,28 +92,37 @@ pub fn translate_v4(frame: &mut [u8], meta: &Meta, to: &FlowKey) -> Result<(), N
     Ok(())
 }
 
-/// The transport checksum after the pseudo header's addresses and the ports change.
-fn transport_csum(
-    csum: u16,
-    (os, od): (Ipv4Addr, Ipv4Addr),
-    (ns, nd): (Ipv4Addr, Ipv4Addr),
-    from: &FlowKey,
-    to: &FlowKey,
-) -> u16 {
-    let mut c = csum;
-    if os != ns {
-        c = checksum::update_u32(c, u32::from(os), u32::from(ns));
-    }
-    if od != nd {
-        c = checksum::update_u32(c, u32::from(od), u32::from(nd));
-    }
-    if from.src_port != to.src_port {
-        c = checksum::update_u16(c, from.src_port, to.src_port);
-    }
-    if from.dst_port != to.dst_port {
-        c = checksum::update_u16(c, from.dst_port, to.dst_port);
-    }
-    c
+/// The sums of RFC 1624's `~m + m'` over the IPv4 addresses and over the
+/// ports that change from `from` to `to`.
+#[inline]
+fn changes(from: &FlowKey, to: &FlowKey) -> (u32, u32) {
+    let addresses = change_u32(from.src_v4(), to.src_v4()) + change_u32(from.dst_v4(), to.dst_v4());
+    let ports = change_u16(from.src_port, to.src_port) + change_u16(from.dst_port, to.dst_port);
+    (addresses, ports)
+}
+
+/// RFC 1624 eqn 3, `~(~HC + Σ(~m + m'))`, for the summed `change` of every
+/// changed word: the same result as updating word by word, since each
+/// step's fold keeps the sum's value modulo 0xffff and a nonzero sum
+/// nonzero.
+#[inline]
+fn updated(csum: u16, change: u32) -> u16 {
+    !checksum::fold(u32::from(!csum) + change)
+}
+
+/// `~m + m'` (RFC 1624) for a 32-bit field changing from `old` to `new`:
+/// 0 when it does not change, so that an unchanged field adds nothing.
+#[inline]
+fn change_u32(old: Ipv4Addr, new: Ipv4Addr) -> u32 {
+    let (old, new) = (u32::from(old), u32::from(new));
+    let change = u32::from(!(old >> 16) as u16) + u32::from(!(old as u16)) + (new >> 16) + (new & 0xffff);
+    change * u32::from(old != new)
+}
+
+/// `~m + m'` for a 16-bit field; 0 when it does not change.
+#[inline]
+fn change_u16(old: u16, new: u16) -> u32 {
+    (u32::from(!old) + u32::from(new)) * u32::from(old != new)
 }
 
 #[cfg(test)]
@@ -243,14 +252,14 @@ pub fn translate_icmp_error_v4(
         ip.set_checksum(c);
     }
     let quoted = &mut frame[tp..end];
-    let addrs = ((inner.src_v4(), inner.dst_v4()), (inner_to.src_v4(), inner_to.dst_v4()));
     match inner.proto {
         proto::TCP | proto::UDP if quoted.len() >= 4 => {
             let csum_at = if inner.proto == proto::TCP { 16 } else { 6 };
             if quoted.len() >= csum_at + 2 {
                 let old_c = u16::from_be_bytes([quoted[csum_at], quoted[csum_at + 1]]);
                 if !(inner.proto == proto::UDP && old_c == 0) {
-                    let mut c = transport_csum(old_c, addrs.0, addrs.1, &inner, inner_to);
+                    let (addresses, ports) = changes(&inner, inner_to);
+                    let mut c = updated(old_c, addresses + ports);
                     if inner.proto == proto::UDP && c == 0 {
                         c = 0xffff;
                     }
