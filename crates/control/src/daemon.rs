@@ -203,7 +203,7 @@ pub fn run_config(config: Config, checked: Checked) -> Result<(), Failure> {
         crate::pair::mark_not_ready(pair);
     }
     let signals = Signals::install()?;
-    let ports = find_ports(&config)?;
+    let mut ports = find_ports(&config)?;
     require_capabilities(&config)?;
     check_kernel_forwarding(&config)?;
     let control = Control::start(&config, &checked)?;
@@ -215,6 +215,7 @@ pub fn run_config(config: Config, checked: Checked) -> Result<(), Failure> {
     .map_err(|e| Failure::system("cannot mirror the kernel's routes", e))?;
     let plan = WorkerPlan::new(&config, &checked);
     let pair = start_pair(&checked)?;
+    ports.attached_now();
     let first = Running::start(&config, &plan, &mirror, &control.published, &ports, pair.as_ref(), Vec::new());
     let running = first.map_err(|(e, _)| e)?;
     control.live.flows.store(Some(Arc::new(running.dp.flow_queries())));
@@ -307,6 +308,7 @@ impl Daemon {
                     r.set_local_addresses(&local_addresses(&tables));
                 }
             }
+            self.ports.follow_overdue();
             // A port that came back: the workers start again on the ports as
             // they are. Its link state is read again under its new index.
             if self.ports.poll() {
@@ -451,6 +453,7 @@ impl Daemon {
         let pair = self.pair.as_ref();
         match Running::start(&self.config, &self.plan, &self.mirror, &self.control.published, &self.ports, pair, kept) {
             Ok(r) => {
+                self.ports.attached_now();
                 self.control.live.flows.store(Some(Arc::new(r.dp.flow_queries())));
                 self.restarts += 1;
                 self.parked.clear();
@@ -560,6 +563,8 @@ impl Signals {
 #[derive(Debug)]
 struct Ports {
     ports: Vec<PortWatch>,
+    /// When the workers last attached to the ports (started).
+    attached: Instant,
 }
 
 #[derive(Debug)]
@@ -574,6 +579,76 @@ struct PortWatch {
     up: bool,
     /// Times it went down (administratively, or its carrier).
     downs: u64,
+    /// It went down while the workers attached to it; an error is due at
+    /// this time if it is still down then.
+    down_attaching: Option<Instant>,
+}
+
+/// How long after the workers attach to the ports a link may go down
+/// without an error: a driver resets the link to attach an XDP program
+/// (a NIC for a second or two, veth briefly), so a down in this window is
+/// expected, and only one that outlasts it is an error.
+const ATTACH_GRACE: Duration = Duration::from_secs(5);
+
+/// What a port's link did, for the log.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum LinkNote {
+    Up,
+    /// Down while the workers attach: expected, for now.
+    DownAttaching,
+    Down,
+    /// Went down while the workers attached, and still is after the grace.
+    StillDown,
+}
+
+impl PortWatch {
+    /// The link is `up` as of `now`; the workers attached to the ports at
+    /// `attached`. Counts a down; says what to log, if anything changed.
+    fn link(&mut self, up: bool, now: Instant, attached: Instant) -> Option<LinkNote> {
+        if up == self.up {
+            return None;
+        }
+        self.up = up;
+        if up {
+            self.down_attaching = None;
+            return Some(LinkNote::Up);
+        }
+        self.downs += 1;
+        if now.saturating_duration_since(attached) < ATTACH_GRACE {
+            self.down_attaching = Some(attached + ATTACH_GRACE);
+            return Some(LinkNote::DownAttaching);
+        }
+        Some(LinkNote::Down)
+    }
+
+    /// A link that went down as the workers attached and is still down
+    /// once the grace is over.
+    fn overdue(&mut self, now: Instant) -> Option<LinkNote> {
+        let due = self.down_attaching?;
+        if now < due {
+            return None;
+        }
+        self.down_attaching = None;
+        Some(LinkNote::StillDown)
+    }
+
+    fn log(&self, note: LinkNote) {
+        let name = &self.name;
+        match note {
+            LinkNote::Up => tracing::info!("port {name}: link up"),
+            LinkNote::DownAttaching => tracing::info!(
+                "port {name}: link down as the workers attach (a driver resets the link for an XDP program); \
+                 an error if it is still down in {} s",
+                ATTACH_GRACE.as_secs()
+            ),
+            LinkNote::Down => {
+                tracing::error!("port {name}: link down (or no carrier); nothing crosses it until it is up")
+            }
+            LinkNote::StillDown => tracing::error!(
+                "port {name}: link down (or no carrier) since the workers attached; nothing crosses it until it is up"
+            ),
+        }
+    }
 }
 
 /// Step 3: every port's interface exists.
@@ -582,9 +657,17 @@ fn find_ports(config: &Config) -> Result<Ports, Failure> {
     for p in &config.ports {
         let idx = ifindex(&p.interface).ok_or_else(|| Failure::NoInterface { port: p.interface.clone() })?;
         let side = if p.side == PortSide::Inside { Side::Inside } else { Side::Outside };
-        ports.push(PortWatch { name: p.interface.clone(), side, ifindex: Some(idx), lost: 0, up: true, downs: 0 });
+        ports.push(PortWatch {
+            name: p.interface.clone(),
+            side,
+            ifindex: Some(idx),
+            lost: 0,
+            up: true,
+            downs: 0,
+            down_attaching: None,
+        });
     }
-    Ok(Ports { ports })
+    Ok(Ports { ports, attached: Instant::now() })
 }
 
 impl Ports {
@@ -617,20 +700,32 @@ impl Ports {
     /// goes down (or loses its carrier) is logged and counted; nothing is
     /// forwarded out of it meanwhile (`router_egress_down`), and the
     /// workers go on, so that it carries traffic again as soon as it is up.
+    /// A down as the workers attach is an error only if it lasts
+    /// ([`ATTACH_GRACE`], [`Ports::follow_overdue`]).
     fn follow_links(&mut self, tables: &router::RouteTables) {
+        let now = Instant::now();
         for p in &mut self.ports {
             let Some(link) = p.ifindex.and_then(|i| tables.link(i)) else { continue };
-            if link.up == p.up {
-                continue;
-            }
-            p.up = link.up;
-            if link.up {
-                tracing::info!("port {}: link up", p.name);
-            } else {
-                p.downs += 1;
-                tracing::error!("port {}: link down (or no carrier); nothing crosses it until it is up", p.name);
+            if let Some(note) = p.link(link.up, now, self.attached) {
+                p.log(note);
             }
         }
+    }
+
+    /// Logs the links that went down as the workers attached and are still
+    /// down after the grace.
+    fn follow_overdue(&mut self) {
+        let now = Instant::now();
+        for p in &mut self.ports {
+            if let Some(note) = p.overdue(now) {
+                p.log(note);
+            }
+        }
+    }
+
+    /// The workers attached to the ports just now.
+    fn attached_now(&mut self) {
+        self.attached = Instant::now();
     }
 
     fn status(&self) -> Vec<crate::stats::PortStatus> {
@@ -1333,6 +1428,37 @@ mod tests {
 
     fn refused(errno: i32) -> io::IoError {
         io::IoError::interface("eth1", "attach the XDP program", std::io::Error::from_raw_os_error(errno))
+    }
+
+    #[test]
+    fn a_link_down_as_the_workers_attach_is_an_error_only_if_it_lasts() {
+        let t0 = Instant::now();
+        let mut p = PortWatch {
+            name: "eth1".into(),
+            side: Side::Inside,
+            ifindex: Some(2),
+            lost: 0,
+            up: true,
+            downs: 0,
+            down_attaching: None,
+        };
+        let ms = |n| t0 + Duration::from_millis(n);
+        // The driver resets the link for the XDP program: down, then up.
+        assert_eq!(p.link(false, ms(300), t0), Some(LinkNote::DownAttaching));
+        assert_eq!(p.link(false, ms(400), t0), None, "no change, no note");
+        assert_eq!(p.overdue(ms(1000)), None);
+        assert_eq!(p.link(true, ms(1000), t0), Some(LinkNote::Up));
+        assert_eq!(p.overdue(ms(9000)), None, "it came up in time");
+        // Down again, long after: an error at once.
+        assert_eq!(p.link(false, ms(60_000), t0), Some(LinkNote::Down));
+        assert_eq!(p.link(true, ms(61_000), t0), Some(LinkNote::Up));
+        // Down as the workers attach again (a restart), and it stays down.
+        let t1 = ms(70_000);
+        assert_eq!(p.link(false, t1 + Duration::from_millis(100), t1), Some(LinkNote::DownAttaching));
+        assert_eq!(p.overdue(t1 + Duration::from_secs(4)), None);
+        assert_eq!(p.overdue(t1 + ATTACH_GRACE), Some(LinkNote::StillDown));
+        assert_eq!(p.overdue(t1 + ATTACH_GRACE * 2), None, "reported once");
+        assert_eq!(p.downs, 3, "every down is counted");
     }
 
     #[test]
