@@ -150,6 +150,9 @@ pub struct Step {
     /// Frames handled (received, handed in, reinjected, released), sync
     /// records moved, and flow table entries a listing looked at.
     pub work: usize,
+    /// The frames of `work` alone: the arrival rate interrupt moderation
+    /// reckons with ([`Pacer`]).
+    pub frames: usize,
     /// The ports were read (not stopping, no back-pressure).
     pub receiving: bool,
     /// Stopping, and nothing is left to do: the worker may end.
@@ -210,7 +213,7 @@ impl Pacer {
         if step.work > 0 {
             self.empty = 0;
             self.flowing = true;
-            self.work = self.work.saturating_add(step.work as u64);
+            self.work = self.work.saturating_add(step.frames as u64);
             return Pause::None;
         }
         self.empty = self.empty.saturating_add(1);
@@ -402,6 +405,7 @@ impl Worker {
             self.counters.backpressure += 1;
         }
         work += self.reinject(now);
+        let mut frames = work;
         // Timers first: they let the shapers release what is due, which
         // `release_held` then sends in this same step.
         self.engine.poll_timers(now);
@@ -411,7 +415,8 @@ impl Worker {
                 egress.prime(dst);
             });
         }
-        work += self.release_held(now);
+        let released = self.release_held(now);
+        (work, frames) = (work + released, frames + released);
         self.transmit();
         // The table walks, once this step's frames are out; a listing
         // counts as work (an idle worker goes on until it is answered), the
@@ -425,7 +430,7 @@ impl Worker {
             self.publish(now);
         }
         let done = stopping && work == 0 && self.handoff.inboxes.iter().all(|i| i.waiting() == 0);
-        Step { work, receiving, done }
+        Step { work, frames, receiving, done }
     }
 
     /// Frames other workers handed to this one and it has not taken yet.

@@ -99,7 +99,7 @@ fn a_full_transmit_ring_drops_and_counts() {
 fn the_pacer_naps_after_work_then_spins_then_waits() {
     const US: u64 = 1_000;
     let idle = Idle::Sleep { spins: 2, sleep: Duration::from_millis(1), coalesce: Duration::from_micros(200) };
-    let work = |n| Step { work: n, receiving: true, done: false };
+    let work = |n| Step { work: n, frames: n, receiving: true, done: false };
     let empty = work(0);
     let mut p = Pacer::default();
     // The first traffic: no rate yet, so no nap; the spins, then a wait.
@@ -125,6 +125,12 @@ fn the_pacer_naps_after_work_then_spins_then_waits() {
     assert_eq!(p.after(&work(50), idle, 60_000 * US), Pause::None);
     assert_eq!(p.after(&empty, idle, 60_000 * US), Pause::None);
     assert_eq!(p.naps_skipped(), 3);
+    // Work that is not frames (sync records, a flow listing's entries)
+    // keeps the worker going but is no arrival rate to nap for.
+    let records = Step { work: 500, frames: 0, receiving: true, done: false };
+    assert_eq!(p.after(&records, idle, 60_100 * US), Pause::None);
+    assert_eq!(p.after(&empty, idle, 60_100 * US), Pause::None);
+    assert_eq!(p.naps_skipped(), 4);
     // No moderation: a wait after the spins; a busy worker never pauses.
     let plain = Idle::Sleep { spins: 1, sleep: Duration::from_millis(1), coalesce: Duration::ZERO };
     let mut p = Pacer::default();
