@@ -175,6 +175,9 @@ def main():
     half = len(ev) // 2
     ev = ev[:half] + [(None, 0, b"", False)] + ev[half:] + [(None, (1 << 2) | (1 << 5), b"", False)] + ev[:4]
     put("engine", "members_reload", engine_input(ev, conf=2))
+    # The member gateway in batches that reach the engine parsed by the
+    # caller (the dataplane's steering): config bits 1 and 3.
+    put("engine", "members_parsed", engine_input([(t, s, f, True) for t, s, f in mem], conf=2 | 8))
     full = merged(full_in, full_out)
     put("engine", "table_full", engine_input([(t, s, f, True) for t, s, f in full]))
 

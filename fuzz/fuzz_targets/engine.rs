@@ -15,7 +15,10 @@
 //!   empty frame is not a frame but a reload of the same policy that ends
 //!   the flows of the members chosen by bits 2..=6 of its `ctl`;
 //! - bit 2 (with bit 1): every member shaped by plan, on a 1 Mbit/s uplink
-//!   each way, so that frames are queued, released and dropped by the shaper.
+//!   each way, so that frames are queued, released and dropped by the shaper;
+//! - bit 3: frames reach the engine parsed by the caller
+//!   (`Engine::process_parsed`, as the dataplane's steering hands them over),
+//!   not parsed by the engine itself.
 //!
 //! `ctl`:
 //! - bit 0: the side the frame comes from (0 inside, 1 outside);
@@ -38,7 +41,7 @@
 use core::time::Duration;
 use std::sync::{Arc, OnceLock};
 
-use engine::{Config, Engine, ShapingConfig, Side, Time, Verdict};
+use engine::{Config, Engine, Parsed, ShapingConfig, Side, Time, Verdict};
 use libfuzzer_sys::fuzz_target;
 use policy::Policy;
 
@@ -71,6 +74,8 @@ struct Harness {
     received: u64,
     /// Frames may be rewritten (NAT).
     translating: bool,
+    /// Frames are parsed before the engine sees them (config bit 3).
+    parsed_by_caller: bool,
 }
 
 impl Harness {
@@ -80,7 +85,15 @@ impl Harness {
         }
         let rx_before = self.eng.counters().rx_packets[from.index()];
         let mut verdicts = vec![Verdict::Held; frames.len()];
-        self.eng.process(self.now, from, frames, &mut verdicts);
+        if self.parsed_by_caller {
+            let mut parsed = Parsed::new(frames.len());
+            for (i, f) in frames.iter().enumerate() {
+                let _ = parsed.parse(i, f);
+            }
+            self.eng.process_parsed(self.now, from, frames, &mut verdicts, &parsed);
+        } else {
+            self.eng.process(self.now, from, frames, &mut verdicts);
+        }
         self.received += frames.len() as u64;
         assert_eq!(self.eng.counters().rx_packets[from.index()] - rx_before, frames.len() as u64);
         for (f, v) in frames.iter().zip(&verdicts) {
@@ -199,6 +212,7 @@ fuzz_target!(|data: &[u8]| {
         held_total: 0,
         received: 0,
         translating: members,
+        parsed_by_caller: conf & 8 != 0,
     };
     let mut side = Side::Inside;
     let mut batch: Vec<Vec<u8>> = Vec::new();
