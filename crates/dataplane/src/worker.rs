@@ -528,7 +528,9 @@ impl Worker {
         // them.
         let Worker { rx, parsed, handoff, counters, egress, tx, cfg, steer_keys, .. } = self;
         steer_keys.clear();
-        let steering = cfg.workers > 1 && rx.len() <= parsed.capacity();
+        // The lanes were made for the receive batch's capacity (`cfg.batch`).
+        let steering = cfg.workers > 1;
+        debug_assert!(rx.len() <= parsed.capacity());
         if steering {
             for (i, frame) in rx.frames().iter().enumerate() {
                 let key = match parsed.parse(i, frame.as_slice()) {
