@@ -170,6 +170,8 @@ LABEL = {
     "tw-xdpg-busy": "torwart AF_XDP, generic XDP, idle=busy",
     "tw-afp-sleep": "torwart AF_PACKET, idle=sleep",
     "tw-afp-busy": "torwart AF_PACKET, idle=busy",
+    "tw-afpn-sleep": "torwart AF_PACKET without admission, idle=sleep",
+    "tw-afpn-busy": "torwart AF_PACKET without admission, idle=busy",
     "tw-null-sleep": "torwart AF_XDP, engine bypassed (floor), idle=sleep",
     "tw-null-busy": "torwart AF_XDP, engine bypassed (floor), idle=busy",
 }
@@ -272,7 +274,7 @@ def report(resdir, png=None):
         for c in cfgs:
             w(f"| {c} | {med(col(c, 'box_busy_pct'))} | {med(col(c, 'box_softirq_pct'))} "
               f"| {med(col(c, 'torwart_proc_pct')) + ' (' + med(col(c, 'torwart_user_pct')) + ')' if c.startswith('tw-') else '-'} "
-              f"| {med(col(c, 'napi_pct')) if c.startswith(('tw-xdp', 'tw-null')) else '-'} | {med(col(c, 'gen_proc_pct'))} "
+              f"| {med(col(c, 'napi_pct')) if c.startswith(('tw-xdp', 'tw-null', 'tw-afp-')) else '-'} | {med(col(c, 'gen_proc_pct'))} "
               f"| {med(col(c, 'sink_etc_pct'))} | {med(col(c, 'steal_pct'))} | {med(col(c, 'foreign_pct'))} |")
         w("")
         ls = [l for l in loads if int(l["N"]) == n]

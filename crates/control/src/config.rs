@@ -95,6 +95,13 @@ pub struct IoConfig {
     /// false: run without; then only the kernel's forwarding being off
     /// keeps it from carrying transit frames past the policy.
     pub guard: bool,
+    /// AF_PACKET only: an XDP program (in `xdp_mode`) admits transit frames
+    /// only as fast as the worker takes them and drops the rest before the
+    /// kernel works on them, counted as `af_packet_not_admitted`; without
+    /// it a flood the worker cannot keep up with starves it (receive
+    /// livelock). false: run without (an interface that already has an XDP
+    /// program).
+    pub admission: bool,
 }
 
 impl Default for IoConfig {
@@ -108,6 +115,7 @@ impl Default for IoConfig {
             busy_poll: "0s".into(),
             busy_poll_budget: 64,
             guard: true,
+            admission: true,
         }
     }
 }
@@ -130,6 +138,11 @@ impl IoConfig {
         if self.backend == Backend::Xdp && !self.guard {
             return Err("io.guard applies to backend = \"af_packet\" (the XDP program keeps transit from the \
                         kernel)"
+                .into());
+        }
+        if self.backend == Backend::Xdp && !self.admission {
+            return Err("io.admission applies to backend = \"af_packet\" (AF_XDP's receive ring bounds what \
+                        the kernel hands the worker)"
                 .into());
         }
         if !busy.is_zero() && (self.zero_copy == ZeroCopy::Off || self.xdp_mode == XdpMode::Generic) {
@@ -721,6 +734,7 @@ mod tests {
             (format!("{GOOD}\n[io]\nbusy_poll = \"100ns\""), "io.busy_poll = \"100ns\": at least 1us"),
             (format!("{GOOD}\n[io]\nbusy_poll_budget = 0"), "io.busy_poll_budget = 0: give 1 to 1024"),
             (format!("{GOOD}\n[io]\nguard = false"), "io.guard applies to backend = \"af_packet\""),
+            (format!("{GOOD}\n[io]\nadmission = false"), "io.admission applies to backend = \"af_packet\""),
             (
                 format!("{GOOD}\n[io]\nbusy_poll = \"50us\"\nzero_copy = \"off\""),
                 "only zero-copy sockets can busy-poll",

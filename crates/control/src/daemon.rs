@@ -34,7 +34,7 @@ use crate::files;
 use crate::ledger::{Ledger, Periods};
 use crate::reload::{Published, Reloader};
 use crate::spool::{Spool, SpoolError};
-use crate::stats::Stats;
+use crate::stats::{ProgramDrops, Stats};
 use crate::sys::unix_now;
 use dataplane::{
     Dataplane, DataplaneCounters, Egress, Idle, PortQueue, Totals, WorkerConfig, WorkerSetup, WorkerStats,
@@ -237,7 +237,7 @@ pub fn run_config(config: Config, checked: Checked) -> Result<(), Failure> {
         parked: Vec::new(),
         spare: Vec::new(),
         carried: DataplaneCounters::default(),
-        carried_unserved: 0,
+        carried_program_drops: ProgramDrops::default(),
         restarts: 0,
         flushes: [0; 2],
         last_restart_try: Instant::now(),
@@ -272,8 +272,8 @@ struct Daemon {
     spare: Vec<Option<dataplane::Kept>>,
     /// Dataplane counters of workers stopped for a restart.
     carried: DataplaneCounters,
-    /// Frames the XDP programs of earlier starts dropped as unserved.
-    carried_unserved: u64,
+    /// Frames the BPF programs of earlier starts dropped.
+    carried_program_drops: ProgramDrops,
     restarts: u64,
     /// Periodic usage flushes `[written, failed]`.
     flushes: [u64; 2],
@@ -417,7 +417,7 @@ impl Daemon {
             forwarding: self.running.is_some(),
             ports: self.ports.status(),
             carried: self.carried.clone(),
-            unserved: self.carried_unserved + self.running.as_ref().map_or(0, Running::unserved),
+            program_drops: self.carried_program_drops.plus(self.running.as_ref().map(Running::program_drops)),
             restarts: self.restarts,
             flushes: self.flushes,
             pair: self.pair.as_ref().map(crate::pair::Pair::stats),
@@ -429,9 +429,9 @@ impl Daemon {
         let Some(r) = self.running.take() else { return };
         self.control.live.flows.store(None);
         tracing::info!("restarting the workers on the ports as they are now (flows, NAT and usage kept)");
-        let (stats, kept, unserved) = r.stop();
+        let (stats, kept, dropped) = r.stop();
         self.carried.add(&Totals::of(stats.iter().map(|s| &**s)).dataplane);
-        self.carried_unserved += unserved;
+        self.carried_program_drops = self.carried_program_drops.plus(Some(dropped));
         self.parked = stats;
         self.spare = kept;
         self.settle_if_lost();
@@ -502,8 +502,8 @@ impl Daemon {
         }
         self.control.live.flows.store(None);
         if let Some(r) = self.running.take() {
-            let (stats, _, unserved) = r.stop();
-            self.carried_unserved += unserved;
+            let (stats, _, dropped) = r.stop();
+            self.carried_program_drops = self.carried_program_drops.plus(Some(dropped));
             self.parked = stats;
         }
         let flushed = final_flush(&self.control, &mut self.ledger, &self.parked);
@@ -771,8 +771,8 @@ fn require_capabilities(config: &Config) -> Result<(), Failure> {
         Backend::Xdp => {
             ("xdp", &[(CAP_NET_ADMIN, "CAP_NET_ADMIN"), (CAP_NET_RAW, "CAP_NET_RAW"), (CAP_BPF, "CAP_BPF")])
         }
-        // CAP_BPF for the guard (io.guard).
-        Backend::AfPacket if config.io.guard => {
+        // CAP_BPF for the guard (io.guard) and the admission program (io.admission).
+        Backend::AfPacket if config.io.guard || config.io.admission => {
             ("af_packet", &[(CAP_NET_ADMIN, "CAP_NET_ADMIN"), (CAP_NET_RAW, "CAP_NET_RAW"), (CAP_BPF, "CAP_BPF")])
         }
         Backend::AfPacket => ("af_packet", &[(CAP_NET_ADMIN, "CAP_NET_ADMIN"), (CAP_NET_RAW, "CAP_NET_RAW")]),
@@ -993,12 +993,29 @@ impl WorkerPlan {
     }
 }
 
-/// The ports' XDP programs (or AF_PACKET guards) and the workers on the
-/// ports' queues.
+/// The ports' BPF programs and the workers on the ports' queues.
 struct Running {
-    programs: Vec<io::XdpProgram>,
-    guards: Vec<io::PacketGuard>,
+    programs: Programs,
     dp: Dataplane,
+}
+
+/// The BPF programs on the ports: the XDP splitters (backend xdp), or the
+/// AF_PACKET guards and admission programs.
+#[derive(Default)]
+struct Programs {
+    xdp: Vec<io::XdpProgram>,
+    guards: Vec<io::PacketGuard>,
+    admissions: Vec<io::PacketAdmission>,
+}
+
+impl Programs {
+    /// What they dropped since they were attached.
+    fn drops(&self) -> ProgramDrops {
+        ProgramDrops {
+            unserved: self.xdp.iter().filter_map(|p| p.unserved().ok()).sum(),
+            not_admitted: self.admissions.iter().filter_map(|a| a.refused().ok()).sum(),
+        }
+    }
 }
 
 impl Running {
@@ -1015,7 +1032,7 @@ impl Running {
         pair: Option<&crate::pair::Pair>,
         mut kept: Vec<Option<dataplane::Kept>>,
     ) -> Result<Running, (Failure, Vec<Option<dataplane::Kept>>)> {
-        let (programs, guards, queues) = match open_ports(config, plan, mirror) {
+        let (programs, queues) = match open_ports(config, plan, mirror) {
             Ok(opened) => opened,
             Err(e) => return Err((e, kept)),
         };
@@ -1057,31 +1074,31 @@ impl Running {
             None => Dataplane::try_start(setups, policy),
         };
         let dp = started.map_err(|e| (Failure::system("cannot start the workers", e.error), e.kept))?;
-        Ok(Running { programs, guards, dp })
+        Ok(Running { programs, dp })
     }
 
     fn set_local_addresses(&self, local: &[IpAddr]) {
-        let programs = self.programs.iter().map(|p| (p.ifname(), p.set_local_addresses(local)));
-        let guards = self.guards.iter().map(|g| (g.ifname(), g.set_local_addresses(local)));
-        for (ifname, result) in programs.chain(guards) {
+        let p = &self.programs;
+        let xdp = p.xdp.iter().map(|p| (p.ifname(), p.set_local_addresses(local)));
+        let guards = p.guards.iter().map(|g| (g.ifname(), g.set_local_addresses(local)));
+        let admissions = p.admissions.iter().map(|a| (a.ifname(), a.set_local_addresses(local)));
+        for (ifname, result) in xdp.chain(guards).chain(admissions) {
             if let Err(e) = result {
                 tracing::warn!("port {ifname}: cannot update the box's addresses: {e}");
             }
         }
     }
 
-    /// Transit frames the XDP programs dropped for want of a socket on their queue.
-    fn unserved(&self) -> u64 {
-        self.programs.iter().filter_map(|p| p.unserved().ok()).sum()
+    /// What the ports' programs dropped (no socket on the queue, no credit).
+    fn program_drops(&self) -> ProgramDrops {
+        self.programs.drops()
     }
 
     /// Stops the workers, then detaches the programs; returns the
-    /// workers' last stats and state, and the frames the programs dropped
-    /// as unserved.
-    fn stop(self) -> (Vec<Arc<WorkerStats>>, Vec<Option<dataplane::Kept>>, u64) {
-        let unserved = self.unserved();
+    /// workers' last stats and state, and what the programs dropped.
+    fn stop(self) -> (Vec<Arc<WorkerStats>>, Vec<Option<dataplane::Kept>>, ProgramDrops) {
         let (stats, kept) = self.dp.stop_keeping_engines();
-        (stats, kept, unserved)
+        (stats, kept, self.programs.drops())
     }
 }
 
@@ -1101,26 +1118,25 @@ fn warn_busy_poll_interrupts(ifname: &str) {
 }
 
 /// Attaches the XDP programs and opens one socket per port and worker
-/// (queue `w` for worker `w`), or the AF_PACKET guards and sockets.
-#[allow(clippy::type_complexity)]
+/// (queue `w` for worker `w`), or the AF_PACKET guards, admission
+/// programs and sockets.
 fn open_ports(
     config: &Config,
     plan: &WorkerPlan,
     mirror: &crate::mirror::Mirror,
-) -> Result<(Vec<io::XdpProgram>, Vec<io::PacketGuard>, Vec<Vec<PortQueue>>), Failure> {
+) -> Result<(Programs, Vec<Vec<PortQueue>>), Failure> {
     let workers = plan.workers;
-    let mut programs = Vec::new();
-    let mut guards = Vec::new();
+    let mut programs = Programs::default();
     let mut queues: Vec<Vec<PortQueue>> = (0..workers).map(|_| Vec::new()).collect();
     for p in &config.ports {
         let side = if p.side == PortSide::Inside { Side::Inside } else { Side::Outside };
+        let mode = match config.io.xdp_mode {
+            XdpMode::Auto => io::XdpMode::Auto,
+            XdpMode::Native => io::XdpMode::Native,
+            XdpMode::Generic => io::XdpMode::Generic,
+        };
         match config.io.backend {
             Backend::Xdp => {
-                let mode = match config.io.xdp_mode {
-                    XdpMode::Auto => io::XdpMode::Auto,
-                    XdpMode::Native => io::XdpMode::Native,
-                    XdpMode::Generic => io::XdpMode::Generic,
-                };
                 let prog = io::XdpProgram::attach(&p.interface, mode).map_err(|e| Failure::port(e, None))?;
                 tracing::info!("port {} side={} xdp={} workers={workers}", p.interface, side.name(), prog.mode());
                 if plan.xdp_socket.busy_poll.is_some() {
@@ -1157,7 +1173,7 @@ fn open_ports(
                     prog.register_socket(w as u32, &sock).map_err(|e| Failure::port(e, None))?;
                     q.push(PortQueue { name: p.interface.clone(), side, io: Box::new(sock) });
                 }
-                programs.push(prog);
+                programs.xdp.push(prog);
             }
             Backend::AfPacket => {
                 if workers > 1 {
@@ -1175,19 +1191,33 @@ fn open_ports(
                     guard
                         .set_local_addresses(&local_addresses(&mirror.load()))
                         .map_err(|e| Failure::port(e, hint()))?;
-                    guards.push(guard);
+                    programs.guards.push(guard);
                     "guarded"
                 } else {
                     "unguarded (io.guard = false: only the kernel's forwarding being off keeps transit in torwart)"
                 };
-                let sock = io::PacketPort::open(&p.interface, &io::PacketConfig::default())
+                let mut sock = io::PacketPort::open(&p.interface, &io::PacketConfig::default())
                     .map_err(|e| Failure::port(e, None))?;
-                tracing::info!("port {} side={} af_packet {guarded}", p.interface, side.name());
+                // Transit is admitted only as fast as the worker takes it
+                // (no receive livelock); the rest is dropped in XDP.
+                let admitted = if config.io.admission {
+                    let hint = || Some("or run without admission control: io.admission = false".to_owned());
+                    let adm = io::PacketAdmission::attach(&p.interface, mode, io::xdp::DEFAULT_ADMISSION_WINDOW)
+                        .map_err(|e| Failure::port(e, hint()))?;
+                    adm.set_local_addresses(&local_addresses(&mirror.load())).map_err(|e| Failure::port(e, hint()))?;
+                    sock.admit_with(adm.credits().map_err(|e| Failure::port(e, hint()))?);
+                    let note = format!("admission xdp={} window={}", adm.mode(), adm.window());
+                    programs.admissions.push(adm);
+                    note
+                } else {
+                    "without admission (io.admission = false: a flood can starve the worker)".to_owned()
+                };
+                tracing::info!("port {} side={} af_packet {guarded}, {admitted}", p.interface, side.name());
                 queues[0].push(PortQueue { name: p.interface.clone(), side, io: Box::new(sock) });
             }
         }
     }
-    Ok((programs, guards, queues))
+    Ok((programs, queues))
 }
 
 /// Reloads on every change the database reports and on SIGHUP; a failure

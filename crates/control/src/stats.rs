@@ -30,7 +30,7 @@ pub struct Stats {
     /// Every counter by its stable name: the engine's (drops by reason
     /// among them), frames received and sent (`rx_frames`, `tx_frames`,
     /// all starts of the workers), the dataplane's drops, handoff, the router's
-    /// (`router_*`), `xdp_unserved`, `port_lost`, `workers_restarted`,
+    /// (`router_*`), `xdp_unserved`, `af_packet_not_admitted`, `port_lost`, `workers_restarted`,
     /// periodic usage flushes written and failed (`usage_flushes`,
     /// `usage_flush_failures`: the database refused or did not answer).
     pub counters: BTreeMap<String, u64>,
@@ -191,6 +191,24 @@ pub struct CoreLoad {
     pub share_bps: u64,
 }
 
+/// Frames the ports' BPF programs dropped.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ProgramDrops {
+    /// Transit frames on a queue without an AF_XDP socket (`xdp_unserved`).
+    pub unserved: u64,
+    /// Transit frames an AF_PACKET port's admission program dropped for
+    /// want of credit: the worker was behind (`af_packet_not_admitted`).
+    pub not_admitted: u64,
+}
+
+impl ProgramDrops {
+    /// The sum of both, `other` missing counting as zero.
+    pub fn plus(self, other: Option<ProgramDrops>) -> ProgramDrops {
+        let o = other.unwrap_or_default();
+        ProgramDrops { unserved: self.unserved + o.unserved, not_admitted: self.not_admitted + o.not_admitted }
+    }
+}
+
 /// What the daemon adds to the workers' own figures.
 #[derive(Clone, Debug, Default)]
 pub struct Context {
@@ -200,7 +218,7 @@ pub struct Context {
     pub ports: Vec<PortStatus>,
     /// Dataplane counters of workers stopped for a restart.
     pub carried: DataplaneCounters,
-    pub unserved: u64,
+    pub program_drops: ProgramDrops,
     pub restarts: u64,
     /// Periodic usage flushes `[written, failed]`.
     pub flushes: [u64; 2],
@@ -279,7 +297,8 @@ fn counters(stats: &[Arc<WorkerStats>], totals: &Totals, cx: &Context) -> BTreeM
     counters.insert("handoff_same_core".into(), totals.dataplane.same_core);
     counters.insert("handoff_handed_off".into(), totals.dataplane.handed_off);
     counters.insert("neighbour_waited".into(), totals.dataplane.neighbour_waited);
-    counters.insert("xdp_unserved".into(), cx.unserved);
+    counters.insert("xdp_unserved".into(), cx.program_drops.unserved);
+    counters.insert("af_packet_not_admitted".into(), cx.program_drops.not_admitted);
     counters.insert("port_lost".into(), cx.ports.iter().map(|p| p.lost).sum());
     counters.insert("port_link_down".into(), cx.ports.iter().map(|p| p.downs).sum());
     counters.insert("workers_restarted".into(), cx.restarts);
@@ -397,11 +416,16 @@ mod tests {
         let mut w = WorkerStats::default();
         w.accounts.push(account(7, [100, 2000], [1, 3]));
         w.accounts.push(account(3, [5, 6], [1, 1]));
-        let cx = Context { forwarding: true, unserved: 4, ..Default::default() };
+        let cx = Context {
+            forwarding: true,
+            program_drops: ProgramDrops { unserved: 4, not_admitted: 6 },
+            ..Default::default()
+        };
         let stats = Stats::collect(&[Arc::new(w.clone()), Arc::new(w)], &cx);
         assert_eq!(stats.members.iter().map(|m| m.member_id).collect::<Vec<_>>(), [3, 7]);
         assert_eq!(stats.member(7).map(|m| (m.up_bytes, m.down_bytes, m.down_packets)), Some((200, 4000, 6)));
         assert_eq!(stats.counter("xdp_unserved"), 4);
+        assert_eq!(stats.counter("af_packet_not_admitted"), 6);
         let text = serde_json::to_string_pretty(&stats).unwrap();
         assert_eq!(serde_json::from_str::<Stats>(&text).unwrap(), stats);
     }

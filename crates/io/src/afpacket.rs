@@ -26,6 +26,14 @@
 //! would drop. Local traffic (ARP, NDP, SSH to the box) works as usual;
 //! torwart sees it as well and must ignore what is not transit.
 //!
+//! # Receive livelock
+//! The kernel fills the socket in softirq, ahead of the worker on the same
+//! core; at a rate the worker cannot keep up with it takes the core and the
+//! worker forwards almost nothing. A port given the credit of a
+//! [`PacketAdmission`](crate::PacketAdmission) ([`PacketPort::admit_with`])
+//! has transit frames admitted only as fast as it receives them; the rest
+//! are dropped in XDP, before the kernel works on them.
+//!
 //! # Limits
 //! - Receive offloads change what AF_PACKET sees: with GRO/LRO on, frames
 //!   arrive coalesced beyond the MTU (they do not fit a buffer and are
@@ -37,7 +45,7 @@
 
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 
-use crate::{Batch, IoError, PacketBuf, PacketIo, PortId};
+use crate::{Batch, Credits, IoError, PacketBuf, PacketIo, PortId};
 
 /// Configuration of a [`PacketPort`].
 #[derive(Debug, Clone)]
@@ -92,6 +100,8 @@ pub struct PacketPort {
     msgs: Vec<libc::mmsghdr>,
     iovs: Vec<libc::iovec>,
     stats: PacketPortStats,
+    /// The admission credit of the interface's XDP program, if it has one.
+    credits: Option<Credits>,
 }
 
 // SAFETY: the raw pointers inside `msgs`/`iovs` are scratch: they are
@@ -221,7 +231,17 @@ impl PacketPort {
             msgs: (0..max_batch).map(|_| empty_msg()).collect(),
             iovs: (0..max_batch).map(|_| libc::iovec { iov_base: std::ptr::null_mut(), iov_len: 0 }).collect(),
             stats: PacketPortStats::default(),
+            credits: None,
         })
+    }
+
+    /// Gives the admission credit of the interface's
+    /// [`PacketAdmission`](crate::PacketAdmission) to this port: from now on
+    /// each receive returns credit for what it took, and one that finds the
+    /// socket empty restores the full window.
+    pub fn admit_with(&mut self, credits: Credits) {
+        credits.drained();
+        self.credits = Some(credits);
     }
 
     /// Our counters, plus the kernel's drop count since the last call
@@ -300,14 +320,21 @@ impl PacketIo for PacketPort {
             batch.truncate(start);
             let e = std::io::Error::last_os_error();
             return match e.raw_os_error() {
-                Some(libc::EAGAIN) | Some(libc::EINTR) => {
+                Some(libc::EAGAIN) => {
                     self.stats.rx_empty_polls += 1;
+                    if let Some(c) = &self.credits {
+                        c.drained();
+                    }
                     Ok(0)
                 }
+                Some(libc::EINTR) => Ok(0),
                 _ => Err(packet_error(&self.ifname, "receive (recvmmsg)", e)),
             };
         }
         let got = usize::try_from(r).unwrap_or(0).min(claimed);
+        if let Some(c) = &self.credits {
+            c.took(got);
+        }
         let ts_ns = now_ns();
         let frames = batch.frames_mut();
         let mut kept = start;

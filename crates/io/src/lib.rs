@@ -46,7 +46,8 @@ pub use merge::Merged;
 pub use pcap::{PcapReader, PcapWriter};
 pub use wrap::{Duplex, FaultRates, Faults, Tap};
 pub use xdp::{
-    BusyPoll, GuardVerdict, LiveFrames, PacketGuard, XdpConfig, XdpMode, XdpPort, XdpPortStats, XdpProgram, XskCopyMode,
+    BusyPoll, Credits, GuardVerdict, LiveFrames, PacketAdmission, PacketGuard, XdpConfig, XdpMode, XdpPort,
+    XdpPortStats, XdpProgram, XskCopyMode,
 };
 
 /// A port of the gateway: which wire a frame came in on or goes out by

@@ -22,8 +22,8 @@ use std::time::{Duration, Instant};
 
 use io::xdp::{XdpVerdict, XskCopyMode};
 use io::{
-    Batch, BusyPoll, GuardVerdict, PacketBuf, PacketConfig, PacketGuard, PacketIo, PacketPort, PortId, XdpConfig,
-    XdpMode, XdpPort, XdpProgram,
+    Batch, BusyPoll, GuardVerdict, PacketAdmission, PacketBuf, PacketConfig, PacketGuard, PacketIo, PacketPort, PortId,
+    XdpConfig, XdpMode, XdpPort, XdpProgram,
 };
 
 const MAC_A: [u8; 6] = [0x02, 0x77, 0, 0, 0, 0x01];
@@ -543,6 +543,75 @@ fn af_packet_guard_keeps_transit_from_the_kernel() {
         assert!(forwarded_datagrams() >= before + 20, "the guard is gone with its link");
     });
     let e = PacketGuard::attach("twio-nonexistent").unwrap_err();
+    assert!(e.to_string().contains("twio-nonexistent"), "{e}");
+}
+
+/// Admission control: while the worker does not read, at most the window's
+/// worth of transit frames gets past the XDP program to the AF_PACKET
+/// socket; the rest is dropped there and counted. The box's own traffic
+/// passes without credit, and a drained socket has the whole window again.
+#[test]
+fn af_packet_admission_holds_the_kernel_to_the_workers_pace() {
+    require_root!();
+    let lab = Lab::new();
+    in_ns(&lab.b.clone(), || {
+        const WINDOW: u32 = 16;
+        let adm = PacketAdmission::attach("b0", XdpMode::Native, WINDOW).expect("attach the admission program");
+        assert_eq!(adm.mode(), XdpMode::Native, "veth runs XDP natively");
+        adm.set_local_addresses(&[IpAddr::from(IP_B)]).expect("local addresses");
+        assert!(adm.is_local(IpAddr::from(IP_B)).unwrap());
+        let mut port = PacketPort::open("b0", &PacketConfig { port: PortId(3), ..Default::default() }).expect("open");
+        port.admit_with(adm.credits().expect("map the credit"));
+        // A second view of the same credit, to watch it.
+        let credit = adm.credits().expect("map the credit again");
+        assert_eq!(credit.available(), i64::from(WINDOW));
+
+        // The program decides on the real maps: transit takes credit, the
+        // rest does not.
+        let v = |f: &[u8]| adm.dry_run(f).expect("dry run");
+        let mut arp = eth([0xff; 6], MAC_A, 0x0806);
+        arp.extend_from_slice(&[0; 28]);
+        assert_eq!(v(&arp), XdpVerdict::Pass, "ARP");
+        assert_eq!(v(&udp4(IP_A, IP_B, 1, 2, b"x")), XdpVerdict::Pass, "local IPv4");
+        assert_eq!(v(&udp4(IP_A, [224, 0, 0, 5], 1, 2, b"x")), XdpVerdict::Pass, "multicast");
+        assert_eq!(v(&ipv6("fe80::1")), XdpVerdict::Pass, "link-local (NDP)");
+        assert_eq!(credit.available(), i64::from(WINDOW), "the kernel's own frames take no credit");
+        assert_eq!(v(&udp4(IP_A, TRANSIT, 1, 2, b"x")), XdpVerdict::Pass, "transit with credit");
+        assert_eq!(v(&ipv6("2001:db8::1")), XdpVerdict::Pass, "transit IPv6 with credit");
+        assert_eq!(credit.available(), i64::from(WINDOW) - 2);
+        let _ = collect(&mut port, 1, Duration::from_millis(20), |_| false);
+        assert_eq!(credit.available(), i64::from(WINDOW), "an empty socket restores the window");
+
+        // 40 transit datagrams while the worker sleeps: 16 admitted, 24 dropped.
+        send_transit_from_a(&lab, 40);
+        let deadline = Instant::now() + Duration::from_secs(3);
+        while adm.refused().unwrap() < 24 && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        assert_eq!(credit.available(), 0, "the window is spent");
+        assert_eq!(adm.refused().unwrap(), 24, "refused beyond the window");
+        // The box's own traffic still passes with no credit left.
+        assert!(lab.ping_b(), "ping 10.77.0.2 from A with the credit spent");
+        assert_eq!(adm.refused().unwrap(), 24, "ARP and ICMP to the box were not refused");
+        let (hit, _) = collect(&mut port, 40, Duration::from_millis(500), |f| is_udp_to(f, TRANSIT, TRANSIT_PORT));
+        assert_eq!(hit, WINDOW as usize, "the socket holds exactly the window");
+        assert_eq!(credit.available(), i64::from(WINDOW), "received and drained: the window again");
+
+        // A worker that keeps up loses nothing.
+        for _ in 0..5 {
+            send_transit_from_a(&lab, 10);
+            let (hit, _) = collect(&mut port, 10, Duration::from_secs(3), |f| is_udp_to(f, TRANSIT, TRANSIT_PORT));
+            assert_eq!(hit, 10);
+        }
+        assert_eq!(adm.refused().unwrap(), 24);
+
+        // Detached on drop: everything reaches the socket again.
+        drop(adm);
+        send_transit_from_a(&lab, 40);
+        let (hit, _) = collect(&mut port, 40, Duration::from_secs(3), |f| is_udp_to(f, TRANSIT, TRANSIT_PORT));
+        assert_eq!(hit, 40, "without the program nothing is refused");
+    });
+    let e = PacketAdmission::attach("twio-nonexistent", XdpMode::Auto, 16).unwrap_err();
     assert!(e.to_string().contains("twio-nonexistent"), "{e}");
 }
 

@@ -222,12 +222,12 @@ impl Snapshot {
 }
 
 /// Every drop reason's counter name: the engine's, the dataplane's and the
-/// XDP programs' (frames no socket took).
+/// ports' BPF programs' (frames no socket took, frames not admitted).
 pub fn drop_names() -> impl Iterator<Item = &'static str> {
     engine::DropReason::all()
         .map(|d| d.name())
         .chain(dataplane::Drop::ALL.iter().map(|d| d.name()))
-        .chain(std::iter::once("xdp_unserved"))
+        .chain(["xdp_unserved", "af_packet_not_admitted"])
 }
 
 fn total_drops(stats: &Stats) -> u64 {

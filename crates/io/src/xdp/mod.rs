@@ -21,16 +21,20 @@
 //!
 //! Modules: [`program`] (the BPF program, its maps, its attachment),
 //! [`guard`] (the same classification at tc ingress, for AF_PACKET ports),
+//! [`admit`] (and in XDP, admitting transit to an AF_PACKET port only as
+//! fast as its worker takes it),
 //! [`live`] (a generator that hands frames to an interface as XDP frames, for testbeds),
 //! [`socket`] (the AF_XDP socket as a [`crate::PacketIo`]), `sys` (raw
 //! `bpf(2)` calls).
 
+pub mod admit;
 pub mod guard;
 pub mod live;
 pub mod program;
 pub mod socket;
 mod sys;
 
+pub use admit::{Credits, PacketAdmission, DEFAULT_ADMISSION_WINDOW};
 pub use guard::{GuardVerdict, PacketGuard};
 pub use live::LiveFrames;
 pub use program::{rx_queue_count, XdpMode, XdpProgram, XdpVerdict, MAX_LOCAL_ADDRESSES};

@@ -158,6 +158,11 @@ pub(crate) enum Hook {
     /// tc ingress behind AF_PACKET's tap: transit dropped (torwart has its
     /// copy), the rest on to the kernel.
     TcIngress,
+    /// XDP in front of an AF_PACKET socket: transit passed while the
+    /// worker's credit (the first `i64` of the mmap-able array
+    /// `credit_map_fd`) is positive, which it takes one of; else dropped and
+    /// counted per CPU in `refused_map_fd` ([`PacketAdmission`](super::PacketAdmission)).
+    XdpAdmit { credit_map_fd: i32, refused_map_fd: i32 },
 }
 
 /// A tiny eBPF assembler: just the instruction forms the program uses, with
@@ -183,6 +188,9 @@ pub(super) mod asm {
     const JEQ: u8 = 0x10;
     const JGT: u8 = 0x20;
     const JNE: u8 = 0x50;
+    const JSGT: u8 = 0x60;
+    /// `BPF_ATOMIC` (formerly `BPF_XADD`) with `imm = BPF_ADD`: `lock *(dst + off) += src`.
+    const ATOMIC: u8 = 0xc0;
     const CALL: u8 = 0x80;
     const EXIT: u8 = 0x90;
     /// `BPF_PSEUDO_MAP_FD`: the immediate of an `LD_IMM64` is a map fd.
@@ -220,6 +228,7 @@ pub(super) mod asm {
         Unserved,
         Drop,
         Store,
+        Admit,
     }
 
     #[derive(Default)]
@@ -258,6 +267,11 @@ pub(super) mod asm {
         pub fn store_imm(&mut self, size: Size, dst: u8, off: i16, imm: i32) {
             self.insns.push(insn(ST | MEM | size as u8, dst, 0, off, imm));
         }
+        /// `lock *(size *)(dst + off) += src`, atomic against other CPUs and
+        /// user space (`imm` 0 is `BPF_ADD`, without fetching the old value).
+        pub fn atomic_add(&mut self, size: Size, dst: u8, off: i16, src: u8) {
+            self.insns.push(insn(STX | ATOMIC | size as u8, dst, src, off, 0));
+        }
         pub fn load_map_fd(&mut self, dst: u8, fd: i32) {
             self.insns.push(insn(LD_IMM64, dst, PSEUDO_MAP_FD, 0, fd));
             self.insns.push(insn(0, 0, 0, 0, 0));
@@ -282,6 +296,10 @@ pub(super) mod asm {
         pub fn jgt_reg(&mut self, dst: u8, src: u8, to: Label) {
             self.jump(JMP | JGT | X, dst, src, 0, to);
         }
+        /// Signed `dst > imm` on 64 bits.
+        pub fn jsgt_imm(&mut self, dst: u8, imm: i32, to: Label) {
+            self.jump(JMP | JSGT | K, dst, 0, imm, to);
+        }
         pub fn call(&mut self, helper: i32) {
             self.insns.push(insn(JMP | CALL, 0, 0, 0, helper));
         }
@@ -292,6 +310,14 @@ pub(super) mod asm {
             self.add_imm(R2, i32::from(key_at));
             self.call(super::HELPER_MAP_LOOKUP_ELEM);
             self.jeq_imm(R0, 0, miss);
+        }
+        /// Adds one to the `u64` at key `fp + key_at` of the per-CPU array
+        /// `map_fd` (this CPU's slot: no atomics needed); a miss jumps to `miss`.
+        pub fn count(&mut self, map_fd: i32, key_at: i16, miss: Label) {
+            self.lookup_or(map_fd, key_at, miss);
+            self.load(Size::Dw, R1, R0, 0);
+            self.add_imm(R1, 1);
+            self.store_reg(Size::Dw, R0, 0, R1);
         }
         pub fn exit(&mut self) {
             self.insns.push(insn(JMP | EXIT, 0, 0, 0, 0));
@@ -323,7 +349,7 @@ pub(crate) fn emit(hook: Hook, local_map_fd: i32) -> Option<Vec<Insn>> {
     // program pulls the headers in first, and drops what it still cannot
     // read, so that nothing reaches the kernel's stack unexamined.
     let (data, data_end, short) = match hook {
-        Hook::Xdp { .. } => (field::MD_DATA, field::MD_DATA_END, Pass),
+        Hook::Xdp { .. } | Hook::XdpAdmit { .. } => (field::MD_DATA, field::MD_DATA_END, Pass),
         Hook::TcIngress => (field::SKB_DATA, field::SKB_DATA_END, Drop),
     };
     a.mov_reg(R6, R1);
@@ -386,6 +412,28 @@ pub(crate) fn emit(hook: Hook, local_map_fd: i32) -> Option<Vec<Insn>> {
     a.add_imm(R2, -16);
     a.call(HELPER_MAP_LOOKUP_ELEM);
     a.jne_imm(R0, 0, Pass);
+    if let Hook::XdpAdmit { credit_map_fd, refused_map_fd } = hook {
+        // Transit: admitted while there is credit, which it takes. The check
+        // and the decrement are not one atomic step, so CPUs receiving at
+        // once can overdraw by a frame each; the worker's top-up clamps.
+        // The array's one element is always there: a failed lookup (which
+        // the verifier makes us handle) admits, as with no program at all.
+        a.store_imm(W, FP, -24, 0);
+        a.lookup_or(credit_map_fd, -24, Pass);
+        a.load(Dw, R1, R0, 0);
+        a.jsgt_imm(R1, 0, Admit);
+        a.count(refused_map_fd, -24, Drop);
+        a.label(Drop);
+        a.mov_imm(R0, XDP_DROP);
+        a.exit();
+        a.label(Admit);
+        a.mov_imm(R1, -1);
+        a.atomic_add(Dw, R0, 0, R1);
+        a.label(Pass);
+        a.mov_imm(R0, XDP_PASS);
+        a.exit();
+        return a.finish();
+    }
     let Hook::Xdp { xsk_map_fd, unserved_map_fd } = hook else {
         // tc: transit, whose copy AF_PACKET took before this hook.
         a.label(Drop);
@@ -406,10 +454,7 @@ pub(crate) fn emit(hook: Hook, local_map_fd: i32) -> Option<Vec<Insn>> {
     // No socket on this queue: count (per CPU, no atomics) and drop.
     a.label(Unserved);
     a.store_imm(W, FP, -24, 0);
-    a.lookup_or(unserved_map_fd, -24, Drop);
-    a.load(Dw, R1, R0, 0);
-    a.add_imm(R1, 1);
-    a.store_reg(Dw, R0, 0, R1);
+    a.count(unserved_map_fd, -24, Drop);
     a.label(Drop);
     a.mov_imm(R0, XDP_DROP);
     a.exit();
@@ -509,6 +554,13 @@ pub struct XdpProgram {
     unserved_map: OwnedFd,
 }
 
+/// The `u64` counter at key 0 of a per-CPU array, summed over CPUs.
+pub(super) fn percpu_sum(map: &OwnedFd) -> std::io::Result<u64> {
+    let mut values = vec![0u8; 8 * possible_cpus()];
+    sys::map_lookup(map, &0u32.to_ne_bytes(), &mut values)?;
+    Ok(values.chunks_exact(8).map(|c| u64::from_ne_bytes(c.try_into().unwrap_or_default())).sum())
+}
+
 /// The number of possible CPUs (`/sys/devices/system/cpu/possible`, e.g.
 /// "0-7"): a per-CPU map's value as user space reads it has one slot each.
 fn possible_cpus() -> usize {
@@ -564,15 +616,7 @@ impl XdpProgram {
             .map_err(|e| IoError::interface(ifname, "create the unserved-frames counter", e))?;
         let hook = Hook::Xdp { xsk_map_fd: xsk_map.as_raw_fd(), unserved_map_fd: unserved_map.as_raw_fd() };
         let prog = load(ifname, hook, &local_map)?;
-        let (link, mode) = match mode {
-            XdpMode::Native => (link(ifname, &prog, ifindex, XdpMode::Native)?, XdpMode::Native),
-            XdpMode::Generic => (link(ifname, &prog, ifindex, XdpMode::Generic)?, XdpMode::Generic),
-            XdpMode::Auto => match link(ifname, &prog, ifindex, XdpMode::Native) {
-                Ok(l) => (l, XdpMode::Native),
-                Err(IoError::XdpRefused { .. }) => (link(ifname, &prog, ifindex, XdpMode::Generic)?, XdpMode::Generic),
-                Err(e) => return Err(e),
-            },
-        };
+        let (link, mode) = attach_in(ifname, &prog, ifindex, mode)?;
         Ok(XdpProgram {
             ifname: ifname.to_owned(),
             ifindex,
@@ -618,10 +662,8 @@ impl XdpProgram {
     /// Transit frames the program dropped because no socket was registered
     /// for the queue they arrived on, summed over CPUs, since attachment.
     pub fn unserved(&self) -> Result<u64, IoError> {
-        let mut values = vec![0u8; 8 * possible_cpus()];
-        sys::map_lookup(&self.unserved_map, &0u32.to_ne_bytes(), &mut values)
-            .map_err(|e| IoError::interface(&self.ifname, "read the unserved-frames counter", e))?;
-        Ok(values.chunks_exact(8).map(|c| u64::from_ne_bytes(c.try_into().unwrap_or_default())).sum())
+        percpu_sum(&self.unserved_map)
+            .map_err(|e| IoError::interface(&self.ifname, "read the unserved-frames counter", e))
     }
 
     /// Drops the transit frames of `queue` (counted as unserved) from now on.
@@ -670,6 +712,7 @@ pub(super) fn load(ifname: &str, hook: Hook, local_map: &LocalMap) -> Result<Own
     let (prog_type, name, op) = match hook {
         Hook::Xdp { .. } => (sys::PROG_TYPE_XDP, "torwart_split", "load the XDP program"),
         Hook::TcIngress => (sys::PROG_TYPE_SCHED_CLS, "torwart_guard", "load the tc guard program"),
+        Hook::XdpAdmit { .. } => (sys::PROG_TYPE_XDP, "torwart_admit", "load the XDP admission program"),
     };
     load_insns(ifname, prog_type, name, op, &insns)
 }
@@ -703,6 +746,24 @@ pub(super) fn load_insns(
     }
 }
 
+/// Attaches an XDP program in `mode` ([`XdpMode::Auto`]: native, else
+/// generic); returns the link and the mode used.
+pub(super) fn attach_in(
+    ifname: &str,
+    prog: &OwnedFd,
+    ifindex: u32,
+    mode: XdpMode,
+) -> Result<(OwnedFd, XdpMode), IoError> {
+    match mode {
+        XdpMode::Native | XdpMode::Generic => Ok((link(ifname, prog, ifindex, mode)?, mode)),
+        XdpMode::Auto => match link(ifname, prog, ifindex, XdpMode::Native) {
+            Ok(l) => Ok((l, XdpMode::Native)),
+            Err(IoError::XdpRefused { .. }) => Ok((link(ifname, prog, ifindex, XdpMode::Generic)?, XdpMode::Generic)),
+            Err(e) => Err(e),
+        },
+    }
+}
+
 fn link(ifname: &str, prog: &OwnedFd, ifindex: u32, mode: XdpMode) -> Result<OwnedFd, IoError> {
     let flags = if mode == XdpMode::Native { sys::XDP_FLAGS_DRV_MODE } else { sys::XDP_FLAGS_SKB_MODE };
     sys::link_create(prog, ifindex, sys::ATTACH_TYPE_XDP, flags).map_err(|e| match e.raw_os_error() {
@@ -723,13 +784,17 @@ mod tests {
 
     #[test]
     fn program_assembles_and_jumps_forward() {
-        for hook in [Hook::Xdp { xsk_map_fd: 3, unserved_map_fd: 5 }, Hook::TcIngress] {
+        for hook in [
+            Hook::Xdp { xsk_map_fd: 3, unserved_map_fd: 5 },
+            Hook::TcIngress,
+            Hook::XdpAdmit { credit_map_fd: 3, refused_map_fd: 5 },
+        ] {
             assert_jumps_forward(&emit(hook, 4).expect("labels resolve"));
         }
     }
 
     fn assert_jumps_forward(insns: &[Insn]) {
-        assert!(insns.len() < 64, "{} instructions", insns.len());
+        assert!(insns.len() < 80, "{} instructions", insns.len());
         // Jumps: every offset lands inside the program.
         for (i, insn) in insns.iter().enumerate() {
             let class = insn.code & 0x07;

@@ -37,6 +37,8 @@ pub(crate) const PROG_TYPE_XDP: u32 = 6;
 pub(crate) const ATTACH_TYPE_XDP: u32 = 37;
 /// `BPF_TCX_INGRESS`: tc's ingress hook as a BPF link (Linux 6.6).
 pub(crate) const ATTACH_TYPE_TCX_INGRESS: u32 = 46;
+/// `BPF_F_MMAPABLE`: an array map whose values user space can `mmap`.
+pub(crate) const BPF_F_MMAPABLE: u32 = 1 << 10;
 /// `BPF_F_BEFORE`: a tcx link without a relative program goes first.
 pub(crate) const BPF_F_BEFORE: u32 = 1 << 3;
 /// `XDP_FLAGS_SKB_MODE`: generic XDP, run by the core stack after the skb exists.
@@ -180,8 +182,27 @@ pub(crate) fn map_create(
     max_entries: u32,
     name: &str,
 ) -> std::io::Result<OwnedFd> {
-    let mut attr =
-        MapCreateAttr { map_type, key_size, value_size, max_entries, map_name: name16(name), ..Default::default() };
+    map_create_flags(map_type, key_size, value_size, max_entries, 0, name)
+}
+
+/// [`map_create`] with `map_flags` (e.g. [`BPF_F_MMAPABLE`]).
+pub(crate) fn map_create_flags(
+    map_type: u32,
+    key_size: u32,
+    value_size: u32,
+    max_entries: u32,
+    map_flags: u32,
+    name: &str,
+) -> std::io::Result<OwnedFd> {
+    let mut attr = MapCreateAttr {
+        map_type,
+        key_size,
+        value_size,
+        max_entries,
+        map_flags,
+        map_name: name16(name),
+        ..Default::default()
+    };
     fd_from(bpf(BPF_MAP_CREATE, &mut attr)?)
 }
 
