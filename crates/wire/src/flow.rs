@@ -57,7 +57,10 @@ impl PartialEq for FlowKey {
     /// per packet in the flow lookup. Same result as comparing the fields.
     #[inline]
     fn eq(&self, other: &FlowKey) -> bool {
-        self.words() == other.words()
+        // Folded, not `==` on the arrays: that compiles to a call of
+        // `memcmp` (40 bytes), twice the instructions of the fold.
+        let (a, b) = (self.words(), other.words());
+        ((a[0] ^ b[0]) | (a[1] ^ b[1]) | (a[2] ^ b[2]) | (a[3] ^ b[3]) | (a[4] ^ b[4])) == 0
     }
 }
 
