@@ -11,7 +11,7 @@
 //! tracking), then, if the stage forwards it on a member's flow, to the
 //! member's shaper with the `Charge` the stage returned.
 
-use super::{Charge, Engine};
+use super::{Charge, Engine, Lane, MAX_BATCH};
 use crate::conntrack::{NO_ACCOUNT, NO_GUESS};
 use crate::counters::DropReason;
 use crate::members::{DOWN, UP};
@@ -58,11 +58,11 @@ impl Engine {
         verdicts: &mut [Verdict],
     ) {
         self.look_up(metas, frames.len(), from);
-        for i in 0..frames.len() {
-            if !self.parsed[i] {
-                continue;
+        let lanes = Lane::first(frames.len()).zip(metas).zip(frames.iter_mut().zip(verdicts.iter_mut()));
+        for ((lane, m), (frame, v)) in lanes {
+            if self.parsed[lane] {
+                *v = self.decide(now, from, m, lane, frame);
             }
-            verdicts[i] = self.decide(now, from, &metas[i], i, &mut frames[i]);
         }
     }
 
@@ -142,18 +142,23 @@ impl Engine {
         // frame is both, and its upload is shaped first).
         let dir = if from == Side::Inside { UP } else { DOWN };
         let Engine { parsed, hashes, hits, guesses, ct, accounts, shaping, .. } = self;
-        let wanted = |j: usize| parsed[j] && lookup_first(&metas[j]);
-        for i in 0..n + LOOKUP_AHEAD {
-            if i < n {
-                guesses[i] = if wanted(i) { ct.guess(hashes[i]) } else { NO_GUESS };
-                if guesses[i] != NO_GUESS {
-                    ct.prefetch_guess(guesses[i]);
+        let metas = &metas[..n.min(metas.len()).min(MAX_BATCH)];
+        // Lane `i` of `metas` is lane `Lane(i)` of the engine's arrays
+        // (`metas` holds at most MAX_BATCH, so the cast keeps `i`).
+        let wanted = |l: Lane, m: &Meta| parsed[l] && lookup_first(m);
+        for i in 0..metas.len() + LOOKUP_AHEAD {
+            if let Some(m) = metas.get(i) {
+                let l = Lane(i as u8);
+                guesses[l] = if wanted(l, m) { ct.guess(hashes[l]) } else { NO_GUESS };
+                if guesses[l] != NO_GUESS {
+                    ct.prefetch_guess(guesses[l]);
                 }
             }
-            let Some(j) = i.checked_sub(LOOKUP_AHEAD) else { continue };
+            let Some(m) = i.checked_sub(LOOKUP_AHEAD).and_then(|j| metas.get(j)) else { continue };
+            let j = Lane((i - LOOKUP_AHEAD) as u8);
             hits[j] = None;
-            if wanted(j) {
-                let found = ct.lookup_guessed(hashes[j], &metas[j].key, guesses[j]);
+            if wanted(j, m) {
+                let found = ct.lookup_guessed(hashes[j], &m.key, guesses[j]);
                 if let Some(h) = found {
                     let account = ct.flow(h.flow).account;
                     if account != NO_ACCOUNT {
@@ -169,21 +174,23 @@ impl Engine {
         self.hits_generation = self.ct.generation();
     }
 
-    /// Pass 3 for the parsed frame in lane `i`: its stage's verdict, then
+    /// Pass 3 for the parsed frame in `lane`: its stage's verdict, then
     /// shaping, then the transmit counters.
     #[inline]
-    fn decide<F: FrameBuf>(&mut self, now: Time, from: Side, m: &Meta, i: usize, frame: &mut F) -> Verdict {
+    fn decide<F: FrameBuf>(&mut self, now: Time, from: Side, m: &Meta, lane: Lane, frame: &mut F) -> Verdict {
         let len = frame.bytes().len();
         let (v, charge) = if let Some(frag) = m.frag {
-            self.fragment(now, from, m, frag, i, frame.bytes_mut())
+            self.fragment(now, from, m, frag, lane, frame.bytes_mut())
         } else if let L4::IcmpError { inner, .. } = &m.l4 {
             (self.related(now, from, m, frame.bytes_mut(), inner), None)
         } else {
-            let (v, _, charge) = self.track(now, from, m, i, frame.bytes_mut());
+            let (v, _, charge) = self.track(now, from, m, lane, frame.bytes_mut());
             (v, charge)
         };
         let v = match (v, charge) {
-            (Verdict::Forward(to), Some(charge)) => self.shape(now, charge, to, frame.bytes(), self.hashes[i], m.ecn),
+            (Verdict::Forward(to), Some(charge)) => {
+                self.shape(now, charge, to, frame.bytes(), self.hashes[lane], m.ecn)
+            }
             _ => v,
         };
         if let Verdict::Forward(to) = v {

@@ -9,7 +9,7 @@
 //! account ([`crate::rtt`]). A packet without a flow goes to the slow path
 //! (`admit`).
 
-use super::{ended, Charge, Engine};
+use super::{ended, Charge, Engine, Lane};
 use crate::conntrack::{Flow, Hit, ProtoState, Timeouts, NO_ACCOUNT};
 use crate::counters::Reason;
 use crate::members::{DOWN, UP};
@@ -22,7 +22,7 @@ use wire::classify::{Meta, L4};
 use wire::tcp::TcpFlags;
 
 impl Engine {
-    /// Connection tracking and policy for the packet in lane `i`, which has
+    /// Connection tracking and policy for the packet in `lane`, which has
     /// a transport key. Returns the verdict, the flow the packet belongs to
     /// and, if it is forwarded on a member's flow, the account it was
     /// charged to.
@@ -31,14 +31,14 @@ impl Engine {
         now: Time,
         from: Side,
         m: &Meta,
-        i: usize,
+        lane: Lane,
         frame: &mut [u8],
     ) -> (Verdict, Option<Hit>, Option<Charge>) {
         let seg = segment(m);
         if seg.as_ref().is_some_and(Segment::bad_flags) {
             return (self.drop(Reason::TcpBadFlags), None, None);
         }
-        match self.current_hit(now, m, i) {
+        match self.current_hit(now, m, lane) {
             Some(h) => {
                 let (v, charge) = self.fast_path(now, from, m, h, seg.as_ref(), frame);
                 (v, Some(h), charge)
@@ -47,20 +47,20 @@ impl Engine {
         }
     }
 
-    /// The live flow of the packet in lane `i`, if any: pass 2's hit,
+    /// The live flow of the packet in `lane`, if any: pass 2's hit,
     /// checked again if an earlier packet of this batch added or removed a
     /// flow since. An expired flow is removed (and counted) here.
     #[inline]
-    fn current_hit(&mut self, now: Time, m: &Meta, i: usize) -> Option<Hit> {
+    fn current_hit(&mut self, now: Time, m: &Meta, lane: Lane) -> Option<Hit> {
         let hit = if self.ct.generation() == self.hits_generation {
-            self.hits[i]
+            self.hits[lane]
         } else {
-            match self.hits[i] {
+            match self.hits[lane] {
                 // The flow was prefetched: checking it is cheaper than looking again.
                 Some(h) if self.ct.flow(h.flow).is_live() && self.ct.flow(h.flow).keys[h.dir as usize] == m.key => {
                     Some(h)
                 }
-                _ => self.ct.lookup(self.hashes[i], &m.key),
+                _ => self.ct.lookup(self.hashes[lane], &m.key),
             }
         };
         match hit {

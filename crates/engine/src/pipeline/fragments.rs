@@ -5,7 +5,7 @@
 //! forwarded later fragment is charged to its first fragment's flow and
 //! translated as that flow is ([`follow`]).
 
-use super::{ended, Charge, Engine};
+use super::{ended, Charge, Engine, Lane};
 use crate::conntrack::{Conntrack, NO_ACCOUNT};
 use crate::counters::{DropReason, Reason};
 use crate::frag::{datagram_key, FlowRef, Outcome, Piece};
@@ -16,7 +16,7 @@ use wire::classify::{Fragment, Meta, L4};
 use wire::flow::proto;
 
 impl Engine {
-    /// A fragment, first or later, in lane `i`. Returns the verdict and, if
+    /// A fragment, first or later, in `lane`. Returns the verdict and, if
     /// it is forwarded on a member's flow, the account it was charged to.
     pub(super) fn fragment(
         &mut self,
@@ -24,7 +24,7 @@ impl Engine {
         from: Side,
         m: &Meta,
         frag: Fragment,
-        i: usize,
+        lane: Lane,
         bytes: &mut [u8],
     ) -> (Verdict, Option<Charge>) {
         let key = datagram_key(&m.key, frag.ident);
@@ -42,7 +42,7 @@ impl Engine {
             Piece::First(e) => {
                 let (v, hit, charge) = match m.l4 {
                     L4::IcmpError { inner, .. } => (self.related(now, from, m, bytes, &inner), None, None),
-                    _ => self.track(now, from, m, i, bytes),
+                    _ => self.track(now, from, m, lane, bytes),
                 };
                 let outcome = match v {
                     Verdict::Forward(to) => {

@@ -124,6 +124,65 @@ impl Default for Config {
     }
 }
 
+/// A frame's lane in a chunk of at most [`MAX_BATCH`] frames: below
+/// `MAX_BATCH` by its type, so that indexing the per-lane arrays
+/// ([`Lanes`], `MAX_BATCH` long) needs no bounds check per packet.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) struct Lane(u8);
+
+const _: () = assert!(MAX_BATCH == u8::MAX as usize + 1, "a Lane (u8) must cover every lane");
+
+impl Lane {
+    /// The lanes of a chunk of `n` frames (at most `MAX_BATCH` of them).
+    #[inline]
+    pub(super) fn first(n: usize) -> impl Iterator<Item = Lane> {
+        // `i < MAX_BATCH`, so the cast keeps it.
+        (0..n.min(MAX_BATCH)).map(|i| Lane(i as u8))
+    }
+}
+
+/// One value per lane of a chunk, indexed by [`Lane`] without bounds checks.
+#[derive(Debug)]
+pub(super) struct Lanes<T>(Box<[T; MAX_BATCH]>);
+
+impl<T: Clone> Lanes<T> {
+    fn new(value: T) -> Lanes<T> {
+        let all: Box<[T]> = vec![value; MAX_BATCH].into();
+        match all.try_into() {
+            Ok(lanes) => Lanes(lanes),
+            Err(_) => unreachable!("vec! of MAX_BATCH elements"),
+        }
+    }
+}
+
+impl<T> core::ops::Index<Lane> for Lanes<T> {
+    type Output = T;
+    #[inline]
+    fn index(&self, l: Lane) -> &T {
+        &self.0[usize::from(l.0)]
+    }
+}
+
+impl<T> core::ops::IndexMut<Lane> for Lanes<T> {
+    #[inline]
+    fn index_mut(&mut self, l: Lane) -> &mut T {
+        &mut self.0[usize::from(l.0)]
+    }
+}
+
+impl<T> core::ops::Deref for Lanes<T> {
+    type Target = [T; MAX_BATCH];
+    fn deref(&self) -> &[T; MAX_BATCH] {
+        &self.0
+    }
+}
+
+impl<T> core::ops::DerefMut for Lanes<T> {
+    fn deref_mut(&mut self) -> &mut [T; MAX_BATCH] {
+        &mut self.0
+    }
+}
+
 /// One core's engine. See the crate docs for the calling order.
 #[derive(Debug)]
 pub struct Engine {
@@ -134,11 +193,11 @@ pub struct Engine {
     last_now: Time,
     metas: Box<[Meta]>,
     /// Whether `metas[i]` parsed (else frame `i` is already dropped).
-    parsed: Box<[bool]>,
-    hashes: Box<[u64]>,
-    hits: Box<[Option<Hit>]>,
+    parsed: Lanes<bool>,
+    hashes: Lanes<u64>,
+    hits: Lanes<Option<Hit>>,
     /// Pass 2's guesses of `hits` ([`Conntrack::guess`]).
-    guesses: Box<[u32]>,
+    guesses: Lanes<u32>,
     /// The flow table's generation when `hits` were looked up.
     hits_generation: u64,
     /// The member policy; without one, the classic stateful policy applies
@@ -166,10 +225,10 @@ impl Engine {
             counters: Counters::default(),
             last_now: now,
             metas: vec![Meta::EMPTY; MAX_BATCH].into(),
-            parsed: vec![false; MAX_BATCH].into(),
-            hashes: vec![0; MAX_BATCH].into(),
-            hits: vec![None; MAX_BATCH].into(),
-            guesses: vec![NO_GUESS; MAX_BATCH].into(),
+            parsed: Lanes::new(false),
+            hashes: Lanes::new(0),
+            hits: Lanes::new(None),
+            guesses: Lanes::new(NO_GUESS),
             hits_generation: 0,
             policy: None,
             nat: Nat::new(cfg.max_flows, cfg.nat_quota, cfg.hash_key),

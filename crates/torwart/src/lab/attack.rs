@@ -798,8 +798,10 @@ impl Lab {
         // Every frame a worker received went out, was dropped with a reason,
         // or is held (the router's own ICMP errors go out without coming in).
         let c = |n: &str| after.counter(n);
-        let drops: u64 =
-            control::api::live::drop_names().filter(|n| !["rx_lost", "xdp_unserved"].contains(n)).map(c).sum();
+        let drops: u64 = control::api::live::drop_names()
+            .filter(|n| !["rx_lost", "xdp_unserved", "af_packet_not_admitted"].contains(n))
+            .map(c)
+            .sum();
         let held: u64 = after.shaper_load.iter().map(|s| s.held_frames as u64).sum::<u64>()
             + after.workers.iter().map(|w| w.waiting as u64).sum::<u64>();
         let (rx, tx, icmp) = (c("rx_frames"), c("tx_frames"), c("router_icmp_sent"));
