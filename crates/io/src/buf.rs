@@ -249,9 +249,15 @@ impl Batch {
     /// of frame bytes.
     pub fn retain_mut<F: FnMut(&mut PacketBuf) -> bool>(&mut self, mut keep: F) {
         let mut kept = 0;
-        for i in 0..self.len {
-            if keep(&mut self.bufs[i]) {
-                self.bufs.swap(kept, i);
+        let bufs = &mut self.bufs[..self.len];
+        for i in 0..bufs.len() {
+            if keep(&mut bufs[i]) {
+                // Until the first frame goes, every kept one is in place:
+                // no swap (three 40-byte moves) per frame of a batch that
+                // keeps them all.
+                if kept != i {
+                    bufs.swap(kept, i);
+                }
                 kept += 1;
             }
         }
