@@ -702,9 +702,31 @@ impl Drive<'_> {
         Ok(())
     }
 
-    /// A light member's latency while a heavy one fills the uplink.
+    /// A light member's latency while a heavy one fills the uplink. A
+    /// failed measurement is taken once more, and both are reported: on a
+    /// shared VM a stall of the whole machine (tens of ms, seen in CI with
+    /// the idle p99 at 10.8 ms) can hit two of the 100 pings; a latency
+    /// that torwart adds shows in both.
     fn latency_under_load(&mut self) -> Result<(), String> {
         (self.say)("latency of a light member (alice pings) while a heavy one (bob) fills the uplink");
+        let (mut ok, mut detail) = self.measure_latency()?;
+        if !ok {
+            (self.say)("  once more: the first measurement failed");
+            let (again, second) = self.measure_latency()?;
+            ok = again;
+            detail = format!("{second}; the first measurement: {detail}");
+        }
+        self.add(
+            "a light member's ping stays fast while a heavy member fills the uplink (p99 added <= 10 ms)".into(),
+            ok,
+            detail,
+        );
+        Ok(())
+    }
+
+    /// One measurement for [`latency_under_load`](Self::latency_under_load):
+    /// whether it passed, and its figures.
+    fn measure_latency(&mut self) -> Result<(bool, String), String> {
         let rtts = |o: &std::process::Output| -> Vec<f64> {
             String::from_utf8_lossy(&o.stdout)
                 .lines()
@@ -741,15 +763,13 @@ impl Drive<'_> {
         let bob_mbit = bob.pointer("/end/sum_received/bits_per_second").and_then(|b| b.as_f64()).unwrap_or(0.0) / 1e6;
         let (p50, p99) = (percentile(&loaded, 0.5), percentile(&loaded, 0.99));
         let (i50, i99) = (percentile(&idle, 0.5), percentile(&idle, 0.99));
-        self.add(
-        "a light member's ping stays fast while a heavy member fills the uplink (p99 added <= 10 ms)".into(),
-        loaded.len() >= 95 && p99 - i99 <= 10.0 && bob_mbit > LAB_UPLINK_MBIT as f64 / 3.0,
-        format!(
-            "idle p50 {i50:.2} ms p99 {i99:.2} ms; loaded p50 {p50:.2} ms p99 {p99:.2} ms ({} of 100 replies); bob meanwhile {bob_mbit:.0} Mbit/s",
+        let ok = loaded.len() >= 95 && p99 - i99 <= 10.0 && bob_mbit > LAB_UPLINK_MBIT as f64 / 3.0;
+        let detail = format!(
+            "idle p50 {i50:.2} ms p99 {i99:.2} ms; loaded p50 {p50:.2} ms p99 {p99:.2} ms ({} of 100 replies); bob \
+             meanwhile {bob_mbit:.0} Mbit/s",
             loaded.len()
-        ),
-    );
-        Ok(())
+        );
+        Ok((ok, detail))
     }
 }
 
