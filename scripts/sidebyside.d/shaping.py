@@ -252,6 +252,8 @@ LABEL = {"htb": "kernel HTB, pfifo leaves (the original box)",
          "htb-short": "kernel HTB, short pfifo leaves (kernel's best effort here)",
          "htb-fqc": "kernel HTB, fq_codel leaves",
          "tw": "torwart AF_XDP, shaping on"}
+for _c in ("25us", "50us", "100us", "200us", "0s"):
+    LABEL[f"tw@{_c}"] = f"torwart AF_XDP, shaping on, coalesce {_c}"
 
 
 def read_tsv(path):
@@ -351,22 +353,25 @@ def report(resdir, png=None):
           f"% of one core over the whole machine) inflate it: the quiet-windows column keeps only windows where "
           f"others used at most {QUIET_PCT:.0f} % of a core.\n")
         w("Ratios within each run (torwart / kernel), median [min to max] over runs:\n")
-        w("| vs | aggregate throughput (x) | throughput per box CPU-second (x) | light member's p99 RTT (x) "
-          "| heavy member's own p99 RTT (x) |")
-        w("|---|---|---|---|---|")
-        for k in [c for c in cfgs if c != "tw"]:
-            th, eff, lp, hp = [], [], [], []
-            for run in runs:
-                t = [r for r in sat_rows if r["config"] == "tw" and r["run"] == run]
-                h = [r for r in sat_rows if r["config"] == k and r["run"] == run]
-                if not (t and h):
-                    continue
-                t, h = t[0], h[0]
-                th.append(float(t["agg_mbit"]) / float(h["agg_mbit"]))
-                eff.append(float(h["box_cpu_s_per_gbit"]) / float(t["box_cpu_s_per_gbit"]))
-                lp.append(float(t["light_p99"]) / float(h["light_p99"]))
-                hp.append(float(t["heavyprobe_p99"]) / float(h["heavyprobe_p99"]))
-            w(f"| {k} | {med(th, '{:.2f}')} | {med(eff, '{:.2f}')} | {med(lp, '{:.2f}')} | {med(hp, '{:.3f}')} |")
+        w("| torwart | vs | aggregate throughput (x) | throughput per box CPU-second (x) | light member's p99 RTT (x) "
+          "| light member's p99, torwart minus kernel (ms) | heavy member's own p99 RTT (x) |")
+        w("|---|---|---|---|---|---|---|")
+        for tc in [c for c in cfgs if c.startswith("tw")]:
+            for k in [c for c in cfgs if not c.startswith("tw")]:
+                th, eff, lp, ld, hp = [], [], [], [], []
+                for run in runs:
+                    t = [r for r in sat_rows if r["config"] == tc and r["run"] == run]
+                    h = [r for r in sat_rows if r["config"] == k and r["run"] == run]
+                    if not (t and h):
+                        continue
+                    t, h = t[0], h[0]
+                    th.append(float(t["agg_mbit"]) / float(h["agg_mbit"]))
+                    eff.append(float(h["box_cpu_s_per_gbit"]) / float(t["box_cpu_s_per_gbit"]))
+                    lp.append(float(t["light_p99"]) / float(h["light_p99"]))
+                    ld.append(float(t["light_p99"]) - float(h["light_p99"]))
+                    hp.append(float(t["heavyprobe_p99"]) / float(h["heavyprobe_p99"]))
+                w(f"| {tc} | {k} | {med(th, '{:.2f}')} | {med(eff, '{:.2f}')} | {med(lp, '{:.2f}')} "
+                  f"| {med(ld, '{:+.2f}')} | {med(hp, '{:.3f}')} |")
         w("")
         notes = [f"{r['config']} run {r['run']}: {r['note']}" for r in sat_rows if r.get("note")]
         if notes:
@@ -386,6 +391,7 @@ def plot(acc_rows, sat_rows, cfgs, png):
         print(f"(matplotlib missing: no {png})", file=sys.stderr)
         return
     colors = {"htb": "#c0504d", "htb-short": "#e8a33d", "htb-fqc": "#e8a33d", "tw": "#4f81bd"}
+    colors.update({c: "#4f81bd" for c in cfgs if c.startswith("tw@")})
     fig, axes = plt.subplots(1, 4, figsize=(18, 4.8))
     # 1: accuracy error per plan and direction
     ax = axes[0]
