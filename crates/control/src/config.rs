@@ -200,13 +200,13 @@ pub struct WorkersConfig {
     pub count: Option<usize>,
     pub idle: IdleMode,
     /// With `idle = "sleep"`: interrupt moderation while traffic flows, e.g.
-    /// "200us" (a nap of this long instead of a wake-up per frame); "0s": none.
+    /// "100us" (a nap of this long instead of a wake-up per frame); "0s": none.
     pub coalesce: String,
 }
 
 impl Default for WorkersConfig {
     fn default() -> Self {
-        WorkersConfig { cpus: Vec::new(), count: None, idle: IdleMode::default(), coalesce: "200us".into() }
+        WorkersConfig { cpus: Vec::new(), count: None, idle: IdleMode::default(), coalesce: "100us".into() }
     }
 }
 
@@ -684,7 +684,7 @@ mod tests {
         assert_eq!(c.io.backend, Backend::Xdp);
         assert_eq!(k.workers, 1);
         assert_eq!(k.established_timeout, Duration::from_secs(12 * 3600));
-        assert_eq!(k.coalesce, Duration::from_micros(200));
+        assert_eq!(k.coalesce, Duration::from_micros(100));
         assert_eq!(k.xdp_socket, io::XdpConfig::default());
     }
 

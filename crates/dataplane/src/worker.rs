@@ -172,8 +172,14 @@ pub enum Pause {
 
 /// A nap is taken only if it is expected to gather at least this many
 /// frames: below, there is too little load to amortise a wake-up over, and
-/// the worker waits for the next frame instead (no added delay).
-pub const NAP_MIN_FRAMES: u64 = 4;
+/// the worker waits for the next frame instead (no added delay). Two, not
+/// more: a rate that fills a nap with 2-3 frames is no lone ping, and
+/// waking for each of its frames instead cost more than the naps did (at
+/// 34 kpps with 100 µs naps, a threshold of 4 skipped half the naps, and
+/// the worker ran 70,000 empty loops a second: its throughput per
+/// CPU-second fell from 1.3-1.7x kernel HTB's to 1.05-1.2x;
+/// docs/benchmarks.md, session 15).
+pub const NAP_MIN_FRAMES: u64 = 2;
 /// A nap is cut short to about the time this many frames take to arrive
 /// (a receive batch): at high rates the wake-ups are amortised anyway.
 pub const NAP_TARGET_FRAMES: u64 = 64;

@@ -131,6 +131,13 @@ fn the_pacer_naps_after_work_then_spins_then_waits() {
     assert_eq!(p.after(&records, idle, 60_100 * US), Pause::None);
     assert_eq!(p.after(&empty, idle, 60_100 * US), Pause::None);
     assert_eq!(p.naps_skipped(), 4);
+    // 12 kpps: a nap gathers 2.4 frames, worth one wake-up instead of two
+    // or three; 5 kpps, one frame a nap, is not.
+    assert_eq!(p.after(&work(12), idle, 61_100 * US), Pause::None);
+    assert_eq!(p.after(&empty, idle, 61_100 * US), Pause::Nap(Duration::from_micros(200)));
+    assert_eq!(p.after(&work(5), idle, 62_100 * US), Pause::None);
+    assert_eq!(p.after(&empty, idle, 62_100 * US), Pause::None);
+    assert_eq!(p.naps_skipped(), 5);
     // No moderation: a wait after the spins; a busy worker never pauses.
     let plain = Idle::Sleep { spins: 1, sleep: Duration::from_millis(1), coalesce: Duration::ZERO };
     let mut p = Pacer::default();
