@@ -44,38 +44,40 @@ pub fn translate_v4(frame: &mut [u8], meta: &Meta, to: &FlowKey) -> Result<(), N
     if end > frame.len() || l4 > end || l3 + ipv4::HEADER_LEN > l4 {
         return Err(NatError::Mismatch);
     }
-    let (old_src, old_dst) = (from.src_v4(), from.dst_v4());
-    let (new_src, new_dst) = (to.src_v4(), to.dst_v4());
     let (hdr, rest) = frame[..end].split_at_mut(l4);
-    let mut ip = ipv4::Packet::new_unchecked(&mut hdr[l3..]);
+    // The headers as fixed-size arrays: every field below sits at a
+    // constant offset that the compiler checks once, not per access (this
+    // runs for every translated packet).
+    let Some(ip) = hdr[l3..].first_chunk_mut::<{ ipv4::HEADER_LEN }>() else {
+        return Err(NatError::Mismatch);
+    };
     // RFC 1624 eqn 3 once per checksum, with every changed word's `~m + m'`
     // summed first: the same result as updating word by word (the
-    // property tests compare with a frame built anew), in one fold.
+    // property tests compare with a frame built anew), in one fold. With
+    // nothing changed the sum is 0 and the checksum stays as it is.
     let (addresses, ports) = changes(from, to);
-    if old_src != new_src || old_dst != new_dst {
-        ip.set_checksum(updated(ip.checksum(), addresses));
-        ip.set_src_addr(new_src);
-        ip.set_dst_addr(new_dst);
-    }
-    let transport_csum = |csum: u16| updated(csum, addresses + ports);
+    put16(ip, IP_CHECKSUM, updated(get16(ip, IP_CHECKSUM), addresses));
+    ip[IP_SRC..IP_SRC + 4].copy_from_slice(&to.src[..4]);
+    ip[IP_DST..IP_DST + 4].copy_from_slice(&to.dst[..4]);
 
     match meta.l4 {
-        L4::Tcp { .. } if rest.len() >= tcp::HEADER_LEN => {
-            let mut t = tcp::Packet::new_unchecked(rest);
-            let c = transport_csum(t.checksum());
-            t.set_src_port(to.src_port);
-            t.set_dst_port(to.dst_port);
-            t.set_checksum(c);
-        }
-        L4::Udp if rest.len() >= udp::HEADER_LEN => {
-            let mut u = udp::Packet::new_unchecked(rest);
-            let old = u.checksum();
-            if old != 0 {
-                let c = transport_csum(old);
-                u.set_checksum(if c == 0 { 0xffff } else { c });
+        L4::Tcp { .. } => {
+            if let Some(t) = rest.first_chunk_mut::<{ tcp::HEADER_LEN }>() {
+                put16(t, TCP_CHECKSUM, updated(get16(t, TCP_CHECKSUM), addresses + ports));
+                put16(t, 0, to.src_port);
+                put16(t, 2, to.dst_port);
             }
-            u.set_src_port(to.src_port);
-            u.set_dst_port(to.dst_port);
+        }
+        L4::Udp => {
+            if let Some(u) = rest.first_chunk_mut::<{ udp::HEADER_LEN }>() {
+                let old = get16(u, UDP_CHECKSUM);
+                if old != 0 {
+                    let c = updated(old, addresses + ports);
+                    put16(u, UDP_CHECKSUM, if c == 0 { 0xffff } else { c });
+                }
+                put16(u, 0, to.src_port);
+                put16(u, 2, to.dst_port);
+            }
         }
         L4::IcmpEcho { request } if meta.key.proto == proto::ICMP && rest.len() >= icmpv4::HEADER_LEN => {
             // The identifier is a request's source port, a reply's destination port.
@@ -92,11 +94,30 @@ pub fn translate_v4(frame: &mut [u8], meta: &Meta, to: &FlowKey) -> Result<(), N
     Ok(())
 }
 
+/// Offsets in the IPv4 header and in the TCP and UDP headers.
+const IP_CHECKSUM: usize = 10;
+const IP_SRC: usize = 12;
+const IP_DST: usize = 16;
+const TCP_CHECKSUM: usize = 16;
+const UDP_CHECKSUM: usize = 6;
+
+/// The big-endian 16-bit word at `at` of a header.
+#[inline(always)]
+fn get16<const N: usize>(h: &[u8; N], at: usize) -> u16 {
+    u16::from_be_bytes([h[at], h[at + 1]])
+}
+
+/// Writes the big-endian 16-bit word at `at` of a header.
+#[inline(always)]
+fn put16<const N: usize>(h: &mut [u8; N], at: usize, v: u16) {
+    h[at..at + 2].copy_from_slice(&v.to_be_bytes());
+}
+
 /// The sums of RFC 1624's `~m + m'` over the IPv4 addresses and over the
 /// ports that change from `from` to `to`.
 #[inline]
 fn changes(from: &FlowKey, to: &FlowKey) -> (u32, u32) {
-    let addresses = change_u32(from.src_v4(), to.src_v4()) + change_u32(from.dst_v4(), to.dst_v4());
+    let addresses = change_u32(word(&from.src), word(&to.src)) + change_u32(word(&from.dst), word(&to.dst));
     let ports = change_u16(from.src_port, to.src_port) + change_u16(from.dst_port, to.dst_port);
     (addresses, ports)
 }
@@ -113,10 +134,15 @@ fn updated(csum: u16, change: u32) -> u16 {
 /// `~m + m'` (RFC 1624) for a 32-bit field changing from `old` to `new`:
 /// 0 when it does not change, so that an unchanged field adds nothing.
 #[inline]
-fn change_u32(old: Ipv4Addr, new: Ipv4Addr) -> u32 {
-    let (old, new) = (u32::from(old), u32::from(new));
+fn change_u32(old: u32, new: u32) -> u32 {
     let change = u32::from(!(old >> 16) as u16) + u32::from(!(old as u16)) + (new >> 16) + (new & 0xffff);
     change * u32::from(old != new)
+}
+
+/// An IPv4 address of a key as a number (its first four bytes, in network order).
+#[inline(always)]
+fn word(a: &[u8; 16]) -> u32 {
+    u32::from_be_bytes([a[0], a[1], a[2], a[3]])
 }
 
 /// `~m + m'` for a 16-bit field; 0 when it does not change.
