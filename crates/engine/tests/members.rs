@@ -106,9 +106,8 @@ fn outbound_flows_leave_with_the_members_public_address_and_come_back() {
     assert!(tcp_ok(&f));
     let (v, f) = g.tcp(Side::Inside, LAPTOP, WEB, 40_000, 443, A, 2, 10, 100);
     assert_eq!((v, key(&f).src_ip()), (FWD_OUT, v4(PUBLIC_101)));
-    // Both directions' fast path rewrites with the flow's own checksum
-    // changes (`Flow::nat_sums`): the IPv4 header's (classify checks it)
-    // and TCP's.
+    // The fast path's rewrite, in both directions, keeps the IPv4
+    // header's checksum (classify checks it) and TCP's valid.
     assert!(tcp_ok(&f), "checksum rewritten on the fast path, outbound");
     let (v, f) = g.tcp(Side::Outside, WEB, PUBLIC_101, 443, 40_000, A, 10, 102, 50);
     assert_eq!(v, FWD_IN);
