@@ -160,6 +160,11 @@ pub struct Flow {
     /// what was the third line's padding: it costs a flow no memory, and
     /// the packet path has that line in cache ([`crate::rtt`]).
     pub handshake_at: Time,
+    /// A translated flow's checksum changes per direction: from the key a
+    /// packet arrives with (`keys[d]`) to the one it leaves with (the
+    /// reverse of `keys[1 - d]`), worked out when the flow is made instead
+    /// of per packet; zero for a flow that is not translated.
+    pub nat_sums: [wire::nat::Sums; 2],
 }
 
 impl Flow {
@@ -178,6 +183,14 @@ impl Flow {
     pub fn needs_settle(&self) -> bool {
         self.account != NO_ACCOUNT && self.queued == self.assured()
     }
+}
+
+/// [`Flow::nat_sums`] of a flow with `keys`.
+fn nat_sums(keys: &[FlowKey; 2]) -> [wire::nat::Sums; 2] {
+    if keys[1] == keys[0].reversed() || keys[0].family != wire::flow::Family::V4 {
+        return [wire::nat::Sums::default(); 2];
+    }
+    [wire::nat::Sums::between(&keys[0], &keys[1].reversed()), wire::nat::Sums::between(&keys[1], &keys[0].reversed())]
 }
 
 /// [`Flow::assured`] of a flow `answered` in `state`: for TCP, once its
@@ -400,6 +413,7 @@ impl Conntrack {
             packets: [0; 2],
             bytes: [0; 2],
             handshake_at: rtt::UNTIMED,
+            nat_sums: [wire::nat::Sums::default(); 2],
         };
         Conntrack {
             flows: vec![blank; n],
@@ -644,6 +658,7 @@ impl Conntrack {
             bytes: [0; 2],
             // The slow path times the handshakes it sees open.
             handshake_at: rtt::UNTIMED,
+            nat_sums: nat_sums(&keys),
         };
         self.cold[i as usize] =
             Cold { created: now, epoch: new.epoch, slots: [slot0, slot1], resync: 0, queue: [NIL; 2] };

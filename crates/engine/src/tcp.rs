@@ -106,10 +106,34 @@ struct Peer {
     scale: u8,
     /// The window scale this side offered in its SYN, [`NO_SCALE`] if none.
     offer: u8,
-    seen: bool,
-    fin_sent: bool,
-    /// This side's FIN has been acknowledged by the other.
-    fin_acked: bool,
+    /// [`SEEN`], [`FIN_SENT`], [`FIN_ACKED`]: one byte, so that a peer is
+    /// 20 bytes and a flow's TCP state 48 (`Flow` has room for its NAT
+    /// checksum changes).
+    flags: u8,
+}
+
+/// This side has sent a packet.
+const SEEN: u8 = 1;
+/// This side has sent a FIN.
+const FIN_SENT: u8 = 2;
+/// This side's FIN has been acknowledged by the other.
+const FIN_ACKED: u8 = 4;
+
+impl Peer {
+    #[inline]
+    fn seen(&self) -> bool {
+        self.flags & SEEN != 0
+    }
+
+    #[inline]
+    fn fin_sent(&self) -> bool {
+        self.flags & FIN_SENT != 0
+    }
+
+    #[inline]
+    fn fin_acked(&self) -> bool {
+        self.flags & FIN_ACKED != 0
+    }
 }
 
 const NO_SCALE: u8 = 0xff;
@@ -172,9 +196,9 @@ impl TcpTrack {
     pub fn pick_up(seg: &Segment) -> TcpTrack {
         let end = seg.end();
         let win = u32::from(seg.window).max(1);
-        let mut p = Peer { end, maxend: end, maxwin: win, seen: true, offer: NO_SCALE, ..Peer::default() };
+        let mut p = Peer { end, maxend: end, maxwin: win, flags: SEEN, offer: NO_SCALE, ..Peer::default() };
         if seg.fin {
-            p.fin_sent = true;
+            p.flags |= FIN_SENT;
             p.fin_end = end;
         }
         TcpTrack {
@@ -191,7 +215,7 @@ impl TcpTrack {
         let end = syn.end();
         let offer = syn.wscale.map_or(NO_SCALE, |w| w.min(14));
         self.peer = [
-            Peer { end, maxend: end, maxwin: u32::from(syn.window).max(1), offer, seen: true, ..Peer::default() },
+            Peer { end, maxend: end, maxwin: u32::from(syn.window).max(1), offer, flags: SEEN, ..Peer::default() },
             Peer { offer: NO_SCALE, ..Peer::default() },
         ];
         self.state = TcpState::SynSent;
@@ -214,7 +238,7 @@ impl TcpTrack {
             maxwin: u32::from(seg.window).max(1),
             scale: if both { offer } else { 0 },
             offer,
-            seen: true,
+            flags: SEEN,
             ..Peer::default()
         };
         if seg.ack {
@@ -243,7 +267,7 @@ impl TcpTrack {
 
     /// True once both directions have carried packets.
     pub fn answered(&self) -> bool {
-        self.peer[1].seen
+        self.peer[1].seen()
     }
 
     /// Feeds one segment travelling in direction `dir` (0 = from the opener).
@@ -277,7 +301,7 @@ impl TcpTrack {
             return Ok(());
         }
 
-        if !self.peer[1].seen && !self.liberal {
+        if !self.peer[1].seen() && !self.liberal {
             // Only the opener has spoken. Before the SYN-ACK, all the opener
             // may do is retransmit its SYN or give up; the other side may
             // only refuse (RST acknowledging the SYN).
@@ -301,14 +325,20 @@ impl TcpTrack {
             return Err(Refusal::OutOfWindow);
         }
 
-        if !self.peer[s].seen {
+        if !self.peer[s].seen() {
             // Liberal pick-up, first packet of the other direction: learn it.
             let end = seg.end();
-            self.peer[s] = Peer { end, maxend: end, maxwin: u32::from(seg.window).max(1), seen: true, ..self.peer[s] };
+            self.peer[s] = Peer {
+                end,
+                maxend: end,
+                maxwin: u32::from(seg.window).max(1),
+                flags: self.peer[s].flags | SEEN,
+                ..self.peer[s]
+            };
         }
 
         let check = self.in_window(s, seg);
-        let both_seen = self.peer[0].seen && self.peer[1].seen;
+        let both_seen = self.peer[0].seen() && self.peer[1].seen();
         if seg.rst {
             let enforce = !self.liberal || both_seen;
             if enforce && !check.seq_ok {
@@ -372,9 +402,9 @@ impl TcpTrack {
             // Learning, not enforcing: the bound follows what is seen.
             snd.maxend = end;
         }
-        snd.seen = true;
-        if seg.fin && !snd.fin_sent {
-            snd.fin_sent = true;
+        snd.flags |= SEEN;
+        if seg.fin && !snd.fin_sent() {
+            snd.flags |= FIN_SENT;
             snd.fin_end = end;
         }
         if seg.ack {
@@ -383,8 +413,8 @@ impl TcpTrack {
             if after(limit, rcv.maxend) {
                 rcv.maxend = limit;
             }
-            if rcv.fin_sent && !after(rcv.fin_end, seg.ack_no) {
-                rcv.fin_acked = true;
+            if rcv.fin_sent() && !after(rcv.fin_end, seg.ack_no) {
+                rcv.flags |= FIN_ACKED;
             }
         }
     }
@@ -395,7 +425,7 @@ impl TcpTrack {
             return;
         }
         let [a, b] = &self.peer;
-        self.state = match (a.fin_sent, b.fin_sent) {
+        self.state = match (a.fin_sent(), b.fin_sent()) {
             (false, false) => match self.state {
                 // The opener's ACK of the SYN-ACK completes the handshake.
                 TcpState::SynRecv if s == 0 && seg.ack => TcpState::Established,
@@ -404,15 +434,15 @@ impl TcpTrack {
             },
             (true, true) => {
                 // Both sides closed: TIME_WAIT once the last FIN is acknowledged.
-                if a.fin_acked && b.fin_acked {
+                if a.fin_acked() && b.fin_acked() {
                     TcpState::TimeWait
                 } else {
                     TcpState::LastAck
                 }
             }
             (true, false) | (false, true) => {
-                let closer = if a.fin_sent { a } else { b };
-                if closer.fin_acked {
+                let closer = if a.fin_sent() { a } else { b };
+                if closer.fin_acked() {
                     TcpState::CloseWait
                 } else {
                     TcpState::FinWait
@@ -440,7 +470,7 @@ impl Peer {
         }
         b[16] = self.scale;
         b[17] = self.offer;
-        b[18] = u8::from(self.seen) | u8::from(self.fin_sent) << 1 | u8::from(self.fin_acked) << 2;
+        b[18] = self.flags;
     }
 
     fn read(b: &[u8]) -> Option<Peer> {
@@ -449,17 +479,7 @@ impl Peer {
         if scale > 14 || (offer > 14 && offer != NO_SCALE) || flags & !0b111 != 0 {
             return None;
         }
-        Some(Peer {
-            end: word(0),
-            maxend: word(1),
-            maxwin: word(2),
-            fin_end: word(3),
-            scale,
-            offer,
-            seen: flags & 1 != 0,
-            fin_sent: flags & 2 != 0,
-            fin_acked: flags & 4 != 0,
-        })
+        Some(Peer { end: word(0), maxend: word(1), maxwin: word(2), fin_end: word(3), scale, offer, flags })
     }
 }
 
@@ -507,7 +527,7 @@ impl TcpTrack {
     /// it over: liberal, each direction's bounds learnt again from its next
     /// segment, the agreed window scale and the FINs kept.
     pub fn resumed(&self) -> TcpTrack {
-        let relearn = |p: Peer| Peer { seen: false, ..p };
+        let relearn = |p: Peer| Peer { flags: p.flags & !SEEN, ..p };
         TcpTrack { liberal: true, syn_pending: false, peer: [relearn(self.peer[0]), relearn(self.peer[1])], ..*self }
     }
 }
@@ -737,7 +757,7 @@ mod tests {
         assert_eq!(r.state, TcpState::Established);
         assert!(r.is_liberal());
         assert_eq!([r.peer[0].scale, r.peer[1].scale], [7, 9]);
-        assert!(!r.peer[0].seen && !r.peer[1].seen);
+        assert!(!r.peer[0].seen() && !r.peer[1].seen());
 
         // Far ahead of the snapshot in both directions: learnt, not refused.
         let mut r = r;

@@ -36,6 +36,34 @@ pub enum NatError {
 /// of `meta.key`. Addresses are IPv4; ports of `to` are ignored for
 /// protocols without ports.
 pub fn translate_v4(frame: &mut [u8], meta: &Meta, to: &FlowKey) -> Result<(), NatError> {
+    translate_v4_summed(frame, meta, to, Sums::between(&meta.key, to))
+}
+
+/// The checksum changes of a translation from one key to another (RFC
+/// 1624's `~m + m'` summed over the changed words, folded): over the
+/// addresses (the IPv4 header) and over addresses and ports (the TCP and
+/// UDP headers with their pseudo header). A flow's translation never
+/// changes, so conntrack works these out once per flow and direction.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Sums {
+    pub addresses: u16,
+    pub transport: u16,
+}
+
+impl Sums {
+    /// The sums for rewriting `from` into `to` (IPv4 keys).
+    pub fn between(from: &FlowKey, to: &FlowKey) -> Sums {
+        let (addresses, ports) = changes(from, to);
+        // Folded first, the checksums come out the same: the fold keeps a
+        // sum's value modulo 0xffff, and a nonzero sum nonzero.
+        Sums { addresses: checksum::fold(addresses), transport: checksum::fold(addresses + ports) }
+    }
+}
+
+/// [`translate_v4`] with the checksum changes from `meta.key` to `to`
+/// given: `sums` must be [`Sums::between`] the two (a caller that keeps
+/// them per flow saves working them out per packet).
+pub fn translate_v4_summed(frame: &mut [u8], meta: &Meta, to: &FlowKey, sums: Sums) -> Result<(), NatError> {
     let from = &meta.key;
     if from.family != Family::V4 || to.family != Family::V4 {
         return Err(NatError::NotIpv4);
@@ -55,7 +83,7 @@ pub fn translate_v4(frame: &mut [u8], meta: &Meta, to: &FlowKey) -> Result<(), N
     // summed first: the same result as updating word by word (the
     // property tests compare with a frame built anew), in one fold. With
     // nothing changed the sum is 0 and the checksum stays as it is.
-    let (addresses, ports) = changes(from, to);
+    let (addresses, transport) = (u32::from(sums.addresses), u32::from(sums.transport));
     put16(ip, IP_CHECKSUM, updated(get16(ip, IP_CHECKSUM), addresses));
     ip[IP_SRC..IP_SRC + 4].copy_from_slice(&to.src[..4]);
     ip[IP_DST..IP_DST + 4].copy_from_slice(&to.dst[..4]);
@@ -63,7 +91,7 @@ pub fn translate_v4(frame: &mut [u8], meta: &Meta, to: &FlowKey) -> Result<(), N
     match meta.l4 {
         L4::Tcp { .. } => {
             if let Some(t) = rest.first_chunk_mut::<{ tcp::HEADER_LEN }>() {
-                put16(t, TCP_CHECKSUM, updated(get16(t, TCP_CHECKSUM), addresses + ports));
+                put16(t, TCP_CHECKSUM, updated(get16(t, TCP_CHECKSUM), transport));
                 put16(t, 0, to.src_port);
                 put16(t, 2, to.dst_port);
             }
@@ -72,7 +100,7 @@ pub fn translate_v4(frame: &mut [u8], meta: &Meta, to: &FlowKey) -> Result<(), N
             if let Some(u) = rest.first_chunk_mut::<{ udp::HEADER_LEN }>() {
                 let old = get16(u, UDP_CHECKSUM);
                 if old != 0 {
-                    let c = updated(old, addresses + ports);
+                    let c = updated(old, transport);
                     put16(u, UDP_CHECKSUM, if c == 0 { 0xffff } else { c });
                 }
                 put16(u, 0, to.src_port);

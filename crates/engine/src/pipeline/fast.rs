@@ -124,7 +124,7 @@ impl Engine {
         let settle = f.needs_settle();
         // A packet leaves as the other direction expects to see it: the
         // reverse of the other direction's key.
-        let translate = f.translated.then(|| f.keys[1 - dir].reversed());
+        let translate = f.translated.then(|| (f.keys[1 - dir].reversed(), f.nat_sums[dir]));
         let rtt = rtt.and_then(|s| Some((s.account_side(f.orig_side, f.reply_side)?, s.ns)));
         if timeout < timeout_before {
             // The wheel is lazy about later deadlines, not earlier ones.
@@ -137,8 +137,10 @@ impl Engine {
         if changed {
             self.ct.touched(h.flow);
         }
-        if let Some(out) = translate {
-            if wire::nat::translate_v4(frame, m, &out).is_err() {
+        if let Some((out, sums)) = translate {
+            // The packet's key is the flow's `keys[dir]` (the lookup matched
+            // it): what the sums were worked out from.
+            if wire::nat::translate_v4_summed(frame, m, &out, sums).is_err() {
                 return (self.drop(Reason::NatUntranslatable), None);
             }
         }
