@@ -18,7 +18,7 @@ use core::net::Ipv4Addr;
 use crate::checksum;
 use crate::error::{BuildError, ParseError};
 
-mod field {
+pub(crate) mod field {
     use core::ops::Range;
     pub const VER_IHL: usize = 0;
     pub const DSCP_ECN: usize = 1;

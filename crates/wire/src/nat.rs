@@ -83,28 +83,29 @@ pub fn translate_v4_summed(frame: &mut [u8], meta: &Meta, to: &FlowKey, sums: Su
     // summed first: the same result as updating word by word (the
     // property tests compare with a frame built anew), in one fold. With
     // nothing changed the sum is 0 and the checksum stays as it is.
+    debug_assert_eq!(sums, Sums::between(from, to), "sums kept for another translation");
     let (addresses, transport) = (u32::from(sums.addresses), u32::from(sums.transport));
-    put16(ip, IP_CHECKSUM, updated(get16(ip, IP_CHECKSUM), addresses));
-    ip[IP_SRC..IP_SRC + 4].copy_from_slice(&to.src[..4]);
-    ip[IP_DST..IP_DST + 4].copy_from_slice(&to.dst[..4]);
+    put16(ip, ipv4::field::CHECKSUM, updated(get16(ip, ipv4::field::CHECKSUM), addresses));
+    ip[ipv4::field::SRC_ADDR].copy_from_slice(&to.src[..4]);
+    ip[ipv4::field::DST_ADDR].copy_from_slice(&to.dst[..4]);
 
     match meta.l4 {
         L4::Tcp { .. } => {
             if let Some(t) = rest.first_chunk_mut::<{ tcp::HEADER_LEN }>() {
-                put16(t, TCP_CHECKSUM, updated(get16(t, TCP_CHECKSUM), transport));
-                put16(t, 0, to.src_port);
-                put16(t, 2, to.dst_port);
+                put16(t, tcp::field::CHECKSUM, updated(get16(t, tcp::field::CHECKSUM), transport));
+                put16(t, tcp::field::SRC_PORT, to.src_port);
+                put16(t, tcp::field::DST_PORT, to.dst_port);
             }
         }
         L4::Udp => {
             if let Some(u) = rest.first_chunk_mut::<{ udp::HEADER_LEN }>() {
-                let old = get16(u, UDP_CHECKSUM);
+                let old = get16(u, udp::field::CHECKSUM);
                 if old != 0 {
                     let c = updated(old, transport);
-                    put16(u, UDP_CHECKSUM, if c == 0 { 0xffff } else { c });
+                    put16(u, udp::field::CHECKSUM, if c == 0 { 0xffff } else { c });
                 }
-                put16(u, 0, to.src_port);
-                put16(u, 2, to.dst_port);
+                put16(u, udp::field::SRC_PORT, to.src_port);
+                put16(u, udp::field::DST_PORT, to.dst_port);
             }
         }
         L4::IcmpEcho { request } if meta.key.proto == proto::ICMP && rest.len() >= icmpv4::HEADER_LEN => {
@@ -122,23 +123,17 @@ pub fn translate_v4_summed(frame: &mut [u8], meta: &Meta, to: &FlowKey, sums: Su
     Ok(())
 }
 
-/// Offsets in the IPv4 header and in the TCP and UDP headers.
-const IP_CHECKSUM: usize = 10;
-const IP_SRC: usize = 12;
-const IP_DST: usize = 16;
-const TCP_CHECKSUM: usize = 16;
-const UDP_CHECKSUM: usize = 6;
-
-/// The big-endian 16-bit word at `at` of a header.
+/// The big-endian 16-bit field `f` (one of the headers' `field`s) of a
+/// header held as an array: a constant range, checked at compile time.
 #[inline(always)]
-fn get16<const N: usize>(h: &[u8; N], at: usize) -> u16 {
-    u16::from_be_bytes([h[at], h[at + 1]])
+fn get16<const N: usize>(h: &[u8; N], f: core::ops::Range<usize>) -> u16 {
+    u16::from_be_bytes([h[f.start], h[f.start + 1]])
 }
 
-/// Writes the big-endian 16-bit word at `at` of a header.
+/// Writes the big-endian 16-bit field `f` of a header held as an array.
 #[inline(always)]
-fn put16<const N: usize>(h: &mut [u8; N], at: usize, v: u16) {
-    h[at..at + 2].copy_from_slice(&v.to_be_bytes());
+fn put16<const N: usize>(h: &mut [u8; N], f: core::ops::Range<usize>, v: u16) {
+    h[f].copy_from_slice(&v.to_be_bytes());
 }
 
 /// The sums of RFC 1624's `~m + m'` over the IPv4 addresses and over the

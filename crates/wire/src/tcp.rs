@@ -19,7 +19,7 @@ use crate::checksum;
 use crate::error::ParseError;
 use crate::flow::proto;
 
-mod field {
+pub(crate) mod field {
     use core::ops::Range;
     pub const SRC_PORT: Range<usize> = 0..2;
     pub const DST_PORT: Range<usize> = 2..4;
