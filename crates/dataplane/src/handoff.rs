@@ -123,6 +123,14 @@ impl Outbox {
         self.free.slots() + self.spares.len()
     }
 
+    /// Whether `n` frames can be handed over now. The spares in hand
+    /// usually answer it; only when they do not is the free ring's index
+    /// read, a line the other core writes (a miss whenever it has).
+    #[inline]
+    pub fn has_room(&self, n: usize) -> bool {
+        self.spares.len() >= n || self.room() >= n
+    }
+
     /// True when the receiving worker has stopped (dropped its end).
     pub fn is_abandoned(&self) -> bool {
         self.frames.is_abandoned()
@@ -175,6 +183,8 @@ mod tests {
             assert!(f.is_empty() || f.as_slice() != [i; 10], "sender got another buffer");
         }
         assert!(f.copy_from(&[7; 10]));
+        assert_eq!(out.room(), 0);
+        assert!(out.has_room(0) && !out.has_room(1));
         assert!(!out.send(&mut f), "ring full");
         assert_eq!(f.as_slice(), &[7; 10], "a refused frame stays with the sender");
         let mut early = Batch::new(4, 64);
@@ -186,7 +196,11 @@ mod tests {
         assert_eq!(batch[0].as_slice(), &[0; 10]);
         assert_eq!(batch[1].port, PortId(1));
         // The buffers went back: the sender can send again.
-        assert!(a.outboxes[1].as_mut().unwrap().send(&mut f));
+        let out = a.outboxes[1].as_mut().unwrap();
+        assert_eq!(out.room(), 2);
+        assert!(out.has_room(2) && !out.has_room(3), "the free ring is read when the spares fall short");
+        assert!(out.send(&mut f));
+        assert!(out.has_room(1) && !out.has_room(2), "one spare in hand, one sent");
         assert!(a.outboxes[0].is_none());
     }
 }

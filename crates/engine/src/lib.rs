@@ -84,6 +84,17 @@ pub enum Verdict {
     Held,
 }
 
+/// Hints the CPU to bring in the first two cache lines of a frame: the
+/// Ethernet, IP and transport headers of every frame the classifier reads
+/// in full. A frame written by a NIC or on another core is not in this
+/// core's cache, and its first read would stall.
+#[inline(always)]
+pub fn prefetch_headers(bytes: &[u8]) {
+    let p = bytes.as_ptr();
+    prefetch(p);
+    prefetch(p.wrapping_add(64));
+}
+
 /// Hints the CPU to bring `p`'s cache line in; never faults, whatever `p` is.
 #[inline(always)]
 pub(crate) fn prefetch<T>(p: *const T) {

@@ -17,7 +17,7 @@ use crate::counters::DropReason;
 use crate::members::{DOWN, UP};
 use crate::shaping::Shaping;
 use crate::time::Time;
-use crate::{Side, Verdict};
+use crate::{prefetch_headers, Side, Verdict};
 use wire::classify::{classify_into, Meta, ParseError, L4};
 use wire::FrameBuf;
 
@@ -225,15 +225,6 @@ impl Engine {
             Some(Err(r)) => self.drop(r),
         }
     }
-}
-
-/// Brings the first two cache lines of a frame in (Ethernet, IP and
-/// transport headers of every frame the classifier reads in full).
-#[inline(always)]
-fn prefetch_headers(bytes: &[u8]) {
-    let p = bytes.as_ptr();
-    crate::prefetch(p);
-    crate::prefetch(p.wrapping_add(64));
 }
 
 /// The end of pass 1 for one lane, given its parse: a frame that parsed
