@@ -572,6 +572,16 @@ impl Config {
         if !(64..=1 << 20).contains(&self.shaping.pool_frames) {
             return Err(format!("shaping.pool_frames = {}: give 64 to 1048576", self.shaping.pool_frames));
         }
+        let spool = self.spool_path();
+        let name = spool.file_name().map_or(0, |n| n.len());
+        if name == 0 || name > MAX_SPOOL_NAME {
+            let field = if self.accounting.spool.is_some() { "accounting.spool" } else { "the database's usage spool" };
+            return Err(format!(
+                "{field} {}: its file name is {name} bytes; give a file name of 1 to {MAX_SPOOL_NAME} bytes (torwart \
+                 writes beside it under that name and a suffix, and a file name has at most 255)",
+                spool.display()
+            ));
+        }
         Ok(Checked {
             established_timeout,
             flush_interval,
@@ -587,6 +597,28 @@ impl Config {
             api_listen: self.api.check()?,
             null_engine: false,
         })
+    }
+}
+
+/// The longest file name of the usage spool: it is also written under
+/// that name plus `.tmp` while it is replaced, and usage it cannot take
+/// goes to `<name>.<ns since 1970>` beside it; a file name has at most 255
+/// bytes.
+pub const MAX_SPOOL_NAME: usize = 200;
+
+impl Config {
+    /// Where usage the database would not take at a stop is kept
+    /// (`accounting.spool`, or its default).
+    pub fn spool_path(&self) -> PathBuf {
+        if let Some(p) = &self.accounting.spool {
+            return p.clone();
+        }
+        let db = self.database.strip_prefix("sqlite://").unwrap_or(&self.database);
+        if !db.contains("://") {
+            let path = db.split('?').next().unwrap_or(db);
+            return PathBuf::from(format!("{path}.usage-spool"));
+        }
+        PathBuf::from("/var/lib/torwart/usage.spool")
     }
 }
 
@@ -686,6 +718,23 @@ mod tests {
         assert_eq!(k.established_timeout, Duration::from_secs(12 * 3600));
         assert_eq!(k.coalesce, Duration::from_micros(100));
         assert_eq!(k.xdp_socket, io::XdpConfig::default());
+    }
+
+    #[test]
+    fn a_spool_whose_name_leaves_no_room_for_its_suffixes_is_refused() {
+        let (c, _) = Config::parse(GOOD).unwrap();
+        assert_eq!(c.spool_path(), PathBuf::from("torwart.db.usage-spool"));
+        let long = "u".repeat(MAX_SPOOL_NAME + 1);
+        let e = Config::parse(&format!("{GOOD}\n[accounting]\nspool = \"/var/lib/torwart/{long}\"")).unwrap_err();
+        assert!(e.contains("accounting.spool /var/lib/torwart/uuu") && e.contains("file name is 201 bytes"), "{e}");
+        let fits = "u".repeat(MAX_SPOOL_NAME);
+        let (c, _) = Config::parse(&format!("{GOOD}\n[accounting]\nspool = \"/var/lib/torwart/{fits}\"")).unwrap();
+        assert_eq!(c.spool_path().file_name().unwrap().len(), MAX_SPOOL_NAME);
+        // The default spool is named after the database file.
+        let db = "d".repeat(MAX_SPOOL_NAME);
+        let e = Config::parse(&GOOD.replace("torwart.db", &db)).unwrap_err();
+        assert!(e.starts_with("the database's usage spool ddd") && e.contains("212 bytes"), "{e}");
+        assert!(Config::parse(&format!("{GOOD}\n[accounting]\nspool = \"/\"")).is_err(), "no file name");
     }
 
     #[test]

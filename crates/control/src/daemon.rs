@@ -874,7 +874,7 @@ impl Control {
             tracing::info!("api: socket {}", config.api.socket.display());
         }
         let reload_task = runtime.spawn(reload_loop(db.clone(), reloader, Arc::clone(&reload_now), Arc::clone(&live)));
-        let spool = Spool::new(spool_path(config));
+        let spool = Spool::new(config.spool_path());
         Ok(Control { runtime, live, api, db, published, reload_now, reload_task, spool })
     }
 
@@ -897,18 +897,6 @@ impl Control {
 /// Where usage the database would not take at a stop is kept:
 /// `accounting.spool`, else next to an SQLite database file, else
 /// `/var/lib/torwart/usage.spool`.
-fn spool_path(config: &Config) -> PathBuf {
-    if let Some(p) = &config.accounting.spool {
-        return p.clone();
-    }
-    let db = config.database.strip_prefix("sqlite://").unwrap_or(&config.database);
-    if !db.contains("://") {
-        let path = db.split('?').next().unwrap_or(db);
-        return PathBuf::from(format!("{path}.usage-spool"));
-    }
-    PathBuf::from("/var/lib/torwart/usage.spool")
-}
-
 /// Writes a spool left by an earlier stop (and the files that went to
 /// [`SPOOL_FALLBACK_DIR`] instead) to the database; on failure a spool
 /// stays for the next try. Numbered usage is written once however often
@@ -1373,8 +1361,19 @@ fn spool_usage(
 
 /// The start of the names of `spool`'s files in [`SPOOL_FALLBACK_DIR`]:
 /// its path with `/` as `%`, so that each database's daemon finds its own.
+/// A path too long for that (a file name has at most 255 bytes, and the
+/// name gets a time and, while it is written, `.tmp`) is named by a hash
+/// of it instead, one that stays the same across restarts and versions
+/// (64-bit FNV-1a): the next start must find the files.
 fn fallback_prefix(spool: &Spool) -> String {
-    format!("usage-spool.{}.", spool.path().to_string_lossy().replace('/', "%"))
+    const ROOM: usize = 255 - ".18446744073709551615".len() - ".tmp".len();
+    let path = spool.path().as_os_str().as_encoded_bytes();
+    let readable = format!("usage-spool.{}.", spool.path().to_string_lossy().replace('/', "%"));
+    if readable.len() <= ROOM {
+        return readable;
+    }
+    let hash = path.iter().fold(0xcbf2_9ce4_8422_2325_u64, |h, &b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3));
+    format!("usage-spool.#{hash:016x}.")
 }
 
 /// `spool`'s files in [`SPOOL_FALLBACK_DIR`], oldest first.
@@ -1518,6 +1517,45 @@ mod tests {
             ),
             "{f}"
         );
+    }
+
+    /// A spool's files in the fallback directory are named after its path;
+    /// a path too long to be part of a file name is named by a hash, the
+    /// same at every start, and such a file can be written.
+    #[test]
+    fn a_long_spool_path_gets_fallback_names_that_fit() {
+        let short = Spool::new("/var/lib/torwart/t.db.usage-spool");
+        assert_eq!(fallback_prefix(&short), "usage-spool.%var%lib%torwart%t.db.usage-spool.");
+        let deep = |leaf: &str| Spool::new(format!("/srv/{}/{leaf}", "accounting/".repeat(25)));
+        let long = deep("t.db.usage-spool");
+        let prefix = fallback_prefix(&long);
+        assert!(prefix.starts_with("usage-spool.#") && prefix.len() == "usage-spool.#".len() + 17, "{prefix}");
+        assert_eq!(prefix, fallback_prefix(&deep("t.db.usage-spool")), "the same at every start");
+        assert_ne!(prefix, fallback_prefix(&deep("u.db.usage-spool")));
+        let longest_readable = fallback_prefix(&Spool::new(format!("/{}", "x".repeat(216))));
+        assert_eq!(longest_readable.len(), 230, "{longest_readable}");
+        assert!(fallback_prefix(&Spool::new(format!("/{}", "x".repeat(217)))).contains('#'));
+
+        // Both kinds of name, with the longest time after them, take usage
+        // (and the `.tmp` name it is written under first).
+        let dir = std::env::temp_dir().join(format!("torwart-fallback-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let traffic =
+            vec![crate::db::MemberTraffic { member_id: 7, up_bytes: 1, down_bytes: 2, up_packets: 1, down_packets: 1 }];
+        let written: Vec<_> = [prefix, longest_readable]
+            .iter()
+            .map(|p| {
+                let file = dir.join(format!("{p}{}", u64::MAX));
+                let part = crate::ledger::Part { period_start: None, flush: 1, traffic: traffic.clone() };
+                let got = Spool::new(&file).append("a", &[part], 0).map_err(|e| e.to_string());
+                (got, file.exists(), file)
+            })
+            .collect();
+        std::fs::remove_dir_all(&dir).unwrap();
+        for (got, exists, file) in written {
+            assert_eq!(got, Ok(file.clone()));
+            assert!(exists, "{}", file.display());
+        }
     }
 
     #[test]
