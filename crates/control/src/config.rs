@@ -577,7 +577,7 @@ impl Config {
         if name == 0 || name > MAX_SPOOL_NAME {
             let field = if self.accounting.spool.is_some() { "accounting.spool" } else { "the database's usage spool" };
             return Err(format!(
-                "{field} {}: its file name is {name} bytes; give a file name of 1 to {MAX_SPOOL_NAME} bytes (torwart \
+                "{field} \"{}\": its file name is {name} bytes; give a file name of 1 to {MAX_SPOOL_NAME} bytes (torwart \
                  writes beside it under that name and a suffix, and a file name has at most 255)",
                 spool.display()
             ));
@@ -726,15 +726,18 @@ mod tests {
         assert_eq!(c.spool_path(), PathBuf::from("torwart.db.usage-spool"));
         let long = "u".repeat(MAX_SPOOL_NAME + 1);
         let e = Config::parse(&format!("{GOOD}\n[accounting]\nspool = \"/var/lib/torwart/{long}\"")).unwrap_err();
-        assert!(e.contains("accounting.spool /var/lib/torwart/uuu") && e.contains("file name is 201 bytes"), "{e}");
+        assert!(e.contains("accounting.spool \"/var/lib/torwart/uuu") && e.contains("file name is 201 bytes"), "{e}");
         let fits = "u".repeat(MAX_SPOOL_NAME);
         let (c, _) = Config::parse(&format!("{GOOD}\n[accounting]\nspool = \"/var/lib/torwart/{fits}\"")).unwrap();
         assert_eq!(c.spool_path().file_name().unwrap().len(), MAX_SPOOL_NAME);
         // The default spool is named after the database file.
         let db = "d".repeat(MAX_SPOOL_NAME);
         let e = Config::parse(&GOOD.replace("torwart.db", &db)).unwrap_err();
-        assert!(e.starts_with("the database's usage spool ddd") && e.contains("212 bytes"), "{e}");
-        assert!(Config::parse(&format!("{GOOD}\n[accounting]\nspool = \"/\"")).is_err(), "no file name");
+        assert!(e.starts_with("the database's usage spool \"ddd") && e.contains("212 bytes"), "{e}");
+        for nameless in ["/", ""] {
+            let e = Config::parse(&format!("{GOOD}\n[accounting]\nspool = \"{nameless}\"")).unwrap_err();
+            assert!(e.starts_with(&format!("accounting.spool \"{nameless}\": its file name is 0 bytes")), "{e}");
+        }
     }
 
     #[test]
