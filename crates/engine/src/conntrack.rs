@@ -185,9 +185,9 @@ impl Flow {
     }
 }
 
-/// [`Flow::nat_sums`] of a flow with `keys`.
-fn nat_sums(keys: &[FlowKey; 2]) -> [wire::nat::Sums; 2] {
-    if keys[1] == keys[0].reversed() || keys[0].family != wire::flow::Family::V4 {
+/// [`Flow::nat_sums`] of a flow with `keys`, [`Flow::translated`] or not.
+fn nat_sums(keys: &[FlowKey; 2], translated: bool) -> [wire::nat::Sums; 2] {
+    if !translated || keys[0].family != wire::flow::Family::V4 {
         return [wire::nat::Sums::default(); 2];
     }
     [wire::nat::Sums::between(&keys[0], &keys[1].reversed()), wire::nat::Sums::between(&keys[1], &keys[0].reversed())]
@@ -640,6 +640,7 @@ impl Conntrack {
             }
         }
         let [slot0, slot1] = slots;
+        let translated = keys[1] != keys[0].reversed();
         let f = &mut self.flows[i as usize];
         *f = Flow {
             keys,
@@ -648,7 +649,7 @@ impl Conntrack {
             answered: new.answered,
             orig_side: new.orig_side,
             reply_side: new.reply_side,
-            translated: keys[1] != keys[0].reversed(),
+            translated,
             live: true,
             synced: new.synced,
             queued: false,
@@ -658,7 +659,7 @@ impl Conntrack {
             bytes: [0; 2],
             // The slow path times the handshakes it sees open.
             handshake_at: rtt::UNTIMED,
-            nat_sums: nat_sums(&keys),
+            nat_sums: nat_sums(&keys, translated),
         };
         self.cold[i as usize] =
             Cold { created: now, epoch: new.epoch, slots: [slot0, slot1], resync: 0, queue: [NIL; 2] };
