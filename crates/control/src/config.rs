@@ -582,6 +582,14 @@ impl Config {
                 spool.display()
             ));
         }
+        let field = if self.accounting.spool.is_some() { "accounting.spool" } else { "the database's usage spool" };
+        replaceable(field, &spool)?;
+        if let Some(path) = &self.stats.file {
+            replaceable("stats.file", path)?;
+        }
+        if let Some(path) = &self.sync.ready_file {
+            replaceable("sync.ready_file", path)?;
+        }
         Ok(Checked {
             established_timeout,
             flush_interval,
@@ -598,6 +606,35 @@ impl Config {
             null_engine: false,
         })
     }
+}
+
+/// Checks a file the daemon replaces whole ([`crate::files::write_private`]:
+/// written beside it, then renamed over it): what is at `path` now must be
+/// a file, or nothing. A directory there would fail each write (for the
+/// spool, at the stop, when the usage needs it), and a device or a link
+/// would be replaced by a file (`/dev/null` by the stats).
+fn replaceable(field: &str, path: &Path) -> Result<(), String> {
+    if path.file_name().is_none_or(|n| n.len() > 250) {
+        return Err(format!(
+            "{field} \"{}\": give a file name of 1 to 250 bytes (it is written under that name and \".tmp\" first)",
+            path.display()
+        ));
+    }
+    let Ok(meta) = std::fs::symlink_metadata(path) else { return Ok(()) };
+    let kind = meta.file_type();
+    let what = if kind.is_file() {
+        return Ok(());
+    } else if kind.is_dir() {
+        "a directory"
+    } else if kind.is_symlink() {
+        "a symbolic link"
+    } else {
+        "not a regular file"
+    };
+    Err(format!(
+        "{field} \"{}\" is {what}; give the path of a file (torwart replaces it whole), or of none yet",
+        path.display()
+    ))
 }
 
 /// The longest file name of the usage spool: it is also written under
@@ -734,6 +771,25 @@ mod tests {
         let db = "d".repeat(MAX_SPOOL_NAME);
         let e = Config::parse(&GOOD.replace("torwart.db", &db)).unwrap_err();
         assert!(e.starts_with("the database's usage spool \"ddd") && e.contains("212 bytes"), "{e}");
+        // A spool path that is there but is no file: refused, not replaced.
+        let dir = std::env::temp_dir().join(format!("torwart-spool-dir-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let link = dir.join("link");
+        let _ = std::fs::remove_file(&link);
+        std::os::unix::fs::symlink("/etc/hostname", &link).unwrap();
+        for (path, what) in
+            [(dir.as_path(), "a directory"), (Path::new("/dev/null"), "not a regular file"), (&link, "a symbolic link")]
+        {
+            let e = Config::parse(&format!("{GOOD}\n[accounting]\nspool = \"{}\"", path.display())).unwrap_err();
+            assert_eq!(e, format!("accounting.spool \"{}\" is {what}; give the path of a file (torwart replaces it whole), or of none yet", path.display()));
+        }
+        let e = Config::parse(&format!("{GOOD}\n[stats]\nfile = \"/dev/null\"")).unwrap_err();
+        assert!(e.starts_with("stats.file \"/dev/null\" is not a regular file"), "{e}");
+        let e = Config::parse(&format!("{GOOD}\n[stats]\nfile = \"{}\"", dir.display())).unwrap_err();
+        assert!(e.starts_with("stats.file") && e.contains("is a directory"), "{e}");
+        let e = Config::parse(&format!("{GOOD}\n[stats]\nfile = \"/run/{}\"", "s".repeat(251))).unwrap_err();
+        assert!(e.contains("give a file name of 1 to 250 bytes"), "{e}");
+        std::fs::remove_dir_all(&dir).unwrap();
         for nameless in ["/", ""] {
             let e = Config::parse(&format!("{GOOD}\n[accounting]\nspool = \"{nameless}\"")).unwrap_err();
             assert!(e.starts_with(&format!("accounting.spool \"{nameless}\": its file name is 0 bytes")), "{e}");
