@@ -96,3 +96,21 @@ async fn the_ledger_writes_exactly_what_was_counted() {
     db.import(&data("example.json")).await.expect("import");
     common::ledger_writes_exactly_what_was_counted(&db).await;
 }
+
+/// A daemon whose role may use the tables but not create any (PostgreSQL
+/// 15 and later give nobody CREATE on `public`): `db init` ran as another
+/// role, and the flushes must still be written.
+#[tokio::test]
+async fn usage_is_written_by_a_role_that_may_not_create_tables() {
+    let _serial = PG_SERIAL.lock().await;
+    let Some(pg) = Pg::new().await else { return };
+    let (db, raw) = fresh(&pg).await;
+    db.import(&data("example.json")).await.expect("import");
+    raw.exec("DO $$ BEGIN EXECUTE format('REVOKE CREATE ON SCHEMA %I FROM CURRENT_USER', current_schema()); END $$")
+        .await;
+    let traffic = control::db::MemberTraffic { member_id: 101, up_bytes: 1500, up_packets: 1, ..Default::default() };
+    assert!(db.write_accounting_once("box-a", 1, 1_800_000_000, &[traffic.clone()]).await.expect("flush"));
+    assert!(!db.write_accounting_once("box-a", 1, 1_800_000_000, &[traffic]).await.expect("again"), "written once");
+    let periods = db.read_accounting(101).await.expect("read");
+    assert_eq!(periods.iter().map(|p| p.up_bytes).sum::<u64>(), 1500);
+}

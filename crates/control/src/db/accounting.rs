@@ -127,7 +127,14 @@ impl Database {
     ) -> Result<bool, DbError> {
         let err = |e| self.sql("cannot write accounting", e);
         let mut tx = self.pool.begin().await.map_err(err)?;
-        tx.execute(Stmt::new(super::schema::USAGE_FLUSHES_TABLE, vec![])).await.map_err(err)?;
+        // `init` makes the table; a database made before it existed gets it
+        // here, once. Not on every flush: PostgreSQL checks the right to
+        // create in the schema even when the table is there, which a
+        // least-privileged daemon's role (15 and later: no CREATE on
+        // `public` by default) does not have.
+        if self.base_table(&mut tx, "torwart_usage_flushes").await?.is_none() {
+            tx.execute(Stmt::new(super::schema::USAGE_FLUSHES_TABLE, vec![])).await.map_err(err)?;
+        }
         let mark = Stmt::new(
             "INSERT INTO torwart_usage_flushes (writer, flush, written_at) VALUES ($1, $2, $3) \
              ON CONFLICT (writer, flush) DO NOTHING",
