@@ -109,7 +109,7 @@ async fn usage_is_written_by_a_role_that_may_not_create_tables() {
     raw.exec("DO $$ BEGIN EXECUTE format('REVOKE CREATE ON SCHEMA %I FROM CURRENT_USER', current_schema()); END $$")
         .await;
     let traffic = control::db::MemberTraffic { member_id: 101, up_bytes: 1500, up_packets: 1, ..Default::default() };
-    assert!(db.write_accounting_once("box-a", 1, 1_800_000_000, &[traffic.clone()]).await.expect("flush"));
+    assert!(db.write_accounting_once("box-a", 1, 1_800_000_000, &[traffic]).await.expect("flush"));
     assert!(!db.write_accounting_once("box-a", 1, 1_800_000_000, &[traffic]).await.expect("again"), "written once");
     let periods = db.read_accounting(101).await.expect("read");
     assert_eq!(periods.iter().map(|p| p.up_bytes).sum::<u64>(), 1500);
