@@ -338,6 +338,14 @@ impl SyncConfig {
         if local.is_ipv4() != peer.is_ipv4() {
             return Err("sync: local and peer are of different address families".into());
         }
+        if local.port() == 0 || local.ip().is_unspecified() {
+            // The other box writes this box's usage under this name if this
+            // one goes: it must be the one the other box has as its peer.
+            return Err(format!(
+                "sync.local = \"{local}\": this box's own address and port on the sync link, as the other box's \
+                 sync.peer names it (not a wildcard)"
+            ));
+        }
         if peer.port() == 0 || peer.ip().is_unspecified() || peer == local {
             return Err(format!("sync.peer = \"{peer}\": the other box's own address and port"));
         }
@@ -866,6 +874,10 @@ mod tests {
             (
                 format!("{GOOD}\n[sync]\nlocal = \"10.99.0.1:7400\"\npeer = \"10.99.0.1:7400\"\nkey_file = \"k\""),
                 "the other box's own address",
+            ),
+            (
+                format!("{GOOD}\n[sync]\nlocal = \"0.0.0.0:7400\"\npeer = \"10.99.0.2:7400\"\nkey_file = \"k\""),
+                "sync.local = \"0.0.0.0:7400\": this box's own address and port on the sync link",
             ),
         ];
         for (text, want) in cases {

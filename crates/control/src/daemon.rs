@@ -262,8 +262,8 @@ struct Daemon {
     shared_flush: Option<i64>,
     /// The sync thread's end was logged.
     pair_lost: bool,
-    /// The other box's usage still to be written for it.
-    orphans: Vec<crate::pair::Orphaned>,
+    /// The other box's usage still to be written for it, each from when.
+    orphans: Vec<(Instant, crate::pair::Orphaned)>,
     ledger: Ledger,
     /// The last stats of stopped workers, while none run: their usage is
     /// still to be flushed.
@@ -383,25 +383,62 @@ impl Daemon {
             *last_share = Instant::now();
             p.share_usage(&self.ledger, &crate::stats::usage(stats));
         }
-        self.orphans.extend(p.take_orphaned());
-        let period = Periods::HOURLY.start(unix_now());
-        self.orphans.retain(|o| {
-            let write = self.control.db.write_accounting_once(&o.writer, o.flush, period, &o.traffic);
-            match self.control.runtime.block_on(async { tokio::time::timeout(DB_WRITE_TIMEOUT, write).await }) {
-                Ok(Ok(true)) => tracing::info!(box_ = %o.writer, flush = o.flush, members = o.traffic.len(), "wrote the other box's usage"),
-                Ok(Ok(false)) => tracing::info!(box_ = %o.writer, flush = o.flush, "the other box had written its usage"),
-                Ok(Err(e)) => {
-                    tracing::warn!("the other box's usage not written (retrying): {e}");
-                    return true;
-                }
-                Err(_) => {
-                    let s = DB_WRITE_TIMEOUT.as_secs();
-                    tracing::warn!("the other box's usage not written (retrying): no answer within {s} s");
-                    return true;
+        let (orphaned, restarted) = p.take_orphaned();
+        let now = Instant::now();
+        if restarted {
+            // Its old process is gone: nothing it left is its own to write.
+            self.orphans.iter_mut().for_each(|(due, _)| *due = now);
+        }
+        // A box that went silent may be alive behind a broken sync link and
+        // write the flush itself, with what it counted since it last shared:
+        // it gets two flush intervals and a retry to do so first (then this
+        // box's write of the same flush is refused, and nothing is lost).
+        let grace = 2 * self.checked.flush_interval + FLUSH_RETRY;
+        for o in orphaned {
+            if o.silent {
+                let s = grace.as_secs();
+                tracing::warn!(box_ = %o.writer, flush = o.flush, "the other box went silent: its usage is written here in {s} s unless it writes it first");
+            }
+            self.orphans.push((if o.silent { now + grace } else { now }, o));
+        }
+        self.orphans.retain_mut(|(due, o)| {
+            if *due > now {
+                return true;
+            }
+            match write_orphan(&self.control, o) {
+                Ok(()) => false,
+                Err(e) => {
+                    // Not every pass: a database that does not answer would
+                    // hold the loop up each time.
+                    tracing::warn!("the other box's usage not written (retrying in {} s): {e}", FLUSH_RETRY.as_secs());
+                    *due = now + FLUSH_RETRY;
+                    true
                 }
             }
-            false
         });
+    }
+
+    /// At a stop: the other box's usage not written yet is written now
+    /// (due or not: this box may not be back before the other's grace
+    /// ends), else spooled under its name and number.
+    fn settle_orphans(&mut self) {
+        if let Some(p) = &self.pair {
+            let (orphaned, _) = p.take_orphaned();
+            self.orphans.extend(orphaned.into_iter().map(|o| (Instant::now(), o)));
+        }
+        for (_, o) in std::mem::take(&mut self.orphans) {
+            let Err(e) = write_orphan(&self.control, &o) else { continue };
+            let part = crate::ledger::Part { flush: o.flush, period_start: None, traffic: o.traffic };
+            let members = part.traffic.len();
+            match spool_usage(&self.control.spool, &o.writer, &[part], Periods::HOURLY.start(unix_now())) {
+                Ok(path) => {
+                    tracing::warn!(box_ = %o.writer, flush = o.flush, "the other box's usage not written ({e}): {members} member(s) kept in {}", path.display())
+                }
+                Err(s) => {
+                    tracing::error!(box_ = %o.writer, flush = o.flush, "the other box's usage of {members} member(s) LOST: not written ({e}), nor spooled ({s})")
+                }
+            }
+        }
     }
 
     /// The workers' latest stats, or the last of the stopped ones.
@@ -507,6 +544,7 @@ impl Daemon {
             self.parked = stats;
         }
         let flushed = final_flush(&self.control, &mut self.ledger, &self.parked);
+        self.settle_orphans();
         if let Some(p) = self.pair.take() {
             // The other box must not write what this one just did.
             if let (Ok(()), Some(f)) = (&flushed, self.ledger.last_flush()) {
@@ -1357,6 +1395,24 @@ fn spool_usage(
         let name = format!("{}{}", fallback_prefix(spool), now.as_nanos());
         Spool::new(Path::new(SPOOL_FALLBACK_DIR).join(name)).append(writer, parts, period_now).map_err(|_| e)
     })
+}
+
+/// Writes the other box's usage `o` under its name and number, once.
+fn write_orphan(control: &Control, o: &crate::pair::Orphaned) -> Result<(), String> {
+    let period = Periods::HOURLY.start(unix_now());
+    let write = control.db.write_accounting_once(&o.writer, o.flush, period, &o.traffic);
+    match control.runtime.block_on(async { tokio::time::timeout(DB_WRITE_TIMEOUT, write).await }) {
+        Ok(Ok(true)) => {
+            tracing::info!(box_ = %o.writer, flush = o.flush, members = o.traffic.len(), "wrote the other box's usage");
+            Ok(())
+        }
+        Ok(Ok(false)) => {
+            tracing::info!(box_ = %o.writer, flush = o.flush, "the other box had written its usage");
+            Ok(())
+        }
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(_) => Err(format!("no answer within {} s", DB_WRITE_TIMEOUT.as_secs())),
+    }
 }
 
 /// The start of the names of `spool`'s files in [`SPOOL_FALLBACK_DIR`]:

@@ -20,7 +20,10 @@
 //!   flush ([`Pair::flushed`]); the other box does the same, and if it is
 //!   lost (or comes back as a new session) before it said it wrote what it
 //!   sent, its usage is handed to the daemon to write under its name
-//!   ([`Pair::take_orphaned`], [`crate::ledger`]).
+//!   ([`Pair::take_orphaned`], [`crate::ledger`]). A peer that went
+//!   silent may be alive behind a broken sync link and write the same
+//!   flush itself, with more in it: the daemon gives it time to
+//!   ([`Orphaned::silent`]).
 //! * Readiness for a failover script: [`sync::Peer::ready`], written as
 //!   `0` (ready) or `1` to the readiness file whenever it changes, the
 //!   form keepalived's `track_file` reads.
@@ -224,6 +227,9 @@ struct UsageExchange {
     peer: BTreeMap<(u64, u32), sync::Usage>,
     /// The peer's usage to write for it (it is gone).
     orphaned: Vec<Orphaned>,
+    /// The peer came back as a new session since the daemon last took the
+    /// orphaned usage: its old process is gone, and writes nothing more.
+    restarted: bool,
     /// What this box last told the peer, by flush number and member.
     shared: BTreeMap<(i64, u32), MemberTraffic>,
 }
@@ -235,6 +241,12 @@ pub struct Orphaned {
     pub writer: String,
     pub flush: i64,
     pub traffic: Vec<MemberTraffic>,
+    /// The peer went silent (nothing heard for a while) rather than coming
+    /// back as a new session: it may be alive behind a broken sync link,
+    /// and write this flush itself, counted to a later moment than what it
+    /// shared. Written first by this box, that flush would be refused to
+    /// it, and what it counted since it last shared would be lost.
+    pub silent: bool,
 }
 
 /// Records a worker's ring must have room for before a datagram is read
@@ -348,9 +360,12 @@ impl Pair {
         lock(&self.usage).outgoing.push(Record::Flushed { flush: flush as u64 });
     }
 
-    /// The other box's usage to write for it, if it is gone.
-    pub fn take_orphaned(&self) -> Vec<Orphaned> {
-        std::mem::take(&mut lock(&self.usage).orphaned)
+    /// The other box's usage to write for it, if it is gone; and whether
+    /// it came back as a new session since the last call (so nothing it
+    /// left is still its own to write).
+    pub fn take_orphaned(&self) -> (Vec<Orphaned>, bool) {
+        let mut u = lock(&self.usage);
+        (std::mem::take(&mut u.orphaned), std::mem::take(&mut u.restarted))
     }
 
     /// Rings to workers (started, or started anew): `workers` pairs, of
@@ -517,13 +532,14 @@ impl Thread {
                     tracing::info!(session = %format!("{session:016x}"), "sync peer up");
                     // A new session: what the old one counted and did not write is orphaned.
                     if self.usage_session.is_some_and(|s| s != session) {
-                        self.orphan_usage();
+                        self.orphan_usage(false);
+                        lock(&self.usage).restarted = true;
                     }
                     self.usage_session = Some(session);
                 }
                 Event::PeerLost => {
                     tracing::warn!("sync peer lost: nothing heard from it");
-                    self.orphan_usage();
+                    self.orphan_usage(true);
                 }
                 Event::Complete => tracing::info!("sync complete: this box holds the peer's state"),
                 Event::Resync { id } => {
@@ -544,8 +560,9 @@ impl Thread {
         }
     }
 
-    /// The peer's unwritten usage, for the daemon to write under its name.
-    fn orphan_usage(&mut self) {
+    /// The peer's unwritten usage, for the daemon to write under its name;
+    /// `silent`: the peer went silent (see [`Orphaned::silent`]).
+    fn orphan_usage(&mut self, silent: bool) {
         let mut u = lock(&self.usage);
         let peer = std::mem::take(&mut u.peer);
         let mut by_flush: BTreeMap<u64, Vec<MemberTraffic>> = BTreeMap::new();
@@ -559,8 +576,13 @@ impl Thread {
             });
         }
         for (flush, traffic) in by_flush {
-            tracing::warn!(flush, members = traffic.len(), "sync: writing the usage the other box did not");
-            u.orphaned.push(Orphaned { writer: self.peer_name.clone(), flush: flush as i64, traffic });
+            tracing::warn!(
+                flush,
+                members = traffic.len(),
+                silent,
+                "sync: the other box's unwritten usage is ours to write"
+            );
+            u.orphaned.push(Orphaned { writer: self.peer_name.clone(), flush: flush as i64, traffic, silent });
         }
     }
 
@@ -645,5 +667,60 @@ impl Thread {
                 self.written_ready = Some(ready);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Instant;
+
+    fn free_port() -> SocketAddr {
+        UdpSocket::bind("127.0.0.1:0").and_then(|s| s.local_addr()).expect("a free port")
+    }
+
+    fn until(what: &str, mut done: impl FnMut() -> bool) {
+        let end = Instant::now() + Duration::from_secs(10);
+        while !done() {
+            assert!(Instant::now() < end, "no {what} within 10 s");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Box a shares what it counted, then goes silent (as behind a broken
+    /// sync link): b hands a's usage over marked silent, so the daemon
+    /// gives a time to write it itself. When a comes back as a new
+    /// session, b says so: nothing a left is still a's to write.
+    #[test]
+    fn a_silent_peers_usage_is_marked_so_and_a_restart_is_told() {
+        let text = new_key_file().expect("a key");
+        let keys = || Keys::parse(&text).expect("the key parses");
+        let (at_a, at_b) = (free_port(), free_port());
+        let cfg =
+            |local, peer| PairConfig { local, peer, key_file: PathBuf::new(), ready_file: None, max_datagram: 1452 };
+        let b = Pair::start(&cfg(at_b, at_a), keys(), true).expect("b starts");
+        let a = Pair::start(&cfg(at_a, at_b), keys(), true).expect("a starts");
+        // One worker's rings each (nothing else reads them: no flows here).
+        let (_a_worker, _b_worker) = (a.attach(1), b.attach(1));
+        until("meeting", || a.stats().peer_alive && b.stats().peer_alive);
+        let ledger = Ledger::for_pair(at_a.to_string());
+        let counted = [MemberTraffic { member_id: 7, up_bytes: 1000, up_packets: 2, ..MemberTraffic::default() }];
+        a.share_usage(&ledger, &counted);
+        std::thread::sleep(Duration::from_millis(300));
+        assert_eq!(b.take_orphaned(), (vec![], false), "a speaks: its usage is its own");
+        a.stop();
+        let mut orphaned = Vec::new();
+        until("orphaned usage", || {
+            orphaned.extend(b.take_orphaned().0);
+            !orphaned.is_empty()
+        });
+        let flush = ledger.next_flush().expect("a pair's ledger numbers its flushes");
+        let expected = Orphaned { writer: at_a.to_string(), flush, traffic: counted.to_vec(), silent: true };
+        assert_eq!(orphaned, vec![expected]);
+        let a = Pair::start(&cfg(at_a, at_b), keys(), true).expect("a starts again");
+        let _a_worker = a.attach(1);
+        until("a restart told", || b.take_orphaned().1);
+        a.stop();
+        b.stop();
     }
 }
