@@ -56,6 +56,10 @@ wire::named_counters! {
         NatPortsExhausted => "nat_ports_exhausted",
         /// A packet of a translated flow that cannot be rewritten (not IPv4, or cut short).
         NatUntranslatable => "nat_untranslatable",
+        /// A new translated flow whose replies would match another live flow's (a protocol
+        /// without ports, such as GRE, to the same remote from two devices behind one public
+        /// address): one at a time, as in Linux.
+        NatReplyInUse => "nat_reply_in_use",
         /// A fragment overlaps one already seen for the same datagram (RFC 5722, RFC 1858).
         FragmentOverlap => "fragment_overlap",
         /// A non-last fragment whose length is not a multiple of 8, or a datagram beyond 65535 bytes.

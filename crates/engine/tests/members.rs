@@ -127,6 +127,37 @@ fn members_sharing_an_address_stay_in_their_port_ranges() {
     assert!((32_768..=65_535).contains(&p), "member 105's range, got {p}");
 }
 
+/// GRE (or any protocol without ports) is translated by address alone:
+/// two devices behind one public address to one remote would look alike
+/// from outside, so the second waits until the first's flow ends.
+#[test]
+fn flows_without_ports_from_one_public_address_to_one_remote_go_one_at_a_time() {
+    let mut g = Gw::new();
+    let gre = |g: &mut Gw, from: Side, s: &str, d: &str| {
+        let eth = if from == Side::Inside { IN } else { OUT };
+        let mut b = vec![0u8; 256];
+        let n = build::ip_fragment(&mut b, &eth, v4(s), v4(d), 47, 1, 0, false, &[0u8; 24]).unwrap();
+        b.truncate(n);
+        g.send(from, b)
+    };
+    // Members 104 and 105 share 198.51.100.20.
+    let (v, f) = gre(&mut g, Side::Inside, "10.0.3.1", WEB);
+    assert_eq!(v, FWD_OUT);
+    assert_eq!(key(&f).src_ip(), v4("198.51.100.20"));
+    assert_eq!(gre(&mut g, Side::Inside, "10.0.3.9", WEB).0, dropped(Reason::NatReplyInUse));
+    let (v, f) = gre(&mut g, Side::Outside, WEB, "198.51.100.20");
+    assert_eq!(v, FWD_IN);
+    assert_eq!(key(&f).dst_ip(), v4("10.0.3.1"), "the answer reaches the device that opened the flow");
+    // Two devices of one member.
+    assert_eq!(gre(&mut g, Side::Inside, LAPTOP, WEB).0, FWD_OUT);
+    assert_eq!(gre(&mut g, Side::Inside, NAS, WEB).0, dropped(Reason::NatReplyInUse));
+    // The first flow expired (600 s without a packet): the other opens its own.
+    g.now = g.now + Duration::from_secs(601);
+    assert_eq!(gre(&mut g, Side::Inside, "10.0.3.9", WEB).0, FWD_OUT);
+    let (v, f) = gre(&mut g, Side::Outside, WEB, "198.51.100.20");
+    assert_eq!((v, key(&f).dst_ip()), (FWD_IN, v4("10.0.3.9")));
+}
+
 #[test]
 fn port_forwards_reach_the_device_and_answers_leave_as_the_public_address() {
     let mut g = Gw::new();
@@ -210,6 +241,33 @@ fn icmp_errors_are_translated_back_to_the_device() {
     assert_eq!(inner, FlowKey::v4(LAPTOP.parse().unwrap(), WEB.parse().unwrap(), 6, 40_000, 443));
     let icmp = wire::icmpv4::Packet::new_checked(&f[m.l4_offset as usize..m.l3_end as usize]).unwrap();
     assert!(icmp.verify_checksum());
+}
+
+/// An error from the inside about a packet that came in through the NAT
+/// leaves as from the public address, whoever sent it: a router on the
+/// way to the device (its inside address must not leave), or a device
+/// naming any source it likes (BCP 38).
+#[test]
+fn icmp_errors_from_the_inside_leave_as_the_public_address() {
+    let mut g = Gw::new();
+    let client = "192.0.2.7";
+    let (_, inbound) = g.tcp(Side::Outside, client, PUBLIC_101, 5555, 8080, S, 1, 0, 0);
+    for from in ["10.255.0.2", NAS, "203.0.113.99"] {
+        let mut b = vec![0u8; 2048];
+        // Fragmentation needed, about the SYN as it reached the NAS.
+        let n = build::icmp_error(&mut b, &IN, v4(from), v4(client), 3, 4, &inbound[14..]).unwrap();
+        b.truncate(n);
+        let (v, f) = g.send(Side::Inside, b);
+        assert_eq!(v, FWD_OUT, "an error from {from}");
+        let m = classify(&f).unwrap();
+        assert_eq!((m.key.src_ip(), m.key.dst_ip()), (v4(PUBLIC_101), v4(client)), "an error from {from}");
+        let wire::classify::L4::IcmpError { inner, .. } = m.l4 else { panic!("not an ICMP error") };
+        assert_eq!(inner, FlowKey::v4(client.parse().unwrap(), PUBLIC_101.parse().unwrap(), 6, 5555, 8080));
+        let icmp = wire::icmpv4::Packet::new_checked(&f[m.l4_offset as usize..m.l3_end as usize]).unwrap();
+        assert!(icmp.verify_checksum());
+        let ip = wire::ipv4::Packet::new_checked(&f[14..]).unwrap();
+        assert!(ip.verify_checksum());
+    }
 }
 
 #[test]

@@ -52,6 +52,10 @@ impl Engine {
             Ok(a) => a,
             Err(r) => return (self.drop(r), None, None),
         };
+        if admit.out != m.key && self.reply_in_use(now, &admit.out) {
+            self.release_binding(admit.binding);
+            return (self.drop(Reason::NatReplyInUse), None, None);
+        }
         if admit.out != m.key && wire::nat::translate_v4(frame, m, &admit.out).is_err() {
             self.release_binding(admit.binding);
             return (self.drop(Reason::NatUntranslatable), None, None);
@@ -124,6 +128,22 @@ impl Engine {
             (L4::IcmpOther { .. }, _) => Err(Reason::IcmpNotTracked),
             (_, None) => Ok((Conntrack::state_for_new(m.key.proto), false)),
         }
+    }
+
+    /// Whether the replies of a translated flow leaving as `out` would be
+    /// taken for another live flow's: translated by address alone (no
+    /// ports to bind), two devices' flows to one remote look alike from
+    /// outside, and the replies would reach whichever the index holds. An
+    /// expired flow in the way is removed.
+    fn reply_in_use(&mut self, now: Time, out: &FlowKey) -> bool {
+        let reply = out.reversed();
+        let Some(h) = self.ct.lookup(self.ct.hash(&reply), &reply) else { return false };
+        if self.ct.flow(h.flow).expires > now {
+            return true;
+        }
+        self.ct.remove(h.flow);
+        self.counters.flows_expired += 1;
+        false
     }
 
     fn release_binding(&mut self, b: u32) {

@@ -37,9 +37,14 @@ impl Engine {
         }
         if f.translated {
             let sent = f.keys[d];
-            // An error from the far end itself names it as the sender knows it.
+            // An error from the far end itself names it as the sender knows
+            // it. So does one from the inside, whoever sent it (a router on
+            // the way to the device): no inside address leaves the box, and
+            // a device cannot send the outside an error under any source it
+            // likes (BCP 38). An error from the outside keeps its source (a
+            // router on the way out, as a traceroute from inside shows it).
             let far_seen = f.keys[1 - d].src;
-            let outer_src = if m.key.src == far_seen { sent.dst_v4() } else { m.key.src_v4() };
+            let outer_src = if m.key.src == far_seen || from == Side::Inside { sent.dst_v4() } else { m.key.src_v4() };
             if wire::nat::translate_icmp_error_v4(frame, m, (outer_src, sent.src_v4()), &sent).is_err() {
                 return self.drop(Reason::NatUntranslatable);
             }
