@@ -22,8 +22,10 @@
 //!
 //! An ICMP error is steered by the packet it quotes (the flow it is about):
 //! from the outside by the quoted sender, which is a member's public
-//! address and port; from the inside by the quoted sender too, so an error
-//! about a hairpinned flow meets the flow.
+//! address and port; from the inside by the quoted receiver (the device
+//! the packet went to: the error may come from a router on the way, whose
+//! own address is no member's) and the quoted sender, so an error about a
+//! hairpinned flow meets the flow.
 //!
 //! A frame without ports (a later fragment, another protocol) to a public
 //! address goes to the address's member when the address has only one.
@@ -76,10 +78,15 @@ pub fn key(has_policy: bool, workers: usize, side: Side, meta: &Meta) -> Key {
     }
     match (side, k.family) {
         (Side::Inside, Family::V4) => match &meta.l4 {
-            L4::IcmpError { inner, .. } => Key::InsideV4(k.src_v4(), inner.src_v4(), inner.src_port),
+            L4::IcmpError { inner, .. } if inner.family == Family::V4 => {
+                Key::InsideV4(inner.dst_v4(), inner.src_v4(), inner.src_port)
+            }
             _ => Key::InsideV4(k.src_v4(), k.dst_v4(), k.dst_port),
         },
-        (Side::Inside, Family::V6) => Key::Inside(k.src_ip()),
+        (Side::Inside, Family::V6) => match &meta.l4 {
+            L4::IcmpError { inner, .. } if inner.family == Family::V6 => Key::Inside(inner.dst_ip()),
+            _ => Key::Inside(k.src_ip()),
+        },
         (Side::Outside, Family::V4) => match &meta.l4 {
             L4::IcmpError { inner, .. } if inner.family == Family::V4 => Key::Public(inner.src_v4(), inner.src_port),
             _ => Key::Public(k.dst_v4(), k.dst_port),
@@ -191,6 +198,19 @@ mod tests {
         // The NAS's ICMP error about the hairpinned flow quotes pub104:6000 -> nas:80.
         let quoted = FlowKey::v4(pub104, ip("10.0.1.2"), 6, 6000, 80);
         let err = FlowKey::v4(ip("10.0.1.2"), pub104, 1, 0, 0);
+        assert_eq!(owner_id(&p, Side::Inside, err, icmp_error(quoted)), Some(101));
+        // So does one from a router on the way to the NAS (no member's address).
+        let err = FlowKey::v4(ip("10.255.0.2"), pub104, 1, 0, 0);
+        assert_eq!(owner_id(&p, Side::Inside, err, icmp_error(quoted)), Some(101));
+        // A router's error about a download to member 104's device.
+        let quoted = FlowKey::v4(web, ip("10.0.3.1"), 17, 53, 5000);
+        let err = FlowKey::v4(ip("10.255.0.2"), web, 1, 0, 0);
+        assert_eq!(owner_id(&p, Side::Inside, err, icmp_error(quoted)), Some(104));
+        // And in IPv6: a router's Packet Too Big about a download to member 101's prefix.
+        let ip6 = |s: &str| s.parse::<core::net::Ipv6Addr>().unwrap();
+        let (remote, device) = (ip6("2001:db8:aaaa::80"), ip6("2001:db8:0:101::7"));
+        let quoted = FlowKey::v6(remote, device, 6, 443, 40000);
+        let err = FlowKey::v6(ip6("fd00:255::2"), remote, 58, 0, 0);
         assert_eq!(owner_id(&p, Side::Inside, err, icmp_error(quoted)), Some(101));
         // An ordinary flow is its member's.
         let out = FlowKey::v4(ip("10.0.3.1"), web, 17, 5000, 53);
