@@ -27,10 +27,12 @@
 //! Fragments that arrive before their first fragment are copied into a
 //! small stash of fixed buffers and released (or dropped) when the first
 //! arrives. Stash and datagram table are bounded; when the table is full, a
-//! first fragment may evict a datagram whose first fragment never came or
-//! was refused (a flood of stray later fragments, or of first fragments
-//! nobody answers, must not block real traffic; the evicted datagram's
-//! later fragments find no verdict, are held and time out, so none passes).
+//! first fragment may evict a datagram whose first fragment never came,
+//! was refused or was poisoned (a flood of stray later fragments, of
+//! overlapping ones, or of first fragments nobody answers, must not block
+//! real traffic; the evicted datagram's later fragments find no verdict,
+//! are held and time out, so none passes), and failing that the oldest
+//! datagram of a sample of the table, even one being forwarded.
 //! Entries expire on a timing wheel. Memory is fixed at start.
 
 use crate::counters::{DropReason, Reason};
@@ -207,15 +209,30 @@ impl Fragments {
                 return Err(Reason::FragmentTableFull);
             }
             let entries = &self.entries;
-            let evictable = |e: &u32| matches!(entries[*e as usize].outcome, Outcome::Pending | Outcome::Drop(_));
+            // Nothing of these passes: undecided, refused, or poisoned (all
+            // of its fragments are dropped; a datagram evicted poisoned has
+            // nothing to forget, since none of its fragments went out).
+            let evictable = |e: &u32| {
+                matches!(entries[*e as usize].outcome, Outcome::Pending | Outcome::Drop(_) | Outcome::Poisoned)
+            };
             let victim = self.index.neighbours(h).find(evictable);
             let victim = match victim {
                 Some(v) => Some(v),
                 None if self.free.is_empty() => {
-                    // Any undecided or refused datagram will do: a sample of the table.
-                    (0..entries.len().min(64) as u32)
-                        .map(|i| (h as u32).wrapping_add(i) % entries.len() as u32)
-                        .find(|e| entries[*e as usize].live && evictable(e))
+                    // Any undecided, refused or poisoned datagram will do: a
+                    // sample of the table. Else the oldest of the sample,
+                    // even one being forwarded: first fragments that are
+                    // let through and never completed (through a port
+                    // forward, or an open flow) must not fill the table for
+                    // the timeout. Its later fragments then find no verdict:
+                    // held, they time out (as Linux drops the oldest
+                    // reassembly queues when fragments fill their memory).
+                    let sample = || {
+                        (0..entries.len().min(64) as u32)
+                            .map(|i| (h as u32).wrapping_add(i) % entries.len() as u32)
+                            .filter(|e| entries[*e as usize].live)
+                    };
+                    sample().find(evictable).or_else(|| sample().min_by_key(|e| entries[*e as usize].expires))
                 }
                 None => None,
             };

@@ -748,6 +748,56 @@ fn a_fragment_flood_stays_bounded() {
 /// never completed: their datagrams are remembered only to drop the rest,
 /// so a member's first fragment may evict them. Else 4,096 of them, some
 /// 140 a second, would keep every member's fragmented datagram out.
+/// The table filled by an outsider in the two ways that no refusal
+/// covers, each time the timeout long: overlapping later fragments (each
+/// datagram poisoned), and first fragments that an open flow lets through
+/// and that are never completed. The member's own fragmented datagrams
+/// still pass, and nothing of the attacker's poisoned datagrams does.
+#[test]
+fn poisoned_and_never_completed_datagrams_do_not_lock_the_table() {
+    let cfg = Config { max_datagrams: 256, ..Config::default() };
+    let ordinary = udp_dgram(CLIENT4, SERVER4, 7000, 4500, 1400);
+    let member_datagrams_pass = |h: &mut Harness, idents: core::ops::Range<u32>| {
+        let mut passed = 0;
+        for ident in idents.clone() {
+            for (off, end, more) in [(0, 800, true), (800, ordinary.len(), false)] {
+                let f = piece(Side::Inside, CLIENT4, SERVER4, proto::UDP, ident, &ordinary, off, end, more);
+                passed += usize::from(h.send(Side::Inside, f) == FWD_OUT);
+            }
+        }
+        passed == 2 * idents.len()
+    };
+    // Overlapping later fragments, from outside, to the member.
+    let mut h = Harness::with(cfg.clone());
+    let probe = udp_dgram(SERVER4, CLIENT4, 53, 9999, 1400);
+    for ident in 0..4 * cfg.max_datagrams {
+        for (off, end) in [(16, 32), (24, 40)] {
+            let f = piece(Side::Outside, SERVER4, CLIENT4, proto::UDP, ident, &probe, off, end, true);
+            assert!(!matches!(h.send(Side::Outside, f), Verdict::Forward(_)));
+        }
+    }
+    assert!(h.count("fragment_overlap") > 0);
+    assert!(member_datagrams_pass(&mut h, 1000..1064), "a table of poisoned datagrams locks out the member");
+    // The poisoned datagrams' first fragments never pass, evicted or not.
+    for ident in 0..4 * cfg.max_datagrams {
+        let f = piece(Side::Outside, SERVER4, CLIENT4, proto::UDP, ident, &probe, 0, 16, true);
+        assert!(!matches!(h.send(Side::Outside, f), Verdict::Forward(_)));
+    }
+    h.advance(cfg.frag_timeout + Duration::from_secs(1));
+    assert!(h.released().is_empty());
+    assert_eq!(h.count("tx_inside_packets"), 0, "nothing of the attack reached the member");
+    // First fragments through the member's open flow, never completed.
+    let mut h = Harness::with(cfg.clone());
+    let query = frame(|b| build::udp(b, &common::IN, CLIENT4, SERVER4, 9999, 53, 40));
+    assert_eq!(h.send(Side::Inside, query), FWD_OUT);
+    for ident in 0..4 * cfg.max_datagrams {
+        let f = piece(Side::Outside, SERVER4, CLIENT4, proto::UDP, ident, &probe, 0, 800, true);
+        h.send(Side::Outside, f);
+    }
+    assert!(member_datagrams_pass(&mut h, 2000..2064), "a table of unfinished datagrams locks out the member");
+    assert!(h.e.datagrams() <= cfg.max_datagrams as usize);
+}
+
 #[test]
 fn refused_first_fragments_do_not_lock_the_table() {
     let cfg = Config { max_datagrams: 256, ..Config::default() };
