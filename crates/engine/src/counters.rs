@@ -72,6 +72,9 @@ wire::named_counters! {
         FragmentTimeout => "fragment_timeout",
         /// A fragment of a datagram whose first fragment was dropped.
         FragmentOfDropped => "fragment_of_dropped",
+        /// A later fragment whose flow ended after its first fragment passed: nothing is left to
+        /// translate, charge or check it by.
+        FragmentFlowEnded => "fragment_flow_ended",
         /// The member's shaping queue was full (tail drop).
         ShaperQueueFull => "shaper_queue_full",
         /// The core's shaping frame pool was full.

@@ -329,6 +329,52 @@ fn a_reload_that_blocks_a_member_ends_their_flows_and_keeps_the_rest() {
     assert_eq!(g.tcp(Side::Inside, LAPTOP, WEB, 40_001, 443, S, 1, 0, 0).0, dropped(Reason::MemberBlocked));
 }
 
+/// A datagram's later fragments after its flow ended (here: its member
+/// blocked by a reload, the flow swept) are dropped: they must not leave
+/// untranslated, uncharged and unchecked on the first fragment's verdict.
+#[test]
+fn later_fragments_of_an_ended_flow_are_dropped() {
+    let mut g = Gw::new();
+    let mut d = vec![0u8; 1500];
+    let n = build::udp_datagram(&mut d, v4(LAPTOP), v4(WEB), 5000, 53, 1400).unwrap();
+    d.truncate(n);
+    let piece = |g: &mut Gw, off: usize, end: usize, more: bool| {
+        let mut b = vec![0u8; 2048];
+        let n = build::ip_fragment(&mut b, &IN, v4(LAPTOP), v4(WEB), 17, 77, off as u16, more, &d[off..end]).unwrap();
+        b.truncate(n);
+        g.send(Side::Inside, b)
+    };
+    let (v, f) = piece(&mut g, 0, 400, true);
+    assert_eq!((v, key(&f).src_ip()), (FWD_OUT, v4(PUBLIC_101)));
+    let (v, f) = piece(&mut g, 400, 800, true);
+    assert_eq!((v, key(&f).src_ip()), (FWD_OUT, v4(PUBLIC_101)), "a later fragment is translated as its flow");
+    let mut db = sample::example();
+    db.members.iter_mut().find(|m| m.id == 101).unwrap().status = Status::Blocked;
+    let new = policy::compile(&db, 2).unwrap();
+    let ended: Vec<u32> = policy::diff(g.e.policy().unwrap(), &new).flows_to_end().collect();
+    g.e.set_policy(Arc::new(new), &ended);
+    g.now = g.now + Duration::from_millis(1);
+    g.e.poll_timers(g.now);
+    assert_eq!(g.e.conntrack().len(), 0);
+    assert_eq!(piece(&mut g, 800, d.len(), false).0, dropped(Reason::FragmentFlowEnded));
+}
+
+/// A fragmented ICMP error about a translated flow is dropped whole: its
+/// later fragments could not be translated (an ICMPv4 error is at most 576
+/// bytes, so none is fragmented but a forgery's).
+#[test]
+fn fragmented_icmp_errors_about_translated_flows_are_dropped() {
+    let mut g = Gw::new();
+    let (_, sent) = g.tcp(Side::Inside, LAPTOP, WEB, 40_000, 443, S, 1, 0, 1000);
+    let mut b = vec![0u8; 2048];
+    let n = build::icmp_error(&mut b, &OUT, v4("192.0.2.1"), v4(PUBLIC_101), 3, 1, &sent[14..]).unwrap();
+    let icmp = b[14 + 20..n].to_vec();
+    let mut f = vec![0u8; 2048];
+    let n = build::ip_fragment(&mut f, &OUT, v4("192.0.2.1"), v4(PUBLIC_101), 1, 9, 0, true, &icmp[..256]).unwrap();
+    f.truncate(n);
+    assert_eq!(g.send(Side::Outside, f).0, dropped(Reason::NatUntranslatable));
+}
+
 mod props {
     use super::*;
     use proptest::prelude::*;

@@ -41,7 +41,14 @@ impl Engine {
             Piece::Decided(o) => self.apply(o, from, m, bytes),
             Piece::First(e) => {
                 let (v, hit, charge) = match m.l4 {
-                    L4::IcmpError { inner, .. } => (self.related(now, from, m, bytes, &inner), None, None),
+                    L4::IcmpError { inner, .. } => match self.related(now, from, m, bytes, &inner) {
+                        // Its later fragments could not be translated (no
+                        // flow is recorded for an error): dropped whole. An
+                        // ICMPv4 error is at most 576 bytes (RFC 1812), so a
+                        // fragmented one is a forgery or a broken router.
+                        (Verdict::Forward(_), true) if frag.more => (self.drop(Reason::NatUntranslatable), None, None),
+                        (v, _) => (v, None, None),
+                    },
                     _ => self.track(now, from, m, lane, bytes),
                 };
                 let outcome = match v {
@@ -94,10 +101,10 @@ pub(super) fn follow(
     let f = ct.flow(r.flow);
     let dir = r.dir as usize;
     if !f.is_live() || f.keys[dir] != r.key {
-        // The flow has ended since the first fragment: the datagram's
-        // verdict stands, but there is nothing left to account or
-        // translate by.
-        return Ok(None);
+        // The flow has ended since the first fragment (expired, evicted,
+        // its member blocked): nothing is left to translate, charge or
+        // check the fragment by, and it must not leave as it came.
+        return Err(Reason::FragmentFlowEnded);
     }
     let came_from = if dir == 0 { f.orig_side } else { f.reply_side };
     if from != came_from {

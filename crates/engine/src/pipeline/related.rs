@@ -14,26 +14,34 @@ impl Engine {
     /// An ICMP error passes if it quotes a packet of a tracked flow, comes
     /// from the side that packet went to, and is addressed to the packet's
     /// source; it goes back to the sender, translated into what the sender
-    /// sent if the flow is translated (RFC 5508).
-    pub(super) fn related(&mut self, now: Time, from: Side, m: &Meta, frame: &mut [u8], inner: &FlowKey) -> Verdict {
+    /// sent if the flow is translated (RFC 5508). Also says whether it was
+    /// translated.
+    pub(super) fn related(
+        &mut self,
+        now: Time,
+        from: Side,
+        m: &Meta,
+        frame: &mut [u8],
+        inner: &FlowKey,
+    ) -> (Verdict, bool) {
         // The quoted packet left the box as the reverse of the other
         // direction's key: look that key up.
         let probe = inner.reversed();
         let Some(h) = self.ct.lookup(self.ct.hash(&probe), &probe) else {
-            return self.drop(Reason::IcmpErrorNoFlow);
+            return (self.drop(Reason::IcmpErrorNoFlow), false);
         };
         let f = self.ct.flow(h.flow);
         if f.expires <= now {
-            return self.drop(Reason::IcmpErrorNoFlow);
+            return (self.drop(Reason::IcmpErrorNoFlow), false);
         }
         if f.account != NO_ACCOUNT && ended(&self.ct, &self.accounts, h.flow, f.account) {
-            return self.drop(Reason::MemberBlocked);
+            return (self.drop(Reason::MemberBlocked), false);
         }
         // The direction of the quoted packet.
         let d = 1 - h.dir as usize;
         let (sender_side, went_to) = if d == 0 { (f.orig_side, f.reply_side) } else { (f.reply_side, f.orig_side) };
         if from != went_to || m.key.dst != inner.src || m.key.family != inner.family {
-            return self.drop(Reason::IcmpErrorWrongDirection);
+            return (self.drop(Reason::IcmpErrorWrongDirection), false);
         }
         if f.translated {
             let sent = f.keys[d];
@@ -46,10 +54,10 @@ impl Engine {
             let far_seen = f.keys[1 - d].src;
             let outer_src = if m.key.src == far_seen || from == Side::Inside { sent.dst_v4() } else { m.key.src_v4() };
             if wire::nat::translate_icmp_error_v4(frame, m, (outer_src, sent.src_v4()), &sent).is_err() {
-                return self.drop(Reason::NatUntranslatable);
+                return (self.drop(Reason::NatUntranslatable), true);
             }
         }
         self.counters.icmp_related += 1;
-        Verdict::Forward(sender_side)
+        (Verdict::Forward(sender_side), f.translated)
     }
 }
