@@ -299,11 +299,30 @@ fn accounting_counts_every_byte_per_member_and_direction() {
         let (_, f) = g.tcp(Side::Outside, WEB, PUBLIC_101, 443, 40_000, A, 10 + k * 1000, 2, 1000);
         down += f.len() as u64;
     }
-    let (_, f) = g.tcp(Side::Outside, "192.0.2.7", PUBLIC_101, 5555, 8080, S, 1, 0, 0);
-    down += f.len() as u64;
+    let (_, syn) = g.tcp(Side::Outside, "192.0.2.7", PUBLIC_101, 5555, 8080, S, 1, 0, 0);
+    down += syn.len() as u64;
+    // ICMP errors about the member's flows count as its traffic too (else
+    // errors of any size would carry data uncounted): one from outside
+    // about its connection, one from the NAS about the forwarded SYN.
+    let (_, sent) = g.tcp(Side::Inside, LAPTOP, WEB, 40_000, 443, A, 2, 10, 0);
+    up += sent.len() as u64;
+    for (side, eth, from, to, quoted) in
+        [(Side::Outside, &OUT, "192.0.2.1", PUBLIC_101, &sent), (Side::Inside, &IN, NAS, "192.0.2.7", &syn)]
+    {
+        let mut b = vec![0u8; 2048];
+        let n = build::icmp_error(&mut b, eth, v4(from), v4(to), 3, 4, &quoted[14..]).unwrap();
+        b.truncate(n);
+        let (v, f) = g.send(side, b);
+        assert!(matches!(v, Verdict::Forward(_)), "{v:?}");
+        if side == Side::Outside {
+            down += f.len() as u64;
+        } else {
+            up += f.len() as u64;
+        }
+    }
     let a = g.e.accounts().get(101).expect("member 101 counted");
     assert_eq!(a.bytes, [up, down]);
-    assert_eq!(a.packets, [2, 12]);
+    assert_eq!(a.packets, [4, 13]);
 }
 
 #[test]

@@ -182,7 +182,7 @@ impl Engine {
         let (v, charge) = if let Some(frag) = m.frag {
             self.fragment(now, from, m, frag, lane, frame.bytes_mut())
         } else if let L4::IcmpError { inner, .. } = &m.l4 {
-            (self.related(now, from, m, frame.bytes_mut(), inner).0, None)
+            self.related(now, from, m, frame.bytes_mut(), inner)
         } else {
             let (v, _, charge) = self.track(now, from, m, lane, frame.bytes_mut());
             (v, charge)

@@ -41,14 +41,10 @@ impl Engine {
             Piece::Decided(o) => self.apply(o, from, m, bytes),
             Piece::First(e) => {
                 let (v, hit, charge) = match m.l4 {
-                    L4::IcmpError { inner, .. } => match self.related(now, from, m, bytes, &inner) {
-                        // Its later fragments could not be translated (no
-                        // flow is recorded for an error): dropped whole. An
-                        // ICMPv4 error is at most 576 bytes (RFC 1812), so a
-                        // fragmented one is a forgery or a broken router.
-                        (Verdict::Forward(_), true) if frag.more => (self.drop(Reason::NatUntranslatable), None, None),
-                        (v, _) => (v, None, None),
-                    },
+                    L4::IcmpError { inner, .. } => {
+                        let (v, charge) = self.related(now, from, m, bytes, &inner);
+                        (v, None, charge)
+                    }
                     _ => self.track(now, from, m, lane, bytes),
                 };
                 let outcome = match v {

@@ -1,10 +1,13 @@
 //! ICMP errors, passed as related to the flow whose packet they quote
 //! (RFC 792, RFC 4443; translated as RFC 5508 says). They never create
-//! state and are not charged to an account, so they are not shaped either.
+//! state. They are charged to the flow's member and shaped with its
+//! traffic, as the kernel's accounting rules and HTB classes take them:
+//! errors of any size and rate would otherwise carry data past both.
 
-use super::{ended, Engine};
+use super::{ended, Charge, Engine};
 use crate::conntrack::NO_ACCOUNT;
 use crate::counters::Reason;
+use crate::members::{DOWN, UP};
 use crate::time::Time;
 use crate::{Side, Verdict};
 use wire::classify::Meta;
@@ -14,8 +17,8 @@ impl Engine {
     /// An ICMP error passes if it quotes a packet of a tracked flow, comes
     /// from the side that packet went to, and is addressed to the packet's
     /// source; it goes back to the sender, translated into what the sender
-    /// sent if the flow is translated (RFC 5508). Also says whether it was
-    /// translated.
+    /// sent if the flow is translated (RFC 5508). Returns the verdict and
+    /// the account it was charged to (the flow's member's, if any).
     pub(super) fn related(
         &mut self,
         now: Time,
@@ -23,25 +26,33 @@ impl Engine {
         m: &Meta,
         frame: &mut [u8],
         inner: &FlowKey,
-    ) -> (Verdict, bool) {
+    ) -> (Verdict, Option<Charge>) {
         // The quoted packet left the box as the reverse of the other
         // direction's key: look that key up.
         let probe = inner.reversed();
         let Some(h) = self.ct.lookup(self.ct.hash(&probe), &probe) else {
-            return (self.drop(Reason::IcmpErrorNoFlow), false);
+            return (self.drop(Reason::IcmpErrorNoFlow), None);
         };
         let f = self.ct.flow(h.flow);
         if f.expires <= now {
-            return (self.drop(Reason::IcmpErrorNoFlow), false);
+            return (self.drop(Reason::IcmpErrorNoFlow), None);
         }
-        if f.account != NO_ACCOUNT && ended(&self.ct, &self.accounts, h.flow, f.account) {
-            return (self.drop(Reason::MemberBlocked), false);
+        let account = f.account;
+        if account != NO_ACCOUNT && ended(&self.ct, &self.accounts, h.flow, account) {
+            return (self.drop(Reason::MemberBlocked), None);
         }
         // The direction of the quoted packet.
         let d = 1 - h.dir as usize;
         let (sender_side, went_to) = if d == 0 { (f.orig_side, f.reply_side) } else { (f.reply_side, f.orig_side) };
         if from != went_to || m.key.dst != inner.src || m.key.family != inner.family {
-            return (self.drop(Reason::IcmpErrorWrongDirection), false);
+            return (self.drop(Reason::IcmpErrorWrongDirection), None);
+        }
+        if f.translated && m.frag.is_some_and(|fr| fr.more) {
+            // The first fragment of an error: its later fragments could not
+            // be translated (no flow is recorded for an error), so it is
+            // dropped whole. An ICMPv4 error is at most 576 bytes (RFC
+            // 1812): a fragmented one is a forgery or a broken router.
+            return (self.drop(Reason::NatUntranslatable), None);
         }
         if f.translated {
             let sent = f.keys[d];
@@ -54,10 +65,16 @@ impl Engine {
             let far_seen = f.keys[1 - d].src;
             let outer_src = if m.key.src == far_seen || from == Side::Inside { sent.dst_v4() } else { m.key.src_v4() };
             if wire::nat::translate_icmp_error_v4(frame, m, (outer_src, sent.src_v4()), &sent).is_err() {
-                return (self.drop(Reason::NatUntranslatable), true);
+                return (self.drop(Reason::NatUntranslatable), None);
             }
         }
         self.counters.icmp_related += 1;
-        (Verdict::Forward(sender_side), f.translated)
+        let mut charge = None;
+        if account != NO_ACCOUNT {
+            let dir = if from == Side::Inside { UP } else { DOWN };
+            self.accounts.add(account, dir, frame.len());
+            charge = Some(Charge { account, dir });
+        }
+        (Verdict::Forward(sender_side), charge)
     }
 }
