@@ -12,8 +12,9 @@
 //! member's public address) joins two members in one flow, whose frames
 //! come from the inside in both directions with a different source member
 //! each: such a frame goes to the worker of the lower member id of the
-//! two, so both directions meet there (the flow's accounting for the other
-//! member is counted on that worker too; totals are summed over workers).
+//! two, so both directions meet there (the flow is charged to the member
+//! who opened it, both ways, on that worker; totals are summed over
+//! workers).
 //!
 //! Frames that belong to no member stay on the core they arrived on: they
 //! are dropped there (unsolicited, spoofed) or, without a member policy
