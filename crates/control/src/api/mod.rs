@@ -81,7 +81,8 @@ impl Api {
                 .block_on(tokio::net::TcpListener::bind(addr))
                 .map_err(|source| ApiError::Listen { addr, source })?;
             api.listening = listener.local_addr().ok();
-            let app = routes.clone().layer(axum::middleware::from_fn_with_state(Arc::new(token), require_token));
+            let guard = Arc::new(Guard { token, loopback: addr.ip().is_loopback() });
+            let app = routes.clone().layer(axum::middleware::from_fn_with_state(guard, require_token));
             api.tasks.push(runtime.spawn(async move {
                 if let Err(e) = axum::serve(listener, app).await {
                     tracing::error!("api: the TCP listener stopped: {e}");
@@ -294,8 +295,33 @@ async fn not_found(uri: axum::http::Uri) -> Refusal {
 }
 
 /// The TCP listener's check: with a token configured, every request carries it.
-async fn require_token(State(token): State<Arc<Option<String>>>, req: Request, next: Next) -> Response {
-    if let Some(token) = token.as_deref() {
+/// What the TCP listener checks on every request.
+#[derive(Debug)]
+struct Guard {
+    /// The bearer token every request for data must carry, if any.
+    token: Option<String>,
+    /// The listener is on a loopback address: requests must name a
+    /// loopback host, so that no web page the operator's browser opens can
+    /// read the API by making its own name resolve to 127.0.0.1 (DNS
+    /// rebinding).
+    loopback: bool,
+}
+
+/// The page and its assets: no data in them, so served without the token
+/// (the page sends it with each request for data; a browser cannot send
+/// the header when it opens the page).
+const PAGE: [&str; 3] = ["/", "/assets/app.js", "/assets/style.css"];
+
+async fn require_token(State(guard): State<Arc<Guard>>, req: Request, next: Next) -> Response {
+    if guard.loopback && !loopback_host(req.headers().get(header::HOST)) {
+        return Refusal(
+            StatusCode::MISDIRECTED_REQUEST,
+            "this API answers on a loopback address to loopback names only (localhost, 127.0.0.1, [::1])".into(),
+        )
+        .into_response();
+    }
+    let page = req.method() == axum::http::Method::GET && PAGE.contains(&req.uri().path());
+    if let Some(token) = guard.token.as_deref().filter(|_| !page) {
         let given = req.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
         let given = given.and_then(|v| v.strip_prefix("Bearer ")).unwrap_or("");
         if !same(given.as_bytes(), token.as_bytes()) {
@@ -306,6 +332,19 @@ async fn require_token(State(token): State<Arc<Option<String>>>, req: Request, n
         }
     }
     next.run(req).await
+}
+
+/// Whether a `Host` header names a loopback host (any port: an SSH tunnel
+/// may forward another). Absent (HTTP/1.0) counts as loopback: a browser
+/// always sends one.
+fn loopback_host(host: Option<&HeaderValue>) -> bool {
+    let Some(host) = host else { return true };
+    let Ok(host) = host.to_str() else { return false };
+    let name = match host.strip_prefix('[') {
+        Some(rest) => rest.split_once(']').map_or("", |(name, _)| name),
+        None => host.rsplit_once(':').map_or(host, |(name, _)| name),
+    };
+    name.eq_ignore_ascii_case("localhost") || name.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
 }
 
 /// Equal, in time that depends only on the lengths.
@@ -426,6 +465,76 @@ mod tests {
         assert!(e.contains("is not a socket"), "{e}");
         assert_eq!(std::fs::read_to_string(&file).unwrap(), "keep me");
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// One request over a real connection: the status code.
+    fn status_of(addr: SocketAddr, path: &str, host: &str, token: Option<&str>) -> u16 {
+        use std::io::{Read, Write};
+        let mut c = std::net::TcpStream::connect(addr).expect("connect");
+        c.set_read_timeout(Some(std::time::Duration::from_secs(5))).unwrap();
+        let auth = token.map_or(String::new(), |t| format!("Authorization: Bearer {t}\r\n"));
+        write!(c, "GET {path} HTTP/1.1\r\nHost: {host}\r\n{auth}Connection: close\r\n\r\n").unwrap();
+        let mut answer = String::new();
+        let _ = c.read_to_string(&mut answer);
+        answer.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or(0)
+    }
+
+    fn serve(token: Option<&str>) -> (tokio::runtime::Runtime, Api, SocketAddr, PathBuf) {
+        let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
+        let dir = std::env::temp_dir().join(format!("torwart-api-guard-{}-{}", std::process::id(), token.is_some()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let token_file = token.map(|t| {
+            let f = dir.join("token");
+            std::fs::write(&f, t).unwrap();
+            std::fs::set_permissions(&f, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+            f
+        });
+        let state = ApiState {
+            live: Arc::new(Live::new(Arc::new(arc_swap::ArcSwap::from_pointee(Default::default())))),
+            db: None,
+            reload_now: Arc::new(tokio::sync::Notify::new()),
+            member_series: 10,
+        };
+        let config = ApiConfig { socket: PathBuf::new(), token_file, ..Default::default() };
+        let api = Api::start(&runtime, &config, Some(SocketAddr::from(([127, 0, 0, 1], 0))), state).unwrap();
+        let addr = api.listening.unwrap();
+        (runtime, api, addr, dir)
+    }
+
+    /// On a loopback address, a request that names another host (a web
+    /// page whose name now resolves to 127.0.0.1: DNS rebinding) is refused.
+    #[test]
+    fn on_loopback_only_loopback_names_are_answered() {
+        let (_runtime, api, addr, dir) = serve(None);
+        let port = addr.port();
+        for host in [format!("localhost:{port}"), format!("127.0.0.1:{port}"), "[::1]:8000".into(), "LOCALHOST".into()]
+        {
+            assert_eq!(status_of(addr, "/api/status", &host, None), 200, "{host}");
+        }
+        for host in [format!("evil.example:{port}"), "evil.example".into(), "192.0.2.1:9680".into(), "[::1".into()] {
+            assert_eq!(status_of(addr, "/api/status", &host, None), 421, "{host}");
+            assert_eq!(status_of(addr, "/", &host, None), 421, "{host}");
+        }
+        api.stop();
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    /// With a token, the page and its assets (no data in them) load without
+    /// it, as a browser opens them; everything else needs it.
+    #[test]
+    fn with_a_token_the_page_loads_and_the_data_needs_it() {
+        let token = "0123456789abcdef0123456789abcdef";
+        let (_runtime, api, addr, dir) = serve(Some(token));
+        let host = format!("127.0.0.1:{}", addr.port());
+        for page in ["/", "/?token=x", "/assets/app.js", "/assets/style.css"] {
+            assert_eq!(status_of(addr, page, &host, None), 200, "{page}");
+        }
+        for data in ["/api/status", "/api/members", "/metrics", "/assets/other.js", "/index.html"] {
+            assert_eq!(status_of(addr, data, &host, None), 401, "{data}");
+        }
+        assert_eq!(status_of(addr, "/api/status", &host, Some(token)), 200);
+        api.stop();
+        let _ = std::fs::remove_dir_all(dir);
     }
 
     #[test]
