@@ -65,8 +65,8 @@ enum Command {
         /// rate, usage or id.
         #[arg(long, default_value = "rate")]
         sort: String,
-        /// Time between refreshes.
-        #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
+        /// Time between refreshes (100ms to 1h).
+        #[arg(long, default_value = "1s", value_parser = refresh_interval)]
         interval: std::time::Duration,
     },
     /// Members with their usage, rates, queue delay and round-trip times.
@@ -535,8 +535,9 @@ fn replay_command(
             d.close().await;
             m
         })?;
-        let compiled = policy::compile(&members, 1)
-            .map_err(|e| Error::Usage(format!("the member database {url} is not valid:\n{e}")))?;
+        let compiled = policy::compile(&members, 1).map_err(|e| {
+            Error::Usage(format!("the member database {} is not valid:\n{e}", control::db::redacted(url)))
+        })?;
         opts.policy = Some(std::sync::Arc::new(compiled));
     }
     let report = replay::run(&opts)?;
@@ -578,9 +579,19 @@ fn record_usage_of(report: &replay::Report, url: &str, json: bool) -> Result<(),
         n
     })?;
     if !json {
-        println!("recorded usage of {n} members in {url}");
+        println!("recorded usage of {n} members in {}", control::db::redacted(url));
     }
     Ok(())
+}
+
+/// `top --interval`: at least 100 ms (the daemon publishes four times a
+/// second; faster would only ask it again and again), at most an hour.
+fn refresh_interval(text: &str) -> Result<std::time::Duration, String> {
+    let d = humantime::parse_duration(text).map_err(|e| e.to_string())?;
+    if !(std::time::Duration::from_millis(100)..=std::time::Duration::from_secs(3600)).contains(&d) {
+        return Err(format!("{text}: give 100ms to 1h"));
+    }
+    Ok(d)
 }
 
 fn bench_command(a: BenchArgs) -> Result<(), Error> {
