@@ -1280,8 +1280,9 @@ async fn reload_loop(
             live.reloaded(unix_now(), &r);
         }
         Err(e) => {
-            tracing::warn!("reload refused, the running policy stays: {e}");
-            live.refused(unix_now(), e.to_string());
+            let why = crate::api::live::abridged(&e.to_string());
+            tracing::warn!("reload refused, the running policy stays: {why}");
+            live.refused(unix_now(), why);
         }
     };
     loop {

@@ -147,7 +147,10 @@ impl Live {
     }
 
     /// Notes a reload that was refused.
+    /// A refused reload, its reason [`abridged`]: a database with thousands
+    /// of bad rows must not keep megabytes in each of the entries kept.
     pub fn refused(&self, unix: i64, why: String) {
+        let why = abridged(&why);
         self.reload_counts.refused.fetch_add(1, Ordering::Relaxed);
         self.remember(ReloadEntry {
             at: unix,
@@ -166,6 +169,34 @@ impl Live {
         }
         r.push_front(e);
     }
+}
+
+/// The lines of a refusal kept and logged: the first problems, and how
+/// many more (`torwart db check` lists them all).
+pub const REFUSAL_LINES: usize = 20;
+/// And at most this many bytes of them.
+const REFUSAL_BYTES: usize = 8192;
+
+/// `why` cut to its first [`REFUSAL_LINES`] lines (and [`REFUSAL_BYTES`]
+/// bytes), saying how much was left out.
+pub fn abridged(why: &str) -> String {
+    let total = why.lines().count();
+    let mut out = String::new();
+    let mut kept = 0;
+    for line in why.lines().take(REFUSAL_LINES) {
+        if out.len() + line.len() + 1 > REFUSAL_BYTES {
+            break;
+        }
+        if kept > 0 {
+            out.push('\n');
+        }
+        out.push_str(line);
+        kept += 1;
+    }
+    if kept < total {
+        out.push_str(&format!("\n... and {} more line(s): `torwart db check` lists every problem", total - kept));
+    }
+    out
 }
 
 impl Snapshot {
@@ -242,6 +273,20 @@ fn usage_totals(stats: &Stats) -> (u64, u64) {
 mod tests {
     use super::*;
     use crate::db::MemberTraffic;
+
+    #[test]
+    fn a_refusal_of_many_problems_is_kept_short() {
+        let many: Vec<String> =
+            (0..50_000).map(|i| format!("members row {i}: status: \"x\" is not a status")).collect();
+        let why = abridged(&many.join("\n"));
+        assert_eq!(why.lines().count(), REFUSAL_LINES + 1);
+        assert!(why.starts_with("members row 0: status"));
+        assert!(why.ends_with("... and 49980 more line(s): `torwart db check` lists every problem"), "{why}");
+        assert_eq!(abridged("one problem"), "one problem");
+        let long = "x".repeat(REFUSAL_BYTES * 2);
+        let why = abridged(&format!("first\n{long}"));
+        assert!(why.len() < REFUSAL_BYTES && why.starts_with("first\n... and 1 more"), "{why}");
+    }
 
     #[test]
     fn rates_are_the_change_over_the_time_between() {
