@@ -249,9 +249,10 @@ pub struct Orphaned {
     pub silent: bool,
 }
 
-/// Records a worker's ring must have room for before a datagram is read
-/// (the most a datagram can carry, with a margin).
-const ROOM_PER_DATAGRAM: usize = 64;
+/// The fewest bytes a record a worker's ring takes has on the wire
+/// (`ResyncBegin`: type, length and a 4-byte id); a worker's ring must
+/// have room for a datagram's worth of them before one is delivered.
+const SMALLEST_RING_RECORD: usize = 7;
 /// How often the sync thread wakes: it reads what arrived, takes the
 /// workers' changes and sends them, all in one pass, and sleeps again (a
 /// protocol deadline, such as a resend or a hello, may wake it earlier;
@@ -318,6 +319,8 @@ impl Pair {
             last_stats: Time::ZERO,
             send_errors: 0,
             receive_errors: 0,
+            room_per_datagram: cfg.max_datagram / SMALLEST_RING_RECORD + 1,
+            ring_full: 0,
         };
         let stop2 = Arc::clone(&stop);
         let next_hubs = Arc::clone(&t.next_hubs);
@@ -401,6 +404,54 @@ impl Pair {
     }
 }
 
+/// Where the records the peer delivers go: flows to their owners' rings,
+/// usage to the daemon's exchange.
+struct Delivery<'a> {
+    hubs: &'a mut [HubEnd],
+    usage: &'a mut UsageExchange,
+    has_policy: bool,
+    ring_full: &'a mut u64,
+}
+
+impl Delivery<'_> {
+    /// Every worker's ring has `room` free slots.
+    fn has_room(&self, room: usize) -> bool {
+        self.hubs.iter().all(|h| h.incoming.slots() >= room)
+    }
+
+    fn record(&mut self, r: &Record) {
+        let workers = self.hubs.len();
+        let to = match r {
+            Record::Flow(f) => steer::owner_of_flow(self.has_policy, workers, f.member, &f.keys[0]),
+            Record::Ended { key, member } => {
+                let member = Some(*member).filter(|m| *m != u32::MAX);
+                steer::owner_of_flow(self.has_policy, workers, member, key)
+            }
+            Record::ResyncBegin { .. } | Record::ResyncEnd { .. } => {
+                for h in self.hubs.iter_mut() {
+                    if h.incoming.push(*r).is_err() {
+                        *self.ring_full += 1;
+                    }
+                }
+                return;
+            }
+            Record::Usage(u) => {
+                self.usage.peer.insert((u.flush, u.member), *u);
+                return;
+            }
+            Record::Flushed { flush } => {
+                self.usage.peer.retain(|_, u| u.flush > *flush);
+                return;
+            }
+            Record::Gap => return,
+        };
+        // Room for the whole datagram was checked before it was delivered.
+        if self.hubs[to].incoming.push(*r).is_err() {
+            *self.ring_full += 1;
+        }
+    }
+}
+
 struct Thread {
     socket: UdpSocket,
     peer: Peer,
@@ -425,6 +476,12 @@ struct Thread {
     last_stats: Time,
     send_errors: u64,
     receive_errors: u64,
+    /// Slots a worker's ring must have free before a datagram's records
+    /// are delivered to it: the most one datagram can carry.
+    room_per_datagram: usize,
+    /// Records that found a worker's ring full (none should: room is
+    /// checked per datagram).
+    ring_full: u64,
 }
 
 impl Thread {
@@ -473,18 +530,28 @@ impl Thread {
     /// Reads what arrived, as far as the workers' rings have room for it;
     /// true if it stopped at its limit with more waiting.
     fn receive(&mut self, now: Time, buf: &mut [u8]) -> bool {
-        let Thread { socket, peer, hubs, has_policy, receive_errors, usage, .. } = self;
-        let (workers, has_policy) = (hubs.len(), *has_policy);
-        if workers == 0 {
+        let Thread { socket, peer, hubs, has_policy, receive_errors, usage, room_per_datagram, ring_full, .. } = self;
+        if hubs.is_empty() {
             // The workers are not attached yet: what arrives waits in the
             // socket (or is sent again), as when their rings are full.
             return false;
         }
         let mut usage = lock(usage);
+        let mut d = Delivery { hubs, usage: &mut usage, has_policy: *has_policy, ring_full };
         for _ in 0..256 {
-            if hubs.iter().any(|h| h.incoming.slots() < ROOM_PER_DATAGRAM) {
-                // The workers install it first (the next tick).
-                return false;
+            // Datagrams are delivered one at a time, each when every
+            // worker's ring has room for all it can carry: filling a hole
+            // completes the datagrams that waited behind it, up to a whole
+            // reorder window's, and those wait in the window until there is
+            // room for them.
+            loop {
+                if !d.has_room(*room_per_datagram) {
+                    // The workers install what they have first (the next tick).
+                    return false;
+                }
+                if !peer.deliver_next(now, |r| d.record(r)) {
+                    break;
+                }
             }
             let n = match socket.recv(buf) {
                 Ok(n) => n,
@@ -495,32 +562,7 @@ impl Thread {
                     continue;
                 }
             };
-            peer.handle_datagram(now, &buf[..n], |r| {
-                let to = match r {
-                    Record::Flow(f) => steer::owner_of_flow(has_policy, workers, f.member, &f.keys[0]),
-                    Record::Ended { key, member } => {
-                        let member = Some(*member).filter(|m| *m != u32::MAX);
-                        steer::owner_of_flow(has_policy, workers, member, key)
-                    }
-                    Record::ResyncBegin { .. } | Record::ResyncEnd { .. } => {
-                        for h in hubs.iter_mut() {
-                            let _ = h.incoming.push(*r);
-                        }
-                        return;
-                    }
-                    Record::Usage(u) => {
-                        usage.peer.insert((u.flush, u.member), *u);
-                        return;
-                    }
-                    Record::Flushed { flush } => {
-                        usage.peer.retain(|_, u| u.flush > *flush);
-                        return;
-                    }
-                    Record::Gap => return,
-                };
-                // Room was checked before the datagram was read.
-                let _ = hubs[to].incoming.push(*r);
-            });
+            peer.handle_datagram_one(now, &buf[..n], |r| d.record(r));
         }
         true
     }
@@ -640,6 +682,7 @@ impl Thread {
         }
         counters.insert("send_errors".into(), self.send_errors);
         counters.insert("receive_errors".into(), self.receive_errors);
+        counters.insert("records_ring_full".into(), self.ring_full);
         let workers_lost = counters.get("worker_lost").copied().unwrap_or(0);
         self.stats.store(Arc::new(PairStats {
             running: true,

@@ -410,8 +410,42 @@ impl Peer {
     }
 
     /// Takes one datagram from the link; the records it completes are
-    /// given to `deliver` in the order they were sent.
-    pub fn handle_datagram(&mut self, now: Time, datagram: &[u8], mut deliver: impl FnMut(&Record)) {
+    /// given to `deliver` in the order they were sent: its own, and those of
+    /// the datagrams that waited in the reorder window behind it (up to the
+    /// whole window's).
+    pub fn handle_datagram(&mut self, now: Time, datagram: &[u8], deliver: impl FnMut(&Record)) {
+        self.take_datagram(now, datagram, deliver, true);
+    }
+
+    /// As [`handle_datagram`](Self::handle_datagram), but gives `deliver`
+    /// at most the records of the datagram that arrived: those that waited
+    /// behind it stay in the reorder window until
+    /// [`deliver_next`](Self::deliver_next) takes them, so that a caller
+    /// whose own queues are bounded takes them as it has room (filling a
+    /// hole may complete a whole window's datagrams at once).
+    pub fn handle_datagram_one(&mut self, now: Time, datagram: &[u8], deliver: impl FnMut(&Record)) {
+        self.take_datagram(now, datagram, deliver, false);
+    }
+
+    /// Gives `deliver` the records of the next datagram in order, if it
+    /// waits in the reorder window; false if none does.
+    pub fn deliver_next(&mut self, now: Time, mut deliver: impl FnMut(&Record)) -> bool {
+        if self.them.is_none() {
+            return false;
+        }
+        let slot = (self.expect % self.cfg.reorder_window as u64) as usize;
+        let Some(len) = self.early[slot].take() else { return false };
+        let size = self.payload_size();
+        let bytes = core::mem::take(&mut self.early_bytes);
+        self.deliver(&bytes[slot * size..slot * size + len], &mut deliver);
+        self.early_bytes = bytes;
+        self.expect += 1;
+        // The cumulative acknowledgement moved.
+        self.ack_due.get_or_insert(now + self.cfg.ack_delay);
+        true
+    }
+
+    fn take_datagram(&mut self, now: Time, datagram: &[u8], mut deliver: impl FnMut(&Record), drain: bool) {
         // Both boxes must agree on the largest datagram: one larger than
         // this box's would not fit its reorder window's slots.
         if datagram.len() > self.cfg.max_datagram {
@@ -436,7 +470,7 @@ impl Peer {
         them.know_us = true;
         self.acked(h.ack, h.sack);
         if kind == Kind::Data {
-            self.data(now, h.seq, payload, &mut deliver);
+            self.data(now, h.seq, payload, &mut deliver, drain);
         }
     }
 
@@ -525,7 +559,7 @@ impl Peer {
         (seq % self.cfg.send_window as u64) as usize
     }
 
-    fn data(&mut self, now: Time, seq: u64, payload: &[u8], deliver: &mut impl FnMut(&Record)) {
+    fn data(&mut self, now: Time, seq: u64, payload: &[u8], deliver: &mut impl FnMut(&Record), drain: bool) {
         if seq < self.expect {
             self.counters.duplicates += 1;
             // Our acknowledgement may have been lost: send it again.
@@ -562,16 +596,13 @@ impl Peer {
             self.ack_due = Some(now);
             return;
         }
+        // A copy of it may wait in the window (it came early, and again
+        // in order): this one is delivered, that one must not be later.
+        self.early[(seq % self.cfg.reorder_window as u64) as usize] = None;
         self.deliver(payload, deliver);
         self.expect += 1;
-        loop {
-            let slot = (self.expect % self.cfg.reorder_window as u64) as usize;
-            let Some(len) = self.early[slot].take() else { break };
-            let size = self.payload_size();
-            let bytes = core::mem::take(&mut self.early_bytes);
-            self.deliver(&bytes[slot * size..slot * size + len], deliver);
-            self.early_bytes = bytes;
-            self.expect += 1;
+        if drain {
+            while self.deliver_next(now, &mut *deliver) {}
         }
     }
 
