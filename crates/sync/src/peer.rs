@@ -41,6 +41,9 @@ use core::time::Duration;
 use engine::Time;
 use std::collections::VecDeque;
 
+/// Sessions of the peer remembered with the newest datagram number heard
+/// from each (see [`Peer`]'s `candidates`).
+const CANDIDATES: usize = 16;
 /// Data datagrams a receiver takes before it acknowledges at once.
 const ACK_EVERY: u32 = 16;
 
@@ -116,6 +119,9 @@ pub struct Counters {
     pub refused_malformed: u64,
     /// Authenticated, but from a session not (or no longer) accepted.
     pub refused_session: u64,
+    /// An authenticated hello no newer than one already heard from its
+    /// session: a replay (or a duplicate); its challenge is not taken.
+    pub refused_replay: u64,
     /// Data already delivered (a resend, or a replay).
     pub duplicates: u64,
     /// Data too far ahead of what is missing.
@@ -127,7 +133,7 @@ pub struct Counters {
 
 impl Counters {
     /// Every counter with its name.
-    pub fn named(&self) -> [(&'static str, u64); 21] {
+    pub fn named(&self) -> [(&'static str, u64); 22] {
         [
             ("datagrams_sent", self.datagrams_sent),
             ("datagrams_received", self.datagrams_received),
@@ -145,6 +151,7 @@ impl Counters {
             ("refused_tag", self.refused_tag),
             ("refused_malformed", self.refused_malformed),
             ("refused_session", self.refused_session),
+            ("refused_replay", self.refused_replay),
             ("duplicates", self.duplicates),
             ("beyond_window", self.beyond_window),
             ("sessions_accepted", self.sessions_accepted),
@@ -224,6 +231,11 @@ pub struct Peer {
     challenge: u64,
     /// The newest challenge the peer issued, echoed in our hellos.
     their_challenge: u64,
+    /// Sessions of the peer heard but not accepted (and those replaced),
+    /// with the highest datagram number seen from each: an older hello of
+    /// one is a replay, and its challenge is not echoed.
+    candidates: [(u64, u64); CANDIDATES],
+    next_candidate: usize,
     them: Option<Them>,
     started: Time,
     /// Datagrams sent in this session.
@@ -281,6 +293,8 @@ impl Peer {
             session,
             challenge,
             their_challenge: 0,
+            candidates: [(0, 0); CANDIDATES],
+            next_candidate: 0,
             them: None,
             started: now,
             number: 0,
@@ -487,30 +501,67 @@ impl Peer {
     }
 
     fn hello(&mut self, now: Time, h: &Header) {
-        self.their_challenge = h.nonce;
-        match self.them.as_mut() {
-            Some(t) if t.session == h.sender => {
-                t.heard_from(now, h.number);
-                if h.receiver == self.session {
-                    t.know_us = true;
-                } else {
-                    // They do not know this session yet: tell them.
-                    self.hello_now = true;
-                }
+        // Only a hello newer than any heard from its session gives the
+        // challenge to echo: a recorded one, replayed (its session's, or a
+        // session's before it), would otherwise make this box echo a stale
+        // challenge, and a peer that restarted could never accept it while
+        // the replays last.
+        if let Some(t) = self.them.as_mut().filter(|t| t.session == h.sender) {
+            if h.number > t.number {
+                self.their_challenge = h.nonce;
+            } else {
+                self.counters.refused_replay += 1;
             }
-            _ if h.echo == self.challenge => self.accept(now, h),
-            _ => {
-                // A session not accepted: a restart of the peer, or a replay.
-                // Either way, answer with our challenge; only a live peer
-                // holding the key can echo it.
-                self.counters.refused_session += 1;
+            t.heard_from(now, h.number);
+            if h.receiver == self.session {
+                t.know_us = true;
+            } else {
+                // They do not know this session yet: tell them.
                 self.hello_now = true;
             }
+            return;
         }
+        if !self.fresh_candidate(h.sender, h.number) {
+            self.counters.refused_replay += 1;
+            return;
+        }
+        self.their_challenge = h.nonce;
+        if h.echo == self.challenge {
+            self.accept(now, h);
+        } else {
+            // A session not accepted: a restart of the peer, or a replay.
+            // Either way, answer with our challenge; only a live peer
+            // holding the key can echo it.
+            self.counters.refused_session += 1;
+            self.hello_now = true;
+        }
+    }
+
+    /// Whether datagram `number` is the newest heard from session
+    /// `session`, not accepted; remembers it if so.
+    fn fresh_candidate(&mut self, session: u64, number: u64) -> bool {
+        if let Some(c) = self.candidates.iter_mut().find(|c| c.0 == session && session != 0) {
+            if number <= c.1 {
+                return false;
+            }
+            c.1 = number;
+            return true;
+        }
+        self.remember_candidate(session, number);
+        true
+    }
+
+    fn remember_candidate(&mut self, session: u64, number: u64) {
+        self.candidates[self.next_candidate] = (session, number);
+        self.next_candidate = (self.next_candidate + 1) % CANDIDATES;
     }
 
     fn accept(&mut self, now: Time, h: &Header) {
         self.counters.sessions_accepted += 1;
+        // The session it replaces: its hellos, replayed, are old.
+        if let Some(old) = self.them {
+            self.remember_candidate(old.session, old.number);
+        }
         self.challenge = self.nonces.next();
         self.them = Some(Them {
             session: h.sender,

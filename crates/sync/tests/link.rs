@@ -547,3 +547,63 @@ fn a_filled_hole_is_delivered_as_the_receiver_has_room() {
     // At most one datagram's records at a time (1452 bytes: a few dozen).
     assert!(most_at_once <= 1452 / 7, "{most_at_once} records in one call");
 }
+
+/// Someone who recorded the boxes' hellos replays them, in a flood, while
+/// box b restarts: each genuine datagram is followed by old hellos of a's
+/// session (to the new b) and of b's old session (to a). The boxes still
+/// accept each other's new sessions: a replayed hello's challenge is never
+/// echoed (before, the last replay's was, and the restarted box never
+/// accepted the other while the flood lasted).
+#[test]
+fn replayed_hellos_do_not_keep_a_restarted_box_out() {
+    let mut t = Time::from_secs(1000);
+    let mut a = Peer::new(Config::default(), keys(), [1; 32], t);
+    let mut b = Peer::new(Config::default(), keys(), [2; 32], t);
+    let mut buf = vec![0u8; sync::message::MAX_LEN];
+    let (mut from_a, mut from_b) = (Vec::new(), Vec::new());
+    for _ in 0..30 {
+        while let Some(n) = a.poll_transmit(t, &mut buf) {
+            from_a.push(buf[..n].to_vec());
+            b.handle_datagram(t, &buf[..n], |_| {});
+        }
+        while let Some(n) = b.poll_transmit(t, &mut buf) {
+            from_b.push(buf[..n].to_vec());
+            a.handle_datagram(t, &buf[..n], |_| {});
+        }
+        t = Time(t.as_nanos() + 100_000_000);
+    }
+    let old_b = b.status(t).session;
+    assert_eq!(a.status(t).peer_session, Some(old_b));
+    // b restarts.
+    let mut b = Peer::new(Config::default(), keys(), [3; 32], t);
+    let new_b = b.status(t).session;
+    for _ in 0..100 {
+        while let Some(n) = a.poll_transmit(t, &mut buf) {
+            b.handle_datagram(t, &buf[..n], |_| {});
+            for old in from_a.iter().rev().take(8) {
+                b.handle_datagram(t, old, |_| {});
+            }
+        }
+        while let Some(n) = b.poll_transmit(t, &mut buf) {
+            a.handle_datagram(t, &buf[..n], |_| {});
+            for old in from_b.iter().rev().take(8) {
+                a.handle_datagram(t, old, |_| {});
+            }
+        }
+        for p in [&mut a, &mut b] {
+            while let Some(e) = p.poll_event() {
+                if let Event::Resync { id } = e {
+                    p.resync_done(id, 0);
+                }
+            }
+        }
+        t = Time(t.as_nanos() + 100_000_000);
+        if a.status(t).peer_session == Some(new_b) && b.status(t).complete && a.status(t).complete {
+            break;
+        }
+    }
+    assert_eq!(a.status(t).peer_session, Some(new_b), "a accepted the restarted b: {:?}", a.counters());
+    assert_eq!(b.status(t).peer_session, Some(a.status(t).session), "b accepted a: {:?}", b.counters());
+    assert!(b.status(t).complete && a.status(t).complete);
+    assert!(a.counters().refused_replay > 0 && b.counters().refused_replay > 0);
+}
