@@ -284,6 +284,30 @@ fn ipv6_is_firewalled_not_translated_with_openings() {
     assert_eq!(g.send(Side::Outside, b[..n].to_vec()).0, dropped(Reason::UnsolicitedInbound));
 }
 
+/// An IPv6 error leaves with its own source (nothing is translated): from
+/// the inside it must be an address that may be there (the member's, an
+/// internal network's such as a router's), as any packet's (BCP 38).
+#[test]
+fn icmpv6_errors_from_the_inside_need_an_inside_source() {
+    let mut g = Gw::new();
+    let ip6 = |s: &str| IpAddr::V6(s.parse::<Ipv6Addr>().unwrap());
+    let (dev, far) = (ip6("2001:db8:0:101::10"), ip6("2001:db8:aaaa::1"));
+    let mut b = vec![0u8; 256];
+    let n = build::tcp(&mut b, &OUT, far, dev, 7000, 443, 1, 0, S, 502, 0).unwrap();
+    let (v, syn) = g.send(Side::Outside, b[..n].to_vec());
+    assert_eq!(v, FWD_IN);
+    for (from, passes) in [(dev, true), (ip6("2001:db8:ffff::2"), true), (ip6("2a00:1450::99"), false)] {
+        let mut b = vec![0u8; 2048];
+        let n = build::icmp_error(&mut b, &IN, from, far, 1, 4, &syn[14..]).unwrap();
+        let (v, f) = g.send(Side::Inside, b[..n].to_vec());
+        if passes {
+            assert_eq!((v, key(&f).src_ip()), (FWD_OUT, from), "an error from {from}");
+        } else {
+            assert_eq!(v, dropped(Reason::SpoofedSource), "an error from {from}");
+        }
+    }
+}
+
 #[test]
 fn accounting_counts_every_byte_per_member_and_direction() {
     let mut g = Gw::new();

@@ -47,6 +47,14 @@ impl Engine {
         if from != went_to || m.key.dst != inner.src || m.key.family != inner.family {
             return (self.drop(Reason::IcmpErrorWrongDirection), None);
         }
+        if from == Side::Inside && !f.translated && self.spoofed_inside(m.key.src_ip()) {
+            // An untranslated error leaves with its own source (IPv6): from
+            // the inside, that must be an address that may be there (a
+            // member's, the box's, or an internal network's, such as a
+            // router on the way to the device), as for any other packet
+            // (BCP 38). A translated one leaves as from the public address.
+            return (self.drop(Reason::SpoofedSource), None);
+        }
         if f.translated && m.frag.is_some_and(|fr| fr.more) {
             // The first fragment of an error: its later fragments could not
             // be translated (no flow is recorded for an error), so it is
@@ -76,5 +84,11 @@ impl Engine {
             charge = Some(Charge { account, dir });
         }
         (Verdict::Forward(sender_side), charge)
+    }
+
+    /// With a member policy: `src` is no address the inside may use (no
+    /// member's, not the box's, in no internal network).
+    fn spoofed_inside(&self, src: core::net::IpAddr) -> bool {
+        self.policy.as_ref().is_some_and(|p| p.member_of_inside(src).is_none() && !p.is_box(src) && !p.is_internal(src))
     }
 }
