@@ -543,6 +543,22 @@ impl Config {
         if !(1..=1024).contains(&self.io.batch) {
             return Err(format!("io.batch = {}: give 1 to 1024", self.io.batch));
         }
+        // A worker reads its ports only while each ring to another worker
+        // has room for a batch from every port: with rings of
+        // HANDOFF_DEPTH frames, a larger need would stop all receiving.
+        // Half the ring leaves the other worker time to take what it holds.
+        let need = self.io.batch * self.ports.len();
+        if workers > 1 && need > dataplane::HANDOFF_DEPTH / 2 {
+            return Err(format!(
+                "io.batch = {} with {} ports and {workers} workers: a worker receives only while its ring to each \
+                 other worker has room for a batch from every port ({need} frames), and a ring holds {}; give \
+                 io.batch at most {}",
+                self.io.batch,
+                self.ports.len(),
+                dataplane::HANDOFF_DEPTH,
+                dataplane::HANDOFF_DEPTH / 2 / self.ports.len().max(1)
+            ));
+        }
         let xdp_socket = self.io.xdp_socket(dur)?;
         check_max_flows(self.engine.max_flows, workers, machine.memory)?;
         if self.engine.nat_quota == 0 {
@@ -802,6 +818,22 @@ mod tests {
             let e = Config::parse(&format!("{GOOD}\n[accounting]\nspool = \"{nameless}\"")).unwrap_err();
             assert!(e.starts_with(&format!("accounting.spool \"{nameless}\": its file name is 0 bytes")), "{e}");
         }
+    }
+
+    /// Workers that hand frames to each other need rings with room for a
+    /// batch from every port, else none would ever receive.
+    #[test]
+    fn a_batch_the_handoff_rings_cannot_take_is_refused() {
+        let with = |count: usize, batch: usize| {
+            Config::parse(&format!("{GOOD}\n[workers]\ncount = {count}\n[io]\nbatch = {batch}"))
+        };
+        let e = with(2, 512).unwrap_err();
+        assert!(
+            e.starts_with("io.batch = 512 with 2 ports and 2 workers") && e.ends_with("give io.batch at most 256"),
+            "{e}"
+        );
+        assert!(with(2, 256).is_ok());
+        assert!(with(1, 1024).is_ok(), "one worker hands nothing over");
     }
 
     #[test]

@@ -207,16 +207,20 @@ impl Egress {
         port: usize,
         frame: &mut PacketBuf,
         tx: &mut [Batch],
+        counters: &mut DataplaneCounters,
     ) -> Result<(), Drop> {
         let Mode::Routed(r) = &mut self.mode else { return Ok(()) };
         let ingress = r.ports.get(port).map_or(0, |p| p.0);
         match r.router.check_ttl(&r.tables, ingress, frame.as_slice(), now.0, &mut r.icmp[..]) {
             None => Ok(()),
             Some(Decision::Drop { icmp: Icmp::Sent { ifindex, len }, .. }) => {
-                if let Some(p) = r.ports.iter().position(|q| q.0 == ifindex) {
-                    if let Some(b) = tx.get_mut(p) {
-                        let _ = b.push_copy(&r.icmp[..len], frame.ts_ns, io::PortId(p as u8));
-                    }
+                let sent =
+                    r.ports.iter().position(|q| q.0 == ifindex).and_then(|p| {
+                        tx.get_mut(p).map(|b| b.push_copy(&r.icmp[..len], frame.ts_ns, io::PortId(p as u8)))
+                    });
+                if sent == Some(false) {
+                    // The time-exceeded answer found its port's batch full.
+                    counters.drop(Drop::TxBatchFull);
                 }
                 Err(Drop::Routing)
             }

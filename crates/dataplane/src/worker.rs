@@ -558,7 +558,7 @@ impl Worker {
             let i = seen;
             seen += 1;
             frame.port = io::PortId(p as u8);
-            if let Err(drop) = egress.check_arrival(now, p, frame, tx) {
+            if let Err(drop) = egress.check_arrival(now, p, frame, tx, counters) {
                 counters.drop(drop);
                 return false;
             }

@@ -601,9 +601,10 @@ impl XdpProgram {
     /// Loads the program for `ifname` and attaches it in `mode`
     /// ([`XdpMode::Auto`]: native, else generic; see [`mode`](Self::mode)).
     ///
-    /// Until sockets are registered, transit frames fall back to the kernel
-    /// (`XDP_PASS`), and until local addresses are set, frames to the box's
-    /// own addresses go to the sockets once those exist: call
+    /// Until sockets are registered, transit frames are dropped (and
+    /// counted as unserved: they never fall back to the kernel), and until
+    /// local addresses are set, frames to the box's own addresses go to the
+    /// sockets once those exist: call
     /// [`set_local_addresses`](Self::set_local_addresses) before
     /// [`register_socket`](Self::register_socket).
     pub fn attach(ifname: &str, mode: XdpMode) -> Result<XdpProgram, IoError> {

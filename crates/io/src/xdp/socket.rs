@@ -695,11 +695,17 @@ impl PacketIo for XdpPort {
     }
 
     fn flush(&mut self) -> Result<(), IoError> {
+        let mut before = None;
         for _ in 0..KICK_ROUNDS_PER_FLUSH {
             self.reap_completions();
-            if self.tx.pending() == 0 {
+            let pending = self.tx.pending();
+            // Done, or the last kick moved nothing (the device's queue is
+            // full: it answers each kick "try again"): no more system calls
+            // now, when the worker is busiest; the next step kicks again.
+            if pending == 0 || before.is_some_and(|b| pending >= b) {
                 break;
             }
+            before = Some(pending);
             self.kick();
         }
         self.reap_completions();
