@@ -52,7 +52,12 @@ impl Engine {
             Ok(a) => a,
             Err(r) => return (self.drop(r), None, None),
         };
-        if admit.out != m.key && self.reply_in_use(now, &admit.out) {
+        // A flow translated by address alone (no ports to bind) may look
+        // like another from outside; one with a binding cannot (its public
+        // port is its device's alone), and a forward's replies come from
+        // its device, whose own port it names.
+        let unbound = admit.binding == NO_BINDING && from == Side::Inside;
+        if unbound && admit.out != m.key && self.reply_in_use(now, &admit.out) {
             self.release_binding(admit.binding);
             return (self.drop(Reason::NatReplyInUse), None, None);
         }
