@@ -400,6 +400,7 @@ impl Worker {
         // Frames other workers handed over first: they already cost a
         // parse and a ring slot, and their senders wait for the room.
         work += self.receive_handed(now);
+        self.transmit_filling();
         // Back-pressure: receive from the ports only while every ring
         // to another worker has room for a batch. Otherwise the frames
         // wait in the port's receive ring (a NIC drops there, cheaply
@@ -410,11 +411,13 @@ impl Worker {
         if receiving {
             for p in 0..self.ports.len() {
                 work += self.receive(now, p);
+                self.transmit_filling();
             }
         } else if !stopping {
             self.counters.backpressure += 1;
         }
         work += self.reinject(now);
+        self.transmit_filling();
         let mut frames = work;
         // Timers first: they let the shapers release what is due, which
         // `release_held` then sends in this same step.
@@ -668,28 +671,46 @@ impl Worker {
 
     /// Sends every port's tx batch; what a port does not take is counted.
     fn transmit(&mut self) {
-        for (p, q) in self.ports.iter_mut().enumerate() {
-            let batch = &mut self.tx[p];
-            if batch.is_empty() {
-                continue;
-            }
-            let mut sent = q.io.send(batch.frames()).unwrap_or(0);
-            // Push out what the device still holds (AF_XDP in copy mode
-            // sends 32 frames per wake-up): one more kick, not a wait.
-            let _ = q.io.flush();
-            if sent < batch.len() {
-                // Short of ring slots or free chunks: the flush took back
-                // what the kernel has sent since; one more try before a drop.
-                sent += q.io.send(&batch.frames()[sent..]).unwrap_or(0);
-                let _ = q.io.flush();
-            }
-            self.counters.tx[p] += sent as u64;
-            let unsent = batch.len() - sent;
-            if unsent > 0 {
-                self.counters.drop_n(Drop::TxRingFull, unsent as u64);
-            }
-            batch.clear();
+        for p in 0..self.ports.len() {
+            self.transmit_port(p);
         }
+    }
+
+    /// Sends the tx batches that are past half full, mid-step: a step's
+    /// inflow to one port (its own receives, what other workers handed
+    /// over, waiting and released frames, fragments of each) can exceed a
+    /// batch, and what does not fit would be dropped (`tx_batch_full`)
+    /// while the device's ring has room. Usually none is, and nothing is
+    /// sent before the step's end.
+    fn transmit_filling(&mut self) {
+        for p in 0..self.ports.len() {
+            if self.tx[p].len() > self.tx[p].capacity() / 2 {
+                self.transmit_port(p);
+            }
+        }
+    }
+
+    fn transmit_port(&mut self, p: usize) {
+        let (Some(q), Some(batch)) = (self.ports.get_mut(p), self.tx.get_mut(p)) else { return };
+        if batch.is_empty() {
+            return;
+        }
+        let mut sent = q.io.send(batch.frames()).unwrap_or(0);
+        // Push out what the device still holds (AF_XDP in copy mode
+        // sends 32 frames per wake-up): one more kick, not a wait.
+        let _ = q.io.flush();
+        if sent < batch.len() {
+            // Short of ring slots or free chunks: the flush took back
+            // what the kernel has sent since; one more try before a drop.
+            sent += q.io.send(&batch.frames()[sent..]).unwrap_or(0);
+            let _ = q.io.flush();
+        }
+        self.counters.tx[p] += sent as u64;
+        let unsent = batch.len() - sent;
+        if unsent > 0 {
+            self.counters.drop_n(Drop::TxRingFull, unsent as u64);
+        }
+        batch.clear();
     }
 
     /// Publishes a stats snapshot as of `now`.

@@ -92,6 +92,42 @@ fn a_full_transmit_ring_drops_and_counts() {
     assert_eq!(t.engine.tx_packets[1], 64, "the engine forwarded all; the port refused 56, counted");
 }
 
+/// One worker's inflow in one step can exceed its transmit batch (four
+/// receive batches): here four workers hand it a batch each while it
+/// receives its own. What it cannot hold is sent mid-step, not dropped
+/// (`tx_batch_full`) while the port has room.
+#[test]
+fn a_step_whose_inflow_exceeds_a_transmit_batch_sends_it_all() {
+    const WORKERS: usize = 5;
+    let ports: Vec<_> = (0..WORKERS).map(|_| (port("inside", 0), port("outside", 1))).collect();
+    let setups = ports
+        .iter()
+        .enumerate()
+        .map(|(w, (i, o))| {
+            let mut s = worker(w, WORKERS, i, o);
+            s.config.batch = 4;
+            s
+        })
+        .collect();
+    let mut workers = Lockstep::new(setups, Some(published(64)), T0);
+    // Members 5, 10, ... (ids m + 1) are worker 0's; every worker receives their frames.
+    let mut sent = 0;
+    for (w, (inside, _)) in ports.iter().enumerate() {
+        for k in 0..40u32 {
+            let m = 4 + 5 * (k % 12);
+            inside.inject(&from_member(m, 1000 + (w as u16) * 100 + k as u16), T0.0);
+            sent += 1;
+        }
+    }
+    workers.settle(T0);
+    let out: usize = ports.iter().map(|(_, o)| o.take_sent().len()).sum();
+    let (stats, _) = workers.finish(T0);
+    let t = Totals::of(stats.iter().map(|s| &**s));
+    assert_eq!(t.dataplane.total_drops(), 0, "tx_batch_full: {}", t.dataplane.dropped(dataplane::Drop::TxBatchFull));
+    assert_eq!(t.engine.total_drops(), 0, "{:?}", t.engine.entries());
+    assert_eq!(out, sent);
+}
+
 /// The live loop's pacing, step by step: straight on while there is work,
 /// a nap after work when there is load to amortise (adaptive interrupt
 /// moderation), then `spins` empty steps, then waits on the ports.
