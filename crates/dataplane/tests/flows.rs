@@ -423,15 +423,9 @@ fn a_query_neither_delays_nor_loses_frames() {
 #[test]
 fn live_workers_answer_concurrent_queries_while_traffic_flows() {
     let ports: Vec<_> = (0..WORKERS).map(|_| (port("inside", 0), port("outside", 1))).collect();
-    let setups = ports
-        .iter()
-        .enumerate()
-        .map(|(w, (i, o))| {
-            let mut s = worker(w, WORKERS, i, o);
-            s.config.idle = Idle::Sleep { spins: 16, sleep: Duration::from_millis(1), coalesce: Duration::ZERO };
-            s
-        })
-        .collect();
+    let setups = workers_on(&ports, |s| {
+        s.config.idle = Idle::Sleep { spins: 16, sleep: Duration::from_millis(1), coalesce: Duration::ZERO }
+    });
     let dp = Dataplane::start(setups, Some(published(64))).expect("workers start");
     let queries = dp.flow_queries();
     const FRAMES: u64 = 4000;

@@ -100,15 +100,7 @@ fn a_full_transmit_ring_drops_and_counts() {
 fn a_step_whose_inflow_exceeds_a_transmit_batch_sends_it_all() {
     const WORKERS: usize = 5;
     let ports: Vec<_> = (0..WORKERS).map(|_| (port("inside", 0), port("outside", 1))).collect();
-    let setups = ports
-        .iter()
-        .enumerate()
-        .map(|(w, (i, o))| {
-            let mut s = worker(w, WORKERS, i, o);
-            s.config.batch = 4;
-            s
-        })
-        .collect();
+    let setups = workers_on(&ports, |s| s.config.batch = 4);
     let mut workers = Lockstep::new(setups, Some(published(64)), T0);
     // Members 5, 10, ... (ids m + 1) are worker 0's; every worker receives their frames.
     let mut sent = 0;

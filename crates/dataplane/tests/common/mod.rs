@@ -45,6 +45,20 @@ pub fn worker(index: usize, workers: usize, inside: &SharedMemoryIo, outside: &S
     }
 }
 
+/// Worker `w` of `ports.len()` on each pair of ports, each setup changed by `tweak`.
+pub fn workers_on(ports: &[(SharedMemoryIo, SharedMemoryIo)], tweak: impl Fn(&mut WorkerSetup)) -> Vec<WorkerSetup> {
+    let n = ports.len();
+    ports
+        .iter()
+        .enumerate()
+        .map(|(w, (i, o))| {
+            let mut s = worker(w, n, i, o);
+            tweak(&mut s);
+            s
+        })
+        .collect()
+}
+
 /// The policy of `policy::sample::campus(members)`, published.
 pub fn published(members: u32) -> Arc<ArcSwap<Generation>> {
     let members = policy::sample::campus(members);
