@@ -180,8 +180,12 @@ impl Failure {
 
 /// Runs the daemon with the configuration at `path` until SIGTERM/SIGINT.
 pub fn run(path: &Path) -> Result<(), Failure> {
+    // First of all: a SIGHUP (`systemctl reload`) that came while the
+    // configuration loads would otherwise end the process, and systemd
+    // counts that a clean exit, not to be restarted.
+    let signals = Signals::install()?;
     let (config, checked) = Config::load(path)?;
-    run_config(config, checked)
+    run_config(config, checked, signals)
 }
 
 /// Benchmarks only: the daemon with the engine bypassed (`torwart run
@@ -189,20 +193,20 @@ pub fn run(path: &Path) -> Result<(), Failure> {
 /// engine does comes on top of. Every transit frame is forwarded unexamined:
 /// no firewall, NAT, accounting or shaping.
 pub fn run_null_engine(path: &Path) -> Result<(), Failure> {
+    let signals = Signals::install()?;
     let (config, mut checked) = Config::load(path)?;
     checked.null_engine = true;
     tracing::warn!(
         "benchmark mode (--bench-null-engine): the engine is bypassed, every transit frame is forwarded unexamined; \
          no firewall, NAT, accounting or shaping"
     );
-    run_config(config, checked)
+    run_config(config, checked, signals)
 }
 
-pub fn run_config(config: Config, checked: Checked) -> Result<(), Failure> {
+fn run_config(config: Config, checked: Checked, signals: Signals) -> Result<(), Failure> {
     if let Some(pair) = &checked.pair {
         crate::pair::mark_not_ready(pair);
     }
-    let signals = Signals::install()?;
     let mut ports = find_ports(&config)?;
     require_capabilities(&config)?;
     check_kernel_forwarding(&config)?;
@@ -483,8 +487,11 @@ impl Daemon {
         }
         self.last_restart_try = Instant::now();
         if let Err(e) = check_kernel_forwarding(&self.config) {
-            tracing::error!("{e}; the workers start again once it is off");
-            return;
+            // Started anyway: with the programs attached, transit frames
+            // never reach the kernel (no worker, or no socket yet: dropped
+            // and counted); without them every frame would, and the kernel
+            // would forward it past the policy until someone noticed.
+            tracing::error!("{e}; the workers start again anyway (frames passed to the kernel may be forwarded)");
         }
         let kept = std::mem::take(&mut self.spare);
         let pair = self.pair.as_ref();
@@ -1479,7 +1486,10 @@ fn log_summary(stats: &Stats) {
 
 /// The box's own addresses, which the XDP programs pass to the kernel.
 fn local_addresses(tables: &router::RouteTables) -> Vec<IpAddr> {
-    let mut out: Vec<IpAddr> = tables.links().iter().flat_map(|l| l.addrs.iter().map(|a| a.addr)).collect();
+    // Every interface's, not only the ports': the kernel takes a frame to
+    // any of its addresses on any interface (a loopback router id, the
+    // management interface's).
+    let mut out: Vec<IpAddr> = tables.own_addresses().collect();
     out.sort();
     out.dedup();
     out.truncate(io::xdp::MAX_LOCAL_ADDRESSES);

@@ -307,6 +307,13 @@ impl RouteTables {
         v4.chain(v6)
     }
 
+    /// The box's own addresses, on every interface (no broadcast ones).
+    pub fn own_addresses(&self) -> impl Iterator<Item = IpAddr> + '_ {
+        let v4 = self.local4.iter().filter(|(_, k)| *k == LocalKind::Address).map(|(a, _)| IpAddr::V4(a.into()));
+        let v6 = self.local6.iter().filter(|(_, k)| *k == LocalKind::Address).map(|(a, _)| IpAddr::V6(a.into()));
+        v4.chain(v6)
+    }
+
     /// Whether `addr` is one of the box's own addresses (on any interface).
     #[inline]
     pub fn is_local(&self, addr: IpAddr) -> bool {

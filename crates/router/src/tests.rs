@@ -663,3 +663,22 @@ proptest! {
         }
     }
 }
+
+/// The box's own addresses are every interface's (a loopback one too: the
+/// kernel takes a frame to it on any interface), not its broadcasts.
+#[test]
+fn own_addresses_cover_every_interface() {
+    let t = tables(false);
+    let mut own: Vec<IpAddr> = t.own_addresses().collect();
+    own.sort();
+    let mut want = vec![
+        v4("127.0.0.1"),
+        v4("192.0.2.1"),
+        v4("198.51.100.1"),
+        v6("2001:db8:1::1"),
+        v6("2001:db8:2::1"),
+        v6("fe80::1"),
+    ];
+    want.sort();
+    assert_eq!(own, want);
+}

@@ -74,13 +74,23 @@ fn unserved_queues_kernel_forwarding_and_a_deleted_port() {
     assert!(arrived > 0, "the member's datagrams never left:\n{}", lab.log());
 
     // The inside port deleted: logged, counted, visible; created again:
-    // the workers start again on it, and frames are taken again.
+    // the workers start again on it, and frames are taken again. With the
+    // kernel's forwarding switched on meanwhile: they start anyway (else
+    // no program would hold the ports, and the kernel would forward
+    // everything past the policy), and unsolicited datagrams stay out.
+    lab.sh(&lab.b, "sysctl -qw net.ipv4.ip_forward=1");
     lab.sh(&lab.b, "ip link del p0");
     lab.wait_for("the lost port", |l| l.counter("port_lost") == 1 && l.stats().is_some_and(|s| !s.ports[0].present));
     assert!(lab.log().contains("port p0: the interface is gone"), "{}", lab.log());
     lab.add_inside_link();
     lab.wait_for("the workers on the port again", |l| l.counter("workers_restarted") == 1);
     assert!(lab.stats().is_some_and(|s| s.ports[0].present && s.forwarding));
+    assert!(lab.log().contains("the workers start again anyway"), "{}", lab.log());
+    let received = count_udp(&lab.i, 5001, Duration::from_secs(3));
+    std::thread::sleep(Duration::from_millis(300));
+    send_udp(&lab.o, MEMBER, 5001, 40);
+    assert_eq!(received.join().unwrap(), 0, "unsolicited datagrams reached the member after the restart");
+    lab.sh(&lab.b, "sysctl -qw net.ipv4.ip_forward=0");
     let answered = count_udp(&lab.o, 6001, Duration::from_secs(2));
     std::thread::sleep(Duration::from_millis(300));
     send_udp(&lab.i, OUTSIDE_HOST, 6001, 10);

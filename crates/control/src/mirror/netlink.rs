@@ -203,8 +203,26 @@ impl Netlink {
                 })?,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(true),
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) if e.raw_os_error() == Some(libc::ENOBUFS) => return Ok(false),
+                Err(e) if e.raw_os_error() == Some(libc::ENOBUFS) => {
+                    // What is still queued is older than the dump the
+                    // caller makes next: applied after it, it would undo
+                    // it (deleted routes back, live ones gone). Dropped.
+                    self.discard_queued();
+                    return Ok(false);
+                }
                 Err(e) => return Err(sock_err(e)),
+            }
+        }
+    }
+
+    /// Reads and drops what is queued (bounded: a storm that goes on is
+    /// newer than the dump anyway).
+    fn discard_queued(&mut self) {
+        for _ in 0..4096 {
+            match self.sock.recv(&mut &mut self.buf[..], libc::MSG_DONTWAIT) {
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => return,
             }
         }
     }
@@ -292,6 +310,14 @@ pub(crate) enum Change {
 /// Apply one message (dumped or notified) to the model.
 pub(crate) fn apply(model: &mut Model, msg: RouteNetlinkMessage) -> Change {
     match msg {
+        // A bridge's notices about its ports (family AF_BRIDGE: a port
+        // joined or left the bridge) are not the interface's own: a
+        // `DelLink` of that family comes while the interface lives on.
+        RouteNetlinkMessage::NewLink(l) | RouteNetlinkMessage::DelLink(l)
+            if l.header.interface_family == AddressFamily::Bridge =>
+        {
+            Change::None
+        }
         RouteNetlinkMessage::NewLink(l) => match link_state(&l) {
             Some(s) => {
                 let was_up = model.links.get(&l.header.index).map(|old| old.up);
@@ -484,4 +510,31 @@ fn neighbour(n: &NeighbourMessage) -> Option<(u32, IpAddr, Option<MacAddr>)> {
     }
     let usable_mac = mac.filter(|m| !m.is_multicast() && *m != MacAddr::ZERO && usable(n.header.state));
     Some((n.header.ifindex, ip?, usable_mac))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn link(family: AddressFamily, index: u32) -> LinkMessage {
+        let mut l = LinkMessage::default();
+        l.header.interface_family = family;
+        l.header.index = index;
+        l.header.flags = LinkFlags::Up | LinkFlags::Running;
+        l.attributes.push(LinkAttribute::IfName("p0".into()));
+        l
+    }
+
+    /// A bridge's notice that a port left it (`ip link set p0 nomaster`:
+    /// `RTM_DELLINK`, family AF_BRIDGE) does not delete the interface.
+    #[test]
+    fn a_port_leaving_a_bridge_stays_mirrored() {
+        let mut model = Model::default();
+        assert_eq!(apply(&mut model, RouteNetlinkMessage::NewLink(link(AddressFamily::Unspec, 7))), Change::Changed);
+        assert_eq!(apply(&mut model, RouteNetlinkMessage::NewLink(link(AddressFamily::Bridge, 7))), Change::None);
+        assert_eq!(apply(&mut model, RouteNetlinkMessage::DelLink(link(AddressFamily::Bridge, 7))), Change::None);
+        assert!(model.links.contains_key(&7), "still there");
+        apply(&mut model, RouteNetlinkMessage::DelLink(link(AddressFamily::Unspec, 7)));
+        assert!(!model.links.contains_key(&7), "deleted itself");
+    }
 }
