@@ -7,6 +7,9 @@ wire::named_counters! {
     pub enum Drop {
         /// The handoff ring to the owning worker was full.
         HandoffRingFull => "handoff_ring_full",
+        /// Handed to a worker that had already stopped (at a stop or a
+        /// restart): counted by the sender when it stops in turn.
+        HandoffWorkerGone => "handoff_worker_gone",
         /// The port's transmit ring did not take the frame.
         TxRingFull => "tx_ring_full",
         /// More frames for one port in one loop than its transmit batch holds.

@@ -135,6 +135,15 @@ impl Outbox {
     pub fn is_abandoned(&self) -> bool {
         self.frames.is_abandoned()
     }
+
+    /// Frames handed over that the receiving worker, now stopped, never
+    /// took (0 while it runs).
+    pub fn stranded(&self) -> usize {
+        if !self.is_abandoned() {
+            return 0;
+        }
+        self.frames.buffer().capacity() - self.frames.slots() + self.stage.len()
+    }
 }
 
 impl Inbox {
@@ -202,5 +211,14 @@ mod tests {
         assert!(out.send(&mut f));
         assert!(out.has_room(1) && !out.has_room(2), "one spare in hand, one sent");
         assert!(a.outboxes[0].is_none());
+        // The receiving worker stops: what it never took is stranded, counted
+        // by the sender (one flushed, one staged).
+        let out = a.outboxes[1].as_mut().unwrap();
+        assert_eq!(out.stranded(), 0, "while it runs, nothing is");
+        out.flush();
+        assert!(out.send(&mut f));
+        drop(b);
+        let out = a.outboxes[1].as_mut().unwrap();
+        assert_eq!(out.stranded(), 2);
     }
 }

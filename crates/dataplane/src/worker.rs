@@ -470,6 +470,10 @@ impl Worker {
                 self.counters.drop_n(Drop::TxRingFull, self.tx[p].len() as u64);
             }
         }
+        // A worker that stopped before this one last handed it frames
+        // never took them: counted here, the last that can.
+        let stranded: usize = self.handoff.outboxes.iter().flatten().map(crate::handoff::Outbox::stranded).sum();
+        self.counters.drop_n(Drop::HandoffWorkerGone, stranded as u64);
         self.publish(now);
         crate::Kept { engine: self.engine, generation: self.generation }
     }
