@@ -12,6 +12,10 @@ wire::named_counters! {
         HandoffWorkerGone => "handoff_worker_gone",
         /// The port's transmit ring did not take the frame.
         TxRingFull => "tx_ring_full",
+        /// Too long for the port it leaves by (longer than the device takes,
+        /// or than an AF_XDP chunk): the device refused it. The frames
+        /// behind it in the batch still go.
+        TxOversize => "tx_oversize",
         /// More frames for one port in one loop than its transmit batch holds.
         TxBatchFull => "tx_batch_full",
         /// The router did not forward it: the router's counters say why (no route, TTL, too big, ...).

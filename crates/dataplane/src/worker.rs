@@ -709,7 +709,10 @@ impl Worker {
             sent += q.io.send(&batch.frames()[sent..]).unwrap_or(0);
             let _ = q.io.flush();
         }
-        self.counters.tx[p] += sent as u64;
+        // The prefix sent holds the frames the device refused as too long.
+        let refused = q.io.tx_refused().min(sent as u64);
+        self.counters.drop_n(Drop::TxOversize, refused);
+        self.counters.tx[p] += sent as u64 - refused;
         let unsent = batch.len() - sent;
         if unsent > 0 {
             self.counters.drop_n(Drop::TxRingFull, unsent as u64);

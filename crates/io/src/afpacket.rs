@@ -100,6 +100,8 @@ pub struct PacketPort {
     msgs: Vec<libc::mmsghdr>,
     iovs: Vec<libc::iovec>,
     stats: PacketPortStats,
+    /// `stats.tx_oversize` as of the last `tx_refused`.
+    oversize_told: u64,
     /// The admission credit of the interface's XDP program, if it has one.
     credits: Option<Credits>,
 }
@@ -231,6 +233,7 @@ impl PacketPort {
             msgs: (0..max_batch).map(|_| empty_msg()).collect(),
             iovs: (0..max_batch).map(|_| libc::iovec { iov_base: std::ptr::null_mut(), iov_len: 0 }).collect(),
             stats: PacketPortStats::default(),
+            oversize_told: 0,
             credits: None,
         })
     }
@@ -369,33 +372,58 @@ impl PacketIo for PacketPort {
             // is what the C struct wants.
             self.set_msg(i, bytes.as_ptr().cast_mut().cast(), bytes.len());
         }
-        // SAFETY: the first `n` messages each point to one iovec that points
-        // to a live frame of the caller's, which outlives the call; sendmmsg
-        // only reads them.
-        let r = unsafe {
-            libc::sendmmsg(self.fd.as_raw_fd(), self.msgs.as_mut_ptr(), n as libc::c_uint, libc::MSG_DONTWAIT)
-        };
-        if r < 0 {
-            let e = std::io::Error::last_os_error();
-            return match e.raw_os_error() {
-                Some(libc::EAGAIN) | Some(libc::ENOBUFS) | Some(libc::EINTR) | Some(libc::EBUSY) => {
-                    self.stats.tx_full += 1;
-                    Ok(0)
-                }
-                Some(libc::EMSGSIZE) => {
-                    self.stats.tx_oversize += 1;
-                    Ok(0)
-                }
-                _ => Err(packet_error(&self.ifname, "send (sendmmsg)", e)),
+        // One call sends the batch unless a frame is refused: the kernel
+        // then returns what it sent before it (or, if the refused frame came
+        // first, the error). A frame too long for the device is skipped so
+        // that the frames behind it still go; anything else ends the call.
+        // Each round moves past at least one frame: at most `n` rounds.
+        let mut done = 0;
+        let mut sent = 0;
+        while done < n {
+            // SAFETY: messages `done..n` each point to one iovec that points
+            // to a live frame of the caller's, which outlives the call;
+            // sendmmsg only reads them.
+            let r = unsafe {
+                libc::sendmmsg(
+                    self.fd.as_raw_fd(),
+                    self.msgs[done..].as_mut_ptr(),
+                    (n - done) as libc::c_uint,
+                    libc::MSG_DONTWAIT,
+                )
             };
-        }
-        let sent = usize::try_from(r).unwrap_or(0).min(n);
-        if sent < n {
-            self.stats.tx_full += 1;
+            if r < 0 {
+                let e = std::io::Error::last_os_error();
+                match e.raw_os_error() {
+                    Some(libc::EMSGSIZE) => {
+                        self.stats.tx_oversize += 1;
+                        done += 1;
+                        continue;
+                    }
+                    Some(libc::EAGAIN) | Some(libc::ENOBUFS) | Some(libc::EINTR) | Some(libc::EBUSY) => {
+                        self.stats.tx_full += 1;
+                        break;
+                    }
+                    // What went before was sent; the error comes back on the next call.
+                    _ if done > 0 => break,
+                    _ => return Err(packet_error(&self.ifname, "send (sendmmsg)", e)),
+                }
+            }
+            let took = usize::try_from(r).unwrap_or(0).min(n - done);
+            self.stats.tx_bytes += frames[done..done + took].iter().map(|f| f.len() as u64).sum::<u64>();
+            sent += took;
+            done += took;
+            if took == 0 {
+                break;
+            }
         }
         self.stats.tx_frames += sent as u64;
-        self.stats.tx_bytes += frames[..sent].iter().map(|f| f.len() as u64).sum::<u64>();
-        Ok(sent)
+        Ok(done)
+    }
+
+    fn tx_refused(&mut self) -> u64 {
+        let refused = self.stats.tx_oversize - self.oversize_told;
+        self.oversize_told = self.stats.tx_oversize;
+        refused
     }
 
     fn name(&self) -> &str {

@@ -81,7 +81,9 @@ impl std::fmt::Display for PortId {
 ///   deliver again; after a partial final batch it returns the count first
 ///   and `Eof` on the next call.
 /// - **Cost.** A real backend makes at most a constant number of syscalls per
-///   call (one rx/tx ring kick), never one per frame, and allocates nothing.
+///   call (one rx/tx ring kick), never one per frame it sends (only, on
+///   AF_PACKET, one more per frame the kernel refuses as too long), and
+///   allocates nothing.
 /// - **Errors.** Any other error names the device or file and what went
 ///   wrong; frames already appended to the batch before the error stay there.
 pub trait PacketIo {
@@ -89,8 +91,18 @@ pub trait PacketIo {
     /// many it appended.
     fn recv(&mut self, batch: &mut Batch) -> Result<usize, IoError>;
 
-    /// Transmits a prefix of `frames`; returns its length.
+    /// Transmits a prefix of `frames`; returns its length. A frame too
+    /// large for the device is taken out of the prefix without being sent
+    /// (so that the frames behind it still go), and counted for
+    /// [`tx_refused`](PacketIo::tx_refused).
     fn send(&mut self, frames: &[PacketBuf]) -> Result<usize, IoError>;
+
+    /// How many frames of the prefixes `send` returned since the last call
+    /// were refused as too large for the device rather than sent. Counted
+    /// without a syscall; the caller asks after each `send`.
+    fn tx_refused(&mut self) -> u64 {
+        0
+    }
 
     /// Pushes out anything buffered (a file's write buffer, a tx ring's
     /// pending descriptors). Devices without buffering need not override it.
@@ -153,6 +165,9 @@ impl<T: PacketIo + ?Sized> PacketIo for Box<T> {
     fn receive_lost(&mut self) -> u64 {
         (**self).receive_lost()
     }
+    fn tx_refused(&mut self) -> u64 {
+        (**self).tx_refused()
+    }
 }
 
 impl<T: PacketIo + ?Sized> PacketIo for &mut T {
@@ -173,6 +188,9 @@ impl<T: PacketIo + ?Sized> PacketIo for &mut T {
     }
     fn receive_lost(&mut self) -> u64 {
         (**self).receive_lost()
+    }
+    fn tx_refused(&mut self) -> u64 {
+        (**self).tx_refused()
     }
 }
 

@@ -87,6 +87,10 @@ impl<I: PacketIo, W: Write> PacketIo for Tap<I, W> {
     fn receive_lost(&mut self) -> u64 {
         self.inner.receive_lost()
     }
+
+    fn tx_refused(&mut self) -> u64 {
+        self.inner.tx_refused()
+    }
 }
 
 /// Probabilities (each in 0.0..=1.0) that a received frame is damaged.
@@ -212,6 +216,10 @@ impl<I: PacketIo> PacketIo for Faults<I> {
     fn receive_lost(&mut self) -> u64 {
         self.inner.receive_lost()
     }
+
+    fn tx_refused(&mut self) -> u64 {
+        self.inner.tx_refused()
+    }
 }
 
 /// xorshift64* (Vigna, "An experimental exploration of Marsaglia's xorshift
@@ -292,6 +300,10 @@ impl<Rx: PacketIo, Tx: PacketIo> PacketIo for Duplex<Rx, Tx> {
 
     fn receive_lost(&mut self) -> u64 {
         self.rx.receive_lost()
+    }
+
+    fn tx_refused(&mut self) -> u64 {
+        self.tx.tx_refused()
     }
 }
 

@@ -230,6 +230,13 @@ fn collect(port: &mut impl PacketIo, want: usize, wait: Duration, pred: impl Fn(
 /// Sends 100 frames from `port` to A's UDP socket on 10.77.0.1:7777 and
 /// returns how many A received.
 fn send_to_a(lab: &Lab, port: &mut impl PacketIo) -> usize {
+    send_to_a_among_long(lab, port, false)
+}
+
+/// As `send_to_a`, with, if `long`, a frame too long for the link (4,442
+/// bytes: more than MTU 1500 and than an AF_XDP chunk) after every tenth: the port must skip it and send the
+/// frames behind it.
+fn send_to_a_among_long(lab: &Lab, port: &mut impl PacketIo, long: bool) -> usize {
     const N: usize = 100;
     let (ready_tx, ready_rx) = std::sync::mpsc::channel();
     let a = lab.a.clone();
@@ -254,22 +261,28 @@ fn send_to_a(lab: &Lab, port: &mut impl PacketIo) -> usize {
         })
     });
     ready_rx.recv().unwrap();
-    let frames: Vec<PacketBuf> = (0..N)
-        .map(|i| {
-            let bytes = udp4(TRANSIT, IP_A, TRANSIT_PORT, A_RX_PORT, format!("twio-tx-{i}").as_bytes());
-            let mut b = PacketBuf::with_capacity(2048);
-            assert!(b.copy_from(&bytes));
-            b.port = PortId(3);
-            b
-        })
-        .collect();
+    let frame = |payload: &[u8]| {
+        let bytes = udp4(TRANSIT, IP_A, TRANSIT_PORT, A_RX_PORT, payload);
+        let mut b = PacketBuf::with_capacity(8192);
+        assert!(b.copy_from(&bytes));
+        b.port = PortId(3);
+        b
+    };
+    let mut frames = Vec::new();
+    for i in 0..N {
+        frames.push(frame(format!("twio-tx-{i}").as_bytes()));
+        if long && i % 10 == 3 {
+            frames.push(frame(&[b'L'; 4400]));
+        }
+    }
     let mut sent = 0;
     let deadline = Instant::now() + Duration::from_secs(2);
-    while sent < N && Instant::now() < deadline {
+    while sent < frames.len() && Instant::now() < deadline {
         sent += port.send(&frames[sent..]).expect("send");
         port.flush().expect("flush");
     }
-    assert_eq!(sent, N, "port accepted all frames");
+    assert_eq!(sent, frames.len(), "port took all frames");
+    assert_eq!(port.tx_refused(), if long { N as u64 / 10 } else { 0 }, "frames refused as too long");
     receiver.join().unwrap_or_else(|e| std::panic::resume_unwind(e))
 }
 
@@ -357,6 +370,13 @@ fn xdp_roundtrip(mode: XdpMode, socket: XdpConfig) {
         assert_eq!(stats.kernel.tx_invalid_descs, 0);
         assert!(stats.tx_kicks >= 1);
         assert_eq!(stats.busy_polls, 0, "no recvfrom for a socket that cannot busy-poll");
+
+        // A frame longer than a chunk is refused alone: the frames behind
+        // it in the batch still go (the rest of the batch stayed unsent before).
+        let got = send_to_a_among_long(&lab, &mut port, true);
+        assert_eq!(got, 100, "frames behind a refused one received in A");
+        let stats = port.stats();
+        assert_eq!((stats.tx_frames, stats.tx_oversize), (200, 10));
 
         // A pulled cable: the peer goes down and comes back; the socket
         // keeps receiving and sending afterwards.
@@ -637,6 +657,14 @@ fn af_packet_roundtrip() {
         assert!(stats.rx_frames >= 20);
         assert_eq!(stats.tx_frames, 100);
         assert_eq!(stats.kernel_drops, 0);
+
+        // A frame too long for the link is refused alone: the frames
+        // behind it in the batch still go (the whole rest was lost before).
+        let got = send_to_a_among_long(&lab, &mut port, true);
+        assert_eq!(got, 100, "frames behind a refused one received in A");
+        let stats = port.stats();
+        assert_eq!(stats.tx_frames, 200);
+        assert_eq!(stats.tx_oversize, 10);
     });
 }
 

@@ -174,7 +174,7 @@ pub struct XdpPortStats {
     /// `send` calls that could not take all frames (tx ring or free chunks
     /// exhausted).
     pub tx_ring_full: u64,
-    /// Frames longer than a UMEM chunk (not sent; `send` stops there).
+    /// Frames longer than a UMEM chunk (not sent; `send` skips them).
     pub tx_oversize: u64,
     /// Transmit kicks (`sendto`).
     pub tx_kicks: u64,
@@ -274,6 +274,8 @@ pub struct XdpPort {
     tx_frames: u32,
     fd: RawFd,
     stats: XdpPortStats,
+    /// `stats.tx_oversize` as of the last `tx_refused`.
+    oversize_told: u64,
     rx_spare: Vec<u64>,
     tx_free: Vec<u64>,
     // Drop order: rings, then the fill/completion pair, the socket and the
@@ -461,6 +463,7 @@ impl XdpPort {
             tx_frames: config.tx_frames,
             fd,
             stats: XdpPortStats::default(),
+            oversize_told: 0,
             rx_spare: Vec::with_capacity(config.rx_frames as usize),
             tx_free,
             rx,
@@ -659,17 +662,23 @@ impl PacketIo for XdpPort {
     fn send(&mut self, frames: &[PacketBuf]) -> Result<usize, IoError> {
         self.reap_completions();
         let offer = frames.len().min(self.tx_free.len());
+        // `taken` counts the frames of the prefix: those put on the ring and
+        // those refused as longer than a chunk (skipped, so that the frames
+        // behind them still go).
         let mut accepted = 0usize;
-        let mut oversize = false;
+        let mut taken = 0usize;
         if offer > 0 {
             let frame_size = self.frame_size as usize;
             let mut w = self.tx.transmit(u32::try_from(offer).unwrap_or(u32::MAX));
             let room = w.capacity() as usize;
-            for frame in &frames[..room] {
+            for frame in frames {
                 let len = frame.len();
                 if len > frame_size {
                     self.stats.tx_oversize += 1;
-                    oversize = true;
+                    taken += 1;
+                    continue;
+                }
+                if accepted == room {
                     break;
                 }
                 let Some(&chunk) = self.tx_free.last() else { break };
@@ -680,18 +689,19 @@ impl PacketIo for XdpPort {
                 }
                 self.tx_free.pop();
                 accepted += 1;
+                taken += 1;
                 self.stats.tx_bytes += len as u64;
             }
             w.commit();
         }
-        if accepted < frames.len() && !oversize {
+        if taken < frames.len() {
             self.stats.tx_ring_full += 1;
         }
         self.stats.tx_frames += accepted as u64;
         if self.tx.pending() > 0 {
             self.kick();
         }
-        Ok(accepted)
+        Ok(taken)
     }
 
     fn flush(&mut self) -> Result<(), IoError> {
@@ -714,6 +724,12 @@ impl PacketIo for XdpPort {
 
     fn name(&self) -> &str {
         &self.ifname
+    }
+
+    fn tx_refused(&mut self) -> u64 {
+        let refused = self.stats.tx_oversize - self.oversize_told;
+        self.oversize_told = self.stats.tx_oversize;
+        refused
     }
 
     fn receive_lost(&mut self) -> u64 {
