@@ -224,6 +224,9 @@ fn run_config(config: Config, checked: Checked, signals: Signals) -> Result<(), 
     let running = first.map_err(|(e, _)| e)?;
     control.live.flows.store(Some(Arc::new(running.dp.flow_queries())));
     tracing::info!("running: {} worker(s), {} port(s)", plan.workers, config.ports.len());
+    // Started under systemd (`Type=notify`): the start is done when the
+    // workers run the first policy, and a reload (SIGHUP) waits for it.
+    tell_systemd(sd_notify::NotifyState::Ready);
     let ledger = checked.pair.as_ref().map_or_else(Ledger::new, |p| Ledger::for_pair(p.local.to_string()));
     let mut daemon = Daemon {
         config,
@@ -541,6 +544,7 @@ impl Daemon {
     /// the stats and the log line; closes the database.
     fn stop(mut self) -> Result<(), Failure> {
         tracing::info!("stopping: draining the workers");
+        tell_systemd(sd_notify::NotifyState::Stopping);
         if let Some(p) = &self.pair {
             p.leave();
         }
@@ -580,6 +584,14 @@ fn start_pair(checked: &Checked) -> Result<Option<crate::pair::Pair>, Failure> {
     crate::pair::Pair::start(cfg, keys, true)
         .map(Some)
         .map_err(|e| Failure::system(format!("sync link {} → {}", cfg.local, cfg.peer), e))
+}
+
+/// Tells systemd, if it started torwart as a `Type=notify` service (it
+/// sets `NOTIFY_SOCKET`), where the start or the stop is; nothing otherwise.
+fn tell_systemd(state: sd_notify::NotifyState) {
+    if let Err(e) = sd_notify::notify(&[state]) {
+        tracing::warn!("cannot notify systemd: {e}");
+    }
 }
 
 /// The signal flags. SIGTERM and SIGINT set `terminate`; a second one while

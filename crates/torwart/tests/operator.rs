@@ -254,3 +254,42 @@ fn off_loopback_every_request_needs_the_token() {
     assert!(ok(&cli(&lab.api_socket(), &["status"])).contains("forwarding"));
     assert_eq!(lab.stop(), Some(0), "{}", lab.log());
 }
+
+/// Started by systemd as a `Type=notify` service, torwart says `READY=1`
+/// once it forwards (before that, a reload's SIGHUP could come before its
+/// handler) and `STOPPING=1` when it drains.
+#[test]
+fn systemd_hears_when_it_is_ready_and_when_it_stops() {
+    if !root() {
+        println!("skipped: needs root");
+        return;
+    }
+    let lab = Lab::with_queues("ntf", 1);
+    let config = lab.configure();
+    let path = lab.dir.join("notify");
+    let socket = std::os::unix::net::UnixDatagram::bind(&path).unwrap();
+    socket.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    let log = std::fs::File::create(lab.dir.join("notify.log")).unwrap();
+    // `ip netns exec` runs torwart in its own process: the pid is torwart's.
+    let mut child = Command::new("ip")
+        .args(["netns", "exec", &lab.b, env!("CARGO_BIN_EXE_torwart"), "run", "--config"])
+        .arg(&config)
+        .env("NOTIFY_SOCKET", &path)
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    let mut buf = [0u8; 256];
+    let heard = |socket: &std::os::unix::net::UnixDatagram, buf: &mut [u8]| match socket.recv(buf) {
+        Ok(n) => String::from_utf8_lossy(&buf[..n]).into_owned(),
+        Err(e) => format!("nothing ({e})"),
+    };
+    let ready = heard(&socket, &mut buf);
+    let log = || std::fs::read_to_string(lab.dir.join("notify.log")).unwrap_or_default();
+    assert_eq!(ready, "READY=1\n", "{}", log());
+    // Ready means the workers run: the log says so before it.
+    assert!(log().contains("running: 1 worker(s)"), "{}", log());
+    // SAFETY: kill has no memory preconditions; the pid is our child's.
+    assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGTERM) }, 0);
+    assert_eq!(heard(&socket, &mut buf), "STOPPING=1\n", "{}", log());
+    assert_eq!(child.wait().unwrap().code(), Some(0), "{}", log());
+}
