@@ -465,6 +465,7 @@ impl Daemon {
             restarts: self.restarts,
             flushes: self.flushes,
             pair: self.pair.as_ref().map(crate::pair::Pair::stats),
+            mirror: self.mirror.stats(),
         }
     }
 

@@ -32,7 +32,10 @@ pub struct Stats {
     /// all starts of the workers), the dataplane's drops, handoff, the router's
     /// (`router_*`), `xdp_unserved`, `af_packet_not_admitted`, `port_lost`, `workers_restarted`,
     /// periodic usage flushes written and failed (`usage_flushes`,
-    /// `usage_flush_failures`: the database refused or did not answer).
+    /// `usage_flush_failures`: the database refused or did not answer),
+    /// the kernel mirror's (`mirror_*`: notifications applied, overruns
+    /// that cost a full dump, messages that did not decode, neighbour
+    /// resolutions sent, refused by the kernel, or dropped as too many).
     pub counters: BTreeMap<String, u64>,
     /// Usage per member since the workers started, by member id.
     pub members: Vec<MemberTraffic>,
@@ -223,6 +226,8 @@ pub struct Context {
     /// Periodic usage flushes `[written, failed]`.
     pub flushes: [u64; 2],
     pub pair: Option<PairStats>,
+    /// The kernel mirror's counters (notifications, dumps, resolutions).
+    pub mirror: crate::mirror::MirrorStats,
 }
 
 impl Stats {
@@ -304,6 +309,13 @@ fn counters(stats: &[Arc<WorkerStats>], totals: &Totals, cx: &Context) -> BTreeM
     counters.insert("workers_restarted".into(), cx.restarts);
     counters.insert("usage_flushes".into(), cx.flushes[0]);
     counters.insert("usage_flush_failures".into(), cx.flushes[1]);
+    let m = &cx.mirror;
+    counters.insert("mirror_notifications".into(), m.notifications);
+    counters.insert("mirror_overruns".into(), m.redumps);
+    counters.insert("mirror_decode_errors".into(), m.decode_errors);
+    counters.insert("mirror_resolve_sent".into(), m.resolve_sent);
+    counters.insert("mirror_resolve_failed".into(), m.resolve_failed);
+    counters.insert("mirror_resolve_dropped".into(), m.resolve_queue_full + m.resolve_pending_full);
     for s in stats {
         for (name, v) in s.egress.router.iter() {
             *counters.entry(format!("router_{name}")).or_insert(0) += v;
@@ -419,6 +431,12 @@ mod tests {
         let cx = Context {
             forwarding: true,
             program_drops: ProgramDrops { unserved: 4, not_admitted: 6 },
+            mirror: crate::mirror::MirrorStats {
+                redumps: 2,
+                resolve_queue_full: 1,
+                resolve_pending_full: 3,
+                ..Default::default()
+            },
             ..Default::default()
         };
         let stats = Stats::collect(&[Arc::new(w.clone()), Arc::new(w)], &cx);
@@ -426,6 +444,7 @@ mod tests {
         assert_eq!(stats.member(7).map(|m| (m.up_bytes, m.down_bytes, m.down_packets)), Some((200, 4000, 6)));
         assert_eq!(stats.counter("xdp_unserved"), 4);
         assert_eq!(stats.counter("af_packet_not_admitted"), 6);
+        assert_eq!((stats.counter("mirror_overruns"), stats.counter("mirror_resolve_dropped")), (2, 4));
         let text = serde_json::to_string_pretty(&stats).unwrap();
         assert_eq!(serde_json::from_str::<Stats>(&text).unwrap(), stats);
     }

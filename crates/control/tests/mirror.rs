@@ -167,6 +167,15 @@ fn mirror_follows_the_kernel_and_resolves_neighbours() {
     assert_eq!((s.resolve_requested, s.resolve_sent, s.resolve_failed), (3, 2, 0), "{s:?}");
     assert_eq!(s.resolve_deduplicated, 1, "{s:?}");
 
+    // An address going away takes the routes using it as their source.
+    in_ns(a, &["addr", "add", "10.55.0.1/24", "dev", "tw0"]);
+    in_ns(a, &["route", "add", "10.44.0.0/16", "dev", "tw0", "src", "10.55.0.1"]);
+    wait_for(&m, limit, "route with a source", |t| t.lookup(addr("10.44.1.1")).is_some_and(|r| r.prefix_len == 16));
+    in_ns(a, &["addr", "del", "10.55.0.1/24", "dev", "tw0"]);
+    wait_for(&m, limit, "its source gone, the route too", |t| {
+        !t.is_local(addr("10.55.0.1")) && t.lookup(addr("10.44.1.1")).is_some_and(|r| r.prefix_len == 0)
+    });
+
     // A port going down: the kernel drops its IPv4 routes without telling;
     // the mirror dumps again.
     in_ns(a, &["link", "set", "tw0", "down"]);

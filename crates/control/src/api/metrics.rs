@@ -45,6 +45,8 @@ pub const NAMES: &[&str] = &[
     "torwart_policy_generation",
     "torwart_member_bytes_total",
     "torwart_member_rtt_seconds",
+    "torwart_router_events_total",
+    "torwart_mirror_events_total",
     "torwart_pair_ready",
     "torwart_pair_peer_alive",
     "torwart_pair_queued_records",
@@ -186,6 +188,27 @@ impl Collector for Exposition {
             [(vec![], st.generation as f64)],
         )?;
         self.members(&mut e, &s)?;
+        // The router's and the kernel mirror's counters, by their names in
+        // the stats document without the prefix.
+        let prefixed = |prefix: &'static str| {
+            st.counters
+                .iter()
+                .filter_map(move |(n, v)| Some((vec![("event", n.strip_prefix(prefix)?.to_owned())], *v as f64)))
+        };
+        family(
+            &mut e,
+            "torwart_router_events",
+            "The router's counts: frames forwarded and fragmented, ICMP errors sent and suppressed, drops by reason",
+            counter,
+            prefixed("router_"),
+        )?;
+        family(
+            &mut e,
+            "torwart_mirror_events",
+            "The kernel mirror's counts: notifications, overruns (each a full dump), undecodable messages, neighbour resolutions",
+            counter,
+            prefixed("mirror_"),
+        )?;
         if let Some(p) = &st.pair {
             let b = |v: bool| if v { 1.0 } else { 0.0 };
             family(
@@ -406,6 +429,8 @@ mod tests {
             down: None,
         });
         st.shaper_load.push(ShaperLoad { worker: 0, ..Default::default() });
+        st.counters.insert("router_forwarded".into(), 5);
+        st.counters.insert("mirror_overruns".into(), 1);
         live.publish(st, std::time::Instant::now(), 1, None);
         let r = crate::reload::Reloaded {
             generation: 2,
@@ -430,6 +455,8 @@ mod tests {
         assert!(text.contains("torwart_port_up{interface=\"p1\",side=\"outside\"} 1"), "{text}");
         assert!(text.contains("torwart_port_link_downs_total{interface=\"p1\",side=\"outside\"} 2"), "{text}");
         assert!(text.contains("torwart_shaper_queue_delay_seconds{direction=\"up\"} 0.0015"), "{text}");
+        assert!(text.contains("torwart_router_events_total{event=\"forwarded\"} 5"), "{text}");
+        assert!(text.contains("torwart_mirror_events_total{event=\"overruns\"} 1"), "{text}");
     }
 
     #[test]

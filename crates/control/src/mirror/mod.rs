@@ -16,7 +16,9 @@
 //!   away and dumps again; it also dumps again when a link goes up or down,
 //!   because the kernel flushes the IPv4 routes of a downed device without
 //!   sending `RTM_DELROUTE` for them (a deleted link's routes are dropped
-//!   from the model directly);
+//!   from the model directly), and when an IPv4 address goes away, since
+//!   older kernels also flushed the routes using it as their source
+//!   silently (6.18 tells);
 //! - sends the neighbour resolutions workers asked for.
 //!
 //! Publishing is one `ArcSwap::store`; workers `load()` between batches, so
@@ -328,7 +330,7 @@ impl Worker {
             Ok(true) if !resync => changed > 0,
             Ok(drained) => {
                 if drained {
-                    tracing::debug!("a link changed state; dumping again");
+                    tracing::debug!("a link changed state or an address went away; dumping again");
                 } else {
                     bump(&self.stats.redumps, 1);
                     tracing::warn!("rtnetlink notifications overran; dumping again");

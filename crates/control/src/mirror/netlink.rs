@@ -302,8 +302,10 @@ pub(crate) fn dump_requests() -> [RouteNetlinkMessage; 4] {
 pub(crate) enum Change {
     None,
     Changed,
-    /// A link went up or down: the kernel flushes (or restores) routes of
-    /// a downed device without notifying, so the routes must be dumped again.
+    /// A link went up or down, or an IPv4 address went away: the kernel
+    /// flushes (or restores) routes of a downed device, and older kernels
+    /// flushed those using the address as their source, without notifying, so the
+    /// routes must be dumped again.
     Resync,
 }
 
@@ -345,7 +347,14 @@ pub(crate) fn apply(model: &mut Model, msg: RouteNetlinkMessage) -> Change {
         RouteNetlinkMessage::DelAddress(a) => match address(&a) {
             Some((ip, _)) => {
                 model.del_addr(a.header.index, ip, a.header.prefix_len);
-                Change::Changed
+                // The kernel flushes the IPv4 routes whose preferred source
+                // was this address; older kernels did so without
+                // `RTM_DELROUTE` (6.18 tells).
+                if ip.is_ipv4() {
+                    Change::Resync
+                } else {
+                    Change::Changed
+                }
             }
             None => Change::None,
         },
