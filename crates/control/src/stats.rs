@@ -301,6 +301,7 @@ fn counters(stats: &[Arc<WorkerStats>], totals: &Totals, cx: &Context) -> BTreeM
     counters.insert("tx_frames".into(), totals.dataplane.tx.iter().sum());
     counters.insert("handoff_same_core".into(), totals.dataplane.same_core);
     counters.insert("handoff_handed_off".into(), totals.dataplane.handed_off);
+    counters.insert("handoff_fragments_followed".into(), totals.dataplane.fragments_followed);
     counters.insert("neighbour_waited".into(), totals.dataplane.neighbour_waited);
     counters.insert("xdp_unserved".into(), cx.program_drops.unserved);
     counters.insert("af_packet_not_admitted".into(), cx.program_drops.not_admitted);

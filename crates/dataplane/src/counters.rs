@@ -51,6 +51,9 @@ pub struct DataplaneCounters {
     pub handed_off: u64,
     /// Frames received from other workers.
     pub handed_in: u64,
+    /// Later fragments of inbound datagrams (to a public address that
+    /// several members share) steered to where their first fragment went.
+    pub fragments_followed: u64,
     /// ICMP errors the router generated (time exceeded, unreachable, too big).
     pub icmp_generated: u64,
     /// Neighbour resolutions asked of the kernel.
@@ -134,6 +137,7 @@ impl DataplaneCounters {
         self.same_core += o.same_core;
         self.handed_off += o.handed_off;
         self.handed_in += o.handed_in;
+        self.fragments_followed += o.fragments_followed;
         self.icmp_generated += o.icmp_generated;
         self.resolutions += o.resolutions;
         self.neighbour_waited += o.neighbour_waited;

@@ -30,10 +30,16 @@
 //!
 //! A frame without ports (a later fragment, another protocol) to a public
 //! address goes to the address's member when the address has only one.
-//! Known gap: towards an address that several members share it has no
-//! owner and stays where it arrived, so later fragments of inbound
-//! datagrams to shared addresses can end on a core that never saw their
-//! first fragment, and are then dropped as orphans (counted).
+//! Towards an address that several members share, a later fragment has no
+//! owner of its own: it follows its datagram's first fragment, whose ports
+//! name the member. Each worker remembers where it sent the first
+//! fragments of inbound IPv4 datagrams ([`Fragments`]: bounded, keyed by
+//! a secret hash, an entry for a few seconds), and a later fragment that
+//! arrives on the same worker goes there too. A NIC spreads the fragments
+//! of one datagram by their addresses alone (they have no ports to hash
+//! on), so they all arrive on one queue. A later fragment that comes
+//! before its first, or after its entry was overwritten, stays where it
+//! arrived and is dropped there when its first never comes (counted).
 
 use core::net::{IpAddr, Ipv4Addr};
 use engine::Side;
@@ -143,6 +149,80 @@ fn public_member(p: &Policy, addr: Ipv4Addr, port: u16) -> Option<policy::Member
     }
 }
 
+/// What steering notes about a fragment of an inbound IPv4 datagram: its
+/// datagram (source, destination, protocol, identification) and whether
+/// it is the first fragment (the one with the ports).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FragmentNote {
+    datagram: wire::FlowKey,
+    first: bool,
+}
+
+/// The note for a frame from `side`, if it is a fragment of an inbound
+/// IPv4 datagram.
+#[inline]
+pub fn fragment_note(side: Side, meta: &Meta) -> Option<FragmentNote> {
+    let f = meta.frag?;
+    if side != Side::Outside || meta.key.family != Family::V4 {
+        return None;
+    }
+    let k = &meta.key;
+    let datagram = wire::FlowKey::v4(k.src_v4(), k.dst_v4(), k.proto, (f.ident >> 16) as u16, f.ident as u16);
+    Some(FragmentNote { datagram, first: f.offset == 0 })
+}
+
+/// How long a worker remembers where a datagram's first fragment went:
+/// its later fragments come right behind it.
+const FRAGMENT_MEMORY: core::time::Duration = core::time::Duration::from_secs(5);
+/// Entries of a worker's memory (direct-mapped: a new datagram overwrites
+/// the one in its slot).
+const FRAGMENT_SLOTS: usize = 1024;
+
+/// Where one worker sent the first fragments of inbound datagrams it
+/// handed to another worker, so that their later fragments follow.
+#[derive(Debug)]
+pub struct Fragments {
+    hasher: engine::table::Hasher,
+    slots: Box<[Option<(wire::FlowKey, u16, engine::Time)>]>,
+}
+
+impl Fragments {
+    /// An empty memory, hashing under `key` (a secret drawn at start).
+    pub fn new(key: [u64; 4]) -> Fragments {
+        Fragments {
+            hasher: engine::table::Hasher::new([key[2], key[3], key[0], key[1] ^ 0x0073_7465_6572]),
+            slots: vec![None; FRAGMENT_SLOTS].into_boxed_slice(),
+        }
+    }
+
+    /// Steering's answer for a frame with `note`, given `owner` (the
+    /// answer from its own headers): a first fragment's owner is
+    /// remembered, and a later fragment without an owner takes its first
+    /// fragment's. Returns the owner, and whether a later fragment
+    /// followed its first.
+    #[inline]
+    pub fn follow(&mut self, note: &FragmentNote, owner: Option<usize>, now: engine::Time) -> (Option<usize>, bool) {
+        let slot = (self.hasher.hash(&note.datagram) as usize) % self.slots.len();
+        if note.first {
+            if let Some(w) = owner {
+                self.slots[slot] = Some((note.datagram, w as u16, now));
+            }
+            return (owner, false);
+        }
+        if owner.is_some() {
+            return (owner, false);
+        }
+        match self.slots[slot] {
+            Some((d, w, at))
+                if d == note.datagram && now.0.saturating_sub(at.0) <= FRAGMENT_MEMORY.as_nanos() as u64 =>
+            {
+                (Some(usize::from(w)), true)
+            }
+            _ => (None, false),
+        }
+    }
+}
+
 /// A hash of an address pair that does not depend on the pair's order.
 #[inline]
 /// The worker that owns a flow the other box of a pair reports: its
@@ -183,6 +263,31 @@ mod tests {
 
     fn icmp_error(inner: FlowKey) -> L4 {
         L4::IcmpError { msg_type: 3, code: 4, inner, inner_l3_offset: 42 }
+    }
+
+    #[test]
+    fn a_later_fragment_follows_its_first_for_a_while() {
+        let mut f = Fragments::new([1, 2, 3, 4]);
+        let ip = |s: &str| s.parse::<Ipv4Addr>().unwrap();
+        let mut meta = Meta::EMPTY;
+        meta.key = FlowKey::v4(ip("203.0.113.1"), ip("198.18.0.1"), 17, 53, 1000);
+        meta.frag = Some(wire::classify::Fragment { ident: 9, offset: 0, more: true, data_offset: 20 });
+        let first = fragment_note(Side::Outside, &meta).expect("a first fragment from the outside");
+        assert_eq!(fragment_note(Side::Inside, &meta), None, "from the inside the source names the member");
+        meta.key.src_port = 0;
+        meta.key.dst_port = 0;
+        meta.frag = Some(wire::classify::Fragment { ident: 9, offset: 1480, more: false, data_offset: 20 });
+        let later = fragment_note(Side::Outside, &meta).unwrap();
+        meta.frag = Some(wire::classify::Fragment { ident: 10, offset: 1480, more: false, data_offset: 20 });
+        let other = fragment_note(Side::Outside, &meta).unwrap();
+        let t = |s: u64| engine::Time(s * 1_000_000_000);
+
+        assert_eq!(f.follow(&later, None, t(1)), (None, false), "nothing remembered yet");
+        assert_eq!(f.follow(&first, Some(3), t(1)), (Some(3), false));
+        assert_eq!(f.follow(&later, None, t(2)), (Some(3), true));
+        assert_eq!(f.follow(&later, Some(1), t(2)), (Some(1), false), "an owner of its own wins");
+        assert_eq!(f.follow(&other, None, t(2)), (None, false), "another datagram");
+        assert_eq!(f.follow(&later, None, t(7)), (None, false), "forgotten after 5 s");
     }
 
     #[test]

@@ -26,14 +26,20 @@ fn from_member(m: u32, sport: u16) -> Vec<u8> {
     buf[..n].to_vec()
 }
 
+/// Two workers, each between an inside and an outside in-memory port,
+/// under the campus policy of 64 members.
+fn two_workers() -> (Arc<policy::Policy>, Vec<(SharedMemoryIo, SharedMemoryIo)>, Lockstep) {
+    let published = published(64);
+    let policy = Arc::clone(&published.load().policy);
+    let ports: Vec<_> = (0..2).map(|_| (port("inside", 0), port("outside", 1))).collect();
+    let setups = ports.iter().enumerate().map(|(w, (i, o))| worker(w, 2, i, o)).collect();
+    (policy, ports, Lockstep::new(setups, Some(published), T0))
+}
+
 #[test]
 fn frames_reach_their_owner_and_nothing_is_lost() {
     const WORKERS: usize = 2;
-    let published = published(64);
-    let policy = Arc::clone(&published.load().policy);
-    let ports: Vec<_> = (0..WORKERS).map(|_| (port("inside", 0), port("outside", 1))).collect();
-    let setups = ports.iter().enumerate().map(|(w, (i, o))| worker(w, WORKERS, i, o)).collect();
-    let mut workers = Lockstep::new(setups, Some(published), T0);
+    let (policy, ports, mut workers) = two_workers();
 
     // One UDP flow per member device, each injected on worker `m % 3 % 2`:
     // about half arrive on a worker that does not own their member.
@@ -70,6 +76,58 @@ fn frames_reach_their_owner_and_nothing_is_lost() {
         let src = wire::classify(&f.data).unwrap().key.src_v4();
         assert_eq!(src.octets()[..3], [198, 18, 0], "translated to a public address: {src}");
     }
+}
+
+/// A datagram to a public address that several members share, fragmented
+/// on its way in, arriving on a worker that does not own its member: the
+/// first fragment names the member by its port and is handed over; the
+/// later one has no port and must follow it (it used to stay and wait, in
+/// vain, for a first fragment that had gone to the other worker).
+#[test]
+fn later_fragments_to_a_shared_address_follow_their_first() {
+    const WORKERS: usize = 2;
+    let (policy, ports, mut workers) = two_workers();
+
+    // Member id 5 (m = 4) is worker 1's; its address is shared with ids 6-8.
+    let m = 4u32;
+    assert_eq!(policy::owner(m + 1, WORKERS), 1);
+    let (public, _, _) = policy::sample::campus_public(m);
+    assert!(policy.sole_member_of_public(public).is_none(), "the address is shared");
+    ports[1].0.inject(&from_member(m, 40000), T0.0);
+    workers.settle(T0);
+    let out = ports[1].1.take_sent();
+    assert_eq!(out.len(), 1);
+    let opened = wire::classify(&out[0].data).unwrap().key;
+    assert_eq!(opened.src_v4(), public);
+
+    // The answer, in two fragments, both arriving on worker 0.
+    let server = opened.dst_ip();
+    let mut d = vec![0u8; 8 + 2000];
+    let n = build::udp_datagram(&mut d, server, IpAddr::V4(public), 53, opened.src_port, 2000).unwrap();
+    d.truncate(n);
+    let piece = |off: usize, end: usize, more: bool| {
+        let mut buf = vec![0u8; 1600];
+        let len =
+            build::ip_fragment(&mut buf, &ETH, server, IpAddr::V4(public), 17, 77, off as u16, more, &d[off..end])
+                .unwrap();
+        buf.truncate(len);
+        buf
+    };
+    let t = Time(T0.0 + 1_000_000);
+    ports[0].1.inject(&piece(0, 1480, true), t.0);
+    ports[0].1.inject(&piece(1480, d.len(), false), t.0);
+    workers.settle(t);
+    let delivered = ports[1].0.take_sent();
+    let stray = ports[0].0.take_sent();
+    let (stats, _) = workers.finish(t);
+    let totals = Totals::of(stats.iter().map(|s| &**s));
+    assert_eq!(stray.len(), 0);
+    assert_eq!(delivered.len(), 2, "both fragments reach the member through its worker");
+    let device = Ipv4Addr::from(policy::sample::campus_block(m).first() + 1);
+    assert!(delivered.iter().all(|f| wire::classify(&f.data).unwrap().key.dst_v4() == device));
+    assert_eq!(totals.dataplane.fragments_followed, 1);
+    assert_eq!(totals.engine.total_drops(), 0, "{:?}", totals.engine.entries());
+    assert_eq!(totals.dataplane.total_drops(), 0);
 }
 
 #[test]
