@@ -9,10 +9,9 @@
 //! side its replies come from (port forwards and hairpinning).
 //! The flow is then stored and charged to its member's account.
 
-use super::{Charge, Engine};
+use super::{charge, Charge, Engine};
 use crate::conntrack::{Conntrack, Evicted, Hit, NewFlow, ProtoState, NO_ACCOUNT, NO_BINDING};
 use crate::counters::Reason;
-use crate::members::{DOWN, UP};
 use crate::nat::{Nat, NatRefusal, Public};
 use crate::tcp::{Segment, TcpTrack};
 use crate::time::Time;
@@ -102,12 +101,7 @@ impl Engine {
             // Its SYN: the clock of the handshake starts (see `crate::rtt`).
             f.handshake_at = now;
         }
-        let mut charge = None;
-        if account != NO_ACCOUNT {
-            let dir = if from == Side::Inside { UP } else { DOWN };
-            self.accounts.add(account, dir, frame.len());
-            charge = Some(Charge { account, dir });
-        }
+        let charge = charge(&mut self.accounts, account, from == Side::Inside, frame.len());
         (Verdict::Forward(admit.reply_side), Some(Hit { flow: idx, dir: 0 }), charge)
     }
 

@@ -9,10 +9,9 @@
 //! account ([`crate::rtt`]). A packet without a flow goes to the slow path
 //! (`admit`).
 
-use super::{ended, Charge, Engine, Lane};
+use super::{charge, ended, Charge, Engine, Lane};
 use crate::conntrack::{Flow, Hit, ProtoState, Timeouts, NO_ACCOUNT};
 use crate::counters::Reason;
-use crate::members::{DOWN, UP};
 use crate::rtt::{self, Sample};
 use crate::tcp::{Refusal, Segment, TcpState};
 use crate::time::Time;
@@ -144,14 +143,9 @@ impl Engine {
                 return (self.drop(Reason::NatUntranslatable), None);
             }
         }
-        let mut charge = None;
-        if account != NO_ACCOUNT {
-            let dir = if up { UP } else { DOWN };
-            self.accounts.add(account, dir, frame.len());
-            if let Some((side, ns)) = rtt {
-                self.accounts.add_rtt(account, side, ns);
-            }
-            charge = Some(Charge { account, dir });
+        let charge = charge(&mut self.accounts, account, up, frame.len());
+        if let (Some(_), Some((side, ns))) = (charge, rtt) {
+            self.accounts.add_rtt(account, side, ns);
         }
         self.counters.fast_path += 1;
         (Verdict::Forward(goes_to), charge)

@@ -9,7 +9,7 @@ use super::{ended, Charge, Engine, Lane};
 use crate::conntrack::{Conntrack, NO_ACCOUNT};
 use crate::counters::{DropReason, Reason};
 use crate::frag::{datagram_key, FlowRef, Outcome, Piece};
-use crate::members::{Accounts, DOWN, UP};
+use crate::members::Accounts;
 use crate::time::Time;
 use crate::{Side, Verdict};
 use wire::classify::{Fragment, Meta, L4};
@@ -107,16 +107,11 @@ pub(super) fn follow(
         return Err(Reason::WrongSide);
     }
     let account = f.account;
-    let mut charge = None;
-    if account != NO_ACCOUNT {
-        if ended(ct, accounts, r.flow, account) {
-            return Err(Reason::MemberBlocked);
-        }
-        let up = (dir == 0) == (f.orig_side == Side::Inside);
-        let member_dir = if up { UP } else { DOWN };
-        accounts.add(account, member_dir, bytes.len());
-        charge = Some(Charge { account, dir: member_dir });
+    if account != NO_ACCOUNT && ended(ct, accounts, r.flow, account) {
+        return Err(Reason::MemberBlocked);
     }
+    let up = (dir == 0) == (f.orig_side == Side::Inside);
+    let charge = super::charge(accounts, account, up, bytes.len());
     let f = ct.flow_mut(r.flow);
     f.packets[dir] = f.packets[dir].wrapping_add(1);
     f.bytes[dir] += bytes.len() as u64;

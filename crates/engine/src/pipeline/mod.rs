@@ -373,6 +373,19 @@ struct Charge {
     dir: usize,
 }
 
+/// Charges `bytes` to account slot `account` in the member's direction
+/// `up` (from the member) or down: the one place a forwarded packet is
+/// counted to a member. `None` for a flow of no member.
+#[inline]
+fn charge(accounts: &mut Accounts, account: u32, up: bool, bytes: usize) -> Option<Charge> {
+    if account == crate::conntrack::NO_ACCOUNT {
+        return None;
+    }
+    let dir = if up { crate::members::UP } else { crate::members::DOWN };
+    accounts.add(account, dir, bytes);
+    Some(Charge { account, dir })
+}
+
 /// Whether a reload ended flow `flow` of account slot `account`: the
 /// member's flows made before the reload that ended them.
 #[inline]

@@ -4,10 +4,9 @@
 //! traffic, as the kernel's accounting rules and HTB classes take them:
 //! errors of any size and rate would otherwise carry data past both.
 
-use super::{ended, Charge, Engine};
+use super::{charge, ended, Charge, Engine};
 use crate::conntrack::NO_ACCOUNT;
 use crate::counters::Reason;
-use crate::members::{DOWN, UP};
 use crate::time::Time;
 use crate::{Side, Verdict};
 use wire::classify::Meta;
@@ -77,12 +76,7 @@ impl Engine {
             }
         }
         self.counters.icmp_related += 1;
-        let mut charge = None;
-        if account != NO_ACCOUNT {
-            let dir = if from == Side::Inside { UP } else { DOWN };
-            self.accounts.add(account, dir, frame.len());
-            charge = Some(Charge { account, dir });
-        }
+        let charge = charge(&mut self.accounts, account, from == Side::Inside, frame.len());
         (Verdict::Forward(sender_side), charge)
     }
 
