@@ -62,8 +62,10 @@ pub fn owner(policy: Option<&Policy>, workers: usize, side: Side, meta: &Meta) -
 pub enum Key {
     /// Stays where it arrived (one worker, or a frame that did not parse).
     Here,
-    /// No member policy: a symmetric hash of the address pair.
-    Hash(u64),
+    /// Worker `i mod n`: without a member policy, `i` is a symmetric hash
+    /// of the address pair; for a later fragment, the worker its
+    /// datagram's first fragment went to.
+    Index(u64),
     /// From the inside: the source address.
     Inside(IpAddr),
     /// From the inside, IPv4: the source, and the destination and its port
@@ -81,7 +83,7 @@ pub fn key(has_policy: bool, workers: usize, side: Side, meta: &Meta) -> Key {
     }
     let k = &meta.key;
     if !has_policy {
-        return Key::Hash(symmetric_hash(&k.src, &k.dst));
+        return Key::Index(symmetric_hash(&k.src, &k.dst));
     }
     match (side, k.family) {
         (Side::Inside, Family::V4) => match &meta.l4 {
@@ -120,11 +122,13 @@ pub fn prefetch(policy: Option<&Policy>, key: &Key) {
 }
 
 /// The worker that owns a frame with steering key `key`; `None`: here.
-#[inline]
+/// Always inlined: the steering loop must not pay a call per frame (a
+/// second caller, the fragments' pass, made it a call).
+#[inline(always)]
 pub fn owner_of(policy: Option<&Policy>, workers: usize, key: &Key) -> Option<usize> {
     let member = match (policy, *key) {
         (_, Key::Here) => return None,
-        (_, Key::Hash(h)) => return Some(h as usize % workers.max(1)),
+        (_, Key::Index(i)) => return Some(i as usize % workers.max(1)),
         (None, _) => return None,
         (Some(p), Key::Inside(addr)) => p.member_of_inside(addr),
         (Some(p), Key::InsideV4(src, dst, port)) => {
@@ -193,6 +197,35 @@ impl Fragments {
             hasher: engine::table::Hasher::new([key[2], key[3], key[0], key[1] ^ 0x0073_7465_6572]),
             slots: vec![None; FRAGMENT_SLOTS].into_boxed_slice(),
         }
+    }
+
+    /// After pass 1, the steering keys of the batch's fragments (`lanes`,
+    /// their frames' indices; their parses in `parsed`): a first fragment
+    /// of an inbound datagram is resolved now and its worker remembered, a
+    /// later one without an owner of its own takes its first fragment's.
+    /// Returns how many later fragments followed their first. Out of line:
+    /// most batches have no fragment, and the steering loop stays small.
+    #[inline(never)]
+    #[allow(clippy::too_many_arguments)]
+    pub fn steer(
+        &mut self,
+        policy: Option<&Policy>,
+        workers: usize,
+        side: Side,
+        parsed: &engine::Parsed,
+        lanes: &[usize],
+        keys: &mut [Key],
+        now: engine::Time,
+    ) -> u64 {
+        let mut followed = 0;
+        for &i in lanes {
+            let (Some(meta), Some(key)) = (parsed.meta(i), keys.get_mut(i)) else { continue };
+            let Some(note) = fragment_note(side, meta) else { continue };
+            let (owner, f) = self.follow(&note, owner_of(policy, workers, key), now);
+            *key = owner.map_or(Key::Here, |w| Key::Index(w as u64));
+            followed += u64::from(f);
+        }
+        followed
     }
 
     /// Steering's answer for a frame with `note`, given `owner` (the

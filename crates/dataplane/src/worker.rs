@@ -135,10 +135,10 @@ pub(crate) struct Worker {
     parsed: Parsed,
     /// Steering keys of the frames of the batch being received (pass 1).
     steer_keys: Vec<steer::Key>,
-    /// Pass 1's notes on fragments of inbound datagrams, frame by frame.
-    fragment_notes: Vec<Option<steer::FragmentNote>>,
     /// Where the first fragments of inbound datagrams went.
     fragments: steer::Fragments,
+    /// The fragments among the frames of the batch being received (pass 1).
+    fragment_lanes: Vec<usize>,
     last_stats: Time,
     /// The ports' readiness descriptors, for the idle wait; empty if a port
     /// has none (the wait is then a plain sleep).
@@ -316,8 +316,8 @@ impl Worker {
             tx,
             parsed: Parsed::new(n),
             steer_keys: Vec::with_capacity(n),
-            fragment_notes: Vec::with_capacity(n),
             fragments,
+            fragment_lanes: Vec::with_capacity(n),
             last_stats: now,
             pollfds: Vec::new(),
             sync: None,
@@ -550,31 +550,35 @@ impl Worker {
         // steering key and prefetches its lookup, pass 2 resolves the keys,
         // hands frames over and moves the kept frames' parses along with
         // them.
-        let Worker { rx, parsed, handoff, counters, egress, tx, cfg, steer_keys, fragment_notes, fragments, .. } = self;
+        let Worker { rx, parsed, handoff, counters, egress, tx, cfg, steer_keys, fragments, fragment_lanes, .. } = self;
         steer_keys.clear();
-        fragment_notes.clear();
+        fragment_lanes.clear();
         // The lanes were made for the receive batch's capacity (`cfg.batch`).
         let steering = cfg.workers > 1;
         debug_assert!(rx.len() <= parsed.capacity());
         if steering {
             for (i, frame) in rx.frames().iter().enumerate() {
-                let (key, note) = match parsed.parse(i, frame.as_slice()) {
+                let key = match parsed.parse(i, frame.as_slice()) {
                     Ok(meta) => {
-                        (steer::key(policy.is_some(), cfg.workers, side, meta), steer::fragment_note(side, meta))
+                        if meta.frag.is_some() {
+                            fragment_lanes.push(i);
+                        }
+                        steer::key(policy.is_some(), cfg.workers, side, meta)
                     }
-                    Err(_) => (steer::Key::Here, None), // a malformed frame: the engine counts it
+                    Err(_) => steer::Key::Here, // a malformed frame: the engine counts it
                 };
                 steer::prefetch(policy, &key);
                 steer_keys.push(key);
-                fragment_notes.push(note);
             }
         }
+        if !fragment_lanes.is_empty() {
+            counters.fragments_followed +=
+                fragments.steer(policy, cfg.workers, side, parsed, fragment_lanes, steer_keys, now);
+        }
         let mut keys = steer_keys.iter();
-        let mut notes = fragment_notes.iter();
         let (mut seen, mut kept) = (0, 0);
         rx.retain_mut(|frame| {
             let key = keys.next().copied().unwrap_or(steer::Key::Here);
-            let note = notes.next().copied().flatten();
             let i = seen;
             seen += 1;
             frame.port = io::PortId(p as u8);
@@ -582,13 +586,7 @@ impl Worker {
                 counters.drop(drop);
                 return false;
             }
-            let mut owner = steer::owner_of(policy, cfg.workers, &key);
-            if let Some(note) = &note {
-                let followed;
-                (owner, followed) = fragments.follow(note, owner, now);
-                counters.fragments_followed += u64::from(followed);
-            }
-            match owner {
+            match steer::owner_of(policy, cfg.workers, &key) {
                 Some(w) if w != cfg.index => {
                     let sent = handoff.outboxes[w].as_mut().is_some_and(|o| o.send(frame));
                     if sent {

@@ -293,6 +293,13 @@ impl Parsed {
         result.map(|()| &*meta)
     }
 
+    /// Lane `i`'s parse, if its frame parsed.
+    #[inline]
+    pub fn meta(&self, i: usize) -> Option<&Meta> {
+        self.results.get(i)?.ok()?;
+        self.metas.get(i)
+    }
+
     /// Moves lane `from`'s parse to lane `to`, for a batch whose frame
     /// `from` became frame `to` (the frames before it went elsewhere).
     #[inline]
