@@ -75,6 +75,14 @@ pub enum Failure {
     /// A port's interface does not exist.
     #[error("port {port}: no such network interface (ports[].interface in the configuration)")]
     NoInterface { port: String },
+    /// A port's interface carries frames longer than torwart takes.
+    #[error(
+        "port {port}: MTU {mtu}, but torwart takes frames of at most {largest} bytes (with the Ethernet header \
+         and a VLAN tag: an MTU of at most {}); longer frames would be dropped: set the interface's MTU \
+         (ip link set dev {port} mtu 1500)",
+        largest - FRAME_OVERHEAD
+    )]
+    PortMtu { port: String, mtu: usize, largest: usize },
     /// A port cannot be set up (XDP program, socket); `hint` says what to check.
     #[error("{source}{}", hint.as_ref().map(|h| format!(" ({h})")).unwrap_or_default())]
     Port {
@@ -151,7 +159,7 @@ impl Failure {
         match self {
             Failure::ConfigFile(_) | Failure::Config(_) => 2,
             Failure::Port { source, .. } if source.is_permission_denied() => 4,
-            Failure::NoInterface { .. } | Failure::Port { .. } => 3,
+            Failure::NoInterface { .. } | Failure::PortMtu { .. } | Failure::Port { .. } => 3,
             Failure::MissingCapabilities { .. } => 4,
             Failure::Database(_)
             | Failure::UsageSpooled { .. }
@@ -208,6 +216,8 @@ fn run_config(config: Config, checked: Checked, signals: Signals) -> Result<(), 
         crate::pair::mark_not_ready(pair);
     }
     let mut ports = find_ports(&config)?;
+    check_port_mtus(&config, &checked)?;
+    ports.largest_mtu = largest_frame(&config, &checked) - FRAME_OVERHEAD;
     require_capabilities(&config)?;
     check_kernel_forwarding(&config)?;
     let control = Control::start(&config, &checked)?;
@@ -623,6 +633,8 @@ struct Ports {
     ports: Vec<PortWatch>,
     /// When the workers last attached to the ports (started).
     attached: Instant,
+    /// The largest MTU a port may have: frames of a larger one are dropped.
+    largest_mtu: usize,
 }
 
 #[derive(Debug)]
@@ -640,6 +652,8 @@ struct PortWatch {
     /// It went down while the workers attached to it; an error is due at
     /// this time if it is still down then.
     down_attaching: Option<Instant>,
+    /// An MTU above what torwart takes, once logged.
+    mtu_logged: Option<u32>,
 }
 
 /// How long after the workers attach to the ports a link may go down
@@ -723,9 +737,10 @@ fn find_ports(config: &Config) -> Result<Ports, Failure> {
             up: true,
             downs: 0,
             down_attaching: None,
+            mtu_logged: None,
         });
     }
-    Ok(Ports { ports, attached: Instant::now() })
+    Ok(Ports { ports, attached: Instant::now(), largest_mtu: usize::MAX })
 }
 
 impl Ports {
@@ -767,6 +782,20 @@ impl Ports {
             if let Some(note) = p.link(link.up, now, self.attached) {
                 p.log(note);
             }
+            // Raised while torwart runs: frames longer than a buffer are
+            // dropped on the way in (`rx_lost`) and out (`tx_oversize`).
+            let too_large = link.mtu as usize > self.largest_mtu;
+            if too_large && p.mtu_logged != Some(link.mtu) {
+                tracing::error!(
+                    "port {}: MTU {} is above the {} torwart takes: longer frames are dropped; set it back \
+                     (ip link set dev {} mtu 1500)",
+                    p.name,
+                    link.mtu,
+                    self.largest_mtu,
+                    p.name
+                );
+            }
+            p.mtu_logged = too_large.then_some(link.mtu);
         }
     }
 
@@ -870,6 +899,37 @@ fn require_capabilities(config: &Config) -> Result<(), Failure> {
 /// too; with XDP it sees what the program passes to it (ARP, multicast,
 /// frames to the box, VLAN-tagged frames). Either way a forwarding kernel
 /// could carry past torwart what torwart's policy refuses.
+/// What a frame carries besides its IP packet: the Ethernet header and
+/// one VLAN tag.
+const FRAME_OVERHEAD: usize = 18;
+
+/// The longest frame the configured backend receives whole.
+fn largest_frame(config: &Config, checked: &Checked) -> usize {
+    match config.io.backend {
+        Backend::Xdp => checked.xdp_socket.largest_frame(),
+        Backend::AfPacket => io::DEFAULT_FRAME_CAPACITY,
+    }
+}
+
+/// Refuses a port whose interface's MTU lets frames through that are
+/// longer than the backend takes: they would be dropped on the way in
+/// (by the kernel, for AF_XDP) and out, a black hole for large packets.
+fn check_port_mtus(config: &Config, checked: &Checked) -> Result<(), Failure> {
+    let largest = largest_frame(config, checked);
+    for p in &config.ports {
+        let Some(mtu) = interface_mtu(&p.interface) else { continue };
+        if mtu + FRAME_OVERHEAD > largest {
+            return Err(Failure::PortMtu { port: p.interface.clone(), mtu, largest });
+        }
+    }
+    Ok(())
+}
+
+/// An interface's MTU, from sysfs (`None` if it cannot be read).
+fn interface_mtu(name: &str) -> Option<usize> {
+    std::fs::read_to_string(format!("/sys/class/net/{name}/mtu")).ok()?.trim().parse().ok()
+}
+
 fn check_kernel_forwarding(config: &Config) -> Result<(), Failure> {
     let ports: Vec<&str> = config.ports.iter().map(|p| p.interface.as_str()).collect();
     match io::afpacket::kernel_forwarding(&ports) {
@@ -1550,6 +1610,7 @@ mod tests {
             up: true,
             downs: 0,
             down_attaching: None,
+            mtu_logged: None,
         };
         let ms = |n| t0 + Duration::from_millis(n);
         // The driver resets the link for the XDP program: down, then up.

@@ -32,7 +32,9 @@ wire::named_counters! {
         /// More held frames came free in one loop than the release batch holds.
         ReleaseOverflow => "release_overflow",
         /// The kernel dropped it before the worker saw it: the port's
-        /// receive ring was full or had no buffer (the worker fell behind).
+        /// receive ring was full or had no buffer (the worker fell behind),
+        /// or it was longer than a buffer (a port's MTU above what torwart
+        /// takes).
         /// Read from the kernel's counters when the stats are published.
         ReceiveLost => "rx_lost",
     }

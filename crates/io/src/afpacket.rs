@@ -431,7 +431,9 @@ impl PacketIo for PacketPort {
     }
 
     fn receive_lost(&mut self) -> u64 {
-        self.stats().kernel_drops
+        // With the frames longer than a buffer (truncated, not delivered).
+        let s = self.stats();
+        s.kernel_drops + s.rx_too_large
     }
 }
 

@@ -122,7 +122,8 @@ pub trait PacketIo {
 
     /// Frames the kernel dropped on their way in since the device was
     /// opened, before `recv` could take them: its receive ring was full or
-    /// had no buffer for them (the reader fell behind). One syscall: for a
+    /// had no buffer for them (the reader fell behind), and frames longer
+    /// than a buffer, which are not delivered. One syscall: for a
     /// periodic stats pass, never per batch. Devices the kernel does not
     /// feed lose nothing this way.
     fn receive_lost(&mut self) -> u64 {

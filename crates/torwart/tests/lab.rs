@@ -113,6 +113,18 @@ fn the_daemon_refuses_what_is_wrong_with_a_clear_message() {
     assert_eq!(code, 3, "{err}");
     assert!(err.contains("port nosuch9: no such network interface"), "{err}");
 
+    // Jumbo frames on a port: longer than torwart takes, so refused at
+    // start instead of dropped unseen (AF_XDP: 1792-byte frames, MTU 1774).
+    ns.exec(&ns_name, "ip", &["link", "set", "p1", "mtu", "9000"]).unwrap();
+    let (code, err) = daemon(&ns_name, &format!("database = \"x.db\"\n{ports}"));
+    assert_eq!(code, 3, "{err}");
+    assert!(err.contains("port p1: MTU 9000") && err.contains("at most 1774"), "{err}");
+    let af_packet = format!("database = \"x.db\"\n{ports}[io]\nbackend = \"af_packet\"\n");
+    let (code, err) = daemon(&ns_name, &af_packet);
+    assert_eq!(code, 3, "{err}");
+    assert!(err.contains("port p1: MTU 9000") && err.contains("at most 2030"), "{err}");
+    ns.exec(&ns_name, "ip", &["link", "set", "p1", "mtu", "1500"]).unwrap();
+
     let (code, err) = daemon(&ns_name, &format!("database = \"postgres://torwart@127.0.0.1:1/nothing\"\n{ports}"));
     assert_eq!(code, 5, "{err}");
     assert!(err.contains("member database"), "{err}");

@@ -134,6 +134,19 @@ impl Default for XdpConfig {
     }
 }
 
+impl XdpConfig {
+    /// The longest frame a socket with these settings receives: a chunk
+    /// less the kernel's 256 bytes of headroom, and at most what a
+    /// worker's buffer holds ([`crate::DEFAULT_FRAME_CAPACITY`]).
+    pub fn largest_frame(&self) -> usize {
+        (self.frame_size as usize).saturating_sub(XDP_HEADROOM).min(crate::DEFAULT_FRAME_CAPACITY)
+    }
+}
+
+/// What the kernel keeps in front of a received frame in each chunk
+/// (`XDP_PACKET_HEADROOM`).
+const XDP_HEADROOM: usize = 256;
+
 /// What the kernel counts for an AF_XDP socket (`XDP_STATISTICS`).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct XskKernelStats {
@@ -733,8 +746,10 @@ impl PacketIo for XdpPort {
     }
 
     fn receive_lost(&mut self) -> u64 {
-        let k = self.stats().kernel;
-        k.rx_dropped + k.rx_ring_full
+        // The kernel's drops (a frame longer than a chunk among them), and
+        // ours of frames longer than a worker's buffer.
+        let s = self.stats();
+        s.kernel.rx_dropped + s.kernel.rx_ring_full + s.rx_too_large
     }
 }
 
