@@ -182,8 +182,9 @@ const FRAGMENT_MEMORY: core::time::Duration = core::time::Duration::from_secs(5)
 /// the one in its slot).
 const FRAGMENT_SLOTS: usize = 1024;
 
-/// Where one worker sent the first fragments of inbound datagrams it
-/// handed to another worker, so that their later fragments follow.
+/// Where one worker steered the first fragments of inbound IPv4
+/// datagrams (to itself or another worker), so that their later fragments
+/// follow.
 #[derive(Debug)]
 pub struct Fragments {
     hasher: engine::table::Hasher,
@@ -217,6 +218,11 @@ impl Fragments {
         keys: &mut [Key],
         now: engine::Time,
     ) -> u64 {
+        // Without a member policy every fragment of an address pair goes
+        // to one worker by the pair's hash already.
+        if policy.is_none() {
+            return 0;
+        }
         let mut followed = 0;
         for &i in lanes {
             let (Some(meta), Some(key)) = (parsed.meta(i), keys.get_mut(i)) else { continue };
@@ -236,22 +242,31 @@ impl Fragments {
     #[inline]
     pub fn follow(&mut self, note: &FragmentNote, owner: Option<usize>, now: engine::Time) -> (Option<usize>, bool) {
         let slot = (self.hasher.hash(&note.datagram) as usize) % self.slots.len();
+        let remembered = match self.slots[slot] {
+            Some((d, w, at))
+                if d == note.datagram && now.0.saturating_sub(at.0) <= FRAGMENT_MEMORY.as_nanos() as u64 =>
+            {
+                Some(usize::from(w))
+            }
+            _ => None,
+        };
         if note.first {
+            if remembered.is_some() {
+                // Another first fragment of the same datagram (a copy, or
+                // one forged to another member's port): it goes where the
+                // first went, so that one engine sees both and refuses a
+                // datagram whose first fragments differ. Were the slot
+                // overwritten, the later fragments would follow the forgery.
+                return (remembered, false);
+            }
             if let Some(w) = owner {
                 self.slots[slot] = Some((note.datagram, w as u16, now));
             }
             return (owner, false);
         }
-        if owner.is_some() {
-            return (owner, false);
-        }
-        match self.slots[slot] {
-            Some((d, w, at))
-                if d == note.datagram && now.0.saturating_sub(at.0) <= FRAGMENT_MEMORY.as_nanos() as u64 =>
-            {
-                (Some(usize::from(w)), true)
-            }
-            _ => (None, false),
+        match owner {
+            Some(_) => (owner, false),
+            None => (remembered, remembered.is_some()),
         }
     }
 }
@@ -321,6 +336,13 @@ mod tests {
         assert_eq!(f.follow(&later, Some(1), t(2)), (Some(1), false), "an owner of its own wins");
         assert_eq!(f.follow(&other, None, t(2)), (None, false), "another datagram");
         assert_eq!(f.follow(&later, None, t(7)), (None, false), "forgotten after 5 s");
+
+        // A second first fragment (a forgery to another member's port) goes
+        // where the first went, and the later ones still follow the first.
+        assert_eq!(f.follow(&first, Some(0), t(10)), (Some(0), false));
+        assert_eq!(f.follow(&first, Some(1), t(10)), (Some(0), false), "not redirected");
+        assert_eq!(f.follow(&first, None, t(10)), (Some(0), false));
+        assert_eq!(f.follow(&later, None, t(11)), (Some(0), true));
     }
 
     #[test]
