@@ -235,7 +235,7 @@ fn run_config(config: Config, checked: Checked, signals: Signals) -> Result<(), 
     control.live.flows.store(Some(Arc::new(running.dp.flow_queries())));
     tracing::info!("running: {} worker(s), {} port(s)", plan.workers, config.ports.len());
     // Started under systemd (`Type=notify`): the start is done when the
-    // workers run the first policy, and a reload (SIGHUP) waits for it.
+    // workers are started on the first policy, and a reload (SIGHUP) waits for it.
     tell_systemd(sd_notify::NotifyState::Ready);
     let ledger = checked.pair.as_ref().map_or_else(Ledger::new, |p| Ledger::for_pair(p.local.to_string()));
     let mut daemon = Daemon {
@@ -917,17 +917,13 @@ fn largest_frame(config: &Config, checked: &Checked) -> usize {
 fn check_port_mtus(config: &Config, checked: &Checked) -> Result<(), Failure> {
     let largest = largest_frame(config, checked);
     for p in &config.ports {
-        let Some(mtu) = interface_mtu(&p.interface) else { continue };
+        let Ok(mtu) = io::interface_mtu(&p.interface) else { continue };
+        let mtu = mtu as usize;
         if mtu + FRAME_OVERHEAD > largest {
             return Err(Failure::PortMtu { port: p.interface.clone(), mtu, largest });
         }
     }
     Ok(())
-}
-
-/// An interface's MTU, from sysfs (`None` if it cannot be read).
-fn interface_mtu(name: &str) -> Option<usize> {
-    std::fs::read_to_string(format!("/sys/class/net/{name}/mtu")).ok()?.trim().parse().ok()
 }
 
 fn check_kernel_forwarding(config: &Config) -> Result<(), Failure> {
@@ -1029,11 +1025,15 @@ fn replay_spool(control: &Control, when: &str) {
         match control.runtime.block_on(async { tokio::time::timeout(DB_WRITE_TIMEOUT, replay).await }) {
             Ok(Ok(n)) => tracing::info!("usage spool {} written {when}: {n} record(s)", spool.path().display()),
             Ok(Err(e)) => tracing::warn!("{e}; kept for the next flush"),
-            Err(_) => tracing::warn!(
-                "usage spool {}: no answer from the database within {} s; kept for the next flush",
-                spool.path().display(),
-                DB_WRITE_TIMEOUT.as_secs()
-            ),
+            Err(_) => {
+                tracing::warn!(
+                    "usage spool {}: no answer from the database within {} s; kept for the next flush, and so \
+                     are the others (a start under systemd must not wait for each in turn)",
+                    spool.path().display(),
+                    DB_WRITE_TIMEOUT.as_secs()
+                );
+                break;
+            }
         }
     }
 }

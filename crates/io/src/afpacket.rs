@@ -102,6 +102,9 @@ pub struct PacketPort {
     stats: PacketPortStats,
     /// `stats.tx_oversize` as of the last `tx_refused`.
     oversize_told: u64,
+    /// The longest frame the device took when the port opened (its MTU and
+    /// an Ethernet header with a VLAN tag); 0 if unknown.
+    longest: usize,
     /// The admission credit of the interface's XDP program, if it has one.
     credits: Option<Credits>,
 }
@@ -124,6 +127,9 @@ impl std::fmt::Debug for PacketPort {
 }
 
 const ETH_P_ALL: u16 = 0x0003;
+/// An Ethernet header, and one with a VLAN tag.
+const ETH_HEADER: usize = 14;
+const ETH_VLAN_HEADER: usize = 18;
 
 /// An [`IoError::Interface`]; AF_PACKET needs CAP_NET_RAW, not the BPF
 /// capabilities the generic hint names.
@@ -181,6 +187,39 @@ pub fn kernel_forwarding(interfaces: &[&str]) -> std::io::Result<Option<String>>
     Ok(None)
 }
 
+/// `ifname`'s MTU (in the calling thread's network namespace).
+pub fn interface_mtu(ifname: &str) -> std::io::Result<u32> {
+    // SAFETY: plain socket(2) call; the result is checked.
+    let raw = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+    if raw < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: `raw` is a new descriptor that nothing else owns.
+    let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+    mtu_of(fd.as_raw_fd(), ifname)
+}
+
+/// `SIOCGIFMTU` for `ifname` on socket `fd`.
+fn mtu_of(fd: RawFd, ifname: &str) -> std::io::Result<u32> {
+    let name = ifname.as_bytes();
+    if name.is_empty() || name.len() >= libc::IFNAMSIZ || name.contains(&0) {
+        return Err(std::io::Error::from(std::io::ErrorKind::InvalidInput));
+    }
+    // SAFETY: all-zero is a valid `ifreq`; we fill in the name.
+    let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
+    for (d, s) in req.ifr_name.iter_mut().zip(name) {
+        *d = *s as libc::c_char;
+    }
+    // SAFETY: SIOCGIFMTU reads the name from and writes the MTU into the
+    // live `ifreq` we pass.
+    let r = unsafe { libc::ioctl(fd, libc::SIOCGIFMTU as _, &mut req as *mut libc::ifreq) };
+    if r < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: SIOCGIFMTU set the union's `ifru_mtu`.
+    Ok(u32::try_from(unsafe { req.ifr_ifru.ifru_mtu }).unwrap_or(0))
+}
+
 impl PacketPort {
     /// Opens a socket on `ifname` (in the calling thread's network namespace).
     pub fn open(ifname: &str, config: &PacketConfig) -> Result<PacketPort, IoError> {
@@ -225,6 +264,9 @@ impl PacketPort {
         }
 
         let max_batch = config.max_batch.clamp(1, 1024);
+        // The longest frame the kernel sends (one VLAN tag included), as of
+        // now; unknown (0) if it cannot say.
+        let longest = mtu_of(fd.as_raw_fd(), ifname).map_or(0, |mtu| mtu as usize + ETH_VLAN_HEADER);
         Ok(PacketPort {
             ifname: ifname.to_owned(),
             port: config.port,
@@ -234,6 +276,7 @@ impl PacketPort {
             iovs: (0..max_batch).map(|_| libc::iovec { iov_base: std::ptr::null_mut(), iov_len: 0 }).collect(),
             stats: PacketPortStats::default(),
             oversize_told: 0,
+            longest,
             credits: None,
         })
     }
@@ -412,7 +455,19 @@ impl PacketIo for PacketPort {
             self.stats.tx_bytes += frames[done..done + took].iter().map(|f| f.len() as u64).sum::<u64>();
             sent += took;
             done += took;
-            if took == 0 {
+            if took == 0 || done == n {
+                break;
+            }
+            // Short: the device queue is full, or the next frame was
+            // refused. One longer than the device takes is skipped without
+            // asking; one that fits means the queue is full. Asking costs a
+            // system call that fails, at every full queue.
+            let len = frames[done].len();
+            if self.longest > 0 && len > self.longest {
+                self.stats.tx_oversize += 1;
+                done += 1;
+            } else if self.longest > 0 && len + ETH_VLAN_HEADER - ETH_HEADER <= self.longest {
+                self.stats.tx_full += 1;
                 break;
             }
         }

@@ -38,7 +38,7 @@ pub mod pcap;
 pub mod wrap;
 pub mod xdp;
 
-pub use afpacket::{PacketConfig, PacketPort, PacketPortStats};
+pub use afpacket::{interface_mtu, PacketConfig, PacketPort, PacketPortStats};
 pub use buf::{Batch, PacketBuf, DEFAULT_FRAME_CAPACITY};
 pub use error::IoError;
 pub use memory::{MemoryIo, SharedMemoryIo};
@@ -82,8 +82,8 @@ impl std::fmt::Display for PortId {
 ///   and `Eof` on the next call.
 /// - **Cost.** A real backend makes at most a constant number of syscalls per
 ///   call (one rx/tx ring kick), never one per frame it sends (only, on
-///   AF_PACKET, one more per frame the kernel refuses as too long), and
-///   allocates nothing.
+///   AF_PACKET, up to two more per frame the kernel refuses as too long),
+///   and allocates nothing.
 /// - **Errors.** Any other error names the device or file and what went
 ///   wrong; frames already appended to the batch before the error stay there.
 pub trait PacketIo {

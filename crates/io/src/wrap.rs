@@ -62,7 +62,9 @@ impl<I: PacketIo, W: Write> PacketIo for Tap<I, W> {
         Ok(n)
     }
 
-    /// Sends through the inner device and traces what it accepted.
+    /// Sends through the inner device and traces what it accepted (the
+    /// frames it refused as too long, [`PacketIo::tx_refused`], among them:
+    /// which ones it does not say).
     fn send(&mut self, frames: &[PacketBuf]) -> Result<usize, IoError> {
         let n = self.inner.send(frames)?;
         for f in &frames[..n] {
