@@ -34,8 +34,9 @@ pub struct Stats {
     /// periodic usage flushes written and failed (`usage_flushes`,
     /// `usage_flush_failures`: the database refused or did not answer),
     /// the kernel mirror's (`mirror_*`: notifications applied, overruns
-    /// that cost a full dump, messages that did not decode, neighbour
-    /// resolutions sent, refused by the kernel, or dropped as too many).
+    /// that cost a full dump, dumps after a link or address change,
+    /// messages that did not decode, neighbour resolutions sent, refused
+    /// by the kernel, or dropped as too many).
     pub counters: BTreeMap<String, u64>,
     /// Usage per member since the workers started, by member id.
     pub members: Vec<MemberTraffic>,
@@ -313,6 +314,7 @@ fn counters(stats: &[Arc<WorkerStats>], totals: &Totals, cx: &Context) -> BTreeM
     let m = &cx.mirror;
     counters.insert("mirror_notifications".into(), m.notifications);
     counters.insert("mirror_overruns".into(), m.redumps);
+    counters.insert("mirror_resyncs".into(), m.resyncs);
     counters.insert("mirror_decode_errors".into(), m.decode_errors);
     counters.insert("mirror_resolve_sent".into(), m.resolve_sent);
     counters.insert("mirror_resolve_failed".into(), m.resolve_failed);

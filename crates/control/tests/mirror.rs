@@ -176,6 +176,18 @@ fn mirror_follows_the_kernel_and_resolves_neighbours() {
         !t.is_local(addr("10.55.0.1")) && t.lookup(addr("10.44.1.1")).is_some_and(|r| r.prefix_len == 0)
     });
 
+    // A burst of removals costs a dump or two, not one each.
+    for i in 0..30 {
+        in_ns(a, &["addr", "add", &format!("10.56.0.{}/32", i + 1), "dev", "tw0"]);
+    }
+    wait_for(&m, limit, "30 addresses", |t| t.is_local(addr("10.56.0.30")));
+    let before = m.stats().resyncs;
+    in_ns(a, &["addr", "flush", "dev", "tw0", "to", "10.56.0.0/24"]);
+    wait_for(&m, limit, "30 addresses gone", |t| !t.is_local(addr("10.56.0.30")) && !t.is_local(addr("10.56.0.1")));
+    std::thread::sleep(Duration::from_millis(300));
+    let dumps = m.stats().resyncs - before;
+    assert!((1..=4).contains(&dumps), "{dumps} dumps for 30 removals");
+
     // A port going down: the kernel drops its IPv4 routes without telling;
     // the mirror dumps again.
     in_ns(a, &["link", "set", "tw0", "down"]);
@@ -183,5 +195,7 @@ fn mirror_follows_the_kernel_and_resolves_neighbours() {
         t.link(tw0).is_some_and(|l| !l.up) && t.lookup(addr("8.8.8.8")).is_none()
     });
     assert!(m.stats().published >= 5);
+    // The address's removal and the link's change each asked for a dump.
+    assert!(m.stats().resyncs >= 2, "{:?}", m.stats());
     m.stop();
 }

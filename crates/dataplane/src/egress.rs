@@ -397,7 +397,17 @@ impl Egress {
             Mode::Static { .. } => EgressStats::default(),
             Mode::Routed(r) => EgressStats {
                 routes_generation: r.tables.generation(),
-                router: r.router.counters().named().map(|(_, n, v)| (n.to_owned(), v)).collect(),
+                // The drops keep their reason's name; the suppressed ICMP
+                // errors are told apart (`not_unicast` is both).
+                router: r
+                    .router
+                    .counters()
+                    .named()
+                    .map(|(group, n, v)| match group {
+                        "icmp_suppressed" => (format!("icmp_suppressed_{n}"), v),
+                        _ => (n.to_owned(), v),
+                    })
+                    .collect(),
             },
         }
     }

@@ -102,6 +102,9 @@ impl Default for MirrorConfig {
 /// How long the thread sleeps in `poll` when nothing is pending: bounds the
 /// latency of a resolution request and of `stop`.
 const IDLE_POLL: Duration = Duration::from_millis(5);
+/// The least time between two dumps after changes that may flush routes
+/// silently (see [`Worker::resync`]).
+pub const RESYNC_INTERVAL: Duration = Duration::from_millis(100);
 /// A dump interrupted by concurrent changes is retried this often at most.
 const DUMP_ATTEMPTS: usize = 5;
 
@@ -111,6 +114,7 @@ struct Stats {
     published: AtomicU64,
     notifications: AtomicU64,
     redumps: AtomicU64,
+    resyncs: AtomicU64,
     decode_errors: AtomicU64,
     resolve_deduplicated: AtomicU64,
     resolve_sent: AtomicU64,
@@ -125,8 +129,12 @@ pub struct MirrorStats {
     pub published: u64,
     /// Notifications applied.
     pub notifications: u64,
-    /// Full dumps after an overrun (not counting those after a link changed state).
+    /// Full dumps after an overrun.
     pub redumps: u64,
+    /// Full dumps after a link went up or down or an IPv4 address went
+    /// away (the kernel may flush routes without telling), at most one per
+    /// [`RESYNC_INTERVAL`] or four times the last dump's duration.
+    pub resyncs: u64,
     /// Netlink messages that did not decode (skipped).
     pub decode_errors: u64,
     /// Resolutions workers asked for.
@@ -150,6 +158,7 @@ impl Stats {
             published: l(&self.published),
             notifications: l(&self.notifications),
             redumps: l(&self.redumps),
+            resyncs: l(&self.resyncs),
             decode_errors: l(&self.decode_errors),
             resolve_requested: l(&resolver.counters().requested),
             resolve_queue_full: l(&resolver.counters().queue_full),
@@ -199,6 +208,8 @@ impl Mirror {
             rx,
             pending: HashMap::new(),
             generation: 1,
+            resync_due: false,
+            next_resync: Instant::now(),
         };
         let thread =
             std::thread::Builder::new().name("twrt-mirror".into()).spawn(move || worker.run()).map_err(Error::Spawn)?;
@@ -283,6 +294,10 @@ struct Worker {
     /// Resolutions sent, by neighbour, with when.
     pending: HashMap<(u32, IpAddr), Instant>,
     generation: u64,
+    /// A change that may have flushed routes silently came: dump again at
+    /// `next_resync` (a burst of them costs one dump, not one each).
+    resync_due: bool,
+    next_resync: Instant,
 }
 
 impl Worker {
@@ -297,6 +312,9 @@ impl Worker {
             };
             wait_readable(self.events.fd(), wait);
             dirty |= self.read_events();
+            if self.resync_due && Instant::now() >= self.next_resync {
+                dirty |= self.resync();
+            }
             self.serve_resolutions();
             if dirty && last_publish.elapsed() >= self.config.coalesce {
                 self.publish();
@@ -326,18 +344,17 @@ impl Worker {
         );
         bump(&self.stats.decode_errors, decode_errors);
         bump(&self.stats.notifications, changed);
+        self.resync_due |= resync;
         match res {
-            Ok(true) if !resync => changed > 0,
-            Ok(drained) => {
-                if drained {
-                    tracing::debug!("a link changed state or an address went away; dumping again");
-                } else {
-                    bump(&self.stats.redumps, 1);
-                    tracing::warn!("rtnetlink notifications overran; dumping again");
-                }
+            Ok(true) => changed > 0,
+            Ok(false) => {
+                bump(&self.stats.redumps, 1);
+                tracing::warn!("rtnetlink notifications overran; dumping again");
                 if let Err(e) = full_dump(&mut self.requests, &mut self.model, &self.stats) {
                     tracing::error!(error = %e, "rtnetlink re-dump failed");
                 }
+                // The dump covers what a resync would have.
+                self.resync_due = false;
                 true
             }
             Err(e) => {
@@ -345,6 +362,23 @@ impl Worker {
                 changed > 0
             }
         }
+    }
+
+    /// The dump a link's change of state or an address's removal asked
+    /// for. The next may come no sooner than [`RESYNC_INTERVAL`], or four
+    /// times this dump's duration (a large table's dump is not repeated
+    /// back to back under churn). Returns whether the model may have changed.
+    fn resync(&mut self) -> bool {
+        self.resync_due = false;
+        bump(&self.stats.resyncs, 1);
+        tracing::debug!("a link changed state or an address went away; dumping again");
+        let start = Instant::now();
+        let dumped = full_dump(&mut self.requests, &mut self.model, &self.stats);
+        if let Err(e) = &dumped {
+            tracing::error!(error = %e, "rtnetlink re-dump failed");
+        }
+        self.next_resync = Instant::now() + RESYNC_INTERVAL.max(start.elapsed() * 4);
+        true
     }
 
     fn serve_resolutions(&mut self) {
