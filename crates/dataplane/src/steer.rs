@@ -38,8 +38,11 @@
 //! arrives on the same worker goes there too. A NIC spreads the fragments
 //! of one datagram by their addresses alone (they have no ports to hash
 //! on), so they all arrive on one queue. A later fragment that comes
-//! before its first, or after its entry was overwritten, stays where it
-//! arrived and is dropped there when its first never comes (counted).
+//! before its first, or after its entry was overwritten, or whose
+//! datagram had first fragments for different members (a forgery, or an
+//! identification reused within seconds), stays where it arrived and is
+//! dropped there when its first never comes (counted): no member's
+//! fragments are handed to another.
 
 use core::net::{IpAddr, Ipv4Addr};
 use engine::Side;
@@ -181,6 +184,8 @@ const FRAGMENT_MEMORY: core::time::Duration = core::time::Duration::from_secs(5)
 /// Entries of a worker's memory (direct-mapped: a new datagram overwrites
 /// the one in its slot).
 const FRAGMENT_SLOTS: usize = 1024;
+/// The worker of a datagram whose first fragments named different members.
+const CONTESTED: u16 = u16::MAX;
 
 /// Where one worker steered the first fragments of inbound IPv4
 /// datagrams (to itself or another worker), so that their later fragments
@@ -237,8 +242,9 @@ impl Fragments {
     /// Steering's answer for a frame with `note`, given `owner` (the
     /// answer from its own headers): a first fragment's owner is
     /// remembered, and a later fragment without an owner takes its first
-    /// fragment's. Returns the owner, and whether a later fragment
-    /// followed its first.
+    /// fragment's, unless first fragments for different members came (the
+    /// datagram is contested: its later fragments stay where they are).
+    /// Returns the owner, and whether a later fragment followed its first.
     #[inline]
     pub fn follow(&mut self, note: &FragmentNote, owner: Option<usize>, now: engine::Time) -> (Option<usize>, bool) {
         let slot = (self.hasher.hash(&note.datagram) as usize) % self.slots.len();
@@ -246,33 +252,33 @@ impl Fragments {
             Some((d, w, at))
                 if d == note.datagram && now.0.saturating_sub(at.0) <= FRAGMENT_MEMORY.as_nanos() as u64 =>
             {
-                Some(usize::from(w))
+                Some(w)
             }
             _ => None,
         };
         if note.first {
-            if remembered.is_some() {
-                // Another first fragment of the same datagram (a copy, or
-                // one forged to another member's port): it goes where the
-                // first went, so that one engine sees both and refuses a
-                // datagram whose first fragments differ. Were the slot
-                // overwritten, the later fragments would follow the forgery.
-                return (remembered, false);
-            }
-            if let Some(w) = owner {
-                self.slots[slot] = Some((note.datagram, w as u16, now));
+            match (remembered, owner) {
+                (None, Some(w)) => self.slots[slot] = Some((note.datagram, w as u16, now)),
+                // Another first fragment of the same datagram for another
+                // member (forged to another member's port, or the sender
+                // reused the identification): neither first is followed.
+                // The later fragments stay where they arrive and are
+                // dropped there; following either could hand one member's
+                // data to another.
+                (Some(w), Some(o)) if w != CONTESTED && usize::from(w) != o => {
+                    self.slots[slot] = Some((note.datagram, CONTESTED, now));
+                }
+                _ => {}
             }
             return (owner, false);
         }
-        match owner {
-            Some(_) => (owner, false),
-            None => (remembered, remembered.is_some()),
+        match (owner, remembered) {
+            (Some(_), _) | (None, None | Some(CONTESTED)) => (owner, false),
+            (None, Some(w)) => (Some(usize::from(w)), true),
         }
     }
 }
 
-/// A hash of an address pair that does not depend on the pair's order.
-#[inline]
 /// The worker that owns a flow the other box of a pair reports: its
 /// member's; without a member policy, where both directions of its packets
 /// are steered. Another flow of no member (the box's own traffic) stays
@@ -285,6 +291,8 @@ pub fn owner_of_flow(has_policy: bool, workers: usize, member: Option<u32>, key:
     }
 }
 
+/// A hash of an address pair that does not depend on the pair's order.
+#[inline]
 fn symmetric_hash(a: &[u8; 16], b: &[u8; 16]) -> u64 {
     let fold = |x: &[u8; 16]| {
         let lo = u64::from_le_bytes(x[..8].try_into().unwrap_or_default());
@@ -337,12 +345,19 @@ mod tests {
         assert_eq!(f.follow(&other, None, t(2)), (None, false), "another datagram");
         assert_eq!(f.follow(&later, None, t(7)), (None, false), "forgotten after 5 s");
 
-        // A second first fragment (a forgery to another member's port) goes
-        // where the first went, and the later ones still follow the first.
+        // A copy of the first fragment changes nothing.
         assert_eq!(f.follow(&first, Some(0), t(10)), (Some(0), false));
-        assert_eq!(f.follow(&first, Some(1), t(10)), (Some(0), false), "not redirected");
-        assert_eq!(f.follow(&first, None, t(10)), (Some(0), false));
-        assert_eq!(f.follow(&later, None, t(11)), (Some(0), true));
+        assert_eq!(f.follow(&first, Some(0), t(10)), (Some(0), false));
+        assert_eq!(f.follow(&first, None, t(10)), (None, false), "to no member: dropped where it is");
+        assert_eq!(f.follow(&later, None, t(10)), (Some(0), true));
+        // A second first fragment for another member (a forgery, before or
+        // after the real one) goes to its own, and nothing follows either.
+        assert_eq!(f.follow(&first, Some(1), t(11)), (Some(1), false));
+        assert_eq!(f.follow(&later, None, t(11)), (None, false), "contested");
+        assert_eq!(f.follow(&first, Some(0), t(12)), (Some(0), false));
+        assert_eq!(f.follow(&later, None, t(12)), (None, false), "still contested");
+        assert_eq!(f.follow(&first, Some(2), t(20)), (Some(2), false), "forgotten: a new datagram");
+        assert_eq!(f.follow(&later, None, t(20)), (Some(2), true));
     }
 
     #[test]
