@@ -895,10 +895,6 @@ fn require_capabilities(config: &Config) -> Result<(), Failure> {
     Ok(())
 }
 
-/// Step 3: the kernel must not forward. With AF_PACKET it sees every frame
-/// too; with XDP it sees what the program passes to it (ARP, multicast,
-/// frames to the box, VLAN-tagged frames). Either way a forwarding kernel
-/// could carry past torwart what torwart's policy refuses.
 /// What a frame carries besides its IP packet: the Ethernet header and
 /// one VLAN tag.
 const FRAME_OVERHEAD: usize = 18;
@@ -926,6 +922,10 @@ fn check_port_mtus(config: &Config, checked: &Checked) -> Result<(), Failure> {
     Ok(())
 }
 
+/// Step 3: the kernel must not forward. With AF_PACKET it sees every frame
+/// too; with XDP it sees what the program passes to it (ARP, multicast,
+/// frames to the box, VLAN-tagged frames). Either way a forwarding kernel
+/// could carry past torwart what torwart's policy refuses.
 fn check_kernel_forwarding(config: &Config) -> Result<(), Failure> {
     let ports: Vec<&str> = config.ports.iter().map(|p| p.interface.as_str()).collect();
     match io::afpacket::kernel_forwarding(&ports) {

@@ -102,8 +102,9 @@ pub struct PacketPort {
     stats: PacketPortStats,
     /// `stats.tx_oversize` as of the last `tx_refused`.
     oversize_told: u64,
-    /// The longest frame the device took when the port opened (its MTU and
-    /// an Ethernet header with a VLAN tag); 0 if unknown.
+    /// The longest frame the device takes (its MTU and an Ethernet header
+    /// with a VLAN tag), read at the open, at each `stats` and when the
+    /// kernel refuses a frame; 0 if unknown.
     longest: usize,
     /// The admission credit of the interface's XDP program, if it has one.
     credits: Option<Credits>,
@@ -266,8 +267,7 @@ impl PacketPort {
         let max_batch = config.max_batch.clamp(1, 1024);
         // The longest frame the kernel sends (one VLAN tag included), as of
         // now; unknown (0) if it cannot say.
-        let longest = mtu_of(fd.as_raw_fd(), ifname).map_or(0, |mtu| mtu as usize + ETH_VLAN_HEADER);
-        Ok(PacketPort {
+        let mut port = PacketPort {
             ifname: ifname.to_owned(),
             port: config.port,
             fd,
@@ -276,9 +276,11 @@ impl PacketPort {
             iovs: (0..max_batch).map(|_| libc::iovec { iov_base: std::ptr::null_mut(), iov_len: 0 }).collect(),
             stats: PacketPortStats::default(),
             oversize_told: 0,
-            longest,
+            longest: 0,
             credits: None,
-        })
+        };
+        port.refresh_longest();
+        Ok(port)
     }
 
     /// Gives the admission credit of the interface's
@@ -290,9 +292,17 @@ impl PacketPort {
         self.credits = Some(credits);
     }
 
+    /// The longest frame the device takes now (its MTU may change while
+    /// the port is open); unknown (0) if the kernel cannot say.
+    fn refresh_longest(&mut self) {
+        self.longest = mtu_of(self.fd.as_raw_fd(), &self.ifname).map_or(0, |mtu| mtu as usize + ETH_VLAN_HEADER);
+    }
+
     /// Our counters, plus the kernel's drop count since the last call
     /// (`PACKET_STATISTICS` resets on read, so the port accumulates it).
+    /// Also reads the device's MTU again, for `send`.
     pub fn stats(&mut self) -> PacketPortStats {
+        self.refresh_longest();
         let mut st = libc::tpacket_stats { tp_packets: 0, tp_drops: 0 };
         let mut len = std::mem::size_of::<libc::tpacket_stats>() as libc::socklen_t;
         // SAFETY: `st` and `len` are live locals of the declared sizes.
@@ -440,6 +450,8 @@ impl PacketIo for PacketPort {
                     Some(libc::EMSGSIZE) => {
                         self.stats.tx_oversize += 1;
                         done += 1;
+                        // The MTU may have come down since it was read.
+                        self.refresh_longest();
                         continue;
                     }
                     Some(libc::EAGAIN) | Some(libc::ENOBUFS) | Some(libc::EINTR) | Some(libc::EBUSY) => {

@@ -373,9 +373,9 @@ impl Worker {
         bump(&self.stats.resyncs, 1);
         tracing::debug!("a link changed state or an address went away; dumping again");
         let start = Instant::now();
-        let dumped = full_dump(&mut self.requests, &mut self.model, &self.stats);
-        if let Err(e) = &dumped {
-            tracing::error!(error = %e, "rtnetlink re-dump failed");
+        if let Err(e) = full_dump(&mut self.requests, &mut self.model, &self.stats) {
+            tracing::error!(error = %e, "rtnetlink re-dump failed; trying again");
+            self.resync_due = true;
         }
         self.next_resync = Instant::now() + RESYNC_INTERVAL.max(start.elapsed() * 4);
         true
