@@ -265,8 +265,6 @@ impl PacketPort {
         }
 
         let max_batch = config.max_batch.clamp(1, 1024);
-        // The longest frame the kernel sends (one VLAN tag included), as of
-        // now; unknown (0) if it cannot say.
         let mut port = PacketPort {
             ifname: ifname.to_owned(),
             port: config.port,
