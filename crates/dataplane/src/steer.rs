@@ -160,7 +160,7 @@ fn public_member(p: &Policy, addr: Ipv4Addr, port: u16) -> Option<policy::Member
 /// datagram (source, destination, protocol, identification) and whether
 /// it is the first fragment (the one with the ports).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct FragmentNote {
+struct FragmentNote {
     datagram: wire::FlowKey,
     first: bool,
 }
@@ -168,7 +168,7 @@ pub struct FragmentNote {
 /// The note for a frame from `side`, if it is a fragment of an inbound
 /// IPv4 datagram.
 #[inline]
-pub fn fragment_note(side: Side, meta: &Meta) -> Option<FragmentNote> {
+fn fragment_note(side: Side, meta: &Meta) -> Option<FragmentNote> {
     let f = meta.frag?;
     if side != Side::Outside || meta.key.family != Family::V4 {
         return None;
@@ -246,7 +246,7 @@ impl Fragments {
     /// datagram is contested: its later fragments stay where they are).
     /// Returns the owner, and whether a later fragment followed its first.
     #[inline]
-    pub fn follow(&mut self, note: &FragmentNote, owner: Option<usize>, now: engine::Time) -> (Option<usize>, bool) {
+    fn follow(&mut self, note: &FragmentNote, owner: Option<usize>, now: engine::Time) -> (Option<usize>, bool) {
         let slot = (self.hasher.hash(&note.datagram) as usize) % self.slots.len();
         let remembered = match self.slots[slot] {
             Some((d, w, at))
