@@ -174,7 +174,13 @@
     // Built aside and put in only when it says something new (role=alert is read out on change).
     const old = b;
     b = h('div');
-    if (err instanceof HttpError && (err.status === 401 || err.status === 403)) {
+    if (err instanceof HttpError && err.status === 403) {
+      // No token configured: the TCP listener serves the totals only.
+      b.dataset.kind = 'auth';
+      b.append(h('strong', {}, 'Member data is not served here (403). '), err.message + '. ',
+        'Through the socket the page shows everything: ', h('code', {}, 'ssh -L 9680:/run/torwart/api.sock BOX'),
+        ', then open ', h('code', {}, 'http://localhost:9680/'), '.');
+    } else if (err instanceof HttpError && err.status === 401) {
       b.dataset.kind = 'auth';
       b.append(h('strong', {}, 'Not authorized (' + err.status + '). '),
         token() ? 'The stored API token was refused. ' : 'The API needs a token. ',

@@ -11,6 +11,17 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+/// The bearer token of the labs that set one.
+const TOKEN: &str = "0123456789abcdef0123456789abcdef";
+
+/// `curl` in namespace `ns` with the bearer token [`TOKEN`]: (HTTP status, body).
+fn curl_token(lab: &Lab, ns: &str, args: &[&str]) -> (u16, String) {
+    let auth = format!("Authorization: Bearer {TOKEN}");
+    let mut a = vec!["-H", auth.as_str()];
+    a.extend(args);
+    curl(lab, ns, &a)
+}
+
 /// `curl` in namespace `ns`: (HTTP status, body).
 fn curl(lab: &Lab, ns: &str, args: &[&str]) -> (u16, String) {
     let mut a = vec!["-s", "-m", "5", "-w", "\n%{http_code}"];
@@ -42,7 +53,14 @@ fn the_api_the_cli_and_a_real_prometheus_agree_with_the_traffic() {
         return;
     }
     let mut lab = Lab::with_queues("api", 1);
-    let config = lab.configure();
+    let _ = lab.configure();
+    // On loopback with a token: every local user reaches the port, and
+    // member data needs the token there (Prometheus sends it from a file).
+    let token_file = lab.dir.join("token");
+    std::fs::write(&token_file, format!("{TOKEN}\n")).unwrap();
+    std::fs::set_permissions(&token_file, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    let db = lab.dir.join("t.db");
+    let config = lab.configure_more(db.to_str().unwrap(), &format!("token_file = \"{}\"\n", token_file.display()));
     lab.start(&config);
     let sock = lab.api_socket();
     assert_eq!(mode(&sock), 0o660, "the API socket is for root and its group");
@@ -94,9 +112,15 @@ fn the_api_the_cli_and_a_real_prometheus_agree_with_the_traffic() {
     assert!(out.status.success(), "{screen}");
     assert!(screen.matches("members by rate").count() >= 3 && screen.contains("alice"), "{screen}");
 
-    // The same documents over TCP on the box's loopback.
+    // The same documents over TCP on the box's loopback, with the token
+    // (without it, nothing but the page: the unit tests in control::api
+    // have what a listener without a token serves).
     let base = "http://127.0.0.1:9680";
-    let (code, body) = curl(&lab, &b, &[&format!("{base}/api/members/1")]);
+    for path in ["/api/status", "/api/members/1", "/metrics"] {
+        let (code, body) = curl(&lab, &b, &[&format!("{base}{path}")]);
+        assert_eq!(code, 401, "{path}: {body}");
+    }
+    let (code, body) = curl_token(&lab, &b, &[&format!("{base}/api/members/1")]);
     assert_eq!(code, 200, "{body}");
     let page: MemberPage = serde_json::from_str(&body).unwrap();
     assert_eq!(page.addresses, ["10.0.1.2/32"]);
@@ -109,13 +133,13 @@ fn the_api_the_cli_and_a_real_prometheus_agree_with_the_traffic() {
         ("/api/members/999", 404, "no member 999"),
         ("/api/nothing", 404, "/api/nothing"),
     ] {
-        let (c, body) = curl(&lab, &b, &[&format!("{base}{query}")]);
+        let (c, body) = curl_token(&lab, &b, &[&format!("{base}{query}")]);
         assert_eq!(c, code, "{query}: {body}");
         let e: serde_json::Value = serde_json::from_str(&body).unwrap();
         assert!(e["error"].as_str().unwrap().contains(names), "{query}: {body}");
     }
     // Flows, as `conntrack -L` lists them: the member's datagrams to the outside host.
-    let (code, body) = curl(&lab, &b, &[&format!("{base}/api/flows?member=1&protocol=udp&port=7000")]);
+    let (code, body) = curl_token(&lab, &b, &[&format!("{base}/api/flows?member=1&protocol=udp&port=7000")]);
     assert_eq!(code, 200, "{body}");
     let flows: FlowsDoc = serde_json::from_str(&body).unwrap();
     assert!(flows.flows.len() >= 20 && !flows.truncated, "{body}");
@@ -125,15 +149,15 @@ fn the_api_the_cli_and_a_real_prometheus_agree_with_the_traffic() {
             f.inside.starts_with("10.0.1.2:") && f.public.as_deref().is_some_and(|p| p.starts_with("198.18.0.11:"))
         );
     }
-    let (code, body) = curl(&lab, &b, &[&format!("{base}/api/flows?limit=3")]);
+    let (code, body) = curl_token(&lab, &b, &[&format!("{base}/api/flows?limit=3")]);
     assert!(code == 200 && serde_json::from_str::<FlowsDoc>(&body).unwrap().truncated, "{body}");
-    let (code, body) = curl(&lab, &b, &[&format!("{base}/api/flows?state=dancing")]);
+    let (code, body) = curl_token(&lab, &b, &[&format!("{base}/api/flows?state=dancing")]);
     assert!(code == 400 && body.contains("dancing"), "{body}");
     assert!(ok(&cli(&sock, &["flows", "--member", "1", "--limit", "5"])).contains("192.0.2.2:7000"));
     // The remaining-time histogram, once every worker has walked its table (every 2 s).
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        let (_, body) = curl(&lab, &b, &[&format!("{base}/api/timeouts")]);
+        let (_, body) = curl_token(&lab, &b, &[&format!("{base}/api/timeouts")]);
         let t: serde_json::Value = serde_json::from_str(&body).unwrap();
         let udp = t["series"].as_array().and_then(|s| s.iter().find(|x| x["protocol"] == "udp").cloned());
         let n: u64 = udp.map_or(0, |u| u["counts"].as_array().unwrap().iter().map(|c| c.as_u64().unwrap()).sum());
@@ -154,7 +178,7 @@ fn the_api_the_cli_and_a_real_prometheus_agree_with_the_traffic() {
 
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        let (_, body) = curl(&lab, &b, &[&format!("{base}/api/reloads")]);
+        let (_, body) = curl_token(&lab, &b, &[&format!("{base}/api/reloads")]);
         let r: serde_json::Value = serde_json::from_str(&body).unwrap();
         if r["reloads"].as_array().is_some_and(|l| l.iter().any(|x| x["generation"] == 2)) {
             break;
@@ -164,7 +188,7 @@ fn the_api_the_cli_and_a_real_prometheus_agree_with_the_traffic() {
     }
 
     // A real Prometheus scrapes /metrics and answers a query with our figure.
-    let (c, text) = curl(&lab, &b, &[&format!("{base}/metrics")]);
+    let (c, text) = curl_token(&lab, &b, &[&format!("{base}/metrics")]);
     assert_eq!(c, 200);
     for name in control::api::metrics::NAMES.iter().filter(|n| !n.starts_with("torwart_pair")) {
         assert!(text.contains(name), "/metrics lacks {name}");
@@ -174,8 +198,11 @@ fn the_api_the_cli_and_a_real_prometheus_agree_with_the_traffic() {
     let prom_config = prom_dir.join("prometheus.yml");
     std::fs::write(
         &prom_config,
-        "global:\n  scrape_interval: 1s\nscrape_configs:\n  - job_name: torwart\n    static_configs:\n      \
-         - targets: ['127.0.0.1:9680']\n",
+        format!(
+            "global:\n  scrape_interval: 1s\nscrape_configs:\n  - job_name: torwart\n    authorization:\n      \
+             credentials_file: {}\n    static_configs:\n      - targets: ['127.0.0.1:9680']\n",
+            token_file.display()
+        ),
     )
     .unwrap();
     let args = [

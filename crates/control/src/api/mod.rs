@@ -4,7 +4,10 @@
 //! Two listeners serve the same routes: a Unix socket (the CLI's; its file
 //! mode is the access control, 0660) and a TCP address (loopback by
 //! default; any other needs a bearer token from `api.token_file`, checked
-//! on every request in constant time). Handlers read the latest
+//! on every request in constant time). Member usage is personal data, and
+//! every local user can reach a loopback address: without a token the TCP
+//! listener serves the page and the totals only ([`ANONYMOUS`]; `/metrics`
+//! without per-member series). Handlers read the latest
 //! [`live::Snapshot`] the main loop published; only the member page reads
 //! the database (its usage today and this month), and only listing flows
 //! asks the workers, through their bounded queries.
@@ -285,8 +288,10 @@ async fn timeouts(State(s): State<ApiState>) -> impl IntoResponse {
     Json(serde_json::json!({ "bounds_s": dataplane::timeouts::BOUNDS_S, "series": snap.stats.timeouts }))
 }
 
-async fn metrics(State(s): State<ApiState>) -> impl IntoResponse {
-    let text = metrics::render(&s.live, s.member_series);
+async fn metrics(State(s): State<ApiState>, anonymous: Option<axum::Extension<Anonymous>>) -> impl IntoResponse {
+    // A request nobody vouched for gets the totals, not the members.
+    let series = if anonymous.is_some() { 0 } else { s.member_series };
+    let text = metrics::render(&s.live, series);
     ([(header::CONTENT_TYPE, HeaderValue::from_static(metrics::CONTENT_TYPE))], text)
 }
 
@@ -294,7 +299,6 @@ async fn not_found(uri: axum::http::Uri) -> Refusal {
     Refusal(StatusCode::NOT_FOUND, format!("no such page: {}", uri.path()))
 }
 
-/// The TCP listener's check: with a token configured, every request carries it.
 /// What the TCP listener checks on every request.
 #[derive(Debug)]
 struct Guard {
@@ -312,7 +316,21 @@ struct Guard {
 /// the header when it opens the page).
 const PAGE: [&str; 3] = ["/", "/assets/app.js", "/assets/style.css"];
 
-async fn require_token(State(guard): State<Arc<Guard>>, req: Request, next: Next) -> Response {
+/// What the TCP listener serves without a token configured: the page
+/// and the totals (a local Prometheus, the page's overview), no member's
+/// data. Everything else (members' usage and flows, the reasons a reload
+/// was refused, asking for a reload, and any route added later) needs a
+/// token over TCP; operators reach it through the socket, whose group is
+/// the access control (`ssh -L 9680:/run/torwart/api.sock` brings the
+/// whole page to their browser).
+const ANONYMOUS: [&str; 5] = ["/api/status", "/api/drops", "/api/history", "/api/timeouts", "/metrics"];
+
+/// Marks a request that came over TCP without a token configured: what
+/// it is answered holds no member's data.
+#[derive(Clone, Copy, Debug)]
+struct Anonymous;
+
+async fn require_token(State(guard): State<Arc<Guard>>, mut req: Request, next: Next) -> Response {
     if guard.loopback && !loopback_host(req.headers().get(header::HOST)) {
         return Refusal(
             StatusCode::MISDIRECTED_REQUEST,
@@ -321,7 +339,20 @@ async fn require_token(State(guard): State<Arc<Guard>>, req: Request, next: Next
         .into_response();
     }
     let page = req.method() == axum::http::Method::GET && PAGE.contains(&req.uri().path());
-    if let Some(token) = guard.token.as_deref().filter(|_| !page) {
+    let Some(token) = guard.token.as_deref() else {
+        if !(page || req.method() == axum::http::Method::GET && ANONYMOUS.contains(&req.uri().path())) {
+            return Refusal(
+                StatusCode::FORBIDDEN,
+                "member data is served over TCP only with a bearer token (api.token_file); \
+                 without one, use the socket (api.socket, group torwart)"
+                    .into(),
+            )
+            .into_response();
+        }
+        req.extensions_mut().insert(Anonymous);
+        return next.run(req).await;
+    };
+    if !page {
         let given = req.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
         let given = given.and_then(|v| v.strip_prefix("Bearer ")).unwrap_or("");
         if !same(given.as_bytes(), token.as_bytes()) {
@@ -357,12 +388,15 @@ fn read_token(path: &Path) -> Result<String, ApiError> {
     let err = |why: String| ApiError::Token { path: path.to_owned(), why };
     let meta = std::fs::metadata(path).map_err(|e| err(e.to_string()))?;
     if meta.mode() & 0o007 != 0 {
-        return Err(err(format!("mode {:o} lets every local user read the token; chmod 600", meta.mode() & 0o777)));
+        return Err(err(format!(
+            "mode {:o} lets every local user read the token; chmod 600 (or 640, group torwart)",
+            meta.mode() & 0o777
+        )));
     }
     if meta.len() > 4096 {
         return Err(err(format!("{} bytes: not a token file", meta.len())));
     }
-    let text = std::fs::read_to_string(path).map_err(|e| err(e.to_string()))?;
+    let text = std::fs::read_to_string(path).map_err(|e| err(crate::files::unreadable(path, &e)))?;
     let token = text.trim();
     if token.len() < 16 || !token.bytes().all(|b| b.is_ascii_graphic()) {
         return Err(err("give one token of at least 16 printable characters".into()));
@@ -467,16 +501,21 @@ mod tests {
         let _ = std::fs::remove_dir_all(&dir);
     }
 
-    /// One request over a real connection: the status code.
-    fn status_of(addr: SocketAddr, path: &str, host: &str, token: Option<&str>) -> u16 {
+    /// One request over a real connection: the status code and the answer.
+    fn ask(addr: SocketAddr, method: &str, path: &str, host: &str, token: Option<&str>) -> (u16, String) {
         use std::io::{Read, Write};
         let mut c = std::net::TcpStream::connect(addr).expect("connect");
         c.set_read_timeout(Some(std::time::Duration::from_secs(5))).unwrap();
         let auth = token.map_or(String::new(), |t| format!("Authorization: Bearer {t}\r\n"));
-        write!(c, "GET {path} HTTP/1.1\r\nHost: {host}\r\n{auth}Connection: close\r\n\r\n").unwrap();
+        let length = if method == "POST" { "Content-Length: 0\r\n" } else { "" };
+        write!(c, "{method} {path} HTTP/1.1\r\nHost: {host}\r\n{auth}{length}Connection: close\r\n\r\n").unwrap();
         let mut answer = String::new();
         let _ = c.read_to_string(&mut answer);
-        answer.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or(0)
+        (answer.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or(0), answer)
+    }
+
+    fn status_of(addr: SocketAddr, path: &str, host: &str, token: Option<&str>) -> u16 {
+        ask(addr, "GET", path, host, token).0
     }
 
     fn serve(token: Option<&str>) -> (tokio::runtime::Runtime, Api, SocketAddr, PathBuf) {
@@ -489,12 +528,12 @@ mod tests {
             std::fs::set_permissions(&f, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
             f
         });
-        let state = ApiState {
-            live: Arc::new(Live::new(Arc::new(arc_swap::ArcSwap::from_pointee(Default::default())))),
-            db: None,
-            reload_now: Arc::new(tokio::sync::Notify::new()),
-            member_series: 10,
-        };
+        let live = Arc::new(Live::new(Arc::new(arc_swap::ArcSwap::from_pointee(Default::default()))));
+        // A member with traffic, whose series /metrics may or may not show.
+        let mut stats = crate::stats::Stats::default();
+        stats.members.push(crate::db::MemberTraffic { member_id: 7, up_bytes: 100, ..Default::default() });
+        live.publish(stats, std::time::Instant::now(), 1, None);
+        let state = ApiState { live, db: None, reload_now: Arc::new(tokio::sync::Notify::new()), member_series: 10 };
         let config = ApiConfig { socket: PathBuf::new(), token_file, ..Default::default() };
         let api = Api::start(&runtime, &config, Some(SocketAddr::from(([127, 0, 0, 1], 0))), state).unwrap();
         let addr = api.listening.unwrap();
@@ -533,6 +572,38 @@ mod tests {
             assert_eq!(status_of(addr, data, &host, None), 401, "{data}");
         }
         assert_eq!(status_of(addr, "/api/status", &host, Some(token)), 200);
+        api.stop();
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    /// Every local user can reach a loopback listener: without a token it
+    /// serves the page and the totals, and no member's data (usage, flows,
+    /// reasons for refused reloads), nor a reload; with a token, all of it.
+    #[test]
+    fn without_a_token_tcp_serves_totals_and_no_member() {
+        let (_runtime, api, addr, dir) = serve(None);
+        let host = format!("127.0.0.1:{}", addr.port());
+        for open in ["/", "/assets/app.js", "/api/status", "/api/drops", "/api/history", "/api/timeouts", "/metrics"] {
+            assert_eq!(status_of(addr, open, &host, None), 200, "{open}");
+        }
+        for closed in ["/api/members", "/api/members/7", "/api/flows", "/api/reloads", "/api/members/", "/api/nothing"]
+        {
+            let (code, answer) = ask(addr, "GET", closed, &host, None);
+            assert!(code == 403 && answer.contains("api.token_file"), "{closed}: {answer}");
+        }
+        assert_eq!(ask(addr, "POST", "/api/reload", &host, None).0, 403);
+        let (_, text) = ask(addr, "GET", "/metrics", &host, None);
+        assert!(text.contains("torwart_traffic_bytes_total") && !text.contains("member=\"7\""), "{text}");
+        api.stop();
+        let _ = std::fs::remove_dir_all(dir);
+
+        let token = "0123456789abcdef0123456789abcdef";
+        let (_runtime, api, addr, dir) = serve(Some(token));
+        let host = format!("127.0.0.1:{}", addr.port());
+        assert_eq!(status_of(addr, "/api/members", &host, Some(token)), 200);
+        assert_eq!(status_of(addr, "/api/reloads", &host, Some(token)), 200);
+        let (_, text) = ask(addr, "GET", "/metrics", &host, Some(token));
+        assert!(text.contains("torwart_member_bytes_total{member=\"7\""), "{text}");
         api.stop();
         let _ = std::fs::remove_dir_all(dir);
     }

@@ -197,7 +197,7 @@ pub fn run(opts: &Options, interrupted: &AtomicBool) -> Result<Report, String> {
         http::serve(&d.ns, &d.ns[p.len()..], &addrs, Arc::clone(&stop))?;
     }
     ns.spawn("iperf3", &inet, "iperf3", &["-s", "-B", IPERF4], None)?;
-    let page = forward::start(&boxns, SocketAddr::from(([127, 0, 0, 1], 9680)), opts.page_port, Arc::clone(&stop))?;
+    let page = forward::start(&stats_file.with_file_name("api.sock"), opts.page_port, Arc::clone(&stop))?;
     say(&format!("the box's web page, while the lab runs: http://{page}/"));
 
     let mut checks = Vec::new();
