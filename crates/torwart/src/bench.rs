@@ -28,12 +28,11 @@
 
 use crate::scenario::{self, FlowSpec, Params, Traffic, NEW_FLOW};
 use arc_swap::ArcSwap;
-use core::net::{IpAddr, SocketAddr};
+use core::net::IpAddr;
 use dataplane::{Egress, Lockstep, PortQueue, WorkerConfig, WorkerSetup, WorkerStats};
 use engine::{Config, Counters, Engine, Side, Time, Verdict};
 use policy::{Generation, MemberDb, Policy};
 use serde::Serialize;
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::sync::Barrier;
@@ -809,7 +808,9 @@ impl Run<'_> {
 /// Serves the daemon's API for `run` while the workers run: publishes their
 /// figures every second, as the daemon does, and fetches `/metrics`,
 /// `/api/status` and `/api/members` every second, as Prometheus and the web
-/// page do. Returns the number of scrapes that answered 200.
+/// page do (over the API's socket, which serves everything: over TCP on
+/// loopback without a token the members would be refused). Returns the
+/// number of scrapes that answered 200.
 fn watched(dp: &dataplane::Dataplane, db: Option<&MemberDb>, run: Duration) -> u64 {
     use control::api::{live::Live, Api, ApiState};
     let runtime =
@@ -822,9 +823,10 @@ fn watched(dp: &dataplane::Dataplane, db: Option<&MemberDb>, run: Duration) -> u
         reload_now: Arc::new(tokio::sync::Notify::new()),
         member_series: 1000,
     };
-    let config = control::config::ApiConfig { socket: PathBuf::new(), ..Default::default() };
-    let api = Api::start(&runtime, &config, Some(SocketAddr::from(([127, 0, 0, 1], 0))), state).expect("the API");
-    let addr = api.listening.expect("a TCP listener");
+    let dir = std::env::temp_dir().join(format!("torwart-bench-api-{}", std::process::id()));
+    let socket = dir.join("api.sock");
+    let config = control::config::ApiConfig { socket: socket.clone(), ..Default::default() };
+    let api = Api::start(&runtime, &config, None, state).expect("the API");
     let (t0, mut last) = (Instant::now(), None);
     let mut answered = 0;
     while t0.elapsed() < run {
@@ -833,18 +835,19 @@ fn watched(dp: &dataplane::Dataplane, db: Option<&MemberDb>, run: Duration) -> u
         live.publish(stats, now, 0, last);
         last = Some(now);
         for path in ["/metrics", "/api/status", "/api/members?limit=100"] {
-            answered += u64::from(http_get(addr, path));
+            answered += u64::from(http_get(&socket, path));
         }
         std::thread::sleep(Duration::from_secs(1).saturating_sub(now.elapsed()).min(run.saturating_sub(t0.elapsed())));
     }
     api.stop();
+    let _ = std::fs::remove_dir_all(&dir);
     answered
 }
 
-/// One HTTP/1.0 GET; whether it answered 200.
-fn http_get(addr: SocketAddr, path: &str) -> bool {
+/// One HTTP/1.0 GET over the API's socket; whether it answered 200.
+fn http_get(socket: &std::path::Path, path: &str) -> bool {
     use std::io::{Read, Write};
-    let Ok(mut s) = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2)) else { return false };
+    let Ok(mut s) = std::os::unix::net::UnixStream::connect(socket) else { return false };
     let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
     if s.write_all(format!("GET {path} HTTP/1.0\r\nHost: bench\r\n\r\n").as_bytes()).is_err() {
         return false;
