@@ -502,7 +502,8 @@ impl Config {
 
     /// Parses and checks `text` for `machine`.
     pub fn parse_for(text: &str, machine: &Machine) -> Result<(Config, Checked), String> {
-        let c: Config = toml::from_str(text).map_err(|e| e.to_string().trim_end().to_owned())?;
+        // The error quotes the line it stopped at: a database URL's password too.
+        let c: Config = toml::from_str(text).map_err(|e| crate::db::redacted_text(e.to_string().trim_end()))?;
         let checked = c.check(machine)?;
         Ok((c, checked))
     }
@@ -858,6 +859,15 @@ mod tests {
         let (c, k) = Config::parse_for(text, &machine).unwrap();
         assert_eq!(c.ports.len(), 2);
         assert_eq!(k.workers, 2);
+    }
+
+    /// A TOML error shows the line it stopped at: a database URL's
+    /// password there is hidden (it would go to the journal).
+    #[test]
+    fn a_broken_database_line_does_not_show_its_password() {
+        let text = GOOD.replace("database = \"torwart.db\"", "database = \"postgres://torwart:pa ss\\q@db/members\"");
+        let e = Config::parse(&text).unwrap_err();
+        assert!(e.contains("postgres://torwart:***@db/members") && !e.contains("pa ss"), "{e}");
     }
 
     #[test]

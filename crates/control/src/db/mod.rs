@@ -207,9 +207,39 @@ pub fn redacted(url: &str) -> String {
     format!("{scheme}://{authority}{tail}")
 }
 
+/// `text` with every URL's password in it redacted ([`redacted`]): for
+/// messages that may quote a configuration line (a TOML error shows the
+/// line it stopped at, `database = "postgres://user:secret@..."` too).
+/// A URL runs from its scheme (after a space or quote) to the next quote
+/// or line end: a password may hold a space.
+pub fn redacted_text(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(at) = rest.find("://") {
+        let quote = |c: char| matches!(c, '"' | '\'' | '`' | '\n');
+        let start = rest[..at].rfind(|c: char| c.is_whitespace() || quote(c)).map_or(0, |i| i + 1);
+        let end = rest[at..].find(quote).map_or(rest.len(), |i| at + i);
+        out.push_str(&rest[..start]);
+        out.push_str(&redacted(&rest[start..end]));
+        rest = &rest[end..];
+    }
+    out.push_str(rest);
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn passwords_in_a_quoted_line_are_hidden() {
+        let line = "1 | database = \"postgres://torwart:se cret\\x@db/m\" # was \"postgres://a:b@h/x\"";
+        let shown = redacted_text(line);
+        assert!(!shown.contains("cret") && !shown.contains(":b@"), "{shown}");
+        assert!(shown.contains("postgres://torwart:***@") && shown.contains("postgres://a:***@h/x"), "{shown}");
+        assert_eq!(redacted_text("no URL here: a@b:c"), "no URL here: a@b:c");
+        assert_eq!(redacted_text("://"), "://");
+    }
 
     #[test]
     fn passwords_are_not_shown() {
