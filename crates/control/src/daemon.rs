@@ -193,7 +193,35 @@ pub fn run(path: &Path) -> Result<(), Failure> {
     // counts that a clean exit, not to be restarted.
     let signals = Signals::install()?;
     let (config, checked) = Config::load(path)?;
+    warn_of_a_shown_password(path, &config.database);
     run_config(config, checked, signals)
+}
+
+/// Warns when the configuration file holds the database's password and
+/// others than its owner may read it ([`shown_password`]).
+fn warn_of_a_shown_password(path: &Path, database: &str) {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(meta) = std::fs::metadata(path) else { return };
+    if let Some(warning) = shown_password(path, database, meta.mode()) {
+        tracing::warn!("{warning}");
+    }
+}
+
+/// What to say when the configuration file at `path`, of `mode`, holds
+/// the database's password and others than its owner may read it: the
+/// packaged file is `root:torwart` 0640, and the group is the operators
+/// who may read usage, not write the member database. A pgpass file
+/// (`PGPASSFILE`) keeps the password apart.
+fn shown_password(path: &Path, database: &str, mode: u32) -> Option<String> {
+    (crate::db::redacted(database) != database && mode & 0o077 != 0).then(|| {
+        format!(
+            "{}: the database URL holds a password, and the file's mode {:o} lets others than its owner read it \
+             (the group torwart is the operators who may read usage); put the password in a pgpass file, mode 600, \
+             named by PGPASSFILE (docs/members.md)",
+            path.display(),
+            mode & 0o777
+        )
+    })
 }
 
 /// Benchmarks only: the daemon with the engine bypassed (`torwart run
@@ -932,7 +960,8 @@ fn check_kernel_forwarding(config: &Config) -> Result<(), Failure> {
         Ok(None) => Ok(()),
         Ok(Some(path)) => Err(Failure::Config(format!(
             "the kernel forwards ({path} is not 0): it would carry frames past torwart's policy; \
-             set it to 0 (torwart does the forwarding)"
+             set it to 0 (torwart does the forwarding), and keep it 0 across reboots in \
+             /etc/sysctl.d/ (a file there that sets it to 1, as a router's often does, must go)"
         ))),
         Err(e) => Err(Failure::system("cannot tell whether the kernel forwards", e)),
     }
@@ -1594,6 +1623,19 @@ fn random_key() -> [u64; 4] {
 mod tests {
     use super::*;
     use std::error::Error as _;
+
+    /// A password in a file the operators' group reads is warned of,
+    /// without the password; none, or a file its owner alone reads, is not.
+    #[test]
+    fn a_password_others_may_read_is_warned_of() {
+        let path = Path::new("/etc/torwart/torwart.toml");
+        let url = "postgres://torwart:s3cret@db/members";
+        let w = shown_password(path, url, 0o100640).expect("a warning");
+        assert!(w.contains("mode 640") && w.contains("PGPASSFILE") && !w.contains("s3cret"), "{w}");
+        assert_eq!(shown_password(path, url, 0o100600), None);
+        assert_eq!(shown_password(path, "postgres://torwart@db/members", 0o100644), None);
+        assert_eq!(shown_password(path, "/var/lib/torwart/members.db", 0o100644), None);
+    }
 
     fn refused(errno: i32) -> io::IoError {
         io::IoError::interface("eth1", "attach the XDP program", std::io::Error::from_raw_os_error(errno))

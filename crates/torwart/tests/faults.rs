@@ -279,6 +279,43 @@ fn on_postgresql_the_password_is_never_logged_and_sigterm_ends_the_daemon() {
     let _ = std::fs::remove_dir_all(&lab.dir);
 }
 
+/// A PostgreSQL password in a pgpass file (`PGPASSFILE`, as the packaged
+/// unit names it), not in the URL of a configuration the operators' group
+/// reads: torwart connects with it. A file others may read is ignored, as
+/// libpq ignores it, and the server then refuses the login.
+#[test]
+fn a_password_file_keeps_the_password_out_of_the_url() {
+    let Some(base) = postgres() else { return };
+    // postgres://user:password@host:port/db
+    let rest = base.split_once("://").map(|(_, r)| r).expect("a URL");
+    let (userinfo, place) = rest.rsplit_once('@').expect("user info");
+    let (user, password) = userinfo.split_once(':').expect("TORWART_TEST_POSTGRES has a password");
+    let (hostport, db) = place.split_once('/').expect("a database");
+    let db = db.split('?').next().unwrap_or(db);
+    let (host, port) = hostport.rsplit_once(':').unwrap_or((hostport, "5432"));
+    let dir = std::env::temp_dir().join(format!("torwart-pgpass-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let pgpass = dir.join("pgpass");
+    std::fs::write(&pgpass, format!("# torwart's\n{host}:{port}:{db}:{user}:{password}\n")).unwrap();
+    let url = format!("postgres://{user}@{hostport}/{db}");
+    let check = |mode: u32| {
+        std::fs::set_permissions(&pgpass, std::os::unix::fs::PermissionsExt::from_mode(mode)).unwrap();
+        let out = Command::new(env!("CARGO_BIN_EXE_torwart"))
+            .args(["db", "check", "--db", &url])
+            .env("PGPASSFILE", &pgpass)
+            .env_remove("PGPASSWORD")
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stderr).into_owned() + &String::from_utf8_lossy(&out.stdout)
+    };
+    // Connected: what it says is about the tables (none in this schema), not the login.
+    let said = check(0o600);
+    assert!(!said.contains("password authentication failed") && !said.contains("cannot open"), "{said}");
+    let said = check(0o644);
+    assert!(said.contains("password authentication failed"), "{said}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 /// The database gone without a word for a minute (a partition: what is
 /// sent vanishes, nothing answers) under a stream of the member's traffic:
 /// forwarding goes on with the policy it has, the daemon keeps publishing
