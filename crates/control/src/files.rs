@@ -19,6 +19,18 @@ pub const STATS_MODE: u32 = 0o640;
 /// Mode of the usage spool: the owner only.
 pub const SPOOL_MODE: u32 = 0o600;
 
+/// Why the daemon could not read a secret at `path` (`e`), with the fix
+/// when it lacks the permission: the packaged unit runs it as user
+/// `torwart`, and a file root made with `chmod 600` is root's alone.
+pub fn unreadable(path: &Path, e: &std::io::Error) -> String {
+    if e.kind() != std::io::ErrorKind::PermissionDenied {
+        return e.to_string();
+    }
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    let uid = unsafe { libc::geteuid() };
+    format!("{e}: this process (uid {uid}) may not read it; under the packaged unit make it the user torwart's: chown torwart: {}", path.display())
+}
+
 /// `path` with ".tmp" added to its file name.
 pub fn temporary(path: &Path) -> PathBuf {
     let mut name = path.file_name().unwrap_or_default().to_os_string();
@@ -92,5 +104,17 @@ mod tests {
         assert_eq!(std::fs::read_to_string(&victim).unwrap(), "precious");
         assert_eq!(std::fs::metadata(&stats).unwrap().permissions().mode() & 0o777, SPOOL_MODE & 0o777);
         let _ = std::fs::remove_dir_all(&d);
+    }
+
+    /// A secret the daemon may not read says who it is and the fix; any
+    /// other failure is said as it is.
+    #[test]
+    fn an_unreadable_secret_names_the_fix() {
+        let path = Path::new("/etc/torwart/sync.key");
+        let denied = std::io::Error::from(std::io::ErrorKind::PermissionDenied);
+        let said = unreadable(path, &denied);
+        assert!(said.contains("uid ") && said.contains("chown torwart: /etc/torwart/sync.key"), "{said}");
+        let missing = std::io::Error::from(std::io::ErrorKind::NotFound);
+        assert_eq!(unreadable(path, &missing), missing.to_string());
     }
 }

@@ -74,7 +74,8 @@ pub fn load_keys(path: &Path) -> Result<Keys, String> {
     if meta.len() > sync::key::MAX_FILE_LEN as u64 {
         return Err(format!("sync key file {shown}: {} bytes, not a key file", meta.len()));
     }
-    let text = std::fs::read_to_string(path).map_err(|e| format!("sync key file {shown}: {e}"))?;
+    let text =
+        std::fs::read_to_string(path).map_err(|e| format!("sync key file {shown}: {}", files::unreadable(path, &e)))?;
     Keys::parse(&text).map_err(|e| format!("sync key file {shown}: {e}"))
 }
 
