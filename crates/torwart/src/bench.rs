@@ -849,7 +849,7 @@ fn http_get(socket: &std::path::Path, path: &str) -> bool {
     use std::io::{Read, Write};
     let Ok(mut s) = std::os::unix::net::UnixStream::connect(socket) else { return false };
     let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
-    if s.write_all(format!("GET {path} HTTP/1.0\r\nHost: bench\r\n\r\n").as_bytes()).is_err() {
+    if s.write_all(format!("GET {path} HTTP/1.0\r\nHost: torwart\r\n\r\n").as_bytes()).is_err() {
         return false;
     }
     let mut body = Vec::new();

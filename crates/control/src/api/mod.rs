@@ -95,8 +95,9 @@ impl Api {
         if !config.socket.as_os_str().is_empty() {
             let listener = runtime.block_on(async { bind_socket(&config.socket) })?;
             api.socket = Some(config.socket.clone());
+            let app = routes.layer(axum::middleware::from_fn(socket_host));
             api.tasks.push(runtime.spawn(async move {
-                if let Err(e) = axum::serve(listener, routes).await {
+                if let Err(e) = axum::serve(listener, app).await {
                     tracing::error!("api: the socket listener stopped: {e}");
                 }
             }));
@@ -338,9 +339,11 @@ async fn require_token(State(guard): State<Arc<Guard>>, mut req: Request, next: 
         )
         .into_response();
     }
-    let page = req.method() == axum::http::Method::GET && PAGE.contains(&req.uri().path());
+    // HEAD is answered as GET is (axum serves it from the GET route).
+    let reading = matches!(*req.method(), axum::http::Method::GET | axum::http::Method::HEAD);
+    let page = reading && PAGE.contains(&req.uri().path());
     let Some(token) = guard.token.as_deref() else {
-        if !(page || req.method() == axum::http::Method::GET && ANONYMOUS.contains(&req.uri().path())) {
+        if !(page || reading && ANONYMOUS.contains(&req.uri().path())) {
             return Refusal(
                 StatusCode::FORBIDDEN,
                 "member data is served over TCP only with a bearer token (api.token_file); \
@@ -361,6 +364,24 @@ async fn require_token(State(guard): State<Arc<Guard>>, mut req: Request, next: 
             r.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
             return r;
         }
+    }
+    next.run(req).await
+}
+
+/// The socket's check. Its group is the access control, but an operator
+/// may bring it to a browser as a loopback TCP port (`ssh -L
+/// 9680:/run/torwart/api.sock`): a web page the browser opens could then
+/// make its own name resolve to 127.0.0.1 and read the API (DNS
+/// rebinding). So the socket answers only requests that name a loopback
+/// host, or the CLI's `torwart`.
+async fn socket_host(req: Request, next: Next) -> Response {
+    let host = req.headers().get(header::HOST);
+    if !(loopback_host(host) || host.is_some_and(|h| h.as_bytes().eq_ignore_ascii_case(b"torwart"))) {
+        return Refusal(
+            StatusCode::MISDIRECTED_REQUEST,
+            "this socket answers requests for loopback names only (localhost, 127.0.0.1, [::1]) and the CLI's".into(),
+        )
+        .into_response();
     }
     next.run(req).await
 }
@@ -592,6 +613,8 @@ mod tests {
             assert!(code == 403 && answer.contains("api.token_file"), "{closed}: {answer}");
         }
         assert_eq!(ask(addr, "POST", "/api/reload", &host, None).0, 403);
+        assert_eq!(ask(addr, "HEAD", "/metrics", &host, None).0, 200);
+        assert_eq!(ask(addr, "HEAD", "/api/members", &host, None).0, 403);
         let (_, text) = ask(addr, "GET", "/metrics", &host, None);
         assert!(text.contains("torwart_traffic_bytes_total") && !text.contains("member=\"7\""), "{text}");
         api.stop();
@@ -604,6 +627,42 @@ mod tests {
         assert_eq!(status_of(addr, "/api/reloads", &host, Some(token)), 200);
         let (_, text) = ask(addr, "GET", "/metrics", &host, Some(token));
         assert!(text.contains("torwart_member_bytes_total{member=\"7\""), "{text}");
+        api.stop();
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    /// The socket may be brought to a browser as a loopback port (`ssh
+    /// -L`): it answers loopback names and the CLI's only, so that a page
+    /// whose name now resolves to 127.0.0.1 cannot read it.
+    #[test]
+    fn the_socket_answers_loopback_names_and_the_cli_only() {
+        use std::io::{Read, Write};
+        let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
+        let dir = std::env::temp_dir().join(format!("torwart-api-host-{}", std::process::id()));
+        let socket = dir.join("api.sock");
+        let state = ApiState {
+            live: Arc::new(Live::new(Arc::default())),
+            db: None,
+            reload_now: Arc::new(tokio::sync::Notify::new()),
+            member_series: 10,
+        };
+        let config = ApiConfig { socket: socket.clone(), ..Default::default() };
+        let api = Api::start(&runtime, &config, None, state).unwrap();
+        let code = |host: Option<&str>| {
+            let mut c = std::os::unix::net::UnixStream::connect(&socket).unwrap();
+            c.set_read_timeout(Some(std::time::Duration::from_secs(5))).unwrap();
+            let host = host.map_or(String::new(), |h| format!("Host: {h}\r\n"));
+            write!(c, "GET /api/members HTTP/1.1\r\n{host}Connection: close\r\n\r\n").unwrap();
+            let mut answer = String::new();
+            let _ = c.read_to_string(&mut answer);
+            answer.split(' ').nth(1).and_then(|s| s.parse::<u16>().ok()).unwrap_or(0)
+        };
+        for host in [Some("torwart"), Some("localhost:9680"), Some("127.0.0.1:8080"), Some("[::1]:9680")] {
+            assert_eq!(code(host), 200, "{host:?}");
+        }
+        for host in ["evil.example:9680", "evil.example", "torwart.evil.example"] {
+            assert_eq!(code(Some(host)), 421, "{host}");
+        }
         api.stop();
         let _ = std::fs::remove_dir_all(dir);
     }
