@@ -62,6 +62,7 @@
     last: {},            // when each endpoint was last fetched (ms)
     inFlight: false, again: false, timer: null,
     polls: 0, lastOk: null,
+    refused: {}, refusal: null,          // endpoints this listener refuses (403), and why
     view: null, memberId: null,          // null: route() sees a change at start and polls
     hover: {},           // chart hover index by chart id
     colors: {},          // chart id -> series name -> colour (stable across updates)
@@ -130,7 +131,8 @@
     state.inFlight = true;
     const started = Date.now();
     const view = state.view, memberId = state.memberId;
-    const due = VIEW_NEEDS[view].filter((n) => !(n === 'flows' && state.memberMissing) &&
+    // An endpoint refused with 403 (member data over TCP without a token) is not asked again.
+    const due = VIEW_NEEDS[view].filter((n) => !(n === 'flows' && state.memberMissing) && !state.refused[n] &&
       (!state.last[n] || started - state.last[n] >= (EVERY[n] || POLL_MS) - 50 || !(n in state.data)));
     const results = await Promise.allSettled(due.map((n) => getJSON(pathOf(n))));
     // A view or member change while in flight: the member's answers are for the other one.
@@ -144,6 +146,9 @@
         if (n === 'member') state.memberMissing = false;
       } else if (n === 'member' && r.reason instanceof HttpError && (r.reason.status === 404 || r.reason.status === 400)) {
         state.memberMissing = r.reason.status === 404 ? 'No member with id ' + state.memberId + '.' : 'Not a member id: ' + r.reason.message; delete state.data.member; delete state.data.flows; state.last[n] = started;
+      } else if (r.reason instanceof HttpError && r.reason.status === 403) {
+        // Not a failure: this listener serves the totals only. Said once, in the banner.
+        state.refused[n] = true; state.refusal = r.reason;
       } else if (!failure || rank(r.reason) > rank(failure)) {
         failure = r.reason;
       }
@@ -153,7 +158,7 @@
       state.polls += 1; state.lastOk = Date.now();
       document.body.dataset.updated = String(state.polls);
       document.body.classList.remove('stale');
-      showBanner(null);
+      showBanner(state.refusal || null);
     } else {
       document.body.classList.add('stale');
       showBanner(failure);

@@ -282,6 +282,44 @@ fn off_loopback_every_request_needs_the_token() {
     assert_eq!(lab.stop(), Some(0), "{}", lab.log());
 }
 
+/// The page over TCP on loopback without a token, as every local user
+/// can open it: the totals, refreshed, and a banner that says why the
+/// members are missing and how to see them; no member's name, and the
+/// page not marked stale for what was refused.
+#[test]
+fn without_a_token_the_page_shows_the_totals_and_says_where_the_members_are() {
+    if !root() {
+        println!("skipped: needs root");
+        return;
+    }
+    let Some(browser) = torwart::lab::page::chromium() else {
+        assert!(std::env::var_os("CI").is_none(), "chromium is missing (.ci/run installs it)");
+        println!("skipped: chromium is not installed");
+        return;
+    };
+    let mut lab = Lab::with_queues("pg", 1);
+    let config = lab.configure();
+    lab.start(&config);
+    lab.member_traffic(7000, 10);
+    let profile = lab.dir.join("chromium");
+    let out = Command::new("timeout")
+        .args(["60", "ip", "netns", "exec", &lab.b, browser, "--headless", "--no-sandbox", "--disable-gpu"])
+        .args(["--no-first-run", "--virtual-time-budget=5000"])
+        .arg(format!("--user-data-dir={}", profile.display()))
+        .args(["--dump-dom", "http://127.0.0.1:9680/"])
+        .output()
+        .unwrap();
+    let dom = String::from_utf8_lossy(&out.stdout);
+    let updated: u64 =
+        dom.split("data-updated=\"").nth(1).and_then(|r| r.split('"').next()).and_then(|v| v.parse().ok()).unwrap_or(0);
+    assert!(updated >= 1, "no poll of the totals succeeded:\n{dom}");
+    assert!(dom.contains("Member data is not served here") && dom.contains("api.sock"), "{dom}");
+    let body = dom.split("<body").nth(1).and_then(|b| b.split('>').next()).unwrap_or("");
+    assert!(!body.contains("stale"), "marked stale for the refusal: <body{body}>");
+    assert!(!dom.contains("alice"), "a member's name on the page without a token:\n{dom}");
+    assert_eq!(lab.stop(), Some(0), "{}", lab.log());
+}
+
 /// Started by systemd as a `Type=notify` service, torwart says `READY=1`
 /// once it forwards (before that, a reload's SIGHUP could come before its
 /// handler) and `STOPPING=1` when it drains.
