@@ -47,6 +47,11 @@ pub fn escape_controls(text: &str) -> Cow<'_, str> {
 /// The line format.
 struct Line;
 
+/// Targets whose events are logged without their fields: sqlx logs a
+/// malformed line of a PostgreSQL password file whole (`line = ...`), and
+/// such a line may well hold the password (`*:*:*:SECRET`).
+const FIELDS_UNSAID: &[&str] = &["sqlx_postgres::options::pgpass"];
+
 impl<S, N> FormatEvent<S, N> for Line
 where
     S: tracing::Subscriber + for<'a> LookupSpan<'a>,
@@ -63,6 +68,9 @@ where
         event.record(&mut fields);
         let level = event.metadata().level().as_str();
         write!(w, "{}.{:03} {level:5} {}", now.as_secs(), now.subsec_millis(), escape_controls(&fields.message))?;
+        if FIELDS_UNSAID.iter().any(|t| event.metadata().target().starts_with(t)) {
+            return writeln!(w);
+        }
         writeln!(w, "{}", escape_controls(&fields.rest))
     }
 }
@@ -123,19 +131,37 @@ mod tests {
         }
     }
 
-    #[test]
-    fn an_event_is_one_line_whatever_its_message_and_fields_hold() {
+    /// What `log` logs, as the daemon's log would show it.
+    fn logged(log: impl FnOnce()) -> String {
         let buffer = Buffer::default();
         let writer = buffer.clone();
         let subscriber = tracing_subscriber::fmt().event_format(Line).with_writer(move || writer.clone()).finish();
-        tracing::subscriber::with_default(subscriber, || {
+        tracing::subscriber::with_default(subscriber, log);
+        let text = String::from_utf8(buffer.0.lock().unwrap().clone()).unwrap();
+        text
+    }
+
+    #[test]
+    fn an_event_is_one_line_whatever_its_message_and_fields_hold() {
+        let text = logged(|| {
             let name = "eve\n1764000000.000 INFO  forged";
             tracing::warn!(error = "bad\u{1b}[2J", path = "a b=c", "reload refused: member {name:?} and {}", name);
         });
-        let text = String::from_utf8(buffer.0.lock().unwrap().clone()).unwrap();
         assert_eq!(text.lines().count(), 1, "{text}");
         let want = r#" WARN  reload refused: member "eve\\n1764000000.000 INFO  forged" and eve\n1764000000.000 INFO  forged error=bad\u{1b}[2J path="a b=c""#;
         assert!(text.trim_end().ends_with(want), "{text}");
+    }
+
+    /// sqlx's warning about a malformed password file line says which
+    /// problem, not the line (which may hold the password).
+    #[test]
+    fn a_password_file_line_is_not_logged() {
+        let text = logged(|| {
+            tracing::warn!(target: "sqlx_postgres::options::pgpass", line = "*:*:*:SECRET", "Malformed line in pgpass file");
+            tracing::warn!(target: "control::db", line = "kept", "another");
+        });
+        assert!(text.contains("Malformed line in pgpass file") && !text.contains("SECRET"), "{text}");
+        assert!(text.contains("line=kept"), "{text}");
     }
 
     #[test]

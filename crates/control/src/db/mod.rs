@@ -180,6 +180,10 @@ pub fn redacted(url: &str) -> String {
         return url.to_owned();
     };
     let (authority, tail) = rest.split_at(rest.find(['/', '?', '#']).unwrap_or(rest.len()));
+    if authority.is_empty() {
+        // `sqlite:///var/lib/m@x.db`: no user info, only a path.
+        return url.to_owned();
+    }
     let (authority, tail) = match authority.rsplit_once('@') {
         Some((userinfo, host)) => match userinfo.split_once(':') {
             Some((user, _)) => (format!("{user}:***@{host}"), tail),
@@ -210,15 +214,23 @@ pub fn redacted(url: &str) -> String {
 /// `text` with every URL's password in it redacted ([`redacted`]): for
 /// messages that may quote a configuration line (a TOML error shows the
 /// line it stopped at, `database = "postgres://user:secret@..."` too).
-/// A URL runs from its scheme (after a space or quote) to the next quote
-/// or line end: a password may hold a space.
+/// A URL starts after a space or quote; one that a quote opened runs to
+/// the last such quote on its line (a password may hold the other quotes,
+/// or this one escaped), any other to the line's end (it may hold spaces).
 pub fn redacted_text(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     let mut rest = text;
     while let Some(at) = rest.find("://") {
-        let quote = |c: char| matches!(c, '"' | '\'' | '`' | '\n');
-        let start = rest[..at].rfind(|c: char| c.is_whitespace() || quote(c)).map_or(0, |i| i + 1);
-        let end = rest[at..].find(quote).map_or(rest.len(), |i| at + i);
+        let quote = |c: char| matches!(c, '"' | '\'' | '`');
+        let (start, opener) = match rest[..at].char_indices().rev().find(|&(_, c)| c.is_whitespace() || quote(c)) {
+            Some((i, c)) => (i + c.len_utf8(), quote(c).then_some(c)),
+            None => (0, None),
+        };
+        let line_end = rest[at..].find('\n').map_or(rest.len(), |i| at + i);
+        let end = match opener {
+            Some(q) => rest[at..line_end].rfind(q).map_or(line_end, |i| at + i),
+            None => line_end,
+        };
         out.push_str(&rest[..start]);
         out.push_str(&redacted(&rest[start..end]));
         rest = &rest[end..];
@@ -233,12 +245,25 @@ mod tests {
 
     #[test]
     fn passwords_in_a_quoted_line_are_hidden() {
-        let line = "1 | database = \"postgres://torwart:se cret\\x@db/m\" # was \"postgres://a:b@h/x\"";
-        let shown = redacted_text(line);
-        assert!(!shown.contains("cret") && !shown.contains(":b@"), "{shown}");
-        assert!(shown.contains("postgres://torwart:***@") && shown.contains("postgres://a:***@h/x"), "{shown}");
+        let cases = [
+            "1 | database = \"postgres://torwart:se cret\\x@db/m\"\n  |            ^",
+            "database = \"postgres://torwart:it's@db/m\"",
+            "database = \"postgres://torwart:pa\\\"ss@db/m\" # \"quoted\"",
+            "database = 'postgres://torwart:a\"b`c@db/m'",
+            "database =\u{a0}postgres://torwart:nbsp word@db/m",
+            "invalid type: string \"postgres://torwart:x@y@db/m\", expected u32",
+        ];
+        for line in cases {
+            let shown = redacted_text(line);
+            for secret in ["se cret", "cret", "it's", "pa\\\"ss", "a\"b`c", "nbsp word", "x@y"] {
+                assert!(!shown.contains(secret), "{line:?} -> {shown:?}");
+            }
+            assert!(shown.contains("postgres://torwart:***@db/m"), "{line:?} -> {shown:?}");
+        }
         assert_eq!(redacted_text("no URL here: a@b:c"), "no URL here: a@b:c");
         assert_eq!(redacted_text("://"), "://");
+        assert_eq!(redacted_text("\u{3000}://x\u{a0}"), "\u{3000}://x\u{a0}");
+        assert_eq!(redacted("sqlite:///var/lib/m@x.db"), "sqlite:///var/lib/m@x.db");
     }
 
     #[test]
