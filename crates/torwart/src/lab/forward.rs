@@ -45,14 +45,20 @@ pub fn start(target: &Path, port: u16, stop: Arc<AtomicBool>) -> Result<SocketAd
 fn carry(client: TcpStream, target: &PathBuf) -> Result<(), String> {
     client.set_nonblocking(false).map_err(|e| e.to_string())?;
     let server = UnixStream::connect(target).map_err(|e| e.to_string())?;
+    // An idle connection ends after a minute (both ways, below).
     server.set_read_timeout(Some(Duration::from_secs(60))).map_err(|e| e.to_string())?;
+    client.set_read_timeout(Some(Duration::from_secs(60))).map_err(|e| e.to_string())?;
     let (c2, s2) = (client.try_clone().map_err(|e| e.to_string())?, server.try_clone().map_err(|e| e.to_string())?);
     let up = std::thread::spawn(move || {
-        copy(c2, &s2);
+        copy(&c2, &s2);
+        // The request is complete: the daemon may answer and close.
         let _ = s2.shutdown(Shutdown::Write);
     });
     copy(&server, &client);
-    let _ = client.shutdown(Shutdown::Write);
+    // The answer is over (or the daemon is gone, or it idled): end both
+    // ways, so that the other thread's read returns too.
+    let _ = client.shutdown(Shutdown::Both);
+    let _ = server.shutdown(Shutdown::Both);
     let _ = up.join();
     Ok(())
 }
