@@ -267,6 +267,9 @@ pub struct Peer {
     /// Data datagrams taken since the last acknowledgement was sent.
     unacked_in: u32,
     complete: bool,
+    /// This box held the peer's whole state once in this run (see
+    /// [`Peer::ready`]).
+    been_complete: bool,
 
     events: VecDeque<Event>,
     counters: Counters,
@@ -316,6 +319,7 @@ impl Peer {
             ack_due: None,
             unacked_in: 0,
             complete: false,
+            been_complete: false,
             events: VecDeque::with_capacity(8),
             counters: Counters::default(),
             nonces,
@@ -339,15 +343,21 @@ impl Peer {
         }
     }
 
-    /// May this box take over its peer's traffic? Not while a live peer is
-    /// still sending state this box lacks; yes when the peer is gone (there
-    /// is nothing more to wait for). A box just started waits
-    /// [`Config::dead_after`] to hear from a peer first: a box returning
-    /// after a failure must not take the traffic back before it holds the
-    /// state of the connections its peer carried meanwhile.
+    /// May this box take over its peer's traffic (or keep it)? Not while
+    /// a live peer is still sending the state of a box that has not held
+    /// it yet in this run; yes when the peer is gone (there is nothing more
+    /// to wait for). A box just started waits [`Config::dead_after`] to
+    /// hear from a peer first: a box returning after a failure must not
+    /// take the traffic back before it holds the state of the connections
+    /// its peer carried meanwhile.
+    ///
+    /// Once this box held the peer's whole state, it stays ready: a later
+    /// resync (the peer restarted and sends its own, nearly empty, state;
+    /// a gap) must not make the box that carries the traffic give it up,
+    /// to a peer that holds even less.
     pub fn ready(&self, now: Time) -> bool {
         match self.them {
-            Some(_) => self.complete || !self.alive(now),
+            Some(_) => self.been_complete || self.complete || !self.alive(now),
             None => now.since(self.started) >= self.cfg.dead_after,
         }
     }
@@ -470,6 +480,13 @@ impl Peer {
             Err(e) => return self.refused(e),
         };
         self.counters.datagrams_received += 1;
+        if h.sender == self.session {
+            // This box's own datagram sent back to it (the key is the same
+            // both ways): a reflection, which would make it accept itself
+            // as a new peer session. Counted as the replay it is.
+            self.counters.refused_replay += 1;
+            return;
+        }
         if kind == Kind::Hello {
             self.hello(now, &h);
             return;
@@ -679,6 +696,7 @@ impl Peer {
             self.event(Event::Complete);
         }
         self.complete = complete;
+        self.been_complete |= complete;
     }
 
     fn payload_size(&self) -> usize {

@@ -607,3 +607,81 @@ fn replayed_hellos_do_not_keep_a_restarted_box_out() {
     assert!(b.status(t).complete && a.status(t).complete);
     assert!(a.counters().refused_replay > 0 && b.counters().refused_replay > 0);
 }
+
+/// A box that held its peer's state stays ready while the peer restarts
+/// and sends its own (here, a box that carries the traffic must not give
+/// it up, to a peer that holds even less); the restarted peer is not
+/// ready until it holds this box's state.
+#[test]
+fn a_box_that_held_its_peers_state_stays_ready_when_the_peer_restarts() {
+    let cfg = Config::default();
+    let mut sim = Sim::new(cfg, 23);
+    for id in 0..20_000 {
+        sim.nodes[0].own.insert(id, 1);
+    }
+    for _ in 0..20_000 {
+        sim.tick();
+        if sim.nodes[0].peer.status(sim.now).complete && sim.nodes[1].peer.status(sim.now).complete {
+            break;
+        }
+    }
+    assert!(sim.nodes[0].peer.ready(sim.now) && sim.nodes[1].peer.ready(sim.now));
+    // Box 1 restarts (an upgrade): a new session, nothing held.
+    sim.nodes[1] = Node::new(cfg, 8, sim.now);
+    let (mut restarted_unready, mut box0_incomplete) = (false, false);
+    for _ in 0..20_000 {
+        sim.tick();
+        assert!(sim.nodes[0].peer.ready(sim.now), "the box with the state gave it up");
+        let (s0, s1) = (sim.nodes[0].peer.status(sim.now), sim.nodes[1].peer.status(sim.now));
+        box0_incomplete |= s0.peer_session.is_some() && !s0.complete;
+        if s1.peer_alive && !s1.complete {
+            assert!(!sim.nodes[1].peer.ready(sim.now));
+            restarted_unready = true;
+        }
+        if s1.complete && s0.complete {
+            break;
+        }
+    }
+    assert!(box0_incomplete, "box 0 took box 1's new resync (and stayed ready through it)");
+    assert!(restarted_unready && sim.nodes[1].peer.ready(sim.now));
+    assert_eq!(sim.nodes[1].held.len(), 20_000);
+}
+
+/// A box's own datagrams sent back to it (an attacker on the sync link
+/// reflecting them: the key is the same both ways) are refused: the box
+/// does not take itself for a restarted peer.
+#[test]
+fn a_box_refuses_its_own_datagrams_sent_back() {
+    let mut t = Time::from_secs(1000);
+    let mut a = Peer::new(Config::default(), keys(), [1; 32], t);
+    let mut b = Peer::new(Config::default(), keys(), [2; 32], t);
+    let mut buf = vec![0u8; sync::message::MAX_LEN];
+    let mut from_a = Vec::new();
+    for _ in 0..30 {
+        while let Some(n) = a.poll_transmit(t, &mut buf) {
+            from_a.push(buf[..n].to_vec());
+            b.handle_datagram(t, &buf[..n], |_| {});
+        }
+        exchange(&mut b, &mut a, t, &mut buf);
+        t = Time(t.as_nanos() + 100_000_000);
+    }
+    while a.poll_event().is_some() {}
+    let peer = a.status(t).peer_session;
+    assert_eq!(peer, Some(b.status(t).session));
+    let replays = a.counters().refused_replay;
+    // a's hellos and data, each sent back to it twice, and a's fresh ones too.
+    for _ in 0..3 {
+        while let Some(n) = a.poll_transmit(t, &mut buf) {
+            from_a.push(buf[..n].to_vec());
+        }
+        for d in &from_a {
+            for _ in 0..2 {
+                a.handle_datagram(t, d, |r| panic!("a took its own record {r:?}"));
+            }
+        }
+        t = Time(t.as_nanos() + 100_000_000);
+    }
+    assert_eq!(a.status(t).peer_session, peer, "a accepted itself: {:?}", a.counters());
+    assert!(a.poll_event().is_none(), "no new peer, no resync");
+    assert!(a.counters().refused_replay > replays);
+}
