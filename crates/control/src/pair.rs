@@ -310,6 +310,7 @@ impl Pair {
             leaving: Arc::new(AtomicBool::new(false)),
             peer_name: cfg.peer.to_string(),
             usage_session: None,
+            adoptions: 0,
             has_policy,
             resync: None,
             lost_told: 0,
@@ -463,6 +464,9 @@ struct Thread {
     peer_name: String,
     /// The other box's session the usage held is from.
     usage_session: Option<u64>,
+    /// The other box's restarts: each makes the copies here this box's
+    /// ([`dataplane::synclink::SyncShared::adopt`]).
+    adoptions: u32,
     leaving: Arc<AtomicBool>,
     /// The box has a member policy (else flows of no member are steered by address).
     has_policy: bool,
@@ -564,6 +568,12 @@ impl Thread {
                 }
             };
             peer.handle_datagram_one(now, &buf[..n], |r| d.record(r));
+            if peer.has_events() {
+                // A new peer session (or a resync asked for): acted on
+                // before any record of it reaches the workers (an
+                // adoption must come first: see `events`).
+                return true;
+            }
         }
         true
     }
@@ -577,8 +587,19 @@ impl Thread {
                     if self.usage_session.is_some_and(|s| s != session) {
                         self.orphan_usage(false);
                         lock(&self.usage).restarted = true;
+                        // What the old session held is gone with it: the
+                        // copies here are the only ones, and this box's
+                        // from now on (before any record of the new
+                        // session reaches a worker: its first resync
+                        // would sweep them).
+                        self.adoptions = self.adoptions.wrapping_add(1).max(1);
+                        for h in &self.hubs {
+                            h.shared.adopt.store(self.adoptions, Ordering::Release);
+                        }
                     }
                     self.usage_session = Some(session);
+                    // The new session has heard none of this box's usage.
+                    lock(&self.usage).shared.clear();
                 }
                 Event::PeerLost => {
                     tracing::warn!("sync peer lost: nothing heard from it");
@@ -586,6 +607,8 @@ impl Thread {
                 }
                 Event::Complete => tracing::info!("sync complete: this box holds the peer's state"),
                 Event::Resync { id } => {
+                    // A resync carries everything: the usage too.
+                    lock(&self.usage).shared.clear();
                     self.resync = Some(id);
                     for h in &self.hubs {
                         h.shared.requested.store(id, Ordering::Release);
@@ -723,6 +746,42 @@ mod tests {
         UdpSocket::bind("127.0.0.1:0").and_then(|s| s.local_addr()).expect("a free port")
     }
 
+    /// Two boxes' addresses on the loopback and their shared key.
+    struct Two {
+        a: SocketAddr,
+        b: SocketAddr,
+        key: String,
+    }
+
+    impl Two {
+        fn new() -> Two {
+            Two { a: free_port(), b: free_port(), key: new_key_file().expect("a key") }
+        }
+
+        /// The box at `local` (again), its peer at `peer`.
+        fn start(&self, local: SocketAddr, peer: SocketAddr) -> Pair {
+            let cfg = PairConfig { local, peer, key_file: PathBuf::new(), ready_file: None, max_datagram: 1452 };
+            Pair::start(&cfg, Keys::parse(&self.key).expect("the key parses"), true).expect("a box starts")
+        }
+    }
+
+    impl Two {
+        /// Both boxes started (one worker's rings each, which nothing reads:
+        /// no flows here) and met, and a's count of member 7 told to b.
+        #[allow(clippy::type_complexity)]
+        fn met_and_shared(&self) -> (Pair, Pair, Ledger, [MemberTraffic; 1], [Vec<WorkerSync>; 2]) {
+            let b = self.start(self.b, self.a);
+            let a = self.start(self.a, self.b);
+            let workers = [a.attach(1), b.attach(1)];
+            until("meeting", || a.stats().peer_alive && b.stats().peer_alive);
+            let ledger = Ledger::for_pair(self.a.to_string());
+            let counted = [MemberTraffic { member_id: 7, up_bytes: 1000, up_packets: 2, ..MemberTraffic::default() }];
+            a.share_usage(&ledger, &counted);
+            std::thread::sleep(Duration::from_millis(300));
+            (a, b, ledger, counted, workers)
+        }
+    }
+
     fn until(what: &str, mut done: impl FnMut() -> bool) {
         let end = Instant::now() + Duration::from_secs(10);
         while !done() {
@@ -737,20 +796,9 @@ mod tests {
     /// session, b says so: nothing a left is still a's to write.
     #[test]
     fn a_silent_peers_usage_is_marked_so_and_a_restart_is_told() {
-        let text = new_key_file().expect("a key");
-        let keys = || Keys::parse(&text).expect("the key parses");
-        let (at_a, at_b) = (free_port(), free_port());
-        let cfg =
-            |local, peer| PairConfig { local, peer, key_file: PathBuf::new(), ready_file: None, max_datagram: 1452 };
-        let b = Pair::start(&cfg(at_b, at_a), keys(), true).expect("b starts");
-        let a = Pair::start(&cfg(at_a, at_b), keys(), true).expect("a starts");
-        // One worker's rings each (nothing else reads them: no flows here).
-        let (_a_worker, _b_worker) = (a.attach(1), b.attach(1));
-        until("meeting", || a.stats().peer_alive && b.stats().peer_alive);
-        let ledger = Ledger::for_pair(at_a.to_string());
-        let counted = [MemberTraffic { member_id: 7, up_bytes: 1000, up_packets: 2, ..MemberTraffic::default() }];
-        a.share_usage(&ledger, &counted);
-        std::thread::sleep(Duration::from_millis(300));
+        let two = Two::new();
+        let (at_a, at_b) = (two.a, two.b);
+        let (a, b, ledger, counted, _workers) = two.met_and_shared();
         assert_eq!(b.take_orphaned(), (vec![], false), "a speaks: its usage is its own");
         a.stop();
         let mut orphaned = Vec::new();
@@ -761,10 +809,40 @@ mod tests {
         let flush = ledger.next_flush().expect("a pair's ledger numbers its flushes");
         let expected = Orphaned { writer: at_a.to_string(), flush, traffic: counted.to_vec(), silent: true };
         assert_eq!(orphaned, vec![expected]);
-        let a = Pair::start(&cfg(at_a, at_b), keys(), true).expect("a starts again");
+        let a = two.start(at_a, at_b);
         let _a_worker = a.attach(1);
         until("a restart told", || b.take_orphaned().1);
         a.stop();
+        b.stop();
+    }
+
+    /// Usage told to a session of the other box that then restarted is
+    /// told again to the new one, unchanged as it is: if this box then
+    /// dies, the new session writes it (it was sent once only, and the
+    /// restarted box had lost it).
+    #[test]
+    fn usage_is_told_again_to_a_restarted_peer() {
+        let two = Two::new();
+        let (at_a, at_b) = (two.a, two.b);
+        let (a, b, ledger, counted, _workers) = two.met_and_shared();
+        // b restarts: the new b has heard nothing.
+        b.stop();
+        let b = two.start(at_b, at_a);
+        let _b_worker = b.attach(1);
+        until("meeting the new b", || {
+            let (sa, sb) = (a.stats(), b.stats());
+            sa.peer_session.as_ref() == Some(&sb.session) && sb.peer_session.as_ref() == Some(&sa.session)
+        });
+        // The daemon shares every so often, with the same totals.
+        a.share_usage(&ledger, &counted);
+        std::thread::sleep(Duration::from_millis(300));
+        a.stop();
+        let mut orphaned = Vec::new();
+        until("orphaned usage", || {
+            orphaned.extend(b.take_orphaned().0);
+            !orphaned.is_empty()
+        });
+        assert_eq!(orphaned.iter().flat_map(|o| o.traffic.clone()).collect::<Vec<_>>(), counted.to_vec());
         b.stop();
     }
 }

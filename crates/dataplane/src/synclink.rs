@@ -23,6 +23,8 @@ pub const RING_DEPTH: usize = 16_384;
 const DUMP_SLICE: usize = 1024;
 /// Records installed per step, at most.
 const INSTALL_BATCH: usize = 1024;
+/// Flow table entries an adoption looks at per step (a flag each).
+const ADOPT_SLICE: usize = 8192;
 
 /// What a worker and the sync thread share besides the rings.
 #[derive(Debug, Default)]
@@ -33,6 +35,11 @@ pub struct SyncShared {
     pub done: AtomicU32,
     /// Flows in that resync.
     pub done_flows: AtomicU64,
+    /// The other box's restarts, counted by the sync thread: at each, the
+    /// copies this worker holds become its own ([`engine::Engine::adopt_synced`])
+    /// before it installs anything more (stored before any record of the
+    /// new session is pushed).
+    pub adopt: AtomicU32,
     pub counts: SyncCounts,
 }
 
@@ -48,6 +55,8 @@ pub struct SyncCounts {
     pub ended: AtomicU64,
     /// Synced flows a resync did not name.
     pub swept: AtomicU64,
+    /// Synced flows made this box's own when the other box restarted.
+    pub adopted: AtomicU64,
     pub refused_unknown_member: AtomicU64,
     pub refused_member_blocked: AtomicU64,
     pub refused_nat_conflict: AtomicU64,
@@ -57,7 +66,7 @@ pub struct SyncCounts {
 
 impl SyncCounts {
     /// Every count with its name.
-    pub fn named(&self) -> [(&'static str, u64); 12] {
+    pub fn named(&self) -> [(&'static str, u64); 13] {
         let g = |a: &AtomicU64| a.load(Ordering::Relaxed);
         [
             ("reported", g(&self.reported)),
@@ -67,6 +76,7 @@ impl SyncCounts {
             ("updated", g(&self.updated)),
             ("ended", g(&self.ended)),
             ("swept", g(&self.swept)),
+            ("adopted", g(&self.adopted)),
             ("refused_unknown_member", g(&self.refused_unknown_member)),
             ("refused_member_blocked", g(&self.refused_member_blocked)),
             ("refused_nat_conflict", g(&self.refused_nat_conflict)),
@@ -96,6 +106,10 @@ pub struct WorkerSync {
     mark: u32,
     /// The sweep under way, and where it is.
     sweep: Option<u32>,
+    /// The last adoption asked for ([`SyncShared::adopt`]) this worker took
+    /// up, and where its walk is while it goes on.
+    adopted: u32,
+    adopting: Option<u32>,
 }
 
 /// The sync thread's end of one worker's rings.
@@ -121,6 +135,8 @@ pub fn links(workers: usize) -> (Vec<WorkerSync>, Vec<HubEnd>) {
                 dump: None,
                 mark: 0,
                 sweep: None,
+                adopted: 0,
+                adopting: None,
             };
             (w, HubEnd { out: out_c, incoming: in_p, shared })
         })
@@ -154,9 +170,30 @@ impl WorkerSync {
         bump(&c.reported, sent);
         bump(&c.lost, lost);
         let dumped = self.dump_some(engine, now);
+        if self.adopt_some(engine) {
+            // Nothing is installed or swept until every copy held before
+            // the other box restarted is this box's: its new session's
+            // resync must not sweep them.
+            return sent as usize + dumped;
+        }
         let installed = self.install_some(engine, now, prime);
         self.sweep_some(engine);
         sent as usize + dumped + installed
+    }
+
+    /// A slice of the adoption the sync thread asked for, if one is due;
+    /// true while it goes on.
+    fn adopt_some(&mut self, engine: &mut Engine) -> bool {
+        let asked = self.shared.adopt.load(Ordering::Acquire);
+        if asked != self.adopted && self.adopting.is_none() {
+            self.adopted = asked;
+            self.adopting = Some(0);
+        }
+        let Some(from) = self.adopting else { return false };
+        let mut n = 0;
+        self.adopting = engine.adopt_synced(from, ADOPT_SLICE, &mut n);
+        bump(&self.shared.counts.adopted, n);
+        self.adopting.is_some()
     }
 
     /// A slice of the resync the sync thread asked for, if one is asked
@@ -247,5 +284,73 @@ impl WorkerSync {
         let mut swept = 0;
         self.sweep = engine.sweep_unnamed(self.mark, from, DUMP_SLICE, &mut swept);
         bump(&self.shared.counts.swept, swept);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use core::time::Duration;
+    use engine::conntrack::ProtoState;
+    use engine::{Config, Side, Synced};
+
+    /// An answered UDP flow the other box reports (no member policy here).
+    fn copy(port: u16) -> Record {
+        let k = wire::FlowKey::v4([10, 0, 0, 1].into(), [192, 0, 2, 1].into(), wire::flow::proto::UDP, port, 53);
+        Record::Flow(FlowRecord::from_synced(&Synced {
+            keys: [k, k.reversed()],
+            orig_side: Side::Inside,
+            reply_side: Side::Outside,
+            answered: true,
+            state: ProtoState::Udp,
+            remaining: Duration::from_secs(100),
+            member_id: None,
+            nat: None,
+            packets: [1, 1],
+            bytes: [100, 100],
+            copy: false,
+        }))
+    }
+
+    /// Steps until the worker has installed, swept and adopted all.
+    fn steps(w: &mut WorkerSync, engine: &mut Engine, now: Time) {
+        for _ in 0..100_000 {
+            w.step(engine, now, |_| {});
+            if w.adopting.is_none() && w.sweep.is_none() && w.incoming.is_empty() {
+                return;
+            }
+        }
+        panic!("the worker never finished");
+    }
+
+    /// The other box restarted: the copies its old session left here are
+    /// adopted before its new session's first resync (in the same ring,
+    /// right behind the request) can sweep them; a copy of the new
+    /// session's stays its own, swept when a resync of it does not name it.
+    #[test]
+    fn copies_left_by_a_restarted_peer_are_adopted_before_its_resync_sweeps() {
+        let now = Time::from_secs(1000);
+        let mut engine = Engine::new(Config::default(), now);
+        let (mut workers, mut hubs) = links(1);
+        let (w, hub) = (&mut workers[0], &mut hubs[0]);
+        w.attach(&mut engine);
+        let push = |hub: &mut HubEnd, records: &[Record]| {
+            for r in records {
+                hub.incoming.push(*r).unwrap();
+            }
+        };
+        push(hub, &[Record::ResyncBegin { id: 1 }, copy(1), copy(2), Record::ResyncEnd { id: 1, flows: 2 }]);
+        steps(w, &mut engine, now);
+        assert_eq!(engine.conntrack().len(), 2);
+        // The peer restarts: the request, then its new session's resync.
+        hub.shared.adopt.store(1, Ordering::Release);
+        push(hub, &[Record::ResyncBegin { id: 1 }, copy(3), Record::ResyncEnd { id: 1, flows: 1 }]);
+        steps(w, &mut engine, now);
+        assert_eq!(engine.conntrack().len(), 3, "the copies of the old session were swept");
+        assert_eq!(hub.shared.counts.adopted.load(Ordering::Relaxed), 2);
+        push(hub, &[Record::ResyncBegin { id: 2 }, Record::ResyncEnd { id: 2, flows: 0 }]);
+        steps(w, &mut engine, now);
+        assert_eq!(engine.conntrack().len(), 2, "the new session's copy is still its own");
+        assert_eq!(hub.shared.counts.swept.load(Ordering::Relaxed), 1);
     }
 }

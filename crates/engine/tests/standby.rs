@@ -170,6 +170,115 @@ fn a_flow_that_passed_here_is_this_boxs_and_no_report_ends_it() {
     assert_eq!((swept, b.e.conntrack().len()), (0, 1));
 }
 
+/// The other box came back as a new session: the copies held here are
+/// the only ones now. Adopted, they are this box's (its changes are
+/// reported), and the new session's first resync, which names none of
+/// them, does not sweep them; a copy of the new session's is swept as
+/// before.
+#[test]
+fn copies_adopted_when_the_peer_restarts_survive_its_first_resync() {
+    let now = Time::from_secs(1000);
+    let (mut a, mut b) = (Box_::new(now), Box_::new(now));
+    let port = open(&mut a, now);
+    for s in flows(&a.changes(now)) {
+        b.e.install(now, &s, 0).unwrap();
+    }
+    // Idle since: the copy stays synced.
+    let mut adopted = 0;
+    let mut at = Some(0);
+    while let Some(from) = at {
+        at = b.e.adopt_synced(from, 1000, &mut adopted);
+    }
+    assert_eq!(adopted, 1);
+    // The new session's resync (id 1) names nothing: nothing is swept.
+    let mut swept = 0;
+    assert_eq!(b.e.sweep_unnamed(1, 0, usize::MAX, &mut swept), None);
+    assert_eq!((swept, b.e.conntrack().len(), b.e.nat().len()), (0, 1, 1));
+    // The idle connection's next segment goes through b with its port.
+    let later = now + Duration::from_secs(600);
+    let (v, out) = b.tcp(later, Side::Inside, PHONE, WEB, 5000, 443, A, 2, 901);
+    assert_eq!((v, out.src_port), (Verdict::Forward(Side::Outside), port));
+    // A copy the new session sends is its own, and swept when its next
+    // resync does not name it.
+    let (mut c, mut d) = (Box_::new(now), Box_::new(now));
+    open(&mut c, now);
+    for s in flows(&c.changes(now)) {
+        d.e.install(now, &s, 2).unwrap();
+    }
+    assert_eq!(d.e.sweep_unnamed(3, 0, usize::MAX, &mut swept), None);
+    assert_eq!(d.e.conntrack().len(), 0);
+}
+
+/// Ownership follows the packets: a flow this box adopted (its peer
+/// restarted) that the other box carries again is reported by it as its
+/// own; it is a copy here again, and ends here when the other box ends it
+/// (else it would stay, with its NAT port, until its 12 hours ran out).
+#[test]
+fn a_flow_the_other_box_carries_again_is_a_copy_here_again() {
+    let now = Time::from_secs(1000);
+    let (mut a, mut b) = (Box_::new(now), Box_::new(now));
+    let port = open(&mut a, now);
+    for s in flows(&a.changes(now)) {
+        b.e.install(now, &s, 0).unwrap();
+    }
+    let f = b.e.conntrack().iter().next().unwrap().0;
+    assert!(b.e.export(now, f).unwrap().copy, "a copy is exported as one");
+    // a restarts; b adopts its copy and sends it to the new a in its resync.
+    let mut a = Box_::new(now);
+    let mut adopted = 0;
+    while b.e.adopt_synced(0, usize::MAX, &mut adopted).is_some() {}
+    assert_eq!(adopted, 1);
+    let dumped = b.e.export(now, f).unwrap();
+    assert!(!dumped.copy, "adopted: b's own");
+    assert_eq!(a.e.install(now, &dumped, 1), Ok(Installed::New));
+    // The connection's packets pass on a again: a reports it, as its own.
+    let (v, _) = a.tcp(now, Side::Inside, PHONE, WEB, 5000, 443, A, 2, 901);
+    assert_eq!(v, Verdict::Forward(Side::Outside));
+    let own = flows(&a.changes(now));
+    assert!(!own.is_empty() && own.iter().all(|s| !s.copy), "{own:?}");
+    for s in &own {
+        assert_eq!(b.e.install(now, s, 0), Ok(Installed::Updated));
+    }
+    // a ends it (a reset, then its close timeout): b's copy goes too.
+    let (v, _) = a.tcp(now, Side::Outside, WEB, SHARED, 443, port, R | A, 901, 2);
+    assert_eq!(v, Verdict::Forward(Side::Inside));
+    a.e.poll_timers(now + Duration::from_secs(11));
+    let ended = a.changes(now + Duration::from_secs(11));
+    let Some(SyncChange::Ended { key, .. }) = ended.iter().find(|c| matches!(c, SyncChange::Ended { .. })) else {
+        panic!("{ended:?}")
+    };
+    assert!(b.e.end_synced(key), "b still held the flow as its own");
+    assert_eq!(b.e.conntrack().len(), 0);
+}
+
+/// A resync of the other box carries its copies of this box's flows too,
+/// older than what this box holds: they name the flow, and change nothing
+/// of it (a closing connection does not go back to established).
+#[test]
+fn a_resync_does_not_overwrite_a_flow_that_passed_here() {
+    let now = Time::from_secs(1000);
+    let (mut a, mut b) = (Box_::new(now), Box_::new(now));
+    open(&mut a, now);
+    let stale = flows(&a.changes(now));
+    for s in &stale {
+        b.e.install(now, s, 0).unwrap();
+    }
+    // The member closes the connection on a.
+    let (v, _) = a.tcp(now, Side::Inside, PHONE, WEB, 5000, 443, TcpFlags::FIN | A, 2, 901);
+    assert_eq!(v, Verdict::Forward(Side::Outside));
+    let state = |e: &Engine| e.conntrack().iter().map(|(_, f)| f.state_name()).collect::<Vec<_>>();
+    let before = state(&a.e);
+    assert_ne!(before, ["established"], "{before:?}");
+    // b's resync sends its (older) copy back to a.
+    let copy = b.e.export(now, b.e.conntrack().iter().next().unwrap().0).unwrap();
+    assert_eq!(a.e.install(now, &copy, 5), Ok(Installed::Updated));
+    assert_eq!(state(&a.e), before);
+    // Named by that resync: not swept (and a flow of a's is never swept).
+    let mut swept = 0;
+    assert_eq!(a.e.sweep_unnamed(5, 0, usize::MAX, &mut swept), None);
+    assert_eq!((swept, a.e.conntrack().len()), (0, 1));
+}
+
 #[test]
 fn refused_installs_name_why_and_change_nothing() {
     let now = Time::from_secs(1000);

@@ -433,6 +433,12 @@ impl Peer {
         self.events.pop_front()
     }
 
+    /// Whether an event waits for [`poll_event`](Self::poll_event): a
+    /// caller that delivers records acts on it before the next datagram's.
+    pub fn has_events(&self) -> bool {
+        !self.events.is_empty()
+    }
+
     /// Takes one datagram from the link; the records it completes are
     /// given to `deliver` in the order they were sent: its own, and those of
     /// the datagrams that waited in the reorder window behind it (up to the

@@ -56,6 +56,9 @@ pub struct FlowRecord {
     pub member: Option<u32>,
     /// The NAT binding's public address and port, if the flow is translated.
     pub nat: Option<(Ipv4Addr, u16)>,
+    /// The sender holds it as a copy of the receiver's flow, not as its
+    /// own ([`Synced::copy`]).
+    pub copy: bool,
 }
 
 impl FlowRecord {
@@ -76,6 +79,7 @@ impl FlowRecord {
             remaining_ms: u32::try_from(s.remaining.as_millis()).unwrap_or(u32::MAX),
             member: s.member_id,
             nat: s.nat,
+            copy: s.copy,
         }
     }
 
@@ -100,6 +104,7 @@ impl FlowRecord {
             // Statistics of the other box, not carried.
             packets: [0; 2],
             bytes: [0; 2],
+            copy: self.copy,
         })
     }
 }
@@ -327,8 +332,11 @@ fn side(v: u8) -> Result<Side, Malformed> {
 fn write_flow(w: &mut Writer<'_>, f: &FlowRecord) {
     write_key(w, &f.keys[0]);
     write_key(w, &f.keys[1]);
-    let flags =
-        f.orig_side as u8 | (f.reply_side as u8) << 1 | u8::from(f.answered) << 2 | u8::from(f.nat.is_some()) << 3;
+    let flags = f.orig_side as u8
+        | (f.reply_side as u8) << 1
+        | u8::from(f.answered) << 2
+        | u8::from(f.nat.is_some()) << 3
+        | u8::from(f.copy) << 4;
     w.u8(flags);
     match &f.state {
         FlowState::Tcp(s) => {
@@ -353,7 +361,7 @@ fn read_flow(r: &mut Reader<'_>) -> Result<FlowRecord, Malformed> {
         return Err(Malformed::Field("keys of different families or protocols"));
     }
     let flags = r.u8()?;
-    if flags & !0b1111 != 0 {
+    if flags & !0b1_1111 != 0 {
         return Err(Malformed::Field("flags"));
     }
     let state = match r.u8()? {
@@ -392,6 +400,7 @@ fn read_flow(r: &mut Reader<'_>) -> Result<FlowRecord, Malformed> {
         remaining_ms,
         member,
         nat,
+        copy: flags & 16 != 0,
     })
 }
 
@@ -482,13 +491,14 @@ mod tests {
             remaining_ms: 120_000,
             member: Some(i),
             nat: Some((Ipv4Addr::new(198, 51, 100, 1), 2000)),
+            copy: false,
         }
     }
 
     fn all() -> Vec<Record> {
         vec![
             Record::Flow(flow(1)),
-            Record::Flow(FlowRecord { state: FlowState::Udp, nat: None, member: None, ..flow(2) }),
+            Record::Flow(FlowRecord { state: FlowState::Udp, nat: None, member: None, copy: true, ..flow(2) }),
             Record::Ended { key: flow(3).keys[0], member: 3 },
             Record::Usage(Usage { flush: 9, member: 4, bytes: [1, 2], packets: [3, 4] }),
             Record::Flushed { flush: 9 },
@@ -524,7 +534,7 @@ mod tests {
         let cases: [(usize, u8, &str); 5] = [
             (3, 5, "family"),
             (3 + KEY_V4_LEN + 13, 17, "keys of different families or protocols"),
-            (3 + 2 * KEY_V4_LEN, 0x10, "flags"),
+            (3 + 2 * KEY_V4_LEN, 0x20, "flags"),
             (3 + 2 * KEY_V4_LEN + 1, 9, "protocol state"),
             (3 + 2 * KEY_V4_LEN + 2, 9, "TCP tracking"),
         ];

@@ -53,6 +53,7 @@ fn flow(id: u32, version: u64) -> FlowRecord {
         remaining_ms: version as u32,
         member: Some(id % 100),
         nat: None,
+        copy: false,
     }
 }
 

@@ -45,6 +45,10 @@ pub struct Synced {
     pub nat: Option<(Ipv4Addr, u16)>,
     pub packets: [u32; 2],
     pub bytes: [u64; 2],
+    /// The reporting box holds it as a copy of the other's (installed from
+    /// it, no packet of it there since), not as its own: a resync sends
+    /// such copies too, and they never overwrite the flow they copy.
+    pub copy: bool,
 }
 
 /// A change for the other box.
@@ -128,6 +132,7 @@ impl Engine {
             nat,
             packets: f.packets,
             bytes: f.bytes,
+            copy: f.synced,
         })
     }
 
@@ -161,7 +166,19 @@ impl Engine {
             if !same {
                 return Err(InstallRefusal::Inconsistent);
             }
+            if !self.ct.flow(hit.flow).synced && s.copy {
+                // The other box's copy of a flow that passed here (a
+                // resync sends copies too): this box's is newer. Named in
+                // the resync all the same.
+                self.ct.name_in_resync(hit.flow, resync);
+                return Ok(Installed::Updated);
+            }
             let (f, timeouts) = self.ct.flow_and_timeouts(hit.flow);
+            // The other box's own: its packets pass there now (a flow this
+            // box adopted and its peer carries again), so what it reports
+            // is newer, and this box holds a copy again, ended when the
+            // other box ends it.
+            f.synced = true;
             f.state = state;
             f.answered |= s.answered;
             let deadline = grace(f.timeout(timeouts));
@@ -242,6 +259,25 @@ impl Engine {
             }
             _ => false,
         }
+    }
+
+    /// Makes the synced copies from slab index `from` on this box's own, a
+    /// bounded slice at a time (returns where to go on, or `None` at the
+    /// end; `adopted` counts them): when the other box comes back as a new
+    /// session, what it held before is gone with it, and the copies here
+    /// are the only ones. Its first resync must not sweep them (an idle
+    /// connection this box carried meanwhile would lose its state and its
+    /// NAT port); from now on this box reports their changes and ends.
+    pub fn adopt_synced(&mut self, from: u32, budget: usize, adopted: &mut u64) -> Option<u32> {
+        let end = (from as usize).saturating_add(budget).min(self.ct.capacity());
+        for i in from..end as u32 {
+            let f = self.ct.flow_mut(i);
+            if f.is_live() && f.synced {
+                f.synced = false;
+                *adopted += 1;
+            }
+        }
+        (end < self.ct.capacity()).then_some(end as u32)
     }
 
     /// Ends the synced flows the other box's resync `resync` did not name,
