@@ -103,6 +103,8 @@ fn the_debian_package_holds_the_binary_unit_conffile_and_man_pages() {
     expect("/usr/bin/torwart", "-rwxr-xr-x");
     expect("/usr/lib/systemd/system/torwart.service", "-rw-r--r--");
     expect("/usr/lib/sysusers.d/torwart.conf", "-rw-r--r--");
+    // /run/torwart from boot: keepalived's track file lives there.
+    expect("/usr/lib/tmpfiles.d/torwart.conf", "-rw-r--r--");
     // The configuration may hold a database password: not world-readable
     // (postinst gives it to the group torwart).
     expect("/etc/torwart/torwart.toml", "-rw-r-----");
@@ -129,6 +131,7 @@ fn the_debian_package_holds_the_binary_unit_conffile_and_man_pages() {
     let postinst = read("postinst");
     for step in [
         "systemd-sysusers",
+        "systemd-tmpfiles --create",
         "torwart.conf",
         "--add root torwart \"$mode\"",
         "0640 /etc/torwart/torwart.toml",

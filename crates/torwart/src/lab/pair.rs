@@ -499,7 +499,7 @@ impl Pair {
         let conf = dir.join("keepalived.conf");
         let text = format!(
             "global_defs {{\n  router_id torwart_{n}\n  vrrp_version 3\n  enable_script_security\n}}\n\
-             vrrp_track_file torwart_ready {{\n  file {}\n}}\n\
+             vrrp_track_file torwart_ready {{\n  file {}\n  init_file 1\n}}\n\
              vrrp_instance gateway {{\n  state BACKUP\n  interface p0\n  virtual_router_id 51\n  priority {priority}\n\
              advert_int 0.05\n  unicast_src_ip {me}\n  unicast_peer {{\n    {peer}\n  }}\n\
              virtual_ipaddress {{\n    10.0.1.1/24 dev p0\n    192.0.2.1/24 dev p1\n  }}\n\
