@@ -36,7 +36,7 @@
 
 use crate::key::{Key, Keys};
 use crate::message::{self, Header, Kind, Refused, HEADER_LEN};
-use crate::record::{self, Record, MAX_RECORD_LEN};
+use crate::record::{self, FlowRecord, Record, MAX_RECORD_LEN};
 use core::time::Duration;
 use engine::Time;
 use std::collections::VecDeque;
@@ -192,6 +192,12 @@ impl Nonces {
     }
 }
 
+/// This release's protocol version, given in every hello's `seq` (which
+/// hellos did not use, and the first release ignores): 2 adds the flag
+/// that says a flow record is the sender's copy of the receiver's flow,
+/// which release 1 refuses, so it is left out for a peer below 2.
+pub const PROTOCOL: u64 = 2;
+
 #[derive(Clone, Copy, Debug)]
 struct Them {
     session: u64,
@@ -201,6 +207,9 @@ struct Them {
     /// They have addressed us by our session: they accepted it.
     know_us: bool,
     lost: bool,
+    /// The protocol version their hellos give ([`PROTOCOL`]; 0 from the
+    /// first release, which did not say).
+    version: u64,
 }
 
 impl Them {
@@ -592,6 +601,7 @@ impl Peer {
             number: h.number,
             know_us: h.receiver == self.session,
             lost: false,
+            version: h.seq,
         });
         // A new peer session: what either side had in flight is moot, the
         // resync that follows carries everything.
@@ -763,7 +773,7 @@ impl Peer {
         self.next_hello = now + self.cfg.hello_every;
         self.counters.hellos_sent += 1;
         let (nonce, echo) = (self.challenge, self.their_challenge);
-        self.seal(Kind::Hello, 0, nonce, echo, buf)
+        self.seal(Kind::Hello, PROTOCOL, nonce, echo, buf)
     }
 
     fn resend(&mut self, now: Time, buf: &mut [u8]) -> Option<usize> {
@@ -808,7 +818,12 @@ impl Peer {
         let mut len = 0;
         let out = &mut self.window_bytes[slot * size..(slot + 1) * size];
         let mut records = 0;
+        let copies_understood = self.them.is_some_and(|t| t.version >= 2);
         while let Some(r) = self.queue.front() {
+            let r = match r {
+                Record::Flow(f) if f.copy && !copies_understood => &Record::Flow(FlowRecord { copy: false, ..*f }),
+                r => r,
+            };
             match record::encode(r, &mut out[len..]) {
                 Some(n) => len += n,
                 None => break,

@@ -686,3 +686,49 @@ fn a_box_refuses_its_own_datagrams_sent_back() {
     assert!(a.poll_event().is_none(), "no new peer, no resync");
     assert!(a.counters().refused_replay > replays);
 }
+
+/// A box of the previous release (its hellos give no protocol version,
+/// and it refuses a flow record's copy flag) is sent copies as plain flow
+/// records, so that the two sync while an upgrade is half done; a box of
+/// this release gets the flag.
+#[test]
+fn a_peer_of_the_previous_release_is_sent_no_copy_flag() {
+    use sync::message::{self, Kind};
+    for previous in [true, false] {
+        let mut t = Time::from_secs(1000);
+        let mut a = Peer::new(Config::default(), keys(), [1; 32], t);
+        let mut b = Peer::new(Config::default(), keys(), [2; 32], t);
+        let mut buf = vec![0u8; message::MAX_LEN];
+        let mut got = Vec::new();
+        for round in 0..30 {
+            if round == 20 {
+                a.push(Record::Flow(FlowRecord { copy: true, ..flow(1, 1) }));
+            }
+            while let Some(n) = a.poll_transmit(t, &mut buf) {
+                b.handle_datagram(t, &buf[..n], |r| got.push(*r));
+            }
+            while let Some(n) = b.poll_transmit(t, &mut buf) {
+                let k = keys();
+                let (kind, mut h, _) = message::open(&k, &buf[..n]).unwrap();
+                let mut d = buf[..n].to_vec();
+                if previous && kind == Kind::Hello {
+                    // As the previous release seals its hellos: seq 0.
+                    h.seq = 0;
+                    let len = message::seal(&k, Kind::Hello, &h, &mut d, 0);
+                    d.truncate(len);
+                }
+                a.handle_datagram(t, &d, |_| {});
+            }
+            for p in [&mut a, &mut b] {
+                while let Some(e) = p.poll_event() {
+                    if let Event::Resync { id } = e {
+                        p.resync_done(id, 0);
+                    }
+                }
+            }
+            t = Time(t.as_nanos() + 100_000_000);
+        }
+        let flows: Vec<_> = got.iter().filter_map(|r| if let Record::Flow(f) = r { Some(*f) } else { None }).collect();
+        assert_eq!(flows, [FlowRecord { copy: !previous, ..flow(1, 1) }], "previous release: {previous}");
+    }
+}
