@@ -523,6 +523,16 @@ impl Thread {
         };
         if let Some(hubs) = new {
             let first = self.hubs.is_empty();
+            // An adoption the old rings' workers did not finish (they
+            // stopped: a port came back) is asked of the new ones, before
+            // anything of the peer reaches them: the workers kept their
+            // flow tables.
+            let unfinished = self.hubs.iter().any(|h| h.shared.adopt_done.load(Ordering::Acquire) != self.adoptions);
+            if self.adoptions != 0 && unfinished {
+                for h in &hubs {
+                    h.shared.adopt.store(self.adoptions, Ordering::Release);
+                }
+            }
             self.hubs = hubs;
             self.resync = None;
             self.lost_told = 0;
@@ -843,6 +853,84 @@ mod tests {
             !orphaned.is_empty()
         });
         assert_eq!(orphaned.iter().flat_map(|o| o.traffic.clone()).collect::<Vec<_>>(), counted.to_vec());
+        b.stop();
+    }
+
+    /// One box's worker: an engine and its rings, stepped by a thread of
+    /// its own until `stop`.
+    fn worker(mut sync: WorkerSync, mut engine: engine::Engine, stop: Arc<AtomicBool>) -> JoinHandle<engine::Engine> {
+        std::thread::spawn(move || {
+            sync.attach(&mut engine);
+            while !stop.load(Ordering::Relaxed) {
+                sync.step(&mut engine, monotonic_now(), |_| {});
+                std::thread::sleep(Duration::from_micros(200));
+            }
+            engine
+        })
+    }
+
+    /// Box a carries 50 answered UDP flows (no member policy): its engine
+    /// makes them from frames.
+    fn carrying(now: Time) -> engine::Engine {
+        use wire::build::{udp, Eth};
+        let eth =
+            Eth { src: wire::ethernet::MacAddr([2, 0, 0, 0, 0, 1]), dst: wire::ethernet::MacAddr([2; 6]), vlan: None };
+        let mut e = engine::Engine::new(engine::Config::default(), now);
+        e.sync_with_peer(1024);
+        let (inside, far) = ("10.0.0.1".parse().unwrap(), "192.0.2.1".parse().unwrap());
+        use engine::Side;
+        for port in 1000..1050u16 {
+            for (from, src, dst, sp, dp) in
+                [(Side::Inside, inside, far, port, 53), (Side::Outside, far, inside, 53, port)]
+            {
+                let mut b = vec![0u8; 256];
+                let n = udp(&mut b, &eth, src, dst, sp, dp, 8).unwrap();
+                b.truncate(n);
+                let mut v = [engine::Verdict::Held];
+                e.process(now, from, &mut [b], &mut v);
+                assert!(matches!(v[0], engine::Verdict::Forward(_)), "{v:?}");
+            }
+        }
+        e
+    }
+
+    /// The whole path of a restart: b holds copies of a's 50 flows; a
+    /// restarts (a new session, an empty table); b's sync thread asks its
+    /// worker to adopt the copies before any record of the new session
+    /// reaches it, so the new session's first resync sweeps none of them,
+    /// and b sends them to the new a.
+    #[test]
+    fn copies_survive_the_first_resync_of_a_restarted_peer() {
+        let two = Two::new();
+        let (at_a, at_b) = (two.a, two.b);
+        let now = monotonic_now();
+        let (b, a) = (two.start(at_b, at_a), two.start(at_a, at_b));
+        let stop = Arc::new(AtomicBool::new(false));
+        let b_worker =
+            worker(b.attach(1).pop().unwrap(), engine::Engine::new(engine::Config::default(), now), Arc::clone(&stop));
+        let a_stop = Arc::new(AtomicBool::new(false));
+        let a_worker = worker(a.attach(1).pop().unwrap(), carrying(now), Arc::clone(&a_stop));
+        let counter = |p: &Pair, name: &str| p.stats().counters.get(name).copied().unwrap_or(0);
+        until("b installing a's 50 flows", || counter(&b, "worker_installed") >= 50);
+        // a restarts with nothing.
+        a_stop.store(true, Ordering::Relaxed);
+        drop(a_worker.join());
+        a.stop();
+        let a = two.start(at_a, at_b);
+        let a_stop = Arc::new(AtomicBool::new(false));
+        let a_worker = worker(
+            a.attach(1).pop().unwrap(),
+            engine::Engine::new(engine::Config::default(), monotonic_now()),
+            Arc::clone(&a_stop),
+        );
+        until("both complete", || a.stats().complete && b.stats().complete && counter(&a, "worker_installed") >= 50);
+        assert_eq!(counter(&b, "worker_adopted"), 50, "{:?}", b.stats().counters);
+        assert_eq!(counter(&b, "worker_swept"), 0, "{:?}", b.stats().counters);
+        stop.store(true, Ordering::Relaxed);
+        a_stop.store(true, Ordering::Relaxed);
+        let (b_engine, a_engine) = (b_worker.join().unwrap(), a_worker.join().unwrap());
+        assert_eq!((b_engine.conntrack().len(), a_engine.conntrack().len()), (50, 50));
+        a.stop();
         b.stop();
     }
 }

@@ -40,6 +40,9 @@ pub struct SyncShared {
     /// before it installs anything more (stored before any record of the
     /// new session is pushed).
     pub adopt: AtomicU32,
+    /// The last adoption this worker finished (the sync thread asks new
+    /// rings for one the old ones did not finish).
+    pub adopt_done: AtomicU32,
     pub counts: SyncCounts,
 }
 
@@ -169,31 +172,44 @@ impl WorkerSync {
         });
         bump(&c.reported, sent);
         bump(&c.lost, lost);
-        let dumped = self.dump_some(engine, now);
-        if self.adopt_some(engine) {
-            // Nothing is installed or swept until every copy held before
-            // the other box restarted is this box's: its new session's
-            // resync must not sweep them.
-            return sent as usize + dumped;
+        // What may be installed this step, counted before the adoption
+        // asked for is read: the sync thread asks before it pushes any
+        // record of the peer's new session, so a record seen here comes
+        // with the request it followed (the ring's acquire).
+        let available = self.incoming.slots();
+        if self.adopt_some(engine, now) {
+            // Nothing is dumped, installed or swept until every copy held
+            // before the other box restarted is this box's: its new
+            // session's resync must not sweep them, nor this box's resync
+            // to it call them copies.
+            return sent as usize;
         }
-        let installed = self.install_some(engine, now, prime);
+        let dumped = self.dump_some(engine, now);
+        let installed = self.install_some(engine, now, prime, available);
         self.sweep_some(engine);
         sent as usize + dumped + installed
     }
 
     /// A slice of the adoption the sync thread asked for, if one is due;
-    /// true while it goes on.
-    fn adopt_some(&mut self, engine: &mut Engine) -> bool {
-        let asked = self.shared.adopt.load(Ordering::Acquire);
-        if asked != self.adopted && self.adopting.is_none() {
+    /// true while it goes on (and in the step that ends it: an adoption
+    /// asked meanwhile starts in the next).
+    fn adopt_some(&mut self, engine: &mut Engine, now: Time) -> bool {
+        if self.adopting.is_none() {
+            let asked = self.shared.adopt.load(Ordering::Acquire);
+            if asked == self.adopted {
+                return false;
+            }
             self.adopted = asked;
             self.adopting = Some(0);
         }
         let Some(from) = self.adopting else { return false };
         let mut n = 0;
-        self.adopting = engine.adopt_synced(from, ADOPT_SLICE, &mut n);
+        self.adopting = engine.adopt_synced(now, from, ADOPT_SLICE, &mut n);
         bump(&self.shared.counts.adopted, n);
-        self.adopting.is_some()
+        if self.adopting.is_none() {
+            self.shared.adopt_done.store(self.adopted, Ordering::Release);
+        }
+        true
     }
 
     /// A slice of the resync the sync thread asked for, if one is asked
@@ -231,9 +247,15 @@ impl WorkerSync {
         n
     }
 
-    fn install_some(&mut self, engine: &mut Engine, now: Time, mut prime: impl FnMut(IpAddr)) -> usize {
+    fn install_some(
+        &mut self,
+        engine: &mut Engine,
+        now: Time,
+        mut prime: impl FnMut(IpAddr),
+        available: usize,
+    ) -> usize {
         let c = &self.shared.counts;
-        let n = self.incoming.slots().min(INSTALL_BATCH);
+        let n = available.min(INSTALL_BATCH);
         for _ in 0..n {
             let Ok(r) = self.incoming.pop() else { break };
             match r {
@@ -294,8 +316,9 @@ mod tests {
     use engine::conntrack::ProtoState;
     use engine::{Config, Side, Synced};
 
-    /// An answered UDP flow the other box reports (no member policy here).
-    fn copy(port: u16) -> Record {
+    /// An answered UDP flow the other box reports as its own (no member
+    /// policy here).
+    fn reported(port: u16) -> Record {
         let k = wire::FlowKey::v4([10, 0, 0, 1].into(), [192, 0, 2, 1].into(), wire::flow::proto::UDP, port, 53);
         Record::Flow(FlowRecord::from_synced(&Synced {
             keys: [k, k.reversed()],
@@ -339,12 +362,12 @@ mod tests {
                 hub.incoming.push(*r).unwrap();
             }
         };
-        push(hub, &[Record::ResyncBegin { id: 1 }, copy(1), copy(2), Record::ResyncEnd { id: 1, flows: 2 }]);
+        push(hub, &[Record::ResyncBegin { id: 1 }, reported(1), reported(2), Record::ResyncEnd { id: 1, flows: 2 }]);
         steps(w, &mut engine, now);
         assert_eq!(engine.conntrack().len(), 2);
         // The peer restarts: the request, then its new session's resync.
         hub.shared.adopt.store(1, Ordering::Release);
-        push(hub, &[Record::ResyncBegin { id: 1 }, copy(3), Record::ResyncEnd { id: 1, flows: 1 }]);
+        push(hub, &[Record::ResyncBegin { id: 1 }, reported(3), Record::ResyncEnd { id: 1, flows: 1 }]);
         steps(w, &mut engine, now);
         assert_eq!(engine.conntrack().len(), 3, "the copies of the old session were swept");
         assert_eq!(hub.shared.counts.adopted.load(Ordering::Relaxed), 2);

@@ -187,9 +187,13 @@ fn copies_adopted_when_the_peer_restarts_survive_its_first_resync() {
     let mut adopted = 0;
     let mut at = Some(0);
     while let Some(from) = at {
-        at = b.e.adopt_synced(from, 1000, &mut adopted);
+        at = b.e.adopt_synced(now, from, 1000, &mut adopted);
     }
     assert_eq!(adopted, 1);
+    // Due one timeout after the adoption at the latest (the copy's grace
+    // had added a whole one on top of what a said was left).
+    let expires = b.e.conntrack().iter().next().unwrap().1.expires;
+    assert!(expires <= now + engine::Timeouts::default().tcp_established, "{expires:?}");
     // The new session's resync (id 1) names nothing: nothing is swept.
     let mut swept = 0;
     assert_eq!(b.e.sweep_unnamed(1, 0, usize::MAX, &mut swept), None);
@@ -226,7 +230,7 @@ fn a_flow_the_other_box_carries_again_is_a_copy_here_again() {
     // a restarts; b adopts its copy and sends it to the new a in its resync.
     let mut a = Box_::new(now);
     let mut adopted = 0;
-    while b.e.adopt_synced(0, usize::MAX, &mut adopted).is_some() {}
+    while b.e.adopt_synced(now, 0, usize::MAX, &mut adopted).is_some() {}
     assert_eq!(adopted, 1);
     let dumped = b.e.export(now, f).unwrap();
     assert!(!dumped.copy, "adopted: b's own");

@@ -181,7 +181,10 @@ impl Engine {
             f.synced = true;
             f.state = state;
             f.answered |= s.answered;
-            let deadline = grace(f.timeout(timeouts));
+            // A copy the other box holds says what is left there, no more:
+            // a flow both boxes hold as a copy (each took the other's
+            // report) is not kept alive by their resyncs.
+            let deadline = if s.copy { now + s.remaining } else { grace(f.timeout(timeouts)) };
             f.expires = f.expires.max(deadline);
             self.counters.flows_evicted_half_open += u64::from(self.ct.settle(hit.flow));
             self.ct.name_in_resync(hit.flow, resync);
@@ -268,12 +271,23 @@ impl Engine {
     /// are the only ones. Its first resync must not sweep them (an idle
     /// connection this box carried meanwhile would lose its state and its
     /// NAT port); from now on this box reports their changes and ends.
-    pub fn adopt_synced(&mut self, from: u32, budget: usize, adopted: &mut u64) -> Option<u32> {
+    ///
+    /// A copy's deadline had a whole timeout of grace on top of what the
+    /// other box said was left ([`install`](Self::install)): adopted at
+    /// `now`, it is due one timeout after `now` at the latest, as if its
+    /// last packet passed then (else an idle copy could stay a day).
+    pub fn adopt_synced(&mut self, now: Time, from: u32, budget: usize, adopted: &mut u64) -> Option<u32> {
         let end = (from as usize).saturating_add(budget).min(self.ct.capacity());
         for i in from..end as u32 {
-            let f = self.ct.flow_mut(i);
+            let (f, timeouts) = self.ct.flow_and_timeouts(i);
             if f.is_live() && f.synced {
                 f.synced = false;
+                let due = now + f.timeout(timeouts);
+                if due < f.expires {
+                    f.expires = due;
+                    // The wheel is lazy about later deadlines, not earlier ones.
+                    self.ct.reschedule(i);
+                }
                 *adopted += 1;
             }
         }
