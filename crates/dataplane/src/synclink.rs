@@ -181,8 +181,9 @@ impl WorkerSync {
             // Nothing is dumped, installed or swept until every copy held
             // before the other box restarted is this box's: its new
             // session's resync must not sweep them, nor this box's resync
-            // to it call them copies.
-            return sent as usize;
+            // to it call them copies. Work was done: the worker steps
+            // again soon instead of napping.
+            return sent as usize + 1;
         }
         let dumped = self.dump_some(engine, now);
         let installed = self.install_some(engine, now, prime, available);
