@@ -93,11 +93,14 @@ pub struct WorkerSetup {
 }
 
 /// What a stopped worker leaves for the one started after it: its engine
-/// (flows, NAT bindings, accounts) and the policy generation it ran.
+/// (flows, NAT bindings, accounts), the policy generation it ran and, in
+/// a pair, its rings to the sync thread (what the other box sent meanwhile
+/// waits in them, acknowledged already: new rings would lose it).
 #[derive(Debug)]
 pub struct Kept {
     pub engine: engine::Engine,
     pub generation: Option<Arc<Generation>>,
+    pub sync: Option<synclink::WorkerSync>,
 }
 
 /// Why [`Dataplane::try_start`] failed, with the state of every worker
@@ -184,7 +187,7 @@ impl Dataplane {
                 let _ = pinned_tx.send(pinned);
                 drop(pinned_tx);
                 if !ok {
-                    return setup.engine.map(|engine| Kept { engine, generation: setup.generation });
+                    return setup.engine.map(|engine| Kept { engine, generation: setup.generation, sync: None });
                 }
                 let now = worker::monotonic_now();
                 let w = worker::Worker::new(setup.config, setup.ports, ends, setup.egress, shared2, setup.engine, now);
@@ -195,8 +198,9 @@ impl Dataplane {
                 Err(e) => {
                     // The setup moved into the closure that failed to
                     // spawn is gone with it; the others are handed back.
-                    let rest =
-                        setups.map(|(s, _)| s.engine.map(|engine| Kept { engine, generation: s.generation })).collect();
+                    let rest = setups
+                        .map(|(s, _)| s.engine.map(|engine| Kept { engine, generation: s.generation, sync: None }))
+                        .collect();
                     return Err(stop_all(threads, rest, e));
                 }
             }

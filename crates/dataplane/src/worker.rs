@@ -482,7 +482,7 @@ impl Worker {
         let stranded: usize = self.handoff.outboxes.iter().flatten().map(crate::handoff::Outbox::stranded).sum();
         self.counters.drop_n(Drop::HandoffWorkerGone, stranded as u64);
         self.publish(now);
-        crate::Kept { engine: self.engine, generation: self.generation }
+        crate::Kept { engine: self.engine, generation: self.generation, sync: self.sync }
     }
 
     /// Waits until a port has frames or the timeout passes (see [`Idle::Sleep`]).

@@ -484,3 +484,51 @@ fn live_workers_answer_concurrent_queries_while_traffic_flows() {
     assert_eq!(t.dataplane.flow_queries_abandoned, 0);
     assert_eq!(queries.query(&FlowFilter::default(), 1, Duration::from_secs(1)), Err(QueryError::Stopped));
 }
+
+/// A pair's box whose workers restart (a port came back) keeps their
+/// rings to the sync thread: what the other box sent while they were
+/// stopped, acknowledged to it already, is installed when they start
+/// again (new rings lost it, and the other box never sent it again).
+#[test]
+fn restarted_workers_keep_their_rings_to_the_sync_thread() {
+    use engine::conntrack::ProtoState;
+    use engine::{Side, Synced};
+    use std::sync::atomic::Ordering;
+    let ports: Vec<_> = (0..WORKERS).map(|_| (port("inside", 0), port("outside", 1))).collect();
+    let (syncs, mut hubs) = dataplane::synclink::links(WORKERS);
+    let dp =
+        Dataplane::try_start_synced(workers_on(&ports, |_| {}), Some(published(64)), syncs).expect("workers start");
+    let (_, kept) = dp.stop_keeping_engines();
+    assert!(kept.iter().all(|k| k.as_ref().is_some_and(|k| k.sync.is_some())), "{kept:?}");
+    // While they are stopped, the other box reports a flow.
+    let k = wire::FlowKey::v4(device(3), DNS, wire::flow::proto::UDP, 4000, 53);
+    let reported = Synced {
+        keys: [k, k.reversed()],
+        orig_side: Side::Inside,
+        reply_side: Side::Outside,
+        answered: true,
+        state: ProtoState::Udp,
+        remaining: Duration::from_secs(100),
+        member_id: None,
+        nat: None,
+        packets: [1, 1],
+        bytes: [80, 80],
+        copy: false,
+    };
+    hubs[0].incoming.push(sync::Record::Flow(sync::FlowRecord::from_synced(&reported))).unwrap();
+    // Started again with their engines and their rings.
+    let mut setups = workers_on(&ports, |_| {});
+    let mut syncs = Vec::new();
+    for (s, k) in setups.iter_mut().zip(kept) {
+        let k = k.expect("every worker left its state");
+        (s.engine, s.generation) = (Some(k.engine), k.generation);
+        syncs.push(k.sync.expect("and its rings"));
+    }
+    let dp = Dataplane::try_start_synced(setups, Some(published(64)), syncs).expect("workers start again");
+    let end = std::time::Instant::now() + Duration::from_secs(10);
+    while hubs[0].shared.counts.installed.load(Ordering::Relaxed) == 0 {
+        assert!(std::time::Instant::now() < end, "the flow sent meanwhile was never installed");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    dp.stop();
+}
