@@ -1175,11 +1175,9 @@ impl Running {
         // back) when every worker left its own: what the sync thread put in
         // them meanwhile, acknowledged to the other box already, is
         // installed, not lost with new rings.
-        let rings = kept.len() == plan.workers && kept.iter().all(|k| k.as_ref().is_some_and(|k| k.sync.is_some()));
-        let mut syncs: Vec<_> = kept.iter_mut().filter_map(|k| k.as_mut().and_then(|k| k.sync.take())).collect();
-        if !rings {
-            syncs.clear();
-        }
+        let rings = (kept.len() == plan.workers)
+            .then(|| kept.iter_mut().map(|k| k.as_mut().and_then(|k| k.sync.take())).collect::<Option<Vec<_>>>())
+            .flatten();
         kept.resize_with(plan.workers, || None);
         let router_cfg = router::RouterConfig {
             icmp_rate: config.router.icmp_errors_per_second,
@@ -1214,8 +1212,7 @@ impl Running {
             .collect();
         let policy = Some(Arc::clone(published));
         let started = match pair {
-            Some(_) if rings => Dataplane::try_start_synced(setups, policy, syncs),
-            Some(p) => Dataplane::try_start_synced(setups, policy, p.attach(plan.workers)),
+            Some(p) => Dataplane::try_start_synced(setups, policy, rings.unwrap_or_else(|| p.attach(plan.workers))),
             None => Dataplane::try_start(setups, policy),
         };
         let dp = started.map_err(|e| (Failure::system("cannot start the workers", e.error), e.kept))?;

@@ -773,9 +773,7 @@ mod tests {
             let cfg = PairConfig { local, peer, key_file: PathBuf::new(), ready_file: None, max_datagram: 1452 };
             Pair::start(&cfg, Keys::parse(&self.key).expect("the key parses"), true).expect("a box starts")
         }
-    }
 
-    impl Two {
         /// Both boxes started (one worker's rings each, which nothing reads:
         /// no flows here) and met, and a's count of member 7 told to b.
         #[allow(clippy::type_complexity)]
@@ -872,13 +870,13 @@ mod tests {
     /// Box a carries 50 answered UDP flows (no member policy): its engine
     /// makes them from frames.
     fn carrying(now: Time) -> engine::Engine {
+        use engine::Side;
         use wire::build::{udp, Eth};
         let eth =
             Eth { src: wire::ethernet::MacAddr([2, 0, 0, 0, 0, 1]), dst: wire::ethernet::MacAddr([2; 6]), vlan: None };
         let mut e = engine::Engine::new(engine::Config::default(), now);
         e.sync_with_peer(1024);
         let (inside, far) = ("10.0.0.1".parse().unwrap(), "192.0.2.1".parse().unwrap());
-        use engine::Side;
         for port in 1000..1050u16 {
             for (from, src, dst, sp, dp) in
                 [(Side::Inside, inside, far, port, 53), (Side::Outside, far, inside, 53, port)]

@@ -197,6 +197,8 @@ impl Nonces {
 /// that says a flow record is the sender's copy of the receiver's flow,
 /// which release 1 refuses, so it is left out for a peer below 2.
 pub const PROTOCOL: u64 = 2;
+/// The version from which a peer reads the copy flag.
+const COPIES_SINCE: u64 = 2;
 
 #[derive(Clone, Copy, Debug)]
 struct Them {
@@ -818,7 +820,7 @@ impl Peer {
         let mut len = 0;
         let out = &mut self.window_bytes[slot * size..(slot + 1) * size];
         let mut records = 0;
-        let copies_understood = self.them.is_some_and(|t| t.version >= 2);
+        let copies_understood = self.them.is_some_and(|t| t.version >= COPIES_SINCE);
         while let Some(r) = self.queue.front() {
             let r = match r {
                 Record::Flow(f) if f.copy && !copies_understood => &Record::Flow(FlowRecord { copy: false, ..*f }),
