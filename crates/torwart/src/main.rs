@@ -234,8 +234,8 @@ struct BenchArgs {
     /// Measured seconds per core.
     #[arg(long, default_value_t = 5.0)]
     seconds: f64,
-    /// Frames per batch.
-    #[arg(long, default_value_t = 32)]
+    /// Frames per batch (the daemon's `io.batch` default).
+    #[arg(long, default_value_t = 64)]
     batch: usize,
     /// Offered load per core in Mpps: the rate at which virtual time passes.
     #[arg(long, default_value_t = 1.0)]

@@ -24,7 +24,10 @@ impl Engine {
     /// Connection tracking and policy for the packet in `lane`, which has
     /// a transport key. Returns the verdict, the flow the packet belongs to
     /// and, if it is forwarded on a member's flow, the account it was
-    /// charged to.
+    /// charged to. Inlined into pass 3 (a call per packet cost about 50
+    /// instructions of saved registers and a returned triple); the slow
+    /// path it calls for a packet without a flow is not.
+    #[inline(always)]
     pub(super) fn track(
         &mut self,
         now: Time,
