@@ -137,7 +137,8 @@ impl Engine {
     /// together: (a) guess the entry from its bucket (prefetched in pass 1)
     /// and fetch its flow; (b) confirm the guess against the key (or look
     /// up in full), then fetch what pass 3 reads about the flow's member
-    /// (its account and, when shaping, its shaper state in this direction).
+    /// (its account and, when shaping, its shaper state in this direction),
+    /// or for a packet without a flow what making one will read first.
     /// With many flows and members none of it is in cache, and each would
     /// be a miss that the packet waits for alone.
     #[inline]
@@ -145,8 +146,9 @@ impl Engine {
         // Frames from the inside are their members' uploads (a hairpinned
         // frame is both, and its upload is shaped first).
         let dir = if from == Side::Inside { UP } else { DOWN };
-        let Engine { parsed, hashes, hits, guesses, ct, accounts, shaping, .. } = self;
+        let Engine { parsed, hashes, hits, guesses, ct, accounts, shaping, policy, .. } = self;
         let metas = &metas[..n.min(metas.len()).min(MAX_BATCH)];
+        let mut misses = 0;
         // Lane `i` of `metas` is lane `Lane(i)` of the engine's arrays
         // (`metas` holds at most MAX_BATCH, so the cast keeps `i`).
         let wanted = |l: Lane, m: &Meta| parsed[l] && lookup_first(m);
@@ -169,6 +171,19 @@ impl Engine {
                         accounts.prefetch(account);
                         if let Some(sh) = shaping {
                             sh.prefetch(account, dir);
+                        }
+                    }
+                } else {
+                    // A packet without a flow (one in a hundred) will make
+                    // one in pass 3: fetch the flow it will take and the
+                    // policy's entry for its source, each a miss it would
+                    // otherwise wait for there (campus-10x ran 2-12 % faster).
+                    ct.prefetch_free(misses);
+                    misses += 1;
+                    if let (Some(p), Side::Inside) = (policy.as_deref(), from) {
+                        match m.key.src_ip() {
+                            core::net::IpAddr::V4(a) => p.prefetch_inside_v4(a),
+                            core::net::IpAddr::V6(a) => p.prefetch_inside_v6(a),
                         }
                     }
                 }
