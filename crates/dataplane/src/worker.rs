@@ -753,15 +753,7 @@ impl Worker {
             accounts: self.engine.accounts().iter().copied().collect(),
             egress: self.egress.stats(),
             shaper: self.engine.shaper_stats(),
-            shaped: self
-                .engine
-                .accounts()
-                .iter()
-                .filter_map(|a| {
-                    let s = self.engine.member_shaping(a.member_id)?;
-                    (s[0].is_some() || s[1].is_some()).then_some((a.member_id, s))
-                })
-                .collect(),
+            shaped: self.engine.shaped_members().collect(),
             shaper_held: self.engine.shaper_held(),
             waiting: self.egress.waiting(),
             timeouts: *self.timeouts.last(),

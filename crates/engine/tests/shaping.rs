@@ -149,6 +149,9 @@ fn a_test_account_is_held_to_its_plan() {
     // At 2 Mbit/s one 1000-byte frame takes 4 ms on the wire: the shaper
     // keeps at least 4 frames' time before it calls a packet a flood.
     assert!(s.last_sojourn_ns <= 4 * 4 * MS + 2 * 4 * MS, "{s:?}");
+    // The walk the worker's stats take finds the member, as the lookup by id does.
+    let shaped: Vec<_> = r.e.shaped_members().collect();
+    assert_eq!(shaped, vec![(102, r.e.member_shaping(102).unwrap())]);
 }
 
 #[test]

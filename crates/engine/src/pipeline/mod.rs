@@ -309,8 +309,22 @@ impl Engine {
 
     /// A member's shaping (upload, download) on this core, if it is shaped here.
     pub fn member_shaping(&self, member_id: u32) -> Option<[Option<shaper::MemberStats>; 2]> {
+        let sh = self.shaping.as_ref()?;
         let slot = self.accounts.slot_of(member_id)?;
-        Some(self.shaping.as_ref()?.member_stats(slot, self.last_now.0))
+        Some(sh.member_stats(slot, self.last_now.0))
+    }
+
+    /// `(member id, shaping)` of every member shaped on this core in
+    /// either direction: a walk of the accounts by slot (no lookup by id
+    /// per member), and none at all when shaping is off.
+    pub fn shaped_members(&self) -> impl Iterator<Item = (u32, [Option<shaper::MemberStats>; 2])> + '_ {
+        let now = self.last_now.0;
+        let sh = self.shaping.as_ref();
+        let accounts = if sh.is_some() { self.accounts.len() } else { 0 };
+        (0..accounts as u32).filter_map(move |slot| {
+            let s = sh?.member_stats(slot, now);
+            (s[0].is_some() || s[1].is_some()).then(|| (self.accounts.member_id(slot), s))
+        })
     }
 
     /// Frames the shapers hold now.
