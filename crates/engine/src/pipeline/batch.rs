@@ -24,9 +24,9 @@ use wire::FrameBuf;
 /// How many packets apart pass 2 guesses a lookup's entry (and fetches its
 /// flow) and confirms it (and fetches the member's state): a whole batch of
 /// the daemon's default size, so that every flow of such a batch is on its
-/// way before the first is confirmed. With flows far beyond the caches a
-/// flow's lines take longer to come than eight packets' guesses (the value
-/// until session 20: 7-10 % slower, docs/benchmarks.md).
+/// way before the first is confirmed. A flow's lines take longer to come
+/// from memory than eight packets' guesses take (8 until session 20: about
+/// a tenth slower on campus-2018, docs/benchmarks.md).
 const LOOKUP_AHEAD: usize = 64;
 
 /// How many frames ahead pass 1 prefetches the headers it parses next: a
