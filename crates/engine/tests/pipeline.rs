@@ -514,3 +514,31 @@ fn a_fragmented_tcp_segment_does_not_wedge_the_connection() {
     // The server acknowledges all of it.
     assert_eq!(h.tcp(false, 5001, 2401, A, 0), IN_);
 }
+
+/// A batch's flows are looked up before any of its packets is decided, so
+/// a packet whose flow an earlier packet of the same batch made or ended
+/// must be looked up again. One batch of 70 frames (more than the daemon's
+/// 64 a batch) opens ten flows and carries six more packets of each; the
+/// next batch, past the flows' deadline but before the timers ran, meets
+/// each expired flow first, then its next packet.
+#[test]
+fn flows_made_or_ended_by_a_batch_are_seen_by_its_later_packets() {
+    let mut h = Harness::new();
+    let udp = |port: u16| frame(|b| build::udp(b, &IN, CLIENT, SERVER, port, 53, 10));
+    let run = |h: &mut Harness, rounds: usize| {
+        let mut batch: Vec<Vec<u8>> = (0..rounds).flat_map(|_| (0..10).map(|i| udp(6000 + i))).collect();
+        let mut v = vec![Verdict::Held; batch.len()];
+        h.e.process(h.now, Side::Inside, &mut batch, &mut v);
+        assert!(v.iter().all(|x| *x == OUT_), "{v:?}");
+    };
+    run(&mut h, 7);
+    let c = h.e.counters();
+    assert_eq!((c.flows_created, c.fast_path), (10, 60));
+    assert_eq!(h.e.conntrack().len(), 10);
+    // Unanswered UDP lasts 30 s.
+    h.now = h.now + Duration::from_secs(31);
+    run(&mut h, 2);
+    let c = h.e.counters();
+    assert_eq!((c.flows_expired, c.flows_created, c.fast_path), (10, 20, 70));
+    assert_eq!(h.e.conntrack().len(), 10);
+}
