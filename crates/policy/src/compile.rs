@@ -40,7 +40,8 @@ use crate::error::{PolicyError, Problem, Rule, Table};
 use crate::interval::{Bits, Intervals};
 use crate::model::{BlockDirection, Member, MemberDb, NetworkKind, Plan, PortForward, PublicAddress, Rates, Status};
 use crate::policy::{
-    forward_key, Forward, ForwardRule, MemberInfo, MemberRef, Opening, PlanInfo, Policy, PublicRange, RangeSet,
+    forward_key, Forward, ForwardRule, MemberInfo, MemberRef, Opening, PlanInfo, Policy, PortRange, PublicRange,
+    PublicSlot, RangeSet,
 };
 use crate::prefix::IpPrefix;
 use crate::special::{special, Described};
@@ -85,9 +86,8 @@ pub fn compile_with_key(db: &MemberDb, generation: u64, key: [u64; 4]) -> Result
         v6_tables: inside.v6_tables,
         v6_long: inside.v6_long,
         public_index: public.index,
-        public_keys: public.keys,
-        public_last: public.last,
-        public_member: public.member,
+        public_ranges: public.ranges,
+        public_span: public.span,
         forwards: HashMap::with_hasher(hasher),
         internal: nets.internal,
         boxes: nets.boxes,
@@ -132,12 +132,11 @@ struct Inside {
     by_member: Vec<(MemberRef, IpPrefix)>,
 }
 
-/// The public ranges, sorted by address then first port.
+/// The public addresses: each one's slot, the ranges of shared ones.
 struct PublicTable {
-    index: AddrTable<u32>,
-    keys: Vec<u64>,
-    last: Vec<u16>,
-    member: Vec<MemberRef>,
+    index: AddrTable<u32, PublicSlot>,
+    ranges: Vec<PortRange>,
+    span: (u32, u32),
 }
 
 impl Cx {
@@ -290,25 +289,30 @@ impl Cx {
         infos: &mut [MemberInfo],
         hasher: &RandomState,
     ) -> PublicTable {
-        let shared = self.public_ranges(&db.public_addresses, member_ref, &nets.box_v4);
-        let mut keys = Vec::with_capacity(shared.len());
-        let mut last = Vec::with_capacity(shared.len());
-        let mut member = Vec::with_capacity(shared.len());
-        for p in &shared {
-            keys.push(u64::from(p.address.to_bits()) << 16 | u64::from(p.first));
-            last.push(p.last);
-            member.push(p.member);
-            infos[p.member.index()].public =
-                Some(PublicRange { address: p.address, first_port: p.first, last_port: p.last });
+        // Sorted by address, then port; disjoint.
+        let public = self.public_ranges(&db.public_addresses, member_ref, &nets.box_v4);
+        let mut slots = Vec::new();
+        let mut ranges = Vec::new();
+        for run in public.chunk_by(|a, b| a.address == b.address) {
+            for p in run {
+                infos[p.member.index()].public =
+                    Some(PublicRange { address: p.address, first_port: p.first, last_port: p.last });
+            }
+            let slot = match run {
+                [p] => PublicSlot::sole(p.member, p.first, p.last),
+                _ => {
+                    let start = ranges.len() as u32;
+                    ranges.extend(run.iter().map(|p| PortRange { first: p.first, last: p.last, member: p.member }));
+                    PublicSlot::shared(start, run.len() as u32)
+                }
+            };
+            slots.push((run[0].address.to_bits(), slot));
         }
-        // The first range of each public address (ranges are sorted by address, then port).
-        let firsts: Vec<(u32, u32)> = keys
-            .iter()
-            .enumerate()
-            .filter(|&(i, &k)| i == 0 || keys[i - 1] >> 16 != k >> 16)
-            .map(|(i, &k)| ((k >> 16) as u32, i as u32))
-            .collect();
-        PublicTable { index: AddrTable::build(firsts.into_iter(), hasher.clone()), keys, last, member }
+        let span = match (public.first(), public.last()) {
+            (Some(lo), Some(hi)) => (lo.address.to_bits(), hi.address.to_bits()),
+            _ => (1, 0),
+        };
+        PublicTable { index: AddrTable::build(slots.into_iter(), hasher.clone()), ranges, span }
     }
 
     /// Step 5: port forwards: a port of the member's own range to one of

@@ -28,7 +28,7 @@
 use core::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::collections::HashMap;
 
-use crate::table::AddrTable;
+use crate::table::{AddrTable, Value};
 use ahash::RandomState;
 
 use crate::interval::Intervals;
@@ -174,12 +174,13 @@ pub struct Policy {
     pub(crate) v6_tables: Vec<(u8, AddrTable<u64>)>,
     /// Some member prefix is longer than /64 (then `inside_v6` answers).
     pub(crate) v6_long: bool,
-    /// Public address → index of its first range in `public_keys`.
-    pub(crate) public_index: AddrTable,
-    /// Keys `address << 16 | first_port`, sorted; parallel last ports and owners.
-    pub(crate) public_keys: Vec<u64>,
-    pub(crate) public_last: Vec<u16>,
-    pub(crate) public_member: Vec<MemberRef>,
+    /// Public address → its member and port range, or where its ranges
+    /// lie in `public_ranges` if members share it.
+    pub(crate) public_index: AddrTable<u32, PublicSlot>,
+    /// The ranges of shared public addresses, by address, then port.
+    pub(crate) public_ranges: Vec<PortRange>,
+    /// The lowest and highest public address (`lo > hi` if there are none).
+    pub(crate) public_span: (u32, u32),
     /// Key `address << 24 | protocol << 16 | port`.
     pub(crate) forwards: HashMap<u64, Forward, RandomState>,
     /// `internal` ∪ `box` networks (member addresses lie inside `internal` ones: a compile rule).
@@ -192,20 +193,59 @@ pub struct Policy {
     pub(crate) blocks: Vec<(IpPrefix, BlockDirection)>,
 }
 
-/// How many of `run`'s first keys (sorted, `address << 16 | first port`,
-/// the first one `a`'s) belong to address `a`: galloping, then a binary
-/// search within the last step, so O(log n) reads of the address's own
-/// neighbourhood.
-#[inline]
-fn address_run(run: &[u64], a: u64) -> usize {
-    let mut lo = 1;
-    let mut hi = 2;
-    while hi < run.len() && run[hi] >> 16 == a {
-        lo = hi;
-        hi = hi.saturating_mul(2);
+/// What [`Policy::public_index`] holds for a public address. Most
+/// addresses have one member, and then the slot answers a lookup by
+/// itself: one cache line per packet, where a search of the ranges read
+/// three (the key, the last port and the member were separate arrays).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct PublicSlot {
+    /// One member's address: the member's index. A shared address:
+    /// [`SHARED`] and the index of its first range in `public_ranges`.
+    value: u32,
+    /// One member's address: the first and last port of its range. A
+    /// shared address: its number of ranges, high and low half.
+    a: u16,
+    b: u16,
+}
+
+/// [`PublicSlot::value`] of an address that members share.
+const SHARED: u32 = 1 << 31;
+
+impl PublicSlot {
+    /// The slot of an address whose only range is `first..=last` of `m`.
+    pub(crate) fn sole(m: MemberRef, first: u16, last: u16) -> PublicSlot {
+        PublicSlot { value: m.0, a: first, b: last }
     }
-    let hi = hi.min(run.len());
-    lo + run[lo..hi].partition_point(|&k| k >> 16 <= a)
+
+    /// The slot of an address shared by the `count` ranges that start at
+    /// `start` in `public_ranges` (both below 2³¹: one range per member).
+    pub(crate) fn shared(start: u32, count: u32) -> PublicSlot {
+        debug_assert!(start < SHARED && count >= 2);
+        PublicSlot { value: SHARED | start, a: (count >> 16) as u16, b: count as u16 }
+    }
+
+    /// `Ok(member, first, last)` for one member's address, else `Err(ranges)`.
+    #[inline]
+    fn get(self) -> Result<(MemberRef, u16, u16), core::ops::Range<usize>> {
+        if self.value & SHARED == 0 {
+            return Ok((MemberRef(self.value), self.a, self.b));
+        }
+        let start = (self.value & !SHARED) as usize;
+        Err(start..start + ((self.a as usize) << 16 | self.b as usize))
+    }
+}
+
+impl Value for PublicSlot {
+    /// `SHARED` with the largest start: no policy has 2³¹ ranges.
+    const EMPTY: PublicSlot = PublicSlot { value: u32::MAX, a: 0, b: 0 };
+}
+
+/// One member's port range on a shared public address.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct PortRange {
+    pub(crate) first: u16,
+    pub(crate) last: u16,
+    pub(crate) member: MemberRef,
 }
 
 /// The mask of the first `len` (0 to 64) bits of the upper half of an IPv6 address.
@@ -297,28 +337,23 @@ impl Policy {
     /// comparison pair, which spares the lookup for most destinations.
     #[inline]
     pub fn may_be_public(&self, addr: Ipv4Addr) -> bool {
-        let a = u64::from(addr.to_bits());
-        match (self.public_keys.first(), self.public_keys.last()) {
-            (Some(&lo), Some(&hi)) => lo >> 16 <= a && a <= hi >> 16,
-            _ => false,
-        }
+        let (lo, hi) = self.public_span;
+        (lo..=hi).contains(&addr.to_bits())
     }
 
     /// The member whose public address is `addr` and whose port range holds `port`.
     #[inline]
     pub fn member_of_public(&self, addr: Ipv4Addr, port: u16) -> Option<MemberRef> {
-        let first = self.public_index.get(addr.to_bits())? as usize;
-        // The address's ranges start at `first`: one for an address of its
-        // own (the common case, one comparison); for an address that
-        // members share, the end of its ranges is found by galloping from
-        // `first`, so the search reads the few lines its ranges lie in, not
-        // a binary search's worth of lines across every public range.
-        let a = u64::from(addr.to_bits());
-        let run = &self.public_keys[first..];
-        let len = if run.get(1).is_some_and(|&k| k >> 16 == a) { address_run(run, a) } else { 1 };
-        let key = a << 16 | u64::from(port);
-        let i = first + run[..len].partition_point(|&k| k <= key).checked_sub(1)?;
-        (port <= self.public_last[i]).then(|| self.public_member[i])
+        match self.public_index.get(addr.to_bits())?.get() {
+            Ok((m, first, last)) => (first <= port && port <= last).then_some(m),
+            // A shared address's ranges lie together, a handful of 8-byte
+            // entries: a binary search among them reads a line or two.
+            Err(ranges) => {
+                let ranges = self.public_ranges.get(ranges)?;
+                let r = ranges[..ranges.partition_point(|r| r.first <= port)].last()?;
+                (port <= r.last).then_some(r.member)
+            }
+        }
     }
 
     /// The member of public address `addr` when it is the address's only
@@ -326,10 +361,7 @@ impl Policy {
     /// later fragment, another protocol) to that address belongs to.
     #[inline]
     pub fn sole_member_of_public(&self, addr: Ipv4Addr) -> Option<MemberRef> {
-        let first = self.public_index.get(addr.to_bits())? as usize;
-        let a = u64::from(addr.to_bits());
-        let shared = self.public_keys.get(first + 1).is_some_and(|&k| k >> 16 == a);
-        (!shared).then(|| self.public_member[first])
+        self.public_index.get(addr.to_bits())?.get().ok().map(|(m, _, _)| m)
     }
 
     /// Hints the CPU to load what [`member_of_inside`](Self::member_of_inside)

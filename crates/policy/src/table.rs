@@ -1,7 +1,7 @@
 //! [`AddrTable`]: the per-packet map from an address (IPv4 bits, or the
-//! upper 64 bits of an IPv6 prefix) to a `u32` (a member index, an index
-//! into the public ranges), built once per policy generation and never
-//! changed.
+//! upper 64 bits of an IPv6 prefix) to a small value (a member index, a
+//! public address's port ranges), built once per policy generation and
+//! never changed.
 //!
 //! Why not a `HashMap`: steering asks it once per received frame, before
 //! anything else, so its cost is the first cache miss of every packet. This
@@ -22,30 +22,38 @@
 use ahash::RandomState;
 use core::hash::Hash;
 
-/// The value of an empty slot (values are indexes far below it).
-const EMPTY: u32 = u32::MAX;
+/// A value an [`AddrTable`] holds: one value marks a free slot.
+pub(crate) trait Value: Copy + Eq {
+    /// The value of a free slot, never stored.
+    const EMPTY: Self;
+}
 
-/// An immutable open-addressing map from address bits to a `u32`.
+impl Value for u32 {
+    /// Values are indexes, far below it.
+    const EMPTY: u32 = u32::MAX;
+}
+
+/// An immutable open-addressing map from address bits to a small value.
 #[derive(Clone, Debug)]
-pub(crate) struct AddrTable<K = u32> {
-    /// `(key, value)`, `value == EMPTY` when free; the length is a power of two.
-    slots: Box<[(K, u32)]>,
+pub(crate) struct AddrTable<K = u32, V = u32> {
+    /// `(key, value)`, `value == V::EMPTY` when free; the length is a power of two.
+    slots: Box<[(K, V)]>,
     mask: usize,
     hasher: RandomState,
 }
 
-impl<K: Copy + Eq + Hash + Default> AddrTable<K> {
+impl<K: Copy + Eq + Hash + Default, V: Value> AddrTable<K, V> {
     /// A table of `entries`; for a key given twice the last value wins (as
-    /// `HashMap::insert` would). Values must be below `u32::MAX`.
-    pub(crate) fn build(entries: impl ExactSizeIterator<Item = (K, u32)>, hasher: RandomState) -> AddrTable<K> {
+    /// `HashMap::insert` would). No value may be `V::EMPTY`.
+    pub(crate) fn build(entries: impl ExactSizeIterator<Item = (K, V)>, hasher: RandomState) -> AddrTable<K, V> {
         let cap = (entries.len() * 2).next_power_of_two().max(16);
-        let mut t = AddrTable { slots: vec![(K::default(), EMPTY); cap].into_boxed_slice(), mask: cap - 1, hasher };
+        let mut t = AddrTable { slots: vec![(K::default(), V::EMPTY); cap].into_boxed_slice(), mask: cap - 1, hasher };
         for (key, value) in entries {
-            debug_assert!(value != EMPTY);
+            debug_assert!(value != V::EMPTY);
             let mut i = t.home(key);
             loop {
                 let slot = &mut t.slots[i];
-                if slot.1 == EMPTY || slot.0 == key {
+                if slot.1 == V::EMPTY || slot.0 == key {
                     *slot = (key, value);
                     break;
                 }
@@ -62,12 +70,12 @@ impl<K: Copy + Eq + Hash + Default> AddrTable<K> {
 
     /// The value of `key`.
     #[inline]
-    pub(crate) fn get(&self, key: K) -> Option<u32> {
+    pub(crate) fn get(&self, key: K) -> Option<V> {
         let mut i = self.home(key);
         // At most every slot once; the load of one half ends it far sooner.
         for _ in 0..self.slots.len() {
             let (k, v) = self.slots[i];
-            if v == EMPTY {
+            if v == V::EMPTY {
                 return None;
             }
             if k == key {
@@ -95,7 +103,7 @@ impl<K: Copy + Eq + Hash + Default> AddrTable<K> {
     /// Entries held.
     #[cfg(test)]
     pub(crate) fn len(&self) -> usize {
-        self.slots.iter().filter(|s| s.1 != EMPTY).count()
+        self.slots.iter().filter(|s| s.1 != V::EMPTY).count()
     }
 }
 

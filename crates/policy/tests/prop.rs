@@ -178,6 +178,10 @@ proptest! {
         }
         for a in 0u8..=4 {
             let addr = Ipv4Addr::new(198, 51, 100, a);
+            let own: Vec<u32> = layout.iter().filter(|r| r.1 == a).map(|r| r.0).collect();
+            let sole = if let [m] = own[..] { Some(m) } else { None };
+            prop_assert_eq!(p.sole_member_of_public(addr).map(|r| p.member(r).id), sole, "{} alone", addr);
+            prop_assert!(own.is_empty() || p.may_be_public(addr), "{} is public", addr);
             for &port in &ports {
                 let naive = layout.iter().find(|&&(_, b, f, l)| b == a && f <= port && port <= l).map(|r| r.0);
                 let got = p.member_of_public(addr, port).map(|r| p.member(r).id);
