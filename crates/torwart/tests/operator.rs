@@ -199,8 +199,10 @@ fn the_api_the_cli_and_a_real_prometheus_agree_with_the_traffic() {
     std::fs::write(
         &prom_config,
         format!(
-            "global:\n  scrape_interval: 1s\nscrape_configs:\n  - job_name: torwart\n    authorization:\n      \
+            "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nrule_files:\n  - {}\n\
+             scrape_configs:\n  - job_name: torwart\n    authorization:\n      \
              credentials_file: {}\n    static_configs:\n      - targets: ['127.0.0.1:9680']\n",
+            Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../../docs/torwart-alerts.yml")).display(),
             token_file.display()
         ),
     )
@@ -232,6 +234,33 @@ fn the_api_the_cli_and_a_real_prometheus_agree_with_the_traffic() {
         assert!(Instant::now() < deadline, "Prometheus has no member bytes ({scraped:?} < {counted}):\n{log}");
         std::thread::sleep(Duration::from_millis(500));
     }
+    // The alerting rules (docs/torwart-alerts.yml) evaluate against the
+    // real figures without an error, and none fires for this healthy box.
+    let get = |path: &str| -> serde_json::Value {
+        let (_, body) = curl(&lab, &b, &[&format!("http://127.0.0.1:9091{path}")]);
+        serde_json::from_str(&body).unwrap_or_default()
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let rules = get("/api/v1/rules");
+        let all: Vec<&serde_json::Value> = rules["data"]["groups"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .flat_map(|g| g["rules"].as_array())
+            .flatten()
+            .collect();
+        let evaluated = all.iter().filter(|r| r["health"] == "ok").count();
+        if all.len() == 15 && evaluated == 15 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the alerting rules did not all evaluate: {rules}");
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let alerts = get("/api/v1/alerts");
+    let firing: Vec<_> =
+        alerts["data"]["alerts"].as_array().expect("the alerts").iter().filter(|a| a["state"] == "firing").collect();
+    assert!(firing.is_empty(), "alerts fire for a healthy box: {firing:?}");
     lab.ns.stop("prometheus", Duration::from_secs(10));
 
     assert_eq!(lab.stop(), Some(0), "{}", lab.log());

@@ -111,6 +111,8 @@ fn the_debian_package_holds_the_binary_unit_conffile_and_man_pages() {
     for doc in ["README.md", "packaging.md", "copyright", "examples/torwart.toml"] {
         expect(&format!("/usr/share/doc/torwart/{doc}"), "-rw-r--r--");
     }
+    expect("/usr/share/torwart/prometheus/torwart-alerts.yml", "-rw-r--r--");
+    expect("/usr/share/torwart/grafana/torwart-dashboard.json", "-rw-r--r--");
     // A man page for every command, as `torwart man` makes them.
     let pages = stdout(Command::new(BIN).arg("man").arg(dir.join("man")));
     let pages: Vec<&str> = pages.lines().map(|p| p.rsplit('/').next().unwrap()).collect();

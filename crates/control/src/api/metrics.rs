@@ -50,6 +50,9 @@ pub const NAMES: &[&str] = &[
     "torwart_pair_ready",
     "torwart_pair_peer_alive",
     "torwart_pair_queued_records",
+    "torwart_pair_complete",
+    "torwart_pair_events_total",
+    "torwart_workers_restarted_total",
 ];
 
 /// The text of one scrape.
@@ -157,6 +160,13 @@ impl Collector for Exposition {
         )?;
         family(
             &mut e,
+            "torwart_workers_restarted",
+            "Times the workers were started again after one died or could not run",
+            counter,
+            [(vec![], st.counter("workers_restarted") as f64)],
+        )?;
+        family(
+            &mut e,
             "torwart_worker_handed_off",
             "Frames a worker handed to the worker that owns their flow",
             counter,
@@ -225,6 +235,22 @@ impl Collector for Exposition {
                 "Sync records waiting to be sent",
                 gauge,
                 [(vec![], p.queued as f64)],
+            )?;
+            family(
+                &mut e,
+                "torwart_pair_complete",
+                "This box holds all of the other box's state",
+                gauge,
+                [(vec![], b(p.complete))],
+            )?;
+            family(
+                &mut e,
+                "torwart_pair_events",
+                "The state sync's counts: datagrams and records sent and received, records lost, \
+                 datagrams refused by why (refused_tag: forged, or the two boxes' keys differ), resyncs, \
+                 and the workers' (worker_*)",
+                counter,
+                p.counters.iter().map(|(n, v)| (vec![("event", n.clone())], *v as f64)),
             )?;
         }
         Ok(())
@@ -400,7 +426,9 @@ mod tests {
     /// A snapshot with something in every family.
     fn busy() -> Arc<Live> {
         let live = Arc::new(Live::new(Arc::default()));
-        let mut st = Stats { flows: 3, nat_bindings: 1, pair: Some(PairStats::default()), ..Default::default() };
+        let pair = PairStats { counters: [("records_lost".into(), 4)].into(), ..Default::default() };
+        let mut st = Stats { flows: 3, nat_bindings: 1, pair: Some(pair), ..Default::default() };
+        st.counters.insert("workers_restarted".into(), 2);
         st.workers.push(Worker { worker: 0, rx: vec![5, 6], tx: vec![4, 4], ..Default::default() });
         st.ports.push(crate::stats::PortStatus {
             interface: "p1".into(),
@@ -457,6 +485,8 @@ mod tests {
         assert!(text.contains("torwart_shaper_queue_delay_seconds{direction=\"up\"} 0.0015"), "{text}");
         assert!(text.contains("torwart_router_events_total{event=\"forwarded\"} 5"), "{text}");
         assert!(text.contains("torwart_mirror_events_total{event=\"overruns\"} 1"), "{text}");
+        assert!(text.contains("torwart_pair_events_total{event=\"records_lost\"} 4"), "{text}");
+        assert!(text.contains("torwart_workers_restarted_total 2"), "{text}");
     }
 
     #[test]
