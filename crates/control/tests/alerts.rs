@@ -101,15 +101,12 @@ const CASES: &[Case] = &[
     },
     Case {
         alert: "TorwartPolicyRefused",
-        series: &[
-            (r#"torwart_reloads_total{J, result="refused"}"#, "0 0 1x100"),
-            (r#"torwart_reloads_total{J, result="ok"}"#, "0+1x100"),
-        ],
-        // Cleared a quarter of an hour after the refusal.
-        quiet_at: &["15s", "20m"],
+        // Refused from 30 s until a reload is done at 10 min.
+        series: &[("torwart_policy_refused{J}", "0 0 1x38 0x20")],
+        quiet_at: &["15s", "11m"],
         fires_at: "1m",
         severity: "warning",
-        labels: &[("result", "refused")],
+        labels: &[],
         summary: "torwart on gw1:9680 refused the member database's latest policy",
     },
     Case {

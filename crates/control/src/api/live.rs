@@ -10,7 +10,7 @@ use arc_swap::ArcSwap;
 use policy::MemberDb;
 use serde::Serialize;
 use std::collections::{BTreeMap, VecDeque};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -79,6 +79,9 @@ pub struct ReloadCounts {
     pub buckets: [AtomicU64; RELOAD_BOUNDS.len() + 1],
     /// Sum of durations in microseconds.
     pub sum_us: AtomicU64,
+    /// The latest reload was refused: the running policy is older than
+    /// the member database (until a reload is done).
+    pub behind: AtomicBool,
 }
 
 /// Everything the API reads, shared between the main loop (writer) and
@@ -132,6 +135,7 @@ impl Live {
     pub fn reloaded(&self, unix: i64, r: &crate::reload::Reloaded) {
         let c = &self.reload_counts;
         c.ok.fetch_add(1, Ordering::Relaxed);
+        c.behind.store(false, Ordering::Relaxed);
         let secs = r.compile.as_secs_f64();
         let i = RELOAD_BOUNDS.iter().position(|b| secs <= *b).unwrap_or(RELOAD_BOUNDS.len());
         c.buckets[i].fetch_add(1, Ordering::Relaxed);
@@ -152,6 +156,7 @@ impl Live {
     pub fn refused(&self, unix: i64, why: String) {
         let why = abridged(&why);
         self.reload_counts.refused.fetch_add(1, Ordering::Relaxed);
+        self.reload_counts.behind.store(true, Ordering::Relaxed);
         self.remember(ReloadEntry {
             at: unix,
             generation: None,

@@ -38,6 +38,7 @@ pub const NAMES: &[&str] = &[
     "torwart_shaper_drops_total",
     "torwart_uplink_share_bps",
     "torwart_reloads_total",
+    "torwart_policy_refused",
     "torwart_usage_flushes_total",
     "torwart_reload_duration_seconds_bucket",
     "torwart_reload_duration_seconds_sum",
@@ -357,6 +358,13 @@ impl Exposition {
                 (vec![("result", "refused".into())], c.refused.load(Ordering::Relaxed) as f64),
             ],
         )?;
+        family(
+            e,
+            "torwart_policy_refused",
+            "1 while the latest reload was refused: the running policy is older than the member database",
+            MetricType::Gauge,
+            [(vec![], if c.behind.load(Ordering::Relaxed) { 1.0 } else { 0.0 })],
+        )?;
         let st = self.live.snapshot.load();
         family(
             e,
@@ -487,6 +495,30 @@ mod tests {
         assert!(text.contains("torwart_mirror_events_total{event=\"overruns\"} 1"), "{text}");
         assert!(text.contains("torwart_pair_events_total{event=\"records_lost\"} 4"), "{text}");
         assert!(text.contains("torwart_workers_restarted_total 2"), "{text}");
+    }
+
+    #[test]
+    fn a_refused_reload_shows_until_one_is_done() {
+        let live = busy();
+        {
+            let t = render(&live, 0);
+            assert!(t.contains("torwart_policy_refused 0.0\n"), "{t}");
+        }
+        live.refused(2, "members row 3: status: \"x\" is not a status".into());
+        let text = render(&live, 0);
+        assert!(text.contains("torwart_policy_refused 1.0\n"), "{text}");
+        assert!(text.contains("torwart_reloads_total{result=\"refused\"} 1.0\n"), "{text}");
+        let r = crate::reload::Reloaded {
+            generation: 3,
+            changes: String::new(),
+            ended: 0,
+            compile: std::time::Duration::from_millis(2),
+        };
+        live.reloaded(3, &r);
+        {
+            let t = render(&live, 0);
+            assert!(t.contains("torwart_policy_refused 0.0\n"), "{t}");
+        }
     }
 
     #[test]
