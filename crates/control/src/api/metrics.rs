@@ -468,14 +468,18 @@ mod tests {
         st.counters.insert("router_forwarded".into(), 5);
         st.counters.insert("mirror_overruns".into(), 1);
         live.publish(st, std::time::Instant::now(), 1, None);
-        let r = crate::reload::Reloaded {
-            generation: 2,
+        live.reloaded(1, &reload_done(2));
+        live
+    }
+
+    /// A reload to `generation` that changed nothing and took 3 ms.
+    fn reload_done(generation: u64) -> crate::reload::Reloaded {
+        crate::reload::Reloaded {
+            generation,
             changes: String::new(),
             ended: 0,
             compile: std::time::Duration::from_millis(3),
-        };
-        live.reloaded(1, &r);
-        live
+        }
     }
 
     #[test]
@@ -508,13 +512,7 @@ mod tests {
         let text = render(&live, 0);
         assert!(text.contains("torwart_policy_refused 1.0\n"), "{text}");
         assert!(text.contains("torwart_reloads_total{result=\"refused\"} 1.0\n"), "{text}");
-        let r = crate::reload::Reloaded {
-            generation: 3,
-            changes: String::new(),
-            ended: 0,
-            compile: std::time::Duration::from_millis(2),
-        };
-        live.reloaded(3, &r);
+        live.reloaded(3, &reload_done(3));
         {
             let t = render(&live, 0);
             assert!(t.contains("torwart_policy_refused 0.0\n"), "{t}");
