@@ -115,6 +115,10 @@ fn status_text(s: &StatusDoc) -> String {
         s.generation,
         s.published_generation
     );
+    if s.policy_refused {
+        out += "policy: the latest reload was REFUSED, so the running policy is older than the member \
+                database (`torwart db check` lists the problems)\n";
+    }
     out += &format!(
         "traffic: up {} down {}, {} in {} out, {:.0} drops/s\n",
         bits(s.rates.up_bps),
@@ -374,6 +378,15 @@ mod tests {
         let e = c.get::<StatusDoc>("/api/status").unwrap_err();
         assert!(matches!(e, ClientError::NotRunning(_)), "{e}");
         assert!(e.to_string().contains("/nonexistent/torwart/api.sock"), "{e}");
+    }
+
+    #[test]
+    fn a_refused_policy_is_the_status_second_line() {
+        let mut s = StatusDoc { forwarding: true, generation: 4, ..Default::default() };
+        assert!(!status_text(&s).contains("REFUSED"));
+        s.policy_refused = true;
+        let text = status_text(&s);
+        assert!(text.lines().nth(1).unwrap_or_default().starts_with("policy: the latest reload was REFUSED"), "{text}");
     }
 
     #[test]

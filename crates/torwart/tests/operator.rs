@@ -285,8 +285,10 @@ fn the_api_the_cli_and_a_real_prometheus_agree_with_the_traffic() {
         let refused = "\"TorwartPolicyRefused\"".to_owned();
         sql("INSERT INTO member_addresses (id, member_id, network) VALUES (99, 1, '10.9.9.9')");
         until("the refused policy's alert", &|f| f == [refused.clone()]);
+        assert!(ok(&cli(&sock, &["status"])).contains("the latest reload was REFUSED"));
         sql("DELETE FROM member_addresses WHERE id = 99");
         until("the alert cleared by the next reload", &|f| f.is_empty());
+        assert!(!ok(&cli(&sock, &["status"])).contains("REFUSED"));
     } else {
         assert!(std::env::var_os("CI").is_none(), "sqlite3 is missing (.ci/run installs it)");
     }

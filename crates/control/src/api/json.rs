@@ -24,6 +24,10 @@ pub struct StatusDoc {
     pub workers: Vec<WorkerDoc>,
     pub ports: Vec<PortStatus>,
     pub pair: Option<PairStats>,
+    /// The latest reload was refused: the running policy is older than
+    /// the member database. (Why is in `/api/reloads`, which may name
+    /// members: not for every local user, as this document is.)
+    pub policy_refused: bool,
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -135,7 +139,7 @@ pub enum Sort {
     Id,
 }
 
-pub fn status(s: &Snapshot, uptime_s: u64) -> StatusDoc {
+pub fn status(s: &Snapshot, uptime_s: u64, policy_refused: bool) -> StatusDoc {
     let st = &s.stats;
     StatusDoc {
         version: env!("CARGO_PKG_VERSION").to_owned(),
@@ -169,6 +173,7 @@ pub fn status(s: &Snapshot, uptime_s: u64) -> StatusDoc {
             .collect(),
         ports: st.ports.clone(),
         pair: st.pair.clone(),
+        policy_refused,
     }
 }
 

@@ -174,7 +174,11 @@ fn page(p: &BTreeMap<String, String>) -> Result<(usize, usize), Refusal> {
 }
 
 async fn status(State(s): State<ApiState>) -> Json<json::StatusDoc> {
-    Json(json::status(&s.live.snapshot.load(), s.live.started.elapsed().as_secs()))
+    Json(json::status(
+        &s.live.snapshot.load(),
+        s.live.started.elapsed().as_secs(),
+        s.live.reload_counts.behind.load(std::sync::atomic::Ordering::Relaxed),
+    ))
 }
 
 async fn members(State(s): State<ApiState>, q: Params) -> Result<Json<json::MembersDoc>, Refusal> {
