@@ -11,7 +11,8 @@
  *
  *  Overview (#view-overview). Every live number has data-value = the raw JSON value:
  *  #down-bps #up-bps      bit/s            #rx-pps #tx-pps #drops-ps
- *  #flows #nat-bindings   counts           #generation  policy generation
+ *  #flows #nat-bindings   counts           #generation  policy generation, data-refused = "true" while
+ *                                          the latest reload was refused (then class "bad", and said below it)
  *  #forwarding            "yes"/"NO"       #pair (hidden if no pair), #pair-state chips
  *  [data-field="worker-load"][data-worker=N]  one per worker, data-value = load 0..1
  *  #ports                 table, tr[data-interface]
@@ -264,7 +265,10 @@
     setNum('flows', s.flows, count(s.flows));
     setNum('nat-bindings', s.nat_bindings, count(s.nat_bindings));
     setNum('generation', s.generation, String(s.generation));
-    const sub = [];
+    const gen = $('generation');
+    gen.dataset.refused = String(!!s.policy_refused);
+    gen.classList.toggle('bad', !!s.policy_refused);
+    const sub = s.policy_refused ? ['latest reload REFUSED: the database\u2019s changes are not in force (torwart db check)'] : [];
     if (s.published_generation != null && s.published_generation !== s.generation) sub.push('workers at ' + s.published_generation);
     if (s.routes_generation != null) sub.push('routes ' + s.routes_generation);
     $('generation-sub').textContent = sub.join(' · ') || '\u00a0';

@@ -361,6 +361,21 @@ fn without_a_token_the_page_shows_the_totals_and_says_where_the_members_are() {
     let config = lab.configure();
     lab.start(&config);
     lab.member_traffic(7000, 10);
+    // A change the policy compiler refuses (a device address outside every
+    // internal network): the page says so without a token, and names nobody.
+    let refused = torwart::lab::on_path("sqlite3");
+    if refused {
+        let q = "INSERT INTO member_addresses (id, member_id, network) VALUES (99, 1, '10.9.9.9')";
+        let o = Command::new("sqlite3").arg(lab.dir.join("t.db")).arg(q).output().unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !ok(&cli(&lab.api_socket(), &["status"])).contains("REFUSED") {
+            assert!(Instant::now() < deadline, "the reload was not refused:\n{}", lab.log());
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    } else {
+        assert!(std::env::var_os("CI").is_none(), "sqlite3 is missing (.ci/run installs it)");
+    }
     let profile = lab.dir.join("chromium");
     let out = Command::new("timeout")
         .args(["60", "ip", "netns", "exec", &lab.b, browser, "--headless", "--no-sandbox", "--disable-gpu"])
@@ -377,6 +392,9 @@ fn without_a_token_the_page_shows_the_totals_and_says_where_the_members_are() {
     let body = dom.split("<body").nth(1).and_then(|b| b.split('>').next()).unwrap_or("");
     assert!(!body.contains("stale"), "marked stale for the refusal: <body{body}>");
     assert!(!dom.contains("alice"), "a member's name on the page without a token:\n{dom}");
+    if refused {
+        assert!(dom.contains("data-refused=\"true\"") && dom.contains("latest reload REFUSED"), "{dom}");
+    }
     assert_eq!(lab.stop(), Some(0), "{}", lab.log());
 }
 
