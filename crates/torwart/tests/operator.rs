@@ -257,6 +257,26 @@ fn the_api_the_cli_and_a_real_prometheus_agree_with_the_traffic() {
         assert!(Instant::now() < deadline, "the alerting rules did not all evaluate: {rules}");
         std::thread::sleep(Duration::from_millis(500));
     }
+    // Every query of the Grafana dashboard (its variables given values) is
+    // one this Prometheus takes: a typo in the dashboard's PromQL fails here.
+    let dashboard: serde_json::Value =
+        serde_json::from_str(include_str!("../../../docs/grafana-dashboard.json")).expect("the dashboard is JSON");
+    let mut exprs = Vec::new();
+    dashboard_exprs(&dashboard, &mut exprs);
+    assert!(exprs.len() >= 40, "{} queries", exprs.len());
+    for e in &exprs {
+        let q = e
+            .replace("$__rate_interval", "1m")
+            .replace("$__interval", "1m")
+            .replace("$instance", ".*")
+            .replace("$protocol", ".*")
+            .replace("$state", ".*")
+            .replace("$member", "1");
+        let (_, body) =
+            curl(&lab, &b, &["-G", "http://127.0.0.1:9091/api/v1/query", "--data-urlencode", &format!("query={q}")]);
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+        assert_eq!(v["status"], "success", "the dashboard's query {q} fails: {body}");
+    }
     let firing = || -> Vec<String> {
         let alerts = get("/api/v1/alerts");
         let all = alerts["data"]["alerts"].as_array().cloned().unwrap_or_default();
@@ -300,6 +320,22 @@ fn the_api_the_cli_and_a_real_prometheus_agree_with_the_traffic() {
     assert!(!gone.status.success());
     let err = String::from_utf8_lossy(&gone.stderr);
     assert!(err.contains("no torwart daemon answers on"), "{err}");
+}
+
+/// The PromQL queries (`expr`) anywhere in a Grafana dashboard.
+fn dashboard_exprs(v: &serde_json::Value, out: &mut Vec<String>) {
+    match v {
+        serde_json::Value::Object(m) => {
+            for (k, x) in m {
+                match x {
+                    serde_json::Value::String(e) if k == "expr" => out.push(e.clone()),
+                    _ => dashboard_exprs(x, out),
+                }
+            }
+        }
+        serde_json::Value::Array(a) => a.iter().for_each(|x| dashboard_exprs(x, out)),
+        _ => {}
+    }
 }
 
 #[test]
