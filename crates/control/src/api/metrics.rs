@@ -162,7 +162,7 @@ impl Collector for Exposition {
         family(
             &mut e,
             "torwart_workers_restarted",
-            "Times the workers were started again after one died or could not run",
+            "Times the workers were started again: a port came back, or a worker died or could not run",
             counter,
             [(vec![], st.counter("workers_restarted") as f64)],
         )?;
