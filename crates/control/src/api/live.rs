@@ -84,6 +84,13 @@ pub struct ReloadCounts {
     pub behind: AtomicBool,
 }
 
+impl ReloadCounts {
+    /// The latest reload was refused (and none was done since).
+    pub fn policy_refused(&self) -> bool {
+        self.behind.load(Ordering::Relaxed)
+    }
+}
+
 /// Everything the API reads, shared between the main loop (writer) and
 /// the API's tasks (readers).
 #[derive(Debug)]

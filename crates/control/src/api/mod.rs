@@ -177,7 +177,7 @@ async fn status(State(s): State<ApiState>) -> Json<json::StatusDoc> {
     Json(json::status(
         &s.live.snapshot.load(),
         s.live.started.elapsed().as_secs(),
-        s.live.reload_counts.behind.load(std::sync::atomic::Ordering::Relaxed),
+        s.live.reload_counts.policy_refused(),
     ))
 }
 
