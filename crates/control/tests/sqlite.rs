@@ -4,6 +4,7 @@ mod common;
 
 use common::{data, Raw, TempDir};
 use control::db::{CheckReport, Database, DbError, WatchMode};
+use core::time::Duration;
 
 /// A new SQLite database file with the schema, and a second connection to it.
 async fn fresh(dir: &TempDir) -> (Database, Raw) {
@@ -199,6 +200,44 @@ async fn the_watch_sees_another_connections_change() {
     let (db, raw) = fresh(&dir).await;
     db.import(&data("example.json")).await.expect("import");
     common::watch_sees_changes(&db, &raw, WatchMode::PollCounter, &common::rename).await;
+}
+
+/// A new export renamed over the database file while the daemon runs (as
+/// scripts publish files): the watch sees it even when its change counter
+/// is the old file's, the next load reads it, and usage is written into
+/// it, not into the unlinked old file that connections still held.
+#[tokio::test]
+async fn a_file_renamed_over_the_database_is_the_one_read_and_written() {
+    let dir = TempDir::new("replaced");
+    let (db, raw) = fresh(&dir).await;
+    db.import(&data("example.json")).await.expect("import");
+    let options =
+        control::db::WatchOptions { poll_interval: Duration::from_millis(50), debounce: Duration::from_millis(100) };
+    let mut stream = db.watch(options).await.expect("watch");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(db.load().await.expect("load").members[0].name, "room-a101");
+
+    // The new file: a copy with member 101 renamed and the counter put back.
+    let (file, new) = (dir.path("members.db"), dir.path("export.db"));
+    raw.exec(&format!("VACUUM INTO '{}'", new.display())).await;
+    let counter = "SELECT counter FROM torwart_changes WHERE id = 1";
+    let before: i64 = sqlx::query_scalar(counter).fetch_one(raw.sqlite_pool()).await.expect("counter");
+    let export = Raw::sqlite(&new, true).await;
+    export.exec(&common::rename(101, "room-a101-export")).await;
+    export.exec(&format!("UPDATE torwart_changes SET counter = {before} WHERE id = 1")).await;
+    drop(export);
+    std::fs::rename(&new, &file).expect("rename over the database");
+
+    assert!(
+        common::change_within(&mut stream, Duration::from_secs(1)).await.is_some(),
+        "the replaced file is a change"
+    );
+    assert_eq!(db.load().await.expect("load").members[0].name, "room-a101-export");
+    let traffic = control::db::MemberTraffic { member_id: 101, up_bytes: 77, ..Default::default() };
+    db.write_accounting(1_800_000_000, &[traffic]).await.expect("flush");
+    let fresh = Database::open(&format!("sqlite://{}", file.display())).await.expect("open the new file");
+    let written = fresh.read_accounting(101).await.expect("read");
+    assert_eq!(written.iter().map(|p| p.up_bytes).sum::<u64>(), 77, "{written:?}");
 }
 
 #[tokio::test]

@@ -18,6 +18,16 @@
 //! fails at once with the driver's own error ("connection refused").
 //! SQLite's "unable to open database file" does not say why either;
 //! opening the file first does ("permission denied"), with the path.
+//!
+//! A SQLite file can be replaced under a running daemon: a new export
+//! renamed over the old one, as scripts publish files. A connection keeps
+//! the file it opened, unlinked or not, so the pool's idle connections
+//! would go on reading the old members (a member blocked in the new file
+//! kept forwarding) and writing usage into a file nobody sees again. So
+//! before a connection is taken from the pool the path is looked at (one
+//! `stat`, on a query, never per packet): once it names another file, the
+//! connections opened before that was noticed are closed, and new ones
+//! open the file the path names now ([`FileWatch`]).
 
 use core::str::FromStr;
 use core::time::Duration;
@@ -95,6 +105,37 @@ impl Stmt {
     }
 }
 
+/// The identity of the file at `path` (device, inode), `None` if there is none.
+pub(crate) fn file_id(path: &std::path::Path) -> Option<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(path).ok().map(|m| (m.dev(), m.ino()))
+}
+
+/// Which file a SQLite path names, and since when that was seen.
+#[derive(Debug)]
+struct FileWatch {
+    path: std::path::PathBuf,
+    seen: std::sync::Mutex<(Option<(u64, u64)>, std::time::Instant)>,
+}
+
+impl FileWatch {
+    fn new(path: &std::path::Path) -> FileWatch {
+        let seen = (file_id(path), std::time::Instant::now());
+        FileWatch { path: path.to_owned(), seen: std::sync::Mutex::new(seen) }
+    }
+
+    /// Whether a connection opened `age` ago may still hold the file the
+    /// path names: not if the path was seen to name another one since.
+    fn current(&self, age: Duration) -> bool {
+        let (id, now) = (file_id(&self.path), std::time::Instant::now());
+        let mut seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
+        if seen.0 != id {
+            *seen = (id, now);
+        }
+        age <= now.saturating_duration_since(seen.1)
+    }
+}
+
 /// The connection pool of one of the two databases.
 #[derive(Clone, Debug)]
 pub(crate) enum Pool {
@@ -151,7 +192,12 @@ impl Pool {
                     }
                 }
                 let options = Box::new((*options).create_if_missing(create));
+                let file = std::sync::Arc::new(FileWatch::new(options.get_filename()));
                 let pool = SqlitePoolOptions::new()
+                    .before_acquire(move |_, meta| {
+                        let current = in_memory || file.current(meta.age);
+                        Box::pin(async move { Ok(current) })
+                    })
                     .max_connections(4)
                     .acquire_timeout(CONNECT_TIMEOUT)
                     .connect_with((*options).clone())
@@ -178,6 +224,16 @@ impl Pool {
                     .map_err(|e| open_error(cause(&e)))?;
                 Ok(Pool::Postgres { pool })
             }
+        }
+    }
+
+    /// The SQLite file, if this is SQLite (and not in memory).
+    pub fn sqlite_file(&self) -> Option<&std::path::Path> {
+        match self {
+            Pool::Sqlite { options, .. } if options.get_filename().as_os_str() != ":memory:" => {
+                Some(options.get_filename())
+            }
+            _ => None,
         }
     }
 

@@ -38,7 +38,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio::time::{sleep, timeout_at, Instant};
 
-use super::backend::{cause, Pool, Stmt};
+use super::backend::{cause, file_id, Pool, Stmt};
 use super::{Database, DbError};
 
 /// The PostgreSQL notification channel the triggers notify.
@@ -191,26 +191,37 @@ impl Database {
         }
     }
 
+    /// Polls the change counter, and for SQLite which file the path
+    /// names: a file renamed over the database is a change too, whatever
+    /// its counter says.
     async fn poll_counter(self, options: WatchOptions, events: Events) {
-        poll(options, events, || self.counter()).await;
+        let file = self.pool.sqlite_file().map(ToOwned::to_owned);
+        poll(options, events, || async {
+            let id = file.as_deref().and_then(file_id);
+            self.counter().await.map(|v| (id, v))
+        })
+        .await;
     }
 }
 
 /// What a poller has seen: the last value, and whether it is failing.
-#[derive(Default)]
-struct Seen {
-    last: Option<i64>,
+struct Seen<T> {
+    last: Option<T>,
     failing: bool,
 }
 
-impl Seen {
+impl<T: PartialEq> Seen<T> {
+    fn new() -> Seen<T> {
+        Seen { last: None, failing: false }
+    }
+
     /// The event a probe's result gives, if any: a change when the value
     /// moved, or when it is back after an outage (changes may have been
     /// missed); an error at the start of an outage.
-    fn event(&mut self, probe: Result<i64, DbError>) -> Option<Result<(), DbError>> {
+    fn event(&mut self, probe: Result<T, DbError>) -> Option<Result<(), DbError>> {
         match probe {
             Ok(v) => {
-                let moved = self.last.is_some_and(|l| l != v) || self.failing;
+                let moved = self.last.as_ref().is_some_and(|l| *l != v) || self.failing;
                 self.failing = false;
                 self.last = Some(v);
                 moved.then_some(Ok(()))
@@ -225,12 +236,12 @@ impl Seen {
 }
 
 /// Polls `probe` every `poll_interval` and reports when its value moves.
-async fn poll<F, Fut>(options: WatchOptions, events: Events, mut probe: F)
+async fn poll<T: PartialEq, F, Fut>(options: WatchOptions, events: Events, mut probe: F)
 where
     F: FnMut() -> Fut,
-    Fut: core::future::Future<Output = Result<i64, DbError>>,
+    Fut: core::future::Future<Output = Result<T, DbError>>,
 {
-    let mut seen = Seen::default();
+    let mut seen = Seen::new();
     loop {
         if let Some(event) = seen.event(probe().await) {
             if events.send(event).await.is_err() {
@@ -255,12 +266,19 @@ async fn data_version(
 
 /// Polls `data_version`. It is per connection (it counts commits by
 /// *other* connections), so the watch keeps one connection, and starts
-/// over with a new one after an error.
+/// over with a new one after an error, or when the path names another
+/// file (one renamed over the database: a change).
 async fn poll_data_version(options: SqliteConnectOptions, url: String, watch: WatchOptions, events: Events) {
     let mut conn = None;
-    let mut seen = Seen::default();
+    let mut seen = Seen::new();
+    let mut file = None;
     loop {
-        let probe = data_version(&mut conn, &options).await.map_err(|e| {
+        let id = file_id(options.get_filename());
+        if id != file {
+            conn = None;
+            file = id;
+        }
+        let probe = data_version(&mut conn, &options).await.map(|v| (id, v)).map_err(|e| {
             conn = None;
             DbError::Watch { url: url.clone(), cause: cause(&e) }
         });

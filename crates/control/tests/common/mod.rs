@@ -79,6 +79,14 @@ impl Raw {
         Raw::Postgres(sqlx::PgPool::connect(url).await.expect("second PostgreSQL connection"))
     }
 
+    /// The SQLite pool (a test of SQLite only asks).
+    pub fn sqlite_pool(&self) -> &sqlx::SqlitePool {
+        match self {
+            Raw::Sqlite(p) => p,
+            Raw::Postgres(_) => panic!("not SQLite"),
+        }
+    }
+
     /// Runs `sql` (one or more statements).
     pub async fn exec(&self, sql: &str) {
         let q = || sqlx::raw_sql(AssertSqlSafe(sql.to_owned()));
