@@ -284,9 +284,10 @@ struct Warm {
 
 /// Warms an engine for `core` with `traffic` under `policy` (none: the
 /// classic policy), calling the engine directly: this is set-up, not the
-/// measured path.
+/// measured path. Its virtual clock starts at `start`.
 fn warm(
     opts: &Options,
+    start: Time,
     core: usize,
     shaping: Option<engine::ShapingConfig>,
     mut traffic: Traffic,
@@ -299,7 +300,7 @@ fn warm(
         ..Config::default()
     };
     let ns_per_packet_virtual = virtual_ns_per_packet(opts);
-    let mut now = Time::from_secs(1_000);
+    let mut now = start;
     let mut engine = Engine::new(cfg, now);
     let mut frames: Vec<Frame> = (0..opts.batch).map(|_| Frame { data: Box::new([0u8; 2048]), len: 0 }).collect();
     let mut verdicts = vec![Verdict::Held; opts.batch];
@@ -676,7 +677,15 @@ impl Run<'_> {
 
     fn warm(&self, core: usize, traffic: Traffic) -> Warm {
         let policy = self.published.map(|p| Arc::clone(&p.load().policy));
-        warm(self.opts, core, self.shaping.map(|s| s.for_core(core)), traffic, policy)
+        // The live dataplane's workers go on at the monotonic clock, so
+        // their warm-up starts there: from any other start the flows it
+        // made would be as old as the machine's uptime when the workers
+        // began, and all expire in their first step (until 2026-12-05 the
+        // dataplane mode measured that: every warmed flow expired, then
+        // picked up again or refused as unsolicited). Stepped on virtual
+        // time, a core starts at 1,000 s on every machine.
+        let start = if self.opts.dataplane { dataplane::monotonic_now() } else { Time::from_secs(1_000) };
+        warm(self.opts, start, core, self.shaping.map(|s| s.for_core(core)), traffic, policy)
     }
 
     /// The default mode: a thread per core, pinned, that warms its engine
@@ -741,6 +750,13 @@ impl Run<'_> {
                 traffic.into_iter().enumerate().map(|(c, t)| s.spawn(move || self.warm(c, t))).collect();
             handles.into_iter().map(|h| h.join().expect("warm-up")).collect()
         });
+        // The warm-up's virtual time may run ahead of the clock (3 packets
+        // a flow at the offered rate): the workers start once the clock
+        // has caught up, so that their time does not stand still.
+        let warmed_until = warmed.iter().map(|w| w.now).max().unwrap_or(Time(0));
+        while dataplane::monotonic_now() < warmed_until {
+            std::thread::sleep(Duration::from_millis(10));
+        }
         let mut engines = Vec::with_capacity(cores);
         let mut all = Vec::with_capacity(cores);
         let mut warm = Vec::with_capacity(cores);
@@ -1128,6 +1144,21 @@ mod tests {
             assert!(floor.packets > 0 && floor.null_engine, "dataplane {dataplane}: {} packets", floor.packets);
             assert!(!floor.counters.contains_key("rx_inside_packets"), "the engine saw nothing: {:?}", floor.counters);
             assert!(engine.counters.contains_key("rx_inside_packets"));
+        }
+    }
+
+    /// Both modes measure the warmed flows, not a table that expired when
+    /// the run began: the live workers' clock (the monotonic one, at the
+    /// machine's uptime) must not jump past the warm-up's.
+    #[test]
+    fn the_warmed_flows_live_through_the_run() {
+        for dataplane in [false, true] {
+            let r = quick(false, dataplane);
+            let expired = r.counters.get("flows_expired").copied().unwrap_or(0);
+            assert_eq!(expired, 0, "dataplane {dataplane}: {expired} of {} flows expired", r.flows);
+            let fast = r.counters.get("fast_path").copied().unwrap_or(0);
+            let slow = r.counters.get("slow_path").copied().unwrap_or(0);
+            assert!(fast > 20 * slow, "dataplane {dataplane}: {fast} packets on the fast path, {slow} on the slow");
         }
     }
 }
