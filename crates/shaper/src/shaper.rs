@@ -239,6 +239,8 @@ pub struct Shaper<H> {
     level_stamp: u32,
     now: u64,
     epoch: u64,
+    /// Where `epoch` ends: the pass path compares instead of dividing.
+    epoch_end_ns: u64,
     level: Level,
     share_bps: u64,
     core_bucket: Bucket,
@@ -292,6 +294,7 @@ impl<H: Copy> Shaper<H> {
             level_stamp: 1,
             now,
             epoch: now / period,
+            epoch_end_ns: 0,
             level: Level::Unlimited { spare: 0 },
             share_bps: floor_bps,
             core_bucket: Bucket::empty(floor_bps, 0, now),
@@ -592,8 +595,9 @@ impl<H: Copy> Shaper<H> {
     fn advance(&mut self, now: u64) -> u64 {
         let now = now.max(self.now);
         self.now = now;
-        let period = self.uplink.config().period_ns;
-        if now / period != self.epoch {
+        // `now` only grows, so the epoch changes exactly when `now`
+        // reaches its end (the division settles the one end that saturates).
+        if now >= self.epoch_end_ns && now / self.uplink.config().period_ns != self.epoch {
             self.start_epoch(now);
         }
         now
@@ -630,6 +634,7 @@ impl<H: Copy> Shaper<H> {
         self.core_bucket.set_depth(self.core_depth_bytes(share));
         self.share_bps = share;
         self.epoch = epoch;
+        self.epoch_end_ns = epoch.saturating_add(1).saturating_mul(period);
         let figures = self.divide_among_members();
         let deadline = u64::try_from(u128::from(period) * u128::from(PUBLISH_DEADLINE_EIGHTHS) / 8).unwrap_or(period);
         if now - start < deadline {
