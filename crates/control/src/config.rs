@@ -675,12 +675,17 @@ impl Config {
         if let Some(p) = &self.accounting.spool {
             return p.clone();
         }
-        let db = self.database.strip_prefix("sqlite://").unwrap_or(&self.database);
-        if !db.contains("://") {
-            let path = db.split('?').next().unwrap_or(db);
-            return PathBuf::from(format!("{path}.usage-spool"));
+        match self.sqlite_file() {
+            Some(path) => PathBuf::from(format!("{}.usage-spool", path.display())),
+            None => PathBuf::from("/var/lib/torwart/usage.spool"),
         }
-        PathBuf::from("/var/lib/torwart/usage.spool")
+    }
+
+    /// The SQLite database's file (`sqlite://path` or a plain path), if
+    /// the database is one.
+    pub fn sqlite_file(&self) -> Option<PathBuf> {
+        let db = self.database.strip_prefix("sqlite://").unwrap_or(&self.database);
+        (!db.contains("://")).then(|| PathBuf::from(db.split('?').next().unwrap_or(db)))
     }
 }
 

@@ -197,6 +197,147 @@ pub fn run(path: &Path) -> Result<(), Failure> {
     run_config(config, checked, signals)
 }
 
+/// `torwart run --check`: everything `torwart run` checks before it
+/// changes anything, in the same order and with the same errors (and exit
+/// codes), without changing anything: the configuration, the ports (they
+/// exist, their MTUs), the privileges, the kernel's forwarding, the API's
+/// token file, the pair's key file, and the member database (it opens, and
+/// the policy compiles). No port is attached, no socket bound, no file
+/// written, and the database is only read, so it is safe beside a running
+/// daemon: what an operator runs after editing the file and before
+/// `systemctl restart torwart`, which would otherwise find a mistake by
+/// taking the gateway down. Returns the report to print.
+pub fn check(path: &Path) -> Result<String, Failure> {
+    use std::fmt::Write;
+    let (config, checked) = Config::load(path)?;
+    let mut report = format!("configuration  {}: valid\n", path.display());
+    use std::os::unix::fs::MetadataExt;
+    let warning = std::fs::metadata(path).ok().and_then(|m| shown_password(path, &config.database, m.mode()));
+    find_ports(&config)?;
+    check_port_mtus(&config, &checked)?;
+    let ports: Vec<String> = config
+        .ports
+        .iter()
+        .map(|p| {
+            let side = if p.side == PortSide::Inside { "inside" } else { "outside" };
+            let mtu = io::interface_mtu(&p.interface).map_or_else(|_| "MTU unknown".into(), |m| format!("MTU {m}"));
+            format!("{side} {} ({mtu})", p.interface)
+        })
+        .collect();
+    let backend = match config.io.backend {
+        Backend::Xdp => "xdp",
+        Backend::AfPacket => "af_packet",
+    };
+    let _ = writeln!(report, "ports          {}; backend {backend}, {} worker(s)", ports.join(", "), checked.workers);
+    require_capabilities(&config)?;
+    let _ = writeln!(report, "privileges     what the {backend} backend needs");
+    check_kernel_forwarding(&config)?;
+    let _ = writeln!(report, "forwarding     off in the kernel (torwart forwards)");
+    crate::api::check_token(&config.api).map_err(|e| Failure::Config(e.to_string()))?;
+    let mut api = Vec::new();
+    if let Some(addr) = checked.api_listen {
+        let token = if config.api.token_file.is_some() { ", token file read" } else { "" };
+        api.push(format!("http://{addr}/{token}"));
+    }
+    if !config.api.socket.as_os_str().is_empty() {
+        api.push(format!("socket {}", config.api.socket.display()));
+    }
+    let _ = writeln!(report, "api            {}", if api.is_empty() { "none".into() } else { api.join(", ") });
+    if let Some(pair) = &checked.pair {
+        crate::pair::load_keys(&pair.key_file).map_err(Failure::Config)?;
+        let _ = writeln!(
+            report,
+            "pair           this box {}, the other {}; key file {} read",
+            pair.local,
+            pair.peer,
+            pair.key_file.display()
+        );
+    }
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| Failure::system("cannot start the control runtime", e))?;
+    let (url, summary) = runtime
+        .block_on(async {
+            let db = Database::open(&config.database).await?;
+            let report = db.check().await;
+            let url = db.url().to_owned();
+            db.close().await;
+            match report? {
+                crate::db::CheckReport::Valid(summary) => Ok((url, summary)),
+                crate::db::CheckReport::Invalid(e) => Err(DbError::Invalid(e)),
+            }
+        })
+        .map_err(Failure::database)?;
+    let _ = writeln!(report, "database       {url}: {summary}; the policy compiles");
+    let mut secrets: Vec<(&Path, bool)> = Vec::new();
+    let sqlite = config.sqlite_file();
+    secrets.extend(sqlite.as_deref().map(|p| (p, true)));
+    secrets.extend(config.api.token_file.as_deref().map(|p| (p, false)));
+    secrets.extend(checked.pair.as_ref().map(|p| (p.key_file.as_path(), false)));
+    for w in warning.into_iter().chain(service_user_cannot(SERVICE_USER, &secrets)) {
+        let _ = writeln!(report, "warning        {w}");
+    }
+    report.push_str("torwart run would start with this (nothing was changed: no port attached, no file written)\n");
+    Ok(report)
+}
+
+/// The user the package's unit runs the daemon as.
+const SERVICE_USER: &str = "torwart";
+
+/// What `user` could not do with `files` (read each; write those marked),
+/// when the check runs as root and `user` exists: root may read and write
+/// them all, so a check as root alone would pass a key file only root may
+/// read, or an SQLite database that root made, where the daemon, run by
+/// the unit as `user`, then fails (to start, or to write usage). Judged by
+/// the files' owner, group and mode (the user's primary group only).
+fn service_user_cannot(user: &str, files: &[(&Path, bool)]) -> Vec<String> {
+    use std::os::unix::fs::MetadataExt;
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        return Vec::new();
+    }
+    let Some((uid, gid)) = user_ids(user) else { return Vec::new() };
+    let mut notes = Vec::new();
+    for &(path, write) in files {
+        let Ok(meta) = std::fs::metadata(path) else { continue };
+        let shift = if meta.uid() == uid {
+            6
+        } else if meta.gid() == gid {
+            3
+        } else {
+            0
+        };
+        let bits = meta.mode() >> shift;
+        let (can_read, can_write) = (bits & 0o4 != 0, bits & 0o2 != 0);
+        let wanted = if write { "read and write" } else { "read" };
+        if !can_read || (write && !can_write) {
+            notes.push(format!(
+                "{}: the daemon, run as {user} by the unit, may not {wanted} it (owner uid {}, group gid {}, mode                  {:o}); chown {user}",
+                path.display(),
+                meta.uid(),
+                meta.gid(),
+                meta.mode() & 0o777
+            ));
+        }
+    }
+    notes
+}
+
+/// The uid and primary gid of `user`, if it exists.
+fn user_ids(user: &str) -> Option<(u32, u32)> {
+    let name = std::ffi::CString::new(user).ok()?;
+    // SAFETY: `passwd` is plain data (integers and pointers), for which
+    // all zeroes is a valid value; getpwnam_r fills it.
+    let mut pwd: libc::passwd = unsafe { std::mem::zeroed() };
+    let mut buf = vec![0 as libc::c_char; 4096];
+    let mut found: *mut libc::passwd = std::ptr::null_mut();
+    // SAFETY: every pointer is valid for the call, `buf` its stated length;
+    // getpwnam_r writes only into `pwd`, `buf` and `found`.
+    let rc = unsafe { libc::getpwnam_r(name.as_ptr(), &mut pwd, buf.as_mut_ptr(), buf.len(), &mut found) };
+    (rc == 0 && !found.is_null()).then_some((pwd.pw_uid, pwd.pw_gid))
+}
+
 /// Warns when the configuration file holds the database's password and
 /// others than its owner may read it ([`shown_password`]).
 fn warn_of_a_shown_password(path: &Path, database: &str) {
@@ -1630,6 +1771,44 @@ fn random_key() -> [u64; 4] {
 mod tests {
     use super::*;
     use std::error::Error as _;
+
+    /// Run as root, the check names the files the service's user could
+    /// not read (or write: the SQLite database), judged as the kernel
+    /// would from owner, group and mode; `nobody` stands in for
+    /// `torwart`, which this machine may not have.
+    #[test]
+    fn files_the_service_user_may_not_use_are_named() {
+        use std::os::unix::fs::PermissionsExt;
+        // SAFETY: geteuid has no preconditions.
+        if unsafe { libc::geteuid() } != 0 {
+            println!("skipped: needs root");
+            return;
+        }
+        let (uid, gid) = user_ids("nobody").expect("the user nobody");
+        let dir = std::env::temp_dir().join(format!("torwart-check-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let f = dir.join("secret");
+        std::fs::write(&f, "x").unwrap();
+        let set = |mode: u32, owner: Option<u32>, group: Option<u32>| {
+            std::fs::set_permissions(&f, std::fs::Permissions::from_mode(mode)).unwrap();
+            std::os::unix::fs::chown(&f, owner.or(Some(0)), group.or(Some(0))).unwrap();
+        };
+        let cannot = |write: bool| service_user_cannot("nobody", &[(f.as_path(), write)]);
+        set(0o600, None, None);
+        let notes = cannot(false);
+        assert_eq!(notes.len(), 1, "{notes:?}");
+        assert!(notes[0].contains("may not read it") && notes[0].contains("chown nobody"), "{notes:?}");
+        set(0o600, Some(uid), None);
+        assert!(cannot(true).is_empty(), "its owner reads and writes");
+        set(0o640, None, Some(gid));
+        assert!(cannot(false).is_empty(), "its group reads");
+        assert_eq!(cannot(true).len(), 1, "its group may not write");
+        set(0o644, None, None);
+        assert!(cannot(false).is_empty(), "everyone reads");
+        assert!(cannot(true)[0].contains("may not read and write it"));
+        assert!(service_user_cannot("no-such-user-here", &[(f.as_path(), true)]).is_empty());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 
     /// A password in a file the operators' group reads is warned of,
     /// without the password; none, or a file its owner alone reads, is not.

@@ -35,6 +35,13 @@ enum Command {
         /// or shaping) to measure the I/O floor (scripts/sidebyside).
         #[arg(long, hide = true)]
         bench_null_engine: bool,
+        /// Check everything the start checks (configuration, ports,
+        /// privileges, kernel forwarding, token and key files, the member
+        /// database and its policy) and exit, changing nothing: safe beside a
+        /// running daemon, before `systemctl restart torwart`. Exit codes as
+        /// for a start.
+        #[arg(long, conflicts_with = "bench_null_engine")]
+        check: bool,
     },
     /// Builds a member network in namespaces, runs torwart as its gateway,
     /// drives real traffic (ping, curl, traceroute, iperf3) and reports.
@@ -323,7 +330,19 @@ fn main() -> ExitCode {
     // any command creates is readable by others.
     // SAFETY: umask only sets the process's file mode mask.
     unsafe { libc::umask(0o027) };
-    if let Command::Run { config, bench_null_engine } = &cli.command {
+    if let Command::Run { config, check: true, .. } = &cli.command {
+        return match control::daemon::check(config) {
+            Ok(report) => {
+                print!("{report}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("torwart: {}", printable(&e.to_string()));
+                ExitCode::from(e.exit_code())
+            }
+        };
+    }
+    if let Command::Run { config, bench_null_engine, .. } = &cli.command {
         control::logging::init();
         let run = if *bench_null_engine { control::daemon::run_null_engine } else { control::daemon::run };
         return match run(config) {

@@ -744,3 +744,94 @@ fn a_full_disk_under_the_accounting_loses_no_usage() {
     drop(disk);
     let _ = std::fs::remove_dir_all(&lab.dir);
 }
+
+/// `torwart run --check` in the box.
+fn check(lab: &Lab, config: &Path) -> (Option<i32>, String, String) {
+    let bin = env!("CARGO_BIN_EXE_torwart");
+    let out = lab
+        .ns
+        .output(&lab.b, bin, &["run", "--check", "--config", config.to_str().unwrap()], Duration::from_secs(20))
+        .unwrap();
+    let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+    (out.status.code(), text(&out.stdout), text(&out.stderr))
+}
+
+/// An operator checks an edited configuration before restarting: `torwart
+/// run --check` says what a start would refuse, with the start's words and
+/// exit code, and changes nothing (no port attached, no socket, the
+/// database untouched), also while the daemon runs.
+#[test]
+fn a_configuration_is_checked_without_changing_anything() {
+    if !root() {
+        println!("skipped: needs root");
+        return;
+    }
+    let mut lab = Lab::new("c");
+    let config = lab.configure();
+    let db = lab.dir.join("t.db");
+    let db_before = std::fs::read(&db).unwrap();
+    let xdp = |lab: &Lab| {
+        let out = lab.ns.output(&lab.b, "ip", &["link", "show"], Duration::from_secs(5)).unwrap();
+        String::from_utf8_lossy(&out.stdout).contains("xdp")
+    };
+
+    let (code, out, err) = check(&lab, &config);
+    assert_eq!(code, Some(0), "{out}{err}");
+    for part in ["inside p0 (MTU 1500)", "outside p1", "1 worker(s)", "1 members (1 active", "the policy compiles"] {
+        assert!(out.contains(part), "{part:?} missing from:\n{out}");
+    }
+    assert!(!xdp(&lab), "an XDP program was attached");
+    assert!(!lab.api_socket().exists(), "the API socket was made");
+    assert!(!lab.stats_path().exists(), "the stats file was written");
+    assert_eq!(std::fs::read(&db).unwrap(), db_before, "the database changed");
+
+    // Each mistake, with the start's exit code and a message that names it.
+    let good = std::fs::read_to_string(&config).unwrap();
+    let cases: [(&str, String, i32, &str); 4] = [
+        ("a typo", good.replace("side = \"outside\"", "side = \"outsde\""), 2, "outsde"),
+        ("a port that is not there", good.replace("\"p1\"", "\"p9\""), 3, "p9"),
+        ("a missing database", good.replace("t.db", "gone.db"), 5, "gone.db"),
+        (
+            "a token file others may read",
+            format!("{good}token_file = \"{}\"\n", lab.dir.join("token").display()),
+            2,
+            "chmod 600",
+        ),
+    ];
+    std::fs::write(lab.dir.join("token"), "0123456789abcdef0123\n").unwrap();
+    std::fs::set_permissions(lab.dir.join("token"), std::os::unix::fs::PermissionsExt::from_mode(0o644)).unwrap();
+    let edited = lab.dir.join("edited.toml");
+    for (what, text, want, named) in &cases {
+        std::fs::write(&edited, text).unwrap();
+        let (code, out, err) = check(&lab, &edited);
+        assert_eq!(code, Some(*want), "{what}: {out}{err}");
+        assert!(err.contains(named), "{what}: the message does not name {named:?}: {err}");
+    }
+    assert!(!lab.dir.join("gone.db").exists(), "the check made a database");
+
+    // A member database the compiler refuses: the row is named.
+    let bad = lab.dir.join("bad.db");
+    std::fs::copy(&db, &bad).unwrap();
+    let sql = "INSERT INTO member_addresses (id, member_id, network, device) VALUES (99, 1, '10.9.9.9', 'x')";
+    let status = Command::new("sqlite3").arg(&bad).arg(sql).status().unwrap();
+    assert!(status.success());
+    std::fs::write(&edited, good.replace("t.db", "bad.db")).unwrap();
+    let (code, out, err) = check(&lab, &edited);
+    assert_eq!(code, Some(5), "{out}{err}");
+    assert!(err.contains("member_addresses") && err.contains("10.9.9.9"), "{err}");
+
+    // The kernel forwarding: refused, as the start refuses it.
+    lab.sh(&lab.b, "sysctl -qw net.ipv4.ip_forward=1");
+    let (code, _, err) = check(&lab, &config);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("the kernel forwards"), "{err}");
+    lab.sh(&lab.b, "sysctl -qw net.ipv4.ip_forward=0");
+
+    // Beside the running daemon, which goes on undisturbed.
+    lab.start(&config);
+    let (code, out, err) = check(&lab, &config);
+    assert_eq!(code, Some(0), "{out}{err}");
+    lab.member_traffic(6000, 5);
+    assert_eq!(lab.stop(), Some(0), "{}", lab.log());
+    let _ = std::fs::remove_dir_all(&lab.dir);
+}

@@ -408,6 +408,12 @@ fn same(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
+/// Reads the token file of `config`, if it names one, as the API's start
+/// does (for `torwart run --check`); the token itself is not returned.
+pub fn check_token(config: &ApiConfig) -> Result<(), ApiError> {
+    config.token_file.as_deref().map(read_token).transpose().map(|_| ())
+}
+
 fn read_token(path: &Path) -> Result<String, ApiError> {
     use std::os::unix::fs::MetadataExt;
     let err = |why: String| ApiError::Token { path: path.to_owned(), why };
