@@ -684,7 +684,8 @@ impl Config {
     /// The SQLite database's file (`sqlite://path` or a plain path), if
     /// the database is one.
     pub fn sqlite_file(&self) -> Option<PathBuf> {
-        let db = self.database.strip_prefix("sqlite://").unwrap_or(&self.database);
+        let db = self.database.as_str();
+        let db = db.strip_prefix("sqlite://").or_else(|| db.strip_prefix("sqlite:")).unwrap_or(db);
         (!db.contains("://")).then(|| PathBuf::from(db.split('?').next().unwrap_or(db)))
     }
 }
@@ -791,6 +792,15 @@ mod tests {
     fn a_spool_whose_name_leaves_no_room_for_its_suffixes_is_refused() {
         let (c, _) = Config::parse(GOOD).unwrap();
         assert_eq!(c.spool_path(), PathBuf::from("torwart.db.usage-spool"));
+        for (url, file) in [
+            ("sqlite:///var/lib/torwart/m.db", Some("/var/lib/torwart/m.db")),
+            ("sqlite:/var/lib/torwart/m.db?mode=rw", Some("/var/lib/torwart/m.db")),
+            ("/var/lib/torwart/m.db", Some("/var/lib/torwart/m.db")),
+            ("postgres://torwart@db/members", None),
+        ] {
+            let (c, _) = Config::parse(&GOOD.replace("torwart.db", url)).unwrap();
+            assert_eq!(c.sqlite_file(), file.map(PathBuf::from), "{url}");
+        }
         let long = "u".repeat(MAX_SPOOL_NAME + 1);
         let e = Config::parse(&format!("{GOOD}\n[accounting]\nspool = \"/var/lib/torwart/{long}\"")).unwrap_err();
         assert!(e.contains("accounting.spool \"/var/lib/torwart/uuu") && e.contains("file name is 201 bytes"), "{e}");

@@ -197,22 +197,28 @@ pub fn run(path: &Path) -> Result<(), Failure> {
     run_config(config, checked, signals)
 }
 
-/// `torwart run --check`: everything `torwart run` checks before it
-/// changes anything, in the same order and with the same errors (and exit
-/// codes), without changing anything: the configuration, the ports (they
-/// exist, their MTUs), the privileges, the kernel's forwarding, the API's
-/// token file, the pair's key file, and the member database (it opens, and
-/// the policy compiles). No port is attached, no socket bound, no file
-/// written, and the database is only read, so it is safe beside a running
-/// daemon: what an operator runs after editing the file and before
-/// `systemctl restart torwart`, which would otherwise find a mistake by
-/// taking the gateway down. Returns the report to print.
+/// `torwart run --check`: what `torwart run` checks before it changes
+/// anything, in the same order and with the same errors (and exit codes),
+/// without changing anything: the configuration, the ports (they exist,
+/// their MTUs), the privileges, the kernel's forwarding, the member
+/// database (it opens, read-only, and its policy compiles), the API's
+/// token file, socket and address, the pair's key file and address. No
+/// port is attached, no socket left bound, no file written; safe beside a
+/// running daemon (an address or socket it holds counts as free). Not
+/// checked: whether the XDP program attaches to the ports' drivers. What
+/// an operator runs after editing the file and before `systemctl restart
+/// torwart`, which would otherwise find a mistake by taking the gateway
+/// down. Returns the report to print.
 pub fn check(path: &Path) -> Result<String, Failure> {
     use std::fmt::Write;
     let (config, checked) = Config::load(path)?;
     let mut report = format!("configuration  {}: valid\n", path.display());
-    use std::os::unix::fs::MetadataExt;
-    let warning = std::fs::metadata(path).ok().and_then(|m| shown_password(path, &config.database, m.mode()));
+    let mut warnings = Vec::new();
+    {
+        use std::os::unix::fs::MetadataExt;
+        let mode = std::fs::metadata(path).map(|m| m.mode()).unwrap_or(0);
+        warnings.extend(shown_password(path, &config.database, mode));
+    }
     find_ports(&config)?;
     check_port_mtus(&config, &checked)?;
     let ports: Vec<String> = config
@@ -230,36 +236,28 @@ pub fn check(path: &Path) -> Result<String, Failure> {
     };
     let _ = writeln!(report, "ports          {}; backend {backend}, {} worker(s)", ports.join(", "), checked.workers);
     require_capabilities(&config)?;
-    let _ = writeln!(report, "privileges     what the {backend} backend needs");
+    let _ = writeln!(report, "privileges     held here for the {backend} backend (the unit grants the daemon its own)");
     check_kernel_forwarding(&config)?;
     let _ = writeln!(report, "forwarding     off in the kernel (torwart forwards)");
-    crate::api::check_token(&config.api).map_err(|e| Failure::Config(e.to_string()))?;
-    let mut api = Vec::new();
-    if let Some(addr) = checked.api_listen {
-        let token = if config.api.token_file.is_some() { ", token file read" } else { "" };
-        api.push(format!("http://{addr}/{token}"));
-    }
-    if !config.api.socket.as_os_str().is_empty() {
-        api.push(format!("socket {}", config.api.socket.display()));
-    }
-    let _ = writeln!(report, "api            {}", if api.is_empty() { "none".into() } else { api.join(", ") });
-    if let Some(pair) = &checked.pair {
-        crate::pair::load_keys(&pair.key_file).map_err(Failure::Config)?;
-        let _ = writeln!(
-            report,
-            "pair           this box {}, the other {}; key file {} read",
-            pair.local,
-            pair.peer,
-            pair.key_file.display()
-        );
-    }
+
+    // The database, as Control::start opens it (read-only here). A root
+    // shell lacks the unit's PGPASSFILE: the unit's file is used if there.
+    let postgres = !config.database.starts_with("sqlite:") && config.database.contains("://");
+    let pgpass = std::env::var_os("PGPASSFILE").map(PathBuf::from).or_else(|| {
+        let unit = Path::new(UNIT_PGPASSFILE);
+        postgres.then_some(unit).filter(|p| p.exists()).map(|p| {
+            // Still one thread: the runtime that reads it starts below.
+            std::env::set_var("PGPASSFILE", p);
+            p.to_owned()
+        })
+    });
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .map_err(|e| Failure::system("cannot start the control runtime", e))?;
     let (url, summary) = runtime
         .block_on(async {
-            let db = Database::open(&config.database).await?;
+            let db = Database::open_read_only(&config.database).await?;
             let report = db.check().await;
             let url = db.url().to_owned();
             db.close().await;
@@ -270,58 +268,180 @@ pub fn check(path: &Path) -> Result<String, Failure> {
         })
         .map_err(Failure::database)?;
     let _ = writeln!(report, "database       {url}: {summary}; the policy compiles");
-    let mut secrets: Vec<(&Path, bool)> = Vec::new();
+
+    // The API, as its start: the token file, the socket, the address. One
+    // that the running daemon holds is free for the daemon that replaces it.
+    let api_error = |e: crate::api::ApiError| match e {
+        crate::api::ApiError::Token { .. } => Failure::Config(e.to_string()),
+        e => Failure::system("cannot serve the API", e),
+    };
+    crate::api::check_token(&config.api).map_err(api_error)?;
+    let running = crate::api::check_socket(&config.api.socket).map_err(api_error)?;
+    let mut api = Vec::new();
+    if let Some(addr) = checked.api_listen {
+        let free = held_or_free(std::net::TcpListener::bind(addr).map(drop), running, &mut warnings)
+            .map_err(|e| Failure::system("cannot serve the API", e))?;
+        let token = if config.api.token_file.is_some() { ", token file read" } else { "" };
+        api.push(format!("http://{addr}/{token}{free}"));
+    }
+    if !config.api.socket.as_os_str().is_empty() {
+        let held = if running { " (the running daemon's)" } else { "" };
+        api.push(format!("socket {}{held}", config.api.socket.display()));
+    }
+    let _ = writeln!(report, "api            {}", if api.is_empty() { "none".into() } else { api.join(", ") });
+    if let Some(pair) = &checked.pair {
+        crate::pair::load_keys(&pair.key_file).map_err(Failure::Config)?;
+        let free = held_or_free(std::net::UdpSocket::bind(pair.local).map(drop), running, &mut warnings)
+            .map_err(|e| Failure::system(format!("sync link {} → {}", pair.local, pair.peer), e))?;
+        let _ = writeln!(
+            report,
+            "pair           this box {}{free}, the other {}; key file {} read",
+            pair.local,
+            pair.peer,
+            pair.key_file.display()
+        );
+    }
+
+    // Run as root, what the unit's user could not open: root opens all.
+    let mut needs: Vec<(&Path, Need)> = vec![(path, Need::Read)];
+    needs.extend(config.api.token_file.as_deref().map(|p| (p, Need::Read)));
+    needs.extend(checked.pair.as_ref().map(|p| (p.key_file.as_path(), Need::Read)));
+    needs.extend(pgpass.as_deref().map(|p| (p, Need::Read)));
     let sqlite = config.sqlite_file();
-    secrets.extend(sqlite.as_deref().map(|p| (p, true)));
-    secrets.extend(config.api.token_file.as_deref().map(|p| (p, false)));
-    secrets.extend(checked.pair.as_ref().map(|p| (p.key_file.as_path(), false)));
-    for w in warning.into_iter().chain(service_user_cannot(SERVICE_USER, &secrets)) {
+    needs.extend(sqlite.as_deref().map(|p| (p, Need::ReadWrite)));
+    let sqlite_dir =
+        sqlite.as_deref().map(|p| p.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new(".")));
+    needs.extend(sqlite_dir.map(|d| (d, Need::WriteDir)));
+    let (refused, cannot_write) = service_user_cannot(SERVICE_USER, &needs);
+    if let Some(first) = refused.first() {
+        return Err(Failure::Config(format!(
+            "{first}{}",
+            if refused.len() > 1 {
+                format!(" (and {} more: {})", refused.len() - 1, refused[1..].join("; "))
+            } else {
+                String::new()
+            }
+        )));
+    }
+    warnings.extend(cannot_write);
+    for w in &warnings {
         let _ = writeln!(report, "warning        {w}");
     }
-    report.push_str("torwart run would start with this (nothing was changed: no port attached, no file written)\n");
+    report.push_str(if warnings.is_empty() {
+        "torwart run would start with this (nothing was changed: no port attached, no file written)\n"
+    } else {
+        "torwart run would start with this, but see the warnings (nothing was changed)\n"
+    });
     Ok(report)
+}
+
+/// The PGPASSFILE the package's unit sets.
+const UNIT_PGPASSFILE: &str = "/etc/torwart/pgpass";
+
+/// A bind's outcome, for the report: free; held by the running daemon
+/// (`running`: its API socket answers), which a restart frees; in use by
+/// something the check cannot name (a warning: the running daemon without
+/// an API socket, or a start would fail). Any other refusal (an address
+/// not on this box, a port that needs a privilege) is the start's.
+fn held_or_free(
+    bound: std::io::Result<()>,
+    running: bool,
+    warnings: &mut Vec<String>,
+) -> std::io::Result<&'static str> {
+    match bound {
+        Ok(()) => Ok(""),
+        Err(e) if e.kind() == std::io::ErrorKind::AddrInUse && running => Ok(" (the running daemon's)"),
+        Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => {
+            warnings.push(
+                "an address above is in use now, and no daemon answers on the API socket: if it is not \
+                           torwart's own, a start fails"
+                    .into(),
+            );
+            Ok(" (in use now)")
+        }
+        Err(e) => Err(e),
+    }
 }
 
 /// The user the package's unit runs the daemon as.
 const SERVICE_USER: &str = "torwart";
 
-/// What `user` could not do with `files` (read each; write those marked),
-/// when the check runs as root and `user` exists: root may read and write
-/// them all, so a check as root alone would pass a key file only root may
+/// What the daemon must be able to do with a file.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Need {
+    Read,
+    /// The SQLite database: read to start, write to record usage.
+    ReadWrite,
+    /// The SQLite database's directory: SQLite makes its journal there.
+    WriteDir,
+}
+
+/// When the check runs as root and `user` exists: the files of `needs`
+/// that `user` could not read (the start would fail), and those it could
+/// read but not write (usage could not be recorded). Root may open every
+/// file, so a check as root alone would pass a key file only root may
 /// read, or an SQLite database that root made, where the daemon, run by
-/// the unit as `user`, then fails (to start, or to write usage). Judged by
-/// the files' owner, group and mode (the user's primary group only).
-fn service_user_cannot(user: &str, files: &[(&Path, bool)]) -> Vec<String> {
-    use std::os::unix::fs::MetadataExt;
+/// the unit as `user`, fails. Judged from the owner, group and mode of
+/// each file and the directories above it (the user's primary group only).
+fn service_user_cannot(user: &str, needs: &[(&Path, Need)]) -> (Vec<String>, Vec<String>) {
+    let (mut refused, mut cannot_write) = (Vec::new(), Vec::new());
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } != 0 {
-        return Vec::new();
+        return (refused, cannot_write);
     }
-    let Some((uid, gid)) = user_ids(user) else { return Vec::new() };
-    let mut notes = Vec::new();
-    for &(path, write) in files {
-        let Ok(meta) = std::fs::metadata(path) else { continue };
-        let shift = if meta.uid() == uid {
-            6
-        } else if meta.gid() == gid {
-            3
-        } else {
-            0
+    let Some(ids) = user_ids(user) else { return (refused, cannot_write) };
+    for &(path, need) in needs {
+        let Ok(path) = std::fs::canonicalize(path) else { continue };
+        let blocked = path.ancestors().skip(1).find(|d| !may(ids, d, 0o1)).map(Path::to_owned);
+        let (read, write) = match need {
+            Need::Read => (0o4, 0),
+            Need::ReadWrite => (0o4, 0o2),
+            Need::WriteDir => (0o1, 0o2),
         };
-        let bits = meta.mode() >> shift;
-        let (can_read, can_write) = (bits & 0o4 != 0, bits & 0o2 != 0);
-        let wanted = if write { "read and write" } else { "read" };
-        if !can_read || (write && !can_write) {
-            notes.push(format!(
-                "{}: the daemon, run as {user} by the unit, may not {wanted} it (owner uid {}, group gid {}, mode                  {:o}); chown {user}",
+        let shown = describe(&path);
+        if let Some(d) = blocked {
+            refused.push(format!(
+                "{}: the daemon, run as {user} by the unit, may not reach it: the directory {} ({}) does not let {user} through",
                 path.display(),
-                meta.uid(),
-                meta.gid(),
-                meta.mode() & 0o777
+                d.display(),
+                describe(&d)
+            ));
+        } else if !may(ids, &path, read) {
+            refused.push(format!(
+                "{}: the daemon, run as {user} by the unit, may not read it ({shown}); chown {user}",
+                path.display()
+            ));
+        } else if write != 0 && !may(ids, &path, write) {
+            cannot_write.push(format!(
+                "{}: the daemon, run as {user} by the unit, may not write it ({shown}): usage would not be recorded; chown {user}",
+                path.display()
             ));
         }
     }
-    notes
+    (refused, cannot_write)
+}
+
+/// Whether `ids` (uid, primary gid) may do `bits` (r 4, w 2, x 1) to `path`.
+fn may(ids: (u32, u32), path: &Path, bits: u32) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(meta) = std::fs::metadata(path) else { return false };
+    let shift = if meta.uid() == ids.0 {
+        6
+    } else if meta.gid() == ids.1 {
+        3
+    } else {
+        0
+    };
+    (meta.mode() >> shift) & bits == bits
+}
+
+/// Owner, group and mode, for a message.
+fn describe(path: &Path) -> String {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(path).map_or_else(
+        |e| e.to_string(),
+        |m| format!("owner uid {}, group gid {}, mode {:o}", m.uid(), m.gid(), m.mode() & 0o7777),
+    )
 }
 
 /// The uid and primary gid of `user`, if it exists.
@@ -1773,9 +1893,10 @@ mod tests {
     use std::error::Error as _;
 
     /// Run as root, the check names the files the service's user could
-    /// not read (or write: the SQLite database), judged as the kernel
-    /// would from owner, group and mode; `nobody` stands in for
-    /// `torwart`, which this machine may not have.
+    /// not read (the start would fail) or write (the SQLite database),
+    /// judged as the kernel would from owner, group and mode, the
+    /// directories above included; `nobody` stands in for `torwart`,
+    /// which this machine may not have.
     #[test]
     fn files_the_service_user_may_not_use_are_named() {
         use std::os::unix::fs::PermissionsExt;
@@ -1787,26 +1908,38 @@ mod tests {
         let (uid, gid) = user_ids("nobody").expect("the user nobody");
         let dir = std::env::temp_dir().join(format!("torwart-check-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
         let f = dir.join("secret");
         std::fs::write(&f, "x").unwrap();
-        let set = |mode: u32, owner: Option<u32>, group: Option<u32>| {
-            std::fs::set_permissions(&f, std::fs::Permissions::from_mode(mode)).unwrap();
-            std::os::unix::fs::chown(&f, owner.or(Some(0)), group.or(Some(0))).unwrap();
+        let set = |path: &Path, mode: u32, owner: Option<u32>, group: Option<u32>| {
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
+            std::os::unix::fs::chown(path, owner.or(Some(0)), group.or(Some(0))).unwrap();
         };
-        let cannot = |write: bool| service_user_cannot("nobody", &[(f.as_path(), write)]);
-        set(0o600, None, None);
-        let notes = cannot(false);
-        assert_eq!(notes.len(), 1, "{notes:?}");
-        assert!(notes[0].contains("may not read it") && notes[0].contains("chown nobody"), "{notes:?}");
-        set(0o600, Some(uid), None);
-        assert!(cannot(true).is_empty(), "its owner reads and writes");
-        set(0o640, None, Some(gid));
-        assert!(cannot(false).is_empty(), "its group reads");
-        assert_eq!(cannot(true).len(), 1, "its group may not write");
-        set(0o644, None, None);
-        assert!(cannot(false).is_empty(), "everyone reads");
-        assert!(cannot(true)[0].contains("may not read and write it"));
-        assert!(service_user_cannot("no-such-user-here", &[(f.as_path(), true)]).is_empty());
+        let cannot = |need: Need| service_user_cannot("nobody", &[(f.as_path(), need)]);
+        set(&f, 0o600, None, None);
+        let (refused, _) = cannot(Need::Read);
+        assert_eq!(refused.len(), 1, "{refused:?}");
+        assert!(refused[0].contains("may not read it (owner uid 0, group gid 0, mode 600); chown nobody"), "{refused:?}");
+        set(&f, 0o600, Some(uid), None);
+        assert_eq!(cannot(Need::ReadWrite), (vec![], vec![]), "its owner reads and writes");
+        set(&f, 0o640, None, Some(gid));
+        assert_eq!(cannot(Need::Read), (vec![], vec![]), "its group reads");
+        let (refused, cannot_write) = cannot(Need::ReadWrite);
+        assert!(refused.is_empty() && cannot_write.len() == 1, "its group reads, may not write: {cannot_write:?}");
+        assert!(cannot_write[0].contains("usage would not be recorded"), "{cannot_write:?}");
+        set(&f, 0o644, None, None);
+        assert_eq!(cannot(Need::Read), (vec![], vec![]), "everyone reads");
+        // A directory above that does not let the user through.
+        set(&dir, 0o750, None, None);
+        let (refused, _) = cannot(Need::Read);
+        assert!(refused.len() == 1 && refused[0].contains("does not let nobody through"), "{refused:?}");
+        // The database's directory, where SQLite makes its journal.
+        set(&dir, 0o755, Some(uid), None);
+        assert_eq!(service_user_cannot("nobody", &[(dir.as_path(), Need::WriteDir)]), (vec![], vec![]));
+        set(&dir, 0o755, None, None);
+        let (_, cannot_write) = service_user_cannot("nobody", &[(dir.as_path(), Need::WriteDir)]);
+        assert_eq!(cannot_write.len(), 1, "{cannot_write:?}");
+        assert_eq!(service_user_cannot("no-such-user-here", &[(f.as_path(), Need::ReadWrite)]), (vec![], vec![]));
         let _ = std::fs::remove_dir_all(&dir);
     }
 

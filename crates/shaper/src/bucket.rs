@@ -6,8 +6,9 @@
 //! path, no rounding, no drift over a long run. Tokens are kept in an `i64`
 //! (the bucket is 32 bytes: it sits in the one cache line a member's pass
 //! path reads), which holds ±1.15 GB: depths are capped at
-//! [`MAX_DEPTH_BYTES`] (1 GiB), and a refill is computed in `i128` and then
-//! capped at the depth, so no rate or idle time overflows it.
+//! [`MAX_DEPTH_BYTES`] (1 GiB), and a refill is capped at the depth (computed
+//! in `i64` when the tokens earned fit, else in `i128`), so no rate or idle
+//! time overflows it.
 //!
 //! Semantics are HTB's: a packet may leave while the bucket holds *any*
 //! tokens, and its cost may take the bucket below zero (by at most one

@@ -754,6 +754,10 @@ impl Run<'_> {
         // a flow at the offered rate): the workers start once the clock
         // has caught up, so that their time does not stand still.
         let warmed_until = warmed.iter().map(|w| w.now).max().unwrap_or(Time(0));
+        let ahead = Duration::from_nanos(warmed_until.0.saturating_sub(dataplane::monotonic_now().0));
+        if opts.progress && ahead > Duration::from_secs(1) {
+            eprintln!("waiting {:.1} s for the clock to reach the warm-up's virtual time...", ahead.as_secs_f64());
+        }
         while dataplane::monotonic_now() < warmed_until {
             std::thread::sleep(Duration::from_millis(10));
         }

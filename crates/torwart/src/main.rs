@@ -331,6 +331,11 @@ fn main() -> ExitCode {
     // SAFETY: umask only sets the process's file mode mask.
     unsafe { libc::umask(0o027) };
     if let Command::Run { config, check: true, .. } = &cli.command {
+        // What the start would only log (the locked-memory limit), on stderr.
+        if std::env::var_os("TORWART_LOG").is_none() {
+            std::env::set_var("TORWART_LOG", "warn");
+        }
+        control::logging::init();
         return match control::daemon::check(config) {
             Ok(report) => {
                 print!("{report}");

@@ -787,10 +787,14 @@ fn a_configuration_is_checked_without_changing_anything() {
 
     // Each mistake, with the start's exit code and a message that names it.
     let good = std::fs::read_to_string(&config).unwrap();
-    let cases: [(&str, String, i32, &str); 4] = [
+    let socket = lab.api_socket().display().to_string();
+    let not_a_socket = lab.dir.join("not-a-socket");
+    std::fs::write(&not_a_socket, "").unwrap();
+    let cases: [(&str, String, i32, &str); 5] = [
         ("a typo", good.replace("side = \"outside\"", "side = \"outsde\""), 2, "outsde"),
         ("a port that is not there", good.replace("\"p1\"", "\"p9\""), 3, "p9"),
         ("a missing database", good.replace("t.db", "gone.db"), 5, "gone.db"),
+        ("an API socket path that is a file", good.replace(&socket, &not_a_socket.display().to_string()), 6, "not a socket"),
         (
             "a token file others may read",
             format!("{good}token_file = \"{}\"\n", lab.dir.join("token").display()),
@@ -831,6 +835,7 @@ fn a_configuration_is_checked_without_changing_anything() {
     lab.start(&config);
     let (code, out, err) = check(&lab, &config);
     assert_eq!(code, Some(0), "{out}{err}");
+    assert!(out.contains("(the running daemon's)"), "the daemon's socket is named: {out}");
     lab.member_traffic(6000, 5);
     assert_eq!(lab.stop(), Some(0), "{}", lab.log());
     let _ = std::fs::remove_dir_all(&lab.dir);

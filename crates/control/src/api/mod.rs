@@ -435,6 +435,26 @@ fn read_token(path: &Path) -> Result<String, ApiError> {
     Ok(token.to_owned())
 }
 
+/// What the start's bind of the API socket at `path` would find
+/// (`torwart run --check`): true if a running daemon answers on it (which
+/// a restart replaces), false if free or stale; a path that is not a
+/// socket is the start's error. Changes nothing.
+pub fn check_socket(path: &Path) -> Result<bool, ApiError> {
+    use std::os::unix::fs::FileTypeExt;
+    if path.as_os_str().is_empty() {
+        return Ok(false);
+    }
+    match std::fs::symlink_metadata(path) {
+        Ok(meta) if !meta.file_type().is_socket() => {
+            Err(ApiError::Socket { path: path.to_owned(), why: NOT_A_SOCKET.into() })
+        }
+        Ok(_) => Ok(std::os::unix::net::UnixStream::connect(path).is_ok()),
+        Err(_) => Ok(false),
+    }
+}
+
+const NOT_A_SOCKET: &str = "exists and is not a socket; remove it or choose another api.socket";
+
 /// Binds the Unix socket at `path`, mode 0660. A socket file left by a
 /// daemon that is gone is replaced; one a running daemon answers on is not.
 fn bind_socket(path: &Path) -> Result<tokio::net::UnixListener, ApiError> {
@@ -445,7 +465,7 @@ fn bind_socket(path: &Path) -> Result<tokio::net::UnixListener, ApiError> {
     }
     if let Ok(meta) = std::fs::symlink_metadata(path) {
         if !meta.file_type().is_socket() {
-            return Err(err("exists and is not a socket; remove it or choose another api.socket".into()));
+            return Err(err(NOT_A_SOCKET.into()));
         }
         if std::os::unix::net::UnixStream::connect(path).is_ok() {
             return Err(err("another torwart answers on it; stop it or choose another api.socket".into()));

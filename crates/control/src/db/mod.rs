@@ -79,6 +79,19 @@ impl Database {
         Database::connect(url, true).await
     }
 
+    /// Opens an existing database to read only (`torwart run --check`):
+    /// an SQLite file is opened read-only, so nothing can be written to it
+    /// or beside it; PostgreSQL as [`Database::open`].
+    pub async fn open_read_only(url: &str) -> Result<Database, DbError> {
+        let shown = redacted(url);
+        let target = match backend::target(url, &shown)? {
+            backend::Target::Sqlite(o) => backend::Target::Sqlite(Box::new((*o).read_only(true))),
+            postgres => postgres,
+        };
+        let pool = Pool::connect(target, &shown, false).await?;
+        Ok(Database { url: shown, pool })
+    }
+
     async fn connect(url: &str, create: bool) -> Result<Database, DbError> {
         let shown = redacted(url);
         let target = backend::target(url, &shown)?;
