@@ -1919,7 +1919,10 @@ mod tests {
         set(&f, 0o600, None, None);
         let (refused, _) = cannot(Need::Read);
         assert_eq!(refused.len(), 1, "{refused:?}");
-        assert!(refused[0].contains("may not read it (owner uid 0, group gid 0, mode 600); chown nobody"), "{refused:?}");
+        assert!(
+            refused[0].contains("may not read it (owner uid 0, group gid 0, mode 600); chown nobody"),
+            "{refused:?}"
+        );
         set(&f, 0o600, Some(uid), None);
         assert_eq!(cannot(Need::ReadWrite), (vec![], vec![]), "its owner reads and writes");
         set(&f, 0o640, None, Some(gid));

@@ -794,7 +794,12 @@ fn a_configuration_is_checked_without_changing_anything() {
         ("a typo", good.replace("side = \"outside\"", "side = \"outsde\""), 2, "outsde"),
         ("a port that is not there", good.replace("\"p1\"", "\"p9\""), 3, "p9"),
         ("a missing database", good.replace("t.db", "gone.db"), 5, "gone.db"),
-        ("an API socket path that is a file", good.replace(&socket, &not_a_socket.display().to_string()), 6, "not a socket"),
+        (
+            "an API socket path that is a file",
+            good.replace(&socket, &not_a_socket.display().to_string()),
+            6,
+            "not a socket",
+        ),
         (
             "a token file others may read",
             format!("{good}token_file = \"{}\"\n", lab.dir.join("token").display()),
