@@ -79,6 +79,12 @@ pub struct Options {
     /// members it owns, so nothing is handed over (steering still runs):
     /// the reference that shows what the handoff costs.
     pub no_handoff: bool,
+    /// Dataplane mode: each core runs a dataplane of its own with one
+    /// worker, playing only its own members' traffic (no steering, nothing
+    /// shared): what the machine's cores give together when nothing
+    /// crosses between them, the ceiling for the workers' scaling measured
+    /// the same way in the same run.
+    pub independent: bool,
 }
 
 /// A frame buffer of the warm-up's batches.
@@ -156,6 +162,8 @@ pub struct Report {
     pub shaped: Option<[f64; 3]>,
     /// The workers bypassed the engine (`--null-engine`).
     pub null_engine: bool,
+    /// Dataplane mode: one dataplane per core, one worker each (`Options::independent`).
+    pub independent: bool,
     /// With two cores or more: a cache line's round trip between the CPUs
     /// of the first two cores, in ns, measured before and after the run.
     /// A VM's vCPUs can sit on neighbouring physical cores or on different
@@ -657,6 +665,7 @@ pub fn run(opts: &Options) -> Report {
         }),
         per_core: results,
         null_engine: opts.null_engine,
+        independent: opts.dataplane && opts.independent,
         core_round_trip_ns,
     }
 }
@@ -777,39 +786,48 @@ impl Run<'_> {
             .enumerate()
             .map(|(c, engine)| {
                 let cpu = self.cpu(c).map(|id| id.id);
-                worker_setup(
-                    opts,
-                    c,
-                    cores,
-                    cpu,
-                    engine,
-                    generation.clone(),
-                    generator_ports(&traffic, c, opts.no_handoff).0,
-                )
+                let (index, workers) = if opts.independent { (0, 1) } else { (c, cores) };
+                let own_only = opts.no_handoff || opts.independent;
+                let ports = generator_ports(&traffic, c, own_only).0;
+                worker_setup(opts, index, workers, cpu, engine, generation.clone(), ports)
             })
-            .collect();
+            .collect::<Vec<_>>();
+        // One dataplane of all the workers, or one of its own for each.
+        let groups: Vec<Vec<WorkerSetup>> =
+            if opts.independent { setups.into_iter().map(|s| vec![s]).collect() } else { vec![setups] };
         std::thread::scope(|s| {
             let t0 = Instant::now();
-            let dp =
-                dataplane::Dataplane::start(setups, self.published.cloned()).expect("the dataplane's workers start");
+            let dps: Vec<_> = groups
+                .into_iter()
+                .map(|g| {
+                    dataplane::Dataplane::start(g, self.published.cloned()).expect("the dataplane's workers start")
+                })
+                .collect();
             let reloader = spawn_reloader(s, opts, self.db, self.published);
-            if opts.scrape {
-                let scrapes = watched(&dp, self.db, Duration::from_secs_f64(opts.seconds));
-                if opts.progress {
-                    eprintln!("scraped {scrapes} times while the workers ran");
+            match (opts.scrape, &dps[..]) {
+                (true, [dp]) => {
+                    let scrapes = watched(dp, self.db, Duration::from_secs_f64(opts.seconds));
+                    if opts.progress {
+                        eprintln!("scraped {scrapes} times while the workers ran");
+                    }
                 }
-            } else {
-                std::thread::sleep(Duration::from_secs_f64(opts.seconds));
+                _ => std::thread::sleep(Duration::from_secs_f64(opts.seconds)),
             }
-            let (stats, kept) = dp.stop_keeping_engines();
+            let (mut stats, mut kept) = (Vec::new(), Vec::new());
+            for dp in dps {
+                let (s, k) = dp.stop_keeping_engines();
+                stats.extend(s);
+                kept.extend(k);
+            }
             let seconds = t0.elapsed().as_secs_f64();
             let results = stats
                 .iter()
                 .zip(&kept)
                 .zip(&warm)
-                .map(|((s, k), (flows, counters))| {
-                    let cpu = self.cpu(s.worker).map(|id| id.id);
-                    let m = Measured { core: s.worker, cpu, seconds, cycles: None, fill_ns: 0.0 };
+                .enumerate()
+                .map(|(core, ((s, k), (flows, counters)))| {
+                    let cpu = self.cpu(core).map(|id| id.id);
+                    let m = Measured { core, cpu, seconds, cycles: None, fill_ns: 0.0 };
                     core_result(
                         m,
                         s,
@@ -1027,7 +1045,9 @@ pub fn print(r: &Report) {
         r.new_flow_share * 100.0,
         r.fast_path_share * 100.0
     );
-    if let Some(h) = r.handoff_share {
+    if r.independent {
+        println!("dataplane      one dataplane per core, one worker each, nothing shared: the cores' ceiling");
+    } else if let Some(h) = r.handoff_share {
         let drops: u64 = r.per_core.iter().map(|c| c.dataplane_drops).sum();
         println!(
             "dataplane      workers over generator ports: {:.1} % of frames handed to the owning worker, {drops} dropped by the dataplane",
@@ -1116,7 +1136,11 @@ mod tests {
     }
 
     fn quick(null_engine: bool, dataplane: bool) -> Report {
-        let opts = Options {
+        run(&quick_options(null_engine, dataplane))
+    }
+
+    fn quick_options(null_engine: bool, dataplane: bool) -> Options {
+        Options {
             scenario: scenario::by_name("campus-2018").expect("the scenario").clone(),
             locality: scenario::Locality::Uniform,
             seed: 1,
@@ -1133,8 +1157,8 @@ mod tests {
             scrape: false,
             null_engine,
             no_handoff: false,
-        };
-        run(&opts)
+            independent: false,
+        }
     }
 
     /// The floor mode counts what the workers moved (the engine, bypassed,
@@ -1149,6 +1173,26 @@ mod tests {
             assert!(!floor.counters.contains_key("rx_inside_packets"), "the engine saw nothing: {:?}", floor.counters);
             assert!(engine.counters.contains_key("rx_inside_packets"));
         }
+    }
+
+    /// Independent dataplanes, one per core: each worker sees only its own
+    /// members' traffic and hands nothing over, and each core's figures
+    /// are its own.
+    #[test]
+    fn independent_dataplanes_hand_nothing_over() {
+        if core_affinity::get_core_ids().map_or(0, |c| c.len()) < 2 {
+            println!("skipped: needs two CPUs");
+            return;
+        }
+        let mut opts = quick_options(false, true);
+        opts.cores = 2;
+        opts.independent = true;
+        let r = run(&opts);
+        assert!(r.independent);
+        assert_eq!(r.handoff_share, Some(0.0), "{:?}", r.handoff_share);
+        assert_eq!(r.per_core.iter().map(|c| c.core).collect::<Vec<_>>(), [0, 1]);
+        assert!(r.per_core.iter().all(|c| c.packets > 0 && c.handed_off == 0), "{:?}", r.per_core);
+        assert_eq!(r.counters.get("flows_expired").copied().unwrap_or(0), 0);
     }
 
     /// Both modes measure the warmed flows, not a table that expired when

@@ -299,6 +299,11 @@ struct BenchArgs {
     /// reference for what the handoff costs.
     #[arg(long, requires = "dataplane")]
     no_handoff: bool,
+    /// With --dataplane: each core runs a dataplane of its own with one
+    /// worker and its own members' traffic (no steering, nothing shared):
+    /// the ceiling for the workers' scaling, measured the same way.
+    #[arg(long, requires = "dataplane", conflicts_with_all = ["no_handoff", "scrape"])]
+    independent: bool,
 }
 
 #[derive(Subcommand, Debug)]
@@ -686,6 +691,7 @@ fn bench_command(a: BenchArgs) -> Result<(), Error> {
         scrape: a.scrape,
         null_engine: a.null_engine,
         no_handoff: a.no_handoff,
+        independent: a.independent,
     };
     let report = bench::run(&opts);
     if a.json {
