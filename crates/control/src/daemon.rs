@@ -174,6 +174,15 @@ impl Failure {
         Failure::System { doing: doing.into(), source: source.into() }
     }
 
+    /// The API's start refused: the token file is the operator's to fix,
+    /// like the configuration; the rest is the system's.
+    fn api(e: crate::api::ApiError) -> Failure {
+        match e {
+            crate::api::ApiError::Token { .. } => Failure::Config(e.to_string()),
+            e => Failure::system("cannot serve the API", e),
+        }
+    }
+
     fn database(source: DbError) -> Failure {
         Failure::Database(Box::new(source))
     }
@@ -242,7 +251,7 @@ pub fn check(path: &Path) -> Result<String, Failure> {
 
     // The database, as Control::start opens it (read-only here). A root
     // shell lacks the unit's PGPASSFILE: the unit's file is used if there.
-    let postgres = !config.database.starts_with("sqlite:") && config.database.contains("://");
+    let postgres = config.sqlite_file().is_none();
     let pgpass = std::env::var_os("PGPASSFILE").map(PathBuf::from).or_else(|| {
         let unit = Path::new(UNIT_PGPASSFILE);
         postgres.then_some(unit).filter(|p| p.exists()).map(|p| {
@@ -271,12 +280,8 @@ pub fn check(path: &Path) -> Result<String, Failure> {
 
     // The API, as its start: the token file, the socket, the address. One
     // that the running daemon holds is free for the daemon that replaces it.
-    let api_error = |e: crate::api::ApiError| match e {
-        crate::api::ApiError::Token { .. } => Failure::Config(e.to_string()),
-        e => Failure::system("cannot serve the API", e),
-    };
-    crate::api::check_token(&config.api).map_err(api_error)?;
-    let running = crate::api::check_socket(&config.api.socket).map_err(api_error)?;
+    crate::api::check_token(&config.api).map_err(Failure::api)?;
+    let running = crate::api::check_socket(&config.api.socket).map_err(Failure::api)?;
     let mut api = Vec::new();
     if let Some(addr) = checked.api_listen {
         let free = held_or_free(std::net::TcpListener::bind(addr).map(drop), running, &mut warnings)
@@ -1266,11 +1271,7 @@ impl Control {
             reload_now: Arc::clone(&reload_now),
             member_series: config.api.member_series,
         };
-        let api = crate::api::Api::start(&runtime, &config.api, checked.api_listen, state).map_err(|e| match e {
-            // The token file is the operator's to fix, like the configuration.
-            crate::api::ApiError::Token { .. } => Failure::Config(e.to_string()),
-            e => Failure::system("cannot serve the API", e),
-        })?;
+        let api = crate::api::Api::start(&runtime, &config.api, checked.api_listen, state).map_err(Failure::api)?;
         if let Some(addr) = api.listening {
             tracing::info!("api: http://{addr}/ (web page, /api, /metrics)");
         }

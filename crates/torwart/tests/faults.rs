@@ -841,6 +841,16 @@ fn a_configuration_is_checked_without_changing_anything() {
     let (code, out, err) = check(&lab, &config);
     assert_eq!(code, Some(0), "{out}{err}");
     assert!(out.contains("(the running daemon's)"), "the daemon's socket is named: {out}");
+    // A second daemon on the same configuration (a careless second start)
+    // is refused before it touches a port, and the first keeps its socket.
+    let bin = env!("CARGO_BIN_EXE_torwart");
+    let second =
+        lab.ns.output(&lab.b, bin, &["run", "--config", config.to_str().unwrap()], Duration::from_secs(20)).unwrap();
+    let err = String::from_utf8_lossy(&second.stderr);
+    assert_eq!(second.status.code(), Some(6), "{err}");
+    assert!(err.contains("another torwart answers"), "{err}");
+    let (code, out, err) = check(&lab, &config);
+    assert!(code == Some(0) && out.contains("(the running daemon's)"), "{out}{err}");
     lab.member_traffic(6000, 5);
     assert_eq!(lab.stop(), Some(0), "{}", lab.log());
     let _ = std::fs::remove_dir_all(&lab.dir);

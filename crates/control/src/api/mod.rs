@@ -77,6 +77,11 @@ impl Api {
         state: ApiState,
     ) -> Result<Api, ApiError> {
         let token = config.token_file.as_deref().map(read_token).transpose()?;
+        // A torwart that already runs here is named as such, before its TCP
+        // address is found taken.
+        if check_socket(&config.socket)? {
+            return Err(ApiError::Socket { path: config.socket.clone(), why: ANOTHER_TORWART.into() });
+        }
         let routes = routes(state);
         let mut api = Api { tasks: Vec::new(), socket: None, listening: None };
         if let Some(addr) = listen {
@@ -453,23 +458,22 @@ pub fn check_socket(path: &Path) -> Result<bool, ApiError> {
     }
 }
 
+const ANOTHER_TORWART: &str = "another torwart answers on it; stop it or choose another api.socket";
+
 const NOT_A_SOCKET: &str = "exists and is not a socket; remove it or choose another api.socket";
 
 /// Binds the Unix socket at `path`, mode 0660. A socket file left by a
 /// daemon that is gone is replaced; one a running daemon answers on is not.
 fn bind_socket(path: &Path) -> Result<tokio::net::UnixListener, ApiError> {
-    use std::os::unix::fs::{DirBuilderExt, FileTypeExt, PermissionsExt};
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
     let err = |why: String| ApiError::Socket { path: path.to_owned(), why };
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty() && !d.exists()) {
         std::fs::DirBuilder::new().recursive(true).mode(0o750).create(dir).map_err(|e| err(e.to_string()))?;
     }
-    if let Ok(meta) = std::fs::symlink_metadata(path) {
-        if !meta.file_type().is_socket() {
-            return Err(err(NOT_A_SOCKET.into()));
-        }
-        if std::os::unix::net::UnixStream::connect(path).is_ok() {
-            return Err(err("another torwart answers on it; stop it or choose another api.socket".into()));
-        }
+    if check_socket(path)? {
+        return Err(err(ANOTHER_TORWART.into()));
+    }
+    if std::fs::symlink_metadata(path).is_ok() {
         std::fs::remove_file(path).map_err(|e| err(format!("cannot remove the stale socket: {e}")))?;
     }
     let listener = tokio::net::UnixListener::bind(path).map_err(|e| err(e.to_string()))?;
