@@ -200,6 +200,53 @@ fn after_a_restart_connections_through_a_forward_are_picked_up_and_nothing_else_
 }
 
 #[test]
+fn after_a_restart_a_forwarded_device_speaking_first_leaves_from_the_forwarded_port() {
+    // The device behind the forward sends first after a restart (its
+    // retransmission beat the remote's): the connection is the forward's,
+    // so it leaves from the forward's public port, not a NAT port, and the
+    // remote's next segment finds the same flow.
+    let mut g = Gw::new();
+    let (v, f) = g.tcp(Side::Inside, NAS, "192.0.2.7", 80, 5555, A, 200, 110, 10);
+    assert_eq!(v, FWD_OUT);
+    assert_eq!((key(&f).src_ip(), key(&f).src_port), (v4(PUBLIC_101), 8080));
+    assert!(tcp_ok(&f));
+    let (v, f) = g.tcp(Side::Outside, "192.0.2.7", PUBLIC_101, 5555, 8080, A, 110, 210, 10);
+    assert_eq!(v, FWD_IN);
+    assert_eq!((key(&f).dst_ip(), key(&f).dst_port), (v4(NAS), 80));
+    assert_eq!(g.e.counters().flows_picked_up, 1);
+    assert_eq!(g.e.counters().flows_created, 1);
+    // The same device from another port is translated as any flow is.
+    let (v, f) = g.tcp(Side::Inside, NAS, "192.0.2.7", 81, 5555, A, 200, 110, 10);
+    assert_eq!(v, FWD_OUT);
+    assert_eq!(key(&f).src_ip(), v4(PUBLIC_101));
+    assert_ne!(key(&f).src_port, 8080);
+
+    // UDP alike (a reply after its flow expired), and of two forwards to
+    // one device's port, the lower public port answers.
+    let mut db = sample::example();
+    let fw = db.port_forwards[0].clone();
+    db.port_forwards.push(policy::PortForward { id: 2, public_port: 8081, ..fw.clone() });
+    db.port_forwards.push(policy::PortForward {
+        id: 3,
+        protocol: policy::Protocol::Udp,
+        public_port: 5353,
+        internal_port: 53,
+        ..fw
+    });
+    let mut g = Gw::new();
+    g.e.set_policy(Arc::new(policy::compile(&db, 2).unwrap()), &[]);
+    let (v, f) = g.tcp(Side::Inside, NAS, "192.0.2.7", 80, 5555, A, 200, 110, 10);
+    assert_eq!(v, FWD_OUT);
+    assert_eq!(key(&f).src_port, 8080);
+    let mut b = vec![0u8; 2048];
+    let n = build::udp(&mut b, &IN, v4(NAS), v4("192.0.2.7"), 53, 4000, 20).unwrap();
+    b.truncate(n);
+    let (v, f) = g.send(Side::Inside, b);
+    assert_eq!(v, FWD_OUT);
+    assert_eq!((key(&f).src_ip(), key(&f).src_port), (v4(PUBLIC_101), 5353));
+}
+
+#[test]
 fn hairpinning_between_members() {
     let mut g = Gw::new();
     // Member 104 reaches member 101's forwarded web server by its public address.

@@ -88,7 +88,8 @@ pub fn compile_with_key(db: &MemberDb, generation: u64, key: [u64; 4]) -> Result
         public_index: public.index,
         public_ranges: public.ranges,
         public_span: public.span,
-        forwards: HashMap::with_hasher(hasher),
+        forwards: HashMap::with_hasher(hasher.clone()),
+        forwarded_from: HashMap::with_hasher(hasher),
         internal: nets.internal,
         boxes: nets.boxes,
         blocked_inbound: RangeSet::from_prefixes(blocks(db, BlockDirection::Inbound)),
@@ -354,6 +355,9 @@ impl Cx {
             policy
                 .forwards
                 .insert(key, Forward { member: m, internal: rule.internal_address, port: rule.internal_port });
+            // Sorted by public address and port: the first forward to a device's port is its lowest.
+            let back = forward_key(rule.internal_address, rule.protocol.number(), rule.internal_port);
+            policy.forwarded_from.entry(back).or_insert((address, rule.public_port));
             rules.push((m, rule));
         }
         policy.forward_rules = spans(&mut policy.members, rules, |i, s| i.forwards = s);

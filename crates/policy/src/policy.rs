@@ -183,6 +183,10 @@ pub struct Policy {
     pub(crate) public_span: (u32, u32),
     /// Key `address << 24 | protocol << 16 | port`.
     pub(crate) forwards: HashMap<u64, Forward, RandomState>,
+    /// The other way: key `internal << 24 | protocol << 16 | internal
+    /// port` → the forward's public address and port (the lowest public
+    /// port where several forwards reach one device's port).
+    pub(crate) forwarded_from: HashMap<u64, (Ipv4Addr, u16), RandomState>,
     /// `internal` ∪ `box` networks (member addresses lie inside `internal` ones: a compile rule).
     pub(crate) internal: RangeSet,
     pub(crate) boxes: RangeSet,
@@ -397,6 +401,18 @@ impl Policy {
     #[inline]
     pub fn port_forward(&self, public: Ipv4Addr, proto: u8, port: u16) -> Option<Forward> {
         self.forwards.get(&forward_key(public, proto, port)).copied()
+    }
+
+    /// The public address and port a forward reaches the device's `internal`,
+    /// `proto`, `port` from, if one does: what the device sends from that
+    /// port leaves from there, as the forward's own answers do. Of several
+    /// forwards to one device's port, the lowest public port.
+    #[inline]
+    pub fn forwarded_from(&self, internal: Ipv4Addr, proto: u8, port: u16) -> Option<(Ipv4Addr, u16)> {
+        if self.forwarded_from.is_empty() {
+            return None;
+        }
+        self.forwarded_from.get(&forward_key(internal, proto, port)).copied()
     }
 
     /// The member that opened `dst`, `proto`, `port` for unsolicited inbound

@@ -209,6 +209,16 @@ fn admit_outbound(nat: &mut Nat, p: &Policy, m: &Meta) -> Result<Admit, Reason> 
     } else if p.member_of_public(k.dst_v4(), k.dst_port).is_some() {
         return Err(Reason::UnsolicitedInbound);
     }
+    // A forward's device sending from its forwarded port: the forward's
+    // connection, seen first from the inside (its retransmission beat the
+    // remote's after a restart, or a UDP answer outlived its flow). It
+    // leaves from the port the remote wrote to; a NAT port would be a
+    // stranger to the remote, and the connection would stall.
+    if let Some((address, port)) = p.forwarded_from(k.src_v4(), k.proto, k.src_port) {
+        out.set_src_v4(address);
+        out.src_port = port;
+        return Ok(Admit { out, reply_side, member_id: Some(id), binding: NO_BINDING });
+    }
     out.set_src_v4(public.address);
     let range = Public { addr: public.address, first: public.first_port, last: public.last_port };
     let binding = match m.l4 {

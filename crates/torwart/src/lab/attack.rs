@@ -300,7 +300,15 @@ impl Lab {
         let inb = chatty_in.join().map_err(|_| "the chatty clients died".to_owned())?;
         stop.store(true, Ordering::Relaxed);
         let all: Vec<&Seen> = out.iter().chain(&inb).collect();
-        let lost: Vec<String> = all.iter().filter_map(|s| s.error.clone()).collect();
+        // Which connection, and when, as the phases above say when they ran.
+        let mut lost = Vec::new();
+        for (dir, seen) in [("out", &out), ("in", &inb)] {
+            for (i, s) in seen.iter().enumerate() {
+                if let Some(e) = &s.error {
+                    lost.push(format!("{dir} c{i} after {:.1} s: {e}", s.ended_after));
+                }
+            }
+        }
         let longest = all.iter().map(|s| s.longest).fold(0.0, f64::max);
         r.add(
             "established connections through every phase: 0 lost",

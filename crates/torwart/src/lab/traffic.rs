@@ -102,6 +102,8 @@ pub struct Seen {
     pub longest: f64,
     /// What ended it early ("reset" for a TCP RST).
     pub error: Option<String>,
+    /// When it ended early: seconds after it was opened.
+    pub ended_after: f64,
     pub sent: u64,
     pub received: u64,
 }
@@ -128,6 +130,7 @@ pub fn chatty(ns: &str, server: SocketAddr, n: usize, run: Duration) -> JoinHand
 /// One connection: a line every `every` until `end`, each answer awaited.
 fn talk(server: SocketAddr, name: &str, end: Instant, every: Duration) -> Seen {
     let mut seen = Seen::default();
+    let opened = Instant::now();
     let result = (|| -> std::io::Result<()> {
         let s = TcpStream::connect_timeout(&server, Duration::from_secs(10))?;
         s.set_read_timeout(Some(Duration::from_secs(5)))?;
@@ -152,6 +155,7 @@ fn talk(server: SocketAddr, name: &str, end: Instant, every: Duration) -> Seen {
     })();
     if let Err(e) = result {
         seen.error = Some(if e.kind() == ErrorKind::ConnectionReset { "reset".into() } else { e.to_string() });
+        seen.ended_after = opened.elapsed().as_secs_f64();
     }
     seen
 }
