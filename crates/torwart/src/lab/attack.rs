@@ -291,7 +291,7 @@ impl Lab {
         bail()?;
         self.storm(scale, r, server, say)?;
         bail()?;
-        self.restart(opts, r, &out_sources, server, say)?;
+        self.restart(opts, scale, r, &out_sources, server, say)?;
         bail()?;
         let soak = self.soak(scale, r, server, interrupted, say)?;
 
@@ -643,6 +643,7 @@ impl Lab {
     fn restart(
         &mut self,
         opts: &AttackOptions,
+        scale: &Scale,
         r: &mut AttackReport,
         sources: &traffic::Sources,
         server: SocketAddr,
@@ -689,12 +690,17 @@ impl Lab {
             .map(|(name, s)| format!("{name}: {s:?}"))
             .collect();
         let kept = before.keys().filter(|k| k.starts_with('c')).count();
+        // Each long-lived connection once, whichever end spoke first: one
+        // more is a connection made twice, from each end (its two flows
+        // disagree on its ports).
+        let long_lived = (scale.chatty + scale.chatty / 2) as u64;
         r.add(
-            "kill -9 and restart under load: connections picked up mid-stream with the same NAT ports",
-            changed.is_empty() && kept > 0 && picked > 0,
+            "kill -9 and restart under load: connections picked up mid-stream, each once, with the same NAT ports",
+            changed.is_empty() && kept > 0 && picked == long_lived,
             format!(
-                "forwarding again {back:.2} s after the kill; {picked} connections picked up; {kept} seen by the \
-                 server, {} from a new NAT source {:?} (each connection's survival is checked at the end)",
+                "forwarding again {back:.2} s after the kill; {picked} connections picked up of {long_lived} \
+                 long-lived; {kept} seen by the server, {} from a new NAT source {:?} (each connection's survival \
+                 is checked at the end)",
                 changed.len(),
                 &changed[..changed.len().min(3)]
             ),
