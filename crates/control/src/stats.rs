@@ -320,7 +320,7 @@ fn counters(stats: &[Arc<WorkerStats>], totals: &Totals, cx: &Context) -> BTreeM
     counters.insert("mirror_resolve_failed".into(), m.resolve_failed);
     counters.insert("mirror_resolve_dropped".into(), m.resolve_queue_full + m.resolve_pending_full);
     for s in stats {
-        for (name, v) in s.egress.router.iter() {
+        for (name, v) in s.egress.router_named() {
             *counters.entry(format!("router_{name}")).or_insert(0) += v;
         }
     }

@@ -41,7 +41,7 @@ wire::named_counters! {
 }
 
 /// A worker's dataplane counters (plain integers: one worker owns them).
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Debug, Default, PartialEq, Eq)]
 pub struct DataplaneCounters {
     /// Frames received from the ports, per port index.
     pub rx: Vec<u64>,
@@ -86,6 +86,20 @@ pub struct DataplaneCounters {
     /// Listings the control side gave up before this worker finished them.
     pub flow_queries_abandoned: u64,
     drops: [u64; Drop::COUNT],
+}
+
+impl Clone for DataplaneCounters {
+    fn clone(&self) -> Self {
+        DataplaneCounters { rx: self.rx.clone(), tx: self.tx.clone(), ..*self }
+    }
+
+    /// Into `self`'s own vectors: a stats snapshot filled again allocates nothing.
+    fn clone_from(&mut self, source: &Self) {
+        let (mut rx, mut tx) = (core::mem::take(&mut self.rx), core::mem::take(&mut self.tx));
+        rx.clone_from(&source.rx);
+        tx.clone_from(&source.tx);
+        *self = DataplaneCounters { rx, tx, ..*source };
+    }
 }
 
 impl DataplaneCounters {

@@ -27,8 +27,23 @@ use std::sync::Arc;
 pub struct EgressStats {
     /// Route table generation in use (0 in static mode).
     pub routes_generation: u64,
-    /// The router's counters by name (forwarded, drops by reason, ICMP sent and suppressed).
-    pub router: Vec<(String, u64)>,
+    /// The router's counters (none in static mode): copied as they are,
+    /// so that a snapshot allocates nothing; named by [`EgressStats::router_named`].
+    pub router: Option<router::Counters>,
+}
+
+impl EgressStats {
+    /// The router's counters by name (forwarded, drops by reason, ICMP sent
+    /// and suppressed). The drops keep their reason's name; the suppressed
+    /// ICMP errors are told apart (`not_unicast` is both).
+    pub fn router_named(&self) -> impl Iterator<Item = (String, u64)> + '_ {
+        self.router.iter().flat_map(|c| {
+            c.named().map(|(group, n, v)| match group {
+                "icmp_suppressed" => (format!("icmp_suppressed_{n}"), v),
+                _ => (n.to_owned(), v),
+            })
+        })
+    }
 }
 
 /// Most fragments one IPv4 packet is split into (a 9000-byte packet over a 1280-byte link needs 8).
@@ -395,20 +410,9 @@ impl Egress {
     pub(crate) fn stats(&self) -> EgressStats {
         match &self.mode {
             Mode::Static { .. } => EgressStats::default(),
-            Mode::Routed(r) => EgressStats {
-                routes_generation: r.tables.generation(),
-                // The drops keep their reason's name; the suppressed ICMP
-                // errors are told apart (`not_unicast` is both).
-                router: r
-                    .router
-                    .counters()
-                    .named()
-                    .map(|(group, n, v)| match group {
-                        "icmp_suppressed" => (format!("icmp_suppressed_{n}"), v),
-                        _ => (n.to_owned(), v),
-                    })
-                    .collect(),
-            },
+            Mode::Routed(r) => {
+                EgressStats { routes_generation: r.tables.generation(), router: Some(r.router.counters().clone()) }
+            }
         }
     }
 }

@@ -105,6 +105,12 @@ impl Lockstep {
         for w in &mut self.workers {
             w.publish(now);
         }
+        self.published()
+    }
+
+    /// Every worker's stats as it last published them (every
+    /// `stats_every` as it steps).
+    pub fn published(&self) -> Vec<Arc<WorkerStats>> {
         self.shared.stats.iter().map(|s| s.load_full()).collect()
     }
 

@@ -140,6 +140,10 @@ pub(crate) struct Worker {
     /// The fragments among the frames of the batch being received (pass 1).
     fragment_lanes: Vec<usize>,
     last_stats: Time,
+    /// The snapshot the last publication replaced, to be filled again by
+    /// the next one if no reader still holds it: publishing then copies
+    /// into vectors that have their room already, and allocates nothing.
+    spare_stats: Option<Arc<WorkerStats>>,
     /// The ports' readiness descriptors, for the idle wait; empty if a port
     /// has none (the wait is then a plain sleep).
     pollfds: Vec<libc::pollfd>,
@@ -319,6 +323,7 @@ impl Worker {
             fragments,
             fragment_lanes: Vec::with_capacity(n),
             last_stats: now,
+            spare_stats: None,
             pollfds: Vec::new(),
             sync: None,
             queries: None,
@@ -742,23 +747,32 @@ impl Worker {
         self.last_stats = now;
         let lost = self.ports.iter_mut().map(|q| q.io.receive_lost()).sum();
         self.counters.set_dropped(Drop::ReceiveLost, lost);
-        let stats = WorkerStats {
-            worker: self.cfg.index,
-            at: now,
-            generation: self.generation.as_ref().map_or(0, |g| g.number()),
-            engine: self.engine.counters().clone(),
-            dataplane: self.counters.clone(),
-            flows: self.engine.conntrack().len(),
-            nat_bindings: self.engine.nat().len(),
-            accounts: self.engine.accounts().iter().copied().collect(),
-            egress: self.egress.stats(),
-            shaper: self.engine.shaper_stats(),
-            shaped: self.engine.shaped_members().collect(),
-            shaper_held: self.engine.shaper_held(),
-            waiting: self.egress.waiting(),
-            timeouts: *self.timeouts.last(),
+        // The spare if nobody reads it any more (a reader that still does
+        // frees it when done, on its own thread), else a new one.
+        let mut next = match self.spare_stats.take() {
+            Some(s) if Arc::strong_count(&s) == 1 && Arc::weak_count(&s) == 0 => s,
+            _ => Arc::default(),
         };
-        self.shared.stats[self.cfg.index].store(Arc::new(stats));
+        // Not shared (no reader can reach the spare since it was swapped
+        // out): no copy is made.
+        let stats = Arc::make_mut(&mut next);
+        stats.worker = self.cfg.index;
+        stats.at = now;
+        stats.generation = self.generation.as_ref().map_or(0, |g| g.number());
+        stats.engine.clone_from(self.engine.counters());
+        stats.dataplane.clone_from(&self.counters);
+        stats.flows = self.engine.conntrack().len();
+        stats.nat_bindings = self.engine.nat().len();
+        stats.accounts.clear();
+        stats.accounts.extend(self.engine.accounts().iter().copied());
+        stats.egress = self.egress.stats();
+        stats.shaper = self.engine.shaper_stats();
+        stats.shaped.clear();
+        stats.shaped.extend(self.engine.shaped_members());
+        stats.shaper_held = self.engine.shaper_held();
+        stats.waiting = self.egress.waiting();
+        stats.timeouts = *self.timeouts.last();
+        self.spare_stats = Some(self.shared.stats[self.cfg.index].swap(next));
     }
 }
 

@@ -375,7 +375,7 @@ pub fn run(opts: &Options) -> Result<Report, Error> {
     let mut counters: BTreeMap<String, u64> = raw.entries().into_iter().map(|(k, v)| (k.to_owned(), v)).collect();
     counters.extend(totals.dataplane.drops().map(|(d, v)| (d.name().to_owned(), v)));
     counters.insert("handoff_handed_off".into(), totals.dataplane.handed_off);
-    for (name, v) in stats.iter().flat_map(|s| s.egress.router.iter()) {
+    for (name, v) in stats.iter().flat_map(|s| s.egress.router_named()) {
         *counters.entry(format!("router_{name}")).or_insert(0) += v;
     }
     counters.retain(|_, v| *v != 0);
