@@ -461,9 +461,16 @@ impl Pair {
         }
         let (me, peer) = if n == 1 { ("10.99.0.1", "10.99.0.2") } else { ("10.99.0.2", "10.99.0.1") };
         let config = dir.join("torwart.toml");
+        // Two boxes, their clients, servers and keepalived share this
+        // machine's cores, so a worker may wait for one longer than the
+        // shaper's default sojourn limit (10 ms), and the frames its
+        // shaper holds meanwhile would be dropped for the host's
+        // scheduling, not for anything the pair does. Where a box has its
+        // cores to itself, the default stands.
         let text = format!(
             "database = \"{}\"\n[[ports]]\ninterface = \"p0\"\nside = \"inside\"\n[[ports]]\ninterface = \"p1\"\n\
-             side = \"outside\"\n[workers]\ncount = 1\nidle = \"sleep\"\n[engine]\nmax_flows = 524288\nnat_quota = 65536\n[stats]\nfile = \"{}\"\ninterval = \"100ms\"\n\
+             side = \"outside\"\n[workers]\ncount = 1\nidle = \"sleep\"\n[engine]\nmax_flows = 524288\nnat_quota = 65536\n\
+             [shaping]\nsojourn_limit = \"100ms\"\n[stats]\nfile = \"{}\"\ninterval = \"100ms\"\n\
              [api]\nsocket = \"{}\"\n[sync]\nlocal = \"{me}:7400\"\npeer = \"{peer}:7400\"\nkey_file = \"{}\"\n\
              ready_file = \"{}\"\n",
             self.dir.join("t.db").display(),
