@@ -439,6 +439,14 @@ impl ApiConfig {
 pub struct Config {
     /// The member database: a path (SQLite) or a URL (sqlite://, postgres://).
     pub database: String,
+    /// The last member database that compiled, written after every start
+    /// and reload that read one, so that a start the database cannot give
+    /// a policy (down, or holding a row the compiler refuses) forwards with
+    /// it instead of not at all. Default: next to an SQLite database file
+    /// (`<file>.last-good.json`), else `/var/lib/torwart/members.last-good.json`;
+    /// `""` keeps none.
+    #[serde(default)]
+    pub last_good: Option<PathBuf>,
     pub ports: Vec<PortConfig>,
     #[serde(default)]
     pub workers: WorkersConfig,
@@ -609,6 +617,9 @@ impl Config {
         }
         let field = if self.accounting.spool.is_some() { "accounting.spool" } else { "the database's usage spool" };
         replaceable(field, &spool)?;
+        if let Some(path) = self.last_good_path() {
+            replaceable(if self.last_good.is_some() { "last_good" } else { "the last good member database" }, &path)?;
+        }
         if let Some(path) = &self.stats.file {
             replaceable("stats.file", path)?;
         }
@@ -678,6 +689,19 @@ impl Config {
         match self.sqlite_file() {
             Some(path) => PathBuf::from(format!("{}.usage-spool", path.display())),
             None => PathBuf::from("/var/lib/torwart/usage.spool"),
+        }
+    }
+
+    /// Where the last member database that compiled is kept (`last_good`,
+    /// or its default); `None` if `last_good = ""`.
+    pub fn last_good_path(&self) -> Option<PathBuf> {
+        match &self.last_good {
+            Some(p) if p.as_os_str().is_empty() => None,
+            Some(p) => Some(p.clone()),
+            None => Some(match self.sqlite_file() {
+                Some(path) => PathBuf::from(format!("{}.last-good.json", path.display())),
+                None => PathBuf::from("/var/lib/torwart/members.last-good.json"),
+            }),
         }
     }
 
@@ -786,6 +810,20 @@ mod tests {
         assert_eq!(k.established_timeout, Duration::from_secs(12 * 3600));
         assert_eq!(k.coalesce, Duration::from_micros(100));
         assert_eq!(k.xdp_socket, io::XdpConfig::default());
+    }
+
+    #[test]
+    fn the_last_good_member_database_lies_beside_the_database_or_under_var_lib() {
+        let (c, _) = Config::parse(GOOD).unwrap();
+        assert_eq!(c.last_good_path(), Some(PathBuf::from("torwart.db.last-good.json")));
+        let (c, _) = Config::parse(&GOOD.replace("torwart.db", "postgres://torwart@db/members")).unwrap();
+        assert_eq!(c.last_good_path(), Some(PathBuf::from("/var/lib/torwart/members.last-good.json")));
+        let (c, _) = Config::parse(&format!("last_good = \"/srv/lg.json\"\n{GOOD}")).unwrap();
+        assert_eq!(c.last_good_path(), Some(PathBuf::from("/srv/lg.json")));
+        let (c, _) = Config::parse(&format!("last_good = \"\"\n{GOOD}")).unwrap();
+        assert_eq!(c.last_good_path(), None);
+        let e = Config::parse(&format!("last_good = \"/tmp\"\n{GOOD}")).unwrap_err();
+        assert!(e.contains("last_good \"/tmp\""), "{e}");
     }
 
     #[test]

@@ -275,7 +275,22 @@ pub fn check(path: &Path) -> Result<String, Failure> {
                 crate::db::CheckReport::Invalid(e) => Err(DbError::Invalid(e)),
             }
         })
-        .map_err(Failure::database)?;
+        .map_err(|e| {
+            // Still a failure: what a start would fall back on is named.
+            if let Some(path) = config.last_good_path().filter(|p| p.exists()) {
+                let usable = crate::db::read_last_good(&path)
+                    .and_then(|m| policy::compile(&m, 1).map_err(DbError::Invalid).map(|_| ()));
+                match usable {
+                    Ok(()) => tracing::warn!(
+                        "a start would forward with the last good member database {} until the database gives a \
+                         policy",
+                        path.display()
+                    ),
+                    Err(le) => tracing::warn!("a start could not fall back on the last good member database: {le}"),
+                }
+            }
+            Failure::database(e)
+        })?;
     let _ = writeln!(report, "database       {url}: {summary}; the policy compiles");
 
     // The API, as its start: the token file, the socket, the address. One
@@ -1233,6 +1248,54 @@ fn check_kernel_forwarding(config: &Config) -> Result<(), Failure> {
     }
 }
 
+/// Step 4, when the member database cannot give the first policy (`e`:
+/// it does not answer, or holds rows the compiler refuses): the last good
+/// member database's, if there is one that compiles; the reloads go on
+/// asking the database. Otherwise `e`, as before there was a last good one.
+fn start_from_last_good(
+    config: &Config,
+    last_good: Option<&Path>,
+    key: [u64; 4],
+    e: DbError,
+) -> Result<(Database, Reloader, String), Failure> {
+    let Some(path) = last_good.filter(|p| p.exists()) else { return Err(Failure::database(e)) };
+    let members = match crate::db::read_last_good(path) {
+        Ok(m) => m,
+        Err(le) => {
+            tracing::error!("{le}");
+            return Err(Failure::database(e));
+        }
+    };
+    let why = crate::api::live::abridged(&e.to_string());
+    let db = Database::open_lazy(&config.database).map_err(Failure::database)?;
+    let reloader = match Reloader::start_from(db.clone(), members, key) {
+        Ok(r) => r,
+        Err(le) => {
+            tracing::error!("the last good member database {} does not compile: {le}", path.display());
+            return Err(Failure::database(e));
+        }
+    };
+    let written = std::fs::metadata(path).and_then(|m| m.modified()).ok().map(humantime::format_rfc3339_seconds);
+    tracing::error!(
+        "the member database gives no policy ({why}); forwarding with the last good one, {} (written {}), until a \
+         reload from the database is done",
+        path.display(),
+        written.map_or_else(|| "at an unknown time".to_owned(), |t| t.to_string())
+    );
+    Ok((db, reloader, format!("started from the last good member database {}: {why}", path.display())))
+}
+
+/// Writes the member database of the running policy as the last good one
+/// (a JSON import file, personal data: the owner's alone), off the packet
+/// path. A failure is logged; the running policy does not depend on it.
+fn keep_last_good(path: Option<&Path>, members: &policy::MemberDb) {
+    let Some(path) = path else { return };
+    let text = crate::db::last_good_json(members);
+    if let Err(e) = crate::files::write_private(path, text.as_bytes(), crate::files::SPOOL_MODE, true) {
+        tracing::warn!("cannot keep the last good member database in {}: {e}", path.display());
+    }
+}
+
 /// Step 4: the control runtime, the database, the first policy and the reload task.
 struct Control {
     runtime: tokio::runtime::Runtime,
@@ -1254,8 +1317,22 @@ impl Control {
             .thread_name("torwart-control")
             .build()
             .map_err(|e| Failure::system("cannot start the control runtime", e))?;
-        let db = runtime.block_on(Database::open(&config.database)).map_err(Failure::database)?;
-        let reloader = runtime.block_on(Reloader::start(db.clone(), random_key())).map_err(Failure::database)?;
+        let last_good = config.last_good_path();
+        let key = random_key();
+        let started = runtime.block_on(async {
+            let db = Database::open(&config.database).await?;
+            let reloader = Reloader::start(db.clone(), key).await?;
+            Ok::<_, DbError>((db, reloader))
+        });
+        let (db, reloader, fallback) = match started {
+            Ok((db, reloader)) => (db, reloader, None),
+            Err(e) => {
+                // The lazy pool's upkeep is a task of this runtime.
+                let _in = runtime.enter();
+                let (db, reloader, why) = start_from_last_good(config, last_good.as_deref(), key, e)?;
+                (db, reloader, Some(why))
+            }
+        };
         let published = reloader.published();
         tracing::info!(
             "policy generation={} members={} database={}",
@@ -1265,6 +1342,10 @@ impl Control {
         );
         let reload_now = Arc::new(tokio::sync::Notify::new());
         let live = Arc::new(crate::api::live::Live::new(reloader.members()));
+        match fallback {
+            Some(why) => live.started_from_last_good(unix_now(), why),
+            None => keep_last_good(last_good.as_deref(), &live.members.load()),
+        }
         let state = crate::api::ApiState {
             live: Arc::clone(&live),
             db: Some(db.clone()),
@@ -1278,7 +1359,8 @@ impl Control {
         if !config.api.socket.as_os_str().is_empty() {
             tracing::info!("api: socket {}", config.api.socket.display());
         }
-        let reload_task = runtime.spawn(reload_loop(db.clone(), reloader, Arc::clone(&reload_now), Arc::clone(&live)));
+        let reload_task =
+            runtime.spawn(reload_loop(db.clone(), reloader, Arc::clone(&reload_now), Arc::clone(&live), last_good));
         let spool = Spool::new(config.spool_path());
         Ok(Control { runtime, live, api, db, published, reload_now, reload_task, spool })
     }
@@ -1645,6 +1727,7 @@ async fn reload_loop(
     mut reloader: Reloader,
     now: Arc<tokio::sync::Notify>,
     live: Arc<crate::api::live::Live>,
+    last_good: Option<PathBuf>,
 ) {
     let report = |r: Result<crate::reload::Reloaded, crate::db::DbError>| match r {
         Ok(r) => {
@@ -1655,7 +1738,13 @@ async fn reload_loop(
                 r.ended,
                 r.compile.as_secs_f64() * 1e3
             );
+            if live.reload_counts.policy_from_last_good() {
+                tracing::info!("the member database gives a policy again; the last good one is left");
+            }
             live.reloaded(unix_now(), &r);
+            // A file of megabytes for a large database: the runtime's other
+            // tasks (the API) go on while it is written.
+            tokio::task::block_in_place(|| keep_last_good(last_good.as_deref(), &live.members.load()));
         }
         Err(e) => {
             let why = crate::api::live::abridged(&e.to_string());
@@ -1663,10 +1752,15 @@ async fn reload_loop(
             live.refused(unix_now(), why);
         }
     };
+    // A watch lost, or not made, misses the changes meanwhile: once the
+    // next one is made, a reload. A start from the last good member
+    // database has missed them all.
+    let mut missed = live.reload_counts.policy_from_last_good();
     loop {
         let mut watch = match db.watch(WatchOptions::default()).await {
             Ok(w) => w,
             Err(e) => {
+                missed = true;
                 tracing::warn!("cannot watch the member database (retrying in 5 s): {e}");
                 tokio::select! {
                     _ = tokio::time::sleep(Duration::from_secs(5)) => {}
@@ -1675,6 +1769,9 @@ async fn reload_loop(
                 continue;
             }
         };
+        if std::mem::take(&mut missed) {
+            report(reload(&mut reloader, &db).await);
+        }
         loop {
             tokio::select! {
                 changed = watch.changed() => match changed {
@@ -1689,6 +1786,7 @@ async fn reload_loop(
                 _ = now.notified() => report(reload(&mut reloader, &db).await),
             }
         }
+        missed = true;
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
 }

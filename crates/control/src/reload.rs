@@ -49,6 +49,13 @@ impl Reloader {
     /// not compile: there is no running policy to keep.
     pub async fn start(db: Database, key: [u64; 4]) -> Result<Reloader, DbError> {
         let members = db.load().await?;
+        Reloader::start_from(db, members, key)
+    }
+
+    /// The first policy from `members` (the last good member database, when
+    /// `db` could not give one); the reloads read `db`. Fails if it does not
+    /// compile.
+    pub fn start_from(db: Database, members: MemberDb, key: [u64; 4]) -> Result<Reloader, DbError> {
         let policy = policy::compile_with_key(&members, 1, key).map_err(DbError::Invalid)?;
         let first = Generation::first(Arc::new(policy));
         let members = Arc::new(ArcSwap::from_pointee(members));

@@ -115,7 +115,10 @@ fn status_text(s: &StatusDoc) -> String {
         s.generation,
         s.published_generation
     );
-    if s.policy_refused {
+    if s.policy_from_last_good {
+        out += "policy: STARTED FROM THE LAST GOOD member database, because the database gave none (down, or \
+                refused); it is reloaded as soon as the database gives one (`torwart db check`)\n";
+    } else if s.policy_refused {
         out += "policy: the latest reload was REFUSED, so the running policy is older than the member \
                 database (`torwart db check` lists the problems)\n";
     }
@@ -387,6 +390,9 @@ mod tests {
         s.policy_refused = true;
         let text = status_text(&s);
         assert!(text.lines().nth(1).unwrap_or_default().starts_with("policy: the latest reload was REFUSED"), "{text}");
+        s.policy_from_last_good = true;
+        let text = status_text(&s);
+        assert!(text.lines().nth(1).unwrap_or_default().starts_with("policy: STARTED FROM THE LAST GOOD"), "{text}");
     }
 
     #[test]

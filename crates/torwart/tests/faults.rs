@@ -400,6 +400,93 @@ fn a_database_gone_for_a_minute_stops_neither_forwarding_nor_the_daemon_and_lose
     let _ = std::fs::remove_dir_all(&lab.dir);
 }
 
+#[test]
+fn a_start_the_database_cannot_serve_forwards_with_the_last_good_member_database() {
+    let Some(base) = postgres() else { return };
+    let mut lab = Lab::new("l");
+    let pg = PgLab::new(&lab, &base);
+    let config = lab.configure_with(&pg.boxed_url);
+    let sock = lab.api_socket();
+    let status = |lab: &Lab| {
+        let out = lab.torwart(&["status", "--json", "--socket", sock.to_str().unwrap()]);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        serde_json::from_slice::<control::api::json::StatusDoc>(&out.stdout).unwrap()
+    };
+    lab.sh(&lab.b, "ping -c 1 -W 2 192.0.2.2 >/dev/null");
+    lab.start(&config);
+    lab.member_traffic(7100, 5);
+    assert_eq!(lab.stop(), Some(0), "{}", lab.log());
+    let last_good = lab.last_good_path();
+    assert_eq!(mode(&last_good) & 0o077, 0, "the last good member database is readable by others");
+
+    // The database gone without a word at the start: after the connect's
+    // timeout, the box forwards with the last good member database.
+    pg.relay.partition(true);
+    lab.start(&config);
+    lab.member_traffic(7101, 5);
+    let log = lab.log();
+    assert!(log.contains("forwarding with the last good one") && log.contains(last_good.to_str().unwrap()), "{log}");
+    let s = status(&lab);
+    assert!(s.policy_from_last_good && s.policy_refused && s.forwarding, "{s:?}");
+    // Meanwhile the member is blocked; once the database answers again,
+    // the box follows it.
+    psql(&base, &format!("UPDATE {}.members SET status = 'blocked' WHERE id = 1", pg.schema));
+    pg.relay.partition(false);
+    // A watch that was waiting for the partitioned database gives up
+    // after 10 s, and the next is tried 5 s later.
+    lab.wait_for_within("a reload from the database", Duration::from_secs(40), |l| {
+        l.log().contains("gives a policy again")
+    });
+    let s = status(&lab);
+    assert!(!s.policy_from_last_good && !s.policy_refused, "{s:?}");
+    let blocked = lab.counter("member_blocked");
+    send_udp(&lab.i, OUTSIDE_HOST, 7102, 5);
+    lab.wait_for("the blocked member's datagrams refused", |l| l.counter("member_blocked") >= blocked + 5);
+    assert_eq!(lab.stop(), Some(0), "{}", lab.log());
+
+    // A row the compiler refuses at the start: the last good member
+    // database is the one the reload wrote (the member blocked), and the
+    // refused row is named.
+    psql(&base, &format!("UPDATE {}.members SET status = 'active' WHERE id = 1", pg.schema));
+    psql(
+        &base,
+        &format!(
+            "INSERT INTO {}.port_forwards (id, member_id, protocol, public_port, internal_address, internal_port) \
+             VALUES (7, 1, 'tcp', 8080, '10.0.9.9', 80)",
+            pg.schema
+        ),
+    );
+    lab.start(&config);
+    let log = lab.log();
+    assert!(log.contains("forwarding with the last good one") && log.contains("port_forwards row 7"), "{log}");
+    assert!(status(&lab).policy_from_last_good);
+    let blocked = lab.counter("member_blocked");
+    send_udp(&lab.i, OUTSIDE_HOST, 7103, 5);
+    lab.wait_for("the member blocked as last good", |l| l.counter("member_blocked") >= blocked + 5);
+    assert_eq!(lab.stop(), Some(0), "{}", lab.log());
+
+    // A check still fails, and says what a start would do.
+    let (code, _, err) = check(&lab, &config);
+    assert_eq!(code, Some(5), "{err}");
+    assert!(err.contains("port_forwards row 7") && err.contains("a start would forward with the last good"), "{err}");
+    // Without a last good one, such a start fails, as it always did.
+    std::fs::remove_file(&last_good).unwrap();
+    let out = lab
+        .ns
+        .output(
+            &lab.b,
+            env!("CARGO_BIN_EXE_torwart"),
+            &["run", "--config", config.to_str().unwrap()],
+            Duration::from_secs(20),
+        )
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(5), "{err}");
+    assert!(err.contains("port_forwards row 7") && !last_good.exists(), "{err}");
+    drop(pg);
+    let _ = std::fs::remove_dir_all(&lab.dir);
+}
+
 /// A TCP relay: listens on 127.0.0.1 in namespace `ns` (on port `port`)
 /// and connects each client to `server` from this namespace. With a
 /// partition to switch on and off: while it is on, what

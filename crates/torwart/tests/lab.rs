@@ -125,7 +125,10 @@ fn the_daemon_refuses_what_is_wrong_with_a_clear_message() {
     assert!(err.contains("port p1: MTU 9000") && err.contains("at most 2030"), "{err}");
     ns.exec(&ns_name, "ip", &["link", "set", "p1", "mtu", "1500"]).unwrap();
 
-    let (code, err) = daemon(&ns_name, &format!("database = \"postgres://torwart@127.0.0.1:1/nothing\"\n{ports}"));
+    // Without a last good member database to fall back on (the default's
+    // is under /var/lib, which this test leaves alone).
+    let (code, err) =
+        daemon(&ns_name, &format!("database = \"postgres://torwart@127.0.0.1:1/nothing\"\nlast_good = \"\"\n{ports}"));
     assert_eq!(code, 5, "{err}");
     assert!(err.contains("member database"), "{err}");
 

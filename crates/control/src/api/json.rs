@@ -28,6 +28,10 @@ pub struct StatusDoc {
     /// the member database. (Why is in `/api/reloads`, which may name
     /// members: not for every local user, as this document is.)
     pub policy_refused: bool,
+    /// The running policy is the last good member database's: the start
+    /// could not have one from the database, and no reload has been done
+    /// since.
+    pub policy_from_last_good: bool,
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -139,7 +143,7 @@ pub enum Sort {
     Id,
 }
 
-pub fn status(s: &Snapshot, uptime_s: u64, policy_refused: bool) -> StatusDoc {
+pub fn status(s: &Snapshot, uptime_s: u64, reloads: &super::live::ReloadCounts) -> StatusDoc {
     let st = &s.stats;
     StatusDoc {
         version: env!("CARGO_PKG_VERSION").to_owned(),
@@ -173,7 +177,8 @@ pub fn status(s: &Snapshot, uptime_s: u64, policy_refused: bool) -> StatusDoc {
             .collect(),
         ports: st.ports.clone(),
         pair: st.pair.clone(),
-        policy_refused,
+        policy_refused: reloads.policy_refused(),
+        policy_from_last_good: reloads.policy_from_last_good(),
     }
 }
 

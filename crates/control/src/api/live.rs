@@ -82,12 +82,21 @@ pub struct ReloadCounts {
     /// The latest reload was refused: the running policy is older than
     /// the member database (until a reload is done).
     pub behind: AtomicBool,
+    /// The running policy is the last good member database's: the start
+    /// could not have one from the database (until a reload is done).
+    pub from_last_good: AtomicBool,
 }
 
 impl ReloadCounts {
     /// The latest reload was refused (and none was done since).
     pub fn policy_refused(&self) -> bool {
         self.behind.load(Ordering::Relaxed)
+    }
+
+    /// The running policy came from the last good member database at the
+    /// start, and no reload from the database has been done since.
+    pub fn policy_from_last_good(&self) -> bool {
+        self.from_last_good.load(Ordering::Relaxed)
     }
 }
 
@@ -143,6 +152,7 @@ impl Live {
         let c = &self.reload_counts;
         c.ok.fetch_add(1, Ordering::Relaxed);
         c.behind.store(false, Ordering::Relaxed);
+        c.from_last_good.store(false, Ordering::Relaxed);
         let secs = r.compile.as_secs_f64();
         let i = RELOAD_BOUNDS.iter().position(|b| secs <= *b).unwrap_or(RELOAD_BOUNDS.len());
         c.buckets[i].fetch_add(1, Ordering::Relaxed);
@@ -172,6 +182,14 @@ impl Live {
             compile_ms: None,
             refused: Some(why),
         });
+    }
+
+    /// Notes a start from the last good member database, because the
+    /// database could not give a policy (`why`): as a refused reload, until
+    /// one is done.
+    pub fn started_from_last_good(&self, unix: i64, why: String) {
+        self.refused(unix, why);
+        self.reload_counts.from_last_good.store(true, Ordering::Relaxed);
     }
 
     fn remember(&self, e: ReloadEntry) {

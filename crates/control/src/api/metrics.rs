@@ -39,6 +39,7 @@ pub const NAMES: &[&str] = &[
     "torwart_uplink_share_bps",
     "torwart_reloads_total",
     "torwart_policy_refused",
+    "torwart_policy_from_last_good",
     "torwart_usage_flushes_total",
     "torwart_reload_duration_seconds_bucket",
     "torwart_reload_duration_seconds_sum",
@@ -403,6 +404,14 @@ impl Exposition {
             MetricType::Gauge,
             [(vec![], if c.policy_refused() { 1.0 } else { 0.0 })],
         )?;
+        family(
+            e,
+            "torwart_policy_from_last_good",
+            "1 while the running policy is the last good member database's: the start could not have one from the \
+             database",
+            MetricType::Gauge,
+            [(vec![], if c.policy_from_last_good() { 1.0 } else { 0.0 })],
+        )?;
         let st = self.live.snapshot.load();
         family(
             e,
@@ -555,6 +564,22 @@ mod tests {
             let t = render(&live, 0);
             assert!(t.contains("torwart_policy_refused 0.0\n"), "{t}");
         }
+    }
+
+    #[test]
+    fn a_start_from_the_last_good_database_shows_until_a_reload_is_done() {
+        let live = busy();
+        assert!(render(&live, 0).contains("torwart_policy_from_last_good 0.0\n"));
+        live.started_from_last_good(2, "cannot open postgres://torwart:***@db/members: refused".into());
+        let text = render(&live, 0);
+        assert!(text.contains("torwart_policy_from_last_good 1.0\n"), "{text}");
+        assert!(text.contains("torwart_policy_refused 1.0\n"), "{text}");
+        live.refused(3, "members row 3: status: \"x\" is not a status".into());
+        assert!(render(&live, 0).contains("torwart_policy_from_last_good 1.0\n"));
+        live.reloaded(4, &reload_done(2));
+        let text = render(&live, 0);
+        assert!(text.contains("torwart_policy_from_last_good 0.0\n"), "{text}");
+        assert!(text.contains("torwart_policy_refused 0.0\n"), "{text}");
     }
 
     #[test]

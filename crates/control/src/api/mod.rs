@@ -179,11 +179,7 @@ fn page(p: &BTreeMap<String, String>) -> Result<(usize, usize), Refusal> {
 }
 
 async fn status(State(s): State<ApiState>) -> Json<json::StatusDoc> {
-    Json(json::status(
-        &s.live.snapshot.load(),
-        s.live.started.elapsed().as_secs(),
-        s.live.reload_counts.policy_refused(),
-    ))
+    Json(json::status(&s.live.snapshot.load(), s.live.started.elapsed().as_secs(), &s.live.reload_counts))
 }
 
 async fn members(State(s): State<ApiState>, q: Params) -> Result<Json<json::MembersDoc>, Refusal> {

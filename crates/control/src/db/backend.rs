@@ -172,6 +172,24 @@ pub(crate) fn target(url: &str, shown: &str) -> Result<Target, DbError> {
     }
 }
 
+/// The pool's settings for an SQLite file: a connection to a file that
+/// was replaced since it was opened is not reused (see [`FileWatch`]).
+fn sqlite_pool(options: &SqliteConnectOptions) -> SqlitePoolOptions {
+    let in_memory = options.get_filename().as_os_str() == ":memory:";
+    let file = std::sync::Arc::new(FileWatch::new(options.get_filename()));
+    SqlitePoolOptions::new()
+        .before_acquire(move |_, meta| {
+            let current = in_memory || file.current(meta.age);
+            Box::pin(async move { Ok(current) })
+        })
+        .max_connections(4)
+        .acquire_timeout(CONNECT_TIMEOUT)
+}
+
+fn postgres_pool() -> PgPoolOptions {
+    PgPoolOptions::new().max_connections(4).acquire_timeout(CONNECT_TIMEOUT)
+}
+
 impl Pool {
     /// Connects; `create` makes a missing SQLite file.
     pub async fn connect(target: Target, shown: &str, create: bool) -> Result<Pool, DbError> {
@@ -192,17 +210,8 @@ impl Pool {
                     }
                 }
                 let options = Box::new((*options).create_if_missing(create));
-                let file = std::sync::Arc::new(FileWatch::new(options.get_filename()));
-                let pool = SqlitePoolOptions::new()
-                    .before_acquire(move |_, meta| {
-                        let current = in_memory || file.current(meta.age);
-                        Box::pin(async move { Ok(current) })
-                    })
-                    .max_connections(4)
-                    .acquire_timeout(CONNECT_TIMEOUT)
-                    .connect_with((*options).clone())
-                    .await
-                    .map_err(|e| open_error(cause(&e)))?;
+                let pool =
+                    sqlite_pool(&options).connect_with((*options).clone()).await.map_err(|e| open_error(cause(&e)))?;
                 Ok(Pool::Sqlite { pool, options })
             }
             Target::Postgres(options) => {
@@ -216,14 +225,21 @@ impl Pool {
                         return Err(open_error(format!("no answer within {waited} s (is the host reachable?)")));
                     }
                 }
-                let pool = PgPoolOptions::new()
-                    .max_connections(4)
-                    .acquire_timeout(CONNECT_TIMEOUT)
-                    .connect_with(*options)
-                    .await
-                    .map_err(|e| open_error(cause(&e)))?;
+                let pool = postgres_pool().connect_with(*options).await.map_err(|e| open_error(cause(&e)))?;
                 Ok(Pool::Postgres { pool })
             }
+        }
+    }
+
+    /// Connects when a connection is first asked for (see [`Pool::connect`]
+    /// for the settings; a missing SQLite file is not made).
+    pub fn connect_lazy(target: Target) -> Pool {
+        match target {
+            Target::Sqlite(options) => {
+                let pool = sqlite_pool(&options).connect_lazy_with((*options).clone());
+                Pool::Sqlite { pool, options }
+            }
+            Target::Postgres(options) => Pool::Postgres { pool: postgres_pool().connect_lazy_with(*options) },
         }
     }
 

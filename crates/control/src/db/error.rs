@@ -38,6 +38,9 @@ pub enum DbError {
     /// An import file could not be read or is not well-formed.
     #[error("cannot import {}: {cause}", path.display())]
     File { path: PathBuf, cause: String },
+    /// The last good member database ([`super::read_last_good`]) could not be read.
+    #[error("cannot use the last good member database {}: {cause}", path.display())]
+    LastGood { path: PathBuf, cause: String },
     /// A value torwart was asked to write does not fit the schema.
     #[error("{0}")]
     Value(String),

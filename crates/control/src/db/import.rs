@@ -45,7 +45,7 @@ use std::collections::{HashMap, HashSet};
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use policy::{MemberDb, Problem, Table};
+use policy::{MemberDb, PolicyError, Problem, Table};
 use serde::de::{Deserialize, Deserializer, MapAccess, Visitor};
 use serde_json::value::RawValue;
 
@@ -400,6 +400,62 @@ pub fn parse_import(name: &Path, data: &[u8]) -> Result<usize, DbError> {
         vec![(table, parse_csv(table, name, data.to_vec())?)]
     };
     Ok(tables.iter().map(|(_, rows)| rows.len()).sum())
+}
+
+/// The last member database that compiled, as a JSON import file (the
+/// format of `torwart db import`): what a start falls back on when the
+/// database cannot give it a policy. Every table, every row, in key order.
+pub fn last_good_json(db: &MemberDb) -> String {
+    let mut top = serde_json::Map::new();
+    for (table, names) in TABLES {
+        let rows = table_rows(db, table)
+            .into_iter()
+            .map(|row| {
+                let cells = names.iter().zip(row).map(|(name, v)| {
+                    let v = match v {
+                        Value::Int(i) => serde_json::Value::from(i),
+                        Value::Text(s) => serde_json::Value::from(s),
+                        Value::NullInt | Value::NullText => serde_json::Value::Null,
+                    };
+                    ((*name).to_owned(), v)
+                });
+                serde_json::Value::Object(cells.collect())
+            })
+            .collect();
+        top.insert(table.name().to_owned(), serde_json::Value::Array(rows));
+    }
+    let mut text = serde_json::Value::Object(top).to_string();
+    text.push('\n');
+    text
+}
+
+/// Reads a file [`last_good_json`] wrote: every table, every row readable,
+/// or the error names what is not (whether the rows compile is the
+/// caller's question).
+pub fn read_last_good(path: &Path) -> Result<MemberDb, DbError> {
+    let bad = |cause: String| DbError::LastGood { path: path.to_owned(), cause };
+    let tables = read_json(path).map_err(|e| bad(e.to_string()))?;
+    let mut db = MemberDb::default();
+    let mut problems = Vec::new();
+    for (table, rows) in &tables {
+        for (i, row) in rows.iter().enumerate() {
+            if !row.twice.is_empty() {
+                return Err(bad(format!("line {}: a column is given twice", row.location.line)));
+            }
+            if let Err(u) = read_row(*table, row, i + 1, &mut db) {
+                problems.extend(u.problems);
+            }
+        }
+    }
+    let missing: Vec<&str> =
+        TABLES.iter().map(|(t, _)| t.name()).filter(|n| !tables.iter().any(|(t, _)| t.name() == *n)).collect();
+    if !missing.is_empty() {
+        return Err(bad(format!("tables missing: {}", missing.join(", "))));
+    }
+    if !problems.is_empty() {
+        return Err(bad(PolicyError::new(problems).to_string()));
+    }
+    Ok(db)
 }
 
 /// Reads a directory of `<table>.csv` files.

@@ -48,7 +48,7 @@ use policy::{MemberDb, PolicyError};
 pub use accounting::{AccountingPeriod, MemberTraffic};
 pub use check::{CheckReport, Summary};
 pub use error::{DbError, ImportError, Location};
-pub use import::{parse_import, ImportReport};
+pub use import::{last_good_json, parse_import, read_last_good, ImportReport};
 pub use watch::{ChangeStream, WatchMode, WatchOptions, CHANNEL as NOTIFY_CHANNEL};
 
 use backend::{Pool, Stmt, Tx};
@@ -90,6 +90,17 @@ impl Database {
         };
         let pool = Pool::connect(target, &shown, false).await?;
         Ok(Database { url: shown, pool })
+    }
+
+    /// A database whose connections are made when first needed: the URL is
+    /// read now, but nothing need answer yet. For a start that goes on
+    /// without the database (from the last good member database): the
+    /// reloads and usage writes then fail, and are tried again, until it
+    /// answers.
+    pub fn open_lazy(url: &str) -> Result<Database, DbError> {
+        let shown = redacted(url);
+        let target = backend::target(url, &shown)?;
+        Ok(Database { pool: Pool::connect_lazy(target), url: shown })
     }
 
     async fn connect(url: &str, create: bool) -> Result<Database, DbError> {
@@ -255,6 +266,35 @@ pub fn redacted_text(text: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_last_good_database_reads_back_as_written() {
+        let dir = std::env::temp_dir().join(format!("torwart-last-good-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("m.last-good.json");
+        let mut example = policy::sample::example();
+        // NULLs and text that needs escaping survive too.
+        example.members[0].name = "room \"a\" \\ 101 ü".into();
+        example.member_addresses[0].device = None;
+        for db in [example, policy::sample::campus(300), MemberDb::default()] {
+            std::fs::write(&path, last_good_json(&db)).unwrap();
+            assert_eq!(read_last_good(&path).unwrap(), db);
+        }
+        // What is wrong with a damaged one is named, with the file.
+        let text = last_good_json(&policy::sample::example());
+        for (damaged, names) in [
+            (text[..text.len() / 2].to_owned(), "EOF"),
+            (text.replacen("\"status\":\"active\"", "\"status\":\"paused\"", 1), "paused"),
+            (text.replacen("\"networks\":", "\"nets\":", 1), "nets"),
+            ("{\"members\": []}".to_owned(), "tables missing: plans"),
+        ] {
+            std::fs::write(&path, damaged).unwrap();
+            let e = read_last_good(&path).unwrap_err().to_string();
+            assert!(e.starts_with(&format!("cannot use the last good member database {}", path.display())), "{e}");
+            assert!(e.contains(names), "{e}");
+        }
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 
     #[test]
     fn passwords_in_a_quoted_line_are_hidden() {

@@ -468,12 +468,13 @@ impl Pair {
         // scheduling, not for anything the pair does. Where a box has its
         // cores to itself, the default stands.
         let text = format!(
-            "database = \"{}\"\n[[ports]]\ninterface = \"p0\"\nside = \"inside\"\n[[ports]]\ninterface = \"p1\"\n\
+            "database = \"{}\"\nlast_good = \"{}\"\n[[ports]]\ninterface = \"p0\"\nside = \"inside\"\n[[ports]]\ninterface = \"p1\"\n\
              side = \"outside\"\n[workers]\ncount = 1\nidle = \"sleep\"\n[engine]\nmax_flows = 524288\nnat_quota = 65536\n\
              [shaping]\nsojourn_limit = \"100ms\"\n[stats]\nfile = \"{}\"\ninterval = \"100ms\"\n\
              [api]\nsocket = \"{}\"\n[sync]\nlocal = \"{me}:7400\"\npeer = \"{peer}:7400\"\nkey_file = \"{}\"\n\
              ready_file = \"{}\"\n",
             self.dir.join("t.db").display(),
+            dir.join("last-good.json").display(),
             dir.join("stats.json").display(),
             dir.join("api.sock").display(),
             key.display(),

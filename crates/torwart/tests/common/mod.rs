@@ -133,16 +133,23 @@ impl Lab {
         std::fs::write(
             &config,
             format!(
-                "database = \"{}\"\n[[ports]]\ninterface = \"p0\"\nside = \"inside\"\n[[ports]]\ninterface = \"p1\"\n\
+                "database = \"{}\"\nlast_good = \"{}\"\n[[ports]]\ninterface = \"p0\"\nside = \"inside\"\n[[ports]]\ninterface = \"p1\"\n\
                  side = \"outside\"\n[workers]\ncount = 1\nidle = \"sleep\"\n[accounting]\nflush_interval = \"60s\"\n\
                  [stats]\nfile = \"{}\"\ninterval = \"100ms\"\n[api]\nsocket = \"{}\"\n{more}",
                 db,
+                self.last_good_path().display(),
                 self.stats_path().display(),
                 self.api_socket().display()
             ),
         )
         .unwrap();
         config
+    }
+
+    /// The last good member database (in the lab's directory, whatever the
+    /// database: never the default under /var/lib).
+    pub fn last_good_path(&self) -> PathBuf {
+        self.dir.join("last-good.json")
     }
 
     pub fn stats_path(&self) -> PathBuf {
@@ -174,8 +181,12 @@ impl Lab {
         self.wait_for("started", |l| l.stats().is_some());
     }
 
-    pub fn wait_for(&mut self, what: &str, mut done: impl FnMut(&mut Lab) -> bool) {
-        let deadline = Instant::now() + Duration::from_secs(15);
+    pub fn wait_for(&mut self, what: &str, done: impl FnMut(&mut Lab) -> bool) {
+        self.wait_for_within(what, Duration::from_secs(15), done);
+    }
+
+    pub fn wait_for_within(&mut self, what: &str, limit: Duration, mut done: impl FnMut(&mut Lab) -> bool) {
+        let deadline = Instant::now() + limit;
         while Instant::now() < deadline {
             if done(self) {
                 return;
