@@ -244,6 +244,9 @@ pub fn check(path: &Path) -> Result<String, Failure> {
         Backend::AfPacket => "af_packet",
     };
     let _ = writeln!(report, "ports          {}; backend {backend}, {} worker(s)", ports.join(", "), checked.workers);
+    if config.io.backend == Backend::Xdp {
+        warnings.extend(config.ports.iter().filter_map(|p| unserved_queues(&p.interface, checked.workers)));
+    }
     require_capabilities(&config)?;
     let _ = writeln!(report, "privileges     held here for the {backend} backend (the unit grants the daemon its own)");
     check_kernel_forwarding(&config)?;
@@ -353,6 +356,21 @@ pub fn check(path: &Path) -> Result<String, Failure> {
         "torwart run would start with this, but see the warnings (nothing was changed)\n"
     });
     Ok(report)
+}
+
+/// What is wrong when `ifname` has more receive queues than there are
+/// workers (AF_XDP serves queue `w` with worker `w`), if it has.
+fn unserved_queues(ifname: &str, workers: usize) -> Option<String> {
+    let rx_queues = io::xdp::rx_queue_count(ifname) as usize;
+    (rx_queues > workers).then(|| {
+        format!(
+            "port {ifname}: {rx_queues} receive queues but {workers} worker(s): transit frames arriving on queues \
+             {workers} to {} are dropped and counted (xdp_unserved); set workers.count = {rx_queues}, or \
+             `ethtool -L {ifname} combined {workers}` (kept across reboots by a systemd .link file with \
+             CombinedChannels={workers}, docs/packaging.md)",
+            rx_queues - 1
+        )
+    })
 }
 
 /// The PGPASSFILE the package's unit sets.
@@ -1628,16 +1646,8 @@ fn open_ports(
                 if plan.xdp_socket.busy_poll.is_some() {
                     warn_busy_poll_interrupts(&p.interface);
                 }
-                let rx_queues = io::xdp::rx_queue_count(&p.interface) as usize;
-                if rx_queues > workers {
-                    tracing::error!(
-                        "port {}: {rx_queues} receive queues but {workers} worker(s): transit frames arriving on \
-                         queues {workers} to {} are dropped and counted (xdp_unserved); set workers.count = \
-                         {rx_queues}, or `ethtool -L {} combined {workers}`",
-                        p.interface,
-                        rx_queues - 1,
-                        p.interface
-                    );
+                if let Some(unserved) = unserved_queues(&p.interface, workers) {
+                    tracing::error!("{unserved}");
                 }
                 prog.set_local_addresses(&local_addresses(&mirror.load())).map_err(|e| Failure::port(e, None))?;
                 for (w, q) in queues.iter_mut().enumerate() {

@@ -729,6 +729,8 @@ impl Thread {
             unacked: st.unacked,
             resync: st.resync,
             workers_lost,
+            protocol: sync::peer::PROTOCOL,
+            peer_protocol: st.peer_protocol,
             counters,
         }));
         if self.written_ready != Some(ready) {

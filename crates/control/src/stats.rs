@@ -99,6 +99,11 @@ pub struct PairStats {
     pub resync: Option<u32>,
     /// Records the workers lost (their ring or change log was full).
     pub workers_lost: u64,
+    /// The sync protocol's version this box speaks, and the peer's as its
+    /// hellos give it (0: the first release), once heard. A box syncs with
+    /// one of the previous version (an upgrade half done), not older.
+    pub protocol: u64,
+    pub peer_protocol: Option<u64>,
     /// The protocol's counts, and the workers' (`worker_*`) summed.
     pub counters: BTreeMap<String, u64>,
 }

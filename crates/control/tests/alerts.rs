@@ -325,7 +325,8 @@ fn promtool_accepts_the_rules() {
     let out = Command::new("promtool").arg("check").arg("rules").arg(rules_path()).output().unwrap();
     let text = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{text}");
-    assert!(text.contains("SUCCESS: 16 rules found"), "{text}");
+    let alerts = std::fs::read_to_string(rules_path()).unwrap().matches("- alert:").count();
+    assert!(text.contains(&format!("SUCCESS: {alerts} rules found")), "{text}");
 }
 
 #[test]

@@ -174,6 +174,9 @@ pub struct Status {
     pub unacked: usize,
     /// The resync this box is sending, if one is under way.
     pub resync: Option<u32>,
+    /// The protocol version the peer's hellos give ([`PROTOCOL`]; 0 from
+    /// the first release), once one was heard.
+    pub peer_protocol: Option<u64>,
 }
 
 /// Unpredictable 64-bit values from a caller-provided seed.
@@ -351,6 +354,7 @@ impl Peer {
             queued: self.queue.len(),
             unacked: (self.next_seq - self.base) as usize,
             resync: self.resync,
+            peer_protocol: self.them.map(|t| t.version),
         }
     }
 

@@ -140,11 +140,16 @@ fn status_text(s: &StatusDoc) -> String {
         out += &format!("port {} ({}): {state}, lost {} times\n", p.interface, p.side, p.lost);
     }
     if let Some(p) = &s.pair {
+        let peer = match p.peer_protocol {
+            Some(v) if p.peer_alive => format!("alive (protocol {v}, this box {})", p.protocol),
+            _ if p.peer_alive => "alive".to_owned(),
+            _ => "SILENT".to_owned(),
+        };
         out += &format!(
-            "pair: sync {}, peer {}, {}, {} queued\n",
+            "pair: sync {}, peer {peer}, {}, {}, {} queued\n",
             if p.running { "running" } else { "STOPPED" },
-            if p.peer_alive { "alive" } else { "SILENT" },
             if p.ready { "ready to take over" } else { "NOT ready" },
+            if p.complete { "holds the peer's whole state" } else { "does NOT hold the peer's whole state" },
             p.queued
         );
     }
@@ -393,6 +398,31 @@ mod tests {
         s.policy_from_last_good = true;
         let text = status_text(&s);
         assert!(text.lines().nth(1).unwrap_or_default().starts_with("policy: STARTED FROM THE LAST GOOD"), "{text}");
+    }
+
+    #[test]
+    fn the_pair_line_says_whether_the_box_holds_the_peers_state_and_both_protocols() {
+        let pair = control::stats::PairStats {
+            running: true,
+            ready: true,
+            peer_alive: true,
+            protocol: 2,
+            peer_protocol: Some(1),
+            ..Default::default()
+        };
+        let mut s = StatusDoc { forwarding: true, pair: Some(pair), ..Default::default() };
+        let text = status_text(&s);
+        assert!(
+            text.contains(
+                "pair: sync running, peer alive (protocol 1, this box 2), ready to take over, does NOT hold the \
+                 peer's whole state, 0 queued"
+            ),
+            "{text}"
+        );
+        if let Some(p) = s.pair.as_mut() {
+            (p.complete, p.peer_alive) = (true, false);
+        }
+        assert!(status_text(&s).contains("peer SILENT, ready to take over, holds the peer's whole state"));
     }
 
     #[test]

@@ -867,6 +867,8 @@ fn a_configuration_is_checked_without_changing_anything() {
     for part in ["inside p0 (MTU 1500)", "outside p1", "1 worker(s)", "1 members (1 active", "the policy compiles"] {
         assert!(out.contains(part), "{part:?} missing from:\n{out}");
     }
+    // The lab's outside link has 4 receive queues, served by 1 worker.
+    assert!(out.contains("warning        port p1: 4 receive queues but 1 worker(s)"), "{out}");
     assert!(!xdp(&lab), "an XDP program was attached");
     assert!(!lab.api_socket().exists(), "the API socket was made");
     assert!(!lab.stats_path().exists(), "the stats file was written");

@@ -240,6 +240,9 @@ fn the_api_the_cli_and_a_real_prometheus_agree_with_the_traffic() {
         let (_, body) = curl(&lab, &b, &[&format!("http://127.0.0.1:9091{path}")]);
         serde_json::from_str(&body).unwrap_or_default()
     };
+    let rules_file =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../docs/torwart-alerts.yml")).unwrap();
+    let alerts = rules_file.matches("- alert:").count();
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let rules = get("/api/v1/rules");
@@ -251,7 +254,7 @@ fn the_api_the_cli_and_a_real_prometheus_agree_with_the_traffic() {
             .flatten()
             .collect();
         let evaluated = all.iter().filter(|r| r["health"] == "ok").count();
-        if all.len() == 15 && evaluated == 15 {
+        if all.len() == alerts && evaluated == alerts {
             break;
         }
         assert!(Instant::now() < deadline, "the alerting rules did not all evaluate: {rules}");

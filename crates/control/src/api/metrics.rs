@@ -20,6 +20,7 @@ use std::sync::Arc;
 /// Every name the exposition holds (after `_total`, `_bucket` and such).
 pub const NAMES: &[&str] = &[
     "torwart_up",
+    "torwart_build_info",
     "torwart_port_up",
     "torwart_port_link_downs_total",
     "torwart_rx_frames_total",
@@ -51,6 +52,7 @@ pub const NAMES: &[&str] = &[
     "torwart_mirror_events_total",
     "torwart_pair_ready",
     "torwart_pair_peer_alive",
+    "torwart_pair_peer_protocol",
     "torwart_pair_queued_records",
     "torwart_pair_complete",
     "torwart_pair_events_total",
@@ -147,6 +149,19 @@ impl Collector for Exposition {
         let (counter, gauge) = (MetricType::Counter, MetricType::Gauge);
         let worker = |w: usize| vec![("worker", w.to_string())];
         family(&mut e, "torwart_up", "1 while the daemon serves", gauge, [(vec![], 1.0)])?;
+        // A pair syncs across one version of the protocol (an upgrade half
+        // done), not more: what an upgrade's dashboard compares.
+        let build = vec![
+            ("version", env!("CARGO_PKG_VERSION").to_owned()),
+            ("sync_protocol", sync::peer::PROTOCOL.to_string()),
+        ];
+        family(
+            &mut e,
+            "torwart_build_info",
+            "1, labelled with this build's version and sync protocol",
+            gauge,
+            [(build, 1.0)],
+        )?;
         let port = |p: &crate::stats::PortStatus| vec![("interface", p.interface.clone()), ("side", p.side.clone())];
         family(
             &mut e,
@@ -269,6 +284,13 @@ impl Collector for Exposition {
                 [(vec![], b(p.ready))],
             )?;
             family(&mut e, "torwart_pair_peer_alive", "The other box answers", gauge, [(vec![], b(p.peer_alive))])?;
+            family(
+                &mut e,
+                "torwart_pair_peer_protocol",
+                "The sync protocol version the other box's hellos give (0: the first release), once heard",
+                gauge,
+                p.peer_protocol.map(|v| (vec![], v as f64)),
+            )?;
             family(
                 &mut e,
                 "torwart_pair_queued_records",
@@ -481,7 +503,8 @@ mod tests {
     /// A snapshot with something in every family.
     fn busy() -> Arc<Live> {
         let live = Arc::new(Live::new(Arc::default()));
-        let pair = PairStats { counters: [("records_lost".into(), 4)].into(), ..Default::default() };
+        let pair =
+            PairStats { counters: [("records_lost".into(), 4)].into(), peer_protocol: Some(2), ..Default::default() };
         let mut st = Stats { flows: 3, nat_bindings: 1, pair: Some(pair), ..Default::default() };
         st.counters.insert("workers_restarted".into(), 2);
         st.workers.push(Worker { worker: 0, rx: vec![5, 6], tx: vec![4, 4], ..Default::default() });
