@@ -1732,6 +1732,9 @@ async fn reload(reloader: &mut Reloader, db: &Database) -> Result<crate::reload:
     }
 }
 
+/// How soon a reload that could not read the member database is tried again.
+const RELOAD_RETRY: Duration = Duration::from_secs(5);
+
 async fn reload_loop(
     db: Database,
     mut reloader: Reloader,
@@ -1739,53 +1742,68 @@ async fn reload_loop(
     live: Arc<crate::api::live::Live>,
     last_good: Option<PathBuf>,
 ) {
-    let report = |r: Result<crate::reload::Reloaded, crate::db::DbError>| match r {
-        Ok(r) => {
-            tracing::info!(
-                "policy reloaded generation={} changes=\"{}\" flows_ended_members={} compile_ms={:.1}",
-                r.generation,
-                r.changes,
-                r.ended,
-                r.compile.as_secs_f64() * 1e3
-            );
-            if live.reload_counts.policy_from_last_good() {
-                tracing::info!("the member database gives a policy again; the last good one is left");
+    let from_last_good = live.reload_counts.policy_from_last_good();
+    // The member database last written as the last good one: not written
+    // again while unchanged (a reload that the usage flushes set off).
+    let mut kept = (!from_last_good).then(|| live.members.load_full());
+    // Whether a reload is owed: changes may have been missed (a watch
+    // lost or not yet made, a start from the last good one), or a reload
+    // could not read the database. Owed until one is done, or refused for
+    // the database's rows (then the next change brings the next); tried
+    // again every RELOAD_RETRY.
+    let mut owed = from_last_good;
+    let mut attempt = |r: Result<crate::reload::Reloaded, crate::db::DbError>| -> bool {
+        match r {
+            Ok(r) => {
+                tracing::info!(
+                    "policy reloaded generation={} changes=\"{}\" flows_ended_members={} compile_ms={:.1}",
+                    r.generation,
+                    r.changes,
+                    r.ended,
+                    r.compile.as_secs_f64() * 1e3
+                );
+                if live.reload_counts.policy_from_last_good() {
+                    tracing::info!("the member database gives a policy again; the last good one is left");
+                }
+                live.reloaded(unix_now(), &r);
+                let members = live.members.load_full();
+                if kept.as_deref() != Some(&*members) {
+                    // A file of megabytes for a large database: the
+                    // runtime's other tasks (the API) go on meanwhile.
+                    tokio::task::block_in_place(|| keep_last_good(last_good.as_deref(), &members));
+                    kept = Some(members);
+                }
+                false
             }
-            live.reloaded(unix_now(), &r);
-            // A file of megabytes for a large database: the runtime's other
-            // tasks (the API) go on while it is written.
-            tokio::task::block_in_place(|| keep_last_good(last_good.as_deref(), &live.members.load()));
-        }
-        Err(e) => {
-            let why = crate::api::live::abridged(&e.to_string());
-            tracing::warn!("reload refused, the running policy stays: {why}");
-            live.refused(unix_now(), why);
+            Err(e) => {
+                let owed = !matches!(e, crate::db::DbError::Invalid(_));
+                let why = crate::api::live::abridged(&e.to_string());
+                tracing::warn!("reload refused, the running policy stays: {why}");
+                live.refused(unix_now(), why);
+                owed
+            }
         }
     };
-    // A watch lost, or not made, misses the changes meanwhile: once the
-    // next one is made, a reload. A start from the last good member
-    // database has missed them all.
-    let mut missed = live.reload_counts.policy_from_last_good();
     loop {
         let mut watch = match db.watch(WatchOptions::default()).await {
             Ok(w) => w,
             Err(e) => {
-                missed = true;
+                owed = true;
                 tracing::warn!("cannot watch the member database (retrying in 5 s): {e}");
                 tokio::select! {
                     _ = tokio::time::sleep(Duration::from_secs(5)) => {}
-                    _ = now.notified() => report(reload(&mut reloader, &db).await),
+                    _ = now.notified() => owed = attempt(reload(&mut reloader, &db).await),
                 }
                 continue;
             }
         };
-        if std::mem::take(&mut missed) {
-            report(reload(&mut reloader, &db).await);
+        if owed {
+            owed = attempt(reload(&mut reloader, &db).await);
         }
         loop {
             tokio::select! {
                 changed = watch.changed() => match changed {
-                    Ok(()) => report(reload(&mut reloader, &db).await),
+                    Ok(()) => owed = attempt(reload(&mut reloader, &db).await),
                     Err(e) => {
                         tracing::warn!("member database watch: {e}");
                         if watch.is_closed() {
@@ -1793,10 +1811,11 @@ async fn reload_loop(
                         }
                     }
                 },
-                _ = now.notified() => report(reload(&mut reloader, &db).await),
+                _ = now.notified() => owed = attempt(reload(&mut reloader, &db).await),
+                _ = tokio::time::sleep(RELOAD_RETRY), if owed => owed = attempt(reload(&mut reloader, &db).await),
             }
         }
-        missed = true;
+        owed = true;
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
 }

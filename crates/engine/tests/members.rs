@@ -226,6 +226,7 @@ fn after_a_restart_a_forwarded_device_speaking_first_leaves_from_the_forwarded_p
     let mut db = sample::example();
     let fw = db.port_forwards[0].clone();
     db.port_forwards.push(policy::PortForward { id: 2, public_port: 8081, ..fw.clone() });
+    db.port_forwards.push(policy::PortForward { id: 9, public_port: 8079, ..fw.clone() });
     db.port_forwards.push(policy::PortForward {
         id: 3,
         protocol: policy::Protocol::Udp,
@@ -237,7 +238,13 @@ fn after_a_restart_a_forwarded_device_speaking_first_leaves_from_the_forwarded_p
     g.e.set_policy(Arc::new(policy::compile(&db, 2).unwrap()), &[]);
     let (v, f) = g.tcp(Side::Inside, NAS, "192.0.2.7", 80, 5555, A, 200, 110, 10);
     assert_eq!(v, FWD_OUT);
-    assert_eq!(key(&f).src_port, 8080);
+    assert_eq!(key(&f).src_port, 8079);
+    // The device reaching its own forward (hairpinned) is translated as
+    // any flow: from the forwarded port, it would meet itself.
+    let (v, f) = g.tcp(Side::Inside, NAS, PUBLIC_101, 80, 8080, S, 1, 0, 0);
+    assert_eq!(v, FWD_IN);
+    assert_eq!(key(&f).dst_port, 80);
+    assert_ne!(key(&f).src_port, 8079);
     let mut b = vec![0u8; 2048];
     let n = build::udp(&mut b, &IN, v4(NAS), v4("192.0.2.7"), 53, 4000, 20).unwrap();
     b.truncate(n);

@@ -439,6 +439,15 @@ fn a_start_the_database_cannot_serve_forwards_with_the_last_good_member_database
     });
     let s = status(&lab);
     assert!(!s.policy_from_last_good && !s.policy_refused, "{s:?}");
+    // Written again for the change; not for a reload that changes nothing.
+    let written = std::fs::metadata(&last_good).unwrap().modified().unwrap();
+    assert!(std::fs::read_to_string(&last_good).unwrap().contains("\"status\":\"blocked\""));
+    let reloads = lab.log().matches("policy reloaded").count();
+    let pid = lab.ns.pid("torwart").unwrap() as libc::pid_t;
+    // SAFETY: kill with the pid of our own child and a valid signal.
+    unsafe { libc::kill(pid, libc::SIGHUP) };
+    lab.wait_for("the reload SIGHUP asks for", |l| l.log().matches("policy reloaded").count() > reloads);
+    assert_eq!(std::fs::metadata(&last_good).unwrap().modified().unwrap(), written, "written again unchanged");
     let blocked = lab.counter("member_blocked");
     send_udp(&lab.i, OUTSIDE_HOST, 7102, 5);
     lab.wait_for("the blocked member's datagrams refused", |l| l.counter("member_blocked") >= blocked + 5);

@@ -406,9 +406,10 @@ pub fn parse_import(name: &Path, data: &[u8]) -> Result<usize, DbError> {
 /// format of `torwart db import`): what a start falls back on when the
 /// database cannot give it a policy. Every table, every row, in key order.
 pub fn last_good_json(db: &MemberDb) -> String {
-    let mut top = serde_json::Map::new();
+    // A row a line, so that what a reader names by its line is one row.
+    let mut tables = Vec::new();
     for (table, names) in TABLES {
-        let rows = table_rows(db, table)
+        let rows: Vec<String> = table_rows(db, table)
             .into_iter()
             .map(|row| {
                 let cells = names.iter().zip(row).map(|(name, v)| {
@@ -419,14 +420,13 @@ pub fn last_good_json(db: &MemberDb) -> String {
                     };
                     ((*name).to_owned(), v)
                 });
-                serde_json::Value::Object(cells.collect())
+                serde_json::Value::Object(cells.collect()).to_string()
             })
             .collect();
-        top.insert(table.name().to_owned(), serde_json::Value::Array(rows));
+        let rows = if rows.is_empty() { String::new() } else { format!("\n  {}\n", rows.join(",\n  ")) };
+        tables.push(format!("\"{}\": [{rows}]", table.name()));
     }
-    let mut text = serde_json::Value::Object(top).to_string();
-    text.push('\n');
-    text
+    format!("{{\n{}\n}}\n", tables.join(",\n"))
 }
 
 /// Reads a file [`last_good_json`] wrote: every table, every row readable,
@@ -434,7 +434,8 @@ pub fn last_good_json(db: &MemberDb) -> String {
 /// caller's question).
 pub fn read_last_good(path: &Path) -> Result<MemberDb, DbError> {
     let bad = |cause: String| DbError::LastGood { path: path.to_owned(), cause };
-    let tables = read_json(path).map_err(|e| bad(e.to_string()))?;
+    let text = read_own_file(path).map_err(bad)?;
+    let tables = parse_json(path, &text).map_err(|e| bad(e.to_string()))?;
     let mut db = MemberDb::default();
     let mut problems = Vec::new();
     for (table, rows) in &tables {
@@ -456,6 +457,34 @@ pub fn read_last_good(path: &Path) -> Result<MemberDb, DbError> {
         return Err(bad(PolicyError::new(problems).to_string()));
     }
     Ok(db)
+}
+
+/// The text of `path` if it is a file of this process's user that nobody
+/// else may write (what [`last_good_json`]'s writer leaves): a link, or a
+/// file someone else could have put or changed, is refused, since what it
+/// says would become the policy.
+fn read_own_file(path: &Path) -> Result<String, String> {
+    use std::io::Read;
+    use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+    let mut file = fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .open(path)
+        .map_err(|e| e.to_string())?;
+    let meta = file.metadata().map_err(|e| e.to_string())?;
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    let uid = unsafe { libc::geteuid() };
+    if !meta.is_file() || meta.uid() != uid || meta.mode() & 0o022 != 0 {
+        return Err(format!(
+            "it must be a file of this user (uid {uid}) that nobody else may write, and is owned by uid {} with mode \
+             {:o}",
+            meta.uid(),
+            meta.mode() & 0o7777
+        ));
+    }
+    let mut bytes = Vec::new();
+    file.read_to_end(&mut bytes).map_err(|e| e.to_string())?;
+    text_of(path, bytes).map_err(|e| e.to_string())
 }
 
 /// Reads a directory of `<table>.csv` files.

@@ -293,6 +293,20 @@ mod tests {
             assert!(e.starts_with(&format!("cannot use the last good member database {}", path.display())), "{e}");
             assert!(e.contains(names), "{e}");
         }
+        // One row a line.
+        assert!(text.lines().all(|l| l.matches("{\"").count() <= 1), "{text}");
+        // Only a file of this user that nobody else may write: what it
+        // says becomes the policy.
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::write(&path, &text).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o666)).unwrap();
+        let e = read_last_good(&path).unwrap_err().to_string();
+        assert!(e.contains("nobody else may write") && e.contains("mode 666"), "{e}");
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let link = dir.join("link.json");
+        std::os::unix::fs::symlink(&path, &link).unwrap();
+        assert!(read_last_good(&link).is_err(), "a link is followed");
+        assert_eq!(read_last_good(&path).unwrap(), policy::sample::example());
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

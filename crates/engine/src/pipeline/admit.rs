@@ -213,11 +213,18 @@ fn admit_outbound(nat: &mut Nat, p: &Policy, m: &Meta) -> Result<Admit, Reason> 
     // connection, seen first from the inside (its retransmission beat the
     // remote's after a restart, or a UDP answer outlived its flow). It
     // leaves from the port the remote wrote to; a NAT port would be a
-    // stranger to the remote, and the connection would stall.
-    if let Some((address, port)) = p.forwarded_from(k.src_v4(), k.proto, k.src_port) {
-        out.set_src_v4(address);
-        out.src_port = port;
-        return Ok(Admit { out, reply_side, member_id: Some(id), binding: NO_BINDING });
+    // stranger to the remote, and the connection would stall. Not when
+    // hairpinned (a device reaching its own forward would meet itself),
+    // nor while a flow's binding still holds the port (a forward added
+    // since): then it is translated as any flow.
+    if reply_side == Side::Outside {
+        if let Some((address, port)) = p.forwarded_from(k.src_v4(), k.proto, k.src_port) {
+            if nat.by_public(address, k.proto, port).is_none() {
+                out.set_src_v4(address);
+                out.src_port = port;
+                return Ok(Admit { out, reply_side, member_id: Some(id), binding: NO_BINDING });
+            }
+        }
     }
     out.set_src_v4(public.address);
     let range = Public { addr: public.address, first: public.first_port, last: public.last_port };

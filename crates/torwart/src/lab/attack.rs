@@ -679,8 +679,13 @@ impl Lab {
         self.start(opts)?;
         self.wait_for("torwart to forward again", secs(20), |l| l.stats().is_some_and(|s| s.generation > 0))?;
         let back = killed.elapsed().as_secs_f64();
-        // The connections' retransmissions find the new process.
+        // The connections' retransmissions find the new process (a
+        // connection in backoff may take a few seconds).
         std::thread::sleep(secs(3));
+        let long_lived = (scale.chatty + scale.chatty / 2) as u64;
+        let _ = self.wait_for("every long-lived connection picked up", secs(10), |l| {
+            l.stats().is_some_and(|s| s.counter("flows_picked_up") >= long_lived)
+        });
         let after = self.stats().unwrap_or_default();
         let picked = after.counter("flows_picked_up");
         let now = seen(sources);
@@ -693,7 +698,6 @@ impl Lab {
         // Each long-lived connection once, whichever end spoke first: one
         // more is a connection made twice, from each end (its two flows
         // disagree on its ports).
-        let long_lived = (scale.chatty + scale.chatty / 2) as u64;
         r.add(
             "kill -9 and restart under load: connections picked up mid-stream, each once, with the same NAT ports",
             changed.is_empty() && kept > 0 && picked == long_lived,
