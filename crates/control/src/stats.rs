@@ -132,6 +132,8 @@ pub struct Worker {
     pub worker: usize,
     pub generation: u64,
     pub flows: usize,
+    /// The flows its table holds at most.
+    pub flow_capacity: usize,
     pub nat_bindings: usize,
     /// Frames received, by port index.
     pub rx: Vec<u64>,
@@ -377,6 +379,7 @@ fn worker(s: &WorkerStats) -> Worker {
         worker: s.worker,
         generation: s.generation,
         flows: s.flows,
+        flow_capacity: s.flow_capacity,
         nat_bindings: s.nat_bindings,
         rx: d.rx.clone(),
         tx: d.tx.clone(),

@@ -103,6 +103,21 @@ const CASES: &[Case] = &[
         summary: "torwart on gw1:9680 refused the member database's latest policy",
     },
     Case {
+        alert: "TorwartFlowTableFilling",
+        // Worker 1's table at 95 % from 1 min on; worker 0's at half.
+        series: &[
+            (r#"torwart_worker_flows{J, worker="0"}"#, "500x60"),
+            (r#"torwart_worker_flows{J, worker="1"}"#, "0 0 0 0 950x56"),
+            (r#"torwart_worker_flow_capacity{J, worker="0"}"#, "1000x60"),
+            (r#"torwart_worker_flow_capacity{J, worker="1"}"#, "1000x60"),
+        ],
+        quiet_at: &["5m", "10m"],
+        fires_at: "12m",
+        severity: "warning",
+        labels: &[],
+        summary: "torwart on gw1:9680: a worker's flow table is over 90 % full",
+    },
+    Case {
         alert: "TorwartStartedFromLastGood",
         // Started from the last good file at 30 s; the database gives a
         // policy at 10 min.

@@ -18,6 +18,8 @@ pub struct WorkerStats {
     pub engine: Counters,
     pub dataplane: DataplaneCounters,
     pub flows: usize,
+    /// The flows this worker's table holds at most (`engine.max_flows`).
+    pub flow_capacity: usize,
     pub nat_bindings: usize,
     /// Per-member totals counted on this worker.
     pub accounts: Vec<Account>,

@@ -762,6 +762,7 @@ impl Worker {
         stats.engine.clone_from(self.engine.counters());
         stats.dataplane.clone_from(&self.counters);
         stats.flows = self.engine.conntrack().len();
+        stats.flow_capacity = self.engine.conntrack().capacity();
         stats.nat_bindings = self.engine.nat().len();
         stats.accounts.clear();
         stats.accounts.extend(self.engine.accounts().iter().copied());

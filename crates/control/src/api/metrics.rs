@@ -28,6 +28,8 @@ pub const NAMES: &[&str] = &[
     "torwart_traffic_bytes_total",
     "torwart_drops_total",
     "torwart_worker_load",
+    "torwart_worker_flows",
+    "torwart_worker_flow_capacity",
     "torwart_worker_handed_off_total",
     "torwart_worker_naps_total",
     "torwart_flows",
@@ -212,6 +214,22 @@ impl Collector for Exposition {
             "Share of a worker's loops that found work, over the last second",
             gauge,
             st.workers.iter().zip(&s.load).map(|(w, l)| (worker(w.worker), *l)),
+        )?;
+        // Each worker has a table of its own, and its members' flows fill
+        // it: the fullest is the one to watch.
+        family(
+            &mut e,
+            "torwart_worker_flows",
+            "Flows in a worker's table",
+            gauge,
+            st.workers.iter().map(|w| (worker(w.worker), w.flows as f64)),
+        )?;
+        family(
+            &mut e,
+            "torwart_worker_flow_capacity",
+            "Flows a worker's table holds at most ([engine] max_flows)",
+            gauge,
+            st.workers.iter().map(|w| (worker(w.worker), w.flow_capacity as f64)),
         )?;
         family(
             &mut e,
