@@ -1306,11 +1306,16 @@ fn start_from_last_good(
 /// Writes the member database of the running policy as the last good one
 /// (a JSON import file, personal data: the owner's alone), off the packet
 /// path. A failure is logged; the running policy does not depend on it.
-fn keep_last_good(path: Option<&Path>, members: &policy::MemberDb) {
+fn keep_last_good(path: Option<&Path>, members: &policy::MemberDb, live: &crate::api::live::Live) {
     let Some(path) = path else { return };
     let text = crate::db::last_good_json(members);
-    if let Err(e) = crate::files::write_private(path, text.as_bytes(), crate::files::SPOOL_MODE, true) {
-        tracing::warn!("cannot keep the last good member database in {}: {e}", path.display());
+    let counts = &live.reload_counts;
+    match crate::files::write_private(path, text.as_bytes(), crate::files::SPOOL_MODE, true) {
+        Ok(()) => counts.last_good_written.store(unix_now(), Ordering::Relaxed),
+        Err(e) => {
+            counts.last_good_failures.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!("cannot keep the last good member database in {}: {e}", path.display());
+        }
     }
 }
 
@@ -1362,7 +1367,7 @@ impl Control {
         let live = Arc::new(crate::api::live::Live::new(reloader.members()));
         match fallback {
             Some(why) => live.started_from_last_good(unix_now(), why),
-            None => keep_last_good(last_good.as_deref(), &live.members.load()),
+            None => keep_last_good(last_good.as_deref(), &live.members.load(), &live),
         }
         let state = crate::api::ApiState {
             live: Arc::clone(&live),
@@ -1770,7 +1775,7 @@ async fn reload_loop(
                 if kept.as_deref() != Some(&*members) {
                     // A file of megabytes for a large database: the
                     // runtime's other tasks (the API) go on meanwhile.
-                    tokio::task::block_in_place(|| keep_last_good(last_good.as_deref(), &members));
+                    tokio::task::block_in_place(|| keep_last_good(last_good.as_deref(), &members, &live));
                     kept = Some(members);
                 }
                 false

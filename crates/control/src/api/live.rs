@@ -10,7 +10,7 @@ use arc_swap::ArcSwap;
 use policy::MemberDb;
 use serde::Serialize;
 use std::collections::{BTreeMap, VecDeque};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -85,6 +85,10 @@ pub struct ReloadCounts {
     /// The running policy is the last good member database's: the start
     /// could not have one from the database (until a reload is done).
     pub from_last_good: AtomicBool,
+    /// When the last good member database was last written (Unix
+    /// seconds; 0: not by this process), and the writes that failed.
+    pub last_good_written: AtomicI64,
+    pub last_good_failures: AtomicU64,
 }
 
 impl ReloadCounts {

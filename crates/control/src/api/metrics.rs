@@ -43,6 +43,7 @@ pub const NAMES: &[&str] = &[
     "torwart_reloads_total",
     "torwart_policy_refused",
     "torwart_policy_from_last_good",
+    "torwart_last_good_write_failures_total",
     "torwart_usage_flushes_total",
     "torwart_reload_duration_seconds_bucket",
     "torwart_reload_duration_seconds_sum",
@@ -452,6 +453,21 @@ impl Exposition {
             MetricType::Gauge,
             [(vec![], if c.policy_from_last_good() { 1.0 } else { 0.0 })],
         )?;
+        family(
+            e,
+            "torwart_last_good_write_failures",
+            "Writes of the last good member database that failed (the older file stays)",
+            MetricType::Counter,
+            [(vec![], c.last_good_failures.load(Ordering::Relaxed) as f64)],
+        )?;
+        let written = c.last_good_written.load(Ordering::Relaxed);
+        family(
+            e,
+            "torwart_last_good_written_timestamp_seconds",
+            "When this process last wrote the last good member database (Unix time)",
+            MetricType::Gauge,
+            (written > 0).then(|| (vec![], written as f64)),
+        )?;
         let st = self.live.snapshot.load();
         family(
             e,
@@ -621,6 +637,14 @@ mod tests {
         let text = render(&live, 0);
         assert!(text.contains("torwart_policy_from_last_good 0.0\n"), "{text}");
         assert!(text.contains("torwart_policy_refused 0.0\n"), "{text}");
+        // Its writes: when the last one was, and how many failed.
+        assert!(!text.lines().any(|l| l.starts_with("torwart_last_good_written_timestamp_seconds")), "{text}");
+        assert!(text.contains("torwart_last_good_write_failures_total 0.0\n"), "{text}");
+        live.reload_counts.last_good_written.store(1_796_000_000, Ordering::Relaxed);
+        live.reload_counts.last_good_failures.fetch_add(2, Ordering::Relaxed);
+        let text = render(&live, 0);
+        assert!(text.contains("torwart_last_good_written_timestamp_seconds 1796000000.0\n"), "{text}");
+        assert!(text.contains("torwart_last_good_write_failures_total 2.0\n"), "{text}");
     }
 
     #[test]
