@@ -1305,16 +1305,21 @@ fn start_from_last_good(
 
 /// Writes the member database of the running policy as the last good one
 /// (a JSON import file, personal data: the owner's alone), off the packet
-/// path. A failure is logged; the running policy does not depend on it.
-fn keep_last_good(path: Option<&Path>, members: &policy::MemberDb, live: &crate::api::live::Live) {
-    let Some(path) = path else { return };
+/// path. A failure is logged and counted; the running policy does not
+/// depend on it. Whether the file now holds `members`.
+fn keep_last_good(path: Option<&Path>, members: &policy::MemberDb, live: &crate::api::live::Live) -> bool {
+    let Some(path) = path else { return true };
     let text = crate::db::last_good_json(members);
     let counts = &live.reload_counts;
     match crate::files::write_private(path, text.as_bytes(), crate::files::SPOOL_MODE, true) {
-        Ok(()) => counts.last_good_written.store(unix_now(), Ordering::Relaxed),
+        Ok(()) => {
+            counts.last_good_written.store(unix_now(), Ordering::Relaxed);
+            true
+        }
         Err(e) => {
             counts.last_good_failures.fetch_add(1, Ordering::Relaxed);
             tracing::warn!("cannot keep the last good member database in {}: {e}", path.display());
+            false
         }
     }
 }
@@ -1365,10 +1370,6 @@ impl Control {
         );
         let reload_now = Arc::new(tokio::sync::Notify::new());
         let live = Arc::new(crate::api::live::Live::new(reloader.members()));
-        match fallback {
-            Some(why) => live.started_from_last_good(unix_now(), why),
-            None => keep_last_good(last_good.as_deref(), &live.members.load(), &live),
-        }
         let state = crate::api::ApiState {
             live: Arc::clone(&live),
             db: Some(db.clone()),
@@ -1381,6 +1382,14 @@ impl Control {
         }
         if !config.api.socket.as_os_str().is_empty() {
             tracing::info!("api: socket {}", config.api.socket.display());
+        }
+        // Only now, past the API's socket: a second daemon on this
+        // configuration stops there having written nothing.
+        match fallback {
+            Some(why) => live.started_from_last_good(unix_now(), why),
+            None => {
+                keep_last_good(last_good.as_deref(), &live.members.load(), &live);
+            }
         }
         let reload_task =
             runtime.spawn(reload_loop(db.clone(), reloader, Arc::clone(&reload_now), Arc::clone(&live), last_good));
@@ -1750,7 +1759,8 @@ async fn reload_loop(
     let from_last_good = live.reload_counts.policy_from_last_good();
     // The member database last written as the last good one: not written
     // again while unchanged (a reload that the usage flushes set off).
-    let mut kept = (!from_last_good).then(|| live.members.load_full());
+    let mut kept = (!from_last_good && live.reload_counts.last_good_written.load(Ordering::Relaxed) > 0)
+        .then(|| live.members.load_full());
     // Whether a reload is owed: changes may have been missed (a watch
     // lost or not yet made, a start from the last good one), or a reload
     // could not read the database. Owed until one is done, or refused for
@@ -1772,10 +1782,12 @@ async fn reload_loop(
                 }
                 live.reloaded(unix_now(), &r);
                 let members = live.members.load_full();
-                if kept.as_deref() != Some(&*members) {
-                    // A file of megabytes for a large database: the
-                    // runtime's other tasks (the API) go on meanwhile.
-                    tokio::task::block_in_place(|| keep_last_good(last_good.as_deref(), &members, &live));
+                // A file of megabytes for a large database: the runtime's
+                // other tasks (the API) go on meanwhile. One that failed is
+                // tried again at the next reload.
+                if kept.as_deref() != Some(&*members)
+                    && tokio::task::block_in_place(|| keep_last_good(last_good.as_deref(), &members, &live))
+                {
                     kept = Some(members);
                 }
                 false

@@ -435,7 +435,10 @@ pub fn last_good_json(db: &MemberDb) -> String {
 pub fn read_last_good(path: &Path) -> Result<MemberDb, DbError> {
     let bad = |cause: String| DbError::LastGood { path: path.to_owned(), cause };
     let text = read_own_file(path).map_err(bad)?;
-    let tables = parse_json(path, &text).map_err(|e| bad(e.to_string()))?;
+    let tables = parse_json(path, &text).map_err(|e| match e {
+        DbError::File { cause, .. } => bad(cause),
+        e => bad(e.to_string()),
+    })?;
     let mut db = MemberDb::default();
     let mut problems = Vec::new();
     for (table, rows) in &tables {
